@@ -1,0 +1,443 @@
+"""The DataSubject aggregate: everything that happened to one person's data.
+
+Personal values arrive already sealed (encrypted under a per-subject key held
+outside the event store); the aggregate only ever sees opaque sealed strings
+and the id of the key that opens them, so erasure is destroying that key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from lifecycle.errors import (
+    MissingSafeguard,
+    NoSuchConsent,
+    NoSuchHold,
+    NoSuchRequest,
+    NoSuchRestriction,
+    RecordErased,
+    RecordExists,
+    UnknownRecord,
+)
+from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING, HOME_COUNTRY
+
+SUBJECT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lifecycle.invalid/subject")
+
+# A sealed personal value: "<key id>.<base64 nonce+ciphertext>", opaque here.
+Sealed = str
+
+
+def key_scope(purpose: str, basis: str) -> str:
+    """Data keys are per subject, purpose and basis: each can be shredded alone."""
+    return f"{purpose}/{basis}"
+
+
+NOTES_SCOPE = "notes/free-text"
+
+
+@dataclass
+class Record:
+    record: str
+    category: str
+    purpose: str
+    basis: str
+    source: str
+    collected_at: datetime
+    key_id: str
+    values: list[Sealed]
+    rectified_at: list[datetime] = field(default_factory=list)
+    erased_at: datetime | None = None
+    erased_by: str | None = None
+
+    @property
+    def scope(self) -> str:
+        return key_scope(self.purpose, self.basis)
+
+
+@dataclass
+class Consent:
+    purpose: str
+    given_at: datetime | None
+    method: str | None
+    withdrawn_at: datetime | None = None
+
+
+@dataclass
+class Share:
+    recipient: str
+    role: str
+    purpose: str
+    basis: str
+    records: list[str]
+    categories: list[str]
+    country: str
+    safeguard: str | None
+    at: datetime
+
+
+@dataclass
+class Restriction:
+    scope: str
+    reason: str
+    placed_at: datetime
+    lifted_at: datetime | None = None
+
+
+@dataclass
+class Hold:
+    hold: str
+    scope: str
+    reason: Sealed | None
+    placed_at: datetime
+    until: datetime | None
+    released_at: datetime | None = None
+
+    def covers(self, purpose: str, at: datetime) -> bool:
+        active = self.released_at is None and (self.until is None or at < self.until)
+        return active and self.scope in (purpose, ALL_SCOPE)
+
+
+@dataclass
+class Request:
+    request: str
+    kind: str
+    received_at: datetime
+    verified_at: datetime | None = None
+    extended_at: datetime | None = None
+    extension_months: int = 0
+    fulfilled_at: datetime | None = None
+
+
+@dataclass
+class Refusal:
+    record: str
+    ground: str
+    at: datetime
+    request: str
+
+
+@dataclass
+class ErasureDecision:
+    """What an erasure request does: scopes to shred and records refused, with grounds."""
+
+    key_ids: list[str]
+    records: list[str]
+    refusals: list[tuple[str, str]]
+
+
+ART_17_3_B = "Art 17(3)(b): retained to comply with a legal obligation"
+ART_17_3_E = "Art 17(3)(e): needed for the establishment, exercise or defence of legal claims"
+EXEMPT_BASES = {"legal-obligation": ART_17_3_B, "public-task": ART_17_3_B}
+
+
+class DataSubject(Aggregate):
+    """One data subject's aggregate, identified by the controller's reference."""
+
+    @staticmethod
+    def create_id(reference: str) -> UUID:
+        return uuid5(SUBJECT_NAMESPACE, reference)
+
+    @event("Registered")
+    def __init__(self, reference: str) -> None:
+        self.reference = reference
+        self.fact_ids: dict[str, None] = {}
+        self.records: dict[str, Record] = {}
+        self.consents: dict[str, Consent] = {}
+        self.shares: list[Share] = []
+        self.restrictions: list[Restriction] = []
+        self.objections: list[tuple[str, datetime]] = []
+        self.holds: dict[str, Hold] = {}
+        self.requests: dict[str, Request] = {}
+        self.refusals: list[Refusal] = []
+        self.suppressed_at: datetime | None = None
+        self.suppression_hashes: list[str] = []
+        self.excluded_at: datetime | None = None
+        self.excluded_reason: Sealed | None = None
+        self.relationship_ended_at: datetime | None = None
+        self.last_activity_at: datetime | None = None
+        self.notes_key_id: str | None = None
+
+    # -- queries -----------------------------------------------------------------
+
+    def has_seen(self, fact_id: str) -> bool:
+        return fact_id in self.fact_ids
+
+    def live_record(self, record: str) -> Record:
+        found = self.records.get(record)
+        if found is None:
+            raise UnknownRecord(f"record {record!r} was never collected for this subject")
+        if found.erased_at is not None:
+            raise RecordErased(f"record {record!r} has been erased")
+        return found
+
+    def active_restrictions(self) -> list[Restriction]:
+        return [r for r in self.restrictions if r.lifted_at is None]
+
+    def consent_in_force(self, purpose: str) -> bool:
+        consent = self.consents.get(purpose)
+        return consent is not None and consent.withdrawn_at is None
+
+    def decide_erasure(self, at: datetime) -> ErasureDecision:
+        """Which data keys an erasure request destroys, and which records it must keep.
+
+        A legal hold or a restriction for legal claims keeps the data (Art 17(3)(e));
+        legal-obligation and public-task data stay (Art 17(3)(b)); all else goes.
+        """
+        erase_keys: dict[str, None] = {}
+        erase_records: list[str] = []
+        refusals: list[tuple[str, str]] = []
+        for rec in self.records.values():
+            if rec.erased_at is not None:
+                continue
+            ground = self._exemption(rec, at)
+            if ground is None:
+                erase_keys[rec.key_id] = None
+                erase_records.append(rec.record)
+            else:
+                refusals.append((rec.record, ground))
+        if self.notes_key_id is not None and not refusals:
+            erase_keys[self.notes_key_id] = None
+        return ErasureDecision(list(erase_keys), erase_records, refusals)
+
+    def _exemption(self, rec: Record, at: datetime) -> str | None:
+        for hold in self.holds.values():
+            if hold.covers(rec.purpose, at):
+                return f"{ART_17_3_E} (legal hold {hold.hold})"
+        for restriction in self.active_restrictions():
+            if restriction.reason == "legal-claims" and restriction.scope in (rec.purpose, ALL_SCOPE):
+                return f"{ART_17_3_E} (restriction asked for by the subject)"
+        return EXEMPT_BASES.get(rec.basis)
+
+    # -- commands (guards) and their events ----------------------------------------
+
+    def collect(self, fact_id: str, at: datetime, record: str, category: str, purpose: str,
+                basis: str, source: str, key_id: str, values: Sealed) -> None:
+        if record in self.records:
+            raise RecordExists(f"record {record!r} already exists for this subject")
+        self._collected(fact_id=fact_id, at=at, record=record, category=category,
+                        purpose=purpose, basis=basis, source=source, key_id=key_id,
+                        values=values)
+
+    @event("Collected")
+    def _collected(self, fact_id: str, at: datetime, record: str, category: str,
+                   purpose: str, basis: str, source: str, key_id: str, values: Sealed) -> None:
+        self.fact_ids[fact_id] = None
+        self.records[record] = Record(record, category, purpose, basis, source, at, key_id,
+                                      [values])
+        self._touch(at)
+
+    def rectify(self, fact_id: str, at: datetime, record: str, values: Sealed) -> None:
+        self.live_record(record)
+        self._rectified(fact_id=fact_id, at=at, record=record, values=values)
+
+    @event("Rectified")
+    def _rectified(self, fact_id: str, at: datetime, record: str, values: Sealed) -> None:
+        self.fact_ids[fact_id] = None
+        rec = self.records[record]
+        rec.values.append(values)
+        rec.rectified_at.append(at)
+        self._touch(at)
+
+    @event("ActivityRecorded")
+    def record_activity(self, fact_id: str, at: datetime, record: str | None) -> None:
+        self.fact_ids[fact_id] = None
+        self._touch(at)
+
+    @event("ConsentGiven")
+    def give_consent(self, fact_id: str, at: datetime, purpose: str, method: str | None) -> None:
+        self.fact_ids[fact_id] = None
+        self.consents[purpose] = Consent(purpose, at, method)
+        if purpose == DIRECT_MARKETING:
+            # Re-subscribing is the person's own choice; it lifts the suppression.
+            self.suppressed_at = None
+
+    def withdraw_consent(self, fact_id: str, at: datetime, purpose: str,
+                         method: str | None) -> None:
+        if not self.consent_in_force(purpose):
+            raise NoSuchConsent(f"no consent in force for purpose {purpose!r}")
+        self._consent_withdrawn(fact_id=fact_id, at=at, purpose=purpose, method=method)
+
+    @event("ConsentWithdrawn")
+    def _consent_withdrawn(self, fact_id: str, at: datetime, purpose: str,
+                           method: str | None) -> None:
+        self.fact_ids[fact_id] = None
+        self.consents[purpose].withdrawn_at = at
+
+    @event("Unsubscribed")
+    def unsubscribe(self, fact_id: str, at: datetime, channel: str | None,
+                    email_hashes: list[str]) -> None:
+        """Withdraws direct-marketing consent and suppresses the e-mail at once."""
+        self.fact_ids[fact_id] = None
+        consent = self.consents.get(DIRECT_MARKETING)
+        if consent is not None and consent.withdrawn_at is None:
+            consent.withdrawn_at = at
+        self._suppress(at, email_hashes)
+
+    def share(self, fact_id: str, at: datetime, recipient: str, role: str, purpose: str,
+              basis: str, records: list[str], categories: list[str], country: str,
+              safeguard: str | None) -> None:
+        if country != HOME_COUNTRY and not safeguard:
+            raise MissingSafeguard(
+                f"a share to {country} (outside the UK) needs a transfer safeguard")
+        for record in records:
+            self.live_record(record)
+        self._shared(fact_id=fact_id, at=at, recipient=recipient, role=role, purpose=purpose,
+                     basis=basis, records=records, categories=categories, country=country,
+                     safeguard=safeguard)
+
+    @event("Shared")
+    def _shared(self, fact_id: str, at: datetime, recipient: str, role: str, purpose: str,
+                basis: str, records: list[str], categories: list[str], country: str,
+                safeguard: str | None) -> None:
+        self.fact_ids[fact_id] = None
+        self.shares.append(Share(recipient, role, purpose, basis, list(records),
+                                 list(categories), country, safeguard, at))
+
+    @event("Restricted")
+    def restrict(self, fact_id: str, at: datetime, scope: str, reason: str) -> None:
+        self.fact_ids[fact_id] = None
+        self.restrictions.append(Restriction(scope, reason, at))
+
+    def lift_restriction(self, fact_id: str, at: datetime, scope: str) -> None:
+        if not any(r.scope == scope for r in self.active_restrictions()):
+            raise NoSuchRestriction(f"no restriction in force with scope {scope!r}")
+        self._restriction_lifted(fact_id=fact_id, at=at, scope=scope)
+
+    @event("RestrictionLifted")
+    def _restriction_lifted(self, fact_id: str, at: datetime, scope: str) -> None:
+        self.fact_ids[fact_id] = None
+        for restriction in self.active_restrictions():
+            if restriction.scope == scope:
+                restriction.lifted_at = at
+
+    @event("Objected")
+    def object_to(self, fact_id: str, at: datetime, purpose: str,
+                  email_hashes: list[str]) -> None:
+        """An objection to direct marketing is absolute: it acts at once."""
+        self.fact_ids[fact_id] = None
+        self.objections.append((purpose, at))
+        if purpose == DIRECT_MARKETING:
+            consent = self.consents.get(DIRECT_MARKETING)
+            if consent is not None and consent.withdrawn_at is None:
+                consent.withdrawn_at = at
+            self._suppress(at, email_hashes)
+
+    @event("ErasureRequested")
+    def request_erasure(self, fact_id: str, at: datetime, request: str) -> None:
+        self.fact_ids[fact_id] = None
+        self.requests[request] = Request(request, "erasure", at)
+
+    @event("AccessRequested")
+    def request_access(self, fact_id: str, at: datetime, request: str) -> None:
+        self.fact_ids[fact_id] = None
+        self.requests[request] = Request(request, "access", at)
+
+    def verify_identity(self, fact_id: str, at: datetime, request: str) -> None:
+        self._known_request(request)
+        self._identity_verified(fact_id=fact_id, at=at, request=request)
+
+    @event("IdentityVerified")
+    def _identity_verified(self, fact_id: str, at: datetime, request: str) -> None:
+        self.fact_ids[fact_id] = None
+        self.requests[request].verified_at = at
+
+    def extend_request(self, fact_id: str, at: datetime, request: str) -> None:
+        self._known_request(request)
+        self._request_extended(fact_id=fact_id, at=at, request=request)
+
+    @event("RequestExtended")
+    def _request_extended(self, fact_id: str, at: datetime, request: str) -> None:
+        self.fact_ids[fact_id] = None
+        self.requests[request].extended_at = at
+        self.requests[request].extension_months = 2
+
+    def fulfil_request(self, fact_id: str, at: datetime, request: str) -> None:
+        self._known_request(request)
+        self._request_fulfilled(fact_id=fact_id, at=at, request=request)
+
+    @event("RequestFulfilled")
+    def _request_fulfilled(self, fact_id: str, at: datetime, request: str) -> None:
+        self.fact_ids[fact_id] = None
+        self.requests[request].fulfilled_at = at
+
+    @event("LegalHoldPlaced")
+    def place_hold(self, fact_id: str, at: datetime, hold: str, scope: str,
+                   reason: Sealed | None, until: datetime | None, notes_key_id: str | None) -> None:
+        self.fact_ids[fact_id] = None
+        self.holds[hold] = Hold(hold, scope, reason, at, until)
+        self.notes_key_id = notes_key_id or self.notes_key_id
+
+    def release_hold(self, fact_id: str, at: datetime, hold: str) -> None:
+        if hold not in self.holds or self.holds[hold].released_at is not None:
+            raise NoSuchHold(f"no legal hold {hold!r} in force")
+        self._hold_released(fact_id=fact_id, at=at, hold=hold)
+
+    @event("LegalHoldReleased")
+    def _hold_released(self, fact_id: str, at: datetime, hold: str) -> None:
+        self.fact_ids[fact_id] = None
+        self.holds[hold].released_at = at
+
+    @event("Excluded")
+    def exclude(self, fact_id: str, at: datetime, reason: Sealed | None,
+                notes_key_id: str | None, email_hashes: list[str]) -> None:
+        """An excluded member's e-mail stays on the blocklist (legitimate interests)."""
+        self.fact_ids[fact_id] = None
+        self.excluded_at = at
+        self.excluded_reason = reason
+        self.notes_key_id = notes_key_id or self.notes_key_id
+        self._suppress(at, email_hashes)
+
+    @event("RelationshipEnded")
+    def end_relationship(self, fact_id: str, at: datetime, reason: Sealed | None,
+                         notes_key_id: str | None) -> None:
+        self.fact_ids[fact_id] = None
+        self.relationship_ended_at = at
+        self.notes_key_id = notes_key_id or self.notes_key_id
+
+    def erase(self, at: datetime, by: str, decision: ErasureDecision) -> None:
+        """Records the shredding of the decided keys and every refusal with its ground."""
+        if decision.records or decision.key_ids:
+            self._erased(at=at, by=by, key_ids=decision.key_ids, records=decision.records)
+        for record, ground in decision.refusals:
+            self._erasure_refused(at=at, by=by, record=record, ground=ground)
+
+    @event("Erased")
+    def _erased(self, at: datetime, by: str, key_ids: list[str], records: list[str]) -> None:
+        for record in records:
+            rec = self.records[record]
+            rec.erased_at = at
+            rec.erased_by = by
+        if self.notes_key_id in key_ids:
+            self.notes_key_id = None
+
+    @event("ErasureRefused")
+    def _erasure_refused(self, at: datetime, by: str, record: str, ground: str) -> None:
+        self.refusals.append(Refusal(record, ground, at, by))
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _known_request(self, request: str) -> None:
+        if request not in self.requests:
+            raise NoSuchRequest(f"request {request!r} was never received for this subject")
+
+    def _touch(self, at: datetime) -> None:
+        if self.last_activity_at is None or at > self.last_activity_at:
+            self.last_activity_at = at
+
+    def _suppress(self, at: datetime, email_hashes: list[str]) -> None:
+        if self.suppressed_at is None:
+            self.suppressed_at = at
+        for digest in email_hashes:
+            if digest not in self.suppression_hashes:
+                self.suppression_hashes.append(digest)
+
+
+def event_summary(domain_event: Any) -> dict[str, Any]:
+    """The non-personal attributes of an event, for the history timeline."""
+    hidden = {"originator_id", "originator_version", "timestamp", "values", "reason"}
+    return {k: v for k, v in vars(domain_event).items() if k not in hidden}

@@ -1,0 +1,200 @@
+"""The key vault: per-subject data keys, wrapped by the master key, outside the event store.
+
+Destroying a key overwrites its wrapped bytes and, on SQLite, ``secure_delete`` zeroes the
+freed space and the rollback journal (not WAL) leaves no old page behind, so the raw
+file holds no trace of a destroyed key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from lifecycle.crypto.master_key import derive_key
+from lifecycle.errors import ConfigurationError, KeyDestroyed
+
+NONCE_BYTES = 12
+
+metadata = sa.MetaData()
+data_keys = sa.Table(
+    "lifecycle_data_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("subject_id", sa.String(36), nullable=False),
+    sa.Column("scope", sa.String(200), nullable=False),
+    sa.Column("wrapped", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("destroyed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("destroyed_by", sa.String(200), nullable=True),
+    sa.Index("ix_data_keys_subject_scope", "subject_id", "scope"),
+)
+
+
+def create_vault_engine(url: str) -> sa.Engine:
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA secure_delete=ON")
+            cursor.execute("PRAGMA journal_mode=DELETE")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+    metadata.create_all(engine)
+    return engine
+
+
+class KeyVault:
+    """Creates, opens and destroys data keys; seals and opens personal values with them."""
+
+    def __init__(self, engine: sa.Engine, master_key: bytes) -> None:
+        self.engine = engine
+        self._wrapper = AESGCM(derive_key(master_key, "key-wrapping"))
+        self._hash_key = derive_key(master_key, "suppression-hash")
+        self._active: dict[tuple[str, str], str] = {}
+        self._ciphers: dict[str, AESGCM] = {}
+        self._destroyed: set[str] = set()
+        self._pending: list[dict[str, Any]] = []
+
+    # -- keys ---------------------------------------------------------------------
+
+    def preload(self, subject_ids: Iterable[str]) -> None:
+        """Loads the live keys of many subjects in one query (ingest batches)."""
+        wanted = [s for s in set(subject_ids)]
+        with self.engine.connect() as conn:
+            for chunk_start in range(0, len(wanted), 500):
+                chunk = wanted[chunk_start:chunk_start + 500]
+                rows = conn.execute(
+                    sa.select(data_keys.c.key_id, data_keys.c.subject_id, data_keys.c.scope,
+                              data_keys.c.wrapped)
+                    .where(data_keys.c.subject_id.in_(chunk))
+                    .where(data_keys.c.destroyed_at.is_(None))
+                    .order_by(data_keys.c.created_at)
+                )
+                for key_id, subject_id, scope, wrapped in rows:
+                    self._active[(subject_id, scope)] = key_id
+                    self._ciphers[key_id] = AESGCM(self._unwrap(key_id, wrapped))
+
+    def key_for(self, subject_id: str, scope: str, now: datetime) -> str:
+        """The live key for a subject's scope, created (pending until flush) if none."""
+        key_id = self._active.get((subject_id, scope))
+        if key_id is None:
+            self.preload([subject_id])
+            key_id = self._active.get((subject_id, scope))
+        if key_id is None:
+            key_id = uuid.uuid4().hex
+            secret = AESGCM.generate_key(bit_length=256)
+            self._pending.append({
+                "key_id": key_id, "subject_id": subject_id, "scope": scope,
+                "wrapped": self._wrap(key_id, secret), "created_at": now,
+            })
+            self._active[(subject_id, scope)] = key_id
+            self._ciphers[key_id] = AESGCM(secret)
+        return key_id
+
+    def retire(self, key_ids: Iterable[str]) -> None:
+        """Stops handing out keys about to be destroyed, so new data gets a new key."""
+        doomed = set(key_ids)
+        for slot, key_id in list(self._active.items()):
+            if key_id in doomed:
+                del self._active[slot]
+
+    def flush(self) -> None:
+        """Stores keys created since the last flush (before any event that uses them)."""
+        if not self._pending:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(data_keys.insert(), self._pending)
+        self._pending = []
+
+    def destroy(self, key_ids: Iterable[str], at: datetime, by: str) -> int:
+        """Destroys keys for good; idempotent. Returns how many were live."""
+        ids = list(dict.fromkeys(key_ids))
+        if not ids:
+            return 0
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                data_keys.update()
+                .where(data_keys.c.key_id.in_(ids))
+                .where(data_keys.c.destroyed_at.is_(None))
+                .values(wrapped=None, destroyed_at=at, destroyed_by=by)
+            )
+            destroyed = result.rowcount
+        self.retire(ids)
+        for key_id in ids:
+            self._ciphers.pop(key_id, None)
+            self._destroyed.add(key_id)
+        return destroyed
+
+    def live_key_ids(self, key_ids: Iterable[str]) -> set[str]:
+        ids = list(set(key_ids))
+        if not ids:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(data_keys.c.key_id)
+                                .where(data_keys.c.key_id.in_(ids))
+                                .where(data_keys.c.destroyed_at.is_(None)))
+            return {row[0] for row in rows}
+
+    # -- values -------------------------------------------------------------------
+
+    def seal(self, key_id: str, value: Any) -> str:
+        plaintext = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+        nonce = os.urandom(NONCE_BYTES)
+        box = self._ciphers[key_id].encrypt(nonce, plaintext, key_id.encode())
+        return f"{key_id}.{base64.b64encode(nonce + box).decode()}"
+
+    def open(self, sealed: str) -> Any:
+        """The personal value inside a sealed string; raises KeyDestroyed once shredded."""
+        key_id, _, encoded = sealed.partition(".")
+        cipher = self._cipher(key_id)
+        raw = base64.b64decode(encoded)
+        plaintext = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], key_id.encode())
+        return json.loads(plaintext)
+
+    def email_hash(self, email: str) -> str:
+        """Keyed hash of the normalised e-mail: survives erasure, reveals nothing."""
+        normalised = email.strip().casefold()
+        return hmac.new(self._hash_key, normalised.encode(), hashlib.sha256).hexdigest()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _cipher(self, key_id: str) -> AESGCM:
+        cipher = self._ciphers.get(key_id)
+        if cipher is not None:
+            return cipher
+        if key_id in self._destroyed:
+            raise KeyDestroyed(f"data key {key_id} was destroyed")
+        with self.engine.connect() as conn:
+            wrapped = conn.execute(sa.select(data_keys.c.wrapped)
+                                   .where(data_keys.c.key_id == key_id)).scalar()
+        if wrapped is None:
+            self._destroyed.add(key_id)
+            raise KeyDestroyed(f"data key {key_id} was destroyed")
+        cipher = AESGCM(self._unwrap(key_id, wrapped))
+        self._ciphers[key_id] = cipher
+        return cipher
+
+    def _wrap(self, key_id: str, secret: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._wrapper.encrypt(nonce, secret, key_id.encode())
+
+    def _unwrap(self, key_id: str, wrapped: bytes) -> bytes:
+        try:
+            return self._wrapper.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
+                                         key_id.encode())
+        except InvalidTag:
+            raise ConfigurationError(
+                f"data key {key_id} cannot be unwrapped: is this the right master key?"
+            ) from None

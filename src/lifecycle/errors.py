@@ -1,0 +1,53 @@
+"""The project's error hierarchy. Messages never carry personal values."""
+
+
+class LifecycleError(Exception):
+    """Base of every error lifecycle raises on purpose."""
+
+
+class ConfigurationError(LifecycleError):
+    """A setting, key file or policy file is missing or wrong (CLI exit code 2)."""
+
+
+class InvalidFact(LifecycleError):
+    """A fact does not follow the ingest format or breaks a domain rule."""
+
+
+class UnknownRecord(InvalidFact):
+    """A fact refers to a record the subject does not have."""
+
+
+class RecordErased(InvalidFact):
+    """A fact acts on a record whose values have been erased."""
+
+
+class RecordExists(InvalidFact):
+    """A collection reuses a record id the subject already has."""
+
+
+class NoSuchConsent(InvalidFact):
+    """Consent is withdrawn for a purpose it was never given for."""
+
+
+class NoSuchRestriction(InvalidFact):
+    """A restriction is lifted that is not in force."""
+
+
+class NoSuchHold(InvalidFact):
+    """A legal hold is released that was never placed."""
+
+
+class NoSuchRequest(InvalidFact):
+    """A request step refers to a request the subject never made."""
+
+
+class MissingSafeguard(InvalidFact):
+    """A share outside the UK names no transfer safeguard."""
+
+
+class SubjectNotFound(LifecycleError):
+    """No facts have been recorded for the subject reference."""
+
+
+class KeyDestroyed(LifecycleError):
+    """A data key was destroyed (crypto-shredded); its values are gone."""

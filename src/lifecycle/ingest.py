@@ -1,0 +1,261 @@
+"""Ingest: validated facts become events on their subjects' aggregates, in batches.
+
+A bad line (format or domain rule) is rejected whole with its line number; good lines
+land; a fact id seen before is a no-op. Keys are stored before the events that use them,
+and keys an erasure destroys are destroyed only after its events are saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+
+from lifecycle import facts as f
+from lifecycle.aggregates.data_subject import NOTES_SCOPE, DataSubject, key_scope
+from lifecycle.crypto.vault import KeyVault
+from lifecycle.errors import InvalidFact, KeyDestroyed
+from lifecycle.event_store import SubjectStore
+
+BATCH_LINES = 2000
+CACHE_SUBJECTS = 50_000
+SAVE_RETRIES = 5
+
+
+@dataclass
+class IngestReport:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[f.Rejection] = field(default_factory=list)
+    erased_keys: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": len(self.rejected),
+            "rejections": [{"line": r.line, "fact": r.fact_id, "reason": r.reason}
+                           for r in self.rejected],
+            "erased_keys": self.erased_keys,
+        }
+
+
+@dataclass
+class _Shred:
+    key_ids: list[str]
+    at: datetime
+    by: str
+
+
+class FactApplier:
+    """Turns one validated fact into commands on its subject, sealing personal values."""
+
+    def __init__(self, vault: KeyVault, now: datetime) -> None:
+        self.vault = vault
+        self.now = now
+        self.shreds: list[_Shred] = []
+
+    def apply(self, subject: DataSubject, fact: Any) -> None:
+        handler: Callable[[DataSubject, Any], None] = getattr(
+            self, "_" + fact.type.replace("-", "_"))
+        handler(subject, fact)
+
+    # One handler per fact type --------------------------------------------------------
+
+    def _collected(self, s: DataSubject, fact: f.Collected) -> None:
+        key_id = self.vault.key_for(str(s.id), key_scope(fact.purpose, fact.basis), self.now)
+        s.collect(fact.id, fact.at, fact.record, fact.category, fact.purpose, fact.basis,
+                  fact.source, key_id, self.vault.seal(key_id, fact.data))
+
+    def _rectified(self, s: DataSubject, fact: f.Rectified) -> None:
+        record = s.live_record(fact.record)
+        s.rectify(fact.id, fact.at, fact.record, self.vault.seal(record.key_id, fact.data))
+
+    def _activity(self, s: DataSubject, fact: f.Activity) -> None:
+        if fact.record is not None:
+            s.live_record(fact.record)
+        s.record_activity(fact.id, fact.at, fact.record)
+
+    def _consent_given(self, s: DataSubject, fact: f.ConsentGiven) -> None:
+        s.give_consent(fact.id, fact.at, fact.purpose, fact.method)
+
+    def _consent_withdrawn(self, s: DataSubject, fact: f.ConsentWithdrawn) -> None:
+        s.withdraw_consent(fact.id, fact.at, fact.purpose, fact.method)
+
+    def _unsubscribed(self, s: DataSubject, fact: f.Unsubscribed) -> None:
+        s.unsubscribe(fact.id, fact.at, fact.channel, self._email_hashes(s))
+
+    def _shared(self, s: DataSubject, fact: f.Shared) -> None:
+        s.share(fact.id, fact.at, fact.recipient, fact.role, fact.purpose, fact.basis,
+                list(fact.records or []), list(fact.categories or []), fact.country,
+                fact.safeguard)
+
+    def _restricted(self, s: DataSubject, fact: f.Restricted) -> None:
+        s.restrict(fact.id, fact.at, fact.scope, fact.reason)
+
+    def _restriction_lifted(self, s: DataSubject, fact: f.RestrictionLifted) -> None:
+        s.lift_restriction(fact.id, fact.at, fact.scope)
+
+    def _objected(self, s: DataSubject, fact: f.Objected) -> None:
+        s.object_to(fact.id, fact.at, fact.purpose, self._email_hashes(s))
+
+    def _erasure_requested(self, s: DataSubject, fact: f.ErasureRequested) -> None:
+        request = fact.request or f"erasure:{fact.id}"
+        s.request_erasure(fact.id, fact.at, request)
+        decision = s.decide_erasure(fact.at)
+        s.erase(fact.at, request, decision)
+        self.vault.retire(decision.key_ids)
+        self.shreds.append(_Shred(decision.key_ids, fact.at, request))
+
+    def _access_requested(self, s: DataSubject, fact: f.AccessRequested) -> None:
+        s.request_access(fact.id, fact.at, fact.request)
+
+    def _identity_verified(self, s: DataSubject, fact: f.IdentityVerified) -> None:
+        s.verify_identity(fact.id, fact.at, fact.request)
+
+    def _request_extended(self, s: DataSubject, fact: f.RequestExtended) -> None:
+        s.extend_request(fact.id, fact.at, fact.request)
+
+    def _request_fulfilled(self, s: DataSubject, fact: f.RequestFulfilled) -> None:
+        s.fulfil_request(fact.id, fact.at, fact.request)
+
+    def _legal_hold_placed(self, s: DataSubject, fact: f.LegalHoldPlaced) -> None:
+        notes_key, reason = self._seal_note(s, fact.reason)
+        s.place_hold(fact.id, fact.at, fact.hold, fact.scope, reason, fact.until, notes_key)
+
+    def _legal_hold_released(self, s: DataSubject, fact: f.LegalHoldReleased) -> None:
+        s.release_hold(fact.id, fact.at, fact.hold)
+
+    def _excluded(self, s: DataSubject, fact: f.Excluded) -> None:
+        notes_key, reason = self._seal_note(s, fact.reason)
+        s.exclude(fact.id, fact.at, reason, notes_key, self._email_hashes(s))
+
+    def _relationship_ended(self, s: DataSubject, fact: f.RelationshipEnded) -> None:
+        notes_key, reason = self._seal_note(s, fact.reason)
+        s.end_relationship(fact.id, fact.at, reason, notes_key)
+
+    # Helpers ----------------------------------------------------------------------------
+
+    def _seal_note(self, s: DataSubject, text: str | None) -> tuple[str | None, str | None]:
+        """Free text is personal: it is sealed under the subject's notes key."""
+        if text is None:
+            return None, None
+        key_id = self.vault.key_for(str(s.id), NOTES_SCOPE, self.now)
+        return key_id, self.vault.seal(key_id, text)
+
+    def _email_hashes(self, s: DataSubject) -> list[str]:
+        """Keyed hashes of every e-mail the subject's live records hold."""
+        hashes: list[str] = []
+        for record in s.records.values():
+            if record.erased_at is not None:
+                continue
+            for sealed in record.values:
+                try:
+                    values = self.vault.open(sealed)
+                except KeyDestroyed:
+                    continue
+                email = values.get("email") if isinstance(values, dict) else None
+                if isinstance(email, str) and email.strip():
+                    digest = self.vault.email_hash(email)
+                    if digest not in hashes:
+                        hashes.append(digest)
+        return hashes
+
+
+class Ingestor:
+    """Runs lines through validation and the applier, saving one batch at a time."""
+
+    def __init__(self, store: SubjectStore, vault: KeyVault, now: datetime,
+                 on_progress: Callable[[int], None] | None = None,
+                 on_rejected: Callable[[f.Rejection], None] | None = None) -> None:
+        self.store = store
+        self.vault = vault
+        self.now = now
+        self.on_progress = on_progress or (lambda n: None)
+        self.on_rejected = on_rejected or (lambda r: None)
+        self._cache: dict[UUID, DataSubject] = {}
+
+    def run(self, lines: Iterable[str]) -> IngestReport:
+        report = IngestReport()
+        batch: list[f.ParsedLine] = []
+        for item in f.parse_lines(lines):
+            if isinstance(item, f.Rejection):
+                self._reject(report, item)
+            else:
+                batch.append(item)
+            if len(batch) >= BATCH_LINES:
+                self._ingest_batch(batch, report)
+                batch = []
+        if batch:
+            self._ingest_batch(batch, report)
+        report.rejected.sort(key=lambda r: r.line)
+        return report
+
+    def _reject(self, report: IngestReport, rejection: f.Rejection) -> None:
+        report.rejected.append(rejection)
+        self.on_rejected(rejection)
+
+    def _ingest_batch(self, batch: list[f.ParsedLine], report: IngestReport) -> None:
+        for attempt in range(SAVE_RETRIES):
+            outcome = IngestReport()
+            applier = FactApplier(self.vault, self.now)
+            try:
+                touched = self._apply_batch(batch, applier, outcome)
+                self.vault.flush()
+                self.store.save(*touched)
+            except IntegrityError:
+                # Another writer saved the same subjects first: reload them and redo.
+                self._cache.clear()
+                if attempt == SAVE_RETRIES - 1:
+                    raise
+                continue
+            for shred in applier.shreds:
+                outcome.erased_keys += self.vault.destroy(shred.key_ids, shred.at, shred.by)
+            break
+        report.accepted += outcome.accepted
+        report.duplicates += outcome.duplicates
+        report.erased_keys += outcome.erased_keys
+        for rejection in outcome.rejected:
+            self._reject(report, rejection)
+        if len(self._cache) > CACHE_SUBJECTS:
+            self._cache.clear()
+        self.on_progress(len(batch))
+
+    def _apply_batch(self, batch: list[f.ParsedLine], applier: FactApplier,
+                     outcome: IngestReport) -> list[DataSubject]:
+        references = {item.fact.subject for item in batch}
+        ids = {DataSubject.create_id(ref): ref for ref in references}
+        self.vault.preload(str(i) for i in ids if i not in self._cache)
+        touched: dict[UUID, DataSubject] = {}
+        for item in batch:
+            fact = item.fact
+            subject_id = DataSubject.create_id(fact.subject)
+            subject = touched.get(subject_id) or self._load(subject_id, fact.subject)
+            if subject.has_seen(fact.id):
+                outcome.duplicates += 1
+                continue
+            before = len(subject.pending_events)
+            try:
+                applier.apply(subject, fact)
+            except InvalidFact as error:
+                assert len(subject.pending_events) == before, "a guard let an event through"
+                outcome.rejected.append(f.Rejection(item.line, str(error), fact.id))
+                continue
+            touched[subject_id] = subject
+            outcome.accepted += 1
+        return [s for s in touched.values() if s.pending_events]
+
+    def _load(self, subject_id: UUID, reference: str) -> DataSubject:
+        subject = self._cache.get(subject_id)
+        if subject is None:
+            subject = self.store.get_subject_by_id(subject_id) or DataSubject(reference)
+            self._cache[subject_id] = subject
+        return subject

@@ -1,0 +1,1 @@
+"""Projections: named read models that follow the event log."""
