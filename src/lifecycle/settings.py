@@ -27,12 +27,19 @@ class Settings:
         return self.home / "events.sqlite"
 
     @property
+    def sqlalchemy_url(self) -> str | None:
+        """The PostgreSQL URL in SQLAlchemy's spelling (psycopg 3 driver)."""
+        if self.database_url is None:
+            return None
+        return "postgresql+psycopg://" + self.database_url.split("://", 1)[1]
+
+    @property
     def vault_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home / 'keys.sqlite'}"
+        return self.sqlalchemy_url or f"sqlite:///{self.home / 'keys.sqlite'}"
 
     @property
     def views_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home / 'views.sqlite'}"
+        return self.sqlalchemy_url or f"sqlite:///{self.home / 'views.sqlite'}"
 
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
