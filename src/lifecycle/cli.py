@@ -188,19 +188,249 @@ def _or_exit(action: Callable[[], Any]) -> Any:
         sys.exit(EXIT_REFUSED)
 
 
-# -- demo --------------------------------------------------------------------------------
+# -- policy ------------------------------------------------------------------------------
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """An RFC 3339 time with offset (a bare date means 00:00 UTC)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an RFC 3339 time", param_hint=option)
+    if parsed.tzinfo is None:
+        if len(value) == 10:
+            return parsed.replace(tzinfo=UTC)
+        raise click.BadParameter("the time needs a UTC offset, e.g. +00:00", param_hint=option)
+    return parsed
+
+
+@cli.group()
+def policy() -> None:
+    """Check and adopt retention policies (config/*.toml)."""
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def policy_check(file: Path, as_json: bool) -> None:
+    """Report every error in a policy FILE (file, key, reason); exit 2 if any."""
+    from lifecycle.policy.loader import check_policy
+
+    problems = check_policy(file)
+    if as_json:
+        emit_json({"file": str(file), "ok": not problems,
+                   "problems": [p.as_dict() for p in problems]})
+    else:
+        for problem in problems:
+            click.echo(str(problem))
+        if not problems:
+            click.echo(f"{file}: ok")
+    sys.exit(EXIT_USAGE if problems else EXIT_OK)
+
+
+@policy.command("adopt")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--at", "at_text", help="Adoption time (RFC 3339); default now.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def policy_adopt(file: Path, at_text: str | None, as_json: bool) -> None:
+    """Adopt a policy FILE: recorded as a versioned, content-hashed event."""
+    at = parse_time(at_text, "--at") or utc_now()
+    with open_ledger() as ledger:
+        adoption, changed = ledger.adopt_policy(file, at)
+    document = {"policy": adoption.policy_id, "version": adoption.version,
+                "adoption": adoption.number, "content_hash": adoption.content_hash,
+                "adopted_at": adoption.adopted_at.isoformat(), "new": changed}
+    log.info("policy.adopted", **document)
+    if as_json:
+        emit_json(document)
+    else:
+        state = "adopted" if changed else "already in force"
+        click.echo(f"{adoption.label} {state} from {adoption.adopted_at.isoformat()} "
+                   f"(sha256 {adoption.content_hash[:16]}…)")
+
+
+# -- projections ---------------------------------------------------------------------------
+
+@cli.group()
+def projections() -> None:
+    """Read models that follow the event log."""
+
+
+@projections.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def projections_status(as_json: bool) -> None:
+    """Each projection's position and lag behind the log."""
+    with open_ledger() as ledger:
+        statuses = ledger.projections.status()
+    rows = [{"name": st.name, "position": st.position, "head": st.head, "lag": st.lag}
+            for st in statuses]
+    if as_json:
+        emit_json({"projections": rows})
+        return
+    table = Table(title="projections")
+    for column in ("name", "position", "head", "lag"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)
+
+
+@projections.command("rebuild")
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def projections_rebuild(names: tuple[str, ...], as_json: bool) -> None:
+    """Rebuild the named projections (all by default) from the first event."""
+    with open_ledger() as ledger:
+        try:
+            events = ledger.projections.rebuild(list(names) or None)
+        except KeyError as error:
+            raise click.BadParameter(str(error.args[0]), param_hint="NAMES") from None
+    chosen = list(names) or [p.name for p in ledger.projections.projections]
+    if as_json:
+        emit_json({"rebuilt": chosen, "events": events})
+    else:
+        click.echo(f"rebuilt {', '.join(chosen)} from {events} events")
+
+
+# -- sweeps --------------------------------------------------------------------------------
 
 @cli.command()
-@click.option("--subject", "reference", default="subscriber:demo-1", show_default=True)
-def demo(reference: str) -> None:
-    """Ingest the bundled sample facts of both organisations and show one subject."""
-    from lifecycle.samples import ORGANISATIONS, generate_facts
+@click.option("--at", "at_text", help="Sweep as of this time (RFC 3339); default now.")
+@click.option("--dry-run", is_flag=True, help="Show what is due; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def sweep(at_text: str | None, dry_run: bool, as_json: bool) -> None:
+    """Erase (crypto-shred) or flag for review everything due at --at."""
+    now = utc_now()
+    at = parse_time(at_text, "--at") or now
+    with open_ledger() as ledger:
+        report = ledger.sweep(at, now, dry_run)
+    log.info("sweep.finished", at=at.isoformat(), dry_run=dry_run, erased=len(report.erased),
+             reviews=len(report.reviews), paused=len(report.paused))
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    verb = "would erase" if dry_run else "erased"
+    click.echo(f"sweep at {at.isoformat()}: {verb} {len(report.erased)}, "
+               f"reviews {len(report.reviews)}, paused {len(report.paused)}")
+    for item in report.erased:
+        click.echo(f"  {verb} {item['subject']} {item['record']} under {item['rule']} "
+                   f"({item['policy']}, due {item['due_at'][:10]})")
+    for item in report.paused:
+        click.echo(f"  paused {item['subject']} {item['record']}: {item['paused_by']}")
+
+
+# -- daemon and status -------------------------------------------------------------------
+
+@cli.command()
+@click.option("--interval", type=float, default=300.0, show_default=True,
+              help="Seconds between sweeps.")
+def daemon(interval: float) -> None:
+    """Keep projections current and sweep at start and every --interval seconds."""
+    from lifecycle.daemon import Daemon
 
     with open_ledger() as ledger:
-        for org in ORGANISATIONS:
-            lines = (json.dumps(fact) for fact in generate_facts(org, 600))
-            report = run_ingest(ledger, lines, None, False, utc_now())
-            print_ingest_summary(f"sample {org}", report)
+        Daemon(ledger, interval).run()
+
+
+@cli.command()
+@click.option("--next", "next_count", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status(next_count: int, as_json: bool) -> None:
+    """The last sweep, the next items due, and projection lag."""
+    with open_ledger() as ledger:
+        document = ledger.status(next_count)
+    if as_json:
+        emit_json(document)
+        return
+    last = document["last_sweep"]
+    click.echo("last sweep: " + ("never" if last is None else
+               f"at {last['swept_at']} (ran {last['started_at']}): erased {last['erased']}, "
+               f"reviews {last['reviews']}, paused {last['paused']}"))
+    click.echo(f"policy: {document['policy'] or 'none adopted'}")
+    click.echo("projection lag: " + ", ".join(
+        f"{p['name']} {p['lag']}" for p in document["projections"]))
+    click.echo(f"next due ({document['pending']} pending):")
+    for item in document["next_due"]:
+        click.echo(f"  {item['dispose_at'][:10]} {item['action']:6} {item['subject']} "
+                   f"{item['record']} ({item['rule']})")
+
+
+@cli.command()
+@click.option("--months", type=int, default=12, show_default=True)
+@click.option("--from", "from_text", help="Start of the forecast (RFC 3339); default now.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the forecast as a PNG chart.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def forecast(months: int, from_text: str | None, plot: Path | None, as_json: bool) -> None:
+    """Erasures due per month and per rule, as a table (and a chart)."""
+    from lifecycle.forecast import draw_forecast, monthly_forecast
+
+    start = parse_time(from_text, "--from") or utc_now()
+    with open_ledger() as ledger:
+        ledger.projections.catch_up()
+        result = monthly_forecast(ledger.views, start, months)
+    if plot is not None:
+        draw_forecast(result, plot)
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title=f"erasures due per month from {result['from'][:10]}")
+    table.add_column("month")
+    for rule in result["rules"]:
+        table.add_column(rule, justify="right")
+    table.add_column("total", justify="right")
+    for row in result["months"]:
+        table.add_row(row["month"], *(str(row["by_rule"].get(r, 0)) for r in result["rules"]),
+                      str(row["total"]))
+    Console().print(table)
+    if plot is not None:
+        click.echo(f"chart written to {plot}")
+
+
+# -- demo --------------------------------------------------------------------------------
+
+def bundled_config(name: str) -> Path:
+    """config/NAME from the working directory, else from the source checkout."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = base / "config" / name
+        if candidate.exists():
+            return candidate
+    raise ConfigurationError(f"config/{name} not found (run from the lifecycle checkout)")
+
+
+@cli.command()
+@click.option("--org", type=click.Choice(["hqip", "ihpa"]), default="hqip", show_default=True)
+@click.option("--subjects", type=int, default=600, show_default=True)
+@click.option("--subject", "reference", default="subscriber:demo-1", show_default=True)
+def demo(org: str, subjects: int, reference: str) -> None:
+    """Adopt a policy, ingest the sample, then sweep month by month over two years."""
+    from dateutil.relativedelta import relativedelta
+
+    from lifecycle.samples import generate_facts
+
+    started = utc_now()
+    policy_file = bundled_config(f"{org}.toml")
+    adopted_at = datetime(2023, 1, 1, tzinfo=UTC)
+    first_sweep = datetime(2024, 1, 1, tzinfo=UTC)
+    with open_ledger() as ledger:
+        adoption, _ = ledger.adopt_policy(policy_file, adopted_at)
+        click.echo(f"policy {adoption.label} in force from {adopted_at.date()}")
+        lines = (json.dumps(fact) for fact in generate_facts(org, subjects))
+        print_ingest_summary(f"sample {org}", run_ingest(ledger, lines, None, False, started))
+        totals: dict[str, int] = {}
+        for month in range(24):
+            at = first_sweep + relativedelta(months=month)
+            report = ledger.sweep(at, utc_now())
+            for item in report.erased:
+                totals[item["rule"]] = totals.get(item["rule"], 0) + 1
+            line = (f"{at.date()}: erased {len(report.erased):4}, "
+                    f"reviews {len(report.reviews):3}, paused {len(report.paused):2}")
+            rules = sorted({item["rule"] for item in report.erased})
+            click.echo(line + (f"  ({', '.join(rules)})" if rules else ""))
+        click.echo("summary: " + (", ".join(f"{n} under {rule}" for rule, n in
+                                             sorted(totals.items())) or "nothing erased"))
+        click.echo(f"demo finished in {(utc_now() - started).total_seconds():.1f} s")
         view = _or_exit(lambda: ledger.subject_view(reference))
     render_subject(view)
 

@@ -45,6 +45,10 @@ class MissingSafeguard(InvalidFact):
     """A share outside the UK names no transfer safeguard."""
 
 
+class SuppressedAddress(InvalidFact):
+    """Marketing data for an e-mail on the suppression list, without fresh consent."""
+
+
 class SubjectNotFound(LifecycleError):
     """No facts have been recorded for the subject reference."""
 

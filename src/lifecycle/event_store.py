@@ -9,6 +9,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 
 from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
 from lifecycle.settings import Settings
 
 
@@ -25,13 +26,22 @@ class SubjectStore(Application[UUID]):
         assert isinstance(subject, DataSubject)
         return subject
 
-    def get_subject_by_id(self, subject_id: UUID) -> DataSubject | None:
+    def get_subject_by_id(self, subject_id: UUID,
+                          version: int | None = None) -> DataSubject | None:
         try:
-            subject = self.repository.get(subject_id)
+            subject = self.repository.get(subject_id, version=version)
         except AggregateNotFoundError:
             return None
         assert isinstance(subject, DataSubject)
         return subject
+
+    def get_register(self) -> PolicyRegister | None:
+        try:
+            register = self.repository.get(REGISTER_ID)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(register, PolicyRegister)
+        return register
 
 
 def persistence_env(settings: Settings) -> dict[str, str]:

@@ -1,8 +1,7 @@
 """Ingest: validated facts become events on their subjects' aggregates, in batches.
 
 A bad line (format or domain rule) is rejected whole with its line number; good lines
-land; a fact id seen before is a no-op. Keys are stored before the events that use them,
-and keys an erasure destroys are destroyed only after its events are saved.
+land; a fact id seen before is a no-op. Keys are stored before the events that use them.
 """
 
 from __future__ import annotations
@@ -18,8 +17,10 @@ from eventsourcing.persistence import IntegrityError
 from lifecycle import facts as f
 from lifecycle.aggregates.data_subject import NOTES_SCOPE, DataSubject, key_scope
 from lifecycle.crypto.vault import KeyVault
-from lifecycle.errors import InvalidFact, KeyDestroyed
+from lifecycle.errors import InvalidFact, KeyDestroyed, SuppressedAddress
 from lifecycle.event_store import SubjectStore
+from lifecycle.policy.model import Policy
+from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING
 
 BATCH_LINES = 2000
 CACHE_SUBJECTS = 50_000
@@ -58,20 +59,35 @@ class _Shred:
 class FactApplier:
     """Turns one validated fact into commands on its subject, sealing personal values."""
 
-    def __init__(self, vault: KeyVault, now: datetime) -> None:
+    def __init__(self, vault: KeyVault, now: datetime, policy: Policy | None = None,
+                 is_suppressed: Callable[[str], bool] | None = None) -> None:
         self.vault = vault
         self.now = now
+        self.policy = policy
+        self.is_suppressed = is_suppressed or (lambda digest: False)
         self.shreds: list[_Shred] = []
+        # Hashes suppressed by facts of this run, before any projection has seen them.
+        self.suppressed_now: set[str] = set()
 
     def apply(self, subject: DataSubject, fact: Any) -> None:
+        if self.policy is not None:
+            check_against_policy(self.policy, fact)
         handler: Callable[[DataSubject, Any], None] = getattr(
             self, "_" + fact.type.replace("-", "_"))
         handler(subject, fact)
+        if subject.suppressed_at is not None:
+            self.suppressed_now.update(subject.suppression_hashes)
 
     # One handler per fact type --------------------------------------------------------
 
     def _collected(self, s: DataSubject, fact: f.Collected) -> None:
-        key_id = self.vault.key_for(str(s.id), key_scope(fact.purpose, fact.basis), self.now)
+        if fact.purpose == DIRECT_MARKETING and not s.consent_in_force(DIRECT_MARKETING):
+            email = fact.data.get("email")
+            if isinstance(email, str) and self._suppressed(s, email):
+                raise SuppressedAddress(
+                    "the e-mail is on the suppression list: marketing data needs the "
+                    "person's own consent-given before it is collected again")
+        key_id = self.vault.key_for(str(s.id), key_scope(fact.record), self.now)
         s.collect(fact.id, fact.at, fact.record, fact.category, fact.purpose, fact.basis,
                   fact.source, key_id, self.vault.seal(key_id, fact.data))
 
@@ -144,6 +160,11 @@ class FactApplier:
 
     # Helpers ----------------------------------------------------------------------------
 
+    def _suppressed(self, s: DataSubject, email: str) -> bool:
+        digest = self.vault.email_hash(email)
+        return (digest in s.suppression_hashes or digest in self.suppressed_now
+                or self.is_suppressed(digest))
+
     def _seal_note(self, s: DataSubject, text: str | None) -> tuple[str | None, str | None]:
         """Free text is personal: it is sealed under the subject's notes key."""
         if text is None:
@@ -170,18 +191,44 @@ class FactApplier:
         return hashes
 
 
+def check_against_policy(policy: Policy, fact: Any) -> None:
+    """Once a policy is adopted, purposes, bases and recipients must be ones it declares."""
+    purpose = getattr(fact, "purpose", None)
+    scope = getattr(fact, "scope", None)
+    for field_name, value in (("purpose", purpose), ("scope", scope)):
+        if value is not None and value != ALL_SCOPE and value not in policy.purposes:
+            raise InvalidFact(f"{field_name}: purpose {value!r} is not declared by policy "
+                              f"{policy.id} {policy.version}")
+    basis = getattr(fact, "basis", None)
+    if purpose is not None and basis is not None and basis not in policy.purposes[purpose].bases:
+        raise InvalidFact(f"basis: {basis!r} is not an allowed basis for purpose {purpose!r}")
+    if fact.type == "shared":
+        recipient = policy.recipients.get(fact.recipient)
+        if recipient is None:
+            raise InvalidFact(f"recipient: {fact.recipient!r} is not declared by policy "
+                              f"{policy.id} {policy.version}")
+        if recipient.role != fact.role or recipient.country != fact.country:
+            raise InvalidFact(f"recipient: {fact.recipient!r} is declared as {recipient.role} "
+                              f"in {recipient.country}, not {fact.role} in {fact.country}")
+
+
 class Ingestor:
     """Runs lines through validation and the applier, saving one batch at a time."""
 
     def __init__(self, store: SubjectStore, vault: KeyVault, now: datetime,
                  on_progress: Callable[[int], None] | None = None,
-                 on_rejected: Callable[[f.Rejection], None] | None = None) -> None:
+                 on_rejected: Callable[[f.Rejection], None] | None = None,
+                 policy: Policy | None = None,
+                 is_suppressed: Callable[[str], bool] | None = None) -> None:
         self.store = store
         self.vault = vault
         self.now = now
+        self.policy = policy
+        self.is_suppressed = is_suppressed
         self.on_progress = on_progress or (lambda n: None)
         self.on_rejected = on_rejected or (lambda r: None)
         self._cache: dict[UUID, DataSubject] = {}
+        self._suppressed_now: set[str] = set()
 
     def run(self, lines: Iterable[str]) -> IngestReport:
         report = IngestReport()
@@ -206,10 +253,17 @@ class Ingestor:
     def _ingest_batch(self, batch: list[f.ParsedLine], report: IngestReport) -> None:
         for attempt in range(SAVE_RETRIES):
             outcome = IngestReport()
-            applier = FactApplier(self.vault, self.now)
+            applier = FactApplier(self.vault, self.now, self.policy, self.is_suppressed)
+            applier.suppressed_now = self._suppressed_now
             try:
                 touched = self._apply_batch(batch, applier, outcome)
                 self.vault.flush()
+                # Keys an erasure decided on go before its events are saved: if the process
+                # dies in between, re-ingesting the fact records the erasure, and no key
+                # outlives an erasure the log already shows.
+                for shred in applier.shreds:
+                    outcome.erased_keys += self.vault.destroy(shred.key_ids, shred.at,
+                                                              shred.by)
                 self.store.save(*touched)
             except IntegrityError:
                 # Another writer saved the same subjects first: reload them and redo.
@@ -217,8 +271,6 @@ class Ingestor:
                 if attempt == SAVE_RETRIES - 1:
                     raise
                 continue
-            for shred in applier.shreds:
-                outcome.erased_keys += self.vault.destroy(shred.key_ids, shred.at, shred.by)
             break
         report.accepted += outcome.accepted
         report.duplicates += outcome.duplicates

@@ -7,16 +7,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from lifecycle.aggregates.data_subject import DataSubject, Record
+import sqlalchemy as sa
+
+from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.aggregates.policy_register import Adoption, PolicyRegister
 from lifecycle.crypto.master_key import load_master_key
 from lifecycle.crypto.vault import KeyVault, create_vault_engine
 from lifecycle.errors import KeyDestroyed, SubjectNotFound
 from lifecycle.event_store import SubjectStore, open_subject_store
 from lifecycle.facts import Rejection
 from lifecycle.ingest import IngestReport, Ingestor
+from lifecycle.policy.loader import load_policy, policy_from_document
+from lifecycle.projections import tables
+from lifecycle.projections.runner import ProjectionRunner, create_views_engine
 from lifecycle.settings import Settings
+from lifecycle.sweep import SweepReport, Sweeper
 
 ERASED = "erased"
 
@@ -27,10 +35,13 @@ class Ledger:
         settings.ensure_home()
         self.vault = KeyVault(create_vault_engine(settings.vault_url), load_master_key(settings))
         self.store: SubjectStore = open_subject_store(settings)
+        self.views = create_views_engine(settings.views_url)
+        self.projections = ProjectionRunner(self.store, self.views)
 
     def close(self) -> None:
         self.store.close()
         self.vault.engine.dispose()
+        self.views.dispose()
 
     def __enter__(self) -> Ledger:
         return self
@@ -43,9 +54,74 @@ class Ledger:
     def ingest(self, lines: Iterable[str], now: datetime,
                on_progress: Callable[[int], None] | None = None,
                on_rejected: Callable[[Rejection], None] | None = None) -> IngestReport:
-        return Ingestor(self.store, self.vault, now, on_progress, on_rejected).run(lines)
+        register = self.store.get_register()
+        adoption = register.latest() if register else None
+        policy = policy_from_document(adoption.document) if adoption else None
+        caught_up = False
+
+        def is_suppressed(email_hash: str) -> bool:
+            nonlocal caught_up
+            if not caught_up:  # the suppression list must include every stored event
+                self.projections.catch_up()
+                caught_up = True
+            return self._is_suppressed(email_hash)
+
+        return Ingestor(self.store, self.vault, now, on_progress, on_rejected, policy,
+                        is_suppressed).run(lines)
+
+    def adopt_policy(self, path: Path, at: datetime) -> tuple[Adoption, bool]:
+        """Adopts the policy file from `at`; returns the adoption and whether it is new."""
+        policy = load_policy(path)
+        register = self.store.get_register() or PolicyRegister()
+        changed = register.adopt(policy.id, policy.version, policy.content_hash, at,
+                                 policy.to_document())
+        if changed:
+            self.store.save(register)
+        latest = register.latest()
+        assert latest is not None
+        return latest, changed
+
+    def sweep(self, at: datetime, now: datetime, dry_run: bool = False,
+              on_item: Callable[[str, dict[str, Any]], None] | None = None) -> SweepReport:
+        """Brings the schedule up to date, sweeps everything due at `at`, catches up again."""
+        self.projections.catch_up()
+        report = Sweeper(self.store, self.vault, self.views).sweep(at, now, dry_run, on_item)
+        if not dry_run:
+            self.projections.catch_up()
+        return report
 
     # -- read side --------------------------------------------------------------------
+
+    def status(self, next_count: int = 10) -> dict[str, Any]:
+        """The last sweep, the next items due, projection lag and the policy in force."""
+        self.projections.catch_up()
+        sched, runs = tables.schedule, tables.sweep_runs
+        with self.views.connect() as conn:
+            last = conn.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(1)).first()
+            pending = conn.execute(sa.select(sa.func.count()).select_from(sched)
+                                   .where(sched.c.done.is_(False))).scalar_one()
+            upcoming = conn.execute(sa.select(sched).where(sched.c.done.is_(False))
+                                    .order_by(sched.c.dispose_at).limit(next_count)).all()
+        register = self.store.get_register()
+        adoption = register.latest() if register else None
+        return {
+            "last_sweep": None if last is None else {
+                "swept_at": last.swept_at.isoformat(), "started_at": last.started_at.isoformat(),
+                "erased": last.erased, "reviews": last.reviews, "paused": last.paused},
+            "policy": adoption.label if adoption else None,
+            "pending": pending,
+            "next_due": [{"subject": r.reference, "record": r.record, "rule": r.rule,
+                          "action": r.action, "dispose_at": r.dispose_at.isoformat()}
+                         for r in upcoming],
+            "projections": [{"name": st.name, "position": st.position, "lag": st.lag}
+                            for st in self.projections.status()],
+        }
+
+    def _is_suppressed(self, email_hash: str) -> bool:
+        with self.views.connect() as conn:
+            row = conn.execute(sa.select(tables.suppression.c.email_hash)
+                               .where(tables.suppression.c.email_hash == email_hash)).first()
+        return row is not None
 
     def subject(self, reference: str) -> DataSubject:
         subject = self.store.get_subject(reference)
@@ -53,14 +129,14 @@ class Ledger:
             raise SubjectNotFound(f"no facts recorded for subject {reference!r}")
         return subject
 
-    def open_values(self, record: Record) -> dict[str, Any] | str:
+    def open_sealed(self, sealed: list[str]) -> dict[str, Any] | str:
         """The record's current values (rectifications applied), or "erased"."""
-        if record.erased_at is not None:
+        if not sealed:
             return ERASED
         merged: dict[str, Any] = {}
         try:
-            for sealed in record.values:
-                merged.update(self.vault.open(sealed))
+            for value in sealed:
+                merged.update(self.vault.open(value))
         except KeyDestroyed:
             return ERASED
         return merged
@@ -74,63 +150,38 @@ class Ledger:
             return ERASED
         return str(text)
 
+    def subject_document(self, reference: str) -> dict[str, Any]:
+        """The subject's projected document (values sealed), after catching up."""
+        self.projections.catch_up()
+        with self.views.connect() as conn:
+            row = conn.execute(sa.select(tables.subjects.c.document)
+                               .where(tables.subjects.c.reference == reference)).first()
+        if row is None:
+            raise SubjectNotFound(f"no facts recorded for subject {reference!r}")
+        document: dict[str, Any] = row[0]
+        return document
+
     def subject_view(self, reference: str) -> dict[str, Any]:
         """Everything held about one subject now, values opened where keys survive."""
-        s = self.subject(reference)
-        return {
-            "subject": s.reference,
-            "records": [
-                {
-                    "record": r.record, "category": r.category, "purpose": r.purpose,
-                    "basis": r.basis, "source": r.source,
-                    "collected_at": r.collected_at.isoformat(),
-                    "data": self.open_values(r),
-                    "erased_at": r.erased_at.isoformat() if r.erased_at else None,
-                    "erased_by": r.erased_by,
-                }
-                for r in s.records.values()
-            ],
-            "consents": [
-                {"purpose": c.purpose, "given_at": _iso(c.given_at), "method": c.method,
-                 "withdrawn_at": _iso(c.withdrawn_at),
-                 "in_force": c.withdrawn_at is None}
-                for c in s.consents.values()
-            ],
-            "recipients": [
-                {"recipient": sh.recipient, "role": sh.role, "purpose": sh.purpose,
-                 "basis": sh.basis, "records": sh.records, "categories": sh.categories,
-                 "country": sh.country, "safeguard": sh.safeguard, "at": sh.at.isoformat()}
-                for sh in s.shares
-            ],
-            "restrictions": [
-                {"scope": r.scope, "reason": r.reason, "placed_at": r.placed_at.isoformat(),
-                 "lifted_at": _iso(r.lifted_at)}
-                for r in s.restrictions
-            ],
-            "objections": [{"purpose": p, "at": at.isoformat()} for p, at in s.objections],
-            "holds": [
-                {"hold": h.hold, "scope": h.scope, "reason": self.open_note(h.reason),
-                 "placed_at": h.placed_at.isoformat(), "until": _iso(h.until),
-                 "released_at": _iso(h.released_at)}
-                for h in s.holds.values()
-            ],
-            "requests": [
-                {"request": q.request, "kind": q.kind, "received_at": q.received_at.isoformat(),
-                 "identity_verified_at": _iso(q.verified_at),
-                 "extended_at": _iso(q.extended_at), "fulfilled_at": _iso(q.fulfilled_at)}
-                for q in s.requests.values()
-            ],
-            "erasure_refusals": [
-                {"record": x.record, "ground": x.ground, "at": x.at.isoformat(),
-                 "request": x.request}
-                for x in s.refusals
-            ],
-            "suppressed": s.suppressed_at is not None,
-            "suppressed_at": _iso(s.suppressed_at),
-            "excluded_at": _iso(s.excluded_at),
-            "relationship_ended_at": _iso(s.relationship_ended_at),
-            "last_activity_at": _iso(s.last_activity_at),
-        }
+        document = self.subject_document(reference)
+        schedule = self.retention_of(reference)
+        for record in document["records"]:
+            record["data"] = self.open_sealed(record.pop("sealed"))
+            record["retention"] = schedule.get(record["record"])
+        for hold in document["holds"]:
+            hold["reason"] = self.open_note(hold.pop("sealed_reason"))
+        return document
+
+    def retention_of(self, reference: str) -> dict[str, dict[str, Any]]:
+        """Per record: rule, trigger, policy and due date ("why and when deleted?")."""
+        sched = tables.schedule
+        with self.views.connect() as conn:
+            rows = conn.execute(sa.select(sched).where(sched.c.reference == reference)).all()
+        return {row.record: {
+            "rule": row.rule, "policy": row.policy, "trigger": row.trigger,
+            "trigger_at": row.trigger_at.isoformat(), "due_at": row.due_at.isoformat(),
+            "dispose_at": row.dispose_at.isoformat(), "action": row.action,
+        } for row in rows}
 
     def history(self, reference: str) -> list[dict[str, Any]]:
         """The subject's event timeline: what happened, when, in stored order."""
@@ -155,6 +206,3 @@ class Ledger:
             timeline.append(entry)
         return timeline
 
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None

@@ -32,9 +32,10 @@ SUBJECT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lifecycle.invalid/subject")
 Sealed = str
 
 
-def key_scope(purpose: str, basis: str) -> str:
-    """Data keys are per subject, purpose and basis: each can be shredded alone."""
-    return f"{purpose}/{basis}"
+def key_scope(record: str) -> str:
+    """Data keys are per subject and record (so per purpose too): each can be shredded alone,
+    when its own retention runs out, without touching the subject's other data."""
+    return f"record/{record}"
 
 
 NOTES_SCOPE = "notes/free-text"
@@ -53,10 +54,6 @@ class Record:
     rectified_at: list[datetime] = field(default_factory=list)
     erased_at: datetime | None = None
     erased_by: str | None = None
-
-    @property
-    def scope(self) -> str:
-        return key_scope(self.purpose, self.basis)
 
 
 @dataclass
@@ -155,6 +152,9 @@ class DataSubject(Aggregate):
         self.requests: dict[str, Request] = {}
         self.refusals: list[Refusal] = []
         self.suppressed_at: datetime | None = None
+        self.unsubscribed_at: datetime | None = None
+        self.objected_at: dict[str, datetime] = {}
+        self.reviews_flagged: dict[str, datetime] = {}
         self.suppression_hashes: list[str] = []
         self.excluded_at: datetime | None = None
         self.excluded_reason: Sealed | None = None
@@ -252,9 +252,11 @@ class DataSubject(Aggregate):
     def give_consent(self, fact_id: str, at: datetime, purpose: str, method: str | None) -> None:
         self.fact_ids[fact_id] = None
         self.consents[purpose] = Consent(purpose, at, method)
+        self.objected_at.pop(purpose, None)
         if purpose == DIRECT_MARKETING:
             # Re-subscribing is the person's own choice; it lifts the suppression.
             self.suppressed_at = None
+            self.unsubscribed_at = None
 
     def withdraw_consent(self, fact_id: str, at: datetime, purpose: str,
                          method: str | None) -> None:
@@ -276,6 +278,7 @@ class DataSubject(Aggregate):
         consent = self.consents.get(DIRECT_MARKETING)
         if consent is not None and consent.withdrawn_at is None:
             consent.withdrawn_at = at
+        self.unsubscribed_at = at
         self._suppress(at, email_hashes)
 
     def share(self, fact_id: str, at: datetime, recipient: str, role: str, purpose: str,
@@ -321,6 +324,7 @@ class DataSubject(Aggregate):
         """An objection to direct marketing is absolute: it acts at once."""
         self.fact_ids[fact_id] = None
         self.objections.append((purpose, at))
+        self.objected_at[purpose] = at
         if purpose == DIRECT_MARKETING:
             consent = self.consents.get(DIRECT_MARKETING)
             if consent is not None and consent.withdrawn_at is None:
@@ -418,6 +422,41 @@ class DataSubject(Aggregate):
     @event("ErasureRefused")
     def _erasure_refused(self, at: datetime, by: str, record: str, ground: str) -> None:
         self.refusals.append(Refusal(record, ground, at, by))
+
+    def expire(self, at: datetime, record: str, rule: str, policy: str, trigger: str,
+               due_at: datetime) -> str | None:
+        """Erases a record whose retention ran out; returns its key id, None if already gone."""
+        found = self.records.get(record)
+        if found is None:
+            raise UnknownRecord(f"record {record!r} was never collected for this subject")
+        if found.erased_at is not None:
+            return None
+        self._retention_expired(at=at, record=record, key_id=found.key_id, rule=rule,
+                                policy=policy, trigger=trigger, due_at=due_at)
+        return found.key_id
+
+    @event("RetentionExpired")
+    def _retention_expired(self, at: datetime, record: str, key_id: str, rule: str,
+                           policy: str, trigger: str, due_at: datetime) -> None:
+        rec = self.records[record]
+        rec.erased_at = at
+        rec.erased_by = f"rule {rule} ({policy})"
+
+    def review_flagged(self, record: str, rule: str, due_at: datetime) -> bool:
+        return f"{record}|{rule}|{due_at.isoformat()}" in self.reviews_flagged
+
+    def flag_review(self, at: datetime, record: str, rule: str, policy: str,
+                    due_at: datetime) -> bool:
+        """Flags a record for the controller's review once per rule and due date."""
+        if self.review_flagged(record, rule, due_at):
+            return False
+        self._review_due(at=at, record=record, rule=rule, policy=policy, due_at=due_at)
+        return True
+
+    @event("ReviewDue")
+    def _review_due(self, at: datetime, record: str, rule: str, policy: str,
+                    due_at: datetime) -> None:
+        self.reviews_flagged[f"{record}|{rule}|{due_at.isoformat()}"] = at
 
     # -- helpers ---------------------------------------------------------------------
 

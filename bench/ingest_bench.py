@@ -1,0 +1,109 @@
+"""Ingest benchmark: lifecycle facts/s on SQLite vs a bare eventsourcing Application.
+
+    python3 run.py bench bench/ingest_bench.py [--facts 100000]
+
+The baseline, measured in the same run: an eventsourcing Application on the same native
+SQLite module, the library's AES cipher on, one event per fact, saved in the same batch
+size. The ratio is lifecycle facts/s over baseline events/s (target >= 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.application import Application
+from eventsourcing.cipher import AESCipher
+from eventsourcing.domain import Aggregate, event
+
+from lifecycle.ingest import BATCH_LINES
+from lifecycle.ledger import Ledger
+from lifecycle.samples import generate_facts
+from lifecycle.settings import Settings
+
+
+class BareSubject(Aggregate):
+    @event("Registered")
+    def __init__(self, reference: str) -> None:
+        self.reference = reference
+
+    @event("FactRecorded")
+    def record(self, fact: dict[str, Any]) -> None:
+        pass
+
+
+def make_facts(count: int) -> list[str]:
+    per_subject = 10
+    facts: list[dict[str, Any]] = []
+    subjects = max(1, count // per_subject)
+    for org in ("hqip", "ihpa"):
+        facts += generate_facts(org, subjects // 2 + 1, seed=7)
+    facts = facts[:count]
+    return [json.dumps(f) for f in facts]
+
+
+def bench_lifecycle(lines: list[str], home: Path) -> float:
+    settings = Settings(home=home, database_url=None, master_key=None,
+                        master_key_file=home / "master.key")
+    with Ledger(settings) as ledger:
+        started = time.perf_counter()
+        report = ledger.ingest(lines, datetime.now(UTC))
+        elapsed = time.perf_counter() - started
+    assert report.accepted == len(lines), (report.accepted, report.rejected[:3])
+    return elapsed
+
+
+def bench_bare(lines: list[str], home: Path) -> float:
+    os.environ.pop("PERSISTENCE_MODULE", None)
+    app: Application[Any] = Application(env={
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(home / "bare.sqlite"),
+        "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
+        "CIPHER_KEY": AESCipher.create_key(32),
+    })
+    started = time.perf_counter()
+    subjects: dict[str, BareSubject] = {}
+    batch: list[BareSubject] = []
+    for n, line in enumerate(lines, 1):
+        fact = json.loads(line)
+        subject = subjects.get(fact["subject"])
+        if subject is None:
+            subject = subjects[fact["subject"]] = BareSubject(fact["subject"])
+        subject.record(fact)
+        batch.append(subject)
+        if n % BATCH_LINES == 0:
+            app.save(*set(batch))
+            batch = []
+    if batch:
+        app.save(*set(batch))
+    elapsed = time.perf_counter() - started
+    app.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--facts", type=int, default=100_000)
+    args = parser.parse_args()
+    lines = make_facts(args.facts)
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = bench_bare(lines, Path(tmp))
+        ours = bench_lifecycle(lines, Path(tmp) / "home")
+    ours_rate, bare_rate = len(lines) / ours, len(lines) / bare
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}")
+    print(f"facts: {len(lines)}")
+    print(f"lifecycle ingest (SQLite): {ours_rate:,.0f} facts/s ({ours:.2f} s)")
+    print(f"bare eventsourcing + AES:  {bare_rate:,.0f} events/s ({bare:.2f} s)")
+    print(f"ratio: {ours_rate / bare_rate:.2f} (target >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Retention policies: the schema of config/*.toml, its loader and its checker."""

@@ -1,0 +1,176 @@
+"""Reads policy files (TOML), reporting every problem with file, key and reason."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from lifecycle.errors import ConfigurationError
+from lifecycle.policy.model import Policy, PolicyFile
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.reason}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "key": self.key, "reason": self.reason}
+
+
+class PolicyError(ConfigurationError):
+    """A policy file that cannot be adopted; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + part
+    return text
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The schema model that owns the key at `loc`, to suggest the key meant."""
+    model: Any = PolicyFile
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return model  # a free-form key (purpose name, recipient name): look below it
+        annotation = field.annotation
+        model = _unwrap(annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """list[X] / dict[str, X] / X | None -> X, for walking the schema."""
+    args = getattr(annotation, "__args__", None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if args:
+        for arg in reversed(args):
+            found = _unwrap(arg)
+            if isinstance(found, type) and issubclass(found, BaseModel):
+                return found
+    metadata = getattr(annotation, "__origin__", None)
+    return metadata
+
+
+def _schema_problems(file: str, error: ValidationError) -> list[Problem]:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        loc = tuple(item["loc"])
+        reason = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            owner = _model_at(loc[:-1])
+            known = list(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            reason = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else
+                                      f" (expected one of: {', '.join(known)})")
+        elif item["type"] == "missing":
+            reason = "required key is missing"
+        problems.append(Problem(file, _key(loc), reason))
+    return problems
+
+
+def _cross_problems(file: str, parsed: PolicyFile) -> list[Problem]:
+    """References between sections: rules to purposes and windows, recipients to purposes."""
+    problems = []
+    seen: set[str] = set()
+    for n, rule in enumerate(parsed.rules):
+        where = f"rules[{n}]"
+        if rule.id in seen:
+            problems.append(Problem(file, f"{where}.id", f"rule id {rule.id!r} is used twice"))
+        seen.add(rule.id)
+        if rule.purpose is not None and rule.purpose not in parsed.purposes:
+            problems.append(Problem(file, f"{where}.purpose",
+                                    f"purpose {rule.purpose!r} is not declared in [purposes]"))
+        if rule.purpose and rule.basis and rule.purpose in parsed.purposes and (
+                rule.basis not in parsed.purposes[rule.purpose].bases):
+            problems.append(Problem(file, f"{where}.basis",
+                                    f"basis {rule.basis!r} is not allowed for {rule.purpose!r}"))
+        if rule.window is not None and rule.window not in parsed.windows:
+            problems.append(Problem(file, f"{where}.window",
+                                    f"review window {rule.window!r} is not declared in [windows]"))
+    for name, recipient in parsed.recipients.items():
+        for purpose in recipient.purposes:
+            if purpose not in parsed.purposes:
+                problems.append(Problem(file, f"recipients.{name}.purposes",
+                                        f"purpose {purpose!r} is not declared in [purposes]"))
+    return problems
+
+
+def parse_policy(text: bytes, file: str) -> tuple[Policy | None, list[Problem]]:
+    """The policy in `text`, or every problem found (TOML, schema, then references)."""
+    try:
+        raw = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, [Problem(file, "-", "not UTF-8 text")]
+    except tomllib.TOMLDecodeError as error:
+        return None, [Problem(file, "-", f"not valid TOML: {error}")]
+    try:
+        parsed = PolicyFile.model_validate(raw)
+    except ValidationError as error:
+        return None, _schema_problems(file, error)
+    problems = _cross_problems(file, parsed)
+    if problems:
+        return None, problems
+    return Policy(parsed, hashlib.sha256(text).hexdigest()), []
+
+
+def check_policy(path: Path) -> list[Problem]:
+    """Every problem in the policy file at `path` (empty: it can be adopted)."""
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        return [Problem(str(path), "-", f"cannot read the file ({error.strerror})")]
+    return parse_policy(text, str(path))[1]
+
+
+def load_policy(path: Path) -> Policy:
+    """The policy at `path`; raises PolicyError naming every problem."""
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise PolicyError([Problem(str(path), "-", f"cannot read the file ({error.strerror})")])
+    policy, problems = parse_policy(text, str(path))
+    if policy is None:
+        raise PolicyError(problems)
+    return policy
+
+
+@lru_cache(maxsize=16)
+def _from_hash(content_hash: str, frozen: str) -> Policy:
+    import json
+
+    document = json.loads(frozen)
+    document.pop("content_hash", None)
+    return Policy(PolicyFile.model_validate(document), content_hash)
+
+
+def policy_from_document(document: dict[str, Any]) -> Policy:
+    """The policy stored in an adoption event (validated once per content hash)."""
+    import json
+
+    return _from_hash(str(document["content_hash"]), json.dumps(document, sort_keys=True))

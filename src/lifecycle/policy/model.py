@@ -1,0 +1,205 @@
+"""A retention policy (DESIGN.md §4): purposes, recipients, review windows and rules.
+
+Pure domain: no file or storage access. Durations are ISO 8601 with calendar months
+(P13M after 31 January is the last day of the 13th month), computed with relativedelta.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dateutil.relativedelta import relativedelta
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from lifecycle.vocabulary import HOME_COUNTRY, Basis, Category, Role
+
+Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+Trigger = Literal[
+    "collected", "activity", "consent-withdrawn", "unsubscribed", "objected",
+    "relationship-ended", "excluded", "request-closed", "erasure-requested",
+]
+Action = Literal["erase", "review"]
+
+_DURATION = re.compile(
+    r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
+    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?$")
+
+
+def parse_duration(text: str) -> relativedelta:
+    """An ISO 8601 duration (PnYnMnWnDTnHnMnS) as a calendar-aware relativedelta."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an ISO 8601 duration (e.g. P13M, P6Y, P30D)")
+    parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    return relativedelta(**parts)  # type: ignore[arg-type]
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+def _check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/London)") from None
+    return name
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+TimeZone = Annotated[str, AfterValidator(_check_timezone)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Header(_Strict):
+    id: Slug
+    version: Annotated[str, Field(min_length=1, max_length=60)]
+    timezone: TimeZone = "Europe/London"
+    notice: str = ""
+
+
+class Controller(_Strict):
+    name: str
+    contact: str
+    dpo: str = ""
+    registration: str = ""
+
+
+class Disclosures(_Strict):
+    """What Art 13/15 ask a controller to tell: complaint route, ADM, transfers."""
+
+    complaint: str
+    automated_decision_making: str
+    transfers: str = ""
+
+
+class Purpose(_Strict):
+    description: str = ""
+    bases: Annotated[list[Basis], Field(min_length=1)]
+
+
+class Recipient(_Strict):
+    role: Role
+    country: Country
+    safeguard: str | None = None
+    purposes: list[Slug] = []
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _safeguard_abroad(self) -> Recipient:
+        if self.country != HOME_COUNTRY and not self.safeguard:
+            raise ValueError("a recipient outside the UK needs a 'safeguard'")
+        return self
+
+
+class Window(_Strict):
+    """A review window: disposal waits for the next of these dates (local midnight)."""
+
+    months: Annotated[list[Annotated[int, Field(ge=1, le=12)]], Field(min_length=1)]
+    day: Annotated[int, Field(ge=1, le=28)] = 1
+    description: str = ""
+
+
+class Rule(_Strict):
+    """Which data (purpose / category / basis), from which trigger, kept how long, then what."""
+
+    id: Slug
+    purpose: Slug | None = None
+    category: Category | None = None
+    basis: Basis | None = None
+    trigger: Trigger
+    keep_for: Duration
+    action: Action
+    window: Slug | None = None
+    quote: str = ""
+
+    def matches(self, purpose: str, category: str, basis: str) -> bool:
+        return ((self.purpose is None or self.purpose == purpose)
+                and (self.category is None or self.category == category)
+                and (self.basis is None or self.basis == basis))
+
+    def due_at(self, trigger_at: datetime) -> datetime:
+        due: datetime = trigger_at + parse_duration(self.keep_for)
+        return due
+
+
+class PolicyFile(_Strict):
+    """The schema of a policy file, section by section."""
+
+    policy: Header
+    controller: Controller
+    disclosures: Disclosures
+    rights: dict[str, str] = {}
+    purposes: Annotated[dict[Slug, Purpose], Field(min_length=1)]
+    recipients: dict[str, Recipient] = {}
+    windows: dict[Slug, Window] = {}
+    rules: list[Rule] = []
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A checked policy file and the SHA-256 of its bytes (cited by every decision)."""
+
+    file: PolicyFile
+    content_hash: str
+
+    @property
+    def id(self) -> str:
+        return self.file.policy.id
+
+    @property
+    def version(self) -> str:
+        return self.file.policy.version
+
+    @property
+    def purposes(self) -> dict[str, Purpose]:
+        return self.file.purposes
+
+    @property
+    def recipients(self) -> dict[str, Recipient]:
+        return self.file.recipients
+
+    @property
+    def rules(self) -> list[Rule]:
+        return self.file.rules
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.file.policy.timezone)
+
+    def rules_for(self, purpose: str, category: str, basis: str) -> list[Rule]:
+        return [rule for rule in self.file.rules if rule.matches(purpose, category, basis)]
+
+    def rule(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.file.rules if r.id == rule_id), None)
+
+    def disposal_at(self, rule: Rule, due_at: datetime) -> datetime:
+        """When a due item goes: at once, or at the next review window on or after it."""
+        if rule.window is None:
+            return due_at
+        window = self.file.windows[rule.window]
+        local = due_at.astimezone(self.zone)
+        for offset in range(0, 13 * 12):
+            year, month0 = divmod(local.month - 1 + offset, 12)
+            month = month0 + 1
+            if month not in window.months:
+                continue
+            candidate = datetime(local.year + year, month, window.day, tzinfo=self.zone)
+            if candidate >= local:
+                return candidate
+        raise AssertionError("a window with months always recurs within a year")
+
+    def to_document(self) -> dict[str, Any]:
+        """The JSON form stored in the adoption event (replay needs no file)."""
+        return {"content_hash": self.content_hash,
+                **self.file.model_dump(mode="json", exclude_defaults=False)}

@@ -1,0 +1,72 @@
+"""A subject's current state as a JSON-ready document, personal values still sealed.
+
+The document is what the `subjects` projection stores and what `subject show` and the
+DSAR export open: sealed values stay ciphertext until a reader with the vault opens them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from lifecycle.aggregates.data_subject import DataSubject
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def subject_document(s: DataSubject) -> dict[str, Any]:
+    return {
+        "subject": s.reference,
+        "records": [
+            {
+                "record": r.record, "category": r.category, "purpose": r.purpose,
+                "basis": r.basis, "source": r.source,
+                "collected_at": r.collected_at.isoformat(),
+                "sealed": [] if r.erased_at else list(r.values),
+                "erased_at": _iso(r.erased_at), "erased_by": r.erased_by,
+            }
+            for r in s.records.values()
+        ],
+        "consents": [
+            {"purpose": c.purpose, "given_at": _iso(c.given_at), "method": c.method,
+             "withdrawn_at": _iso(c.withdrawn_at), "in_force": c.withdrawn_at is None}
+            for c in s.consents.values()
+        ],
+        "recipients": [
+            {"recipient": sh.recipient, "role": sh.role, "purpose": sh.purpose,
+             "basis": sh.basis, "records": sh.records, "categories": sh.categories,
+             "country": sh.country, "safeguard": sh.safeguard, "at": sh.at.isoformat()}
+            for sh in s.shares
+        ],
+        "restrictions": [
+            {"scope": r.scope, "reason": r.reason, "placed_at": r.placed_at.isoformat(),
+             "lifted_at": _iso(r.lifted_at)}
+            for r in s.restrictions
+        ],
+        "objections": [{"purpose": p, "at": at.isoformat()} for p, at in s.objections],
+        "holds": [
+            {"hold": h.hold, "scope": h.scope, "sealed_reason": h.reason,
+             "placed_at": h.placed_at.isoformat(), "until": _iso(h.until),
+             "released_at": _iso(h.released_at)}
+            for h in s.holds.values()
+        ],
+        "requests": [
+            {"request": q.request, "kind": q.kind, "received_at": q.received_at.isoformat(),
+             "identity_verified_at": _iso(q.verified_at), "extended_at": _iso(q.extended_at),
+             "fulfilled_at": _iso(q.fulfilled_at)}
+            for q in s.requests.values()
+        ],
+        "erasure_refusals": [
+            {"record": x.record, "ground": x.ground, "at": x.at.isoformat(),
+             "request": x.request}
+            for x in s.refusals
+        ],
+        "suppressed": s.suppressed_at is not None,
+        "suppressed_at": _iso(s.suppressed_at),
+        "unsubscribed_at": _iso(s.unsubscribed_at),
+        "excluded_at": _iso(s.excluded_at),
+        "relationship_ended_at": _iso(s.relationship_ended_at),
+        "last_activity_at": _iso(s.last_activity_at),
+    }

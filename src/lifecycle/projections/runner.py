@@ -1,0 +1,159 @@
+"""Pulls the notification log and keeps the named projections current.
+
+A pull loop over the recorder works on every backend (SQLite has no subscriptions). Each
+batch updates every projection that has not seen it and writes each one's position in
+the same transaction as its rows, so a crash never leaves a view ahead of or behind its
+position. Views are rebuilt from subject state, so a rebuild from zero gives the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from eventsourcing.persistence import Notification
+
+from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.aggregates.policy_register import REGISTER_ID
+from lifecycle.event_store import SubjectStore
+from lifecycle.projections import tables
+from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionContext
+
+BATCH = 1000
+CACHE_LIMIT = 20_000
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    position: int
+    head: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.position)
+
+
+def create_views_engine(url: str) -> sa.Engine:
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+    tables.metadata.create_all(engine)
+    return engine
+
+
+class ProjectionRunner:
+    def __init__(self, store: SubjectStore, engine: sa.Engine,
+                 projections: Sequence[Projection] = PROJECTIONS) -> None:
+        self.store = store
+        self.engine = engine
+        self.projections = list(projections)
+        self._cache: dict[UUID, DataSubject] = {}
+
+    def by_name(self, name: str) -> Projection:
+        for projection in self.projections:
+            if projection.name == name:
+                return projection
+        known = ", ".join(p.name for p in self.projections)
+        raise KeyError(f"no projection named {name!r} (known: {known})")
+
+    def positions(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = dict(conn.execute(sa.select(tables.positions.c.name,
+                                               tables.positions.c.position)).all())
+        return {p.name: int(rows.get(p.name, 0)) for p in self.projections}
+
+    def head(self) -> int:
+        return int(self.store.recorder.max_notification_id() or 0)
+
+    def status(self) -> list[ProjectionStatus]:
+        head = self.head()
+        return [ProjectionStatus(name, pos, head) for name, pos in self.positions().items()]
+
+    def catch_up(self, on_progress: Callable[[int], None] | None = None) -> int:
+        """Processes every event not yet seen by some projection; returns how many."""
+        positions = self.positions()
+        start = min(positions.values(), default=0)
+        processed = 0
+        while True:
+            batch = self.store.recorder.select_notifications(
+                start, BATCH, inclusive_of_start=False)
+            if not batch:
+                return processed
+            self._apply(batch, positions)
+            start = batch[-1].id
+            processed += len(batch)
+            if on_progress:
+                on_progress(len(batch))
+
+    def rebuild(self, names: Sequence[str] | None = None) -> int:
+        """Empties the named projections (all by default) and replays them from zero."""
+        chosen = [self.by_name(n) for n in names] if names else self.projections
+        with self.engine.begin() as conn:
+            for projection in chosen:
+                for table in projection.tables:
+                    conn.execute(table.delete())
+                conn.execute(tables.positions.delete()
+                             .where(tables.positions.c.name == projection.name))
+        self._cache.clear()
+        return self.catch_up()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _apply(self, batch: Sequence[Notification], positions: dict[str, int]) -> None:
+        touched_after: list[tuple[int, UUID]] = []
+        policy_changed_at: int | None = None
+        for notification in batch:
+            domain_event: Any = self.store.mapper.to_domain_event(notification)
+            if notification.originator_id == REGISTER_ID:
+                policy_changed_at = notification.id
+                continue
+            subject_id = notification.originator_id
+            assert isinstance(subject_id, UUID)
+            self._advance(subject_id, notification.originator_version, domain_event)
+            touched_after.append((notification.id, subject_id))
+        register = self.store.get_register()
+        last = batch[-1].id
+        with self.engine.begin() as conn:
+            for projection in self.projections:
+                seen = positions[projection.name]
+                if seen >= last:
+                    continue
+                ids = {sid: None for nid, sid in touched_after if nid > seen}
+                context = ProjectionContext(
+                    conn=conn, store=self.store, register=register,
+                    policy_changed=policy_changed_at is not None and policy_changed_at > seen)
+                projection.update(context, [self._cache[sid] for sid in ids])
+                self._write_position(conn, projection.name, last, seen)
+                positions[projection.name] = last
+        if len(self._cache) > CACHE_LIMIT:
+            self._cache.clear()
+
+    def _advance(self, subject_id: UUID, version: int, domain_event: Any) -> None:
+        """Brings the cached aggregate to `version`, loading it if the cache cannot."""
+        cached = self._cache.get(subject_id)
+        if cached is not None and cached.version == version - 1:
+            domain_event.mutate(cached)
+        elif version == 1:
+            self._cache[subject_id] = domain_event.mutate(None)
+        else:
+            loaded = self.store.get_subject_by_id(subject_id, version=version)
+            assert loaded is not None
+            self._cache[subject_id] = loaded
+
+    @staticmethod
+    def _write_position(conn: sa.Connection, name: str, position: int, seen: int) -> None:
+        if seen == 0 and conn.execute(sa.select(tables.positions.c.name)
+                                      .where(tables.positions.c.name == name)).first() is None:
+            conn.execute(tables.positions.insert().values(name=name, position=position))
+        else:
+            conn.execute(tables.positions.update().where(tables.positions.c.name == name)
+                         .values(position=position))

@@ -1,0 +1,164 @@
+"""The named projections. Each replaces the rows of the subjects a batch touched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.aggregates.policy_register import PolicyRegister
+from lifecycle.event_store import SubjectStore
+from lifecycle.policy.loader import policy_from_document
+from lifecycle.projections import tables
+from lifecycle.projections.documents import subject_document
+from lifecycle.retention import plan
+
+
+@dataclass
+class ProjectionContext:
+    conn: sa.Connection
+    store: SubjectStore
+    register: PolicyRegister | None
+    policy_changed: bool
+
+
+class Projection(Protocol):
+    name: str
+    tables: Sequence[sa.Table]
+
+    def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None: ...
+
+
+def _replace(conn: sa.Connection, table: sa.Table, subject_ids: list[str],
+             rows: list[dict[str, object]]) -> None:
+    if subject_ids:
+        for start in range(0, len(subject_ids), 500):
+            conn.execute(table.delete().where(
+                table.c.subject_id.in_(subject_ids[start:start + 500])))
+    if rows:
+        conn.execute(table.insert(), rows)
+
+
+class SubjectsProjection:
+    """Current state of each subject (values still sealed), for `subject show` and exports."""
+
+    name = "subjects"
+    tables = (tables.subjects,)
+
+    def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
+        rows: list[dict[str, object]] = [{
+            "subject_id": str(s.id), "reference": s.reference, "version": s.version,
+            "records": len(s.records),
+            "erased": sum(1 for r in s.records.values() if r.erased_at is not None),
+            "suppressed": s.suppressed_at is not None,
+            "last_activity_at": s.last_activity_at,
+            "document": subject_document(s),
+        } for s in subjects]
+        _replace(ctx.conn, tables.subjects, [str(s.id) for s in subjects], rows)
+
+
+class ScheduleProjection:
+    """When each record is disposed of, under which rule and policy; indexed by time."""
+
+    name = "retention-schedule"
+    tables = (tables.schedule,)
+
+    def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
+        if ctx.policy_changed:
+            ctx.conn.execute(tables.schedule.delete())
+            for chunk in self._all_subjects(ctx):
+                self._write(ctx, chunk, replace=False)
+        else:
+            self._write(ctx, list(subjects), replace=True)
+
+    def _all_subjects(self, ctx: ProjectionContext) -> Iterator[list[DataSubject]]:
+        ids = [UUID(row[0]) for row in ctx.conn.execute(
+            sa.select(tables.subjects.c.subject_id).order_by(tables.subjects.c.subject_id))]
+        for start in range(0, len(ids), 1000):
+            loaded = (ctx.store.get_subject_by_id(i) for i in ids[start:start + 1000])
+            yield [s for s in loaded if s is not None]
+
+    def _write(self, ctx: ProjectionContext, subjects: list[DataSubject], replace: bool) -> None:
+        adoption = ctx.register.latest() if ctx.register else None
+        rows: list[dict[str, object]] = []
+        if adoption is not None:
+            policy = policy_from_document(adoption.document)
+            for s in subjects:
+                for record in s.records.values():
+                    disposal = plan(s, record, policy, adoption)
+                    if disposal is None:
+                        continue
+                    rows.append({
+                        "subject_id": str(s.id), "record": record.record,
+                        "reference": s.reference, "purpose": record.purpose,
+                        "rule": disposal.rule, "policy": disposal.policy,
+                        "trigger": disposal.trigger, "trigger_at": disposal.trigger_at,
+                        "due_at": disposal.due_at, "dispose_at": disposal.dispose_at,
+                        "action": disposal.action,
+                        "done": disposal.action == "review" and s.review_flagged(
+                            record.record, disposal.rule, disposal.due_at),
+                    })
+        _replace(ctx.conn, tables.schedule, [str(s.id) for s in subjects] if replace else [],
+                 rows)
+
+
+class SuppressionProjection:
+    """Keyed hashes of suppressed e-mails: never the e-mail itself; survives erasure."""
+
+    name = "suppression"
+    tables = (tables.suppression,)
+
+    def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
+        rows: list[dict[str, object]] = []
+        seen: set[str] = set()
+        for s in subjects:
+            if s.suppressed_at is None:
+                continue
+            for digest in s.suppression_hashes:
+                if digest not in seen:
+                    seen.add(digest)
+                    rows.append({"email_hash": digest, "subject_id": str(s.id),
+                                 "since": s.suppressed_at})
+        ids = [str(s.id) for s in subjects]
+        _replace(ctx.conn, tables.suppression, ids, [])
+        if seen:
+            ctx.conn.execute(tables.suppression.delete()
+                             .where(tables.suppression.c.email_hash.in_(list(seen))))
+            ctx.conn.execute(tables.suppression.insert(), rows)
+
+
+class ConsentsProjection:
+    name = "consents"
+    tables = (tables.consents,)
+
+    def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
+        rows: list[dict[str, object]] = [
+            {"subject_id": str(s.id), "purpose": c.purpose, "given_at": c.given_at,
+             "withdrawn_at": c.withdrawn_at, "in_force": c.withdrawn_at is None}
+            for s in subjects for c in s.consents.values()]
+        _replace(ctx.conn, tables.consents, [str(s.id) for s in subjects], rows)
+
+
+class DisclosuresProjection:
+    name = "disclosures"
+    tables = (tables.disclosures,)
+
+    def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
+        rows: list[dict[str, object]] = [
+            {"subject_id": str(s.id), "seq": n, "recipient": sh.recipient, "role": sh.role,
+             "purpose": sh.purpose, "basis": sh.basis, "country": sh.country,
+             "safeguard": sh.safeguard, "at": sh.at, "records": sh.records,
+             "categories": sh.categories}
+            for s in subjects for n, sh in enumerate(s.shares)]
+        _replace(ctx.conn, tables.disclosures, [str(s.id) for s in subjects], rows)
+
+
+# Order matters: the schedule reads the subjects table when a new policy is adopted.
+PROJECTIONS: tuple[Projection, ...] = (
+    SubjectsProjection(), ScheduleProjection(), SuppressionProjection(),
+    ConsentsProjection(), DisclosuresProjection(),
+)

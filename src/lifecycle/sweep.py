@@ -1,0 +1,146 @@
+"""Retention sweeps: erase (crypto-shred) or flag for review everything due at `at`.
+
+Idempotent and crash-safe: the due list comes from the schedule projection (an index on
+disposal time, so the cost follows the number of due items, not the store's size), and
+every item is re-checked against the subject's current state before anything is written.
+A second sweep at the same time therefore records nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from eventsourcing.persistence import IntegrityError
+
+from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.aggregates.policy_register import Adoption
+from lifecycle.crypto.vault import KeyVault
+from lifecycle.event_store import SubjectStore
+from lifecycle.policy.loader import policy_from_document
+from lifecycle.policy.model import Policy
+from lifecycle.projections import tables
+from lifecycle.retention import pause_reason, plan
+
+BATCH_SUBJECTS = int(os.environ.get("LIFECYCLE_SWEEP_BATCH", "200"))
+SAVE_RETRIES = 5
+
+
+@dataclass
+class SweepReport:
+    at: datetime
+    dry_run: bool
+    erased: list[dict[str, Any]] = field(default_factory=list)
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+    paused: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "dry_run": self.dry_run,
+                "erased": len(self.erased), "reviews": len(self.reviews),
+                "paused": len(self.paused), "items": {
+                    "erased": self.erased, "reviews": self.reviews, "paused": self.paused}}
+
+
+def due_items(engine: sa.Engine, at: datetime) -> dict[UUID, list[str]]:
+    """Records whose disposal time has come, grouped by subject (an index range scan)."""
+    query = (sa.select(tables.schedule.c.subject_id, tables.schedule.c.record)
+             .where(tables.schedule.c.done.is_(False))
+             .where(tables.schedule.c.dispose_at <= at)
+             .order_by(tables.schedule.c.dispose_at, tables.schedule.c.subject_id))
+    grouped: dict[UUID, list[str]] = {}
+    with engine.connect() as conn:
+        for subject_id, record in conn.execute(query):
+            grouped.setdefault(UUID(subject_id), []).append(record)
+    return grouped
+
+
+class Sweeper:
+    def __init__(self, store: SubjectStore, vault: KeyVault, engine: sa.Engine) -> None:
+        self.store = store
+        self.vault = vault
+        self.engine = engine
+
+    def sweep(self, at: datetime, started: datetime, dry_run: bool = False,
+              on_item: Callable[[str, dict[str, Any]], None] | None = None) -> SweepReport:
+        report = SweepReport(at, dry_run)
+        register = self.store.get_register()
+        adoption = register.latest() if register else None
+        if adoption is None:
+            return report
+        policy = policy_from_document(adoption.document)
+        due = list(due_items(self.engine, at).items())
+        for start in range(0, len(due), BATCH_SUBJECTS):
+            self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, policy, adoption,
+                              report, dry_run, on_item)
+        if not dry_run:
+            with self.engine.begin() as conn:
+                conn.execute(tables.sweep_runs.insert().values(
+                    swept_at=at, started_at=started, erased=len(report.erased),
+                    reviews=len(report.reviews), paused=len(report.paused), dry_run=False))
+        return report
+
+    def _sweep_batch(self, batch: dict[UUID, list[str]], at: datetime, policy: Policy,
+                     adoption: Adoption, report: SweepReport, dry_run: bool,
+                     on_item: Callable[[str, dict[str, Any]], None] | None) -> None:
+        for attempt in range(SAVE_RETRIES):
+            outcome = SweepReport(at, dry_run)
+            shred: dict[str, str] = {}
+            touched: list[DataSubject] = []
+            for subject_id, records in batch.items():
+                subject = self.store.get_subject_by_id(subject_id)
+                if subject is None:
+                    continue
+                self._sweep_subject(subject, records, at, policy, adoption, outcome, shred)
+                if subject.pending_events:
+                    touched.append(subject)
+            if dry_run:
+                break
+            # Keys go first: killed between the two steps, the next sweep finds the record
+            # still due, records its erasure once, and the key is already gone.
+            for key_id, by in shred.items():
+                self.vault.destroy([key_id], at, by)
+            try:
+                self.store.save(*touched)
+            except IntegrityError:
+                if attempt == SAVE_RETRIES - 1:
+                    raise
+                continue  # another sweeper or writer moved these subjects: redo the batch
+            break
+        for kind in ("erased", "reviews", "paused"):
+            items: list[dict[str, Any]] = getattr(outcome, kind)
+            getattr(report, kind).extend(items)
+            for item in items:
+                if on_item:
+                    on_item(kind, item)
+
+    def _sweep_subject(self, subject: DataSubject, records: list[str], at: datetime,
+                       policy: Policy, adoption: Adoption, outcome: SweepReport,
+                       shred: dict[str, str]) -> None:
+        for name in records:
+            record = subject.records.get(name)
+            if record is None:
+                continue
+            if record.erased_at is not None:
+                continue
+            disposal = plan(subject, record, policy, adoption)
+            if disposal is None or disposal.dispose_at > at:
+                continue  # the schedule was behind the subject: not due after all
+            item = {"subject": subject.reference, **disposal.as_dict()}
+            paused_by = pause_reason(subject, record, at)
+            if paused_by is not None:
+                outcome.paused.append({**item, "paused_by": paused_by})
+            elif disposal.action == "review":
+                if subject.flag_review(at, name, disposal.rule, disposal.policy,
+                                       disposal.due_at):
+                    outcome.reviews.append(item)
+            else:
+                key_id = subject.expire(at, name, disposal.rule, disposal.policy,
+                                        disposal.trigger, disposal.due_at)
+                if key_id is not None:
+                    shred[key_id] = f"rule {disposal.rule} ({disposal.policy})"
+                    outcome.erased.append(item)
