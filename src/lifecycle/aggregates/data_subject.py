@@ -130,6 +130,8 @@ class ErasureDecision:
 ART_17_3_B = "Art 17(3)(b): retained to comply with a legal obligation"
 ART_17_3_E = "Art 17(3)(e): needed for the establishment, exercise or defence of legal claims"
 EXEMPT_BASES = {"legal-obligation": ART_17_3_B, "public-task": ART_17_3_B}
+OVERRIDING_GROUNDS = ("Art 17(1)(c) with Art 21(1): overriding legitimate grounds "
+                      "(blocklist of an excluded member)")
 
 
 class DataSubject(Aggregate):
@@ -211,6 +213,9 @@ class DataSubject(Aggregate):
         for restriction in self.active_restrictions():
             if restriction.reason == "legal-claims" and restriction.scope in (rec.purpose, ALL_SCOPE):
                 return f"{ART_17_3_E} (restriction asked for by the subject)"
+        if self.excluded_at is not None and rec.basis == "legitimate-interests" and (
+                rec.collected_at >= self.excluded_at):
+            return OVERRIDING_GROUNDS
         return EXEMPT_BASES.get(rec.basis)
 
     # -- commands (guards) and their events ----------------------------------------
