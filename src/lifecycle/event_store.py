@@ -20,7 +20,7 @@ class SubjectStore(Application[UUID]):
 
     def get_subject(self, reference: str) -> DataSubject | None:
         try:
-            subject = self.repository.get(DataSubject.create_id(reference))
+            subject: object = self.repository.get(DataSubject.create_id(reference))
         except AggregateNotFoundError:
             return None
         assert isinstance(subject, DataSubject)
@@ -29,7 +29,7 @@ class SubjectStore(Application[UUID]):
     def get_subject_by_id(self, subject_id: UUID,
                           version: int | None = None) -> DataSubject | None:
         try:
-            subject = self.repository.get(subject_id, version=version)
+            subject: object = self.repository.get(subject_id, version=version)
         except AggregateNotFoundError:
             return None
         assert isinstance(subject, DataSubject)
@@ -37,7 +37,7 @@ class SubjectStore(Application[UUID]):
 
     def get_register(self) -> PolicyRegister | None:
         try:
-            register = self.repository.get(REGISTER_ID)
+            register: object = self.repository.get(REGISTER_ID)
         except AggregateNotFoundError:
             return None
         assert isinstance(register, PolicyRegister)

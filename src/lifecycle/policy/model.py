@@ -36,8 +36,10 @@ def parse_duration(text: str) -> relativedelta:
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not an ISO 8601 duration (e.g. P13M, P6Y, P30D)")
-    parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
-    return relativedelta(**parts)  # type: ignore[arg-type]
+    part = {k: int(v or 0) for k, v in match.groupdict().items()}
+    return relativedelta(years=part["years"], months=part["months"], weeks=part["weeks"],
+                         days=part["days"], hours=part["hours"], minutes=part["minutes"],
+                         seconds=part["seconds"])
 
 
 def _check_duration(text: str) -> str:

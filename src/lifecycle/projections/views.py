@@ -27,8 +27,11 @@ class ProjectionContext:
 
 
 class Projection(Protocol):
-    name: str
-    tables: Sequence[sa.Table]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tables(self) -> Sequence[sa.Table]: ...
 
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None: ...
 
