@@ -188,6 +188,42 @@ def _or_exit(action: Callable[[], Any]) -> Any:
         sys.exit(EXIT_REFUSED)
 
 
+# -- DSAR --------------------------------------------------------------------------------
+
+@cli.group()
+def dsar() -> None:
+    """Answer data-subject requests."""
+
+
+@dsar.command("export")
+@click.argument("reference")
+@click.option("--as-of", "as_of_text", help="Show what was held then (RFC 3339); default now.")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file instead of standard output.")
+def dsar_export(reference: str, as_of_text: str | None, fmt: str, out: Path | None) -> None:
+    """The subject access (and portability) export for REFERENCE."""
+    from lifecycle.dsar_render import to_csv, to_html
+
+    as_of = parse_time(as_of_text, "--as-of") or utc_now()
+    with open_ledger() as ledger:
+        document = _or_exit(lambda: ledger.dsar_export(reference, as_of))
+    log.info("dsar.exported", as_of=as_of.isoformat(), format=fmt,
+             records=len(document["records"]))
+    if fmt == "json":
+        text = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
+    elif fmt == "csv":
+        text = to_csv(document)
+    else:
+        text = to_html(document)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"written to {out}", err=True)
+
+
 # -- policy ------------------------------------------------------------------------------
 
 def parse_time(value: str | None, option: str) -> datetime | None:

@@ -13,9 +13,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from lifecycle.aggregates.data_subject import DataSubject
-from lifecycle.aggregates.policy_register import Adoption, PolicyRegister
+from lifecycle.aggregates.policy_register import Adoption, PolicyNotAdopted, PolicyRegister
 from lifecycle.crypto.master_key import load_master_key
 from lifecycle.crypto.vault import KeyVault, create_vault_engine
+from lifecycle.dsar import access_document, subject_as_of
 from lifecycle.errors import KeyDestroyed, SubjectNotFound
 from lifecycle.event_store import SubjectStore, open_subject_store
 from lifecycle.facts import Rejection
@@ -182,6 +183,25 @@ class Ledger:
             "trigger_at": row.trigger_at.isoformat(), "due_at": row.due_at.isoformat(),
             "dispose_at": row.dispose_at.isoformat(), "action": row.action,
         } for row in rows}
+
+    def dsar_export(self, reference: str, as_of: datetime) -> dict[str, Any]:
+        """The Art 15 answer for one subject as it stood at `as_of` (replayed from events,
+        so no snapshot, cache or projection can make it wrong); values that are shredded
+        now read as erased even for earlier dates."""
+        subject = subject_as_of(self.store.events.get(DataSubject.create_id(reference)),
+                                as_of)
+        if subject is None:
+            raise SubjectNotFound(f"no facts recorded for subject {reference!r}")
+        register = self.store.get_register()
+        adoption: Adoption | None = None
+        if register is not None:
+            try:
+                adoption = register.in_force(as_of)
+            except PolicyNotAdopted:
+                adoption = None
+        policy = policy_from_document(adoption.document) if adoption else None
+        return access_document(subject, as_of, policy, adoption, self.open_sealed,
+                               self.open_note)
 
     def history(self, reference: str) -> list[dict[str, Any]]:
         """The subject's event timeline: what happened, when, in stored order."""

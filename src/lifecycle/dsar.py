@@ -1,0 +1,98 @@
+"""The answer to a subject access request (DESIGN.md §6, UK GDPR Art 15(1)(a)-(h)).
+
+`subject_as_of` replays one subject's events up to a moment, whatever snapshot or cache
+settings the store has; `access_document` turns that state, the policy in force then and
+the surviving keys into the export. The JSON is also the portability format; its schema is
+docs/dsar-export.schema.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.aggregates.policy_register import Adoption
+from lifecycle.policy.model import Policy
+from lifecycle.projections.documents import subject_document
+from lifecycle.retention import plan
+
+FORMAT_VERSION = "lifecycle-dsar/1"
+
+
+def subject_as_of(events: Iterable[Any], as_of: datetime) -> DataSubject | None:
+    """The subject as it stood at `as_of`: every event whose fact time is not later.
+
+    Fact time (`at`) decides, not recording time, so a fact ingested late still counts from
+    when it happened. Events are applied in stored order.
+    """
+    subject: DataSubject | None = None
+    for domain_event in events:
+        if subject is None:
+            created = domain_event.mutate(None)
+            assert isinstance(created, DataSubject)
+            subject = created
+            continue
+        at = getattr(domain_event, "at", None)
+        if isinstance(at, datetime) and at > as_of:
+            continue
+        domain_event.apply(subject)
+        subject.version = domain_event.originator_version
+    return subject
+
+
+def _retention(subject: DataSubject, policy: Policy | None,
+               adoption: Adoption | None) -> dict[str, dict[str, Any]]:
+    """Per record: the period (rule and due date) or, before its trigger, the criteria."""
+    if policy is None or adoption is None:
+        return {}
+    result: dict[str, dict[str, Any]] = {}
+    for record in subject.records.values():
+        disposal = plan(subject, record, policy, adoption)
+        rules = policy.rules_for(record.purpose, record.category, record.basis)
+        criteria = [f"{r.keep_for} after {r.trigger}, then {r.action}"
+                    + (f" at the next {r.window} review" if r.window else "") for r in rules]
+        entry: dict[str, Any] = {"rule": None, "due_at": None, "criteria": criteria}
+        if disposal is not None:
+            entry.update({"rule": disposal.rule, "policy": disposal.policy,
+                          "trigger": disposal.trigger, "due_at": disposal.due_at.isoformat(),
+                          "dispose_at": disposal.dispose_at.isoformat(),
+                          "action": disposal.action})
+        result[record.record] = entry
+    return result
+
+
+def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None,
+                    adoption: Adoption | None,
+                    open_values: Callable[[list[str]], dict[str, Any] | str],
+                    open_note: Callable[[str | None], str | None],
+                    deadlines: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """Everything Art 15 asks for, about one subject, as it stood at `as_of`."""
+    document = subject_document(subject)
+    retention = _retention(subject, policy, adoption)
+    purposes = policy.purposes if policy else {}
+    for record in document["records"]:
+        record["data"] = open_values(record.pop("sealed"))
+        record["purpose_description"] = (purposes[record["purpose"]].description
+                                         if record["purpose"] in purposes else None)
+        record["retention"] = retention.get(record["record"], {"rule": None, "due_at": None,
+                                                                "criteria": []})
+    for hold in document["holds"]:
+        hold["reason"] = open_note(hold.pop("sealed_reason"))
+    for request in document["requests"]:
+        request["deadline"] = (deadlines or {}).get(request["request"])
+    header = policy.file if policy else None
+    return {
+        "format": FORMAT_VERSION,
+        "subject": document.pop("subject"),
+        "as_of": as_of.isoformat(),
+        "controller": header.controller.model_dump() if header else None,
+        "policy": adoption.label if adoption else None,
+        **document,
+        "rights": dict(header.rights) if header else {},
+        "complaint": header.disclosures.complaint if header else None,
+        "automated_decision_making": (header.disclosures.automated_decision_making
+                                      if header else None),
+        "transfers": header.disclosures.transfers if header else None,
+    }

@@ -1,0 +1,49 @@
+"""The DSAR export as CSV (one row per record) or as an HTML pack a person can read."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+CSV_COLUMNS = ("record", "category", "purpose", "basis", "source", "collected_at", "data",
+               "erased_at", "erased_by", "retention_rule", "retention_due_at",
+               "retention_criteria")
+
+
+def to_csv(document: dict[str, Any]) -> str:
+    """The records, one per row; nested values as JSON text."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in document["records"]:
+        data = record["data"]
+        retention = record["retention"]
+        writer.writerow({
+            **{k: record.get(k) for k in CSV_COLUMNS[:6]},
+            "data": data if isinstance(data, str) else json.dumps(data, ensure_ascii=False),
+            "erased_at": record.get("erased_at"), "erased_by": record.get("erased_by"),
+            "retention_rule": retention.get("rule"), "retention_due_at": retention.get("due_at"),
+            "retention_criteria": "; ".join(retention.get("criteria", [])),
+        })
+    return out.getvalue()
+
+
+_environment = Environment(loader=PackageLoader("lifecycle", "templates"),
+                           autoescape=select_autoescape(["html"]), trim_blocks=True,
+                           lstrip_blocks=True)
+
+
+def _label(text: str) -> str:
+    return text.replace("_", " ").replace("-", " ").capitalize()
+
+
+_environment.filters["label"] = _label
+
+
+def to_html(document: dict[str, Any]) -> str:
+    """A self-contained page: no scripts, no external resources."""
+    return _environment.get_template("dsar.html").render(doc=document)
