@@ -123,3 +123,21 @@ def test_an_unknown_subject_is_refused(ledger: Ledger) -> None:
 
     with pytest.raises(SubjectNotFound):
         ledger.dsar_export("nobody:1", NOW)
+
+
+def test_request_deadlines_follow_the_statutory_clock(ledger: Ledger) -> None:
+    """An access request verified on 2025-01-31 is due 2025-02-28; one verified on Good
+    Friday 2025-04-18 is due Monday 2025-05-19; an extension decided on day 40 is refused."""
+    report = ledger.ingest(lines([
+        collected("member:9", "2024-01-01T00:00:00Z", "profile", {"name": "Kim"}),
+        fact("access-requested", "member:9", "2025-01-31T10:00:00Z", request="SAR-1"),
+        fact("identity-verified", "member:9", "2025-01-31T15:00:00Z", request="SAR-1"),
+        fact("access-requested", "member:9", "2025-04-16T10:00:00+01:00", request="SAR-2"),
+        fact("identity-verified", "member:9", "2025-04-18T10:00:00+01:00", request="SAR-2"),
+        fact("request-extended", "member:9", "2025-03-11T10:00:00Z", request="SAR-1"),
+    ]), NOW)
+    assert [r.line for r in report.rejected] == [6]
+    assert "extension" in report.rejected[0].reason
+    requests = {r["request"]: r for r in ledger.dsar_export("member:9", NOW)["requests"]}
+    assert requests["SAR-1"]["deadline"] == "2025-02-28"
+    assert requests["SAR-2"]["deadline"] == "2025-05-19"

@@ -66,8 +66,7 @@ def _retention(subject: DataSubject, policy: Policy | None,
 def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None,
                     adoption: Adoption | None,
                     open_values: Callable[[list[str]], dict[str, Any] | str],
-                    open_note: Callable[[str | None], str | None],
-                    deadlines: dict[str, str | None] | None = None) -> dict[str, Any]:
+                    open_note: Callable[[str | None], str | None]) -> dict[str, Any]:
     """Everything Art 15 asks for, about one subject, as it stood at `as_of`."""
     document = subject_document(subject)
     retention = _retention(subject, policy, adoption)
@@ -81,7 +80,7 @@ def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None
     for hold in document["holds"]:
         hold["reason"] = open_note(hold.pop("sealed_reason"))
     for request in document["requests"]:
-        request["deadline"] = (deadlines or {}).get(request["request"])
+        request["deadline"] = subject.requests[request["request"]].deadline().isoformat()
     header = policy.file if policy else None
     return {
         "format": FORMAT_VERSION,

@@ -8,7 +8,7 @@ and the id of the key that opens them, so erasure is destroying that key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -24,6 +24,7 @@ from lifecycle.errors import (
     RecordExists,
     UnknownRecord,
 )
+from lifecycle.statutory_clock import check_extension, deadline, london_date
 from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING, HOME_COUNTRY
 
 SUBJECT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lifecycle.invalid/subject")
@@ -108,6 +109,15 @@ class Request:
     extended_at: datetime | None = None
     extension_months: int = 0
     fulfilled_at: datetime | None = None
+
+    def clock(self) -> tuple[date, date | None]:
+        """Day of receipt and day of identity verification, in London."""
+        verified = london_date(self.verified_at) if self.verified_at else None
+        return london_date(self.received_at), verified
+
+    def deadline(self) -> date:
+        """The statutory deadline (DESIGN.md §5): end of that day, Europe/London."""
+        return deadline(*self.clock(), extended_months=self.extension_months)
 
 
 @dataclass
@@ -356,7 +366,11 @@ class DataSubject(Aggregate):
         self.requests[request].verified_at = at
 
     def extend_request(self, fact_id: str, at: datetime, request: str) -> None:
+        """Extends by two further months; only decided within the first month (ICO)."""
         self._known_request(request)
+        found = self.requests[request]
+        check_extension(london_date(at), 2, *found.clock(),
+                        already_extended=found.extension_months)
         self._request_extended(fact_id=fact_id, at=at, request=request)
 
     @event("RequestExtended")
