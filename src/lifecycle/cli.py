@@ -366,7 +366,7 @@ def daemon(interval: float) -> None:
     from lifecycle.daemon import Daemon
 
     with open_ledger() as ledger:
-        Daemon(ledger, interval).run()
+        Daemon(ledger, interval).run(restore_signals=False)
 
 
 @cli.command()
@@ -405,7 +405,7 @@ def forecast(months: int, from_text: str | None, plot: Path | None, as_json: boo
     start = parse_time(from_text, "--from") or utc_now()
     with open_ledger() as ledger:
         ledger.projections.catch_up()
-        result = monthly_forecast(ledger.views, start, months)
+        result = monthly_forecast(ledger.views, start, months, ledger.policy_zone())
     if plot is not None:
         draw_forecast(result, plot)
     if as_json:

@@ -5,10 +5,16 @@ daylight-saving changes never skip or double a run. Each tick catches up the pro
 and sweeps at the tick's time; a sweep is idempotent and covers everything due up to then,
 so downtime is caught up by the first tick (which runs at start). SIGTERM or SIGINT lets
 the running tick finish its batch, then the process exits 0.
+
+A BlockingScheduler owns the main thread; ticks run on its worker thread. The signal
+handler does not log (the log writer's lock is not re-entrant); it records the request and
+stops the scheduler's loop, tolerating a second signal or one that arrives before the loop
+runs (the next tick then stops it). run() waits for a running tick before it returns.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Callable
@@ -16,6 +22,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -23,6 +30,18 @@ from lifecycle.ledger import Ledger
 from lifecycle.logs import get_logger
 
 log = get_logger("lifecycle.daemon")
+
+
+class _SchedulerLogs(logging.Handler):
+    """APScheduler logs through the standard library: forward its records to our JSON log
+    lines, so stderr stays one JSON document per line (e.g. a tick that overran its
+    interval and made the scheduler skip a beat)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, Any] = {"logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            fields["exception"] = logging.Formatter().formatException(record.exc_info)
+        log.log(record.levelno, "scheduler.log", **fields)
 
 
 class Daemon:
@@ -33,15 +52,21 @@ class Daemon:
         self.clock = clock
         self.ticks = 0
         self._lock = threading.Lock()
+        self._stop_signal: int | None = None
+        self._stop_requested = False
         self.scheduler = BlockingScheduler(timezone=UTC)
         self.scheduler.add_job(
             self.tick, IntervalTrigger(seconds=interval_seconds, timezone=UTC),
-            id="tick", next_run_time=clock(), misfire_grace_time=None, coalesce=True,
+            # the first beat at start by the scheduler's own (real) clock: an injected clock
+            # gives each tick its `now`, but must not postpone or advance the first run
+            id="tick", next_run_time=datetime.now(UTC), misfire_grace_time=None, coalesce=True,
             max_instances=1,
         )
 
     def tick(self) -> dict[str, Any]:
         """One beat: catch up projections, sweep everything due now, log the counts."""
+        if self._stop_requested:  # a signal that came before the loop ran
+            self._halt()
         with self._lock:
             now = self.clock()
             caught_up = self.ledger.projections.catch_up()
@@ -55,16 +80,37 @@ class Daemon:
             return summary
 
     def stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        log.info("daemon.stopping", signal=signum)
-        # Runs on the main thread inside the blocking loop: don't wait here; the loop
-        # returns, and run() then waits for the running tick to finish.
-        self.scheduler.shutdown(wait=False)
+        """Asks run() to stop (a signal handler: no logging, no waiting)."""
+        self._stop_signal = signum
+        self._stop_requested = True
+        self._halt()
 
-    def run(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-        log.info("daemon.started", interval_seconds=self.interval_seconds)
-        self.scheduler.start()
-        with self._lock:  # a tick still running on a worker thread finishes first
-            pass
-        log.info("daemon.stopped", ticks=self.ticks)
+    def _halt(self) -> None:
+        try:
+            self.scheduler.shutdown(wait=False)
+        except SchedulerNotRunningError:
+            pass  # not started yet, or already stopping
+
+    def run(self, restore_signals: bool = True) -> None:
+        """Ticks until SIGTERM or SIGINT. A process that exits next passes
+        restore_signals=False, so a late second signal still finds a harmless handler."""
+        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        scheduler_logger = logging.getLogger("apscheduler")
+        forward = _SchedulerLogs(logging.INFO)
+        scheduler_logger.addHandler(forward)
+        propagate, scheduler_logger.propagate = scheduler_logger.propagate, False
+        if scheduler_logger.level == logging.NOTSET:
+            scheduler_logger.setLevel(logging.WARNING)  # "Added job"/"Running job": noise
+        try:
+            log.info("daemon.started", interval_seconds=self.interval_seconds)
+            if not self._stop_requested:
+                self.scheduler.start()  # blocks until stop() ends the loop
+            log.info("daemon.stopping", signal=self._stop_signal)
+            with self._lock:  # a tick still running on the worker thread finishes its batch
+                pass
+            log.info("daemon.stopped", ticks=self.ticks)
+        finally:
+            for sig, handler in previous.items() if restore_signals else ():
+                signal.signal(sig, handler)
+            scheduler_logger.removeHandler(forward)
+            scheduler_logger.propagate = propagate

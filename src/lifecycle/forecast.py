@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,16 @@ from dateutil.relativedelta import relativedelta
 from lifecycle.projections import tables
 
 
-def monthly_forecast(engine: sa.Engine, start: datetime, months: int) -> dict[str, Any]:
-    """Pending erasures bucketed by calendar month of disposal (already overdue: first month)."""
-    first = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+def monthly_forecast(engine: sa.Engine, start: datetime, months: int,
+                     zone: tzinfo | None = None) -> dict[str, Any]:
+    """Pending erasures bucketed by calendar month of disposal (already overdue: first month).
+
+    Months are calendar months in `zone` (pass the policy's time zone, so an item disposed of
+    at the 1 July Europe/London review, 30 June 23:00 UTC, counts in July); by default the
+    zone of `start`. The schedule stores UTC, so each disposal time is converted first.
+    """
+    zone = zone or start.tzinfo or UTC
+    first = start.astimezone(zone).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = first + relativedelta(months=months)
     sched = tables.schedule
     query = (sa.select(sched.c.dispose_at, sched.c.rule)
@@ -24,8 +31,9 @@ def monthly_forecast(engine: sa.Engine, start: datetime, months: int) -> dict[st
         (first + relativedelta(months=n)).strftime("%Y-%m"): {} for n in range(months)}
     rules: set[str] = set()
     with engine.connect() as conn:
-        for dispose_at, rule in conn.execute(query):
-            month = max(dispose_at, first).strftime("%Y-%m")
+        # no month to count in (months < 1): nothing, rather than a KeyError on the overdue
+        for dispose_at, rule in (conn.execute(query) if months > 0 else ()):
+            month = max(dispose_at.astimezone(zone), first).strftime("%Y-%m")
             by_rule = buckets[month]
             by_rule[rule] = by_rule.get(rule, 0) + 1
             rules.add(rule)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -117,6 +118,12 @@ class Ledger:
             "projections": [{"name": st.name, "position": st.position, "lag": st.lag}
                             for st in self.projections.status()],
         }
+
+    def policy_zone(self) -> ZoneInfo | None:
+        """The time zone of the policy in force (review windows and months are local)."""
+        register = self.store.get_register()
+        adoption = register.latest() if register else None
+        return policy_from_document(adoption.document).zone if adoption else None
 
     def _is_suppressed(self, email_hash: str) -> bool:
         with self.views.connect() as conn:
