@@ -26,6 +26,7 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from lifecycle.audit import AuditChain
 from lifecycle.ledger import Ledger
 from lifecycle.logs import get_logger
 
@@ -71,11 +72,14 @@ class Daemon:
             now = self.clock()
             caught_up = self.ledger.projections.catch_up()
             report = self.ledger.sweep(now, now)
+            chain = AuditChain(self.ledger.store, self.ledger.views)
+            chained = chain.catch_up(now)
             lag = max((st.lag for st in self.ledger.projections.status()), default=0)
             self.ticks += 1
             summary = {"at": now.isoformat(), "events_projected": caught_up,
                        "erased": len(report.erased), "reviews": len(report.reviews),
-                       "paused": len(report.paused), "projection_lag": lag}
+                       "paused": len(report.paused), "projection_lag": lag,
+                       "events_chained": chained, "audit_lag": chain.status().lag}
             log.info("daemon.tick", **summary)
             return summary
 

@@ -268,6 +268,7 @@ class Ingestor:
             except IntegrityError:
                 # Another writer saved the same subjects first: reload them and redo.
                 self._cache.clear()
+                self.vault.forget_loaded()
                 if attempt == SAVE_RETRIES - 1:
                     raise
                 continue
@@ -279,6 +280,7 @@ class Ingestor:
             self._reject(report, rejection)
         if len(self._cache) > CACHE_SUBJECTS:
             self._cache.clear()
+            self.vault.forget_loaded()
         self.on_progress(len(batch))
 
     def _apply_batch(self, batch: list[f.ParsedLine], applier: FactApplier,

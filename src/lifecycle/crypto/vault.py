@@ -66,12 +66,13 @@ class KeyVault:
         self._ciphers: dict[str, AESGCM] = {}
         self._destroyed: set[str] = set()
         self._pending: list[dict[str, Any]] = []
+        self._preloaded: set[str] = set()  # subjects whose live keys are all in _active
 
     # -- keys ---------------------------------------------------------------------
 
     def preload(self, subject_ids: Iterable[str]) -> None:
         """Loads the live keys of many subjects in one query (ingest batches)."""
-        wanted = [s for s in set(subject_ids)]
+        wanted = [s for s in set(subject_ids) if s not in self._preloaded]
         with self.engine.connect() as conn:
             for chunk_start in range(0, len(wanted), 500):
                 chunk = wanted[chunk_start:chunk_start + 500]
@@ -85,11 +86,17 @@ class KeyVault:
                 for key_id, subject_id, scope, wrapped in rows:
                     self._active[(subject_id, scope)] = key_id
                     self._ciphers[key_id] = AESGCM(self._unwrap(key_id, wrapped))
+            self._preloaded.update(wanted)
+
+    def forget_loaded(self) -> None:
+        """Drops what preload learnt, so keys another writer created are read again."""
+        self._preloaded.clear()
+        self._active.clear()
 
     def key_for(self, subject_id: str, scope: str, now: datetime) -> str:
         """The live key for a subject's scope, created (pending until flush) if none."""
         key_id = self._active.get((subject_id, scope))
-        if key_id is None:
+        if key_id is None and subject_id not in self._preloaded:
             self.preload([subject_id])
             key_id = self._active.get((subject_id, scope))
         if key_id is None:
