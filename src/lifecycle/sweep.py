@@ -102,8 +102,11 @@ class Sweeper:
                 break
             # Keys go first: killed between the two steps, the next sweep finds the record
             # still due, records its erasure once, and the key is already gone.
+            by_label: dict[str, list[str]] = {}
             for key_id, by in shred.items():
-                self.vault.destroy([key_id], at, by)
+                by_label.setdefault(by, []).append(key_id)
+            for by, key_ids in by_label.items():  # one vault transaction per rule label
+                self.vault.destroy(key_ids, at, by)
             try:
                 self.store.save(*touched)
             except IntegrityError:
