@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from itertools import count
 from typing import Any
 
@@ -25,3 +26,8 @@ def collected(subject: str, at: str, record: str, data: dict[str, Any], *,
 
 def lines(facts: Iterable[dict[str, Any]]) -> list[str]:
     return [json.dumps(f) for f in facts]
+
+
+def t(text: str) -> datetime:
+    """An explicit instant for a test (RFC 3339 with offset)."""
+    return datetime.fromisoformat(text)

@@ -13,16 +13,12 @@ import pytest
 
 from lifecycle.dsar_render import to_csv, to_html
 from lifecycle.ledger import Ledger
-from tests.facts_builder import collected, fact, lines
+from tests.facts_builder import collected, fact, lines, t
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((ROOT / "docs" / "dsar-export.schema.json").read_text())
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EMAIL = "robin.reader@example.org"
-
-
-def t(text: str) -> datetime:
-    return datetime.fromisoformat(text)
 
 
 @pytest.fixture

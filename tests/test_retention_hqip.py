@@ -11,16 +11,12 @@ from pathlib import Path
 import pytest
 
 from lifecycle.ledger import Ledger
-from tests.facts_builder import collected, fact, lines
+from tests.facts_builder import collected, fact, lines, t
 
 HQIP = Path(__file__).resolve().parents[1] / "config" / "hqip.toml"
 ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EMAIL = "pat.subscriber@example.org"
-
-
-def t(text: str) -> datetime:
-    return datetime.fromisoformat(text)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lifecycle.ledger import Ledger
-from tests.facts_builder import collected, fact, lines
+from tests.facts_builder import collected, fact, lines, t
 
 IHPA = Path(__file__).resolve().parents[1] / "config" / "ihpa.toml"
 ADOPTED = datetime(2019, 3, 7, tzinfo=UTC)
@@ -23,10 +23,6 @@ EMAIL = "sam.member@example.net"
 def ihpa(ledger: Ledger) -> Ledger:
     ledger.adopt_policy(IHPA, ADOPTED)
     return ledger
-
-
-def t(text: str) -> datetime:
-    return datetime.fromisoformat(text)
 
 
 def data(ledger: Ledger, reference: str) -> dict[str, object]:

@@ -39,6 +39,7 @@ from eventsourcing.persistence import Notification
 from lifecycle.aggregates.policy_register import REGISTER_ID
 from lifecycle.event_store import SubjectStore
 from lifecycle.projections import tables
+from lifecycle.projections.runner import ProjectionStatus
 from lifecycle.projections.audit_chain import (
     LOG_GENESIS,
     NAME,
@@ -61,19 +62,6 @@ UNCHAINED, CHAIN_ALTERED, ANCHOR_MISMATCH = "unchained", "chain-altered", "ancho
 
 # -- keeping the chain current ------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ChainStatus:
-    position: int
-    head: int
-
-    @property
-    def lag(self) -> int:
-        return max(0, self.head - self.position)
-
-    def as_dict(self) -> dict[str, int]:
-        return {"position": self.position, "head": self.head, "lag": self.lag}
-
-
 class AuditChain:
     """Follows the log on its own and links every new stored event into the chain."""
 
@@ -89,8 +77,8 @@ class AuditChain:
         with self.engine.connect() as conn:
             return self.projection.head(conn).position
 
-    def status(self) -> ChainStatus:
-        return ChainStatus(self.position(),
+    def status(self) -> ProjectionStatus:
+        return ProjectionStatus(NAME, self.position(),
                            int(self.store.recorder.max_notification_id() or 0))
 
     def catch_up(self, now: datetime | None = None,

@@ -19,6 +19,7 @@ from lifecycle.errors import ConfigurationError, LifecycleError
 from lifecycle.facts import Rejection
 from lifecycle.ingest import IngestReport
 from lifecycle.ledger import Ledger
+from lifecycle.policy.loader import bundled_policy
 from lifecycle.logs import configure_logging, get_logger
 from lifecycle.settings import load_settings
 
@@ -426,15 +427,6 @@ def forecast(months: int, from_text: str | None, plot: Path | None, as_json: boo
 
 # -- demo --------------------------------------------------------------------------------
 
-def bundled_config(name: str) -> Path:
-    """config/NAME from the working directory, else from the source checkout."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = base / "config" / name
-        if candidate.exists():
-            return candidate
-    raise ConfigurationError(f"config/{name} not found (run from the lifecycle checkout)")
-
-
 @cli.command()
 @click.option("--org", type=click.Choice(["hqip", "ihpa"]), default="hqip", show_default=True)
 @click.option("--subjects", type=int, default=600, show_default=True)
@@ -446,7 +438,7 @@ def demo(org: str, subjects: int, reference: str) -> None:
     from lifecycle.samples import generate_facts
 
     started = utc_now()
-    policy_file = bundled_config(f"{org}.toml")
+    policy_file = bundled_policy(org)
     adopted_at = datetime(2023, 1, 1, tzinfo=UTC)
     first_sweep = datetime(2024, 1, 1, tzinfo=UTC)
     with open_ledger() as ledger:

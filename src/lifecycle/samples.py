@@ -27,6 +27,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from lifecycle.policy.loader import bundled_policy, load_policy
+
 ORGANISATIONS = ("hqip", "ihpa")
 DEFAULT_SEED = 2023
 EXAMPLE_SUBJECTS = 600
@@ -38,71 +40,6 @@ DM = "direct-marketing"
 
 Fact = dict[str, Any]
 
-
-# -- what the policies declare (mirrors config/<org>.toml; a test keeps them equal) ----------
-
-@dataclass(frozen=True)
-class Recipient:
-    """A recipient as its policy declares it: a share must use exactly these values."""
-
-    role: str
-    country: str
-    safeguard: str | None = None
-    purposes: tuple[str, ...] | None = None
-
-
-_IDTA = "UK International Data Transfer Addendum to the EU standard contractual clauses"
-
-PURPOSES: dict[str, dict[str, tuple[str, ...]]] = {
-    "hqip": {
-        "direct-marketing": ("consent",),
-        "website-analytics": ("consent",),
-        "surveys-feedback": ("consent", "legitimate-interests"),
-        "enquiries-complaints": ("legitimate-interests",),
-        "service-communications": ("legal-obligation", "legitimate-interests"),
-        "events": ("consent", "contract"),
-        "darg-application": ("contract",),
-        "parliamentary-records": ("legal-obligation",),
-        "law-enforcement": ("legal-obligation",),
-    },
-    "ihpa": {
-        "membership": ("contract", "consent"),
-        "member-communications": ("contract", "consent"),
-        "direct-marketing": ("consent",),
-        "forum": ("consent",),
-        "online-analytics": ("consent",),
-        "payments": ("contract", "legal-obligation"),
-        "identity-verification": ("legal-obligation",),
-        "complaints-investigations": ("legal-obligation",),
-        "member-blocklist": ("legitimate-interests",),
-        "law-enforcement": ("legal-obligation",),
-    },
-}
-
-RECIPIENTS: dict[str, dict[str, Recipient]] = {
-    "hqip": {
-        "Clarity Marketing": Recipient("processor", "GB", None,
-                                       ("direct-marketing", "website-analytics", "events")),
-        "IT service provider": Recipient("processor", "GB"),
-        "Google Analytics": Recipient("processor", "US", _IDTA, ("website-analytics",)),
-        "NHS England": Recipient("controller", "GB"),
-        "Local authority": Recipient("controller", "GB"),
-        "Police": Recipient("controller", "GB", None, ("law-enforcement",)),
-        "The Courts": Recipient("controller", "GB", None, ("law-enforcement",)),
-    },
-    "ihpa": {
-        "PayPal": Recipient("processor", "LU", "UK adequacy regulations for the EEA",
-                            ("payments", "online-analytics")),
-        "Mailchimp": Recipient("processor", "US", _IDTA,
-                               ("direct-marketing", "member-communications", "online-analytics")),
-        "Mailgun": Recipient("processor", "US", _IDTA,
-                             ("direct-marketing", "member-communications", "online-analytics")),
-        "IPSE": Recipient("processor", "GB", None, ("membership", "online-analytics")),
-        "Google": Recipient("processor", "US", _IDTA, ("online-analytics",)),
-        "Police": Recipient("controller", "GB", None, ("law-enforcement",)),
-        "HMRC": Recipient("controller", "GB", None, ("law-enforcement", "payments")),
-    },
-}
 
 RESTRICTION_REASONS = ("contested-accuracy", "unlawful-processing", "legal-claims",
                        "objection-pending")
@@ -337,7 +274,7 @@ class _Life:
     def collect(self, prefix: str, purpose: str, basis: str, category: str,
                 data: dict[str, Any], source: str = "data-subject") -> str | None:
         """Collects a new record; returns its id, or None if the window has closed."""
-        assert basis in PURPOSES[self.pop.org][purpose], (purpose, basis)
+        assert basis in self.pop.policy.purposes[purpose].bases, (purpose, basis)
         record = self.record_id(prefix)
         if not self.emit("collected", record=record, category=category, purpose=purpose,
                          basis=basis, source=source, data=data):
@@ -373,9 +310,9 @@ class _Life:
     def share(self, recipient: str, purpose: str, basis: str, *,
               records: Sequence[str | None] = (), categories: Sequence[str] = ()) -> None:
         """Shares with a declared recipient, using its declared role, country and safeguard."""
-        declared = RECIPIENTS[self.pop.org][recipient]
-        assert declared.purposes is None or purpose in declared.purposes, (recipient, purpose)
-        assert basis in PURPOSES[self.pop.org][purpose], (purpose, basis)
+        declared = self.pop.policy.recipients[recipient]
+        assert not declared.purposes or purpose in declared.purposes, (recipient, purpose)
+        assert basis in self.pop.policy.purposes[purpose].bases, (purpose, basis)
         live = [r for r in records if r is not None and r in self.live]
         if not live and not categories:
             return
@@ -484,6 +421,7 @@ class _Population:
 
     def __init__(self, org: str, seed: int) -> None:
         self.org = org
+        self.policy = load_policy(bundled_policy(org))  # facts use what it declares
         self.rng = random.Random(seed)
         self.emails: set[str] = set()
         self.refs: dict[str, int] = {}

@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lifecycle.crypto.master_key import derive_key
+from lifecycle.engines import create_store_engine
 from lifecycle.errors import ConfigurationError, KeyDestroyed
 
 NONCE_BYTES = 12
@@ -42,17 +43,8 @@ data_keys = sa.Table(
 
 
 def create_vault_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url)
-    if engine.dialect.name == "sqlite":
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA secure_delete=ON")
-            cursor.execute("PRAGMA journal_mode=DELETE")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-    metadata.create_all(engine)
-    return engine
+    # secure_delete zeroes freed pages; a rollback journal (not WAL) keeps no old page copy.
+    return create_store_engine(url, metadata, ("secure_delete=ON", "journal_mode=DELETE"))
 
 
 class KeyVault:

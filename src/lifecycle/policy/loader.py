@@ -6,7 +6,6 @@ import difflib
 import hashlib
 import tomllib
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -160,17 +159,24 @@ def load_policy(path: Path) -> Policy:
     return policy
 
 
-@lru_cache(maxsize=16)
-def _from_hash(content_hash: str, frozen: str) -> Policy:
-    import json
-
-    document = json.loads(frozen)
-    document.pop("content_hash", None)
-    return Policy(PolicyFile.model_validate(document), content_hash)
+_adopted: dict[str, Policy] = {}
 
 
 def policy_from_document(document: dict[str, Any]) -> Policy:
     """The policy stored in an adoption event (validated once per content hash)."""
-    import json
+    content_hash = str(document["content_hash"])
+    policy = _adopted.get(content_hash)
+    if policy is None:
+        fields = {k: v for k, v in document.items() if k != "content_hash"}
+        policy = _adopted[content_hash] = Policy(PolicyFile.model_validate(fields),
+                                                 content_hash)
+    return policy
 
-    return _from_hash(str(document["content_hash"]), json.dumps(document, sort_keys=True))
+
+def bundled_policy(org: str) -> Path:
+    """config/ORG.toml from the working directory, else from the source checkout."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        candidate = base / "config" / f"{org}.toml"
+        if candidate.exists():
+            return candidate
+    raise ConfigurationError(f"config/{org}.toml not found (run from the lifecycle checkout)")

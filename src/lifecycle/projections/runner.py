@@ -18,6 +18,7 @@ from eventsourcing.persistence import Notification
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import REGISTER_ID
+from lifecycle.engines import create_store_engine
 from lifecycle.event_store import SubjectStore
 from lifecycle.projections import tables
 from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionContext
@@ -36,18 +37,12 @@ class ProjectionStatus:
     def lag(self) -> int:
         return max(0, self.head - self.position)
 
+    def as_dict(self) -> dict[str, int]:
+        return {"position": self.position, "head": self.head, "lag": self.lag}
+
 
 def create_views_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url)
-    if engine.dialect.name == "sqlite":
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-    tables.metadata.create_all(engine)
-    return engine
+    return create_store_engine(url, tables.metadata, ("journal_mode=WAL",))
 
 
 class ProjectionRunner:

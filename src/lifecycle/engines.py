@@ -1,0 +1,22 @@
+"""SQLAlchemy engines for lifecycle's own tables, with per-store SQLite pragmas."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+
+def create_store_engine(url: str, metadata: sa.MetaData, sqlite_pragmas: Sequence[str]) -> sa.Engine:
+    """An engine whose SQLite connections run `sqlite_pragmas`; creates the tables."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            for pragma in (*sqlite_pragmas, "busy_timeout=30000"):
+                cursor.execute(f"PRAGMA {pragma}")
+            cursor.close()
+    metadata.create_all(engine)
+    return engine
