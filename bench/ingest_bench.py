@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -89,15 +90,23 @@ def bench_bare(lines: list[str], home: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--facts", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="alternating runs of each; medians are compared")
     args = parser.parse_args()
     lines = make_facts(args.facts)
-    with tempfile.TemporaryDirectory() as tmp:
-        bare = bench_bare(lines, Path(tmp))
-        ours = bench_lifecycle(lines, Path(tmp) / "home")
+    bare_times: list[float] = []
+    our_times: list[float] = []
+    for run in range(args.repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            bare_times.append(bench_bare(lines, Path(tmp)))
+            our_times.append(bench_lifecycle(lines, Path(tmp) / "home"))
+        print(f"run {run + 1}: lifecycle {our_times[-1]:.2f} s, bare {bare_times[-1]:.2f} s, "
+              f"ratio {bare_times[-1] / our_times[-1]:.2f}")
+    ours, bare = statistics.median(our_times), statistics.median(bare_times)
     ours_rate, bare_rate = len(lines) / ours, len(lines) / bare
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}")
-    print(f"facts: {len(lines)}")
+    print(f"facts: {len(lines)}, runs: {args.repeat} (medians)")
     print(f"lifecycle ingest (SQLite): {ours_rate:,.0f} facts/s ({ours:.2f} s)")
     print(f"bare eventsourcing + AES:  {bare_rate:,.0f} events/s ({bare:.2f} s)")
     print(f"ratio: {ours_rate / bare_rate:.2f} (target >= 0.5)")

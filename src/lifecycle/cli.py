@@ -225,6 +225,37 @@ def dsar_export(reference: str, as_of_text: str | None, fmt: str, out: Path | No
         click.echo(f"written to {out}", err=True)
 
 
+@cli.group()
+def requests() -> None:
+    """Rights requests and their statutory deadlines."""
+
+
+@requests.command("list")
+@click.option("--overdue", is_flag=True, help="Only requests past their deadline.")
+@click.option("--due-within", type=click.IntRange(min=0), metavar="DAYS",
+              help="Only requests due within DAYS days (overdue included).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def requests_list(overdue: bool, due_within: int | None, as_json: bool) -> None:
+    """Open requests by deadline (UK ICO clock, England and Wales bank holidays)."""
+    now = utc_now()
+    with open_ledger() as ledger:
+        rows = ledger.requests(now, overdue_only=overdue, due_within=due_within)
+    if as_json:
+        emit_json({"at": now.isoformat(), "requests": rows})
+        return
+    table = Table(title=f"open requests ({len(rows)})")
+    for column in ("deadline", "days left", "request", "kind", "subject", "received", "state"):
+        table.add_column(column)
+    for r in rows:
+        state = "overdue" if r["overdue"] else ("paused" if r["paused"] else "open")
+        if r["extended_months"]:
+            state += f", extended {r['extended_months']}m"
+        table.add_row(r["deadline"] or "(no clock)", "" if r["days_left"] is None
+                      else str(r["days_left"]), r["request"], r["kind"], r["subject"],
+                      r["received_at"][:10], state)
+    Console().print(table)
+
+
 # -- policy ------------------------------------------------------------------------------
 
 def parse_time(value: str | None, option: str) -> datetime | None:

@@ -66,8 +66,10 @@ def _retention(subject: DataSubject, policy: Policy | None,
 def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None,
                     adoption: Adoption | None,
                     open_values: Callable[[list[str]], dict[str, Any] | str],
-                    open_note: Callable[[str | None], str | None]) -> dict[str, Any]:
-    """Everything Art 15 asks for, about one subject, as it stood at `as_of`."""
+                    open_note: Callable[[str | None], str | None],
+                    deadlines: dict[str, str | None]) -> dict[str, Any]:
+    """Everything Art 15 asks for, about one subject, as it stood at `as_of`;
+    `deadlines`: each request's statutory deadline as it was known then."""
     document = subject_document(subject)
     retention = _retention(subject, policy, adoption)
     purposes = policy.purposes if policy else {}
@@ -80,7 +82,7 @@ def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None
     for hold in document["holds"]:
         hold["reason"] = open_note(hold.pop("sealed_reason"))
     for request in document["requests"]:
-        request["deadline"] = subject.requests[request["request"]].deadline().isoformat()
+        request["deadline"] = deadlines.get(request["request"])
     header = policy.file if policy else None
     return {
         "format": FORMAT_VERSION,

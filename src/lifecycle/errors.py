@@ -37,6 +37,10 @@ class NoSuchHold(InvalidFact):
     """A legal hold is released that was never placed."""
 
 
+class RequestExists(InvalidFact):
+    """A request reference the subject already used."""
+
+
 class NoSuchRequest(InvalidFact):
     """A request step refers to a request the subject never made."""
 

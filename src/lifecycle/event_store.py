@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.postgres import PostgresAggregateRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder
+from psycopg.sql import SQL, Identifier
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
+from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.settings import Settings
 
 
@@ -34,6 +39,42 @@ class SubjectStore(Application[UUID]):
             return None
         assert isinstance(subject, DataSubject)
         return subject
+
+    def existing(self, subject_ids: Collection[UUID]) -> set[UUID]:
+        """Which of these aggregates have events: one query per 500 ids, not one each
+        (ingest meets thousands of new subjects). Uses the recorder's own table."""
+        wanted = list(subject_ids)
+        found: set[UUID] = set()
+        recorder = self.recorder
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            if isinstance(recorder, SQLiteAggregateRecorder):
+                marks = ",".join("?" * len(chunk))
+                with recorder.datastore.transaction(commit=False) as cursor:
+                    cursor.execute(
+                        f"SELECT originator_id FROM {recorder.events_table_name} "
+                        f"WHERE originator_version = 1 AND originator_id IN ({marks})",
+                        [i.hex for i in chunk])
+                    found.update(UUID(row[0]) for row in cursor.fetchall())
+            elif isinstance(recorder, PostgresAggregateRecorder):
+                statement = SQL("SELECT originator_id FROM {}.{} WHERE originator_version = 1 "
+                                "AND originator_id = ANY(%s)").format(
+                    Identifier(recorder.datastore.schema),
+                    Identifier(recorder.events_table_name))
+                with recorder.datastore.transaction(commit=False) as cursor:
+                    cursor.execute(statement, [chunk])
+                    found.update(UUID(str(row["originator_id"])) for row in cursor.fetchall())
+            else:
+                found.update(i for i in chunk if recorder.select_events(i, limit=1))
+        return found
+
+    def get_request_case(self, case_id: UUID) -> RequestCase | None:
+        try:
+            case: object = self.repository.get(case_id)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(case, RequestCase)
+        return case
 
     def get_register(self) -> PolicyRegister | None:
         try:

@@ -115,9 +115,16 @@ class ErasureRequested(_Fact):
     request: Reference | None = None
 
 
+RequestKind = Literal["access", "rectification", "restriction", "objection", "portability"]
+
+
 class AccessRequested(_Fact):
+    """A rights request received (access by default; erasure has its own fact)."""
+
     type: Literal["access-requested"]
     request: Reference
+    kind: RequestKind = "access"
+    identity_check: bool = False  # identity was asked for: no clock until it is verified
 
 
 class IdentityVerified(_Fact):
@@ -128,6 +135,27 @@ class IdentityVerified(_Fact):
 class RequestExtended(_Fact):
     type: Literal["request-extended"]
     request: Reference
+    months: Annotated[int, Field(ge=1, le=2)] = 2
+    reason: Slug = "complex-or-numerous"  # Art 12(3)
+
+
+class RequestPaused(_Fact):
+    """The clock stops while the controller waits for clarification."""
+
+    type: Literal["request-paused"]
+    request: Reference
+    reason: Slug = "clarification-requested"
+
+
+class RequestResumed(_Fact):
+    type: Literal["request-resumed"]
+    request: Reference
+
+
+class RequestRefused(_Fact):
+    type: Literal["request-refused"]
+    request: Reference
+    reason: Slug  # e.g. manifestly-unfounded, excessive (Art 12(5))
 
 
 class RequestFulfilled(_Fact):
@@ -164,7 +192,8 @@ Fact = Annotated[
     Union[
         Collected, Rectified, Activity, ConsentGiven, ConsentWithdrawn, Unsubscribed, Shared,
         Restricted, RestrictionLifted, Objected, ErasureRequested, AccessRequested,
-        IdentityVerified, RequestExtended, RequestFulfilled, LegalHoldPlaced,
+        IdentityVerified, RequestExtended, RequestPaused, RequestResumed, RequestRefused,
+        RequestFulfilled, LegalHoldPlaced,
         LegalHoldReleased, Excluded, RelationshipEnded,
     ],
     Field(discriminator="type"),
@@ -172,7 +201,8 @@ Fact = Annotated[
 FACT_TYPES = (
     "collected", "rectified", "activity", "consent-given", "consent-withdrawn", "unsubscribed",
     "shared", "restricted", "restriction-lifted", "objected", "erasure-requested",
-    "access-requested", "identity-verified", "request-extended", "request-fulfilled",
+    "access-requested", "identity-verified", "request-extended", "request-paused",
+    "request-resumed", "request-refused", "request-fulfilled",
     "legal-hold-placed", "legal-hold-released", "excluded", "relationship-ended",
 )
 _adapter: TypeAdapter[Any] = TypeAdapter(Fact)

@@ -17,7 +17,8 @@ from eventsourcing.persistence import IntegrityError
 from lifecycle import facts as f
 from lifecycle.aggregates.data_subject import NOTES_SCOPE, DataSubject, key_scope
 from lifecycle.crypto.vault import KeyVault
-from lifecycle.errors import InvalidFact, KeyDestroyed, SuppressedAddress
+from lifecycle.aggregates.request_case import RequestCase
+from lifecycle.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
 from lifecycle.event_store import SubjectStore
 from lifecycle.policy.model import Policy
 from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING
@@ -49,6 +50,29 @@ class IngestReport:
         }
 
 
+class CaseBook:
+    """The request cases a run touches: each loaded once, saved with its subject."""
+
+    def __init__(self, store: SubjectStore) -> None:
+        self.store = store
+        self._cases: dict[UUID, RequestCase | None] = {}
+
+    def get(self, request: str, subject: str) -> RequestCase | None:
+        case_id = RequestCase.create_id(request, subject)
+        if case_id not in self._cases:
+            self._cases[case_id] = self.store.get_request_case(case_id)
+        return self._cases[case_id]
+
+    def open(self, case: RequestCase) -> None:
+        self._cases[case.id] = case
+
+    def pending(self) -> list[RequestCase]:
+        return [c for c in self._cases.values() if c is not None and c.pending_events]
+
+    def clear(self) -> None:
+        self._cases.clear()
+
+
 @dataclass
 class _Shred:
     key_ids: list[str]
@@ -59,9 +83,11 @@ class _Shred:
 class FactApplier:
     """Turns one validated fact into commands on its subject, sealing personal values."""
 
-    def __init__(self, vault: KeyVault, now: datetime, policy: Policy | None = None,
+    def __init__(self, vault: KeyVault, now: datetime, cases: CaseBook,
+                 policy: Policy | None = None,
                  is_suppressed: Callable[[str], bool] | None = None) -> None:
         self.vault = vault
+        self.cases = cases
         self.now = now
         self.policy = policy
         self.is_suppressed = is_suppressed or (lambda digest: False)
@@ -124,24 +150,52 @@ class FactApplier:
         s.object_to(fact.id, fact.at, fact.purpose, self._email_hashes(s))
 
     def _erasure_requested(self, s: DataSubject, fact: f.ErasureRequested) -> None:
+        """Carried out at once: erase all no exemption covers, record each refusal. The case
+        stays open until `request-fulfilled` (the answer to the person) closes it."""
         request = fact.request or f"erasure:{fact.id}"
         s.request_erasure(fact.id, fact.at, request)
         decision = s.decide_erasure(fact.at)
         s.erase(fact.at, request, decision)
         self.vault.retire(decision.key_ids)
         self.shreds.append(_Shred(decision.key_ids, fact.at, request))
+        self.cases.open(RequestCase.receive(request, s.reference, "erasure", fact.at))
 
     def _access_requested(self, s: DataSubject, fact: f.AccessRequested) -> None:
-        s.request_access(fact.id, fact.at, fact.request)
+        s.request_access(fact.id, fact.at, fact.request, fact.kind)
+        self.cases.open(RequestCase.receive(fact.request, s.reference, fact.kind, fact.at,
+                                            awaiting_identity=fact.identity_check))
+
+    # Each request step: the case's guard first (statutory rules), then the subject's record.
 
     def _identity_verified(self, s: DataSubject, fact: f.IdentityVerified) -> None:
+        self._case(s, fact.request).verify_identity(fact.at)
         s.verify_identity(fact.id, fact.at, fact.request)
 
     def _request_extended(self, s: DataSubject, fact: f.RequestExtended) -> None:
-        s.extend_request(fact.id, fact.at, fact.request)
+        self._case(s, fact.request).extend(fact.at, fact.months, fact.reason)
+        s.extend_request(fact.id, fact.at, fact.request, fact.months)
+
+    def _request_paused(self, s: DataSubject, fact: f.RequestPaused) -> None:
+        self._case(s, fact.request).pause(fact.at, fact.reason)
+        s.record_request_step(fact.id, fact.at, fact.request, "paused")
+
+    def _request_resumed(self, s: DataSubject, fact: f.RequestResumed) -> None:
+        self._case(s, fact.request).resume(fact.at)
+        s.record_request_step(fact.id, fact.at, fact.request, "resumed")
+
+    def _request_refused(self, s: DataSubject, fact: f.RequestRefused) -> None:
+        self._case(s, fact.request).refuse(fact.at, fact.reason)
+        s.record_request_step(fact.id, fact.at, fact.request, "refused")
 
     def _request_fulfilled(self, s: DataSubject, fact: f.RequestFulfilled) -> None:
+        self._case(s, fact.request).fulfil(fact.at)
         s.fulfil_request(fact.id, fact.at, fact.request)
+
+    def _case(self, s: DataSubject, request: str) -> RequestCase:
+        case = self.cases.get(request, s.reference)
+        if case is None:
+            raise NoSuchRequest(f"request {request!r} was never received for this subject")
+        return case
 
     def _legal_hold_placed(self, s: DataSubject, fact: f.LegalHoldPlaced) -> None:
         notes_key, reason = self._seal_note(s, fact.reason)
@@ -228,6 +282,7 @@ class Ingestor:
         self.on_progress = on_progress or (lambda n: None)
         self.on_rejected = on_rejected or (lambda r: None)
         self._cache: dict[UUID, DataSubject] = {}
+        self._cases = CaseBook(store)
         self._suppressed_now: set[str] = set()
 
     def run(self, lines: Iterable[str]) -> IngestReport:
@@ -253,7 +308,8 @@ class Ingestor:
     def _ingest_batch(self, batch: list[f.ParsedLine], report: IngestReport) -> None:
         for attempt in range(SAVE_RETRIES):
             outcome = IngestReport()
-            applier = FactApplier(self.vault, self.now, self.policy, self.is_suppressed)
+            applier = FactApplier(self.vault, self.now, self._cases, self.policy,
+                                  self.is_suppressed)
             applier.suppressed_now = self._suppressed_now
             try:
                 touched = self._apply_batch(batch, applier, outcome)
@@ -264,10 +320,11 @@ class Ingestor:
                 for shred in applier.shreds:
                     outcome.erased_keys += self.vault.destroy(shred.key_ids, shred.at,
                                                               shred.by)
-                self.store.save(*touched)
+                self.store.save(*touched, *self._cases.pending())
             except IntegrityError:
                 # Another writer saved the same subjects first: reload them and redo.
                 self._cache.clear()
+                self._cases.clear()
                 self.vault.forget_loaded()
                 if attempt == SAVE_RETRIES - 1:
                     raise
@@ -280,19 +337,25 @@ class Ingestor:
             self._reject(report, rejection)
         if len(self._cache) > CACHE_SUBJECTS:
             self._cache.clear()
+            self._cases.clear()
             self.vault.forget_loaded()
         self.on_progress(len(batch))
 
     def _apply_batch(self, batch: list[f.ParsedLine], applier: FactApplier,
                      outcome: IngestReport) -> list[DataSubject]:
-        references = {item.fact.subject for item in batch}
-        ids = {DataSubject.create_id(ref): ref for ref in references}
-        self.vault.preload(str(i) for i in ids if i not in self._cache)
+        ids = {ref: DataSubject.create_id(ref) for ref in {item.fact.subject for item in batch}}
+        uncached = [i for i in ids.values() if i not in self._cache]
+        self.vault.preload(str(i) for i in uncached)
+        stored = self.store.existing(uncached)
+        for reference, subject_id in ids.items():
+            if subject_id not in self._cache:
+                loaded = self.store.get_subject_by_id(subject_id) if subject_id in stored else None
+                self._cache[subject_id] = loaded or DataSubject(reference)
         touched: dict[UUID, DataSubject] = {}
         for item in batch:
             fact = item.fact
-            subject_id = DataSubject.create_id(fact.subject)
-            subject = touched.get(subject_id) or self._load(subject_id, fact.subject)
+            subject_id = ids[fact.subject]
+            subject = touched.get(subject_id) or self._cache[subject_id]
             if subject.has_seen(fact.id):
                 outcome.duplicates += 1
                 continue
@@ -306,10 +369,3 @@ class Ingestor:
             touched[subject_id] = subject
             outcome.accepted += 1
         return [s for s in touched.values() if s.pending_events]
-
-    def _load(self, subject_id: UUID, reference: str) -> DataSubject:
-        subject = self._cache.get(subject_id)
-        if subject is None:
-            subject = self.store.get_subject_by_id(subject_id) or DataSubject(reference)
-            self._cache[subject_id] = subject
-        return subject

@@ -6,15 +6,18 @@ Thin methods: references and values in, get -> command -> save, results out.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from eventsourcing.persistence import IntegrityError
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import Adoption, PolicyNotAdopted, PolicyRegister
+from lifecycle.aggregates.request_case import DUE_SOON_DAYS, RequestCase
 from lifecycle.crypto.master_key import load_master_key
 from lifecycle.crypto.vault import KeyVault, create_vault_engine
 from lifecycle.dsar import access_document, subject_as_of
@@ -26,7 +29,8 @@ from lifecycle.policy.loader import load_policy, policy_from_document
 from lifecycle.projections import tables
 from lifecycle.projections.runner import ProjectionRunner, create_views_engine
 from lifecycle.settings import Settings
-from lifecycle.sweep import SweepReport, Sweeper
+from lifecycle.statutory_clock import london_date
+from lifecycle.sweep import SAVE_RETRIES, SweepReport, Sweeper
 
 ERASED = "erased"
 
@@ -59,14 +63,14 @@ class Ledger:
         register = self.store.get_register()
         adoption = register.latest() if register else None
         policy = policy_from_document(adoption.document) if adoption else None
-        caught_up = False
+        suppressed: set[str] | None = None
 
         def is_suppressed(email_hash: str) -> bool:
-            nonlocal caught_up
-            if not caught_up:  # the suppression list must include every stored event
+            nonlocal suppressed
+            if suppressed is None:  # read once per run, after every stored event is projected
                 self.projections.catch_up()
-                caught_up = True
-            return self._is_suppressed(email_hash)
+                suppressed = self.suppressed_hashes()
+            return email_hash in suppressed
 
         return Ingestor(self.store, self.vault, now, on_progress, on_rejected, policy,
                         is_suppressed).run(lines)
@@ -119,17 +123,58 @@ class Ledger:
                             for st in self.projections.status()],
         }
 
+    def flag_requests(self, now: datetime, within_days: int = DUE_SOON_DAYS) -> dict[str, int]:
+        """Records "due soon" and "overdue" on open requests, once per deadline each."""
+        counts = {"due_soon": 0, "overdue": 0}
+        for row in self.requests(now, due_within=within_days):
+            for attempt in range(SAVE_RETRIES):
+                case = self.store.get_request_case(UUID(row["case_id"]))
+                assert case is not None
+                overdue = case.flag_overdue(now)
+                due_soon = not overdue and case.flag_due_soon(now, within_days)
+                try:
+                    self.store.save(case)
+                except IntegrityError:
+                    if attempt == SAVE_RETRIES - 1:
+                        raise
+                    continue  # another daemon flagged it first: look again
+                counts["overdue"] += overdue
+                counts["due_soon"] += due_soon
+                break
+        return counts
+
+    def requests(self, now: datetime, overdue_only: bool = False,
+                 due_within: int | None = None) -> list[dict[str, Any]]:
+        """Open rights requests by deadline, with the days left (negative: overdue)."""
+        self.projections.catch_up()
+        req = tables.requests
+        query = sa.select(req).where(req.c.status == "open").order_by(req.c.deadline)
+        today = london_date(now)
+        if overdue_only:
+            query = query.where(req.c.deadline < today)
+        elif due_within is not None:
+            query = query.where(req.c.deadline <= today + timedelta(days=due_within))
+        with self.views.connect() as conn:
+            rows = conn.execute(query).all()
+        return [{
+            "case_id": r.case_id, "request": r.request, "subject": r.reference, "kind": r.kind,
+            "received_at": r.received_at.isoformat(),
+            "deadline": r.deadline.isoformat() if r.deadline else None,
+            "days_left": (r.deadline - today).days if r.deadline else None,
+            "overdue": r.deadline is not None and r.deadline < today,
+            "paused": r.paused, "extended_months": r.extended_months,
+        } for r in rows]
+
     def policy_zone(self) -> ZoneInfo | None:
         """The time zone of the policy in force (review windows and months are local)."""
         register = self.store.get_register()
         adoption = register.latest() if register else None
         return policy_from_document(adoption.document).zone if adoption else None
 
-    def _is_suppressed(self, email_hash: str) -> bool:
+    def suppressed_hashes(self) -> set[str]:
+        """The suppression list: keyed hashes of e-mails, never the e-mails."""
         with self.views.connect() as conn:
-            row = conn.execute(sa.select(tables.suppression.c.email_hash)
-                               .where(tables.suppression.c.email_hash == email_hash)).first()
-        return row is not None
+            return set(conn.execute(sa.select(tables.suppression.c.email_hash)).scalars())
 
     def subject(self, reference: str) -> DataSubject:
         subject = self.store.get_subject(reference)
@@ -208,7 +253,15 @@ class Ledger:
                 adoption = None
         policy = policy_from_document(adoption.document) if adoption else None
         return access_document(subject, as_of, policy, adoption, self.open_sealed,
-                               self.open_note)
+                               self.open_note, self._deadlines(subject, as_of))
+
+    def _deadlines(self, subject: DataSubject, as_of: datetime) -> dict[str, str | None]:
+        deadlines: dict[str, str | None] = {}
+        for request in subject.requests:
+            case = self.store.get_request_case(RequestCase.create_id(request, subject.reference))
+            due = case.deadline_as_known_at(as_of) if case else None
+            deadlines[request] = due.isoformat() if due else None
+        return deadlines
 
     def history(self, reference: str) -> list[dict[str, Any]]:
         """The subject's event timeline: what happened, when, in stored order."""

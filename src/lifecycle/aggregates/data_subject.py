@@ -8,7 +8,7 @@ and the id of the key that opens them, so erasure is destroying that key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -22,9 +22,9 @@ from lifecycle.errors import (
     NoSuchRestriction,
     RecordErased,
     RecordExists,
+    RequestExists,
     UnknownRecord,
 )
-from lifecycle.statutory_clock import check_extension, deadline, london_date
 from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING, HOME_COUNTRY
 
 SUBJECT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lifecycle.invalid/subject")
@@ -109,15 +109,8 @@ class Request:
     extended_at: datetime | None = None
     extension_months: int = 0
     fulfilled_at: datetime | None = None
-
-    def clock(self) -> tuple[date, date | None]:
-        """Day of receipt and day of identity verification, in London."""
-        verified = london_date(self.verified_at) if self.verified_at else None
-        return london_date(self.received_at), verified
-
-    def deadline(self) -> date:
-        """The statutory deadline (DESIGN.md §5): end of that day, Europe/London."""
-        return deadline(*self.clock(), extended_months=self.extension_months)
+    refused_at: datetime | None = None
+    paused: bool = False
 
 
 @dataclass
@@ -346,15 +339,27 @@ class DataSubject(Aggregate):
                 consent.withdrawn_at = at
             self._suppress(at, email_hashes)
 
-    @event("ErasureRequested")
     def request_erasure(self, fact_id: str, at: datetime, request: str) -> None:
+        if request in self.requests:
+            raise RequestExists(f"request {request!r} was already received for this subject")
+        self._erasure_requested(fact_id=fact_id, at=at, request=request)
+
+    @event("ErasureRequested")
+    def _erasure_requested(self, fact_id: str, at: datetime, request: str) -> None:
         self.fact_ids[fact_id] = None
         self.requests[request] = Request(request, "erasure", at)
 
+    def request_access(self, fact_id: str, at: datetime, request: str,
+                       kind: str = "access") -> None:
+        if request in self.requests:
+            raise RequestExists(f"request {request!r} was already received for this subject")
+        self._access_requested(fact_id=fact_id, at=at, request=request, kind=kind)
+
     @event("AccessRequested")
-    def request_access(self, fact_id: str, at: datetime, request: str) -> None:
+    def _access_requested(self, fact_id: str, at: datetime, request: str,
+                          kind: str = "access") -> None:
         self.fact_ids[fact_id] = None
-        self.requests[request] = Request(request, "access", at)
+        self.requests[request] = Request(request, kind, at)
 
     def verify_identity(self, fact_id: str, at: datetime, request: str) -> None:
         self._known_request(request)
@@ -365,19 +370,33 @@ class DataSubject(Aggregate):
         self.fact_ids[fact_id] = None
         self.requests[request].verified_at = at
 
-    def extend_request(self, fact_id: str, at: datetime, request: str) -> None:
-        """Extends by two further months; only decided within the first month (ICO)."""
+    def extend_request(self, fact_id: str, at: datetime, request: str,
+                       months: int = 2) -> None:
+        """Records an extension; its statutory limits are the request case's guard."""
         self._known_request(request)
-        found = self.requests[request]
-        check_extension(london_date(at), 2, *found.clock(),
-                        already_extended=found.extension_months)
-        self._request_extended(fact_id=fact_id, at=at, request=request)
+        self._request_extended(fact_id=fact_id, at=at, request=request, months=months)
 
     @event("RequestExtended")
-    def _request_extended(self, fact_id: str, at: datetime, request: str) -> None:
+    def _request_extended(self, fact_id: str, at: datetime, request: str,
+                          months: int = 2) -> None:
         self.fact_ids[fact_id] = None
         self.requests[request].extended_at = at
-        self.requests[request].extension_months = 2
+        self.requests[request].extension_months += months
+
+    def record_request_step(self, fact_id: str, at: datetime, request: str,
+                            step: str) -> None:
+        """A pause, resumption or refusal (the clock lives on the request case)."""
+        self._known_request(request)
+        self._request_step_recorded(fact_id=fact_id, at=at, request=request, step=step)
+
+    @event("RequestStepRecorded")
+    def _request_step_recorded(self, fact_id: str, at: datetime, request: str,
+                               step: str) -> None:
+        self.fact_ids[fact_id] = None
+        found = self.requests[request]
+        found.paused = step == "paused"
+        if step == "refused":
+            found.refused_at = at
 
     def fulfil_request(self, fact_id: str, at: datetime, request: str) -> None:
         self._known_request(request)

@@ -55,6 +55,7 @@ class KeyVault:
         self._wrapper = AESGCM(derive_key(master_key, "key-wrapping"))
         self._hash_key = derive_key(master_key, "suppression-hash")
         self._active: dict[tuple[str, str], str] = {}
+        self._slot_of: dict[str, tuple[str, str]] = {}  # key id -> its (subject, scope)
         self._ciphers: dict[str, AESGCM] = {}
         self._destroyed: set[str] = set()
         self._pending: list[dict[str, Any]] = []
@@ -76,7 +77,7 @@ class KeyVault:
                     .order_by(data_keys.c.created_at)
                 )
                 for key_id, subject_id, scope, wrapped in rows:
-                    self._active[(subject_id, scope)] = key_id
+                    self._remember(subject_id, scope, key_id)
                     self._ciphers[key_id] = AESGCM(self._unwrap(key_id, wrapped))
             self._preloaded.update(wanted)
 
@@ -84,6 +85,7 @@ class KeyVault:
         """Drops what preload learnt, so keys another writer created are read again."""
         self._preloaded.clear()
         self._active.clear()
+        self._slot_of.clear()
 
     def key_for(self, subject_id: str, scope: str, now: datetime) -> str:
         """The live key for a subject's scope, created (pending until flush) if none."""
@@ -98,15 +100,15 @@ class KeyVault:
                 "key_id": key_id, "subject_id": subject_id, "scope": scope,
                 "wrapped": self._wrap(key_id, secret), "created_at": now,
             })
-            self._active[(subject_id, scope)] = key_id
+            self._remember(subject_id, scope, key_id)
             self._ciphers[key_id] = AESGCM(secret)
         return key_id
 
     def retire(self, key_ids: Iterable[str]) -> None:
         """Stops handing out keys about to be destroyed, so new data gets a new key."""
-        doomed = set(key_ids)
-        for slot, key_id in list(self._active.items()):
-            if key_id in doomed:
+        for key_id in key_ids:
+            slot = self._slot_of.pop(key_id, None)
+            if slot is not None and self._active.get(slot) == key_id:
                 del self._active[slot]
 
     def flush(self) -> None:
@@ -145,6 +147,10 @@ class KeyVault:
                                 .where(data_keys.c.key_id.in_(ids))
                                 .where(data_keys.c.destroyed_at.is_(None)))
             return {row[0] for row in rows}
+
+    def _remember(self, subject_id: str, scope: str, key_id: str) -> None:
+        self._active[(subject_id, scope)] = key_id
+        self._slot_of[key_id] = (subject_id, scope)
 
     # -- values -------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from eventsourcing.persistence import Notification
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import REGISTER_ID
+from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.engines import create_store_engine
 from lifecycle.event_store import SubjectStore
 from lifecycle.projections import tables
@@ -51,7 +52,7 @@ class ProjectionRunner:
         self.store = store
         self.engine = engine
         self.projections = list(projections)
-        self._cache: dict[UUID, DataSubject] = {}
+        self._cache: dict[UUID, Any] = {}  # subjects and request cases
 
     def by_name(self, name: str) -> Projection:
         for projection in self.projections:
@@ -111,10 +112,10 @@ class ProjectionRunner:
             if notification.originator_id == REGISTER_ID:
                 policy_changed_at = notification.id
                 continue
-            subject_id = notification.originator_id
-            assert isinstance(subject_id, UUID)
-            self._advance(subject_id, notification.originator_version, domain_event)
-            touched_after.append((notification.id, subject_id))
+            aggregate_id = notification.originator_id
+            assert isinstance(aggregate_id, UUID)
+            self._advance(aggregate_id, notification.originator_version, domain_event)
+            touched_after.append((notification.id, aggregate_id))
         register = self.store.get_register()
         last = batch[-1].id
         with self.engine.begin() as conn:
@@ -122,27 +123,27 @@ class ProjectionRunner:
                 seen = positions[projection.name]
                 if seen >= last:
                     continue
-                ids = {sid: None for nid, sid in touched_after if nid > seen}
+                touched = [self._cache[i] for i in
+                           {aid: None for nid, aid in touched_after if nid > seen}]
                 context = ProjectionContext(
                     conn=conn, store=self.store, register=register,
-                    policy_changed=policy_changed_at is not None and policy_changed_at > seen)
-                projection.update(context, [self._cache[sid] for sid in ids])
+                    policy_changed=policy_changed_at is not None and policy_changed_at > seen,
+                    cases=[a for a in touched if isinstance(a, RequestCase)])
+                projection.update(context, [a for a in touched if isinstance(a, DataSubject)])
                 self._write_position(conn, projection.name, last, seen)
                 positions[projection.name] = last
         if len(self._cache) > CACHE_LIMIT:
             self._cache.clear()
 
-    def _advance(self, subject_id: UUID, version: int, domain_event: Any) -> None:
+    def _advance(self, aggregate_id: UUID, version: int, domain_event: Any) -> None:
         """Brings the cached aggregate to `version`, loading it if the cache cannot."""
-        cached = self._cache.get(subject_id)
+        cached = self._cache.get(aggregate_id)
         if cached is not None and cached.version == version - 1:
             domain_event.mutate(cached)
         elif version == 1:
-            self._cache[subject_id] = domain_event.mutate(None)
+            self._cache[aggregate_id] = domain_event.mutate(None)
         else:
-            loaded = self.store.get_subject_by_id(subject_id, version=version)
-            assert loaded is not None
-            self._cache[subject_id] = loaded
+            self._cache[aggregate_id] = self.store.repository.get(aggregate_id, version=version)
 
     @staticmethod
     def _write_position(conn: sa.Connection, name: str, position: int, seen: int) -> None:

@@ -96,6 +96,21 @@ disclosures = sa.Table(
     sa.Column("categories", sa.JSON, nullable=False),
 )
 
+requests = sa.Table(
+    "lifecycle_requests", metadata,
+    sa.Column("case_id", sa.String(36), primary_key=True),
+    sa.Column("request", sa.String(200), nullable=False),
+    sa.Column("reference", sa.String(200), nullable=False, index=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("received_at", TZ, nullable=False),
+    sa.Column("deadline", sa.Date),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("extended_months", sa.Integer, nullable=False),
+    sa.Column("closed_at", TZ),
+    sa.Index("ix_requests_open_deadline", "status", "deadline"),
+)
+
 sweep_runs = sa.Table(
     "lifecycle_sweep_runs", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

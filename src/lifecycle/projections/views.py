@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import PolicyRegister
+from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.event_store import SubjectStore
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.projections import tables
@@ -24,6 +25,7 @@ class ProjectionContext:
     store: SubjectStore
     register: PolicyRegister | None
     policy_changed: bool
+    cases: Sequence[RequestCase] = ()
 
 
 class Projection(Protocol):
@@ -160,8 +162,29 @@ class DisclosuresProjection:
         _replace(ctx.conn, tables.disclosures, [str(s.id) for s in subjects], rows)
 
 
+class RequestsProjection:
+    """Every rights request with its status and current statutory deadline."""
+
+    name = "requests"
+    tables = (tables.requests,)
+
+    def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
+        rows: list[dict[str, object]] = [{
+            "case_id": str(c.id), "request": c.request, "reference": c.subject, "kind": c.kind,
+            "status": c.status, "received_at": c.received_at, "deadline": c.deadline,
+            "paused": c.is_paused, "extended_months": c.extended_months,
+            "closed_at": c.closed_at,
+        } for c in ctx.cases]
+        ids = [str(c.id) for c in ctx.cases]
+        for start in range(0, len(ids), 500):
+            ctx.conn.execute(tables.requests.delete().where(
+                tables.requests.c.case_id.in_(ids[start:start + 500])))
+        if rows:
+            ctx.conn.execute(tables.requests.insert(), rows)
+
+
 # Order matters: the schedule reads the subjects table when a new policy is adopted.
 PROJECTIONS: tuple[Projection, ...] = (
     SubjectsProjection(), ScheduleProjection(), SuppressionProjection(),
-    ConsentsProjection(), DisclosuresProjection(),
+    ConsentsProjection(), DisclosuresProjection(), RequestsProjection(),
 )
