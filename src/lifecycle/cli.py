@@ -256,6 +256,57 @@ def requests_list(overdue: bool, due_within: int | None, as_json: bool) -> None:
     Console().print(table)
 
 
+@cli.group()
+def notifications() -> None:
+    """Recipients to tell of erasures (UK GDPR Art 19)."""
+
+
+@notifications.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include acknowledged items.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def notifications_list(show_all: bool, as_json: bool) -> None:
+    """Open notification items; an `erasure-acknowledged` fact closes one."""
+    with open_ledger() as ledger:
+        rows = ledger.notifications(open_only=not show_all)
+    if as_json:
+        emit_json({"notifications": rows})
+        return
+    table = Table(title=f"erasure notifications ({len(rows)})")
+    for column in ("erased", "subject", "erasure", "recipient", "records", "acknowledged"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["erased_at"][:10], r["subject"], r["erasure"], r["recipient"],
+                      ", ".join(r["records"]), (r["acknowledged_at"] or "")[:10])
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("request")
+@click.option("--subject", "reference", help="The subject, when the request id is not unique.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def certificate(request: str, reference: str | None, as_json: bool) -> None:
+    """The deletion certificate of erasure REQUEST."""
+    with open_ledger() as ledger:
+        document = _or_exit(lambda: ledger.certificate(request, reference, utc_now()))
+    if as_json:
+        emit_json(document)
+        return
+    click.echo(f"Deletion certificate: request {document['request']} of {document['subject']}"
+               f" (received {document['received_at'][:10]}, {document['status']})")
+    for item in document["erased"]:
+        click.echo(f"  erased {item['record']} ({item['category']}, {item['purpose']}) "
+                   f"at {item['erased_at']}")
+    for item in document["kept"]:
+        click.echo(f"  kept   {item['record']}: {item['ground']}")
+    click.echo(f"  keys destroyed: {len(document['keys_destroyed'])} "
+               f"(all confirmed: {document['all_keys_destroyed']})")
+    for item in document["recipients"]:
+        click.echo(f"  told {item['recipient']} at {item['notified_at'][:10]}; acknowledged: "
+                   f"{(item['acknowledged_at'] or 'not yet')[:10]}")
+    events = document["events"]
+    click.echo(f"  covers {events['count']} events, digest {events['subject_chain_digest']}")
+
+
 # -- policy ------------------------------------------------------------------------------
 
 def parse_time(value: str | None, option: str) -> datetime | None:

@@ -41,6 +41,10 @@ class RequestExists(InvalidFact):
     """A request reference the subject already used."""
 
 
+class NoSuchNotification(InvalidFact):
+    """An acknowledgement for an erasure the recipient was never due to be told of."""
+
+
 class NoSuchRequest(InvalidFact):
     """A request step refers to a request the subject never made."""
 

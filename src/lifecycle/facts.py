@@ -163,6 +163,14 @@ class RequestFulfilled(_Fact):
     request: Reference
 
 
+class ErasureAcknowledged(_Fact):
+    """A recipient confirms it erased the data an erasure covered (Art 19)."""
+
+    type: Literal["erasure-acknowledged"]
+    recipient: Reference
+    erasure: Reference  # the erasure request id, or retention:<record> for a rule
+
+
 class LegalHoldPlaced(_Fact):
     type: Literal["legal-hold-placed"]
     hold: Reference
@@ -193,7 +201,7 @@ Fact = Annotated[
         Collected, Rectified, Activity, ConsentGiven, ConsentWithdrawn, Unsubscribed, Shared,
         Restricted, RestrictionLifted, Objected, ErasureRequested, AccessRequested,
         IdentityVerified, RequestExtended, RequestPaused, RequestResumed, RequestRefused,
-        RequestFulfilled, LegalHoldPlaced,
+        RequestFulfilled, ErasureAcknowledged, LegalHoldPlaced,
         LegalHoldReleased, Excluded, RelationshipEnded,
     ],
     Field(discriminator="type"),
@@ -202,7 +210,7 @@ FACT_TYPES = (
     "collected", "rectified", "activity", "consent-given", "consent-withdrawn", "unsubscribed",
     "shared", "restricted", "restriction-lifted", "objected", "erasure-requested",
     "access-requested", "identity-verified", "request-extended", "request-paused",
-    "request-resumed", "request-refused", "request-fulfilled",
+    "request-resumed", "request-refused", "request-fulfilled", "erasure-acknowledged",
     "legal-hold-placed", "legal-hold-released", "excluded", "relationship-ended",
 )
 _adapter: TypeAdapter[Any] = TypeAdapter(Fact)

@@ -191,6 +191,9 @@ class FactApplier:
         self._case(s, fact.request).fulfil(fact.at)
         s.fulfil_request(fact.id, fact.at, fact.request)
 
+    def _erasure_acknowledged(self, s: DataSubject, fact: f.ErasureAcknowledged) -> None:
+        s.acknowledge_erasure(fact.id, fact.at, fact.erasure, fact.recipient)
+
     def _case(self, s: DataSubject, request: str) -> RequestCase:
         case = self.cases.get(request, s.reference)
         if case is None:

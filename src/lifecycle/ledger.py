@@ -18,6 +18,7 @@ from eventsourcing.persistence import IntegrityError
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import Adoption, PolicyNotAdopted, PolicyRegister
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS, RequestCase
+from lifecycle.certificate import deletion_certificate
 from lifecycle.crypto.master_key import load_master_key
 from lifecycle.crypto.vault import KeyVault, create_vault_engine
 from lifecycle.dsar import access_document, subject_as_of
@@ -142,6 +143,39 @@ class Ledger:
                 counts["due_soon"] += due_soon
                 break
         return counts
+
+    def notifications(self, open_only: bool = True) -> list[dict[str, Any]]:
+        """Art 19 items: recipients to tell of erasures, oldest first."""
+        self.projections.catch_up()
+        n = tables.notifications
+        query = sa.select(n).order_by(n.c.erased_at, n.c.reference, n.c.recipient)
+        if open_only:
+            query = query.where(n.c.acknowledged_at.is_(None))
+        with self.views.connect() as conn:
+            rows = conn.execute(query).all()
+        return [{"subject": r.reference, "erasure": r.erasure, "recipient": r.recipient,
+                 "records": r.records, "erased_at": r.erased_at.isoformat(),
+                 "acknowledged_at": r.acknowledged_at.isoformat() if r.acknowledged_at
+                 else None} for r in rows]
+
+    def certificate(self, request: str, reference: str | None, now: datetime) -> dict[str, Any]:
+        """The deletion certificate of an erasure request (subject found by the request
+        id unless given)."""
+        if reference is None:
+            self.projections.catch_up()
+            with self.views.connect() as conn:
+                found = conn.execute(sa.select(tables.requests.c.reference)
+                                     .where(tables.requests.c.request == request)).scalars().all()
+            if len(found) != 1:
+                raise SubjectNotFound(f"request {request!r} " + (
+                    "is not known" if not found else "is used by several subjects: name one"))
+            reference = found[0]
+        subject = self.subject(reference)
+        case = self.store.get_request_case(RequestCase.create_id(request, reference))
+        erasure = next((e for e in subject.erasures if e.ref == request), None)
+        keys = self.vault.destroyed(erasure.key_ids if erasure else [])
+        stored = self.store.recorder.select_events(subject.id)
+        return deletion_certificate(subject, request, case, keys, stored, now)
 
     def requests(self, now: datetime, overdue_only: bool = False,
                  due_within: int | None = None) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from lifecycle.errors import (
     MissingSafeguard,
     NoSuchConsent,
     NoSuchHold,
+    NoSuchNotification,
     NoSuchRequest,
     NoSuchRestriction,
     RecordErased,
@@ -122,6 +123,28 @@ class Refusal:
 
 
 @dataclass
+class Erasure:
+    """One act of erasure: by a request (its id) or a retention rule (`retention:<record>`)."""
+
+    ref: str
+    by: str
+    at: datetime
+    records: list[str]
+    key_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Notification:
+    """Art 19: a recipient that received data later erased must be told."""
+
+    erasure: str
+    recipient: str
+    records: list[str]
+    erased_at: datetime
+    acknowledged_at: datetime | None
+
+
+@dataclass
 class ErasureDecision:
     """What an erasure request does: scopes to shred and records refused, with grounds."""
 
@@ -166,6 +189,8 @@ class DataSubject(Aggregate):
         self.relationship_ended_at: datetime | None = None
         self.last_activity_at: datetime | None = None
         self.notes_key_id: str | None = None
+        self.erasures: list[Erasure] = []
+        self.acknowledgements: dict[tuple[str, str], datetime] = {}
 
     # -- queries -----------------------------------------------------------------
 
@@ -186,6 +211,22 @@ class DataSubject(Aggregate):
     def consent_in_force(self, purpose: str) -> bool:
         consent = self.consents.get(purpose)
         return consent is not None and consent.withdrawn_at is None
+
+    def notifications(self) -> list[Notification]:
+        """Each recipient to tell of each erasure: shared one of the erased records (by name
+        or category) before the erasure. Acknowledged ones carry when."""
+        items = []
+        for erasure in self.erasures:
+            erased = {r: self.records[r].category for r in erasure.records}
+            for recipient in dict.fromkeys(sh.recipient for sh in self.shares):
+                got = [r for r, category in erased.items() if any(
+                    sh.recipient == recipient and sh.at <= erasure.at
+                    and (r in sh.records or category in sh.categories) for sh in self.shares)]
+                if got:
+                    items.append(Notification(
+                        erasure.ref, recipient, got, erasure.at,
+                        self.acknowledgements.get((erasure.ref, recipient))))
+        return items
 
     def decide_erasure(self, at: datetime) -> ErasureDecision:
         """Which data keys an erasure request destroys, and which records it must keep.
@@ -450,6 +491,7 @@ class DataSubject(Aggregate):
 
     @event("Erased")
     def _erased(self, at: datetime, by: str, key_ids: list[str], records: list[str]) -> None:
+        self.erasures.append(Erasure(by, by, at, list(records), list(key_ids)))
         for record in records:
             rec = self.records[record]
             rec.erased_at = at
@@ -477,8 +519,26 @@ class DataSubject(Aggregate):
     def _retention_expired(self, at: datetime, record: str, key_id: str, rule: str,
                            policy: str, trigger: str, due_at: datetime) -> None:
         rec = self.records[record]
+        self.erasures.append(Erasure(f"retention:{record}", f"rule {rule} ({policy})", at,
+                                     [record], [key_id]))
         rec.erased_at = at
         rec.erased_by = f"rule {rule} ({policy})"
+
+    def acknowledge_erasure(self, fact_id: str, at: datetime, erasure: str,
+                            recipient: str) -> None:
+        """A recipient confirms it erased what it received (closes the Art 19 item)."""
+        if not any(n.erasure == erasure and n.recipient == recipient
+                   for n in self.notifications()):
+            raise NoSuchNotification(
+                f"no erasure {erasure!r} to notify to recipient {recipient!r}")
+        self._erasure_acknowledged(fact_id=fact_id, at=at, erasure=erasure,
+                                   recipient=recipient)
+
+    @event("ErasureAcknowledged")
+    def _erasure_acknowledged(self, fact_id: str, at: datetime, erasure: str,
+                              recipient: str) -> None:
+        self.fact_ids[fact_id] = None
+        self.acknowledgements[(erasure, recipient)] = at
 
     def review_flagged(self, record: str, rule: str, due_at: datetime) -> bool:
         return f"{record}|{rule}|{due_at.isoformat()}" in self.reviews_flagged

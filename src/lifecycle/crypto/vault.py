@@ -138,6 +138,18 @@ class KeyVault:
             self._destroyed.add(key_id)
         return destroyed
 
+    def destroyed(self, key_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """When and why each of these keys was destroyed (absent: never existed)."""
+        ids = list(set(key_ids))
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(data_keys.c.key_id, data_keys.c.destroyed_at,
+                                          data_keys.c.destroyed_by)
+                                .where(data_keys.c.key_id.in_(ids)))
+            return {key_id: {"destroyed_at": at.isoformat() if at else None,
+                             "destroyed_by": by} for key_id, at, by in rows}
+
     def live_key_ids(self, key_ids: Iterable[str]) -> set[str]:
         ids = list(set(key_ids))
         if not ids:

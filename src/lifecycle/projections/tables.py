@@ -96,6 +96,18 @@ disclosures = sa.Table(
     sa.Column("categories", sa.JSON, nullable=False),
 )
 
+notifications = sa.Table(
+    "lifecycle_erasure_notifications", metadata,
+    sa.Column("subject_id", sa.String(36), primary_key=True),
+    sa.Column("erasure", sa.String(200), primary_key=True),
+    sa.Column("recipient", sa.String(200), primary_key=True),
+    sa.Column("reference", sa.String(200), nullable=False),
+    sa.Column("records", sa.JSON, nullable=False),
+    sa.Column("erased_at", TZ, nullable=False),
+    sa.Column("acknowledged_at", TZ),
+    sa.Index("ix_erasure_notifications_open", "acknowledged_at", "erased_at"),
+)
+
 requests = sa.Table(
     "lifecycle_requests", metadata,
     sa.Column("case_id", sa.String(36), primary_key=True),

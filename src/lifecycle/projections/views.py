@@ -162,6 +162,21 @@ class DisclosuresProjection:
         _replace(ctx.conn, tables.disclosures, [str(s.id) for s in subjects], rows)
 
 
+class NotificationsProjection:
+    """Art 19 items: each recipient to tell of each erasure, open until acknowledged."""
+
+    name = "erasure-notifications"
+    tables = (tables.notifications,)
+
+    def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
+        rows: list[dict[str, object]] = [
+            {"subject_id": str(s.id), "erasure": n.erasure, "recipient": n.recipient,
+             "reference": s.reference, "records": n.records, "erased_at": n.erased_at,
+             "acknowledged_at": n.acknowledged_at}
+            for s in subjects for n in s.notifications()]
+        _replace(ctx.conn, tables.notifications, [str(s.id) for s in subjects], rows)
+
+
 class RequestsProjection:
     """Every rights request with its status and current statutory deadline."""
 
@@ -187,4 +202,5 @@ class RequestsProjection:
 PROJECTIONS: tuple[Projection, ...] = (
     SubjectsProjection(), ScheduleProjection(), SuppressionProjection(),
     ConsentsProjection(), DisclosuresProjection(), RequestsProjection(),
+    NotificationsProjection(),
 )
