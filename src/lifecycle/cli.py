@@ -592,6 +592,12 @@ def audit_chain(as_json: bool) -> None:
         click.echo(f"chained {chained} events; position {status.position}, lag {status.lag}")
 
 
+from lifecycle.auditor_cli import replay, report  # noqa: E402 (commands of their own module)
+
+cli.add_command(replay)
+cli.add_command(report)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=True)
