@@ -55,7 +55,8 @@ def subject_document(s: DataSubject) -> dict[str, Any]:
         "requests": [
             {"request": q.request, "kind": q.kind, "received_at": q.received_at.isoformat(),
              "identity_verified_at": _iso(q.verified_at), "extended_at": _iso(q.extended_at),
-             "fulfilled_at": _iso(q.fulfilled_at)}
+             "fulfilled_at": _iso(q.fulfilled_at), "refused_at": _iso(q.refused_at),
+             "paused": q.paused}
             for q in s.requests.values()
         ],
         "erasure_refusals": [
