@@ -10,6 +10,13 @@ A BlockingScheduler owns the main thread; ticks run on its worker thread. The si
 handler does not log (the log writer's lock is not re-entrant); it records the request and
 stops the scheduler's loop, tolerating a second signal or one that arrives before the loop
 runs (the next tick then stops it). run() waits for a running tick before it returns.
+
+Several daemons may run against one store (PostgreSQL; SQLite on one host): a lease
+(lifecycle.lease) lets only one of them catch up the projections, sweep and extend the
+audit chain; the others log each tick with `swept: false, lease: "held-elsewhere"` and the
+projection lag they see, and take over at their next tick once the holder is gone (its
+lease dies with its process or session, even under SIGKILL). Idempotent sweeps remain the
+backstop.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
@@ -27,6 +35,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from lifecycle.audit import AuditChain
+from lifecycle.lease import Lease, lease_for
 from lifecycle.ledger import Ledger
 from lifecycle.logs import get_logger
 
@@ -47,8 +56,14 @@ class _SchedulerLogs(logging.Handler):
 
 class Daemon:
     def __init__(self, ledger: Ledger, interval_seconds: float,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 lease: Lease | None = None) -> None:
         self.ledger = ledger
+        self.lease = lease if lease is not None else lease_for(ledger.settings)
+        # A Daemon dropped without run() or close() (ticked by hand) still gives its lease
+        # back when collected; a killed process loses it with its file or session.
+        self._release_lease = weakref.finalize(self, self.lease.release)
+        self._held: bool | None = None  # the lease at the last tick (None: no tick yet)
         self.interval_seconds = interval_seconds
         self.clock = clock
         self.ticks = 0
@@ -65,23 +80,47 @@ class Daemon:
         )
 
     def tick(self) -> dict[str, Any]:
-        """One beat: catch up projections, sweep everything due now, log the counts."""
+        """One beat: with the lease, catch up projections, sweep everything due now and
+        extend the audit chain; without it, only report the lag. Logs the counts."""
         if self._stop_requested:  # a signal that came before the loop ran
             self._halt()
         with self._lock:
             now = self.clock()
+            held = self.lease.acquire()
+            if held != self._held:
+                log.info("daemon.lease", lease="held" if held else "held-elsewhere",
+                         holder=self.lease.holder)
+                self._held = held
+            if not held:
+                return self._standby_tick(now)
             caught_up = self.ledger.projections.catch_up()
             report = self.ledger.sweep(now, now)
             chain = AuditChain(self.ledger.store, self.ledger.views)
             chained = chain.catch_up(now)
             lag = max((st.lag for st in self.ledger.projections.status()), default=0)
             self.ticks += 1
-            summary = {"at": now.isoformat(), "events_projected": caught_up,
+            summary = {"at": now.isoformat(), "swept": True, "lease": "held",
+                       "events_projected": caught_up,
                        "erased": len(report.erased), "reviews": len(report.reviews),
                        "paused": len(report.paused), "projection_lag": lag,
                        "events_chained": chained, "audit_lag": chain.status().lag}
             log.info("daemon.tick", **summary)
             return summary
+
+    def _standby_tick(self, now: datetime) -> dict[str, Any]:
+        """Another daemon holds the lease: sweep nothing, write nothing, report the lag
+        (the holder catches the projections up on each of its ticks)."""
+        lag = max((st.lag for st in self.ledger.projections.status()), default=0)
+        self.ticks += 1
+        summary = {"at": now.isoformat(), "swept": False, "lease": "held-elsewhere",
+                   "events_projected": 0, "erased": 0, "reviews": 0, "paused": 0,
+                   "projection_lag": lag}
+        log.info("daemon.tick", **summary)
+        return summary
+
+    def close(self) -> None:
+        """Gives the lease up, so a standby daemon can take over at once."""
+        self._release_lease()
 
     def stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         """Asks run() to stop (a signal handler: no logging, no waiting)."""
@@ -111,7 +150,7 @@ class Daemon:
                 self.scheduler.start()  # blocks until stop() ends the loop
             log.info("daemon.stopping", signal=self._stop_signal)
             with self._lock:  # a tick still running on the worker thread finishes its batch
-                pass
+                self.close()
             log.info("daemon.stopped", ticks=self.ticks)
         finally:
             for sig, handler in previous.items() if restore_signals else ():

@@ -26,6 +26,7 @@ from lifecycle.errors import KeyDestroyed, SubjectNotFound
 from lifecycle.event_store import SubjectStore, open_subject_store
 from lifecycle.facts import Rejection
 from lifecycle.ingest import IngestReport, Ingestor
+from lifecycle.lease import schema_lock
 from lifecycle.policy.loader import load_policy, policy_from_document
 from lifecycle.projections import tables
 from lifecycle.projections.runner import ProjectionRunner, create_views_engine
@@ -40,9 +41,11 @@ class Ledger:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.ensure_home()
-        self.vault = KeyVault(create_vault_engine(settings.vault_url), load_master_key(settings))
-        self.store: SubjectStore = open_subject_store(settings)
-        self.views = create_views_engine(settings.views_url)
+        with schema_lock(settings):  # processes starting together create the schema in turn
+            self.vault = KeyVault(create_vault_engine(settings.vault_url),
+                                  load_master_key(settings))
+            self.store: SubjectStore = open_subject_store(settings)
+            self.views = create_views_engine(settings.views_url)
         self.projections = ProjectionRunner(self.store, self.views)
 
     def close(self) -> None:

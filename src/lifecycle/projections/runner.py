@@ -26,6 +26,7 @@ from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionConte
 
 BATCH = 1000
 CACHE_LIMIT = 20_000
+VIEWS_LOCK = 0x6C69666563796331  # advisory lock key: one view writer at a time
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class ProjectionRunner:
         """Empties the named projections (all by default) and replays them from zero."""
         chosen = [self.by_name(n) for n in names] if names else self.projections
         with self.engine.begin() as conn:
+            self._lock_views(conn)
             for projection in chosen:
                 for table in projection.tables:
                     conn.execute(table.delete())
@@ -119,9 +121,12 @@ class ProjectionRunner:
         register = self.store.get_register()
         last = batch[-1].id
         with self.engine.begin() as conn:
+            stored = self._lock_views(conn)
             for projection in self.projections:
-                seen = positions[projection.name]
-                if seen >= last:
+                seen = stored.get(projection.name, 0)
+                if seen >= last or seen < positions[projection.name]:
+                    # done by another process, or moved back by a rebuild that will redo it
+                    positions[projection.name] = max(positions[projection.name], min(seen, last))
                     continue
                 touched = [self._cache[i] for i in
                            {aid: None for nid, aid in touched_after if nid > seen}]
@@ -144,6 +149,17 @@ class ProjectionRunner:
             self._cache[aggregate_id] = domain_event.mutate(None)
         else:
             self._cache[aggregate_id] = self.store.repository.get(aggregate_id, version=version)
+
+    @staticmethod
+    def _lock_views(conn: sa.Connection) -> dict[str, int]:
+        """Serialises view writers across processes for this transaction; returns the
+        positions as stored now (another process may have moved them)."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": VIEWS_LOCK})
+        else:  # SQLite: take the write lock before reading, not at the first write
+            conn.execute(tables.positions.update().where(sa.false()).values(position=0))
+        return {name: int(pos) for name, pos in conn.execute(
+            sa.select(tables.positions.c.name, tables.positions.c.position))}
 
     @staticmethod
     def _write_position(conn: sa.Connection, name: str, position: int, seen: int) -> None:
