@@ -117,3 +117,20 @@ def test_requests_list_prints_one_json_document(sqlite_settings: Settings) -> No
     document = json.loads(done.stdout)
     assert [r["request"] for r in document["requests"]] == ["SAR-9"]
     assert document["requests"][0]["overdue"] is True
+
+
+def test_the_daemon_tick_flags_requests_due_soon_then_overdue(ledger: Ledger) -> None:
+    """Each daemon tick records "due soon" (within --due-soon-days) and "overdue" once per
+    deadline, and logs the counts."""
+    from lifecycle.daemon import Daemon
+
+    received(ledger)
+    times = iter([t("2025-03-25T00:00:00Z"), t("2025-03-26T00:00:00Z"),
+                  t("2025-04-04T00:00:00Z")])
+    daemon = Daemon(ledger, 60, clock=lambda: next(times), due_soon_days=10)
+    try:
+        ticks = [daemon.tick() for _ in range(3)]
+    finally:
+        daemon.close()
+    assert [(k["requests_due_soon"], k["requests_overdue"]) for k in ticks] == [
+        (1, 0), (0, 0), (0, 1)]

@@ -444,12 +444,15 @@ def sweep(at_text: str | None, dry_run: bool, as_json: bool) -> None:
 @cli.command()
 @click.option("--interval", type=float, default=300.0, show_default=True,
               help="Seconds between sweeps.")
-def daemon(interval: float) -> None:
-    """Keep projections current and sweep at start and every --interval seconds."""
+@click.option("--due-soon-days", type=click.IntRange(min=1), default=7, show_default=True,
+              help="Flag open requests due within this many days.")
+def daemon(interval: float, due_soon_days: int) -> None:
+    """Keep projections current, sweep, chain the audit log and flag requests due soon
+    or overdue, at start and every --interval seconds."""
     from lifecycle.daemon import Daemon
 
     with open_ledger() as ledger:
-        Daemon(ledger, interval).run(restore_signals=False)
+        Daemon(ledger, interval, due_soon_days=due_soon_days).run(restore_signals=False)
 
 
 @cli.command()

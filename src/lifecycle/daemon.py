@@ -34,6 +34,7 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from lifecycle.aggregates.request_case import DUE_SOON_DAYS
 from lifecycle.audit import AuditChain
 from lifecycle.lease import Lease, lease_for
 from lifecycle.ledger import Ledger
@@ -57,8 +58,9 @@ class _SchedulerLogs(logging.Handler):
 class Daemon:
     def __init__(self, ledger: Ledger, interval_seconds: float,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 lease: Lease | None = None) -> None:
+                 lease: Lease | None = None, due_soon_days: int = DUE_SOON_DAYS) -> None:
         self.ledger = ledger
+        self.due_soon_days = due_soon_days
         self.lease = lease if lease is not None else lease_for(ledger.settings)
         # A Daemon dropped without run() or close() (ticked by hand) still gives its lease
         # back when collected; a killed process loses it with its file or session.
@@ -97,13 +99,16 @@ class Daemon:
             report = self.ledger.sweep(now, now)
             chain = AuditChain(self.ledger.store, self.ledger.views)
             chained = chain.catch_up(now)
+            flags = self.ledger.flag_requests(now, self.due_soon_days)
             lag = max((st.lag for st in self.ledger.projections.status()), default=0)
             self.ticks += 1
             summary = {"at": now.isoformat(), "swept": True, "lease": "held",
                        "events_projected": caught_up,
                        "erased": len(report.erased), "reviews": len(report.reviews),
                        "paused": len(report.paused), "projection_lag": lag,
-                       "events_chained": chained, "audit_lag": chain.status().lag}
+                       "events_chained": chained, "audit_lag": chain.status().lag,
+                       "requests_due_soon": flags["due_soon"],
+                       "requests_overdue": flags["overdue"]}
             log.info("daemon.tick", **summary)
             return summary
 
