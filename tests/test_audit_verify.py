@@ -433,15 +433,13 @@ def test_erasure_does_not_break_verification(backend: Settings) -> None:
     assert report.unchained == 0
 
 
-# -- the command line (once `lifecycle audit verify` is wired into lifecycle.cli) ------------
+# -- the command line ---------------------------------------------------------------------------
 
 def test_audit_verify_exits_0_untouched_and_1_naming_the_changed_event(
         sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """`lifecycle audit verify` exits 0 on an untouched store, 1 naming an altered event."""
     from lifecycle.cli import cli
 
-    if "audit" not in getattr(cli, "commands", {}):
-        pytest.skip("`lifecycle audit` is not wired into lifecycle.cli yet")
     monkeypatch.setenv("LIFECYCLE_HOME", str(sqlite_settings.home))
     monkeypatch.delenv("LIFECYCLE_DATABASE_URL", raising=False)
     monkeypatch.delenv("LIFECYCLE_MASTER_KEY", raising=False)
