@@ -320,9 +320,8 @@ class Ingestor:
                 # Keys an erasure decided on go before its events are saved: if the process
                 # dies in between, re-ingesting the fact records the erasure, and no key
                 # outlives an erasure the log already shows.
-                for shred in applier.shreds:
-                    outcome.erased_keys += self.vault.destroy(shred.key_ids, shred.at,
-                                                              shred.by)
+                outcome.erased_keys += self.vault.destroy_all(
+                    (shred.key_ids, shred.at, shred.by) for shred in applier.shreds)
                 self.store.save(*touched, *self._cases.pending())
             except IntegrityError:
                 # Another writer saved the same subjects first: reload them and redo.

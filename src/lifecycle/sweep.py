@@ -105,8 +105,8 @@ class Sweeper:
             by_label: dict[str, list[str]] = {}
             for key_id, by in shred.items():
                 by_label.setdefault(by, []).append(key_id)
-            for by, key_ids in by_label.items():  # one vault transaction per rule label
-                self.vault.destroy(key_ids, at, by)
+            # one vault transaction for the whole batch
+            self.vault.destroy_all((key_ids, at, by) for by, key_ids in by_label.items())
             try:
                 self.store.save(*touched)
             except IntegrityError:

@@ -121,21 +121,28 @@ class KeyVault:
 
     def destroy(self, key_ids: Iterable[str], at: datetime, by: str) -> int:
         """Destroys keys for good; idempotent. Returns how many were live."""
-        ids = list(dict.fromkeys(key_ids))
-        if not ids:
+        return self.destroy_all([(list(key_ids), at, by)])
+
+    def destroy_all(self, shreds: Iterable[tuple[list[str], datetime, str]]) -> int:
+        """Destroys each group of keys (at, by) in one transaction; idempotent. Returns
+        how many were live."""
+        groups = [(list(dict.fromkeys(ids)), at, by) for ids, at, by in shreds if ids]
+        if not groups:
             return 0
+        destroyed = 0
         with self.engine.begin() as conn:
-            result = conn.execute(
-                data_keys.update()
-                .where(data_keys.c.key_id.in_(ids))
-                .where(data_keys.c.destroyed_at.is_(None))
-                .values(wrapped=None, destroyed_at=at, destroyed_by=by)
-            )
-            destroyed = result.rowcount
-        self.retire(ids)
-        for key_id in ids:
-            self._ciphers.pop(key_id, None)
-            self._destroyed.add(key_id)
+            for ids, at, by in groups:
+                destroyed += conn.execute(
+                    data_keys.update()
+                    .where(data_keys.c.key_id.in_(ids))
+                    .where(data_keys.c.destroyed_at.is_(None))
+                    .values(wrapped=None, destroyed_at=at, destroyed_by=by)
+                ).rowcount
+        for ids, _, _ in groups:
+            self.retire(ids)
+            for key_id in ids:
+                self._ciphers.pop(key_id, None)
+                self._destroyed.add(key_id)
         return destroyed
 
     def destroyed(self, key_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
