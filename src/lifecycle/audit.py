@@ -48,6 +48,7 @@ from lifecycle.projections.audit_chain import (
     chain,
     checkpoints,
     create_audit_tables,
+    event_digest,
     link,
     notification_digest,
     subject_genesis,
@@ -323,8 +324,8 @@ class _Verifier:
                 rows += 1
                 row = next(chained, None)
             else:
-                self._chain_row(row)
-                self._stored_event(event, row)
+                digest = self._chain_row(row, event)
+                self._stored_event(event, row, digest)
                 checked += 1
                 rows += 1
                 event, row = next(stored, None), next(chained, None)
@@ -358,13 +359,19 @@ class _Verifier:
                 yield ChainRow(*row)
             start = int(rows[-1][0])
 
-    def _stored_event(self, event: Notification, row: ChainRow | None) -> None:
-        digest = notification_digest(event)
-        self.recomputed = link(self.recomputed, digest)
+    def _stored_event(self, event: Notification, row: ChainRow | None,
+                      known: tuple[str, str, str] | None = None) -> None:
+        if known is not None:  # (originator, digest, log link) from _chain_row
+            originator, digest, self.recomputed = known
+        else:
+            originator = str(event.originator_id)
+            digest = event_digest(originator, event.originator_version, event.topic,
+                                  event.state)
+            self.recomputed = link(self.recomputed, digest)
         self._passed_anchor(event.id, self.recomputed)
-        state = self.originators.get(str(event.originator_id))
+        state = self.originators.get(originator)
         if state is None:
-            state = self.originators[str(event.originator_id)] = _Originator()
+            state = self.originators[originator] = _Originator()
         out_of_order = event.originator_version <= state.stored_version
         state.stored_version = max(state.stored_version, event.originator_version)
         if row is None and event.id > self.chain_max:
@@ -380,8 +387,21 @@ class _Verifier:
         elif digest != row.event_digest:
             self.mismatches.append(_Mismatch(event, row.event_digest, digest, out_of_order))
 
-    def _chain_row(self, row: ChainRow) -> None:
+    def _chain_row(self, row: ChainRow,
+                   event: Notification | None = None) -> tuple[str, str, str] | None:
+        """Checks one chain row; with the stored event at the same position, returns
+        (originator, recomputed digest, recomputed log link) so it is hashed only once."""
         nid, seq, originator, version, topic, digest, subject_digest, log_digest = row
+        known: tuple[str, str, str] | None = None
+        chained_log: str | None = None
+        if event is not None:
+            stored_originator = str(event.originator_id)
+            found = event_digest(stored_originator, event.originator_version, event.topic,
+                                 event.state)
+            recomputed = link(self.recomputed, found)
+            if found == digest and self.recomputed == self.prev_log:
+                chained_log = recomputed  # the same SHA-256 input: hash it once
+            known = (stored_originator, found, recomputed)
 
         def broken(detail: str, kind: str = CHAIN_ALTERED) -> None:
             self.problems.append(Problem(kind, nid, originator, version, detail, topic=topic))
@@ -389,7 +409,7 @@ class _Verifier:
         if seq != self.prev_seq + 1:
             broken(f"chain sequence jumps from {self.prev_seq} to {seq}: "
                    "chain rows were removed or inserted before this one")
-        if link(self.prev_log, digest) != log_digest:
+        if (chained_log or link(self.prev_log, digest)) != log_digest:
             broken("the log link does not hash from the previous one")
         state = self.originators.get(originator)
         if state is None:
@@ -406,6 +426,7 @@ class _Verifier:
                     broken(f"checkpoint #{mark.id} ({mark.kind}) disagrees with the chain")
         self.prev_seq, self.prev_log = seq, log_digest
         state.chained_version, state.chained_digest = version, subject_digest
+        return known
 
     # -- after the walk ---------------------------------------------------------------------
 

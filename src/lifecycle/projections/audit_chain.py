@@ -89,17 +89,16 @@ def create_audit_tables(engine: sa.Engine, attempts: int = 3) -> None:
 _PREFIX = struct.pack(">Q", len(SCHEME)) + SCHEME
 
 
+_pack_q, _pack_qq = struct.Struct(">Q").pack, struct.Struct(">Qq").pack
+
+
 def event_digest(originator_id: object, originator_version: int, topic: str,
                  state: bytes) -> str:
     """SHA-256 over the stored event's fields, each length-prefixed (no ambiguity)."""
     originator, name = str(originator_id).encode(), topic.encode()
-    digest = hashlib.sha256(_PREFIX)
-    digest.update(struct.pack(">Q", len(originator)) + originator)
-    digest.update(struct.pack(">Qq", 8, int(originator_version)))
-    digest.update(struct.pack(">Q", len(name)) + name)
-    digest.update(struct.pack(">Q", len(state)))
-    digest.update(state)
-    return digest.hexdigest()
+    return hashlib.sha256(b"".join((
+        _PREFIX, _pack_q(len(originator)), originator, _pack_qq(8, int(originator_version)),
+        _pack_q(len(name)), name, _pack_q(len(state)), state))).hexdigest()
 
 
 def notification_digest(notification: Notification) -> str:
@@ -113,7 +112,7 @@ def subject_genesis(originator_id: str) -> str:
 
 def link(previous: str, digest: str) -> str:
     """The next link of a chain: SHA-256(previous || digest), over the raw 32-byte values."""
-    return hashlib.sha256(bytes.fromhex(previous) + bytes.fromhex(digest)).hexdigest()
+    return hashlib.sha256(bytes.fromhex(previous + digest)).hexdigest()
 
 
 # -- writing the chain ------------------------------------------------------------------------
