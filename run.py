@@ -4,7 +4,7 @@
     python3 run.py demo        # the main job on the embedded default (SQLite)
     python3 run.py test        # the test suite
     python3 run.py cli ARGS    # any lifecycle command, e.g. `cli subject show member:1`
-    python3 run.py bench ...   # a benchmark script under bench/
+    python3 run.py bench ...   # a benchmark: bench/X.py, or -m bench for the whole suite
 
 Needs only Python >= 3.11; everything else comes from PyPI on first use.
 """
@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
         args = [str(BIN / "lifecycle"), "demo", *rest]
     else:
         args = [str(BIN / "lifecycle"), *rest]
-    return subprocess.call(args, cwd=ROOT if command == "test" else None)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)} if command == "bench" else None
+    return subprocess.call(args, cwd=ROOT if command == "test" else None, env=env)
 
 
 if __name__ == "__main__":

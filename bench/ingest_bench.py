@@ -24,6 +24,7 @@ from eventsourcing.application import Application
 from eventsourcing.cryptography import AESCipher
 from eventsourcing.domain import Aggregate, event
 
+from lifecycle.event_store import persistence_env
 from lifecycle.ingest import BATCH_LINES
 from lifecycle.ledger import Ledger
 from lifecycle.samples import generate_facts
@@ -48,8 +49,10 @@ def make_facts(count: int) -> list[str]:
     return [json.dumps(f) for f in facts]
 
 
-def bench_lifecycle(lines: list[str], home: Path) -> float:
-    settings = Settings(home=home, database_url=None, master_key=None,
+def bench_lifecycle(lines: list[str], home: Path, database_url: str | None = None) -> float:
+    """Seconds for `Ledger.ingest` of `lines` into a new store: SQLite under `home`, or the
+    (empty) PostgreSQL database at `database_url`."""
+    settings = Settings(home=home, database_url=database_url, master_key=None,
                         master_key_file=home / "master.key")
     with Ledger(settings) as ledger:
         started = time.perf_counter()
@@ -59,11 +62,19 @@ def bench_lifecycle(lines: list[str], home: Path) -> float:
     return elapsed
 
 
-def bench_bare(lines: list[str], home: Path) -> float:
+def bench_bare(lines: list[str], home: Path, database_url: str | None = None) -> float:
+    """Seconds for the bare baseline: SQLite file under `home`, or the (empty) PostgreSQL
+    database at `database_url` (lifecycle's own connection settings for it)."""
     os.environ.pop("PERSISTENCE_MODULE", None)
+    if database_url is None:
+        store_env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                     "SQLITE_DBNAME": str(home / "bare.sqlite")}
+    else:
+        store_env = persistence_env(Settings(home=home, database_url=database_url,
+                                             master_key=None,
+                                             master_key_file=home / "master.key"))
     app: Application[Any] = Application(env={
-        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-        "SQLITE_DBNAME": str(home / "bare.sqlite"),
+        **store_env,
         "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
         "CIPHER_KEY": AESCipher.create_key(32),
     })

@@ -114,8 +114,9 @@ def fact_lines(subjects: int, per_subject: int, due: int) -> Iterator[str]:
 
 # -- the stores -----------------------------------------------------------------------------
 
-def settings_for(home: Path) -> Settings:
-    return Settings(home=home, database_url=None, master_key=None,
+def settings_for(home: Path, database_url: str | None = None) -> Settings:
+    """The embedded SQLite store under `home`, or PostgreSQL at `database_url`."""
+    return Settings(home=home, database_url=database_url, master_key=None,
                     master_key_file=home / "master.key")
 
 
@@ -149,8 +150,9 @@ class StoreResult:
         return statistics.median(self.erase_ms)
 
 
-def build(result: StoreResult, home: Path, per_subject: int, due: int) -> None:
-    with Ledger(settings_for(home)) as ledger:
+def build(result: StoreResult, home: Path, per_subject: int, due: int,
+          database_url: str | None = None) -> None:
+    with Ledger(settings_for(home, database_url)) as ledger:
         ledger.adopt_policy(POLICY, ADOPTED)
         counted = 0
 
@@ -181,9 +183,10 @@ def timed_sweep(ledger: Ledger, at: datetime) -> tuple[float, int, int]:
     return elapsed_ms, len(report.erased), len(report.reviews) + len(report.paused)
 
 
-def measure_idle(result: StoreResult, home: Path, runs: int) -> None:
+def measure_idle(result: StoreResult, home: Path, runs: int,
+                 database_url: str | None = None) -> None:
     """Sweeps with nothing due, in one warm process (the daemon's steady state)."""
-    with Ledger(settings_for(home)) as ledger:
+    with Ledger(settings_for(home, database_url)) as ledger:
         first, erased, other = timed_sweep(ledger, NOTHING_DUE_AT)
         assert (erased, other) == (0, 0), "nothing may be due at 2025-01-02"
         result.idle_first_ms = first
