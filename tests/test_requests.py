@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.ledger import Ledger
+from lifecycle.logs import configure_logging
 from lifecycle.settings import Settings
 from tests.facts_builder import collected, fact, lines, t
 
@@ -124,6 +125,7 @@ def test_the_daemon_tick_flags_requests_due_soon_then_overdue(ledger: Ledger) ->
     deadline, and logs the counts."""
     from lifecycle.daemon import Daemon
 
+    configure_logging(json=True)  # bind the log to this test's stderr, not an earlier one's
     received(ledger)
     times = iter([t("2025-03-25T00:00:00Z"), t("2025-03-26T00:00:00Z"),
                   t("2025-04-04T00:00:00Z")])
