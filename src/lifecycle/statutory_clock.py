@@ -185,14 +185,21 @@ def deadline(received: date, verified: date | None = None,
     """
     _check_extension_months(extended_months)
     start = clock_start(received, verified)
-    due_raw = add_calendar_months(start, STATUTORY_MONTHS + extended_months)
+    months = STATUTORY_MONTHS + extended_months
     added = 0
     for paused, resumed in _ordered(pauses):
-        running = next_working_day(due_raw + timedelta(days=added))
+        running = _working_day_after(start, months, added)
         if paused > running:
             raise InvalidPause(f"a pause on {paused} starts after the deadline {running}")
         added += paused_days(start, [(paused, resumed)], as_of)
-    return next_working_day(due_raw + timedelta(days=added))
+    return _working_day_after(start, months, added)
+
+
+@lru_cache(maxsize=8192)
+def _working_day_after(start: date, months: int, added_days: int) -> date:
+    """The first working day on or after `start` + `months` + `added_days` (cached: a
+    projection catch-up computes the same few thousand deadlines over and over)."""
+    return next_working_day(add_calendar_months(start, months) + timedelta(days=added_days))
 
 
 def extension_deadline(received: date, verified: date | None = None,

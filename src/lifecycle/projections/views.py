@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
@@ -15,6 +15,7 @@ from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.event_store import SubjectStore
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.projections import tables
+from lifecycle.projections.bulk import insert_rows
 from lifecycle.projections.documents import subject_document
 from lifecycle.retention import plan
 
@@ -26,6 +27,13 @@ class ProjectionContext:
     register: PolicyRegister | None
     policy_changed: bool
     cases: Sequence[RequestCase] = ()
+    # Aggregates created after this projection's position: none of them has a row yet,
+    # so their rows are inserted without a DELETE first.
+    fresh: Collection[UUID] = frozenset()
+
+    def stale_ids(self, aggregates: Iterable[DataSubject | RequestCase]) -> list[str]:
+        """The ids whose existing rows must be deleted before the new ones go in."""
+        return [str(a.id) for a in aggregates if a.id not in self.fresh]
 
 
 class Projection(Protocol):
@@ -38,14 +46,11 @@ class Projection(Protocol):
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None: ...
 
 
-def _replace(conn: sa.Connection, table: sa.Table, subject_ids: list[str],
-             rows: list[dict[str, object]]) -> None:
-    if subject_ids:
-        for start in range(0, len(subject_ids), 500):
-            conn.execute(table.delete().where(
-                table.c.subject_id.in_(subject_ids[start:start + 500])))
-    if rows:
-        conn.execute(table.insert(), rows)
+def _replace(conn: sa.Connection, table: sa.Table, stale_ids: list[str],
+             rows: list[dict[str, object]], key: str = "subject_id") -> None:
+    for start in range(0, len(stale_ids), 500):
+        conn.execute(table.delete().where(table.c[key].in_(stale_ids[start:start + 500])))
+    insert_rows(conn, table, rows)
 
 
 class SubjectsProjection:
@@ -63,7 +68,7 @@ class SubjectsProjection:
             "last_activity_at": s.last_activity_at,
             "document": subject_document(s),
         } for s in subjects]
-        _replace(ctx.conn, tables.subjects, [str(s.id) for s in subjects], rows)
+        _replace(ctx.conn, tables.subjects, ctx.stale_ids(subjects), rows)
 
 
 class ScheduleProjection:
@@ -75,14 +80,18 @@ class ScheduleProjection:
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
         if ctx.policy_changed:
             ctx.conn.execute(tables.schedule.delete())
-            for chunk in self._all_subjects(ctx):
+            self._write(ctx, list(subjects), replace=False)
+            for chunk in self._other_subjects(ctx, {s.id for s in subjects}):
                 self._write(ctx, chunk, replace=False)
         else:
             self._write(ctx, list(subjects), replace=True)
 
-    def _all_subjects(self, ctx: ProjectionContext) -> Iterator[list[DataSubject]]:
+    def _other_subjects(self, ctx: ProjectionContext, given: set[UUID]
+                        ) -> Iterator[list[DataSubject]]:
+        """Every other known subject, loaded from the store (a new policy re-plans all)."""
         ids = [UUID(row[0]) for row in ctx.conn.execute(
             sa.select(tables.subjects.c.subject_id).order_by(tables.subjects.c.subject_id))]
+        ids = [i for i in ids if i not in given]
         for start in range(0, len(ids), 1000):
             loaded = (ctx.store.get_subject_by_id(i) for i in ids[start:start + 1000])
             yield [s for s in loaded if s is not None]
@@ -107,8 +116,7 @@ class ScheduleProjection:
                         "done": disposal.action == "review" and s.review_flagged(
                             record.record, disposal.rule, disposal.due_at),
                     })
-        _replace(ctx.conn, tables.schedule, [str(s.id) for s in subjects] if replace else [],
-                 rows)
+        _replace(ctx.conn, tables.schedule, ctx.stale_ids(subjects) if replace else [], rows)
 
 
 class SuppressionProjection:
@@ -128,12 +136,11 @@ class SuppressionProjection:
                     seen.add(digest)
                     rows.append({"email_hash": digest, "subject_id": str(s.id),
                                  "since": s.suppressed_at})
-        ids = [str(s.id) for s in subjects]
-        _replace(ctx.conn, tables.suppression, ids, [])
+        _replace(ctx.conn, tables.suppression, ctx.stale_ids(subjects), [])
         if seen:
             ctx.conn.execute(tables.suppression.delete()
                              .where(tables.suppression.c.email_hash.in_(list(seen))))
-            ctx.conn.execute(tables.suppression.insert(), rows)
+            insert_rows(ctx.conn, tables.suppression, rows)
 
 
 class ConsentsProjection:
@@ -145,7 +152,7 @@ class ConsentsProjection:
             {"subject_id": str(s.id), "purpose": c.purpose, "given_at": c.given_at,
              "withdrawn_at": c.withdrawn_at, "in_force": c.withdrawn_at is None}
             for s in subjects for c in s.consents.values()]
-        _replace(ctx.conn, tables.consents, [str(s.id) for s in subjects], rows)
+        _replace(ctx.conn, tables.consents, ctx.stale_ids(subjects), rows)
 
 
 class DisclosuresProjection:
@@ -159,7 +166,7 @@ class DisclosuresProjection:
              "safeguard": sh.safeguard, "at": sh.at, "records": sh.records,
              "categories": sh.categories}
             for s in subjects for n, sh in enumerate(s.shares)]
-        _replace(ctx.conn, tables.disclosures, [str(s.id) for s in subjects], rows)
+        _replace(ctx.conn, tables.disclosures, ctx.stale_ids(subjects), rows)
 
 
 class NotificationsProjection:
@@ -174,7 +181,7 @@ class NotificationsProjection:
              "reference": s.reference, "records": n.records, "erased_at": n.erased_at,
              "acknowledged_at": n.acknowledged_at}
             for s in subjects for n in s.notifications()]
-        _replace(ctx.conn, tables.notifications, [str(s.id) for s in subjects], rows)
+        _replace(ctx.conn, tables.notifications, ctx.stale_ids(subjects), rows)
 
 
 class RequestsProjection:
@@ -190,12 +197,7 @@ class RequestsProjection:
             "paused": c.is_paused, "extended_months": c.extended_months,
             "closed_at": c.closed_at,
         } for c in ctx.cases]
-        ids = [str(c.id) for c in ctx.cases]
-        for start in range(0, len(ids), 500):
-            ctx.conn.execute(tables.requests.delete().where(
-                tables.requests.c.case_id.in_(ids[start:start + 500])))
-        if rows:
-            ctx.conn.execute(tables.requests.insert(), rows)
+        _replace(ctx.conn, tables.requests, ctx.stale_ids(ctx.cases), rows, key="case_id")
 
 
 # Order matters: the schedule reads the subjects table when a new policy is adopted.

@@ -1,0 +1,59 @@
+"""Bulk inserts of read-model rows: COPY on PostgreSQL, one driver executemany on SQLite.
+
+A projection catch-up writes tens of thousands of rows per transaction. SQLAlchemy's
+executemany spends more time per row than the database does, and on PostgreSQL each row
+is still a statement. Values go through the same bind processors SQLAlchemy would use
+(UTC datetimes, JSON), so the rows read back exactly as if inserted the ordinary way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from psycopg import sql
+
+Converter = Callable[[Any], Any]
+
+
+def _converters(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect
+                ) -> list[Converter | None]:
+    found: list[Converter | None] = []
+    for name in columns:
+        column_type = table.c[name].type
+        processor: Converter | None = column_type.bind_processor(dialect)
+        if processor is None and isinstance(column_type, sa.JSON):
+            processor = json.dumps
+        found.append(processor)
+    return found
+
+
+def _tuples(rows: Sequence[dict[str, Any]], columns: Sequence[str],
+            converters: Sequence[Converter | None]) -> list[tuple[Any, ...]]:
+    pairs = list(zip(columns, converters))
+    return [tuple(convert(row[name]) if convert is not None and row[name] is not None
+                  else row[name] for name, convert in pairs) for row in rows]
+
+
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Inserts `rows` (every row with the same keys) into `table` in `conn`'s transaction."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    values = _tuples(rows, columns, _converters(table, columns, conn.dialect))
+    if conn.dialect.name == "postgresql":
+        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns)))
+        with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+            with cursor.copy(copy) as writer:
+                for row in values:
+                    writer.write_row(row)
+    elif conn.dialect.name == "sqlite":
+        quote = conn.dialect.identifier_preparer.quote
+        statement = (f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))}) "
+                     f"VALUES ({', '.join('?' * len(columns))})")
+        conn.exec_driver_sql(statement, values)
+    else:
+        conn.execute(table.insert(), list(rows))
