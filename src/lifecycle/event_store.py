@@ -10,11 +10,13 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
+from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
+from lifecycle.postgres_recorder import LockLightPostgresRecorder
 from lifecycle.settings import Settings
 
 
@@ -102,6 +104,11 @@ def persistence_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_PORT": str(url.port or 5432),
         "POSTGRES_USER": unquote(url.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(url.password or ""),
+        # Batches are encoded before the events table is locked, not under the lock.
+        "APPLICATION_RECORDER_TOPIC": get_topic(LockLightPostgresRecorder),
+        # A CLI process uses one connection at a time (library default: 5 + 10 overflow).
+        "POSTGRES_POOL_SIZE": "2",
+        "POSTGRES_MAX_OVERFLOW": "4",
     }
     return env
 
