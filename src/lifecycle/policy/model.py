@@ -7,7 +7,7 @@ Pure domain: no file or storage access. Durations are ISO 8601 with calendar mon
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -154,6 +154,9 @@ class Policy:
 
     file: PolicyFile
     content_hash: str
+    # Matching rules per (purpose, category, basis): every projected record asks.
+    _rules_for: dict[tuple[str, str, str], tuple[Rule, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -179,8 +182,13 @@ class Policy:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.file.policy.timezone)
 
-    def rules_for(self, purpose: str, category: str, basis: str) -> list[Rule]:
-        return [rule for rule in self.file.rules if rule.matches(purpose, category, basis)]
+    def rules_for(self, purpose: str, category: str, basis: str) -> tuple[Rule, ...]:
+        key = (purpose, category, basis)
+        found = self._rules_for.get(key)
+        if found is None:
+            found = self._rules_for[key] = tuple(
+                rule for rule in self.file.rules if rule.matches(purpose, category, basis))
+        return found
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in self.file.rules if r.id == rule_id), None)

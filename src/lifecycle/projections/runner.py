@@ -46,6 +46,14 @@ class ProjectionStatus:
         return {"position": self.position, "head": self.head, "lag": self.lag}
 
 
+@dataclass(frozen=True)
+class _Touched:
+    """The aggregates a batch changed after one position, and which of them are new."""
+    subjects: list[DataSubject]
+    cases: list[RequestCase]
+    fresh: set[UUID]
+
+
 def create_views_engine(url: str) -> sa.Engine:
     # Read models are derived from the log: after a power cut, losing the last commits
     # (never consistency: rows and positions commit together) only means a re-catch-up.
@@ -145,7 +153,7 @@ class ProjectionRunner:
         register = self._current_register(reload=policy_changed_at is not None)
         last = batch[-1].id
         # Usually every projection has seen the same events: group the work by position.
-        touched_since: dict[int, list[Any]] = {}
+        work: dict[int, _Touched] = {}
         with self.engine.begin() as conn:
             stored = self._lock_views(conn)
             for projection in self.projections:
@@ -154,20 +162,29 @@ class ProjectionRunner:
                     # done by another process, or moved back by a rebuild that will redo it
                     positions[projection.name] = max(positions[projection.name], min(seen, last))
                     continue
-                if seen not in touched_since:
-                    touched_since[seen] = [self._cache[i] for i in dict.fromkeys(
-                        aid for nid, aid in touched_after if nid > seen)]
-                touched = touched_since[seen]
+                if seen not in work:
+                    work[seen] = self._touched_since(seen, touched_after, created_at)
+                touched = work[seen]
                 context = ProjectionContext(
                     conn=conn, store=self.store, register=register,
                     policy_changed=policy_changed_at is not None and policy_changed_at > seen,
-                    cases=[a for a in touched if isinstance(a, RequestCase)],
-                    fresh={aid for aid, nid in created_at.items() if nid > seen})
-                projection.update(context, [a for a in touched if isinstance(a, DataSubject)])
+                    cases=touched.cases, fresh=touched.fresh)
+                projection.update(context, touched.subjects)
                 self._write_position(conn, projection.name, last, seen)
                 positions[projection.name] = last
         if len(self._cache) > CACHE_LIMIT:
             self._cache.clear()
+
+    def _touched_since(self, seen: int, touched_after: list[tuple[int, UUID]],
+                       created_at: dict[UUID, int]) -> _Touched:
+        touched = _Touched([], [], {aid for aid, nid in created_at.items() if nid > seen})
+        for aggregate_id in dict.fromkeys(aid for nid, aid in touched_after if nid > seen):
+            aggregate = self._cache[aggregate_id]
+            if isinstance(aggregate, DataSubject):
+                touched.subjects.append(aggregate)
+            elif isinstance(aggregate, RequestCase):
+                touched.cases.append(aggregate)
+        return touched
 
     def _current_register(self, reload: bool) -> PolicyRegister | None:
         """The policy register, read again only when the log shows it changed."""
