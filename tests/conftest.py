@@ -35,6 +35,20 @@ def postgres_unavailable() -> str | None:
         return f"PostgreSQL not reachable at {POSTGRES_URL}: {type(error).__name__}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests (and the processes they start) keep the bank-holiday cache to themselves."""
+    from lifecycle.bank_holidays import CACHE_DIR_ENV
+
+    before = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("lifecycle-cache"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_DIR_ENV, None)
+    else:
+        os.environ[CACHE_DIR_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
     reason = postgres_unavailable()

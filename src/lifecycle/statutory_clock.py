@@ -35,16 +35,14 @@ from functools import lru_cache
 from typing import Final
 from zoneinfo import ZoneInfo
 
-import holidays
 from dateutil.relativedelta import relativedelta
 
+from lifecycle import bank_holidays as calendar_source
 from lifecycle.errors import InvalidFact, LifecycleError
 
 LONDON: Final = ZoneInfo("Europe/London")
 STATUTORY_MONTHS: Final = 1
 MAX_EXTENSION_MONTHS: Final = 2
-HOLIDAY_COUNTRY: Final = "GB"
-HOLIDAY_SUBDIVISION: Final = "ENG"  # England and Wales share one bank-holiday calendar
 
 # A pause: the day the clock stopped and the day it resumed (None: still paused).
 Pause = tuple[date, date | None]
@@ -76,9 +74,7 @@ class ClockPaused(LifecycleError):
 def bank_holidays(year: int) -> dict[date, str]:
     """England and Wales bank holidays of one year (including one-off ones the library
     knows, e.g. a coronation), as the installed ``holidays`` release defines them."""
-    calendar = holidays.country_holidays(HOLIDAY_COUNTRY, subdiv=HOLIDAY_SUBDIVISION,
-                                         years=year)
-    return {day: str(name) for day, name in calendar.items()}
+    return calendar_source.england_and_wales(year)
 
 
 def is_bank_holiday(day: date) -> bool:
