@@ -113,7 +113,10 @@ class ProjectionRunner:
             self._lock_views(conn)
             for projection in chosen:
                 for table in projection.tables:
-                    conn.execute(table.delete())
+                    if conn.dialect.name == "postgresql":  # no row-by-row delete and vacuum
+                        conn.execute(sa.text(f'TRUNCATE TABLE "{table.name}"'))
+                    else:  # SQLite: a DELETE without WHERE already truncates
+                        conn.execute(table.delete())
                 conn.execute(tables.positions.delete()
                              .where(tables.positions.c.name == projection.name))
         self._cache.clear()
