@@ -1,6 +1,8 @@
 """Statutory clocks: when a data subject's request must be answered (UK ICO rules).
 
 Pure functions, dates in and dates out: no database, scheduler, logger or wall clock.
+The bank-holiday calendar is the ``holidays`` library's, read through
+:mod:`lifecycle.bank_holidays` (which keeps it in a disk cache).
 
 The rules (DESIGN.md §5, ICO guidance on the right of access, which UK GDPR Art 12(3)
 applies to every right: access, erasure, rectification, restriction, objection,
