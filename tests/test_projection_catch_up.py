@@ -14,6 +14,8 @@ from lifecycle.ledger import Ledger
 from lifecycle.projections import runner, tables
 from lifecycle.projections.bulk import insert_rows
 from lifecycle.samples import generate_facts
+from lifecycle.settings import Settings
+from tests.facts_builder import fact, lines
 from tests.test_projections_and_sweeps import snapshot_views
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -75,3 +77,94 @@ def test_bulk_inserted_rows_read_back_as_inserted(ledger: Ledger) -> None:
             stored = dict(conn.exec_driver_sql(
                 "SELECT subject_id, at FROM lifecycle_disclosures").all())
         assert stored["s-1"] == stored["s-2"] == "2024-03-10 09:30:15.123456"
+
+
+def revised_policy(tmp_path: Path) -> Path:
+    """hqip.toml as a new version that keeps marketing data 25 months, not 13."""
+    text = (CONFIG / "hqip.toml").read_text()
+    assert 'version = "2023-11"' in text and '"P13M"' in text
+    revised = tmp_path / "hqip-2024-06.toml"
+    revised.write_text(text.replace('version = "2023-11"', 'version = "2024-06"')
+                       .replace('"P13M"', '"P25M"'))
+    return revised
+
+
+def schedule_policies(ledger: Ledger) -> set[str]:
+    with ledger.views.connect() as conn:
+        return set(conn.execute(sa.select(tables.schedule.c.policy)).scalars())
+
+
+def test_a_policy_adopted_later_replans_every_subject(ledger: Ledger, tmp_path: Path) -> None:
+    """After a new policy is adopted, every scheduled record (not only those of subjects
+    that changed since) is planned under it, exactly as a rebuild plans it."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    ledger.ingest([json.dumps(f) for f in generate_facts("hqip", 20)], NOW)
+    ledger.projections.catch_up()
+    assert schedule_policies(ledger) == {"hqip@2023-11#1"}
+    ledger.adopt_policy(revised_policy(tmp_path), datetime(2024, 6, 1, tzinfo=UTC))
+    ledger.projections.catch_up()
+    assert schedule_policies(ledger) == {"hqip@2024-06#2"}
+    incremental = snapshot_views(ledger)
+    ledger.projections.rebuild()
+    assert snapshot_views(ledger) == incremental
+
+
+def test_a_policy_another_process_adopted_is_used_for_later_events(
+        backend: Settings, tmp_path: Path) -> None:
+    """A long-running process (the daemon) plans records under the policy adopted and
+    projected by another process meanwhile, not under the one it read first."""
+    facts = [json.dumps(f) for f in generate_facts("hqip", 20)]
+    with Ledger(backend) as daemon, Ledger(backend) as other:
+        daemon.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+        daemon.ingest(facts[:len(facts) // 2], NOW)
+        daemon.projections.catch_up()
+        other.adopt_policy(revised_policy(tmp_path), datetime(2024, 6, 1, tzinfo=UTC))
+        other.projections.catch_up()
+        daemon.ingest(facts[len(facts) // 2:], NOW)
+        daemon.projections.catch_up()
+        assert schedule_policies(daemon) == {"hqip@2024-06#2"}
+
+
+def test_a_rebuild_in_another_process_does_not_make_a_catch_up_skip_events(
+        backend: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one process catches up, another rebuilds a projection (moving its position
+    back); the catch-up leaves that projection to the rebuild, which ends with every row."""
+    monkeypatch.setattr(runner, "BATCH", 10)
+    monkeypatch.setattr(runner, "WRITE_BATCH", 10)
+    with Ledger(backend) as first, Ledger(backend) as second:
+        first.ingest(lines([fact("activity", f"member:{n}", "2024-01-01T00:00:00Z")
+                            for n in range(60)]), NOW)
+        batches_seen = 0
+
+        def second_catches_up(batches: int) -> None:
+            done = 0
+
+            def count(_: int) -> None:
+                nonlocal done
+                done += 1
+                if done >= batches:
+                    raise StopIteration
+
+            try:
+                second.projections.catch_up(on_progress=count)
+            except StopIteration:
+                pass
+
+        def interleave(_: int) -> None:
+            nonlocal batches_seen
+            batches_seen += 1
+            if batches_seen == 2:  # the second process starts rebuilding `subjects`
+                with second.views.begin() as conn:
+                    conn.execute(tables.subjects.delete())
+                    conn.execute(tables.positions.delete()
+                                 .where(tables.positions.c.name == "subjects"))
+            if batches_seen == 3:  # ... and has done two of its batches
+                second_catches_up(2)
+
+        first.projections.catch_up(on_progress=interleave)
+        second_catches_up(100)  # the rebuild finishes
+        with first.views.connect() as conn:
+            subjects = conn.execute(
+                sa.select(sa.func.count()).select_from(tables.subjects)).scalar_one()
+        assert subjects == 60
+        assert first.projections.positions()["subjects"] == first.projections.head()

@@ -92,15 +92,16 @@ class ProjectionRunner:
 
     def catch_up(self, on_progress: Callable[[int], None] | None = None) -> int:
         """Processes every event not yet seen by some projection; returns how many."""
-        positions = self.positions()
-        start = min(positions.values(), default=0)
+        start = min(self.positions().values(), default=0)
         processed = 0
+        # Another process may have adopted a policy (and projected it) since the last call.
+        self._register_loaded = False
         with _cyclic_gc_paused():
             while True:
                 batch = self._read(start)
                 if not batch:
                     return processed
-                self._apply(batch, positions)
+                self._apply(batch, start)
                 start = batch[-1].id
                 processed += len(batch)
                 if on_progress:
@@ -138,7 +139,9 @@ class ProjectionRunner:
             start = page[-1].id
         return batch
 
-    def _apply(self, batch: Sequence[Notification], positions: dict[str, int]) -> None:
+    def _apply(self, batch: Sequence[Notification], start: int) -> None:
+        """Applies the events after `start` up to the batch's last to every projection
+        that has not seen them, with its position, in one transaction."""
         touched_after: list[tuple[int, UUID]] = []
         created_at: dict[UUID, int] = {}  # aggregates whose first event is in this batch
         policy_changed_at: int | None = None
@@ -161,9 +164,8 @@ class ProjectionRunner:
             stored = self._lock_views(conn)
             for projection in self.projections:
                 seen = stored.get(projection.name, 0)
-                if seen >= last or seen < positions[projection.name]:
+                if seen >= last or seen < start:
                     # done by another process, or moved back by a rebuild that will redo it
-                    positions[projection.name] = max(positions[projection.name], min(seen, last))
                     continue
                 if seen not in work:
                     work[seen] = self._touched_since(seen, touched_after, created_at)
@@ -173,8 +175,7 @@ class ProjectionRunner:
                     policy_changed=policy_changed_at is not None and policy_changed_at > seen,
                     cases=touched.cases, fresh=touched.fresh)
                 projection.update(context, touched.subjects)
-                self._write_position(conn, projection.name, last, seen)
-                positions[projection.name] = last
+                self._write_position(conn, projection.name, last, projection.name in stored)
         if len(self._cache) > CACHE_LIMIT:
             self._cache.clear()
 
@@ -218,13 +219,12 @@ class ProjectionRunner:
             sa.select(tables.positions.c.name, tables.positions.c.position))}
 
     @staticmethod
-    def _write_position(conn: sa.Connection, name: str, position: int, seen: int) -> None:
-        if seen == 0 and conn.execute(sa.select(tables.positions.c.name)
-                                      .where(tables.positions.c.name == name)).first() is None:
-            conn.execute(tables.positions.insert().values(name=name, position=position))
-        else:
+    def _write_position(conn: sa.Connection, name: str, position: int, stored: bool) -> None:
+        if stored:
             conn.execute(tables.positions.update().where(tables.positions.c.name == name)
                          .values(position=position))
+        else:
+            conn.execute(tables.positions.insert().values(name=name, position=position))
 
 
 @contextmanager

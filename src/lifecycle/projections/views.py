@@ -137,10 +137,8 @@ class SuppressionProjection:
                     rows.append({"email_hash": digest, "subject_id": str(s.id),
                                  "since": s.suppressed_at})
         _replace(ctx.conn, tables.suppression, ctx.stale_ids(subjects), [])
-        if seen:
-            ctx.conn.execute(tables.suppression.delete()
-                             .where(tables.suppression.c.email_hash.in_(list(seen))))
-            insert_rows(ctx.conn, tables.suppression, rows)
+        # A hash goes to the subject that suppressed it last, whoever held it before.
+        _replace(ctx.conn, tables.suppression, list(seen), rows, key="email_hash")
 
 
 class ConsentsProjection:
