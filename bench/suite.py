@@ -64,7 +64,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import sqlalchemy as sa
 from eventsourcing.persistence import IntegrityError
@@ -915,8 +914,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {machine()}")
     log(f"code: {code_version()}")
     log(f"size: {args.size}: {size.describe()}")
-    log(f"ingest: 1 writer = one process with every fact; 4 writers = 4 processes, one "
-        f"quarter of the subjects each (disjoint), one master key, one store; each writer "
+    log("ingest: 1 writer = one process with every fact; 4 writers = 4 processes, one "
+        "quarter of the subjects each (disjoint), one master key, one store; each writer "
         + ("in the suite's session (--same-session)" if args.same_session else
            "in a session of its own"))
     log(f"scheduler: {scheduler()}")

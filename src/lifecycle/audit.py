@@ -50,7 +50,6 @@ from lifecycle.projections.audit_chain import (
     create_audit_tables,
     event_digest,
     link,
-    notification_digest,
     subject_genesis,
 )
 

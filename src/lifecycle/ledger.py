@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from eventsourcing.persistence import IntegrityError
 
 from lifecycle.aggregates.data_subject import DataSubject
-from lifecycle.aggregates.policy_register import Adoption, PolicyNotAdopted, PolicyRegister
+from lifecycle.aggregates.policy_register import Adoption, PolicyRegister
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS, RequestCase
 from lifecycle.certificate import deletion_certificate
 from lifecycle.crypto.master_key import load_master_key
@@ -31,7 +31,7 @@ from lifecycle.policy.loader import load_policy, policy_from_document
 from lifecycle.projections import tables
 from lifecycle.projections.runner import ProjectionRunner, create_views_engine
 from lifecycle.settings import Settings
-from lifecycle.statutory_clock import london_date
+from lifecycle.statutory_clock import days_left, is_overdue, london_date
 from lifecycle.sweep import SAVE_RETRIES, SweepReport, Sweeper
 
 ERASED = "erased"
@@ -136,6 +136,8 @@ class Ledger:
                 assert case is not None
                 overdue = case.flag_overdue(now)
                 due_soon = not overdue and case.flag_due_soon(now, within_days)
+                if not (overdue or due_soon):
+                    break  # flagged before: nothing to save
                 try:
                     self.store.save(case)
                 except IntegrityError:
@@ -197,8 +199,8 @@ class Ledger:
             "case_id": r.case_id, "request": r.request, "subject": r.reference, "kind": r.kind,
             "received_at": r.received_at.isoformat(),
             "deadline": r.deadline.isoformat() if r.deadline else None,
-            "days_left": (r.deadline - today).days if r.deadline else None,
-            "overdue": r.deadline is not None and r.deadline < today,
+            "days_left": days_left(r.deadline, now) if r.deadline else None,
+            "overdue": r.deadline is not None and is_overdue(r.deadline, now),
             "paused": r.paused, "extended_months": r.extended_months,
         } for r in rows]
 
@@ -282,12 +284,7 @@ class Ledger:
         if subject is None:
             raise SubjectNotFound(f"no facts recorded for subject {reference!r}")
         register = self.store.get_register()
-        adoption: Adoption | None = None
-        if register is not None:
-            try:
-                adoption = register.in_force(as_of)
-            except PolicyNotAdopted:
-                adoption = None
+        adoption = register.in_force_or_none(as_of) if register is not None else None
         policy = policy_from_document(adoption.document) if adoption else None
         return access_document(subject, as_of, policy, adoption, self.open_sealed,
                                self.open_note, self._deadlines(subject, as_of))

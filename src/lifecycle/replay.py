@@ -35,7 +35,6 @@ from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import (
     REGISTER_ID,
     Adoption,
-    PolicyNotAdopted,
     PolicyRegister,
 )
 from lifecycle.dsar import subject_as_of
@@ -132,12 +131,7 @@ def read_log(store: SubjectStore, on_progress: Callable[[int], None] | None = No
 
 
 def adoption_in_force(register: PolicyRegister | None, at: datetime) -> Adoption | None:
-    if register is None:
-        return None
-    try:
-        return register.in_force(at)
-    except PolicyNotAdopted:
-        return None
+    return register.in_force_or_none(at) if register is not None else None
 
 
 def register_as_of(register: PolicyRegister | None,

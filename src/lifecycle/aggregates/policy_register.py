@@ -66,10 +66,16 @@ class PolicyRegister(Aggregate):
                                        content_hash, adopted_at, document))
 
     def in_force(self, at: datetime) -> Adoption:
+        adoption = self.in_force_or_none(at)
+        if adoption is None:
+            raise PolicyNotAdopted(f"no policy was in force at {at.isoformat()}")
+        return adoption
+
+    def in_force_or_none(self, at: datetime) -> Adoption | None:
         for adoption in reversed(self.adoptions):
             if adoption.adopted_at <= at:
                 return adoption
-        raise PolicyNotAdopted(f"no policy was in force at {at.isoformat()}")
+        return None
 
     def latest(self) -> Adoption | None:
         return self.adoptions[-1] if self.adoptions else None

@@ -86,6 +86,9 @@ class KeyVault:
         self._preloaded.clear()
         self._active.clear()
         self._slot_of.clear()
+        # Unwrapped keys too (read again when needed), except those not yet stored.
+        pending = {row["key_id"] for row in self._pending}
+        self._ciphers = {k: c for k, c in self._ciphers.items() if k in pending}
 
     def key_for(self, subject_id: str, scope: str, now: datetime) -> str:
         """The live key for a subject's scope, created (pending until flush) if none."""
@@ -176,7 +179,7 @@ class KeyVault:
     def seal(self, key_id: str, value: Any) -> str:
         plaintext = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
         nonce = os.urandom(NONCE_BYTES)
-        box = self._ciphers[key_id].encrypt(nonce, plaintext, key_id.encode())
+        box = self._cipher(key_id).encrypt(nonce, plaintext, key_id.encode())
         return f"{key_id}.{base64.b64encode(nonce + box).decode()}"
 
     def open(self, sealed: str) -> Any:
