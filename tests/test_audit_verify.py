@@ -38,7 +38,6 @@ from lifecycle.projections.audit_chain import (
     AuditChainProjection,
     chain,
     checkpoints,
-    create_audit_tables,
 )
 from lifecycle.settings import Settings
 from tests.facts_builder import collected, fact, lines
@@ -73,7 +72,6 @@ def chained_ledger(settings: Settings, subjects: int = 4) -> None:
 
 def unchain(ledger: Ledger) -> None:
     """Empties the chain, its checkpoints and its position."""
-    create_audit_tables(ledger.views)
     with ledger.views.begin() as conn:
         conn.execute(chain.delete())
         conn.execute(checkpoints.delete())

@@ -47,7 +47,6 @@ from lifecycle.projections.audit_chain import (
     PositionMoved,
     chain,
     checkpoints,
-    create_audit_tables,
     event_digest,
     link,
     subject_genesis,
@@ -71,7 +70,6 @@ class AuditChain:
         self.engine = engine
         self.batch = batch
         self.projection = projection or AuditChainProjection()
-        create_audit_tables(engine)
 
     def position(self) -> int:
         with self.engine.connect() as conn:
@@ -246,7 +244,6 @@ class _Verifier:
     def __init__(self, store: SubjectStore, engine: sa.Engine, anchor: Anchor | None,
                  page: int) -> None:
         self.store, self.engine, self.anchor, self.page = store, engine, anchor, page
-        create_audit_tables(engine)
         self.problems: list[Problem] = []
         self.mismatches: list[_Mismatch] = []
         self.originators: dict[str, _Originator] = {}
@@ -494,11 +491,10 @@ class _Verifier:
         if not ids:
             return problems
         names = {str(REGISTER_ID): "policy-register"}
-        if sa.inspect(self.engine).has_table(tables.subjects.name):
-            with self.engine.connect() as conn:
-                names.update((str(sid), str(ref)) for sid, ref in conn.execute(
-                    sa.select(tables.subjects.c.subject_id, tables.subjects.c.reference)
-                    .where(tables.subjects.c.subject_id.in_(sorted(ids)))))
+        with self.engine.connect() as conn:  # the views engine made every read-model table
+            names.update((str(sid), str(ref)) for sid, ref in conn.execute(
+                sa.select(tables.subjects.c.subject_id, tables.subjects.c.reference)
+                .where(tables.subjects.c.subject_id.in_(sorted(ids)))))
         for originator in ids - names.keys():
             reference = self._first_event_reference(originator)
             if reference is not None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,47 +40,10 @@ CHECKPOINT_EVERY = 1000
 SCHEME = b"lifecycle-audit-chain/v1"
 LOG_GENESIS = hashlib.sha256(SCHEME + b"\x00log").hexdigest()
 
-metadata = sa.MetaData()
-
-chain = sa.Table(
-    "lifecycle_audit_chain", metadata,
-    sa.Column("notification_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("seq", sa.BigInteger, nullable=False),  # 1, 2, 3 ... in chain order
-    sa.Column("originator_id", sa.String(100), nullable=False),
-    sa.Column("originator_version", sa.BigInteger, nullable=False),
-    sa.Column("topic", sa.Text, nullable=False),
-    sa.Column("event_digest", sa.String(64), nullable=False),
-    sa.Column("subject_digest", sa.String(64), nullable=False),
-    sa.Column("log_digest", sa.String(64), nullable=False),
-    sa.Column("chained_at", tables.TZ, nullable=False),
-    sa.Index("ix_audit_chain_originator", "originator_id", "notification_id"),
-)
-
-checkpoints = sa.Table(
-    "lifecycle_audit_checkpoints", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("position", sa.BigInteger, nullable=False, index=True),
-    sa.Column("events", sa.BigInteger, nullable=False),  # chained events up to position
-    sa.Column("log_digest", sa.String(64), nullable=False),
-    sa.Column("kind", sa.String(8), nullable=False),  # "interval" or "head"
-    sa.Column("created_at", tables.TZ, nullable=False),
-)
-
-
-def create_audit_tables(engine: sa.Engine, attempts: int = 3) -> None:
-    """Creates the chain tables (and the shared positions table) if missing.
-
-    Several processes may start at once: a lost creation race is retried (then found).
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            metadata.create_all(engine)
-            tables.positions.create(engine, checkfirst=True)
-            return
-        except sa.exc.DBAPIError:
-            if attempt == attempts:
-                raise
-            time.sleep(0.1 * attempt)
+# The chain's tables live with the other read models (created with them, at start-up,
+# under the schema lock): see `tables.audit_chain` and `tables.audit_checkpoints`.
+chain = tables.audit_chain
+checkpoints = tables.audit_checkpoints
 
 
 # -- digests ------------------------------------------------------------------------------
