@@ -25,12 +25,6 @@ from lifecycle.logs import get_logger
 from lifecycle.replay import ReplayReport, ReplayTargetNotFresh, replay as run_replay
 
 log = get_logger("lifecycle.auditor")
-EXIT_REFUSED, EXIT_USAGE = 1, 2
-
-
-def _refuse(error: LifecycleError, code: int = EXIT_REFUSED) -> None:
-    click.echo(f"lifecycle: {error}", err=True)
-    sys.exit(code)
 
 
 # -- replay ------------------------------------------------------------------------------
@@ -50,7 +44,7 @@ def replay(until_text: str | None, reference: str | None, into: Path | None,
     A pure read of the event store: no event is written and no value is decrypted
     (values read "sealed", or "erased" once shredded).
     """
-    from lifecycle.cli import open_ledger, parse_time, utc_now
+    from lifecycle.cli import EXIT_USAGE, open_ledger, parse_time, refuse, utc_now
 
     until = parse_time(until_text, "--until") or utc_now()
     show_progress = sys.stderr.isatty() and not as_json
@@ -69,11 +63,9 @@ def replay(until_text: str | None, reference: str | None, into: Path | None,
             else:
                 report = run_replay(ledger.store, until, into, reference)
         except ReplayTargetNotFresh as error:
-            _refuse(error, EXIT_USAGE)
-            return
+            refuse(error, EXIT_USAGE)
         except LifecycleError as error:
-            _refuse(error)
-            return
+            refuse(error)
     log.info("replay.finished", as_of=until.isoformat(), events_read=report.events_read,
              events_applied=report.events_applied, subjects=report.subjects,
              one_subject=reference is not None)
@@ -124,6 +116,8 @@ def render_replay(report: ReplayReport) -> None:
 
 
 def render_replayed_subject(console: Console, view: dict[str, Any]) -> None:
+    from lifecycle.cli import print_sections
+
     console.print(f"[bold]{view['subject']}[/bold]  suppressed: {view['suppressed']}")
     records = Table(title="records (values sealed)")
     for column in ("record", "category", "purpose", "basis", "collected", "data", "retention"):
@@ -135,17 +129,7 @@ def render_replayed_subject(console: Console, view: dict[str, Any]) -> None:
                         "" if retention is None else
                         f"{retention['rule']} ({retention['action']} {retention['dispose_at']})")
     console.print(records)
-    for section in ("consents", "recipients", "restrictions", "objections", "holds",
-                    "requests", "erasure_refusals"):
-        rows = view.get(section) or []
-        if not rows:
-            continue
-        table = Table(title=section.replace("_", " "))
-        for column in rows[0]:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row.values()))
-        console.print(table)
+    print_sections(console, view)
 
 
 # -- report ropa -------------------------------------------------------------------------
@@ -165,7 +149,7 @@ def report() -> None:
               help="Write to this file instead of standard output.")
 def report_ropa(fmt: str, at_text: str | None, out: Path | None) -> None:
     """The Art 30(1) record of processing activities."""
-    from lifecycle.cli import open_ledger, parse_time, utc_now
+    from lifecycle.cli import open_ledger, parse_time, refuse, utc_now, write_output
     from lifecycle.ropa import build_ropa, to_html
 
     at = parse_time(at_text, "--at")
@@ -173,16 +157,11 @@ def report_ropa(fmt: str, at_text: str | None, out: Path | None) -> None:
         try:
             document = build_ropa(ledger, at, utc_now())
         except LifecycleError as error:
-            _refuse(error)
-            return
+            refuse(error)
     log.info("ropa.generated", format=fmt, at=at.isoformat() if at else None,
              purposes=len(document["purposes"]), recipients=len(document["recipients"]))
     if fmt == "json":
         text = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
     else:
         text = to_html(document)
-    if out is None:
-        click.echo(text, nl=False)
-    else:
-        out.write_text(text, encoding="utf-8")
-        click.echo(f"written to {out}", err=True)
+    write_output(text, out)

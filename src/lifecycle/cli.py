@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -168,9 +168,14 @@ def render_subject(view: dict[str, Any]) -> None:
         records.add_row(r["record"], r["category"], r["purpose"], r["basis"], r["source"],
                         r["collected_at"], data)
     console.print(records)
+    print_sections(console, view)
+
+
+def print_sections(console: Console, view: dict[str, Any]) -> None:
+    """A subject view's lists (consents, recipients, ...) as one table each."""
     for section in ("consents", "recipients", "restrictions", "objections", "holds",
                     "requests", "erasure_refusals"):
-        rows = view[section]
+        rows = view.get(section) or []
         if not rows:
             continue
         table = Table(title=section.replace("_", " "))
@@ -181,12 +186,25 @@ def render_subject(view: dict[str, Any]) -> None:
         console.print(table)
 
 
+def refuse(error: LifecycleError, code: int = EXIT_REFUSED) -> NoReturn:
+    click.echo(f"lifecycle: {error}", err=True)
+    sys.exit(code)
+
+
 def _or_exit(action: Callable[[], Any]) -> Any:
     try:
         return action()
     except LifecycleError as error:
-        click.echo(f"lifecycle: {error}", err=True)
-        sys.exit(EXIT_REFUSED)
+        refuse(error)
+
+
+def write_output(text: str, out: Path | None) -> None:
+    """To standard output, or to the file `out` (saying so on standard error)."""
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"written to {out}", err=True)
 
 
 # -- DSAR --------------------------------------------------------------------------------
@@ -218,11 +236,7 @@ def dsar_export(reference: str, as_of_text: str | None, fmt: str, out: Path | No
         text = to_csv(document)
     else:
         text = to_html(document)
-    if out is None:
-        click.echo(text, nl=False)
-    else:
-        out.write_text(text, encoding="utf-8")
-        click.echo(f"written to {out}", err=True)
+    write_output(text, out)
 
 
 @cli.group()

@@ -7,7 +7,7 @@ import io
 import json
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from lifecycle.html_render import render
 
 CSV_COLUMNS = ("record", "category", "purpose", "basis", "source", "collected_at", "data",
                "erased_at", "erased_by", "retention_rule", "retention_due_at",
@@ -32,18 +32,6 @@ def to_csv(document: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-_environment = Environment(loader=PackageLoader("lifecycle", "templates"),
-                           autoescape=select_autoescape(["html"]), trim_blocks=True,
-                           lstrip_blocks=True)
-
-
-def _label(text: str) -> str:
-    return text.replace("_", " ").replace("-", " ").capitalize()
-
-
-_environment.filters["label"] = _label
-
-
 def to_html(document: dict[str, Any]) -> str:
     """A self-contained page: no scripts, no external resources."""
-    return _environment.get_template("dsar.html").render(doc=document)
+    return render("dsar.html", document)

@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from lifecycle.aggregates.policy_register import Adoption, PolicyNotAdopted
+from lifecycle.html_render import render
 from lifecycle.ledger import Ledger
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.policy.model import Policy, Rule
@@ -308,18 +308,6 @@ def build_ropa(ledger: Ledger, at: datetime | None, now: datetime) -> dict[str, 
                                                      f"{at.isoformat()}")
 
 
-_environment = Environment(loader=PackageLoader("lifecycle", "templates"),
-                           autoescape=select_autoescape(["html"]), trim_blocks=True,
-                           lstrip_blocks=True)
-
-
-def _label(text: str) -> str:
-    return text.replace("_", " ").replace("-", " ").capitalize()
-
-
-_environment.filters["label"] = _label
-
-
 def to_html(document: dict[str, Any]) -> str:
     """A self-contained page (no scripts, no external resources), autoescaped."""
-    return _environment.get_template("ropa.html").render(doc=document)
+    return render("ropa.html", document)
