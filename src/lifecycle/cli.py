@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lifecycle.aggregates.request_case import DUE_SOON_DAYS
 from lifecycle.errors import ConfigurationError, LifecycleError
 from lifecycle.facts import Rejection
 from lifecycle.ingest import IngestReport
@@ -458,7 +459,7 @@ def sweep(at_text: str | None, dry_run: bool, as_json: bool) -> None:
 @cli.command()
 @click.option("--interval", type=float, default=300.0, show_default=True,
               help="Seconds between sweeps.")
-@click.option("--due-soon-days", type=click.IntRange(min=1), default=7, show_default=True,
+@click.option("--due-soon-days", type=click.IntRange(min=1), default=DUE_SOON_DAYS, show_default=True,
               help="Flag open requests due within this many days.")
 def daemon(interval: float, due_soon_days: int) -> None:
     """Keep projections current, sweep, chain the audit log and flag requests due soon

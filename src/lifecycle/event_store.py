@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
@@ -14,10 +14,14 @@ from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 from lifecycle.aggregates.data_subject import DataSubject
-from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
+from lifecycle.aggregates.policy_register import REGISTER_ID, Adoption, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.postgres_recorder import LockLightPostgresRecorder
 from lifecycle.settings import Settings
+
+T = TypeVar("T")
+# Attempts at saving a batch that lost an optimistic-concurrency race to another writer.
+SAVE_RETRIES = 5
 
 
 class SubjectStore(Application[UUID]):
@@ -25,22 +29,21 @@ class SubjectStore(Application[UUID]):
 
     name = "lifecycle"
 
-    def get_subject(self, reference: str) -> DataSubject | None:
+    def _get(self, aggregate_id: UUID, kind: type[T], version: int | None = None) -> T | None:
+        """The aggregate (at `version`, default its latest), or None if it has no events."""
         try:
-            subject: object = self.repository.get(DataSubject.create_id(reference))
+            found: object = self.repository.get(aggregate_id, version=version)
         except AggregateNotFoundError:
             return None
-        assert isinstance(subject, DataSubject)
-        return subject
+        assert isinstance(found, kind)
+        return found
+
+    def get_subject(self, reference: str) -> DataSubject | None:
+        return self._get(DataSubject.create_id(reference), DataSubject)
 
     def get_subject_by_id(self, subject_id: UUID,
                           version: int | None = None) -> DataSubject | None:
-        try:
-            subject: object = self.repository.get(subject_id, version=version)
-        except AggregateNotFoundError:
-            return None
-        assert isinstance(subject, DataSubject)
-        return subject
+        return self._get(subject_id, DataSubject, version)
 
     def existing(self, subject_ids: Collection[UUID]) -> set[UUID]:
         """Which of these aggregates have events: one query per 500 ids, not one each
@@ -71,20 +74,15 @@ class SubjectStore(Application[UUID]):
         return found
 
     def get_request_case(self, case_id: UUID) -> RequestCase | None:
-        try:
-            case: object = self.repository.get(case_id)
-        except AggregateNotFoundError:
-            return None
-        assert isinstance(case, RequestCase)
-        return case
+        return self._get(case_id, RequestCase)
 
     def get_register(self) -> PolicyRegister | None:
-        try:
-            register: object = self.repository.get(REGISTER_ID)
-        except AggregateNotFoundError:
-            return None
-        assert isinstance(register, PolicyRegister)
-        return register
+        return self._get(REGISTER_ID, PolicyRegister)
+
+    def latest_adoption(self) -> Adoption | None:
+        """The policy adopted last, if any."""
+        register = self.get_register()
+        return register.latest() if register else None
 
 
 def persistence_env(settings: Settings) -> dict[str, str]:

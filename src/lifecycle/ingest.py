@@ -19,13 +19,12 @@ from lifecycle.aggregates.data_subject import NOTES_SCOPE, DataSubject, key_scop
 from lifecycle.crypto.vault import KeyVault
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
-from lifecycle.event_store import SubjectStore
+from lifecycle.event_store import SAVE_RETRIES, SubjectStore
 from lifecycle.policy.model import Policy
 from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING
 
 BATCH_LINES = 2000
 CACHE_SUBJECTS = 50_000
-SAVE_RETRIES = 5
 
 
 @dataclass

@@ -23,7 +23,7 @@ from lifecycle.crypto.master_key import load_master_key
 from lifecycle.crypto.vault import KeyVault, create_vault_engine
 from lifecycle.dsar import access_document, subject_as_of
 from lifecycle.errors import KeyDestroyed, SubjectNotFound
-from lifecycle.event_store import SubjectStore, open_subject_store
+from lifecycle.event_store import SAVE_RETRIES, SubjectStore, open_subject_store
 from lifecycle.facts import Rejection
 from lifecycle.ingest import IngestReport, Ingestor
 from lifecycle.lease import schema_lock
@@ -32,7 +32,7 @@ from lifecycle.projections import tables
 from lifecycle.projections.runner import ProjectionRunner, create_views_engine
 from lifecycle.settings import Settings
 from lifecycle.statutory_clock import days_left, is_overdue, london_date
-from lifecycle.sweep import SAVE_RETRIES, SweepReport, Sweeper
+from lifecycle.sweep import SweepReport, Sweeper
 
 ERASED = "erased"
 
@@ -64,8 +64,7 @@ class Ledger:
     def ingest(self, lines: Iterable[str], now: datetime,
                on_progress: Callable[[int], None] | None = None,
                on_rejected: Callable[[Rejection], None] | None = None) -> IngestReport:
-        register = self.store.get_register()
-        adoption = register.latest() if register else None
+        adoption = self.store.latest_adoption()
         policy = policy_from_document(adoption.document) if adoption else None
         suppressed: set[str] | None = None
 
@@ -112,8 +111,7 @@ class Ledger:
                                    .where(sched.c.done.is_(False))).scalar_one()
             upcoming = conn.execute(sa.select(sched).where(sched.c.done.is_(False))
                                     .order_by(sched.c.dispose_at).limit(next_count)).all()
-        register = self.store.get_register()
-        adoption = register.latest() if register else None
+        adoption = self.store.latest_adoption()
         return {
             "last_sweep": None if last is None else {
                 "swept_at": last.swept_at.isoformat(), "started_at": last.started_at.isoformat(),
@@ -206,8 +204,7 @@ class Ledger:
 
     def policy_zone(self) -> ZoneInfo | None:
         """The time zone of the policy in force (review windows and months are local)."""
-        register = self.store.get_register()
-        adoption = register.latest() if register else None
+        adoption = self.store.latest_adoption()
         return policy_from_document(adoption.document).zone if adoption else None
 
     def suppressed_hashes(self) -> set[str]:

@@ -293,8 +293,7 @@ def build_ropa(ledger: Ledger, at: datetime | None, now: datetime) -> dict[str, 
     """The record from the latest adoption and the live read models, or, with `at`, from
     the adoption in force then and a replay of the log as of `at` (the store is only read)."""
     if at is None:
-        register = ledger.store.get_register()
-        adoption = register.latest() if register else None
+        adoption = ledger.store.latest_adoption()
         if adoption is None:
             raise PolicyNotAdopted("no policy has been adopted")
         ledger.projections.catch_up()

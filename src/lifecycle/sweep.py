@@ -21,14 +21,13 @@ from eventsourcing.persistence import IntegrityError
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import Adoption
 from lifecycle.crypto.vault import KeyVault
-from lifecycle.event_store import SubjectStore
+from lifecycle.event_store import SAVE_RETRIES, SubjectStore
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.policy.model import Policy
 from lifecycle.projections import tables
 from lifecycle.retention import pause_reason, plan
 
 BATCH_SUBJECTS = int(os.environ.get("LIFECYCLE_SWEEP_BATCH", "200"))
-SAVE_RETRIES = 5
 
 
 @dataclass
@@ -68,8 +67,7 @@ class Sweeper:
     def sweep(self, at: datetime, started: datetime, dry_run: bool = False,
               on_item: Callable[[str, dict[str, Any]], None] | None = None) -> SweepReport:
         report = SweepReport(at, dry_run)
-        register = self.store.get_register()
-        adoption = register.latest() if register else None
+        adoption = self.store.latest_adoption()
         if adoption is None:
             return report
         policy = policy_from_document(adoption.document)
