@@ -243,7 +243,8 @@ def test_the_chain_is_the_same_however_it_is_batched(backend: Settings) -> None:
 
 
 def test_processes_chaining_at_once_never_fork_the_chain(backend: Settings) -> None:
-    """Several processes catching up at once chain each event exactly once, in order."""
+    """Several ledgers catching up at once (threads, each with its own connections)
+    chain each event exactly once, in order."""
     chained_ledger(backend, subjects=12)
     with Ledger(backend) as ledger:
         unchain(ledger)

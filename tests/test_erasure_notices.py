@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from lifecycle.audit import AuditChain
+from lifecycle.bank_holidays import CACHE_DIR_ENV
 from lifecycle.errors import LifecycleError
 from lifecycle.ledger import Ledger
 from lifecycle.projections.audit_chain import chain
@@ -130,7 +132,8 @@ def test_certificate_and_notifications_commands_print_json(sqlite_settings: Sett
     with Ledger(sqlite_settings) as ledger:
         ledger.adopt_policy(ROOT / "config" / "hqip.toml", t("2023-01-01T00:00:00+00:00"))
         shared_then_erased(ledger)
-    env = {"LIFECYCLE_HOME": str(sqlite_settings.home), "PATH": ""}
+    env = {"LIFECYCLE_HOME": str(sqlite_settings.home), "PATH": "",
+           CACHE_DIR_ENV: os.environ[CACHE_DIR_ENV]}
     for args in (["certificate", "ER-7", "--json"], ["notifications", "list", "--json"]):
         done = subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env,
                               capture_output=True, text=True, timeout=60)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 
+import pytest
+
 from lifecycle.aggregates.request_case import RequestCase
+from lifecycle.bank_holidays import CACHE_DIR_ENV
 from lifecycle.ledger import Ledger
 from lifecycle.logs import configure_logging
 from lifecycle.settings import Settings
@@ -111,7 +115,8 @@ def test_requests_list_prints_one_json_document(sqlite_settings: Settings) -> No
     """`lifecycle requests list --overdue --json` prints the open overdue requests."""
     with Ledger(sqlite_settings) as ledger:
         received(ledger)
-    env = {"LIFECYCLE_HOME": str(sqlite_settings.home), "PATH": ""}
+    env = {"LIFECYCLE_HOME": str(sqlite_settings.home), "PATH": "",
+           CACHE_DIR_ENV: os.environ[CACHE_DIR_ENV]}
     done = subprocess.run([sys.executable, "-m", "lifecycle", "requests", "list", "--overdue",
                            "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -120,7 +125,8 @@ def test_requests_list_prints_one_json_document(sqlite_settings: Settings) -> No
     assert document["requests"][0]["overdue"] is True
 
 
-def test_the_daemon_tick_flags_requests_due_soon_then_overdue(ledger: Ledger) -> None:
+def test_the_daemon_tick_flags_requests_due_soon_then_overdue(
+        ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
     """Each daemon tick records "due soon" (within --due-soon-days) and "overdue" once per
     deadline, and logs the counts."""
     from lifecycle.daemon import Daemon
@@ -135,4 +141,8 @@ def test_the_daemon_tick_flags_requests_due_soon_then_overdue(ledger: Ledger) ->
     finally:
         daemon.close()
     assert [(k["requests_due_soon"], k["requests_overdue"]) for k in ticks] == [
+        (1, 0), (0, 0), (0, 1)]
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+              if '"daemon.tick"' in line]
+    assert [(e["requests_due_soon"], e["requests_overdue"]) for e in logged] == [
         (1, 0), (0, 0), (0, 1)]

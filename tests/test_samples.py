@@ -106,7 +106,6 @@ def test_ingest_after_adopting_the_policy_rejects_nothing(ledger: Ledger, org: s
     facts = generate_facts(org, 150)
     ledger.adopt_policy(ROOT / "config" / f"{org}.toml", datetime(2022, 1, 1, tzinfo=UTC))
     report = ledger.ingest([json.dumps(f) for f in facts], NOW)
-    assert report.rejected[:5] == []
     assert report.rejected == []
     assert report.accepted == len(facts)
 

@@ -193,6 +193,8 @@ def test_deadline_is_the_end_of_the_day_in_london() -> None:
 
 
 def test_clock_errors_belong_to_the_project_hierarchy() -> None:
+    """Clock errors are the project's own: a bad step is an invalid fact, a paused clock
+    a LifecycleError."""
     assert issubclass(clock.ExtensionRefused, InvalidFact)
     assert issubclass(clock.InvalidPause, InvalidFact)
     assert issubclass(clock.ClockPaused, LifecycleError)
@@ -214,18 +216,22 @@ def replay(original: RequestCase) -> RequestCase:
 
 
 def test_case_id_is_deterministic_per_subject_and_request() -> None:
+    """A case's id follows from the request id and the subject: the same pair, the same
+    case."""
     assert case().id == RequestCase.create_id("DSAR-1", "member:1042")
     assert RequestCase.create_id("DSAR-1", "member:1042") != RequestCase.create_id(
         "DSAR-1", "member:1043")
 
 
 def test_received_case_has_its_deadline() -> None:
+    """A request received on 3 March is open and due one calendar month later, 3 April."""
     c = case()
     assert c.status == OPEN
     assert c.deadline == d("2025-04-03")
 
 
 def test_unknown_kind_and_naive_time_are_refused() -> None:
+    """A request of an unknown kind, or with a time without a UTC offset, is refused."""
     with pytest.raises(UnknownRequestKind):
         case(kind="teleportation")
     with pytest.raises(clock.NaiveDatetime):
@@ -233,6 +239,8 @@ def test_unknown_kind_and_naive_time_are_refused() -> None:
 
 
 def test_every_kind_of_right_has_a_clock() -> None:
+    """Every right (access, erasure, rectification, restriction, objection, portability)
+    runs on the same one-month clock."""
     for kind in ("access", "erasure", "rectification", "restriction", "objection",
                  "portability"):
         assert case(kind=kind).deadline == d("2025-04-03")
@@ -252,6 +260,8 @@ def test_identity_verification_restarts_the_clock() -> None:
 
 
 def test_extension_within_first_month_moves_the_deadline() -> None:
+    """An extension of 2 months decided within the first month moves 28 February to 30
+    April."""
     c = case("2025-01-31")
     assert c.deadline == d("2025-02-28")
     c.extend(noon("2025-02-20"), 2, "complex")
@@ -260,6 +270,8 @@ def test_extension_within_first_month_moves_the_deadline() -> None:
 
 
 def test_extension_on_day_40_is_refused() -> None:
+    """An extension decided on day 40 is refused, records nothing and leaves the
+    deadline."""
     c = case("2025-03-03")
     before = len(c.pending_events)
     with pytest.raises(clock.ExtensionRefused):
@@ -269,6 +281,7 @@ def test_extension_on_day_40_is_refused() -> None:
 
 
 def test_extensions_total_at_most_two_months_and_need_a_reason() -> None:
+    """Extensions add up to at most two further months, and each needs a reason."""
     c = case("2025-01-31")
     with pytest.raises(RequestStepRefused):
         c.extend(noon("2025-02-03"), 1, "  ")
@@ -289,6 +302,8 @@ def test_second_extension_still_within_the_original_first_month() -> None:
 
 
 def test_deadline_as_known_before_and_after_an_extension() -> None:
+    """The deadline as known at any date is the one in force then; a replay keeps the
+    history."""
     c = case("2025-01-31")
     c.extend(noon("2025-02-20"), 2, "complex")
     assert c.deadline_as_known_at(noon("2025-01-30")) is None
@@ -320,12 +335,14 @@ def test_pause_and_resume() -> None:
 
 
 def test_pause_after_the_deadline_is_refused() -> None:
+    """A clock that has run out cannot be paused."""
     c = case("2025-03-03")
     with pytest.raises(RequestStepRefused):
         c.pause(noon("2025-04-04"), "clarification")
 
 
 def test_steps_must_come_in_order() -> None:
+    """A step dated before the case's last step is refused."""
     c = case("2025-03-03")
     c.pause(noon("2025-03-10"), "clarification")
     with pytest.raises(RequestStepRefused, match="precedes"):
@@ -333,6 +350,8 @@ def test_steps_must_come_in_order() -> None:
 
 
 def test_due_soon_and_overdue_flags_are_recorded_once_per_deadline() -> None:
+    """"Due soon" and "overdue" are each recorded once per deadline; the deadline day
+    itself is not overdue."""
     c = case("2025-03-03")  # due 3 April
     assert not c.flag_due_soon(noon("2025-03-20"))  # 14 days left: not soon
     assert c.flag_due_soon(noon("2025-03-28"))
@@ -345,6 +364,8 @@ def test_due_soon_and_overdue_flags_are_recorded_once_per_deadline() -> None:
 
 
 def test_a_new_deadline_can_be_flagged_again() -> None:
+    """After an extension the new deadline can be flagged "due soon" again; a replay
+    keeps the flags."""
     c = case("2025-01-31")  # due 28 February
     assert c.flag_due_soon(noon("2025-02-24"))
     c.extend(noon("2025-02-25"), 2, "complex")  # due 30 April
@@ -355,6 +376,7 @@ def test_a_new_deadline_can_be_flagged_again() -> None:
 
 
 def test_fulfilment_closes_the_case() -> None:
+    """An answered case is closed: never overdue afterwards, and no extension after it."""
     c = case("2025-03-03")
     c.fulfil(noon("2025-03-20"))
     assert c.status == FULFILLED and c.answered_late is False
@@ -366,6 +388,8 @@ def test_fulfilment_closes_the_case() -> None:
 
 
 def test_late_fulfilment_and_overdue_state_before_it() -> None:
+    """An answer after the deadline is late; the case was overdue before the answer, not
+    after."""
     c = case("2025-03-03")
     c.fulfil(noon("2025-04-07"))
     assert c.answered_late is True
@@ -374,6 +398,8 @@ def test_late_fulfilment_and_overdue_state_before_it() -> None:
 
 
 def test_refusal_needs_a_reason() -> None:
+    """A refusal needs a reason and closes the case; its status before the refusal stays
+    open."""
     c = case("2025-03-03", kind="erasure")
     with pytest.raises(RequestStepRefused):
         c.refuse(noon("2025-03-10"), "")
@@ -384,6 +410,8 @@ def test_refusal_needs_a_reason() -> None:
 
 
 def test_is_due_within() -> None:
+    """Due within N days counts from the London day to the deadline day; an overdue case
+    is not "due soon"."""
     c = case("2025-03-03")  # due Thursday 3 April
     assert c.is_due_within(noon("2025-04-03"), 0)
     assert c.is_due_within(noon("2025-03-27"), 7)
@@ -392,6 +420,8 @@ def test_is_due_within() -> None:
 
 
 def test_replay_rebuilds_the_same_case() -> None:
+    """Replaying a case's events gives the same deadline (pauses, extension, weekend
+    moves), status and pauses."""
     c = case("2025-03-03")
     c.pause(noon("2025-03-10"), "clarification")
     c.resume(noon("2025-03-17"))
