@@ -128,7 +128,7 @@ def test_requests_list_prints_one_json_document(sqlite_settings: Settings) -> No
 def test_the_daemon_tick_flags_requests_due_soon_then_overdue(
         ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
     """Each daemon tick records "due soon" (within --due-soon-days) and "overdue" once per
-    deadline, and logs the counts."""
+    deadline, projects and chains those records in the same tick, and logs the counts."""
     from lifecycle.daemon import Daemon
 
     configure_logging(json=True)  # bind the log to this test's stderr, not an earlier one's
@@ -142,6 +142,7 @@ def test_the_daemon_tick_flags_requests_due_soon_then_overdue(
         daemon.close()
     assert [(k["requests_due_soon"], k["requests_overdue"]) for k in ticks] == [
         (1, 0), (0, 0), (0, 1)]
+    assert all(k["projection_lag"] == 0 and k["audit_lag"] == 0 for k in ticks), ticks
     logged = [json.loads(line) for line in capsys.readouterr().err.splitlines()
               if '"daemon.tick"' in line]
     assert [(e["requests_due_soon"], e["requests_overdue"]) for e in logged] == [

@@ -82,8 +82,9 @@ class Daemon:
         )
 
     def tick(self) -> dict[str, Any]:
-        """One beat: with the lease, catch up projections, sweep everything due now and
-        extend the audit chain; without it, only report the lag. Logs the counts."""
+        """One beat: with the lease, catch up projections, flag requests due soon or
+        overdue, sweep everything due now and extend the audit chain; without it, only
+        report the lag. Logs the counts."""
         if self._stop_requested:  # a signal that came before the loop ran
             self._halt()
         with self._lock:
@@ -96,10 +97,12 @@ class Daemon:
             if not held:
                 return self._standby_tick(now)
             caught_up = self.ledger.projections.catch_up()
+            # Flags first: the sweep's closing catch-up projects them and the chain links
+            # them in this same tick, so the lags reported below are those left after it.
+            flags = self.ledger.flag_requests(now, self.due_soon_days)
             report = self.ledger.sweep(now, now)
             chain = AuditChain(self.ledger.store, self.ledger.views)
             chained = chain.catch_up(now)
-            flags = self.ledger.flag_requests(now, self.due_soon_days)
             lag = max((st.lag for st in self.ledger.projections.status()), default=0)
             self.ticks += 1
             summary = {"at": now.isoformat(), "swept": True, "lease": "held",

@@ -24,7 +24,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 
@@ -32,3 +32,8 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
     return logger
+
+
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    """Writes to whatever sys.stderr is when the line is logged (not when configured)."""
+    return structlog.PrintLogger(sys.stderr)
