@@ -23,11 +23,12 @@ import json
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from lifecycle.policy.loader import bundled_policy, load_policy
+from lifecycle.statutory_clock import LONDON
 
 ORGANISATIONS = ("hqip", "ihpa")
 DEFAULT_SEED = 2023
@@ -181,27 +182,14 @@ END_REASONS_MEMBER = ("membership not renewed", "resigned", "retired from practi
 
 # -- time ------------------------------------------------------------------------------
 
-def _last_sunday(year: int, month: int) -> datetime:
-    """01:00 UTC on the last Sunday of a 31-day month: when UK summer time starts or ends."""
-    last = datetime(year, month, 31, 1, 0, tzinfo=UTC)
-    return last - timedelta(days=(last.weekday() + 1) % 7)
-
-
-def uk_offset(instant: datetime) -> timedelta:
-    """The UK's offset from UTC at an instant (BST from March's to October's last Sunday)."""
-    start, end = _last_sunday(instant.year, 3), _last_sunday(instant.year, 10)
-    return timedelta(hours=1) if start <= instant < end else timedelta(0)
-
-
 def rfc3339(instant: datetime) -> str:
     """An instant as RFC 3339 in UK local time, with its offset (+00:00 or +01:00)."""
-    return instant.astimezone(timezone(uk_offset(instant))).isoformat(timespec="seconds")
+    return instant.astimezone(LONDON).isoformat(timespec="seconds")
 
 
 def _uk(year: int, month: int, day: int, hour: int = 12, minute: int = 0) -> datetime:
     """A UK wall-clock time as a UTC instant (the demo subjects' fixed dates)."""
-    naive = datetime(year, month, day, hour, minute, tzinfo=UTC)
-    return naive - uk_offset(naive)
+    return datetime(year, month, day, hour, minute, tzinfo=LONDON).astimezone(UTC)
 
 
 # -- one subject's life ----------------------------------------------------------------
