@@ -15,7 +15,7 @@ from typing import Any
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import Adoption
 from lifecycle.policy.model import Policy
-from lifecycle.projections.documents import subject_document
+from lifecycle.projections.documents import open_document, subject_document
 from lifecycle.retention import plan
 
 FORMAT_VERSION = "lifecycle-dsar/1"
@@ -73,14 +73,12 @@ def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None
     document = subject_document(subject)
     retention = _retention(subject, policy, adoption)
     purposes = policy.purposes if policy else {}
+    open_document(document, open_values, open_note)
     for record in document["records"]:
-        record["data"] = open_values(record.pop("sealed"))
         record["purpose_description"] = (purposes[record["purpose"]].description
                                          if record["purpose"] in purposes else None)
         record["retention"] = retention.get(record["record"], {"rule": None, "due_at": None,
                                                                 "criteria": []})
-    for hold in document["holds"]:
-        hold["reason"] = open_note(hold.pop("sealed_reason"))
     for request in document["requests"]:
         request["deadline"] = deadlines.get(request["request"])
     header = policy.file if policy else None

@@ -25,16 +25,15 @@ from lifecycle.dsar import access_document, subject_as_of
 from lifecycle.errors import KeyDestroyed, SubjectNotFound
 from lifecycle.event_store import SAVE_RETRIES, SubjectStore, open_subject_store
 from lifecycle.facts import Rejection
-from lifecycle.ingest import IngestReport, Ingestor
+from lifecycle.ingest import Ingestor, IngestReport
 from lifecycle.lease import schema_lock
 from lifecycle.policy.loader import load_policy, policy_from_document
 from lifecycle.projections import tables
+from lifecycle.projections.documents import ERASED, open_document, retention_entry
 from lifecycle.projections.runner import ProjectionRunner, create_views_engine
 from lifecycle.settings import Settings
 from lifecycle.statutory_clock import days_left, is_overdue, london_date
-from lifecycle.sweep import SweepReport, Sweeper
-
-ERASED = "erased"
+from lifecycle.sweep import Sweeper, SweepReport
 
 
 class Ledger:
@@ -254,11 +253,9 @@ class Ledger:
         """Everything held about one subject now, values opened where keys survive."""
         document = self.subject_document(reference)
         schedule = self.retention_of(reference)
+        open_document(document, self.open_sealed, self.open_note)
         for record in document["records"]:
-            record["data"] = self.open_sealed(record.pop("sealed"))
             record["retention"] = schedule.get(record["record"])
-        for hold in document["holds"]:
-            hold["reason"] = self.open_note(hold.pop("sealed_reason"))
         return document
 
     def retention_of(self, reference: str) -> dict[str, dict[str, Any]]:
@@ -266,11 +263,7 @@ class Ledger:
         sched = tables.schedule
         with self.views.connect() as conn:
             rows = conn.execute(sa.select(sched).where(sched.c.reference == reference)).all()
-        return {row.record: {
-            "rule": row.rule, "policy": row.policy, "trigger": row.trigger,
-            "trigger_at": row.trigger_at.isoformat(), "due_at": row.due_at.isoformat(),
-            "dispose_at": row.dispose_at.isoformat(), "action": row.action,
-        } for row in rows}
+        return {row.record: retention_entry(row) for row in rows}
 
     def dsar_export(self, reference: str, as_of: datetime) -> dict[str, Any]:
         """The Art 15 answer for one subject as it stood at `as_of` (replayed from events,

@@ -41,6 +41,7 @@ from lifecycle.dsar import subject_as_of
 from lifecycle.errors import LifecycleError, SubjectNotFound
 from lifecycle.event_store import SubjectStore
 from lifecycle.projections import tables
+from lifecycle.projections.documents import ERASED, open_document, retention_entry
 from lifecycle.projections.runner import create_views_engine
 from lifecycle.projections.views import (
     ConsentsProjection,
@@ -55,7 +56,6 @@ from lifecycle.projections.views import (
 PAGE = 1000
 WRITE_CHUNK = 1000
 SEALED = "sealed"
-ERASED = "erased"
 VIEWS_FILE = "views.sqlite"
 
 # The subject read models, in the live order (the schedule follows the subjects table).
@@ -239,11 +239,10 @@ def write_read_models(engine: sa.Engine, store: SubjectStore, subjects: Sequence
 def sealed_document(document: dict[str, Any], retention: dict[str, dict[str, Any]]
                     ) -> dict[str, Any]:
     """A subject's replayed document with every value left sealed: never decrypted."""
+    open_document(document, lambda sealed: ERASED if sealed == [] else SEALED,
+                  lambda reason: None if reason is None else SEALED)
     for record in document["records"]:
-        record["data"] = ERASED if record.pop("sealed") == [] else SEALED
         record["retention"] = retention.get(record["record"])
-    for hold in document["holds"]:
-        hold["reason"] = None if hold.pop("sealed_reason") is None else SEALED
     return document
 
 
@@ -279,10 +278,7 @@ def read_report(engine: sa.Engine, as_of: datetime, reference: str | None
             if row is None:
                 raise SubjectNotFound(f"no facts recorded for that subject by {as_of.isoformat()}")
             retention = {r.record: {
-                "rule": r.rule, "policy": r.policy, "trigger": r.trigger,
-                "trigger_at": r.trigger_at.isoformat(), "due_at": r.due_at.isoformat(),
-                "dispose_at": r.dispose_at.isoformat(), "action": r.action,
-                "due_by_as_of": (not r.done) and r.dispose_at <= as_of,
+                **retention_entry(r), "due_by_as_of": (not r.done) and r.dispose_at <= as_of,
             } for r in conn.execute(sa.select(sched).where(sched.c.subject_id == row.subject_id))}
             subject = sealed_document(dict(row.document), retention)
     return {

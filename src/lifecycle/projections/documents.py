@@ -6,6 +6,7 @@ DSAR export open: sealed values stay ciphertext until a reader with the vault op
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -71,3 +72,24 @@ def subject_document(s: DataSubject) -> dict[str, Any]:
         "relationship_ended_at": _iso(s.relationship_ended_at),
         "last_activity_at": _iso(s.last_activity_at),
     }
+
+
+ERASED = "erased"  # what a value whose key was destroyed reads as
+
+
+def open_document(document: dict[str, Any], open_values: Callable[[list[str]], Any],
+                  open_note: Callable[[str | None], str | None]) -> dict[str, Any]:
+    """Puts each record's `data` and each hold's `reason` in place of the sealed values,
+    as the openers give them (decrypted, or only said to be sealed or erased)."""
+    for record in document["records"]:
+        record["data"] = open_values(record.pop("sealed"))
+    for hold in document["holds"]:
+        hold["reason"] = open_note(hold.pop("sealed_reason"))
+    return document
+
+
+def retention_entry(row: Any) -> dict[str, Any]:
+    """A retention-schedule row as shown with its record: rule, trigger, policy, dates."""
+    return {"rule": row.rule, "policy": row.policy, "trigger": row.trigger,
+            "trigger_at": row.trigger_at.isoformat(), "due_at": row.due_at.isoformat(),
+            "dispose_at": row.dispose_at.isoformat(), "action": row.action}
