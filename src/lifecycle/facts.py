@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -206,13 +206,8 @@ Fact = Annotated[
     ],
     Field(discriminator="type"),
 ]
-FACT_TYPES = (
-    "collected", "rectified", "activity", "consent-given", "consent-withdrawn", "unsubscribed",
-    "shared", "restricted", "restriction-lifted", "objected", "erasure-requested",
-    "access-requested", "identity-verified", "request-extended", "request-paused",
-    "request-resumed", "request-refused", "request-fulfilled", "erasure-acknowledged",
-    "legal-hold-placed", "legal-hold-released", "excluded", "relationship-ended",
-)
+FACT_TYPES = tuple(get_args(cls.model_fields["type"].annotation)[0]
+                   for cls in get_args(get_args(Fact)[0]))  # "collected", "rectified", ...
 _adapter: TypeAdapter[Any] = TypeAdapter(Fact)
 
 

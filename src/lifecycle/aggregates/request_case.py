@@ -14,6 +14,7 @@ never plaintext personal values.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final
@@ -162,14 +163,12 @@ class RequestCase(Aggregate):
     def flagged(self, kind: str, due: date) -> bool:
         return self._flag_key(kind, due) in self.flags
 
-    def statutory_inputs(self, as_of: datetime | None = None) -> tuple[
-            date, date | None, list[clock.Pause]]:
+    def statutory_inputs(self) -> tuple[date, date | None, list[clock.Pause]]:
         """Received day, verified day and pauses as London dates, for the pure clock."""
         pauses: list[clock.Pause] = [
             (clock.london_date(p.paused_at),
              clock.london_date(p.resumed_at) if p.resumed_at is not None else None)
-            for p in self.pauses
-            if as_of is None or p.paused_at <= as_of]
+            for p in self.pauses]
         verified = (clock.london_date(self.verified_at)
                     if self.verified_at is not None else None)
         return clock.london_date(self.received_at), verified, pauses
@@ -263,13 +262,10 @@ class RequestCase(Aggregate):
     def flag_due_soon(self, at: datetime, within_days: int = DUE_SOON_DAYS) -> bool:
         """Records that the request is due within ``within_days`` days, once per deadline
         value; False (nothing recorded) when not due soon or already flagged."""
-        due = self.deadline_as_known_at(at)
-        if due is None or not self.is_due_within(at, within_days):
-            return False
-        if self.flagged(DUE_SOON, due):
-            return False
-        self._due_soon_flagged(at=at, deadline=due.isoformat())
-        return True
+        due = self._to_flag(DUE_SOON, at, lambda: self.is_due_within(at, within_days))
+        if due is not None:
+            self._due_soon_flagged(at=at, deadline=due.isoformat())
+        return due is not None
 
     @event("DueSoonFlagged")
     def _due_soon_flagged(self, at: datetime, deadline: str) -> None:
@@ -278,19 +274,23 @@ class RequestCase(Aggregate):
     def flag_overdue(self, at: datetime) -> bool:
         """Records that the deadline has passed unanswered, once per deadline value;
         False (nothing recorded) when not overdue or already flagged."""
-        due = self.deadline_as_known_at(at)
-        if due is None or not self.is_overdue(at):
-            return False
-        if self.flagged(OVERDUE, due):
-            return False
-        self._overdue_flagged(at=at, deadline=due.isoformat())
-        return True
+        due = self._to_flag(OVERDUE, at, lambda: self.is_overdue(at))
+        if due is not None:
+            self._overdue_flagged(at=at, deadline=due.isoformat())
+        return due is not None
 
     @event("OverdueFlagged")
     def _overdue_flagged(self, at: datetime, deadline: str) -> None:
         self.flags[self._flag_key(OVERDUE, date.fromisoformat(deadline))] = at
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _to_flag(self, kind: str, at: datetime, applies: Callable[[], bool]) -> date | None:
+        """The deadline in force at `at`, if `applies` and it is not yet flagged `kind`."""
+        due = self.deadline_as_known_at(at)
+        if due is None or self.flagged(kind, due) or not applies():
+            return None
+        return due
 
     @staticmethod
     def _flag_key(kind: str, due: date) -> str:
