@@ -21,6 +21,12 @@ from lifecycle.retention import plan
 FORMAT_VERSION = "lifecycle-dsar/1"
 
 
+def applies_at(domain_event: Any, as_of: datetime) -> bool:
+    """Whether a subject event counts as of `as_of`: its fact time (`at`) is not later."""
+    at = getattr(domain_event, "at", None)
+    return not (isinstance(at, datetime) and at > as_of)
+
+
 def subject_as_of(events: Iterable[Any], as_of: datetime) -> DataSubject | None:
     """The subject as it stood at `as_of`: every event whose fact time is not later.
 
@@ -34,8 +40,7 @@ def subject_as_of(events: Iterable[Any], as_of: datetime) -> DataSubject | None:
             assert isinstance(created, DataSubject)
             subject = created
             continue
-        at = getattr(domain_event, "at", None)
-        if isinstance(at, datetime) and at > as_of:
+        if not applies_at(domain_event, as_of):
             continue
         domain_event.apply(subject)
         subject.version = domain_event.originator_version

@@ -37,7 +37,7 @@ from lifecycle.aggregates.policy_register import (
     Adoption,
     PolicyRegister,
 )
-from lifecycle.dsar import subject_as_of
+from lifecycle.dsar import applies_at, subject_as_of
 from lifecycle.errors import LifecycleError, SubjectNotFound
 from lifecycle.event_store import SubjectStore
 from lifecycle.projections import tables
@@ -67,22 +67,6 @@ REPLAYED: tuple[Projection, ...] = (
 
 class ReplayTargetNotFresh(LifecycleError):
     """The read models to replay into already hold rows (replay only writes fresh ones)."""
-
-
-def fact_time(domain_event: Any) -> datetime:
-    """When the fact happened: its `at`, else (no fact time) when it was recorded."""
-    at = getattr(domain_event, "at", None)
-    if isinstance(at, datetime):
-        return at
-    timestamp: datetime = domain_event.timestamp
-    return timestamp
-
-
-def _applies(domain_event: Any, as_of: datetime) -> bool:
-    """The filter `subject_as_of` applies: an event with a fact time later than `as_of`
-    is skipped (used here to count, never to rebuild)."""
-    at = getattr(domain_event, "at", None)
-    return not (isinstance(at, datetime) and at > as_of)
 
 
 @dataclass
@@ -205,15 +189,15 @@ def rebuild_subjects(contents: LogContents, as_of: datetime) -> Rebuilt:
     subjects: list[DataSubject] = []
     applied = later = 0
     for events in contents.subjects.values():
-        if not any(fact_time(e) <= as_of for e in events[1:]):
+        counted = sum(1 for e in events[1:] if applies_at(e, as_of))  # after Registered
+        if counted == 0:
             later += len(events)  # no fact by then: the subject did not exist yet
             continue
         subject = subject_as_of(events, as_of)
         assert subject is not None
         subjects.append(subject)
-        counted = 1 + sum(1 for e in events[1:] if _applies(e, as_of))
-        applied += counted
-        later += len(events) - counted
+        applied += 1 + counted
+        later += len(events) - 1 - counted
     return Rebuilt(subjects, applied, later)
 
 
