@@ -21,14 +21,12 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from lifecycle.crypto.vault import data_keys
 from lifecycle.daemon import Daemon
 from lifecycle.forecast import monthly_forecast
 from lifecycle.ledger import Ledger
@@ -36,6 +34,7 @@ from lifecycle.policy.loader import load_policy
 from lifecycle.projections import tables
 from lifecycle.settings import Settings
 from tests.facts_builder import collected, fact, lines
+from tests.processes import destroyed_keys, env_for, json_of, lifecycle, wait_for
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 HQIP = CONFIG / "hqip.toml"
@@ -93,25 +92,10 @@ def prepare(settings: Settings, facts: list[dict[str, Any]]) -> None:
         assert report.accepted == len(facts), report.rejected[:3]
 
 
-def env_for(settings: Settings) -> dict[str, str]:
-    env = {**os.environ, "LIFECYCLE_HOME": str(settings.home)}
-    for name in ("LIFECYCLE_DATABASE_URL", "LIFECYCLE_MASTER_KEY", "LIFECYCLE_MASTER_KEY_FILE",
-                 "LIFECYCLE_SWEEP_BATCH"):
-        env.pop(name, None)
-    if settings.database_url:
-        env["LIFECYCLE_DATABASE_URL"] = settings.database_url
-    return env
 
 
-def lifecycle(settings: Settings, *args: str, stdin: str | None = None
-              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env_for(settings),
-                          input=stdin, capture_output=True, text=True, timeout=60)
 
 
-def json_of(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -119,11 +103,6 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def record_data(ledger: Ledger, reference: str, record: str) -> object:
@@ -167,14 +146,6 @@ def sweeps_recorded(settings: Settings) -> int:
         engine.dispose()
 
 
-def destroyed_keys(settings: Settings) -> int:
-    engine = sa.create_engine(settings.vault_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(data_keys)
-                                    .where(data_keys.c.destroyed_at.is_not(None))).scalar_one())
-    finally:
-        engine.dispose()
 
 
 def test_the_daemon_catches_up_downtime_at_start_and_exits_0_on_sigterm(

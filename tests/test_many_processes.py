@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -26,12 +24,12 @@ from typing import IO, Any
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.crypto.vault import data_keys
 from lifecycle.daemon import Daemon
 from lifecycle.lease import lease_for
 from lifecycle.ledger import Ledger
 from lifecycle.settings import Settings
 from tests.facts_builder import collected, fact, lines
+from tests.processes import destroyed_keys, env_for, json_of, lifecycle, wait_for
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 HQIP = CONFIG / "hqip.toml"
@@ -57,33 +55,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
                     master_key_file=home / "master.key")
 
 
-def env_for(settings: Settings) -> dict[str, str]:
-    env = {**os.environ, "LIFECYCLE_HOME": str(settings.home), "LIFECYCLE_MASTER_KEY": MASTER_KEY}
-    for name in ("LIFECYCLE_DATABASE_URL", "LIFECYCLE_MASTER_KEY_FILE", "LIFECYCLE_SWEEP_BATCH"):
-        env.pop(name, None)
-    if settings.database_url:
-        env["LIFECYCLE_DATABASE_URL"] = settings.database_url
-    return env
 
 
-def lifecycle(settings: Settings, *args: str, stdin: str | None = None
-              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env_for(settings),
-                          input=stdin, capture_output=True, text=True, timeout=60)
 
 
-def json_of(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> float:
-    """Polls until `condition` holds; returns the seconds it took."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < seconds, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 # -- many writers ------------------------------------------------------------------------------
@@ -251,14 +228,6 @@ class DaemonProcess:
         return self.process.returncode
 
 
-def destroyed_keys(settings: Settings) -> int:
-    engine = sa.create_engine(settings.vault_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(data_keys)
-                                    .where(data_keys.c.destroyed_at.is_not(None))).scalar_one())
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
