@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-import sqlalchemy as sa
 
 from lifecycle.daemon import Daemon
 from lifecycle.lease import lease_for
@@ -30,6 +29,7 @@ from lifecycle.ledger import Ledger
 from lifecycle.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.processes import destroyed_keys, env_for, json_of, lifecycle, wait_for
+from tests.read_models import snapshot_views
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 HQIP = CONFIG / "hqip.toml"
@@ -378,16 +378,6 @@ def test_two_daemons_erase_each_item_once_and_the_survivor_takes_over_after_sigk
 
 # -- projections caught up by several processes at once -------------------------------------
 
-def view_rows(ledger: Ledger) -> dict[str, list[str]]:
-    """Every projection table's rows, in primary-key order, as comparable text."""
-    rows = {}
-    with ledger.views.connect() as conn:
-        for projection in ledger.projections.projections:
-            for table in projection.tables:
-                ordered = conn.execute(sa.select(table).order_by(*table.primary_key.columns))
-                rows[table.name] = [json.dumps(list(row), sort_keys=True, default=str)
-                                    for row in ordered]
-    return rows
 
 
 def test_concurrent_catch_ups_leave_the_views_a_rebuild_gives(store: Settings) -> None:
@@ -408,6 +398,6 @@ def test_concurrent_catch_ups_leave_the_views_a_rebuild_gives(store: Settings) -
         assert reader.returncode == 0, stderr[-2000:]
     with Ledger(store) as ledger:
         assert all(st.lag == 0 for st in ledger.projections.status())
-        incremental = view_rows(ledger)
+        incremental = snapshot_views(ledger)
         ledger.projections.rebuild()
-        assert view_rows(ledger) == incremental
+        assert snapshot_views(ledger) == incremental

@@ -16,7 +16,7 @@ from lifecycle.projections.bulk import insert_rows
 from lifecycle.samples import generate_facts
 from lifecycle.settings import Settings
 from tests.facts_builder import fact, lines
-from tests.test_projections_and_sweeps import snapshot_views
+from tests.read_models import snapshot_views
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)

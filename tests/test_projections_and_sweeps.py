@@ -10,7 +10,6 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -20,22 +19,13 @@ from lifecycle.projections import tables
 from lifecycle.samples import generate_facts
 from lifecycle.settings import Settings
 from tests.facts_builder import collected, fact, lines
+from tests.read_models import snapshot_views
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def snapshot_views(ledger: Ledger) -> dict[str, list[tuple[Any, ...]]]:
-    result = {}
-    with ledger.views.connect() as conn:
-        for projection in ledger.projections.projections:
-            for table in projection.tables:
-                order = [c for c in table.primary_key.columns]
-                rows = conn.execute(sa.select(table).order_by(*order)).all()
-                result[table.name] = [tuple(json.dumps(v, sort_keys=True, default=str)
-                                            for v in row) for row in rows]
-    return result
 
 
 def test_rebuilt_projections_equal_the_incrementally_built_ones(ledger: Ledger) -> None:

@@ -21,6 +21,7 @@ from lifecycle.replay import VIEWS_FILE, replay
 from lifecycle.ropa import build_ropa, to_html
 from lifecycle.samples import generate_facts
 from tests.facts_builder import collected, fact, lines, t
+from tests.read_models import table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 HQIP = ROOT / "config" / "hqip.toml"
@@ -83,10 +84,6 @@ def invoke(command: Any, args: list[str], ledger: Ledger) -> Result:
     return CliRunner().invoke(command, args, env=cli_env(ledger), catch_exceptions=False)
 
 
-def rows(engine: sa.Engine, table: sa.Table) -> list[tuple[str, ...]]:
-    with engine.connect() as conn:
-        found = conn.execute(sa.select(table).order_by(*table.primary_key.columns)).all()
-    return [tuple(json.dumps(v, sort_keys=True, default=str) for v in row) for row in found]
 
 
 def records_of(subject: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -169,9 +166,9 @@ def test_replay_of_the_whole_log_equals_the_live_read_models(ledger: Ledger,
     replayed = create_views_engine(f"sqlite:///{report.read_models}")
     try:
         for table in (tables.subjects, tables.consents, tables.disclosures, tables.schedule):
-            live = rows(ledger.views, table)
+            live = table_rows(ledger.views, table)
             assert live, table.name
-            assert rows(replayed, table) == live, table.name
+            assert table_rows(replayed, table) == live, table.name
         with replayed.connect() as conn:
             positions = set(conn.execute(sa.select(tables.positions.c.position)).scalars())
     finally:
@@ -186,14 +183,14 @@ def test_replay_writes_no_event(history: Ledger, tmp_path: Path) -> None:
     history.projections.catch_up()
     head = history.projections.head()
     positions = history.projections.positions()
-    live = rows(history.views, tables.subjects)
+    live = table_rows(history.views, tables.subjects)
     replay(history.store, t("2024-06-01T00:00:00+00:00"))
     result = invoke(replay_command, ["--until", "2024-06-01T00:00:00+00:00", "--json",
                                      "--into", str(tmp_path / "r")], history)
     assert result.exit_code == 0
     assert history.projections.head() == head
     assert history.projections.positions() == positions
-    assert rows(history.views, tables.subjects) == live
+    assert table_rows(history.views, tables.subjects) == live
 
 
 def test_replay_counts_every_event_read_in_progress(history: Ledger) -> None:
