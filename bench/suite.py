@@ -17,7 +17,7 @@ server, dropped afterwards) and measures, each beside a baseline measured in the
                       barrier: process start-up and imports are not timed). Baseline: the
                       1-writer run. Target on PostgreSQL: >= 1.6 (2 cores: 2.0 is the
                       ceiling). On SQLite (one writer at a time per file) no target.
-  projection catch-up `ledger.projections.rebuild()` (every projection from zero), events/s;
+  projection catch-up `Ledger.rebuild_projections()` (every projection from zero), events/s;
                       baseline: a bare read-and-decode of the same notification log in the
                       runner's page size (`recorder.select_notifications` +
                       `mapper.to_domain_event`). Target >= 0.5.
@@ -713,7 +713,7 @@ def run_backend(backend: Backend, size: Size, seed: int, log: Callable[[str], No
             decoded, seconds = timed(lambda: bare_pass(ledger, runner.BATCH))
             assert decoded == head
             decode_s.append(seconds)
-            processed, seconds = timed(ledger.projections.rebuild)
+            processed, seconds = timed(ledger.rebuild_projections)
             assert processed == head, (processed, head)
             rebuild_s.append(seconds)
         rebuild_rate = head / statistics.median(rebuild_s)

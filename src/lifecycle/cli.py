@@ -417,7 +417,7 @@ def projections_rebuild(names: tuple[str, ...], as_json: bool) -> None:
     """Rebuild the named projections (all by default) from the first event."""
     with open_ledger() as ledger:
         try:
-            events = ledger.projections.rebuild(list(names) or None)
+            events = ledger.rebuild_projections(list(names) or None)
         except KeyError as error:
             raise click.BadParameter(str(error.args[0]), param_hint="NAMES") from None
     chosen = list(names) or [p.name for p in ledger.projections.projections]

@@ -63,3 +63,7 @@ class SubjectNotFound(LifecycleError):
 
 class KeyDestroyed(LifecycleError):
     """A data key was destroyed (crypto-shredded); its values are gone."""
+
+
+class RebuildFailed(LifecycleError):
+    """A process building one share of a parallel rebuild failed; the views are unchanged."""

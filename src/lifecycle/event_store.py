@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from eventsourcing.utils import get_topic
@@ -22,6 +24,22 @@ from lifecycle.settings import Settings
 T = TypeVar("T")
 # Attempts at saving a batch that lost an optimistic-concurrency race to another writer.
 SAVE_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Share:
+    """One of `count` disjoint shares of the aggregates, by id, for work split among
+    processes. `count` divides 16, so an id's last hex digit decides its share, which
+    both databases can test without decoding anything."""
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count not in (1, 2, 4, 8, 16) or not 0 <= self.index < self.count:
+            raise ValueError(f"no share {self.index} of {self.count}")
+
+    def holds(self, aggregate_id: UUID) -> bool:
+        return aggregate_id.int % self.count == self.index
 
 
 class SubjectStore(Application[UUID]):
@@ -72,6 +90,44 @@ class SubjectStore(Application[UUID]):
             else:
                 found.update(i for i in chunk if recorder.select_events(i, limit=1))
         return found
+
+    def share_notifications(self, share: Share, after: int, upto: int) -> list[Notification]:
+        """The notifications after `after` and up to `upto`, in order, of the aggregates
+        in `share` and of the policy register (every share needs the policy). The
+        database filters the rows, so a share reads only its own. A range of ids, not a
+        LIMIT: PostgreSQL cannot estimate the filter and would sort the rest of the log
+        for every page."""
+        recorder = self.recorder
+        digits = [d for d in "0123456789abcdef" if int(d, 16) % share.count == share.index]
+        if isinstance(recorder, SQLiteAggregateRecorder):  # ids stored as 32 hex digits
+            marks = ",".join("?" * len(digits))
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(
+                    f"SELECT rowid, * FROM {recorder.events_table_name} "
+                    f"WHERE rowid > ? AND rowid <= ? AND (substr(originator_id, 32) "
+                    f"IN ({marks}) OR originator_id = ?) ORDER BY rowid",
+                    [after, upto, *digits, REGISTER_ID.hex])
+                return [Notification(id=row["rowid"], originator_id=UUID(row["originator_id"]),
+                                     originator_version=row["originator_version"],
+                                     topic=row["topic"], state=row["state"])
+                        for row in cursor.fetchall()]
+        if isinstance(recorder, PostgresAggregateRecorder):
+            statement = SQL(
+                "SELECT * FROM {}.{} WHERE notification_id > %s AND notification_id <= %s "
+                "AND (mod(get_byte(uuid_send(originator_id), 15), %s) = %s "
+                "OR originator_id = %s) ORDER BY notification_id").format(
+                Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(statement, [after, upto, share.count, share.index, REGISTER_ID],
+                               prepare=True)
+                return [Notification(id=row["notification_id"],
+                                     originator_id=row["originator_id"],
+                                     originator_version=row["originator_version"],
+                                     topic=row["topic"], state=bytes(row["state"]))
+                        for row in cursor.fetchall()]
+        every = recorder.select_notifications(after, upto - after, upto, inclusive_of_start=False)
+        return [n for n in every if n.originator_id == REGISTER_ID
+                or share.holds(UUID(str(n.originator_id)))]
 
     def get_request_case(self, case_id: UUID) -> RequestCase | None:
         return self._get(case_id, RequestCase)

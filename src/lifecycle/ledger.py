@@ -5,7 +5,7 @@ Thin methods: references and values in, get -> command -> save, results out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from lifecycle.facts import Rejection
 from lifecycle.ingest import Ingestor, IngestReport
 from lifecycle.lease import schema_lock
 from lifecycle.policy.loader import load_policy, policy_from_document
-from lifecycle.projections import tables
+from lifecycle.projections import parallel, tables
 from lifecycle.projections.documents import ERASED, open_document, retention_entry
 from lifecycle.projections.runner import ProjectionRunner, create_views_engine
 from lifecycle.settings import Settings
@@ -97,6 +97,12 @@ class Ledger:
         if not dry_run:
             self.projections.catch_up()
         return report
+
+    def rebuild_projections(self, names: Sequence[str] | None = None,
+                            workers: int | None = None) -> int:
+        """Rebuilds the named projections (all by default) from the first event; a full
+        rebuild of a long log is shared among processes (`projections.parallel`)."""
+        return parallel.rebuild(self.projections, names, workers)
 
     # -- read side --------------------------------------------------------------------
 
@@ -209,7 +215,7 @@ class Ledger:
     def suppressed_hashes(self) -> set[str]:
         """The suppression list: keyed hashes of e-mails, never the e-mails."""
         with self.views.connect() as conn:
-            return set(conn.execute(sa.select(tables.suppression.c.email_hash)).scalars())
+            return set(conn.execute(sa.select(tables.suppression.c.email_hash).distinct()).scalars())
 
     def subject(self, reference: str) -> DataSubject:
         subject = self.store.get_subject(reference)

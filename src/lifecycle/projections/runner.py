@@ -22,7 +22,7 @@ from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.engines import create_store_engine
-from lifecycle.event_store import SubjectStore
+from lifecycle.event_store import Share, SubjectStore
 from lifecycle.projections import tables
 from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionContext
 
@@ -61,11 +61,26 @@ def create_views_engine(url: str) -> sa.Engine:
 
 
 class ProjectionRunner:
+    """Keeps `projections` in `engine` current with the store's log.
+
+    A runner given a `share` applies only that share's aggregates (and the policy
+    register) up to event `stop`: one process's part of a parallel rebuild. It writes
+    into scratch tables no other runner writes, or inside `connection`, a transaction its
+    caller holds (and commits); either way it takes no lock of its own.
+    """
+
     def __init__(self, store: SubjectStore, engine: sa.Engine,
-                 projections: Sequence[Projection] = PROJECTIONS) -> None:
+                 projections: Sequence[Projection] = PROJECTIONS, *,
+                 share: Share | None = None, stop: int | None = None,
+                 connection: sa.Connection | None = None) -> None:
+        if share is not None and stop is None:
+            raise ValueError("a share is built up to a given event")
         self.store = store
         self.engine = engine
         self.projections = list(projections)
+        self.share = share
+        self.stop = stop
+        self.connection = connection
         self._cache: dict[UUID, Any] = {}  # subjects and request cases
         self._register: PolicyRegister | None = None
         self._register_loaded = False
@@ -78,7 +93,7 @@ class ProjectionRunner:
         raise KeyError(f"no projection named {name!r} (known: {known})")
 
     def positions(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self._transaction() as conn:
             rows = dict(conn.execute(sa.select(tables.positions.c.name,
                                                tables.positions.c.position)).all())
         return {p.name: int(rows.get(p.name, 0)) for p in self.projections}
@@ -108,10 +123,11 @@ class ProjectionRunner:
                     on_progress(len(batch))
 
     def rebuild(self, names: Sequence[str] | None = None) -> int:
-        """Empties the named projections (all by default) and replays them from zero."""
+        """Empties the named projections (all by default) and replays them from zero, in
+        this process (`parallel.rebuild` shares a full rebuild among processes)."""
         chosen = [self.by_name(n) for n in names] if names else self.projections
         with self.engine.begin() as conn:
-            self._lock_views(conn)
+            self.lock_views(conn)
             for projection in chosen:
                 for table in projection.tables:
                     if conn.dialect.name == "postgresql":  # no row-by-row delete and vacuum
@@ -120,16 +136,46 @@ class ProjectionRunner:
                         conn.execute(table.delete())
                 conn.execute(tables.positions.delete()
                              .where(tables.positions.c.name == projection.name))
-        self._cache.clear()
-        self._register_loaded = False
+        self.forget()
         return self.catch_up()
 
+    def lock_views(self, conn: sa.Connection) -> dict[str, int]:
+        """Serialises view writers across processes for this transaction; returns the
+        positions as stored now (another process may have moved them)."""
+        if conn.dialect.name == "postgresql":
+            if self.share is None:  # a share writes its own tables or its caller's lock
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                             {"key": VIEWS_LOCK})
+        else:  # SQLite: take the write lock before reading, not at the first write
+            conn.execute(tables.positions.update().where(sa.false()).values(position=0))
+        return {name: int(pos) for name, pos in conn.execute(
+            sa.select(tables.positions.c.name, tables.positions.c.position))}
+
+    def forget(self) -> None:
+        """Drops what this runner cached, for when the views were replaced under it."""
+        self._cache.clear()
+        self._register_loaded = False
+
     # -- internals ----------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        if self.connection is not None:  # the caller's transaction: the caller commits
+            yield self.connection
+        else:
+            with self.engine.begin() as conn:
+                yield conn
 
     def _read(self, start: int) -> list[Notification]:
         """The next events after `start`: pages of BATCH, gathered up to WRITE_BATCH so
         that each read-model transaction (statements, commit) serves many events."""
         batch: list[Notification] = []
+        if self.share is not None and self.stop is not None:  # ranges of BATCH ids
+            while len(batch) < WRITE_BATCH and start < self.stop:
+                upto = min(start + BATCH, self.stop)
+                batch.extend(self.store.share_notifications(self.share, start, upto))
+                start = upto
+            return batch
         while len(batch) < WRITE_BATCH:
             page = self.store.recorder.select_notifications(
                 start, BATCH, inclusive_of_start=False)
@@ -146,12 +192,12 @@ class ProjectionRunner:
         created_at: dict[UUID, int] = {}  # aggregates whose first event is in this batch
         policy_changed_at: int | None = None
         for notification in batch:
-            domain_event: Any = self.store.mapper.to_domain_event(notification)
-            if notification.originator_id == REGISTER_ID:
-                policy_changed_at = notification.id
-                continue
             aggregate_id = notification.originator_id
             assert isinstance(aggregate_id, UUID)
+            if aggregate_id == REGISTER_ID:
+                policy_changed_at = notification.id
+                continue
+            domain_event: Any = self.store.mapper.to_domain_event(notification)
             self._advance(aggregate_id, notification.originator_version, domain_event)
             touched_after.append((notification.id, aggregate_id))
             if notification.originator_version == 1:
@@ -160,8 +206,8 @@ class ProjectionRunner:
         last = batch[-1].id
         # Usually every projection has seen the same events: group the work by position.
         work: dict[int, _Touched] = {}
-        with self.engine.begin() as conn:
-            stored = self._lock_views(conn)
+        with self._transaction() as conn:
+            stored = self.lock_views(conn)
             for projection in self.projections:
                 seen = stored.get(projection.name, 0)
                 if seen >= last or seen < start:
@@ -206,17 +252,6 @@ class ProjectionRunner:
             self._cache[aggregate_id] = domain_event.mutate(None)
         else:
             self._cache[aggregate_id] = self.store.repository.get(aggregate_id, version=version)
-
-    @staticmethod
-    def _lock_views(conn: sa.Connection) -> dict[str, int]:
-        """Serialises view writers across processes for this transaction; returns the
-        positions as stored now (another process may have moved them)."""
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": VIEWS_LOCK})
-        else:  # SQLite: take the write lock before reading, not at the first write
-            conn.execute(tables.positions.update().where(sa.false()).values(position=0))
-        return {name: int(pos) for name, pos in conn.execute(
-            sa.select(tables.positions.c.name, tables.positions.c.position))}
 
     @staticmethod
     def _write_position(conn: sa.Connection, name: str, position: int, stored: bool) -> None:

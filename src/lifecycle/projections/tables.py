@@ -65,10 +65,12 @@ schedule = sa.Table(
     sa.Index("ix_retention_schedule_due", "done", "dispose_at"),
 )
 
+# One row per subject holding each hash, so rows never depend on the order subjects are
+# applied in; an e-mail is suppressed while any subject holding it is.
 suppression = sa.Table(
-    "lifecycle_suppression", metadata,
+    "lifecycle_suppression_list", metadata,
     sa.Column("email_hash", sa.String(64), primary_key=True),
-    sa.Column("subject_id", sa.String(36), nullable=False, index=True),
+    sa.Column("subject_id", sa.String(36), primary_key=True, index=True),
     sa.Column("since", TZ, nullable=False),
 )
 

@@ -120,25 +120,18 @@ class ScheduleProjection:
 
 
 class SuppressionProjection:
-    """Keyed hashes of suppressed e-mails: never the e-mail itself; survives erasure."""
+    """Keyed hashes of suppressed e-mails, with the subjects that suppressed them: never
+    the e-mail itself; survives erasure."""
 
-    name = "suppression"
+    name = "suppression-list"
     tables = (tables.suppression,)
 
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
-        rows: list[dict[str, object]] = []
-        seen: set[str] = set()
-        for s in subjects:
-            if s.suppressed_at is None:
-                continue
-            for digest in s.suppression_hashes:
-                if digest not in seen:
-                    seen.add(digest)
-                    rows.append({"email_hash": digest, "subject_id": str(s.id),
-                                 "since": s.suppressed_at})
-        _replace(ctx.conn, tables.suppression, ctx.stale_ids(subjects), [])
-        # A hash goes to the subject that suppressed it last, whoever held it before.
-        _replace(ctx.conn, tables.suppression, list(seen), rows, key="email_hash")
+        rows: list[dict[str, object]] = [
+            {"email_hash": digest, "subject_id": str(s.id), "since": s.suppressed_at}
+            for s in subjects if s.suppressed_at is not None
+            for digest in s.suppression_hashes]
+        _replace(ctx.conn, tables.suppression, ctx.stale_ids(subjects), rows)
 
 
 class ConsentsProjection:
