@@ -72,6 +72,30 @@ def test_the_person_can_resubscribe_themselves(hqip: Ledger) -> None:
     assert hqip.subject_view("subscriber:1")["suppressed"] is False
 
 
+def test_an_email_stays_suppressed_while_anyone_who_gave_it_is(hqip: Ledger) -> None:
+    """Two subscribers gave the same address and both unsubscribed; when one re-subscribes,
+    the other's suppression still keeps the address on the list."""
+    hqip.ingest(lines([
+        collected(f"subscriber:{n}", "2023-05-02T09:00:00Z", "newsletter-signup",
+                  {"email": EMAIL}) for n in (1, 2)] + [
+        fact("consent-given", f"subscriber:{n}", "2023-05-02T09:00:00Z",
+             purpose="direct-marketing", method="web-form") for n in (1, 2)]), NOW)
+    for n in (1, 2):  # subscriber 2 unsubscribes after subscriber 1, each projected
+        hqip.ingest(lines([fact("unsubscribed", f"subscriber:{n}", f"2024-03-1{n}T10:00:00Z",
+                                channel="email")]), NOW)
+        hqip.projections.catch_up()
+    hqip.ingest(lines([fact("consent-given", "subscriber:2", "2024-05-01T09:00:00Z",
+                            purpose="direct-marketing", method="web-form")]), NOW)
+    hqip.projections.catch_up()
+    assert hqip.subject_view("subscriber:2")["suppressed"] is False
+    report = hqip.ingest(lines([
+        collected("subscriber:3", "2024-06-01T09:00:00Z", "bought-list", {"email": EMAIL},
+                  source="third-party"),
+    ]), NOW)
+    assert report.accepted == 0
+    assert "suppression list" in report.rejected[0].reason
+
+
 def test_marketing_data_is_kept_13_months_then_deleted_at_the_july_review(hqip: Ledger) -> None:
     """"Any marketing data HQIP hold associated to your email address will be kept for 13
     months for the purpose of management reporting. HQIP will review its contact database

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -158,7 +159,7 @@ def _build_share_in_child(env: dict[str, str], scratch: _Scratch, share: Share, 
             store.close()
     except BaseException as error:  # reported to the parent, which raises RebuildFailed
         report.send(f"{type(error).__name__}: {error}")
-        raise
+        sys.exit(1)
     report.send(None)
 
 

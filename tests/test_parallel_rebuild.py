@@ -1,0 +1,139 @@
+"""A full rebuild shared among processes: the same views as one process builds, or none."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+import sqlalchemy as sa
+
+from lifecycle.aggregates.policy_register import REGISTER_ID
+from lifecycle.errors import RebuildFailed
+from lifecycle.event_store import Share
+from lifecycle.ledger import Ledger
+from lifecycle.projections import parallel
+from lifecycle.samples import generate_facts
+from tests.read_models import snapshot_views
+
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def revised_policy(tmp_path: Path) -> Path:
+    """hqip.toml as a new version that keeps marketing data 25 months, not 13."""
+    revised = tmp_path / "hqip-2024-06.toml"
+    revised.write_text((CONFIG / "hqip.toml").read_text()
+                       .replace('version = "2023-11"', 'version = "2024-06"')
+                       .replace('"P13M"', '"P25M"'))
+    return revised
+
+
+def varied_log(ledger: Ledger, tmp_path: Path) -> None:
+    """Subjects, requests, shares, unsubscribes and erasures, with a second policy adopted
+    between two ingests (so the schedule is re-planned midway)."""
+    facts = [json.dumps(f) for f in generate_facts("hqip", 40)]
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    ledger.ingest(facts[:len(facts) // 2], NOW)
+    ledger.sweep(datetime(2025, 7, 1, tzinfo=UTC), NOW)
+    ledger.adopt_policy(revised_policy(tmp_path), datetime(2025, 8, 1, tzinfo=UTC))
+    ledger.ingest(facts[len(facts) // 2:], NOW)
+
+
+def scratch_left(ledger: Ledger) -> list[str]:
+    """Scratch schemas (PostgreSQL) or folders (SQLite) a parallel rebuild left behind."""
+    if ledger.views.dialect.name == "postgresql":
+        with ledger.views.connect() as conn:
+            return list(conn.execute(sa.text(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'lifecycle_rebuild_%'"
+            )).scalars())
+    return [p.name for p in ledger.settings.home.glob(".rebuild-*")]
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_a_shared_rebuild_builds_the_views_one_process_builds(
+        ledger: Ledger, tmp_path: Path, workers: int) -> None:
+    """A rebuild shared among several processes gives every view the rows a rebuild in
+    one process gives, sets every position to the head and leaves no scratch tables."""
+    varied_log(ledger, tmp_path)
+    head = ledger.projections.head()
+    ledger.projections.rebuild()
+    alone = snapshot_views(ledger)
+    assert sum(len(rows) for rows in alone.values()) > 100
+    assert ledger.rebuild_projections(workers=workers) == head
+    assert snapshot_views(ledger) == alone
+    assert set(ledger.projections.positions().values()) == {head}
+    assert scratch_left(ledger) == []
+
+
+def test_a_failed_share_leaves_the_views_as_they_were(ledger: Ledger, tmp_path: Path) -> None:
+    """When one process cannot build its share (here: an event it cannot decode), the
+    rebuild fails as a whole: every view and position stays as it was, no scratch remains."""
+    varied_log(ledger, tmp_path)
+    ledger.projections.catch_up()
+    before = snapshot_views(ledger), ledger.projections.positions()
+    recorder = ledger.store.recorder
+    page = recorder.select_notifications(1, ledger.projections.head())
+    victim = next(n for n in page if n.originator_version > 1
+                  and Share(1, 2).holds(UUID(str(n.originator_id))))
+    table = sa.table(recorder.events_table_name, sa.column("originator_id"),
+                     sa.column("originator_version"), sa.column("state"))
+    stored_id: object = victim.originator_id
+    if ledger.views.dialect.name == "sqlite":
+        stored_id = UUID(str(victim.originator_id)).hex
+        events = sa.create_engine(f"sqlite:///{ledger.settings.events_path}")
+    else:
+        events = ledger.views
+    with events.begin() as conn:
+        conn.execute(table.update().where(table.c.originator_id == stored_id)
+                     .where(table.c.originator_version == victim.originator_version)
+                     .values(state=b"{not json"))
+    with pytest.raises(RebuildFailed, match="share 1 of 2 failed"):
+        ledger.rebuild_projections(workers=2)
+    assert (snapshot_views(ledger), ledger.projections.positions()) == before
+    assert scratch_left(ledger) == []
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_shares_split_the_log_by_aggregate(ledger: Ledger, tmp_path: Path, count: int) -> None:
+    """Each event of a subject or request case is read by exactly one share, all of an
+    aggregate's events by the same one; the policy register's are read by every share."""
+    varied_log(ledger, tmp_path)
+    head = ledger.projections.head()
+    everything = ledger.store.recorder.select_notifications(1, head)
+    register = {n.id for n in everything if n.originator_id == REGISTER_ID}
+    shares = [ledger.store.share_notifications(Share(k, count), 0, head) for k in range(count)]
+    assert all(n.id in {m.id for m in share} for share in shares for n in everything
+               if n.id in register)
+    owners: dict[int, int] = {}
+    for k, share in enumerate(shares):
+        assert [n.id for n in share] == sorted(n.id for n in share)
+        for n in share:
+            if n.id not in register:
+                assert n.id not in owners
+                owners[n.id] = k
+                assert Share(k, count).holds(UUID(str(n.originator_id)))
+    assert set(owners) | register == {n.id for n in everything}
+    assert len(set(owners.values())) == count  # every share got some of 40 subjects
+
+
+
+
+def test_a_short_log_is_rebuilt_in_one_process() -> None:
+    """Below MIN_EVENTS a rebuild is not shared; above it, among a power of two of
+    processes, at most one per available CPU and at most MAX_WORKERS."""
+    assert parallel.worker_count(parallel.MIN_EVENTS - 1) == 1
+    count = parallel.worker_count(parallel.MIN_EVENTS)
+    assert count in (1, 2, 4) and count <= min(parallel.MAX_WORKERS, parallel.available_cpus())
+    assert count * 2 > min(parallel.MAX_WORKERS, parallel.available_cpus())
+
+
+def test_a_share_is_one_of_a_power_of_two() -> None:
+    """Shares are only defined for counts dividing 16 (an id's last hex digit decides)."""
+    with pytest.raises(ValueError):
+        Share(0, 3)
+    with pytest.raises(ValueError):
+        Share(2, 2)
