@@ -3,13 +3,16 @@
 In one process a rebuild reads, decodes and applies every event and writes every row on one
 core. Here N processes (this one and N-1 forked children) each read from the log, up to the
 head seen at the start, only the events of their share of the aggregates (and the policy
-register's), and apply them. The children write their rows into scratch tables of their
-own: a schema on PostgreSQL, a file beside views.sqlite on SQLite. This process empties the
-views and writes its own share into them in one transaction, which, once the children are
-done, copies their rows in (inside the database), sets each projection's position to that
-head and commits; a catch-up follows for the events stored meanwhile. Until that commit
-readers see the views as they were, and a share that fails or is killed leaves them so.
-Other writers of the views wait for the commit.
+register's), apply them and write their rows. Nothing is visible until one transaction
+puts every share's rows in place and sets each projection's position to that head; a
+catch-up then follows for the events stored meanwhile. Until that commit readers see the
+views as they were, and a share that fails or is killed leaves them so.
+
+- PostgreSQL: every share writes into the same scratch schema; the transaction swaps the
+  scratch tables in for the views (DROP, then ALTER TABLE ... SET SCHEMA): no row copied.
+- SQLite (one writer per file): each child writes into a scratch file of its own beside
+  views.sqlite; this process empties the views and writes its own share into them in one
+  transaction, which copies the children's rows in (attached) before it commits.
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ from lifecycle.errors import RebuildFailed
 from lifecycle.event_store import Share, SubjectStore
 from lifecycle.projections import tables
 from lifecycle.projections.runner import ProjectionRunner
+from lifecycle.projections.views import Projection
 
 MAX_WORKERS = 4  # a power of two (see Share)
 # Below this many events forking and merging cost more than sharing the work saves.
 MIN_EVENTS = 20_000
+
+Child = tuple[BaseProcess, PipeEnd]
 
 
 def available_cpus() -> int:
@@ -66,62 +72,64 @@ def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
     if count < 2 or head == 0 or (chosen is not None
                                   and chosen != {p.name for p in runner.projections}):
         return runner.rebuild(names)
-    with _scratch_space(runner.engine, count - 1) as scratches:
-        children = _start_children(runner.store, scratches, count, head)
-        try:
-            _build_and_merge(runner, scratches, children, count, head)
-        finally:
-            for child, receiving in children:
-                receiving.close()
-                if child.is_alive():
-                    child.kill()
-                    child.join()
+    view_tables = [table for p in runner.projections for table in p.tables]
+    if runner.engine.dialect.name == "postgresql":
+        with _scratch_schema(runner.engine, view_tables) as scratch:
+            with _children(runner, [scratch] * (count - 1), count, head) as children:
+                _build_share(runner.store, runner.projections, scratch, Share(0, count), head)
+                _wait_for(children, count)
+                _swap_in(runner, scratch, view_tables, head)
+    else:
+        with _scratch_files(runner.engine, count - 1, view_tables) as scratches:
+            with _children(runner, scratches, count, head) as children:
+                _build_share_and_copy(runner, scratches, children, count, head)
     runner.forget()
     return head + runner.catch_up()
 
 
 @dataclass(frozen=True)
 class _Scratch:
-    """Where a child writes its share's rows: a schema (PostgreSQL) or a file (SQLite)."""
+    """Where shares write their rows: a schema (PostgreSQL) or a file (SQLite)."""
     url: sa.URL
-    name: str  # the schema, or the name the file is attached under for the merge
+    name: str  # the schema, or the name the file is attached under for the copy
     path: Path | None  # SQLite only
+    view_tables: tuple[sa.Table, ...]
 
     def engine(self) -> sa.Engine:
         """An engine on the scratch tables, created if need be."""
         if self.path is not None:  # scratch data: no journal, no syncing
-            return create_store_engine(f"sqlite:///{self.path}", tables.metadata,
-                                       ("journal_mode=OFF", "synchronous=OFF"))
-        engine = sa.create_engine(self.url, poolclass=NullPool,
-                                  connect_args={"options": f"-csearch_path={self.name}"})
-        tables.metadata.create_all(engine)
+            engine = create_store_engine(f"sqlite:///{self.path}", sa.MetaData(),
+                                         ("journal_mode=OFF", "synchronous=OFF"))
+        else:
+            engine = sa.create_engine(self.url, poolclass=NullPool,
+                                      connect_args={"options": f"-csearch_path={self.name}"})
+        tables.metadata.create_all(engine, tables=self.view_tables)
         return engine
 
 
 @contextmanager
-def _scratch_space(views: sa.Engine, count: int) -> Iterator[list[_Scratch]]:
-    """`count` scratch places with their tables, removed on the way out."""
-    token = secrets.token_hex(4)
-    if views.dialect.name == "postgresql":
-        scratches = [_Scratch(views.url, f"lifecycle_rebuild_{token}_{k}", None)
-                     for k in range(1, count + 1)]
-        try:
-            for scratch in scratches:
-                with views.begin() as conn:
-                    conn.execute(sa.text(f'CREATE SCHEMA "{scratch.name}"'))
-                scratch.engine().dispose()
-            yield scratches
-        finally:
-            with views.begin() as conn:
-                for scratch in scratches:
-                    conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{scratch.name}" CASCADE'))
-        return
+def _scratch_schema(views: sa.Engine, view_tables: list[sa.Table]) -> Iterator[_Scratch]:
+    scratch = _Scratch(views.url, f"lifecycle_rebuild_{secrets.token_hex(4)}", None,
+                       tuple(view_tables))
+    try:
+        with views.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{scratch.name}"'))
+        scratch.engine().dispose()  # the tables, before any share starts
+        yield scratch
+    finally:
+        with views.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{scratch.name}" CASCADE'))
+
+
+@contextmanager
+def _scratch_files(views: sa.Engine, count: int,
+                   view_tables: list[sa.Table]) -> Iterator[list[_Scratch]]:
     assert views.url.database, "the SQLite views are a file"
-    folder = Path(views.url.database).parent / f".rebuild-{token}"
+    folder = Path(views.url.database).parent / f".rebuild-{secrets.token_hex(4)}"
     folder.mkdir()
     try:
-        scratches = [_Scratch(views.url, f"share_{k}", folder / f"share-{k}.sqlite")
-                     for k in range(1, count + 1)]
+        scratches = [_Scratch(views.url, f"share_{k}", folder / f"share-{k}.sqlite",
+                              tuple(view_tables)) for k in range(1, count + 1)]
         for scratch in scratches:
             scratch.engine().dispose()
         yield scratches
@@ -129,33 +137,51 @@ def _scratch_space(views: sa.Engine, count: int) -> Iterator[list[_Scratch]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _start_children(store: SubjectStore, scratches: list[_Scratch], count: int,
-                    head: int) -> list[tuple[BaseProcess, PipeEnd]]:
-    """Forks a child per scratch place to build shares 1 .. count-1."""
+@contextmanager
+def _children(runner: ProjectionRunner, scratches: list[_Scratch], count: int,
+              head: int) -> Iterator[list[Child]]:
+    """Forks a child for each of shares 1 .. count-1, writing into `scratches`; kills
+    any still running on the way out."""
     context = multiprocessing.get_context("fork")
-    env = dict(store.env)
-    children: list[tuple[BaseProcess, PipeEnd]] = []
-    for index, scratch in enumerate(scratches, start=1):
-        receiving, sending = context.Pipe(duplex=False)
-        child = context.Process(target=_build_share_in_child, daemon=True,
-                                name=f"rebuild-share-{index}",
-                                args=(env, scratch, Share(index, count), head, sending))
-        child.start()
-        sending.close()
-        children.append((child, receiving))
-    return children
+    env = dict(runner.store.env)
+    children: list[Child] = []
+    try:
+        for index, scratch in enumerate(scratches, start=1):
+            receiving, sending = context.Pipe(duplex=False)
+            child = context.Process(target=_build_share_in_child, daemon=True,
+                                    name=f"rebuild-share-{index}",
+                                    args=(env, runner.projections, scratch,
+                                          Share(index, count), head, sending))
+            child.start()
+            sending.close()
+            children.append((child, receiving))
+        yield children
+    finally:
+        for process, receiving in children:
+            receiving.close()
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
-def _build_share_in_child(env: dict[str, str], scratch: _Scratch, share: Share, head: int,
+def _build_share(store: SubjectStore, projections: Sequence[Projection], scratch: _Scratch,
+                 share: Share, head: int) -> None:
+    engine = scratch.engine()
+    try:
+        ProjectionRunner(store, engine, projections, share=share, stop=head).catch_up()
+    finally:
+        engine.dispose()
+
+
+def _build_share_in_child(env: dict[str, str], projections: Sequence[Projection],
+                          scratch: _Scratch, share: Share, head: int,
                           report: PipeEnd) -> None:
     """A forked child: never touches the connections it inherited, opens its own."""
     try:
         store = SubjectStore(env={**env, "CREATE_TABLE": "n"})  # the parent created them
-        engine = scratch.engine()
         try:
-            ProjectionRunner(store, engine, share=share, stop=head).catch_up()
+            _build_share(store, projections, scratch, share, head)
         finally:
-            engine.dispose()
             store.close()
     except BaseException as error:  # reported to the parent, which raises RebuildFailed
         report.send(f"{type(error).__name__}: {error}")
@@ -163,49 +189,7 @@ def _build_share_in_child(env: dict[str, str], scratch: _Scratch, share: Share, 
     report.send(None)
 
 
-def _build_and_merge(runner: ProjectionRunner, scratches: list[_Scratch],
-                     children: list[tuple[BaseProcess, PipeEnd]], count: int,
-                     head: int) -> None:
-    """In one transaction: empties the views, builds share 0 into them, adds the
-    children's shares and sets every position to `head`."""
-    names = [p.name for p in runner.projections]
-    views = [table for p in runner.projections for table in p.tables]
-    with runner.engine.connect() as conn:
-        quote = conn.dialect.identifier_preparer.quote
-        sqlite = conn.dialect.name == "sqlite"
-        if sqlite:  # outside a transaction, as SQLite requires
-            for scratch in scratches:
-                conn.exec_driver_sql(f"ATTACH DATABASE ? AS {quote(scratch.name)}",
-                                     (str(scratch.path),))
-            conn.commit()
-        try:
-            with conn.begin():
-                runner.lock_views(conn)
-                for table in views:  # a DELETE, not TRUNCATE: readers go on meanwhile
-                    conn.execute(table.delete())
-                conn.execute(tables.positions.delete()
-                             .where(tables.positions.c.name.in_(names)))
-                ProjectionRunner(runner.store, runner.engine, runner.projections,
-                                 share=Share(0, count), stop=head, connection=conn).catch_up()
-                _wait_for(children, count)
-                for table in views:
-                    columns = ", ".join(quote(c.name) for c in table.columns)
-                    for scratch in scratches:
-                        conn.exec_driver_sql(
-                            f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} "
-                            f"FROM {quote(scratch.name)}.{quote(table.name)}")
-                conn.execute(tables.positions.delete()
-                             .where(tables.positions.c.name.in_(names)))
-                conn.execute(tables.positions.insert(),
-                             [{"name": name, "position": head} for name in names])
-        finally:
-            if sqlite:
-                for scratch in scratches:
-                    conn.exec_driver_sql(f"DETACH DATABASE {quote(scratch.name)}")
-                conn.commit()
-
-
-def _wait_for(children: list[tuple[BaseProcess, PipeEnd]], count: int) -> None:
+def _wait_for(children: list[Child], count: int) -> None:
     for index, (child, receiving) in enumerate(children, start=1):
         try:
             failure = receiving.recv()
@@ -215,3 +199,53 @@ def _wait_for(children: list[tuple[BaseProcess, PipeEnd]], count: int) -> None:
         if failure is not None or child.exitcode != 0:
             raise RebuildFailed(f"rebuild share {index} of {count} failed: {failure} "
                                 f"(exit code {child.exitcode}); the views are unchanged")
+
+
+def _set_positions(runner: ProjectionRunner, conn: sa.Connection, head: int) -> None:
+    names = [p.name for p in runner.projections]
+    conn.execute(tables.positions.delete().where(tables.positions.c.name.in_(names)))
+    conn.execute(tables.positions.insert(), [{"name": n, "position": head} for n in names])
+
+
+def _swap_in(runner: ProjectionRunner, scratch: _Scratch, view_tables: list[sa.Table],
+             head: int) -> None:
+    """PostgreSQL: replaces each view by its scratch table, in one transaction."""
+    with runner.engine.begin() as conn:
+        runner.lock_views(conn)
+        home = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+        for table in view_tables:
+            conn.execute(sa.text(f'DROP TABLE "{home}"."{table.name}"'))
+            conn.execute(sa.text(f'ALTER TABLE "{scratch.name}"."{table.name}" '
+                                 f'SET SCHEMA "{home}"'))
+        _set_positions(runner, conn, head)
+
+
+def _build_share_and_copy(runner: ProjectionRunner, scratches: list[_Scratch],
+                          children: list[Child], count: int, head: int) -> None:
+    """SQLite, in one transaction: empties the views, builds share 0 into them, copies
+    the children's rows in and sets every position to `head`."""
+    with runner.engine.connect() as conn:
+        quote = conn.dialect.identifier_preparer.quote
+        for scratch in scratches:  # outside a transaction, as SQLite requires
+            conn.exec_driver_sql(f"ATTACH DATABASE ? AS {quote(scratch.name)}",
+                                 (str(scratch.path),))
+        conn.commit()
+        try:
+            with conn.begin():
+                runner.lock_views(conn)
+                for table in scratches[0].view_tables:
+                    conn.execute(table.delete())
+                ProjectionRunner(runner.store, runner.engine, runner.projections,
+                                 share=Share(0, count), stop=head, connection=conn).catch_up()
+                _wait_for(children, count)
+                for table in scratches[0].view_tables:
+                    columns = ", ".join(quote(c.name) for c in table.columns)
+                    for scratch in scratches:
+                        conn.exec_driver_sql(
+                            f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} "
+                            f"FROM {quote(scratch.name)}.{quote(table.name)}")
+                _set_positions(runner, conn, head)
+        finally:
+            for scratch in scratches:
+                conn.exec_driver_sql(f"DETACH DATABASE {quote(scratch.name)}")
+            conn.commit()

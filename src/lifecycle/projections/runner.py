@@ -65,8 +65,9 @@ class ProjectionRunner:
 
     A runner given a `share` applies only that share's aggregates (and the policy
     register) up to event `stop`: one process's part of a parallel rebuild. It writes
-    into scratch tables no other runner writes, or inside `connection`, a transaction its
-    caller holds (and commits); either way it takes no lock of its own.
+    rows into scratch tables, or inside `connection`, a transaction its caller holds (and
+    commits); it takes no lock and keeps its positions in memory: the rebuild that started
+    it sets the positions of the views it builds.
     """
 
     def __init__(self, store: SubjectStore, engine: sa.Engine,
@@ -81,6 +82,7 @@ class ProjectionRunner:
         self.share = share
         self.stop = stop
         self.connection = connection
+        self._share_positions: dict[str, int] = {}
         self._cache: dict[UUID, Any] = {}  # subjects and request cases
         self._register: PolicyRegister | None = None
         self._register_loaded = False
@@ -93,9 +95,12 @@ class ProjectionRunner:
         raise KeyError(f"no projection named {name!r} (known: {known})")
 
     def positions(self) -> dict[str, int]:
-        with self._transaction() as conn:
-            rows = dict(conn.execute(sa.select(tables.positions.c.name,
-                                               tables.positions.c.position)).all())
+        if self.share is not None:
+            rows = self._share_positions
+        else:
+            with self.engine.connect() as conn:
+                rows = dict(conn.execute(sa.select(tables.positions.c.name,
+                                                   tables.positions.c.position)).all())
         return {p.name: int(rows.get(p.name, 0)) for p in self.projections}
 
     def head(self) -> int:
@@ -142,10 +147,10 @@ class ProjectionRunner:
     def lock_views(self, conn: sa.Connection) -> dict[str, int]:
         """Serialises view writers across processes for this transaction; returns the
         positions as stored now (another process may have moved them)."""
+        if self.share is not None:  # scratch tables, or its caller's transaction
+            return dict(self._share_positions)
         if conn.dialect.name == "postgresql":
-            if self.share is None:  # a share writes its own tables or its caller's lock
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
-                             {"key": VIEWS_LOCK})
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": VIEWS_LOCK})
         else:  # SQLite: take the write lock before reading, not at the first write
             conn.execute(tables.positions.update().where(sa.false()).values(position=0))
         return {name: int(pos) for name, pos in conn.execute(
@@ -219,7 +224,7 @@ class ProjectionRunner:
                 context = ProjectionContext(
                     conn=conn, store=self.store, register=register,
                     policy_changed=policy_changed_at is not None and policy_changed_at > seen,
-                    cases=touched.cases, fresh=touched.fresh)
+                    cases=touched.cases, fresh=touched.fresh, share=self.share)
                 projection.update(context, touched.subjects)
                 self._write_position(conn, projection.name, last, projection.name in stored)
         if len(self._cache) > CACHE_LIMIT:
@@ -253,9 +258,11 @@ class ProjectionRunner:
         else:
             self._cache[aggregate_id] = self.store.repository.get(aggregate_id, version=version)
 
-    @staticmethod
-    def _write_position(conn: sa.Connection, name: str, position: int, stored: bool) -> None:
-        if stored:
+    def _write_position(self, conn: sa.Connection, name: str, position: int,
+                        stored: bool) -> None:
+        if self.share is not None:
+            self._share_positions[name] = position
+        elif stored:
             conn.execute(tables.positions.update().where(tables.positions.c.name == name)
                          .values(position=position))
         else:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
-from lifecycle.event_store import SubjectStore
+from lifecycle.event_store import Share, SubjectStore
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.projections import tables
 from lifecycle.projections.bulk import insert_rows
@@ -30,6 +30,8 @@ class ProjectionContext:
     # Aggregates created after this projection's position: none of them has a row yet,
     # so their rows are inserted without a DELETE first.
     fresh: Collection[UUID] = frozenset()
+    # A share of a parallel rebuild: other shares write the same scratch tables.
+    share: Share | None = None
 
     def stale_ids(self, aggregates: Iterable[DataSubject | RequestCase]) -> list[str]:
         """The ids whose existing rows must be deleted before the new ones go in."""
@@ -79,19 +81,29 @@ class ScheduleProjection:
 
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
         if ctx.policy_changed:
-            ctx.conn.execute(tables.schedule.delete())
+            known = self._known_subjects(ctx)  # the subjects view already has `subjects`
+            if ctx.share is None:
+                ctx.conn.execute(tables.schedule.delete())
+            else:
+                _replace(ctx.conn, tables.schedule, [str(i) for i in known], [])
             self._write(ctx, list(subjects), replace=False)
-            for chunk in self._other_subjects(ctx, {s.id for s in subjects}):
+            for chunk in self._other_subjects(ctx, known, {s.id for s in subjects}):
                 self._write(ctx, chunk, replace=False)
         else:
             self._write(ctx, list(subjects), replace=True)
 
-    def _other_subjects(self, ctx: ProjectionContext, given: set[UUID]
-                        ) -> Iterator[list[DataSubject]]:
-        """Every other known subject, loaded from the store (a new policy re-plans all)."""
+    @staticmethod
+    def _known_subjects(ctx: ProjectionContext) -> list[UUID]:
+        """The subjects in the subjects view (of this share, in a parallel rebuild)."""
         ids = [UUID(row[0]) for row in ctx.conn.execute(
             sa.select(tables.subjects.c.subject_id).order_by(tables.subjects.c.subject_id))]
-        ids = [i for i in ids if i not in given]
+        share = ctx.share
+        return ids if share is None else [i for i in ids if share.holds(i)]
+
+    def _other_subjects(self, ctx: ProjectionContext, known: list[UUID], given: set[UUID]
+                        ) -> Iterator[list[DataSubject]]:
+        """Every other known subject, loaded from the store (a new policy re-plans all)."""
+        ids = [i for i in known if i not in given]
         for start in range(0, len(ids), 1000):
             loaded = (ctx.store.get_subject_by_id(i) for i in ids[start:start + 1000])
             yield [s for s in loaded if s is not None]
