@@ -123,12 +123,14 @@ def test_shares_split_the_log_by_aggregate(ledger: Ledger, tmp_path: Path, count
 
 
 def test_a_short_log_is_rebuilt_in_one_process() -> None:
-    """Below MIN_EVENTS a rebuild is not shared; above it, among a power of two of
-    processes, at most one per available CPU and at most MAX_WORKERS."""
+    """Below MIN_EVENTS a rebuild is not shared unless asked; from it, among a power of
+    two of processes, at most one per available CPU and at most MAX_WORKERS; a number
+    asked for is rounded down to a power of two."""
     assert parallel.worker_count(parallel.MIN_EVENTS - 1) == 1
     count = parallel.worker_count(parallel.MIN_EVENTS)
-    assert count in (1, 2, 4) and count <= min(parallel.MAX_WORKERS, parallel.available_cpus())
-    assert count * 2 > min(parallel.MAX_WORKERS, parallel.available_cpus())
+    ceiling = min(parallel.MAX_WORKERS, parallel.available_cpus())
+    assert count in (1, 2, 4) and count <= ceiling < count * 2
+    assert [parallel.worker_count(10, asked) for asked in (1, 2, 3, 4, 9)] == [1, 2, 2, 4, 4]
 
 
 def test_a_share_is_one_of_a_power_of_two() -> None:

@@ -53,6 +53,33 @@ def test_rebuilding_one_projection_leaves_the_others(ledger: Ledger) -> None:
     assert snapshot_views(ledger) == before
 
 
+def test_a_store_from_before_the_suppression_list_gets_it_built(backend: Settings) -> None:
+    """Opening a store whose views still have the retired one-subject-per-hash suppression
+    table drops it (and its position) and builds the suppression list from the log."""
+    with Ledger(backend) as ledger:
+        ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+        ledger.ingest([json.dumps(f) for f in generate_facts("hqip", 60)], NOW)
+        ledger.projections.catch_up()
+        suppressed = ledger.suppressed_hashes()
+        assert suppressed
+        head = ledger.projections.head()
+        with ledger.views.begin() as conn:  # the views as the previous version left them
+            conn.execute(tables.suppression.delete())
+            conn.execute(tables.positions.delete()
+                         .where(tables.positions.c.name == "suppression-list"))
+            conn.execute(sa.text("CREATE TABLE lifecycle_suppression (email_hash "
+                                 "VARCHAR(64) PRIMARY KEY, subject_id VARCHAR(36))"))
+            conn.execute(tables.positions.insert().values(name="suppression", position=head))
+    with Ledger(backend) as reopened:
+        assert not sa.inspect(reopened.views).has_table("lifecycle_suppression")
+        with reopened.views.connect() as conn:
+            names = set(conn.execute(sa.select(tables.positions.c.name)).scalars())
+        assert "suppression" not in names
+        assert reopened.projections.positions()["suppression-list"] == 0
+        reopened.projections.catch_up()
+        assert reopened.suppressed_hashes() == suppressed
+
+
 def test_projection_status_shows_lag_until_caught_up(ledger: Ledger) -> None:
     """New events show as lag until the projections catch up."""
     ledger.ingest(lines([collected("m:1", "2024-01-01T00:00:00Z", "r", {"a": 1})]), NOW)

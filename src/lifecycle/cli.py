@@ -21,6 +21,7 @@ from lifecycle.facts import Rejection
 from lifecycle.ingest import IngestReport
 from lifecycle.ledger import Ledger
 from lifecycle.policy.loader import bundled_policy
+from lifecycle.projections.parallel import MAX_WORKERS, MIN_EVENTS
 from lifecycle.logs import configure_logging, get_logger
 from lifecycle.settings import load_settings
 
@@ -412,12 +413,16 @@ def projections_status(as_json: bool) -> None:
 
 @projections.command("rebuild")
 @click.argument("names", nargs=-1)
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS),
+              help="Processes to share a full rebuild among, rounded down to a power of "
+                   f"two (default: one per CPU, at most {MAX_WORKERS}, once the log holds "
+                   f"{MIN_EVENTS:,} events).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def projections_rebuild(names: tuple[str, ...], as_json: bool) -> None:
+def projections_rebuild(names: tuple[str, ...], workers: int | None, as_json: bool) -> None:
     """Rebuild the named projections (all by default) from the first event."""
     with open_ledger() as ledger:
         try:
-            events = ledger.rebuild_projections(list(names) or None)
+            events = ledger.rebuild_projections(list(names) or None, workers)
         except KeyError as error:
             raise click.BadParameter(str(error.args[0]), param_hint="NAMES") from None
     chosen = list(names) or [p.name for p in ledger.projections.projections]

@@ -52,23 +52,26 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def worker_count(events: int) -> int:
-    """How many processes share a full rebuild of `events` events: one per CPU, at most
-    MAX_WORKERS, rounded down to a power of two; one for a short log or without fork."""
-    if events < MIN_EVENTS or "fork" not in multiprocessing.get_all_start_methods():
+def worker_count(events: int, asked: int | None = None) -> int:
+    """How many processes share a full rebuild of `events` events: `asked`, else one per
+    CPU once the log is long enough; at most MAX_WORKERS, rounded down to a power of two
+    (see Share); one without fork."""
+    if "fork" not in multiprocessing.get_all_start_methods():
         return 1
-    return 1 << (min(MAX_WORKERS, available_cpus()).bit_length() - 1)
+    if asked is None:
+        asked = available_cpus() if events >= MIN_EVENTS else 1
+    return 1 << (max(1, min(MAX_WORKERS, asked)).bit_length() - 1)
 
 
 def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
             workers: int | None = None) -> int:
     """Empties the named projections (all by default) and replays them from zero; returns
-    the events read. A rebuild of every projection is shared among `workers` processes
-    (default: `worker_count`); any other runs in this process, because a share's schedule
-    re-plans its subjects (for a new policy) from its own subjects view."""
+    the events read. A rebuild of every projection is shared among
+    `worker_count(events, workers)` processes; any other runs in this process, because a
+    share's schedule re-plans its subjects (for a new policy) from its own subjects view."""
     chosen = {runner.by_name(n).name for n in names} if names else None
     head = runner.head()
-    count = worker_count(head) if workers is None else workers
+    count = worker_count(head, workers)
     if count < 2 or head == 0 or (chosen is not None
                                   and chosen != {p.name for p in runner.projections}):
         return runner.rebuild(names)

@@ -57,7 +57,13 @@ class _Touched:
 def create_views_engine(url: str) -> sa.Engine:
     # Read models are derived from the log: after a power cut, losing the last commits
     # (never consistency: rows and positions commit together) only means a re-catch-up.
-    return create_store_engine(url, tables.metadata, ("journal_mode=WAL", "synchronous=NORMAL"))
+    engine = create_store_engine(url, tables.metadata,
+                                 ("journal_mode=WAL", "synchronous=NORMAL"))
+    with engine.begin() as conn:
+        for name, table in tables.RETIRED.items():
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
+            conn.execute(tables.positions.delete().where(tables.positions.c.name == name))
+    return engine
 
 
 class ProjectionRunner:

@@ -30,6 +30,10 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 metadata = sa.MetaData()
 TZ = UTCDateTime()
 
+# Projections this version no longer has, with their tables (dropped when views open):
+# "suppression" kept one subject per hash and became "suppression-list".
+RETIRED = {"suppression": "lifecycle_suppression"}
+
 positions = sa.Table(
     "lifecycle_projection_positions", metadata,
     sa.Column("name", sa.String(64), primary_key=True),
