@@ -43,14 +43,17 @@ def varied_log(ledger: Ledger, tmp_path: Path) -> None:
     ledger.ingest(facts[len(facts) // 2:], NOW)
 
 
-def scratch_left(ledger: Ledger) -> list[str]:
-    """Scratch schemas (PostgreSQL) or folders (SQLite) a parallel rebuild left behind."""
+def scratch_left(ledger: Ledger) -> set[str]:
+    """The names of the scratch schemas (PostgreSQL) or folders and their lease files
+    (SQLite) that parallel rebuilds left behind, without their prefix."""
     if ledger.views.dialect.name == "postgresql":
         with ledger.views.connect() as conn:
-            return list(conn.execute(sa.text(
+            schemas = conn.execute(sa.text(
                 "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'lifecycle_rebuild_%'"
-            )).scalars())
-    return [p.name for p in ledger.settings.home.glob(".rebuild-*")]
+            )).scalars()
+            return {name.removeprefix(parallel.SCHEMA_PREFIX) for name in schemas}
+    return {p.name.removeprefix(parallel.FOLDER_PREFIX).removesuffix(".lease")
+            for p in ledger.settings.home.glob(parallel.FOLDER_PREFIX + "*")}
 
 
 @pytest.mark.parametrize("workers", [2, 4])
@@ -66,7 +69,7 @@ def test_a_shared_rebuild_builds_the_views_one_process_builds(
     assert ledger.rebuild_projections(workers=workers) == head
     assert snapshot_views(ledger) == alone
     assert set(ledger.projections.positions().values()) == {head}
-    assert scratch_left(ledger) == []
+    assert scratch_left(ledger) == set()
 
 
 def test_a_failed_share_leaves_the_views_as_they_were(ledger: Ledger, tmp_path: Path) -> None:
@@ -94,7 +97,7 @@ def test_a_failed_share_leaves_the_views_as_they_were(ledger: Ledger, tmp_path: 
     with pytest.raises(RebuildFailed, match="share 1 of 2 failed"):
         ledger.rebuild_projections(workers=2)
     assert (snapshot_views(ledger), ledger.projections.positions()) == before
-    assert scratch_left(ledger) == []
+    assert scratch_left(ledger) == set()
 
 
 @pytest.mark.parametrize("count", [2, 4])
@@ -139,3 +142,39 @@ def test_a_share_is_one_of_a_power_of_two() -> None:
         Share(0, 3)
     with pytest.raises(ValueError):
         Share(2, 2)
+
+
+def abandon_scratch(ledger: Ledger, name: str) -> None:
+    """A scratch place as a rebuild killed with SIGKILL leaves it: nobody holds its lease."""
+    if ledger.views.dialect.name == "postgresql":
+        with ledger.views.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{parallel.SCHEMA_PREFIX}{name}"'))
+            conn.execute(sa.text(f'CREATE TABLE "{parallel.SCHEMA_PREFIX}{name}".t (x int)'))
+    else:
+        folder = ledger.settings.home / f"{parallel.FOLDER_PREFIX}{name}"
+        folder.mkdir()
+        (folder / "share-1.sqlite").write_bytes(b"")
+        folder.with_name(folder.name + ".lease").write_text("")
+
+
+def test_a_rebuild_drops_the_scratch_a_killed_rebuild_left(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """Scratch tables left by a rebuild killed part way (its lease died with it) are
+    dropped by the next shared rebuild; scratch whose lease is held is left alone."""
+    varied_log(ledger, tmp_path)
+    abandon_scratch(ledger, "abandoned")
+    abandon_scratch(ledger, "running")
+    if ledger.views.dialect.name == "postgresql":
+        in_use = parallel._schema_lease(ledger.views, parallel.SCHEMA_PREFIX + "running")
+    else:
+        in_use = parallel._folder_lease(
+            ledger.settings.home / f"{parallel.FOLDER_PREFIX}running")
+    assert in_use.acquire()
+    try:
+        assert scratch_left(ledger) == {"abandoned", "running"}
+        ledger.rebuild_projections(workers=2)
+        assert scratch_left(ledger) == {"running"}
+    finally:
+        in_use.release()
+    assert parallel.drop_abandoned_scratch(ledger.views)
+    assert scratch_left(ledger) == set()

@@ -13,6 +13,10 @@ views as they were, and a share that fails or is killed leaves them so.
 - SQLite (one writer per file): each child writes into a scratch file of its own beside
   views.sqlite; this process empties the views and writes its own share into them in one
   transaction, which copies the children's rows in (attached) before it commits.
+
+Scratch places are dropped on the way out. One left by a rebuild that was killed is
+dropped by the next rebuild: each is claimed by a lease (an advisory lock, or an flock)
+that dies with its holder, so a scratch place whose lease is free is abandoned.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from sqlalchemy.pool import NullPool
 from lifecycle.engines import create_store_engine
 from lifecycle.errors import RebuildFailed
 from lifecycle.event_store import Share, SubjectStore
+from lifecycle.lease import AdvisoryLease, FileLease, Lease
 from lifecycle.projections import tables
 from lifecycle.projections.runner import ProjectionRunner
 from lifecycle.projections.views import Projection
@@ -110,34 +115,98 @@ class _Scratch:
         return engine
 
 
+SCHEMA_PREFIX = "lifecycle_rebuild_"
+FOLDER_PREFIX = ".rebuild-"
+
+
+def _schema_lease(views: sa.Engine, schema: str) -> Lease:
+    url = views.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return AdvisoryLease(url, f"rebuild {schema}")
+
+
+def _folder_lease(folder: Path) -> Lease:
+    return FileLease(folder.with_name(folder.name + ".lease"))
+
+
+@contextmanager
+def _claimed(lease: Lease, name: str) -> Iterator[None]:
+    if not lease.acquire():  # a fresh random name: nobody else should hold it
+        raise RebuildFailed(f"another process holds scratch place {name}")
+    try:
+        yield
+    finally:
+        lease.release()
+
+
+def drop_abandoned_scratch(views: sa.Engine) -> list[str]:
+    """Drops the scratch places of rebuilds that were killed; returns their names."""
+    dropped: list[str] = []
+    if views.dialect.name == "postgresql":
+        with views.connect() as conn:
+            schemas = list(conn.execute(sa.text(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, :prefix)"),
+                {"prefix": SCHEMA_PREFIX}).scalars())
+        for schema in schemas:
+            lease = _schema_lease(views, schema)
+            if lease.acquire():
+                try:
+                    with views.begin() as conn:
+                        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                    dropped.append(schema)
+                finally:
+                    lease.release()
+        return dropped
+    assert views.url.database, "the SQLite views are a file"
+    folders = {entry.with_name(entry.name.removesuffix(".lease")) for entry
+               in Path(views.url.database).parent.glob(FOLDER_PREFIX + "*")}
+    for folder in sorted(folders):
+        lease = _folder_lease(folder)
+        if lease.acquire():
+            try:
+                if folder.is_dir():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    dropped.append(folder.name)
+            finally:
+                lease.release()
+                folder.with_name(folder.name + ".lease").unlink(missing_ok=True)
+    return dropped
+
+
 @contextmanager
 def _scratch_schema(views: sa.Engine, view_tables: list[sa.Table]) -> Iterator[_Scratch]:
-    scratch = _Scratch(views.url, f"lifecycle_rebuild_{secrets.token_hex(4)}", None,
+    drop_abandoned_scratch(views)
+    scratch = _Scratch(views.url, SCHEMA_PREFIX + secrets.token_hex(4), None,
                        tuple(view_tables))
-    try:
-        with views.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{scratch.name}"'))
-        scratch.engine().dispose()  # the tables, before any share starts
-        yield scratch
-    finally:
-        with views.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{scratch.name}" CASCADE'))
+    with _claimed(_schema_lease(views, scratch.name), scratch.name):
+        try:
+            with views.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{scratch.name}"'))
+            scratch.engine().dispose()  # the tables, before any share starts
+            yield scratch
+        finally:
+            with views.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{scratch.name}" CASCADE'))
 
 
 @contextmanager
 def _scratch_files(views: sa.Engine, count: int,
                    view_tables: list[sa.Table]) -> Iterator[list[_Scratch]]:
+    drop_abandoned_scratch(views)
     assert views.url.database, "the SQLite views are a file"
-    folder = Path(views.url.database).parent / f".rebuild-{secrets.token_hex(4)}"
-    folder.mkdir()
+    folder = Path(views.url.database).parent / (FOLDER_PREFIX + secrets.token_hex(4))
     try:
-        scratches = [_Scratch(views.url, f"share_{k}", folder / f"share-{k}.sqlite",
-                              tuple(view_tables)) for k in range(1, count + 1)]
-        for scratch in scratches:
-            scratch.engine().dispose()
-        yield scratches
+        with _claimed(_folder_lease(folder), folder.name):
+            try:
+                folder.mkdir()
+                scratches = [_Scratch(views.url, f"share_{k}", folder / f"share-{k}.sqlite",
+                                      tuple(view_tables)) for k in range(1, count + 1)]
+                for scratch in scratches:
+                    scratch.engine().dispose()
+                yield scratches
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        folder.with_name(folder.name + ".lease").unlink(missing_ok=True)
 
 
 @contextmanager
