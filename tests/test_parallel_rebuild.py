@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from lifecycle.aggregates.policy_register import REGISTER_ID
 from lifecycle.errors import RebuildFailed
-from lifecycle.event_store import Share
+from lifecycle.event_store import BUCKETS, Partition
 from lifecycle.ledger import Ledger
 from lifecycle.projections import parallel
 from lifecycle.samples import generate_facts
@@ -56,7 +56,7 @@ def scratch_left(ledger: Ledger) -> set[str]:
             for p in ledger.settings.home.glob(parallel.FOLDER_PREFIX + "*")}
 
 
-@pytest.mark.parametrize("workers", [2, 4])
+@pytest.mark.parametrize("workers", [2, 3, 4])
 def test_a_shared_rebuild_builds_the_views_one_process_builds(
         ledger: Ledger, tmp_path: Path, workers: int) -> None:
     """A rebuild shared among several processes gives every view the rows a rebuild in
@@ -80,8 +80,9 @@ def test_a_failed_share_leaves_the_views_as_they_were(ledger: Ledger, tmp_path: 
     before = snapshot_views(ledger), ledger.projections.positions()
     recorder = ledger.store.recorder
     page = recorder.select_notifications(1, ledger.projections.head())
+    child_partition = parallel.partitions(2, ledger.views.dialect.name == "sqlite")[1]
     victim = next(n for n in page if n.originator_version > 1
-                  and Share(1, 2).holds(UUID(str(n.originator_id))))
+                  and child_partition.holds(UUID(str(n.originator_id))))
     table = sa.table(recorder.events_table_name, sa.column("originator_id"),
                      sa.column("originator_version"), sa.column("state"))
     stored_id: object = victim.originator_id
@@ -100,48 +101,51 @@ def test_a_failed_share_leaves_the_views_as_they_were(ledger: Ledger, tmp_path: 
     assert scratch_left(ledger) == set()
 
 
-@pytest.mark.parametrize("count", [2, 4])
-def test_shares_split_the_log_by_aggregate(ledger: Ledger, tmp_path: Path, count: int) -> None:
-    """Each event of a subject or request case is read by exactly one share, all of an
-    aggregate's events by the same one; the policy register's are read by every share."""
+@pytest.mark.parametrize("count", [2, 3, 4])
+@pytest.mark.parametrize("lighter_first", [False, True])
+def test_partitions_split_the_log_by_aggregate(
+        ledger: Ledger, tmp_path: Path, count: int, lighter_first: bool) -> None:
+    """Each event of a subject or request case is read by exactly one of the partitions a
+    rebuild is shared by, all of an aggregate's events by the same one; the policy
+    register's are read by every partition. Partitions differ by at most one bucket,
+    except a lighter first, one smaller still."""
     varied_log(ledger, tmp_path)
     head = ledger.projections.head()
     everything = ledger.store.recorder.select_notifications(1, head)
     register = {n.id for n in everything if n.originator_id == REGISTER_ID}
-    shares = [ledger.store.share_notifications(Share(k, count), 0, head) for k in range(count)]
-    assert all(n.id in {m.id for m in share} for share in shares for n in everything
-               if n.id in register)
+    chosen = parallel.partitions(count, lighter_first)
+    sizes = [len(p.buckets) for p in chosen]
+    assert sum(sizes) == BUCKETS and max(sizes[1:]) - min(sizes[1:]) <= 1
+    assert sizes[0] == BUCKETS // count - lighter_first
+    read = [ledger.store.partition_notifications(p, 0, head) for p in chosen]
     owners: dict[int, int] = {}
-    for k, share in enumerate(shares):
-        assert [n.id for n in share] == sorted(n.id for n in share)
-        for n in share:
+    for k, (partition, notifications) in enumerate(zip(chosen, read)):
+        ids = [n.id for n in notifications]
+        assert ids == sorted(ids) and register <= set(ids)
+        for n in notifications:
             if n.id not in register:
                 assert n.id not in owners
                 owners[n.id] = k
-                assert Share(k, count).holds(UUID(str(n.originator_id)))
+                assert partition.holds(UUID(str(n.originator_id)))
     assert set(owners) | register == {n.id for n in everything}
-    assert len(set(owners.values())) == count  # every share got some of 40 subjects
-
-
+    assert len(set(owners.values())) == count  # every partition got some of 40 subjects
 
 
 def test_a_short_log_is_rebuilt_in_one_process() -> None:
-    """Below MIN_EVENTS a rebuild is not shared unless asked; from it, among a power of
-    two of processes, at most one per available CPU and at most MAX_WORKERS; a number
-    asked for is rounded down to a power of two."""
+    """Below MIN_EVENTS a rebuild is not shared unless asked; from it, among one process
+    per available CPU, at most MAX_WORKERS, as a number asked for is."""
     assert parallel.worker_count(parallel.MIN_EVENTS - 1) == 1
-    count = parallel.worker_count(parallel.MIN_EVENTS)
     ceiling = min(parallel.MAX_WORKERS, parallel.available_cpus())
-    assert count in (1, 2, 4) and count <= ceiling < count * 2
-    assert [parallel.worker_count(10, asked) for asked in (1, 2, 3, 4, 9)] == [1, 2, 2, 4, 4]
+    assert parallel.worker_count(parallel.MIN_EVENTS) == ceiling
+    assert [parallel.worker_count(10, asked) for asked in (0, 1, 3, 9)] == [1, 1, 3, 4]
 
 
-def test_a_share_is_one_of_a_power_of_two() -> None:
-    """Shares are only defined for counts dividing 16 (an id's last hex digit decides)."""
+def test_a_partition_is_some_of_the_buckets() -> None:
+    """A partition names at least one bucket, each an id's possible last hex digit."""
     with pytest.raises(ValueError):
-        Share(0, 3)
+        Partition(frozenset())
     with pytest.raises(ValueError):
-        Share(2, 2)
+        Partition(frozenset({BUCKETS}))
 
 
 def abandon_scratch(ledger: Ledger, name: str) -> None:

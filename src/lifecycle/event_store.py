@@ -26,20 +26,22 @@ T = TypeVar("T")
 SAVE_RETRIES = 5
 
 
+BUCKETS = 16  # an aggregate's bucket: the last hex digit of its id
+
+
 @dataclass(frozen=True)
-class Share:
-    """One of `count` disjoint shares of the aggregates, by id, for work split among
-    processes. `count` divides 16, so an id's last hex digit decides its share, which
-    both databases can test without decoding anything."""
-    index: int
-    count: int
+class Partition:
+    """Some of the buckets aggregates fall into, for work split among processes (each
+    takes a partition, disjoint from the others'). Both databases can tell an event's
+    bucket from its stored aggregate id, without decoding anything."""
+    buckets: frozenset[int]
 
     def __post_init__(self) -> None:
-        if self.count not in (1, 2, 4, 8, 16) or not 0 <= self.index < self.count:
-            raise ValueError(f"no share {self.index} of {self.count}")
+        if not self.buckets or not self.buckets <= set(range(BUCKETS)):
+            raise ValueError(f"buckets must be some of 0..{BUCKETS - 1}: {sorted(self.buckets)}")
 
     def holds(self, aggregate_id: UUID) -> bool:
-        return aggregate_id.int % self.count == self.index
+        return aggregate_id.int % BUCKETS in self.buckets
 
 
 class SubjectStore(Application[UUID]):
@@ -91,22 +93,23 @@ class SubjectStore(Application[UUID]):
                 found.update(i for i in chunk if recorder.select_events(i, limit=1))
         return found
 
-    def share_notifications(self, share: Share, after: int, upto: int) -> list[Notification]:
+    def partition_notifications(self, partition: Partition, after: int,
+                                upto: int) -> list[Notification]:
         """The notifications after `after` and up to `upto`, in order, of the aggregates
-        in `share` and of the policy register (every share needs the policy). The
-        database filters the rows, so a share reads only its own. A range of ids, not a
+        in `partition` and of the policy register (every partition needs the policy). The
+        database filters the rows, so a process reads only its own. A range of ids, not a
         LIMIT: PostgreSQL cannot estimate the filter and would sort the rest of the log
         for every page."""
         recorder = self.recorder
-        digits = [d for d in "0123456789abcdef" if int(d, 16) % share.count == share.index]
+        buckets = sorted(partition.buckets)
         if isinstance(recorder, SQLiteAggregateRecorder):  # ids stored as 32 hex digits
-            marks = ",".join("?" * len(digits))
+            marks = ",".join("?" * len(buckets))
             with recorder.datastore.transaction(commit=False) as cursor:
                 cursor.execute(
                     f"SELECT rowid, * FROM {recorder.events_table_name} "
                     f"WHERE rowid > ? AND rowid <= ? AND (substr(originator_id, 32) "
                     f"IN ({marks}) OR originator_id = ?) ORDER BY rowid",
-                    [after, upto, *digits, REGISTER_ID.hex])
+                    [after, upto, *(f"{b:x}" for b in buckets), REGISTER_ID.hex])
                 return [Notification(id=row["rowid"], originator_id=UUID(row["originator_id"]),
                                      originator_version=row["originator_version"],
                                      topic=row["topic"], state=row["state"])
@@ -114,12 +117,11 @@ class SubjectStore(Application[UUID]):
         if isinstance(recorder, PostgresAggregateRecorder):
             statement = SQL(
                 "SELECT * FROM {}.{} WHERE notification_id > %s AND notification_id <= %s "
-                "AND (mod(get_byte(uuid_send(originator_id), 15), %s) = %s "
+                "AND (mod(get_byte(uuid_send(originator_id), 15), 16) = ANY(%s) "
                 "OR originator_id = %s) ORDER BY notification_id").format(
                 Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
             with recorder.datastore.transaction(commit=False) as cursor:
-                cursor.execute(statement, [after, upto, share.count, share.index, REGISTER_ID],
-                               prepare=True)
+                cursor.execute(statement, [after, upto, buckets, REGISTER_ID], prepare=True)
                 return [Notification(id=row["notification_id"],
                                      originator_id=row["originator_id"],
                                      originator_version=row["originator_version"],
@@ -127,7 +129,7 @@ class SubjectStore(Application[UUID]):
                         for row in cursor.fetchall()]
         every = recorder.select_notifications(after, upto - after, upto, inclusive_of_start=False)
         return [n for n in every if n.originator_id == REGISTER_ID
-                or share.holds(UUID(str(n.originator_id)))]
+                or partition.holds(UUID(str(n.originator_id)))]
 
     def get_request_case(self, case_id: UUID) -> RequestCase | None:
         return self._get(case_id, RequestCase)

@@ -38,13 +38,13 @@ from sqlalchemy.pool import NullPool
 
 from lifecycle.engines import create_store_engine
 from lifecycle.errors import RebuildFailed
-from lifecycle.event_store import Share, SubjectStore
+from lifecycle.event_store import BUCKETS, Partition, SubjectStore
 from lifecycle.lease import AdvisoryLease, FileLease, Lease
 from lifecycle.projections import tables
 from lifecycle.projections.runner import ProjectionRunner
 from lifecycle.projections.views import Projection
 
-MAX_WORKERS = 4  # a power of two (see Share)
+MAX_WORKERS = 4
 # Below this many events forking and merging cost more than sharing the work saves.
 MIN_EVENTS = 20_000
 
@@ -59,13 +59,23 @@ def available_cpus() -> int:
 
 def worker_count(events: int, asked: int | None = None) -> int:
     """How many processes share a full rebuild of `events` events: `asked`, else one per
-    CPU once the log is long enough; at most MAX_WORKERS, rounded down to a power of two
-    (see Share); one without fork."""
+    CPU once the log is long enough; at most MAX_WORKERS; one without fork."""
     if "fork" not in multiprocessing.get_all_start_methods():
         return 1
     if asked is None:
         asked = available_cpus() if events >= MIN_EVENTS else 1
-    return 1 << (max(1, min(MAX_WORKERS, asked)).bit_length() - 1)
+    return max(1, min(MAX_WORKERS, asked))
+
+
+def partitions(count: int, lighter_first: bool) -> list[Partition]:
+    """`count` disjoint partitions of every bucket, as even as can be, the first (this
+    process's) one bucket smaller when it also has the copying and the commit to do."""
+    first = max(1, BUCKETS // count - (1 if lighter_first else 0))
+    rest = list(range(first, BUCKETS))
+    found = [Partition(frozenset(range(first)))]
+    for k in range(count - 1):
+        found.append(Partition(frozenset(rest[k::count - 1])))
+    return found
 
 
 def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
@@ -82,15 +92,17 @@ def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
         return runner.rebuild(names)
     view_tables = [table for p in runner.projections for table in p.tables]
     if runner.engine.dialect.name == "postgresql":
+        own, *others = partitions(count, lighter_first=False)
         with _scratch_schema(runner.engine, view_tables) as scratch:
-            with _children(runner, [scratch] * (count - 1), count, head) as children:
-                _build_share(runner.store, runner.projections, scratch, Share(0, count), head)
-                _wait_for(children, count)
+            with _children(runner, [scratch] * (count - 1), others, head) as children:
+                _build_share(runner.store, runner.projections, scratch, own, head)
+                _wait_for(children)
                 _swap_in(runner, scratch, view_tables, head)
     else:
+        own, *others = partitions(count, lighter_first=True)
         with _scratch_files(runner.engine, count - 1, view_tables) as scratches:
-            with _children(runner, scratches, count, head) as children:
-                _build_share_and_copy(runner, scratches, children, count, head)
+            with _children(runner, scratches, others, head) as children:
+                _build_share_and_copy(runner, scratches, children, own, head)
     runner.forget()
     return head + runner.catch_up()
 
@@ -108,9 +120,10 @@ class _Scratch:
         if self.path is not None:  # scratch data: no journal, no syncing
             engine = create_store_engine(f"sqlite:///{self.path}", sa.MetaData(),
                                          ("journal_mode=OFF", "synchronous=OFF"))
-        else:
+        else:  # scratch data: commits need not wait for the disk (the swap's does)
+            options = f"-csearch_path={self.name} -csynchronous_commit=off"
             engine = sa.create_engine(self.url, poolclass=NullPool,
-                                      connect_args={"options": f"-csearch_path={self.name}"})
+                                      connect_args={"options": options})
         tables.metadata.create_all(engine, tables=self.view_tables)
         return engine
 
@@ -210,20 +223,20 @@ def _scratch_files(views: sa.Engine, count: int,
 
 
 @contextmanager
-def _children(runner: ProjectionRunner, scratches: list[_Scratch], count: int,
-              head: int) -> Iterator[list[Child]]:
-    """Forks a child for each of shares 1 .. count-1, writing into `scratches`; kills
-    any still running on the way out."""
+def _children(runner: ProjectionRunner, scratches: list[_Scratch],
+              others: list[Partition], head: int) -> Iterator[list[Child]]:
+    """Forks a child for each of the `others` partitions, writing into the matching
+    scratch place; kills any still running on the way out."""
     context = multiprocessing.get_context("fork")
     env = dict(runner.store.env)
     children: list[Child] = []
     try:
-        for index, scratch in enumerate(scratches, start=1):
+        for index, (scratch, partition) in enumerate(zip(scratches, others), start=1):
             receiving, sending = context.Pipe(duplex=False)
             child = context.Process(target=_build_share_in_child, daemon=True,
                                     name=f"rebuild-share-{index}",
-                                    args=(env, runner.projections, scratch,
-                                          Share(index, count), head, sending))
+                                    args=(env, runner.projections, scratch, partition,
+                                          head, sending))
             child.start()
             sending.close()
             children.append((child, receiving))
@@ -237,22 +250,23 @@ def _children(runner: ProjectionRunner, scratches: list[_Scratch], count: int,
 
 
 def _build_share(store: SubjectStore, projections: Sequence[Projection], scratch: _Scratch,
-                 share: Share, head: int) -> None:
+                 partition: Partition, head: int) -> None:
     engine = scratch.engine()
     try:
-        ProjectionRunner(store, engine, projections, share=share, stop=head).catch_up()
+        ProjectionRunner(store, engine, projections, partition=partition,
+                         stop=head).catch_up()
     finally:
         engine.dispose()
 
 
 def _build_share_in_child(env: dict[str, str], projections: Sequence[Projection],
-                          scratch: _Scratch, share: Share, head: int,
+                          scratch: _Scratch, partition: Partition, head: int,
                           report: PipeEnd) -> None:
     """A forked child: never touches the connections it inherited, opens its own."""
     try:
         store = SubjectStore(env={**env, "CREATE_TABLE": "n"})  # the parent created them
         try:
-            _build_share(store, projections, scratch, share, head)
+            _build_share(store, projections, scratch, partition, head)
         finally:
             store.close()
     except BaseException as error:  # reported to the parent, which raises RebuildFailed
@@ -261,7 +275,7 @@ def _build_share_in_child(env: dict[str, str], projections: Sequence[Projection]
     report.send(None)
 
 
-def _wait_for(children: list[Child], count: int) -> None:
+def _wait_for(children: list[Child]) -> None:
     for index, (child, receiving) in enumerate(children, start=1):
         try:
             failure = receiving.recv()
@@ -269,8 +283,9 @@ def _wait_for(children: list[Child], count: int) -> None:
             failure = "it ended without reporting"
         child.join()
         if failure is not None or child.exitcode != 0:
-            raise RebuildFailed(f"rebuild share {index} of {count} failed: {failure} "
-                                f"(exit code {child.exitcode}); the views are unchanged")
+            raise RebuildFailed(f"rebuild share {index} of {len(children) + 1} failed: "
+                                f"{failure} (exit code {child.exitcode}); the views are "
+                                "unchanged")
 
 
 def _set_positions(runner: ProjectionRunner, conn: sa.Connection, head: int) -> None:
@@ -293,9 +308,9 @@ def _swap_in(runner: ProjectionRunner, scratch: _Scratch, view_tables: list[sa.T
 
 
 def _build_share_and_copy(runner: ProjectionRunner, scratches: list[_Scratch],
-                          children: list[Child], count: int, head: int) -> None:
-    """SQLite, in one transaction: empties the views, builds share 0 into them, copies
-    the children's rows in and sets every position to `head`."""
+                          children: list[Child], own: Partition, head: int) -> None:
+    """SQLite, in one transaction: empties the views, builds this process's share into
+    them, copies the children's rows in and sets every position to `head`."""
     with runner.engine.connect() as conn:
         quote = conn.dialect.identifier_preparer.quote
         for scratch in scratches:  # outside a transaction, as SQLite requires
@@ -308,8 +323,8 @@ def _build_share_and_copy(runner: ProjectionRunner, scratches: list[_Scratch],
                 for table in scratches[0].view_tables:
                     conn.execute(table.delete())
                 ProjectionRunner(runner.store, runner.engine, runner.projections,
-                                 share=Share(0, count), stop=head, connection=conn).catch_up()
-                _wait_for(children, count)
+                                 partition=own, stop=head, connection=conn).catch_up()
+                _wait_for(children)
                 for table in scratches[0].view_tables:
                     columns = ", ".join(quote(c.name) for c in table.columns)
                     for scratch in scratches:

@@ -22,7 +22,7 @@ from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.engines import create_store_engine
-from lifecycle.event_store import Share, SubjectStore
+from lifecycle.event_store import Partition, SubjectStore
 from lifecycle.projections import tables
 from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionContext
 
@@ -58,7 +58,7 @@ def create_views_engine(url: str) -> sa.Engine:
     # Read models are derived from the log: after a power cut, losing the last commits
     # (never consistency: rows and positions commit together) only means a re-catch-up.
     engine = create_store_engine(url, tables.metadata,
-                                 ("journal_mode=WAL", "synchronous=NORMAL"))
+                                 ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-65536"))
     with engine.begin() as conn:
         for name, table in tables.RETIRED.items():
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
@@ -69,8 +69,8 @@ def create_views_engine(url: str) -> sa.Engine:
 class ProjectionRunner:
     """Keeps `projections` in `engine` current with the store's log.
 
-    A runner given a `share` applies only that share's aggregates (and the policy
-    register) up to event `stop`: one process's part of a parallel rebuild. It writes
+    A runner given a `partition` applies only the aggregates in it (and the policy
+    register) up to event `stop`: one process's share of a parallel rebuild. It writes
     rows into scratch tables, or inside `connection`, a transaction its caller holds (and
     commits); it takes no lock and keeps its positions in memory: the rebuild that started
     it sets the positions of the views it builds.
@@ -78,17 +78,17 @@ class ProjectionRunner:
 
     def __init__(self, store: SubjectStore, engine: sa.Engine,
                  projections: Sequence[Projection] = PROJECTIONS, *,
-                 share: Share | None = None, stop: int | None = None,
+                 partition: Partition | None = None, stop: int | None = None,
                  connection: sa.Connection | None = None) -> None:
-        if share is not None and stop is None:
-            raise ValueError("a share is built up to a given event")
+        if partition is not None and stop is None:
+            raise ValueError("a partition is built up to a given event")
         self.store = store
         self.engine = engine
         self.projections = list(projections)
-        self.share = share
+        self.partition = partition
         self.stop = stop
         self.connection = connection
-        self._share_positions: dict[str, int] = {}
+        self._partition_positions: dict[str, int] = {}
         self._cache: dict[UUID, Any] = {}  # subjects and request cases
         self._register: PolicyRegister | None = None
         self._register_loaded = False
@@ -101,8 +101,8 @@ class ProjectionRunner:
         raise KeyError(f"no projection named {name!r} (known: {known})")
 
     def positions(self) -> dict[str, int]:
-        if self.share is not None:
-            rows = self._share_positions
+        if self.partition is not None:
+            rows = self._partition_positions
         else:
             with self.engine.connect() as conn:
                 rows = dict(conn.execute(sa.select(tables.positions.c.name,
@@ -153,8 +153,8 @@ class ProjectionRunner:
     def lock_views(self, conn: sa.Connection) -> dict[str, int]:
         """Serialises view writers across processes for this transaction; returns the
         positions as stored now (another process may have moved them)."""
-        if self.share is not None:  # scratch tables, or its caller's transaction
-            return dict(self._share_positions)
+        if self.partition is not None:  # scratch tables, or its caller's transaction
+            return dict(self._partition_positions)
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": VIEWS_LOCK})
         else:  # SQLite: take the write lock before reading, not at the first write
@@ -181,10 +181,10 @@ class ProjectionRunner:
         """The next events after `start`: pages of BATCH, gathered up to WRITE_BATCH so
         that each read-model transaction (statements, commit) serves many events."""
         batch: list[Notification] = []
-        if self.share is not None and self.stop is not None:  # ranges of BATCH ids
+        if self.partition is not None and self.stop is not None:  # ranges of BATCH ids
             while len(batch) < WRITE_BATCH and start < self.stop:
                 upto = min(start + BATCH, self.stop)
-                batch.extend(self.store.share_notifications(self.share, start, upto))
+                batch.extend(self.store.partition_notifications(self.partition, start, upto))
                 start = upto
             return batch
         while len(batch) < WRITE_BATCH:
@@ -230,7 +230,7 @@ class ProjectionRunner:
                 context = ProjectionContext(
                     conn=conn, store=self.store, register=register,
                     policy_changed=policy_changed_at is not None and policy_changed_at > seen,
-                    cases=touched.cases, fresh=touched.fresh, share=self.share)
+                    cases=touched.cases, fresh=touched.fresh, partition=self.partition)
                 projection.update(context, touched.subjects)
                 self._write_position(conn, projection.name, last, projection.name in stored)
         if len(self._cache) > CACHE_LIMIT:
@@ -266,8 +266,8 @@ class ProjectionRunner:
 
     def _write_position(self, conn: sa.Connection, name: str, position: int,
                         stored: bool) -> None:
-        if self.share is not None:
-            self._share_positions[name] = position
+        if self.partition is not None:
+            self._partition_positions[name] = position
         elif stored:
             conn.execute(tables.positions.update().where(tables.positions.c.name == name)
                          .values(position=position))

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
-from lifecycle.event_store import Share, SubjectStore
+from lifecycle.event_store import Partition, SubjectStore
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.projections import tables
 from lifecycle.projections.bulk import insert_rows
@@ -30,8 +30,8 @@ class ProjectionContext:
     # Aggregates created after this projection's position: none of them has a row yet,
     # so their rows are inserted without a DELETE first.
     fresh: Collection[UUID] = frozenset()
-    # A share of a parallel rebuild: other shares write the same scratch tables.
-    share: Share | None = None
+    # A partition of a parallel rebuild: other processes write the same scratch tables.
+    partition: Partition | None = None
 
     def stale_ids(self, aggregates: Iterable[DataSubject | RequestCase]) -> list[str]:
         """The ids whose existing rows must be deleted before the new ones go in."""
@@ -82,7 +82,7 @@ class ScheduleProjection:
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
         if ctx.policy_changed:
             known = self._known_subjects(ctx)  # the subjects view already has `subjects`
-            if ctx.share is None:
+            if ctx.partition is None:
                 ctx.conn.execute(tables.schedule.delete())
             else:
                 _replace(ctx.conn, tables.schedule, [str(i) for i in known], [])
@@ -94,11 +94,11 @@ class ScheduleProjection:
 
     @staticmethod
     def _known_subjects(ctx: ProjectionContext) -> list[UUID]:
-        """The subjects in the subjects view (of this share, in a parallel rebuild)."""
+        """The subjects in the subjects view (of this partition, in a parallel rebuild)."""
         ids = [UUID(row[0]) for row in ctx.conn.execute(
             sa.select(tables.subjects.c.subject_id).order_by(tables.subjects.c.subject_id))]
-        share = ctx.share
-        return ids if share is None else [i for i in ids if share.holds(i)]
+        partition = ctx.partition
+        return ids if partition is None else [i for i in ids if partition.holds(i)]
 
     def _other_subjects(self, ctx: ProjectionContext, known: list[UUID], given: set[UUID]
                         ) -> Iterator[list[DataSubject]]:
