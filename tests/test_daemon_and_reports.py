@@ -35,6 +35,7 @@ from lifecycle.projections import tables
 from lifecycle.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.processes import destroyed_keys, env_for, json_of, lifecycle, wait_for
+from tests.read_models import snapshot_views
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 HQIP = CONFIG / "hqip.toml"
@@ -431,7 +432,8 @@ def test_projection_status_shows_lag_after_ingest_and_rebuild_clears_it(
         sqlite_settings: Settings) -> None:
     """`projections status --json` reports the lag an ingest leaves (it reads, it does not
     catch up: the positions stay where they were); `projections rebuild --json` replays
-    every event, returns their number, and leaves every projection at lag 0."""
+    every event, returns their number, and leaves every projection at lag 0; with
+    `--workers 2` it builds the same rows."""
     store = sqlite_settings
     prepare(store, unsubscriber_facts())
     with Ledger(store) as ledger:
@@ -449,6 +451,13 @@ def test_projection_status_shows_lag_after_ingest_and_rebuild_clears_it(
     assert set(rebuilt["rebuilt"]) == set(positions)
     after = json_of(lifecycle(store, "projections", "status", "--json"))["projections"]
     assert all((p["position"], p["head"], p["lag"]) == (events, events, 0) for p in after)
+    with Ledger(store) as ledger:
+        alone = snapshot_views(ledger)
+
+    shared = json_of(lifecycle(store, "projections", "rebuild", "--workers", "2", "--json"))
+    assert shared["events"] == events
+    with Ledger(store) as ledger:
+        assert snapshot_views(ledger) == alone
 
 
 # -- sweep -----------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_partitions_split_the_log_by_aggregate(
     assert sizes[0] == BUCKETS // count - lighter_first
     read = [ledger.store.partition_notifications(p, 0, head) for p in chosen]
     owners: dict[int, int] = {}
-    for k, (partition, notifications) in enumerate(zip(chosen, read)):
+    for k, (partition, notifications) in enumerate(zip(chosen, read, strict=True)):
         ids = [n.id for n in notifications]
         assert ids == sorted(ids) and register <= set(ids)
         for n in notifications:

@@ -414,9 +414,8 @@ def projections_status(as_json: bool) -> None:
 @projections.command("rebuild")
 @click.argument("names", nargs=-1)
 @click.option("--workers", type=click.IntRange(1, MAX_WORKERS),
-              help="Processes to share a full rebuild among, rounded down to a power of "
-                   f"two (default: one per CPU, at most {MAX_WORKERS}, once the log holds "
-                   f"{MIN_EVENTS:,} events).")
+              help="Processes to share a full rebuild among (default: one per CPU, at "
+                   f"most {MAX_WORKERS}, once the log holds {MIN_EVENTS:,} events).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def projections_rebuild(names: tuple[str, ...], workers: int | None, as_json: bool) -> None:
     """Rebuild the named projections (all by default) from the first event."""

@@ -231,7 +231,8 @@ def _children(runner: ProjectionRunner, scratches: list[_Scratch],
     env = dict(runner.store.env)
     children: list[Child] = []
     try:
-        for index, (scratch, partition) in enumerate(zip(scratches, others), start=1):
+        for index, (scratch, partition) in enumerate(zip(scratches, others, strict=True),
+                                                     start=1):
             receiving, sending = context.Pipe(duplex=False)
             child = context.Process(target=_build_share_in_child, daemon=True,
                                     name=f"rebuild-share-{index}",
