@@ -80,7 +80,7 @@ def test_a_failed_share_leaves_the_views_as_they_were(ledger: Ledger, tmp_path: 
     before = snapshot_views(ledger), ledger.projections.positions()
     recorder = ledger.store.recorder
     page = recorder.select_notifications(1, ledger.projections.head())
-    child_partition = parallel.partitions(2, ledger.views.dialect.name == "sqlite")[1]
+    child_partition = parallel.partitions(2)[1]
     victim = next(n for n in page if n.originator_version > 1
                   and child_partition.holds(UUID(str(n.originator_id))))
     table = sa.table(recorder.events_table_name, sa.column("originator_id"),
@@ -102,21 +102,18 @@ def test_a_failed_share_leaves_the_views_as_they_were(ledger: Ledger, tmp_path: 
 
 
 @pytest.mark.parametrize("count", [2, 3, 4])
-@pytest.mark.parametrize("lighter_first", [False, True])
 def test_partitions_split_the_log_by_aggregate(
-        ledger: Ledger, tmp_path: Path, count: int, lighter_first: bool) -> None:
+        ledger: Ledger, tmp_path: Path, count: int) -> None:
     """Each event of a subject or request case is read by exactly one of the partitions a
     rebuild is shared by, all of an aggregate's events by the same one; the policy
-    register's are read by every partition. Partitions differ by at most one bucket,
-    except a lighter first, one smaller still."""
+    register's are read by every partition. Partitions differ by at most one bucket."""
     varied_log(ledger, tmp_path)
     head = ledger.projections.head()
     everything = ledger.store.recorder.select_notifications(1, head)
     register = {n.id for n in everything if n.originator_id == REGISTER_ID}
-    chosen = parallel.partitions(count, lighter_first)
+    chosen = parallel.partitions(count)
     sizes = [len(p.buckets) for p in chosen]
-    assert sum(sizes) == BUCKETS and max(sizes[1:]) - min(sizes[1:]) <= 1
-    assert sizes[0] == BUCKETS // count - lighter_first
+    assert sum(sizes) == BUCKETS and max(sizes) - min(sizes) <= 1
     read = [ledger.store.partition_notifications(p, 0, head) for p in chosen]
     owners: dict[int, int] = {}
     for k, (partition, notifications) in enumerate(zip(chosen, read, strict=True)):

@@ -67,15 +67,11 @@ def worker_count(events: int, asked: int | None = None) -> int:
     return max(1, min(MAX_WORKERS, asked))
 
 
-def partitions(count: int, lighter_first: bool) -> list[Partition]:
-    """`count` disjoint partitions of every bucket, as even as can be, the first (this
-    process's) one bucket smaller when it also has the copying and the commit to do."""
-    first = max(1, BUCKETS // count - (1 if lighter_first else 0))
-    rest = list(range(first, BUCKETS))
-    found = [Partition(frozenset(range(first)))]
-    for k in range(count - 1):
-        found.append(Partition(frozenset(rest[k::count - 1])))
-    return found
+def partitions(count: int) -> list[Partition]:
+    """`count` disjoint partitions of every bucket, as even as can be. (The first is this
+    process's: its extra work, the copy and the commit, comes after waiting for the
+    others, so a smaller partition would not shorten the rebuild.)"""
+    return [Partition(frozenset(range(k, BUCKETS, count))) for k in range(count)]
 
 
 def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
@@ -92,14 +88,14 @@ def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
         return runner.rebuild(names)
     view_tables = [table for p in runner.projections for table in p.tables]
     if runner.engine.dialect.name == "postgresql":
-        own, *others = partitions(count, lighter_first=False)
+        own, *others = partitions(count)
         with _scratch_schema(runner.engine, view_tables) as scratch:
             with _children(runner, [scratch] * (count - 1), others, head) as children:
                 _build_share(runner.store, runner.projections, scratch, own, head)
                 _wait_for(children)
                 _swap_in(runner, scratch, view_tables, head)
     else:
-        own, *others = partitions(count, lighter_first=True)
+        own, *others = partitions(count)
         with _scratch_files(runner.engine, count - 1, view_tables) as scratches:
             with _children(runner, scratches, others, head) as children:
                 _build_share_and_copy(runner, scratches, children, own, head)
