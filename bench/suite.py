@@ -37,6 +37,9 @@ server, dropped afterwards) and measures, each beside a baseline measured in the
                       vault destroy of the same records' keys, in the sweep's batches, on the
                       twin store (the 4-writer store holds the same facts).
 
+After the ingest runs the two kept stores are settled (`VACUUM ANALYZE` on PostgreSQL, as
+after any bulk load), so autovacuum does not work through them during the timed runs.
+
 Sizes: see SIZES (printed with the results; `--size tiny` is a smoke test). The machine is
 shared: the load average is printed before and after each backend, and for each ingest run
 where the writers' time went (on a CPU, waiting for a CPU, blocked; from /proc) and, on
@@ -211,6 +214,9 @@ class Backend:
     def sampler(self, store: StoreRef) -> Sampler:
         return Sampler(None)
 
+    def settle(self, store: StoreRef) -> None:
+        """Brings the store's tables to rest after a bulk load (nothing to do on SQLite)."""
+
 
 class SQLiteBackend(Backend):
     name = "sqlite"
@@ -265,6 +271,13 @@ class PostgresBackend(Backend):
 
     def sampler(self, store: StoreRef) -> Sampler:
         return Sampler(store.database_url)
+
+    def settle(self, store: StoreRef) -> None:
+        """VACUUM ANALYZE, as after any bulk load: otherwise autovacuum works through the
+        freshly written tables of both stores during the timed runs that follow."""
+        assert store.database_url is not None
+        with self.psycopg.connect(store.database_url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
 
 
 # -- what the machine and the server are doing during a run ---------------------------------
@@ -702,6 +715,8 @@ def run_backend(backend: Backend, size: Size, seed: int, log: Callable[[str], No
         result.notes.append(note)
 
     # 2-6 on the 1-writer store ------------------------------------------------------------
+    for store in (one, four):
+        backend.settle(store)
     with Ledger(one.settings()) as ledger:
         head = int(ledger.store.recorder.max_notification_id() or 0)
         assert head - head0 == size.subjects * EVENTS_PER_SUBJECT, (head, head0)
