@@ -10,9 +10,9 @@ views as they were, and a share that fails or is killed leaves them so.
 
 - PostgreSQL: every share writes into the same scratch schema; the transaction swaps the
   scratch tables in for the views (DROP, then ALTER TABLE ... SET SCHEMA): no row copied.
-- SQLite (one writer per file): each child writes into a scratch file of its own beside
-  views.sqlite; this process empties the views and writes its own share into them in one
-  transaction, which copies the children's rows in (attached) before it commits.
+- SQLite (one writer per file): each share writes into a scratch file of its own beside
+  views.sqlite; the transaction empties the views and copies every file's rows in
+  (attached): this process's own first, while the children may still be at work.
 
 Scratch places are dropped on the way out. One left by a rebuild that was killed is
 dropped by the next rebuild: each is claimed by a lease (an advisory lock, or an flock)
@@ -69,8 +69,8 @@ def worker_count(events: int, asked: int | None = None) -> int:
 
 def partitions(count: int) -> list[Partition]:
     """`count` disjoint partitions of every bucket, as even as can be. (The first is this
-    process's: its extra work, the copy and the commit, comes after waiting for the
-    others, so a smaller partition would not shorten the rebuild.)"""
+    process's: most of its extra work, the copy and the commit, comes after waiting for
+    the others, so a smaller partition would not shorten the rebuild.)"""
     return [Partition(frozenset(range(k, BUCKETS, count))) for k in range(count)]
 
 
@@ -96,9 +96,10 @@ def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
                 _swap_in(runner, scratch, view_tables, head)
     else:
         own, *others = partitions(count)
-        with _scratch_files(runner.engine, count - 1, view_tables) as scratches:
-            with _children(runner, scratches, others, head) as children:
-                _build_share_and_copy(runner, scratches, children, own, head)
+        with _scratch_files(runner.engine, count, view_tables) as scratches:
+            with _children(runner, scratches[1:], others, head) as children:
+                _build_share(runner.store, runner.projections, scratches[0], own, head)
+                _copy_in(runner, scratches, view_tables, children, head)
     runner.forget()
     return head + runner.catch_up()
 
@@ -208,7 +209,7 @@ def _scratch_files(views: sa.Engine, count: int,
             try:
                 folder.mkdir()
                 scratches = [_Scratch(views.url, f"share_{k}", folder / f"share-{k}.sqlite",
-                                      tuple(view_tables)) for k in range(1, count + 1)]
+                                      tuple(view_tables)) for k in range(count)]
                 for scratch in scratches:
                     scratch.engine().dispose()
                 yield scratches
@@ -304,10 +305,10 @@ def _swap_in(runner: ProjectionRunner, scratch: _Scratch, view_tables: list[sa.T
         _set_positions(runner, conn, head)
 
 
-def _build_share_and_copy(runner: ProjectionRunner, scratches: list[_Scratch],
-                          children: list[Child], own: Partition, head: int) -> None:
-    """SQLite, in one transaction: empties the views, builds this process's share into
-    them, copies the children's rows in and sets every position to `head`."""
+def _copy_in(runner: ProjectionRunner, scratches: list[_Scratch], view_tables: list[sa.Table],
+             children: list[Child], head: int) -> None:
+    """SQLite: replaces the views' rows with the scratch files' rows, in one transaction:
+    this process's own first, while the children may still be at work."""
     with runner.engine.connect() as conn:
         quote = conn.dialect.identifier_preparer.quote
         for scratch in scratches:  # outside a transaction, as SQLite requires
@@ -317,19 +318,22 @@ def _build_share_and_copy(runner: ProjectionRunner, scratches: list[_Scratch],
         try:
             with conn.begin():
                 runner.lock_views(conn)
-                for table in scratches[0].view_tables:
+                for table in view_tables:
                     conn.execute(table.delete())
-                ProjectionRunner(runner.store, runner.engine, runner.projections,
-                                 partition=own, stop=head, connection=conn).catch_up()
+                _copy_rows(conn, scratches[0], view_tables)
                 _wait_for(children)
-                for table in scratches[0].view_tables:
-                    columns = ", ".join(quote(c.name) for c in table.columns)
-                    for scratch in scratches:
-                        conn.exec_driver_sql(
-                            f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} "
-                            f"FROM {quote(scratch.name)}.{quote(table.name)}")
+                for scratch in scratches[1:]:
+                    _copy_rows(conn, scratch, view_tables)
                 _set_positions(runner, conn, head)
         finally:
             for scratch in scratches:
                 conn.exec_driver_sql(f"DETACH DATABASE {quote(scratch.name)}")
             conn.commit()
+
+
+def _copy_rows(conn: sa.Connection, scratch: _Scratch, view_tables: list[sa.Table]) -> None:
+    quote = conn.dialect.identifier_preparer.quote
+    for table in view_tables:
+        columns = ", ".join(quote(c.name) for c in table.columns)
+        conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} "
+                             f"FROM {quote(scratch.name)}.{quote(table.name)}")

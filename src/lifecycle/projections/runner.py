@@ -71,15 +71,13 @@ class ProjectionRunner:
 
     A runner given a `partition` applies only the aggregates in it (and the policy
     register) up to event `stop`: one process's share of a parallel rebuild. It writes
-    rows into scratch tables, or inside `connection`, a transaction its caller holds (and
-    commits); it takes no lock and keeps its positions in memory: the rebuild that started
-    it sets the positions of the views it builds.
+    rows into scratch tables, so it takes no lock, and keeps its positions in memory: the
+    rebuild that started it sets the positions of the views its rows end up in.
     """
 
     def __init__(self, store: SubjectStore, engine: sa.Engine,
                  projections: Sequence[Projection] = PROJECTIONS, *,
-                 partition: Partition | None = None, stop: int | None = None,
-                 connection: sa.Connection | None = None) -> None:
+                 partition: Partition | None = None, stop: int | None = None) -> None:
         if partition is not None and stop is None:
             raise ValueError("a partition is built up to a given event")
         self.store = store
@@ -87,7 +85,6 @@ class ProjectionRunner:
         self.projections = list(projections)
         self.partition = partition
         self.stop = stop
-        self.connection = connection
         self._partition_positions: dict[str, int] = {}
         self._cache: dict[UUID, Any] = {}  # subjects and request cases
         self._register: PolicyRegister | None = None
@@ -153,7 +150,7 @@ class ProjectionRunner:
     def lock_views(self, conn: sa.Connection) -> dict[str, int]:
         """Serialises view writers across processes for this transaction; returns the
         positions as stored now (another process may have moved them)."""
-        if self.partition is not None:  # scratch tables, or its caller's transaction
+        if self.partition is not None:  # scratch tables: nobody else writes them
             return dict(self._partition_positions)
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": VIEWS_LOCK})
@@ -168,14 +165,6 @@ class ProjectionRunner:
         self._register_loaded = False
 
     # -- internals ----------------------------------------------------------------------
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sa.Connection]:
-        if self.connection is not None:  # the caller's transaction: the caller commits
-            yield self.connection
-        else:
-            with self.engine.begin() as conn:
-                yield conn
 
     def _read(self, start: int) -> list[Notification]:
         """The next events after `start`: pages of BATCH, gathered up to WRITE_BATCH so
@@ -217,7 +206,7 @@ class ProjectionRunner:
         last = batch[-1].id
         # Usually every projection has seen the same events: group the work by position.
         work: dict[int, _Touched] = {}
-        with self._transaction() as conn:
+        with self.engine.begin() as conn:
             stored = self.lock_views(conn)
             for projection in self.projections:
                 seen = stored.get(projection.name, 0)
