@@ -16,20 +16,12 @@ from lifecycle.event_store import BUCKETS, Partition
 from lifecycle.ledger import Ledger
 from lifecycle.projections import parallel
 from lifecycle.samples import generate_facts
+from lifecycle.settings import Settings
+from tests.policies import CONFIG, revised_policy
 from tests.read_models import snapshot_views
 
-CONFIG = Path(__file__).resolve().parents[1] / "config"
 ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def revised_policy(tmp_path: Path) -> Path:
-    """hqip.toml as a new version that keeps marketing data 25 months, not 13."""
-    revised = tmp_path / "hqip-2024-06.toml"
-    revised.write_text((CONFIG / "hqip.toml").read_text()
-                       .replace('version = "2023-11"', 'version = "2024-06"')
-                       .replace('"P13M"', '"P25M"'))
-    return revised
 
 
 def varied_log(ledger: Ledger, tmp_path: Path) -> None:
@@ -179,3 +171,25 @@ def test_a_rebuild_drops_the_scratch_a_killed_rebuild_left(
         in_use.release()
     assert parallel.drop_abandoned_scratch(ledger.views)
     assert scratch_left(ledger) == set()
+
+
+def test_a_database_view_over_a_read_model_stops_the_swap_cleanly(
+        postgres_database: str, tmp_path: Path) -> None:
+    """On PostgreSQL a shared rebuild swaps new tables in; if a database view depends on a
+    read model the swap is refused: the rebuild fails with a reason, the read models stay
+    as they were, and a rebuild in one process still works."""
+    home = tmp_path / "data"
+    settings = Settings(home=home, database_url=postgres_database, master_key=None,
+                        master_key_file=home / "master.key")
+    with Ledger(settings) as ledger:
+        varied_log(ledger, tmp_path)
+        ledger.projections.catch_up()
+        with ledger.views.begin() as conn:
+            conn.execute(sa.text("CREATE VIEW report AS SELECT reference FROM lifecycle_subjects"))
+        before = snapshot_views(ledger), ledger.projections.positions()
+        with pytest.raises(RebuildFailed, match="could not be replaced.*--workers 1"):
+            ledger.rebuild_projections(workers=2)
+        assert (snapshot_views(ledger), ledger.projections.positions()) == before
+        assert scratch_left(ledger) == set()
+        assert ledger.rebuild_projections(workers=1) == ledger.projections.head()
+        assert snapshot_views(ledger) == before[0]

@@ -16,9 +16,9 @@ from lifecycle.projections.bulk import insert_rows
 from lifecycle.samples import generate_facts
 from lifecycle.settings import Settings
 from tests.facts_builder import fact, lines
+from tests.policies import CONFIG, revised_policy
 from tests.read_models import snapshot_views
 
-CONFIG = Path(__file__).resolve().parents[1] / "config"
 ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -77,16 +77,6 @@ def test_bulk_inserted_rows_read_back_as_inserted(ledger: Ledger) -> None:
             stored = dict(conn.exec_driver_sql(
                 "SELECT subject_id, at FROM lifecycle_disclosures").all())
         assert stored["s-1"] == stored["s-2"] == "2024-03-10 09:30:15.123456"
-
-
-def revised_policy(tmp_path: Path) -> Path:
-    """hqip.toml as a new version that keeps marketing data 25 months, not 13."""
-    text = (CONFIG / "hqip.toml").read_text()
-    assert 'version = "2023-11"' in text and '"P13M"' in text
-    revised = tmp_path / "hqip-2024-06.toml"
-    revised.write_text(text.replace('version = "2023-11"', 'version = "2024-06"')
-                       .replace('"P13M"', '"P25M"'))
-    return revised
 
 
 def schedule_policies(ledger: Ledger) -> set[str]:

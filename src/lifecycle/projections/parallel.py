@@ -295,14 +295,19 @@ def _set_positions(runner: ProjectionRunner, conn: sa.Connection, head: int) -> 
 def _swap_in(runner: ProjectionRunner, scratch: _Scratch, view_tables: list[sa.Table],
              head: int) -> None:
     """PostgreSQL: replaces each view by its scratch table, in one transaction."""
-    with runner.engine.begin() as conn:
-        runner.lock_views(conn)
-        home = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
-        for table in view_tables:
-            conn.execute(sa.text(f'DROP TABLE "{home}"."{table.name}"'))
-            conn.execute(sa.text(f'ALTER TABLE "{scratch.name}"."{table.name}" '
-                                 f'SET SCHEMA "{home}"'))
-        _set_positions(runner, conn, head)
+    try:
+        with runner.engine.begin() as conn:
+            runner.lock_views(conn)
+            home = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+            for table in view_tables:
+                conn.execute(sa.text(f'DROP TABLE "{home}"."{table.name}"'))
+                conn.execute(sa.text(f'ALTER TABLE "{scratch.name}"."{table.name}" '
+                                     f'SET SCHEMA "{home}"'))
+            _set_positions(runner, conn, head)
+    except sa.exc.DBAPIError as error:  # e.g. a database view depends on a read model
+        reason = str(error.orig).strip().splitlines()[0]
+        raise RebuildFailed(f"the read models could not be replaced ({reason}); they are "
+                            "unchanged; rebuild in one process (--workers 1)") from error
 
 
 def _copy_in(runner: ProjectionRunner, scratches: list[_Scratch], view_tables: list[sa.Table],
