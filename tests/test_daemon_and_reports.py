@@ -31,7 +31,7 @@ from lifecycle.daemon import Daemon
 from lifecycle.forecast import monthly_forecast
 from lifecycle.ledger import Ledger
 from lifecycle.policy.loader import load_policy
-from lifecycle.projections import tables
+from lifecycle.projections import parallel, tables
 from lifecycle.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.processes import destroyed_keys, env_for, json_of, lifecycle, wait_for
@@ -433,7 +433,8 @@ def test_projection_status_shows_lag_after_ingest_and_rebuild_clears_it(
     """`projections status --json` reports the lag an ingest leaves (it reads, it does not
     catch up: the positions stay where they were); `projections rebuild --json` replays
     every event, returns their number, and leaves every projection at lag 0; with
-    `--workers 2` it builds the same rows."""
+    `--workers 2` it shares the rebuild (so it drops scratch a killed shared rebuild left)
+    and builds the same rows."""
     store = sqlite_settings
     prepare(store, unsubscriber_facts())
     with Ledger(store) as ledger:
@@ -454,8 +455,11 @@ def test_projection_status_shows_lag_after_ingest_and_rebuild_clears_it(
     with Ledger(store) as ledger:
         alone = snapshot_views(ledger)
 
+    abandoned = store.home / f"{parallel.FOLDER_PREFIX}killed"
+    abandoned.mkdir()
     shared = json_of(lifecycle(store, "projections", "rebuild", "--workers", "2", "--json"))
     assert shared["events"] == events
+    assert not abandoned.exists()
     with Ledger(store) as ledger:
         assert snapshot_views(ledger) == alone
 

@@ -11,14 +11,16 @@ import pytest
 import sqlalchemy as sa
 
 from lifecycle.aggregates.policy_register import REGISTER_ID
+from lifecycle.engines import create_store_engine
 from lifecycle.errors import RebuildFailed
 from lifecycle.event_store import BUCKETS, Partition
 from lifecycle.ledger import Ledger
-from lifecycle.projections import parallel
+from lifecycle.projections import parallel, tables
+from lifecycle.projections.runner import ProjectionRunner
 from lifecycle.samples import generate_facts
 from lifecycle.settings import Settings
 from tests.policies import CONFIG, revised_policy
-from tests.read_models import snapshot_views
+from tests.read_models import snapshot_views, table_rows
 
 ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -120,13 +122,54 @@ def test_partitions_split_the_log_by_aggregate(
     assert len(set(owners.values())) == count  # every partition got some of 40 subjects
 
 
-def test_a_short_log_is_rebuilt_in_one_process() -> None:
-    """Below MIN_EVENTS a rebuild is not shared unless asked; from it, among one process
-    per available CPU, at most MAX_WORKERS, as a number asked for is."""
+def test_a_rebuild_is_shared_only_for_a_long_log_or_when_asked(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """Below MIN_EVENTS a rebuild runs in this process (it never looks at scratch places,
+    so another rebuild's stays); asked for workers, it is shared (and drops that scratch,
+    its lease being free). Worker counts are capped at MAX_WORKERS."""
+    varied_log(ledger, tmp_path)
+    assert ledger.projections.head() < parallel.MIN_EVENTS
+    abandon_scratch(ledger, "earlier")
+    ledger.rebuild_projections()
+    assert scratch_left(ledger) == {"earlier"}
+    ledger.rebuild_projections(workers=2)
+    assert scratch_left(ledger) == set()
     assert parallel.worker_count(parallel.MIN_EVENTS - 1) == 1
-    ceiling = min(parallel.MAX_WORKERS, parallel.available_cpus())
-    assert parallel.worker_count(parallel.MIN_EVENTS) == ceiling
     assert [parallel.worker_count(10, asked) for asked in (0, 1, 3, 9)] == [1, 1, 3, 4]
+
+
+def test_partitions_built_one_after_another_give_the_rows_of_one_process(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """A partition's runner touches only its own subjects' rows, even when a policy adopted
+    midway makes it re-plan every subject it knows: two partitions built one after the
+    other into the same tables give exactly the rows of a rebuild in one process, and the
+    second leaves the first's schedule rows alone (marked here to tell)."""
+    varied_log(ledger, tmp_path)
+    head = ledger.projections.head()
+    ledger.projections.rebuild()
+    first, second = parallel.partitions(2)
+    for mark in (False, True):
+        scratch = create_store_engine(f"sqlite:///{tmp_path / f'scratch-{mark}.sqlite'}",
+                                      tables.metadata, ())
+        try:
+            ProjectionRunner(ledger.store, scratch, partition=first, stop=head).catch_up()
+            if mark:
+                with scratch.begin() as conn:
+                    marked = conn.execute(tables.schedule.update()
+                                          .values(action="marked")).rowcount
+                assert marked > 0
+            ProjectionRunner(ledger.store, scratch, partition=second, stop=head).catch_up()
+            if mark:
+                with scratch.connect() as conn:
+                    still = conn.execute(sa.select(sa.func.count()).select_from(tables.schedule)
+                                         .where(tables.schedule.c.action == "marked")).scalar()
+                assert still == marked
+            else:
+                for projection in ledger.projections.projections:
+                    for table in projection.tables:
+                        assert table_rows(scratch, table) == table_rows(ledger.views, table)
+        finally:
+            scratch.dispose()
 
 
 def test_a_partition_is_some_of_the_buckets() -> None:

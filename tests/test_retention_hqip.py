@@ -74,7 +74,8 @@ def test_the_person_can_resubscribe_themselves(hqip: Ledger) -> None:
 
 def test_an_email_stays_suppressed_while_anyone_who_gave_it_is(hqip: Ledger) -> None:
     """Two subscribers gave the same address and both unsubscribed; when one re-subscribes,
-    the other's suppression still keeps the address on the list."""
+    the other's suppression still keeps the address on the list; when both have, it is off
+    the list."""
     hqip.ingest(lines([
         collected(f"subscriber:{n}", "2023-05-02T09:00:00Z", "newsletter-signup",
                   {"email": EMAIL}) for n in (1, 2)] + [
@@ -94,6 +95,17 @@ def test_an_email_stays_suppressed_while_anyone_who_gave_it_is(hqip: Ledger) -> 
     ]), NOW)
     assert report.accepted == 0
     assert "suppression list" in report.rejected[0].reason
+    assert hqip.suppressed_hashes()
+
+    hqip.ingest(lines([fact("consent-given", "subscriber:1", "2024-07-01T09:00:00Z",
+                            purpose="direct-marketing", method="web-form")]), NOW)
+    hqip.projections.catch_up()
+    assert hqip.suppressed_hashes() == set()
+    report = hqip.ingest(lines([
+        collected("subscriber:3", "2024-08-01T09:00:00Z", "bought-list", {"email": EMAIL},
+                  source="third-party"),
+    ]), NOW)
+    assert (report.accepted, report.rejected) == (1, [])
 
 
 def test_marketing_data_is_kept_13_months_then_deleted_at_the_july_review(hqip: Ledger) -> None:
