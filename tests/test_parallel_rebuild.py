@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from lifecycle.projections.runner import ProjectionRunner
 from lifecycle.samples import generate_facts
 from lifecycle.settings import Settings
 from tests.policies import CONFIG, revised_policy
+from tests.processes import lifecycle
 from tests.read_models import snapshot_views, table_rows
 
 ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)
@@ -66,12 +68,9 @@ def test_a_shared_rebuild_builds_the_views_one_process_builds(
     assert scratch_left(ledger) == set()
 
 
-def test_a_failed_share_leaves_the_views_as_they_were(ledger: Ledger, tmp_path: Path) -> None:
-    """When one process cannot build its share (here: an event it cannot decode), the
-    rebuild fails as a whole: every view and position stays as it was, no scratch remains."""
-    varied_log(ledger, tmp_path)
-    ledger.projections.catch_up()
-    before = snapshot_views(ledger), ledger.projections.positions()
+def corrupt_an_event_of_the_second_partition(ledger: Ledger) -> None:
+    """Overwrites one stored event of an aggregate in the child's partition (of 2) with
+    bytes that cannot be decoded."""
     recorder = ledger.store.recorder
     page = recorder.select_notifications(1, ledger.projections.head())
     child_partition = parallel.partitions(2)[1]
@@ -89,10 +88,33 @@ def test_a_failed_share_leaves_the_views_as_they_were(ledger: Ledger, tmp_path: 
         conn.execute(table.update().where(table.c.originator_id == stored_id)
                      .where(table.c.originator_version == victim.originator_version)
                      .values(state=b"{not json"))
+
+
+def test_a_failed_share_leaves_the_views_as_they_were(ledger: Ledger, tmp_path: Path) -> None:
+    """When one process cannot build its share (here: an event it cannot decode), the
+    rebuild fails as a whole: every view and position stays as it was, no scratch remains."""
+    varied_log(ledger, tmp_path)
+    ledger.projections.catch_up()
+    before = snapshot_views(ledger), ledger.projections.positions()
+    corrupt_an_event_of_the_second_partition(ledger)
     with pytest.raises(RebuildFailed, match="share 1 of 2 failed"):
         ledger.rebuild_projections(workers=2)
     assert (snapshot_views(ledger), ledger.projections.positions()) == before
     assert scratch_left(ledger) == set()
+
+
+def test_the_cli_reports_a_failed_shared_rebuild_without_a_traceback(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """`projections rebuild` refuses a failed shared rebuild like any other refusal: exit
+    code 1 and one line saying what failed and that nothing changed, no traceback."""
+    varied_log(ledger, tmp_path)
+    ledger.projections.catch_up()
+    corrupt_an_event_of_the_second_partition(ledger)
+    result = lifecycle(ledger.settings, "projections", "rebuild", "--workers", "2")
+    assert result.returncode == 1, result.stderr
+    assert "rebuild share 1 of 2 failed" in result.stderr
+    assert "the views are unchanged" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("count", [2, 3, 4])
@@ -235,4 +257,43 @@ def test_a_database_view_over_a_read_model_stops_the_swap_cleanly(
         assert (snapshot_views(ledger), ledger.projections.positions()) == before
         assert scratch_left(ledger) == set()
         assert ledger.rebuild_projections(workers=1) == ledger.projections.head()
+        assert snapshot_views(ledger) == before[0]
+
+
+@pytest.fixture
+def limited_role_database(postgres_database: str) -> Iterator[str]:
+    """The test database as a role that owns its tables in `public` but may not create
+    schemas (no CREATE on the database): a least-privilege deployment."""
+    import psycopg
+
+    role = f"lifecycle_limited_{uuid4().hex[:8]}"
+    database = postgres_database.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_database, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"')
+        admin.execute(f'GRANT USAGE, CREATE ON SCHEMA public TO "{role}"')
+    base = postgres_database.rsplit("/", 1)[0].replace("://postgres@", f"://{role}@", 1)
+    yield f"{base}/{database}"
+    with psycopg.connect(postgres_database, autocommit=True) as admin:
+        admin.execute(f'DROP OWNED BY "{role}"')
+        admin.execute(f'DROP ROLE "{role}"')
+
+
+def test_without_the_privileges_for_a_swap_a_rebuild_runs_in_one_process(
+        limited_role_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL a shared rebuild needs CREATE on the database (for its scratch schema).
+    A role without it still rebuilds: in one process when workers were not asked for, and
+    with a clear refusal, nothing changed, when they were."""
+    home = tmp_path / "data"
+    settings = Settings(home=home, database_url=limited_role_database, master_key=None,
+                        master_key_file=home / "master.key")
+    with Ledger(settings) as ledger:
+        varied_log(ledger, tmp_path)
+        ledger.projections.catch_up()
+        before = snapshot_views(ledger), ledger.projections.positions()
+        with pytest.raises(RebuildFailed, match="needs CREATE on the database"):
+            ledger.rebuild_projections(workers=2)
+        assert (snapshot_views(ledger), ledger.projections.positions()) == before
+        monkeypatch.setattr(parallel, "MIN_EVENTS", 1)  # a log long enough to share
+        assert ledger.rebuild_projections() == ledger.projections.head()
         assert snapshot_views(ledger) == before[0]

@@ -20,9 +20,9 @@ from lifecycle.errors import ConfigurationError, LifecycleError
 from lifecycle.facts import Rejection
 from lifecycle.ingest import IngestReport
 from lifecycle.ledger import Ledger
+from lifecycle.logs import configure_logging, get_logger
 from lifecycle.policy.loader import bundled_policy
 from lifecycle.projections.parallel import MAX_WORKERS, MIN_EVENTS
-from lifecycle.logs import configure_logging, get_logger
 from lifecycle.settings import load_settings
 
 log = get_logger("lifecycle.cli")
@@ -424,6 +424,8 @@ def projections_rebuild(names: tuple[str, ...], workers: int | None, as_json: bo
             events = ledger.rebuild_projections(list(names) or None, workers)
         except KeyError as error:
             raise click.BadParameter(str(error.args[0]), param_hint="NAMES") from None
+        except LifecycleError as error:  # a shared rebuild that failed: nothing changed
+            refuse(error)
     chosen = list(names) or [p.name for p in ledger.projections.projections]
     if as_json:
         emit_json({"rebuilt": chosen, "events": events})

@@ -66,4 +66,4 @@ class KeyDestroyed(LifecycleError):
 
 
 class RebuildFailed(LifecycleError):
-    """A process building one share of a parallel rebuild failed; the views are unchanged."""
+    """A rebuild shared among processes could not finish; the views are unchanged."""

@@ -102,12 +102,12 @@ class SubjectStore(Application[UUID]):
         for every page."""
         recorder = self.recorder
         buckets = sorted(partition.buckets)
-        if isinstance(recorder, SQLiteAggregateRecorder):  # ids stored as 32 hex digits
+        if isinstance(recorder, SQLiteAggregateRecorder):  # ids stored as hex text
             marks = ",".join("?" * len(buckets))
             with recorder.datastore.transaction(commit=False) as cursor:
                 cursor.execute(
                     f"SELECT rowid, * FROM {recorder.events_table_name} "
-                    f"WHERE rowid > ? AND rowid <= ? AND (substr(originator_id, 32) "
+                    f"WHERE rowid > ? AND rowid <= ? AND (substr(originator_id, -1) "
                     f"IN ({marks}) OR originator_id = ?) ORDER BY rowid",
                     [after, upto, *(f"{b:x}" for b in buckets), REGISTER_ID.hex])
                 return [Notification(id=row["rowid"], originator_id=UUID(row["originator_id"]),

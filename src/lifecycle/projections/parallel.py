@@ -11,20 +11,23 @@ views as they were, and a share that fails or is killed leaves them so.
 - PostgreSQL: every share writes into the same scratch schema; the transaction swaps the
   scratch tables in for the views (DROP, then ALTER TABLE ... SET SCHEMA): no row copied.
 - SQLite (one writer per file): each share writes into a scratch file of its own beside
-  views.sqlite; the transaction empties the views and copies every file's rows in
-  (attached): this process's own first, while the children may still be at work.
+  views.sqlite; once every share is done, the transaction empties the views and copies
+  every file's rows in (attached), so the views' write lock is held only for that.
 
 Scratch places are dropped on the way out. One left by a rebuild that was killed is
-dropped by the next rebuild: each is claimed by a lease (an advisory lock, or an flock)
-that dies with its holder, so a scratch place whose lease is free is abandoned.
+dropped by the next shared rebuild: each is claimed by a lease (an advisory lock, or an
+flock) that dies with its holder, so a scratch place whose lease is free is abandoned.
+The children die with this process (Linux), so they do not keep its lease alive.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import secrets
 import shutil
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -68,10 +71,10 @@ def worker_count(events: int, asked: int | None = None) -> int:
 
 
 def partitions(count: int) -> list[Partition]:
-    """`count` disjoint partitions of every bucket, as even as can be. (The first is this
-    process's: most of its extra work, the copy and the commit, comes after waiting for
-    the others, so a smaller partition would not shorten the rebuild.)"""
-    return [Partition(frozenset(range(k, BUCKETS, count))) for k in range(count)]
+    """`count` disjoint partitions of every bucket, as even as can be, the smallest first:
+    the first is this process's, which has the final transaction to run as well."""
+    found = [Partition(frozenset(range(k, BUCKETS, count))) for k in range(count)]
+    return sorted(found, key=lambda partition: len(partition.buckets))
 
 
 def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
@@ -88,6 +91,12 @@ def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
         return runner.rebuild(names)
     view_tables = [table for p in runner.projections for table in p.tables]
     if runner.engine.dialect.name == "postgresql":
+        missing = _missing_privileges(runner.engine, view_tables)
+        if missing and workers is None:  # not asked for: rebuild in one process, as before
+            return runner.rebuild(names)
+        if missing:
+            raise RebuildFailed(f"a shared rebuild on PostgreSQL needs {missing}; the views "
+                                "are unchanged; rebuild in one process (--workers 1)")
         own, *others = partitions(count)
         with _scratch_schema(runner.engine, view_tables) as scratch:
             with _children(runner, [scratch] * (count - 1), others, head) as children:
@@ -99,7 +108,8 @@ def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
         with _scratch_files(runner.engine, count, view_tables) as scratches:
             with _children(runner, scratches[1:], others, head) as children:
                 _build_share(runner.store, runner.projections, scratches[0], own, head)
-                _copy_in(runner, scratches, view_tables, children, head)
+                _wait_for(children)
+            _copy_in(runner, scratches, view_tables, head)
     runner.forget()
     return head + runner.catch_up()
 
@@ -226,6 +236,7 @@ def _children(runner: ProjectionRunner, scratches: list[_Scratch],
     scratch place; kills any still running on the way out."""
     context = multiprocessing.get_context("fork")
     env = dict(runner.store.env)
+    parent = os.getpid()
     children: list[Child] = []
     try:
         for index, (scratch, partition) in enumerate(zip(scratches, others, strict=True),
@@ -233,8 +244,8 @@ def _children(runner: ProjectionRunner, scratches: list[_Scratch],
             receiving, sending = context.Pipe(duplex=False)
             child = context.Process(target=_build_share_in_child, daemon=True,
                                     name=f"rebuild-share-{index}",
-                                    args=(env, runner.projections, scratch, partition,
-                                          head, sending))
+                                    args=(parent, env, runner.projections, scratch,
+                                          partition, head, sending))
             child.start()
             sending.close()
             children.append((child, receiving))
@@ -257,10 +268,11 @@ def _build_share(store: SubjectStore, projections: Sequence[Projection], scratch
         engine.dispose()
 
 
-def _build_share_in_child(env: dict[str, str], projections: Sequence[Projection],
+def _build_share_in_child(parent: int, env: dict[str, str], projections: Sequence[Projection],
                           scratch: _Scratch, partition: Partition, head: int,
                           report: PipeEnd) -> None:
     """A forked child: never touches the connections it inherited, opens its own."""
+    _die_with(parent)
     try:
         store = SubjectStore(env={**env, "CREATE_TABLE": "n"})  # the parent created them
         try:
@@ -268,13 +280,27 @@ def _build_share_in_child(env: dict[str, str], projections: Sequence[Projection]
         finally:
             store.close()
     except BaseException as error:  # reported to the parent, which raises RebuildFailed
-        report.send(f"{type(error).__name__}: {error}")
+        first_line = (str(error).strip().splitlines() or [""])[0]  # no SQL, no parameters
+        report.send(f"{type(error).__name__}: {first_line}")
         sys.exit(1)
     report.send(None)
 
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with(parent: int) -> None:
+    """Has the kernel kill this child when the parent dies (Linux): else a killed rebuild's
+    children would build their shares for nothing and keep its scratch lease alive."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before that
+        os._exit(1)
+
+
 def _wait_for(children: list[Child]) -> None:
     for index, (child, receiving) in enumerate(children, start=1):
+        failure: str | None
         try:
             failure = receiving.recv()
         except EOFError:
@@ -284,6 +310,22 @@ def _wait_for(children: list[Child]) -> None:
             raise RebuildFailed(f"rebuild share {index} of {len(children) + 1} failed: "
                                 f"{failure} (exit code {child.exitcode}); the views are "
                                 "unchanged")
+
+
+def _missing_privileges(views: sa.Engine, view_tables: list[sa.Table]) -> str | None:
+    """What this role lacks for a swap (a scratch schema, then moving tables into the
+    views' schema in place of the old ones), or None."""
+    with views.connect() as conn:
+        database, schema, owner = conn.execute(sa.text(
+            "SELECT has_database_privilege(current_database(), 'CREATE'), "
+            "has_schema_privilege(current_schema(), 'CREATE'), "
+            "coalesce(bool_and(pg_has_role(tableowner, 'USAGE')), true) FROM pg_tables "
+            "WHERE schemaname = current_schema() AND tablename = ANY(:names)"),
+            {"names": [t.name for t in view_tables]}).one()
+    missing = [what for what, held in (
+        ("CREATE on the database", database), ("CREATE on the views' schema", schema),
+        ("ownership of the read-model tables", owner)) if not held]
+    return " and ".join(missing) or None
 
 
 def _set_positions(runner: ProjectionRunner, conn: sa.Connection, head: int) -> None:
@@ -298,11 +340,13 @@ def _swap_in(runner: ProjectionRunner, scratch: _Scratch, view_tables: list[sa.T
     try:
         with runner.engine.begin() as conn:
             runner.lock_views(conn)
-            home = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+            quote = conn.dialect.identifier_preparer.quote
+            home = quote(conn.execute(sa.text("SELECT current_schema()")).scalar_one())
             for table in view_tables:
-                conn.execute(sa.text(f'DROP TABLE "{home}"."{table.name}"'))
-                conn.execute(sa.text(f'ALTER TABLE "{scratch.name}"."{table.name}" '
-                                     f'SET SCHEMA "{home}"'))
+                name = quote(table.name)
+                conn.execute(sa.text(f"DROP TABLE {home}.{name}"))
+                conn.execute(sa.text(f"ALTER TABLE {quote(scratch.name)}.{name} "
+                                     f"SET SCHEMA {home}"))
             _set_positions(runner, conn, head)
     except sa.exc.DBAPIError as error:  # e.g. a database view depends on a read model
         reason = str(error.orig).strip().splitlines()[0]
@@ -311,29 +355,31 @@ def _swap_in(runner: ProjectionRunner, scratch: _Scratch, view_tables: list[sa.T
 
 
 def _copy_in(runner: ProjectionRunner, scratches: list[_Scratch], view_tables: list[sa.Table],
-             children: list[Child], head: int) -> None:
-    """SQLite: replaces the views' rows with the scratch files' rows, in one transaction:
-    this process's own first, while the children may still be at work."""
+             head: int) -> None:
+    """SQLite: replaces the views' rows with the scratch files' rows, in one transaction."""
     with runner.engine.connect() as conn:
         quote = conn.dialect.identifier_preparer.quote
-        for scratch in scratches:  # outside a transaction, as SQLite requires
-            conn.exec_driver_sql(f"ATTACH DATABASE ? AS {quote(scratch.name)}",
-                                 (str(scratch.path),))
-        conn.commit()
+        attached: list[str] = []
         try:
+            for scratch in scratches:  # outside a transaction, as SQLite requires
+                conn.exec_driver_sql(f"ATTACH DATABASE ? AS {quote(scratch.name)}",
+                                     (str(scratch.path),))
+                attached.append(scratch.name)
+            conn.commit()
             with conn.begin():
                 runner.lock_views(conn)
                 for table in view_tables:
                     conn.execute(table.delete())
-                _copy_rows(conn, scratches[0], view_tables)
-                _wait_for(children)
-                for scratch in scratches[1:]:
+                for scratch in scratches:
                     _copy_rows(conn, scratch, view_tables)
                 _set_positions(runner, conn, head)
         finally:
-            for scratch in scratches:
-                conn.exec_driver_sql(f"DETACH DATABASE {quote(scratch.name)}")
-            conn.commit()
+            try:
+                for name in attached:
+                    conn.exec_driver_sql(f"DETACH DATABASE {quote(name)}")
+                conn.commit()
+            except sa.exc.DBAPIError:
+                conn.invalidate()  # never back to the pool with a file attached
 
 
 def _copy_rows(conn: sa.Connection, scratch: _Scratch, view_tables: list[sa.Table]) -> None:

@@ -59,10 +59,15 @@ def create_views_engine(url: str) -> sa.Engine:
     # (never consistency: rows and positions commit together) only means a re-catch-up.
     engine = create_store_engine(url, tables.metadata,
                                  ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-65536"))
-    with engine.begin() as conn:
-        for name, table in tables.RETIRED.items():
-            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
-            conn.execute(tables.positions.delete().where(tables.positions.c.name == name))
+    inspector = sa.inspect(engine)
+    retired = {name: table for name, table in tables.RETIRED.items()
+               if inspector.has_table(table)}
+    if retired:  # otherwise opening the views writes nothing
+        quote = engine.dialect.identifier_preparer.quote
+        with engine.begin() as conn:
+            for name, table in retired.items():
+                conn.execute(sa.text(f"DROP TABLE {quote(table)}"))
+                conn.execute(tables.positions.delete().where(tables.positions.c.name == name))
     return engine
 
 
@@ -78,8 +83,8 @@ class ProjectionRunner:
     def __init__(self, store: SubjectStore, engine: sa.Engine,
                  projections: Sequence[Projection] = PROJECTIONS, *,
                  partition: Partition | None = None, stop: int | None = None) -> None:
-        if partition is not None and stop is None:
-            raise ValueError("a partition is built up to a given event")
+        if (partition is None) != (stop is None):
+            raise ValueError("a partition is built up to a given event, and only a partition")
         self.store = store
         self.engine = engine
         self.projections = list(projections)
@@ -150,7 +155,7 @@ class ProjectionRunner:
     def lock_views(self, conn: sa.Connection) -> dict[str, int]:
         """Serialises view writers across processes for this transaction; returns the
         positions as stored now (another process may have moved them)."""
-        if self.partition is not None:  # scratch tables: nobody else writes them
+        if self.partition is not None:  # scratch tables: no lock needed, positions in memory
             return dict(self._partition_positions)
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": VIEWS_LOCK})

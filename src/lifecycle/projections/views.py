@@ -30,7 +30,8 @@ class ProjectionContext:
     # Aggregates created after this projection's position: none of them has a row yet,
     # so their rows are inserted without a DELETE first.
     fresh: Collection[UUID] = frozenset()
-    # A partition of a parallel rebuild: other processes write the same scratch tables.
+    # A partition of a parallel rebuild: its rows only (on PostgreSQL the other partitions
+    # write the same scratch tables).
     partition: Partition | None = None
 
     def stale_ids(self, aggregates: Iterable[DataSubject | RequestCase]) -> list[str]:
