@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -238,17 +239,24 @@ def test_a_rebuild_drops_the_scratch_a_killed_rebuild_left(
     assert scratch_left(ledger) == set()
 
 
+@contextmanager
+def caught_up_ledger(database_url: str, tmp_path: Path) -> Iterator[Ledger]:
+    """A ledger on the given PostgreSQL database holding `varied_log`, views caught up."""
+    home = tmp_path / "data"
+    settings = Settings(home=home, database_url=database_url, master_key=None,
+                        master_key_file=home / "master.key")
+    with Ledger(settings) as ledger:
+        varied_log(ledger, tmp_path)
+        ledger.projections.catch_up()
+        yield ledger
+
+
 def test_a_database_view_over_a_read_model_stops_the_swap_cleanly(
         postgres_database: str, tmp_path: Path) -> None:
     """On PostgreSQL a shared rebuild swaps new tables in; if a database view depends on a
     read model the swap is refused: the rebuild fails with a reason, the read models stay
     as they were, and a rebuild in one process still works."""
-    home = tmp_path / "data"
-    settings = Settings(home=home, database_url=postgres_database, master_key=None,
-                        master_key_file=home / "master.key")
-    with Ledger(settings) as ledger:
-        varied_log(ledger, tmp_path)
-        ledger.projections.catch_up()
+    with caught_up_ledger(postgres_database, tmp_path) as ledger:
         with ledger.views.begin() as conn:
             conn.execute(sa.text("CREATE VIEW report AS SELECT reference FROM lifecycle_subjects"))
         before = snapshot_views(ledger), ledger.projections.positions()
@@ -272,8 +280,8 @@ def limited_role_database(postgres_database: str) -> Iterator[str]:
         admin.execute(f'CREATE ROLE "{role}" LOGIN')
         admin.execute(f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"')
         admin.execute(f'GRANT USAGE, CREATE ON SCHEMA public TO "{role}"')
-    base = postgres_database.rsplit("/", 1)[0].replace("://postgres@", f"://{role}@", 1)
-    yield f"{base}/{database}"
+    yield sa.make_url(postgres_database).set(username=role).render_as_string(
+        hide_password=False)
     with psycopg.connect(postgres_database, autocommit=True) as admin:
         admin.execute(f'DROP OWNED BY "{role}"')
         admin.execute(f'DROP ROLE "{role}"')
@@ -284,12 +292,7 @@ def test_without_the_privileges_for_a_swap_a_rebuild_runs_in_one_process(
     """On PostgreSQL a shared rebuild needs CREATE on the database (for its scratch schema).
     A role without it still rebuilds: in one process when workers were not asked for, and
     with a clear refusal, nothing changed, when they were."""
-    home = tmp_path / "data"
-    settings = Settings(home=home, database_url=limited_role_database, master_key=None,
-                        master_key_file=home / "master.key")
-    with Ledger(settings) as ledger:
-        varied_log(ledger, tmp_path)
-        ledger.projections.catch_up()
+    with caught_up_ledger(limited_role_database, tmp_path) as ledger:
         before = snapshot_views(ledger), ledger.projections.positions()
         with pytest.raises(RebuildFailed, match="needs CREATE on the database"):
             ledger.rebuild_projections(workers=2)
