@@ -215,7 +215,8 @@ class Ledger:
     def suppressed_hashes(self) -> set[str]:
         """The suppression list: keyed hashes of e-mails, never the e-mails."""
         with self.views.connect() as conn:
-            return set(conn.execute(sa.select(tables.suppression.c.email_hash).distinct()).scalars())
+            hashes = sa.select(tables.suppression.c.email_hash).distinct()
+            return set(conn.execute(hashes).scalars())
 
     def subject(self, reference: str) -> DataSubject:
         subject = self.store.get_subject(reference)
