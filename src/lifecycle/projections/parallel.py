@@ -90,6 +90,7 @@ def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
                                   and chosen != {p.name for p in runner.projections}):
         return runner.rebuild(names)
     view_tables = [table for p in runner.projections for table in p.tables]
+    own, *others = partitions(count)
     if runner.engine.dialect.name == "postgresql":
         missing = _missing_privileges(runner.engine, view_tables)
         if missing and workers is None:  # not asked for: rebuild in one process, as before
@@ -97,14 +98,12 @@ def rebuild(runner: ProjectionRunner, names: Sequence[str] | None = None,
         if missing:
             raise RebuildFailed(f"a shared rebuild on PostgreSQL needs {missing}; the views "
                                 "are unchanged; rebuild in one process (--workers 1)")
-        own, *others = partitions(count)
         with _scratch_schema(runner.engine, view_tables) as scratch:
             with _children(runner, [scratch] * (count - 1), others, head) as children:
                 _build_share(runner.store, runner.projections, scratch, own, head)
                 _wait_for(children)
                 _swap_in(runner, scratch, view_tables, head)
     else:
-        own, *others = partitions(count)
         with _scratch_files(runner.engine, count, view_tables) as scratches:
             with _children(runner, scratches[1:], others, head) as children:
                 _build_share(runner.store, runner.projections, scratches[0], own, head)
