@@ -3,9 +3,10 @@
     python3 run.py bench -m bench [--size small|medium] [--backends sqlite,postgres]
                                   [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres]
 
-`run.py bench` puts the repository on PYTHONPATH, so `-m bench` works from any directory. For each backend the suite builds its stores from scratch (a temporary
-directory for SQLite; scratch databases created with `CREATE DATABASE` on the PostgreSQL
-server, dropped afterwards) and measures, each beside a baseline measured in the same run:
+`run.py bench` puts the repository on PYTHONPATH, so `-m bench` works from any directory.
+For each backend the suite builds its stores from scratch (a temporary directory for
+SQLite; scratch databases created with `CREATE DATABASE` on the PostgreSQL server, dropped
+afterwards) and measures, each beside a baseline measured in the same run:
 
   ingest, 1 writer    `Ledger.ingest` of every fact in one process, facts/s (wall time);
                       baseline: ingest_bench's bare eventsourcing Application + AES cipher,

@@ -122,16 +122,21 @@ class _Scratch:
     view_tables: tuple[sa.Table, ...]
 
     def engine(self) -> sa.Engine:
-        """An engine on the scratch tables, created if need be."""
+        """An engine on the scratch place (its tables are made by `create_tables`)."""
         if self.path is not None:  # scratch data: no journal, no syncing
-            engine = create_store_engine(f"sqlite:///{self.path}", sa.MetaData(),
-                                         ("journal_mode=OFF", "synchronous=OFF"))
-        else:  # scratch data: commits need not wait for the disk (the swap's does)
-            options = f"-csearch_path={self.name} -csynchronous_commit=off"
-            engine = sa.create_engine(self.url, poolclass=NullPool,
-                                      connect_args={"options": options})
-        tables.metadata.create_all(engine, tables=self.view_tables)
-        return engine
+            return create_store_engine(f"sqlite:///{self.path}", sa.MetaData(),
+                                       ("journal_mode=OFF", "synchronous=OFF"))
+        # scratch data: commits need not wait for the disk (the swap's does)
+        options = f"-csearch_path={self.name} -csynchronous_commit=off"
+        return sa.create_engine(self.url, poolclass=NullPool,
+                                connect_args={"options": options})
+
+    def create_tables(self) -> None:
+        engine = self.engine()
+        try:
+            tables.metadata.create_all(engine, tables=self.view_tables)
+        finally:
+            engine.dispose()
 
 
 SCHEMA_PREFIX = "lifecycle_rebuild_"
@@ -200,7 +205,7 @@ def _scratch_schema(views: sa.Engine, view_tables: list[sa.Table]) -> Iterator[_
         try:
             with views.begin() as conn:
                 conn.execute(sa.text(f'CREATE SCHEMA "{scratch.name}"'))
-            scratch.engine().dispose()  # the tables, before any share starts
+            scratch.create_tables()  # before any share starts
             yield scratch
         finally:
             with views.begin() as conn:
@@ -220,7 +225,7 @@ def _scratch_files(views: sa.Engine, count: int,
                 scratches = [_Scratch(views.url, f"share_{k}", folder / f"share-{k}.sqlite",
                                       tuple(view_tables)) for k in range(count)]
                 for scratch in scratches:
-                    scratch.engine().dispose()
+                    scratch.create_tables()
                 yield scratches
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
