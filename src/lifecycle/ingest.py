@@ -6,6 +6,10 @@ land; a fact id seen before is a no-op. Keys are stored before the events that u
 
 from __future__ import annotations
 
+import json
+import random
+import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,14 +20,18 @@ from eventsourcing.persistence import IntegrityError
 
 from lifecycle import facts as f
 from lifecycle.aggregates.data_subject import NOTES_SCOPE, DataSubject, key_scope
-from lifecycle.crypto.vault import KeyVault
+from lifecycle.crypto.vault import KeyVault, Shred
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
-from lifecycle.event_store import SAVE_RETRIES, SubjectStore
+from lifecycle.event_store import SubjectStore
 from lifecycle.policy.model import Policy
+from lifecycle.shredding import save_then_destroy
 from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING
 
 BATCH_LINES = 2000
+SAFEGUARD_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,59}")
+# Redos of a batch another writer got to first (several ingests of overlapping files).
+CONFLICT_RETRIES = 30
 CACHE_SUBJECTS = 50_000
 
 
@@ -72,13 +80,6 @@ class CaseBook:
         self._cases.clear()
 
 
-@dataclass
-class _Shred:
-    key_ids: list[str]
-    at: datetime
-    by: str
-
-
 class FactApplier:
     """Turns one validated fact into commands on its subject, sealing personal values."""
 
@@ -90,7 +91,7 @@ class FactApplier:
         self.now = now
         self.policy = policy
         self.is_suppressed = is_suppressed or (lambda digest: False)
-        self.shreds: list[_Shred] = []
+        self.shreds: list[Shred] = []
         # Hashes suppressed by facts of this run, before any projection has seen them.
         self.suppressed_now: set[str] = set()
 
@@ -100,6 +101,9 @@ class FactApplier:
         handler: Callable[[DataSubject, Any], None] = getattr(
             self, "_" + fact.type.replace("-", "_"))
         handler(subject, fact)
+        # Whatever arrived, every erasure request covers what was collected before it.
+        self.shreds.extend(Shred(str(subject.id), key_ids, at, by)
+                           for key_ids, at, by in subject.settle_erasures())
         if subject.suppressed_at is not None:
             self.suppressed_now.update(subject.suppression_hashes)
 
@@ -117,12 +121,15 @@ class FactApplier:
                   fact.source, key_id, self.vault.seal(key_id, fact.data))
 
     def _rectified(self, s: DataSubject, fact: f.Rectified) -> None:
-        record = s.live_record(fact.record)
+        record = s.record_at(fact.record, fact.at)
+        if record.erased_at is not None:  # erased since: the late value is not kept
+            s.rectify(fact.id, fact.at, fact.record, None)
+            return
         s.rectify(fact.id, fact.at, fact.record, self.vault.seal(record.key_id, fact.data))
 
     def _activity(self, s: DataSubject, fact: f.Activity) -> None:
         if fact.record is not None:
-            s.live_record(fact.record)
+            s.record_at(fact.record, fact.at)
         s.record_activity(fact.id, fact.at, fact.record)
 
     def _consent_given(self, s: DataSubject, fact: f.ConsentGiven) -> None:
@@ -135,9 +142,17 @@ class FactApplier:
         s.unsubscribe(fact.id, fact.at, fact.channel, self._email_hashes(s))
 
     def _shared(self, s: DataSubject, fact: f.Shared) -> None:
+        # The safeguard is never free text: the one the policy declares for the recipient,
+        # or, with no policy adopted, a short code such as IDTA.
+        safeguard = fact.safeguard
+        if self.policy is not None:
+            safeguard = self.policy.recipients[fact.recipient].safeguard
+        elif safeguard is not None and not SAFEGUARD_CODE.fullmatch(safeguard):
+            raise InvalidFact("safeguard: with no policy adopted, give a code of letters, "
+                              "digits and hyphens (e.g. IDTA), not free text")
         s.share(fact.id, fact.at, fact.recipient, fact.role, fact.purpose, fact.basis,
                 list(fact.records or []), list(fact.categories or []), fact.country,
-                fact.safeguard)
+                safeguard)
 
     def _restricted(self, s: DataSubject, fact: f.Restricted) -> None:
         s.restrict(fact.id, fact.at, fact.scope, fact.reason)
@@ -153,10 +168,6 @@ class FactApplier:
         stays open until `request-fulfilled` (the answer to the person) closes it."""
         request = fact.request or f"erasure:{fact.id}"
         s.request_erasure(fact.id, fact.at, request)
-        decision = s.decide_erasure(fact.at)
-        s.erase(fact.at, request, decision)
-        self.vault.retire(decision.key_ids)
-        self.shreds.append(_Shred(decision.key_ids, fact.at, request))
         self.cases.open(RequestCase.receive(request, s.reference, "erasure", fact.at))
 
     def _access_requested(self, s: DataSubject, fact: f.AccessRequested) -> None:
@@ -200,18 +211,18 @@ class FactApplier:
         return case
 
     def _legal_hold_placed(self, s: DataSubject, fact: f.LegalHoldPlaced) -> None:
-        notes_key, reason = self._seal_note(s, fact.reason)
+        notes_key, reason = self._seal_note(s, fact.reason, fact.at)
         s.place_hold(fact.id, fact.at, fact.hold, fact.scope, reason, fact.until, notes_key)
 
     def _legal_hold_released(self, s: DataSubject, fact: f.LegalHoldReleased) -> None:
         s.release_hold(fact.id, fact.at, fact.hold)
 
     def _excluded(self, s: DataSubject, fact: f.Excluded) -> None:
-        notes_key, reason = self._seal_note(s, fact.reason)
+        notes_key, reason = self._seal_note(s, fact.reason, fact.at)
         s.exclude(fact.id, fact.at, reason, notes_key, self._email_hashes(s))
 
     def _relationship_ended(self, s: DataSubject, fact: f.RelationshipEnded) -> None:
-        notes_key, reason = self._seal_note(s, fact.reason)
+        notes_key, reason = self._seal_note(s, fact.reason, fact.at)
         s.end_relationship(fact.id, fact.at, reason, notes_key)
 
     # Helpers ----------------------------------------------------------------------------
@@ -221,9 +232,11 @@ class FactApplier:
         return (digest in s.suppression_hashes or digest in self.suppressed_now
                 or self.is_suppressed(digest))
 
-    def _seal_note(self, s: DataSubject, text: str | None) -> tuple[str | None, str | None]:
-        """Free text is personal: it is sealed under the subject's notes key."""
-        if text is None:
+    def _seal_note(self, s: DataSubject, text: str | None,
+                   at: datetime) -> tuple[str | None, str | None]:
+        """Free text is personal: it is sealed under the subject's notes key, or not kept
+        at all when an erasure of the notes came after it (a late fact)."""
+        if text is None or s.erasure_covering(at) is not None:
             return None, None
         key_id = self.vault.key_for(str(s.id), NOTES_SCOPE, self.now)
         return key_id, self.vault.seal(key_id, text)
@@ -252,7 +265,9 @@ def check_against_policy(policy: Policy, fact: Any) -> None:
     purpose = getattr(fact, "purpose", None)
     scope = getattr(fact, "scope", None)
     for field_name, value in (("purpose", purpose), ("scope", scope)):
-        if value is not None and value != ALL_SCOPE and value not in policy.purposes:
+        if value is None or (field_name == "scope" and value == ALL_SCOPE):
+            continue
+        if value not in policy.purposes:
             raise InvalidFact(f"{field_name}: purpose {value!r} is not declared by policy "
                               f"{policy.id} {policy.version}")
     basis = getattr(fact, "basis", None)
@@ -308,42 +323,52 @@ class Ingestor:
         self.on_rejected(rejection)
 
     def _ingest_batch(self, batch: list[f.ParsedLine], report: IngestReport) -> None:
-        for attempt in range(SAVE_RETRIES):
+        # Lines whose processing raised something unexpected: rejected alone, and the batch
+        # is redone from the store without them, so nothing valid is lost with them.
+        failed: dict[int, f.Rejection] = {}
+        conflicts = 0
+        while True:
             outcome = IngestReport()
             applier = FactApplier(self.vault, self.now, self._cases, self.policy,
                                   self.is_suppressed)
             applier.suppressed_now = self._suppressed_now
             try:
-                touched = self._apply_batch(batch, applier, outcome)
-                self.vault.flush()
-                # Keys an erasure decided on go before its events are saved: if the process
-                # dies in between, re-ingesting the fact records the erasure, and no key
-                # outlives an erasure the log already shows.
-                outcome.erased_keys += self.vault.destroy_all(
-                    (shred.key_ids, shred.at, shred.by) for shred in applier.shreds)
-                self.store.save(*touched, *self._cases.pending())
-            except IntegrityError:
-                # Another writer saved the same subjects first: reload them and redo.
-                self._cache.clear()
-                self._cases.clear()
-                self.vault.forget_loaded()
-                if attempt == SAVE_RETRIES - 1:
+                touched = self._apply_batch(batch, applier, outcome, failed)
+                outcome.erased_keys += save_then_destroy(
+                    self.store, self.vault, [*touched, *self._cases.pending()],
+                    applier.shreds, self.now)
+            except (IntegrityError, _ClaimedMeanwhile):
+                # Another writer saved the same subjects (or bound the same fact ids) first:
+                # reload them and redo; nothing was destroyed.
+                self._forget()
+                conflicts += 1
+                if conflicts >= CONFLICT_RETRIES:
                     raise
+                time.sleep(random.uniform(0, 0.05 * conflicts))
+                continue
+            except _FactFailed as error:
+                failed[error.rejection.line] = error.rejection
+                self._forget()
                 continue
             break
         report.accepted += outcome.accepted
         report.duplicates += outcome.duplicates
         report.erased_keys += outcome.erased_keys
-        for rejection in outcome.rejected:
+        for rejection in sorted([*outcome.rejected, *failed.values()], key=lambda r: r.line):
             self._reject(report, rejection)
         if len(self._cache) > CACHE_SUBJECTS:
-            self._cache.clear()
-            self._cases.clear()
-            self.vault.forget_loaded()
+            self._forget()
         self.on_progress(len(batch))
 
+    def _forget(self) -> None:
+        self._cache.clear()
+        self._cases.clear()
+        self.vault.forget_loaded()
+
     def _apply_batch(self, batch: list[f.ParsedLine], applier: FactApplier,
-                     outcome: IngestReport) -> list[DataSubject]:
+                     outcome: IngestReport, failed: dict[int, f.Rejection]
+                     ) -> list[DataSubject]:
+        batch = [item for item in batch if item.line not in failed]
         ids = {ref: DataSubject.create_id(ref) for ref in {item.fact.subject for item in batch}}
         uncached = [i for i in ids.values() if i not in self._cache]
         self.vault.preload(str(i) for i in uncached)
@@ -352,11 +377,21 @@ class Ingestor:
             if subject_id not in self._cache:
                 loaded = self.store.get_subject_by_id(subject_id) if subject_id in stored else None
                 self._cache[subject_id] = loaded or DataSubject(reference)
+        digests = {item.line: self.vault.fact_digest(canonical(item.fact)) for item in batch}
+        bound = self.vault.claimed(item.fact.id for item in batch)
+        claims: dict[str, tuple[str, str]] = {}
         touched: dict[UUID, DataSubject] = {}
         for item in batch:
             fact = item.fact
             subject_id = ids[fact.subject]
             subject = touched.get(subject_id) or self._cache[subject_id]
+            digest = digests[item.line]
+            known = bound.get(fact.id) or claims.get(fact.id, ("", None))[1]
+            if known is not None and known != digest:
+                outcome.rejected.append(f.Rejection(
+                    item.line, f"id: fact id {fact.id!r} already names a different fact "
+                    "(a fact id names one fact, on every subject)", fact.id))
+                continue
             if subject.has_seen(fact.id):
                 outcome.duplicates += 1
                 continue
@@ -367,6 +402,30 @@ class Ingestor:
                 assert len(subject.pending_events) == before, "a guard let an event through"
                 outcome.rejected.append(f.Rejection(item.line, str(error), fact.id))
                 continue
+            except Exception as error:  # noqa: BLE001 - reported as the line's rejection
+                raise _FactFailed(f.Rejection(
+                    item.line, f"could not be processed ({type(error).__name__}); "
+                    "nothing of it was stored", fact.id)) from error
+            claims[fact.id] = (str(subject_id), digest)
             touched[subject_id] = subject
             outcome.accepted += 1
+        bound_now = self.vault.claim(claims)
+        if any(bound_now.get(fid) != digest for fid, (_, digest) in claims.items()):
+            raise _ClaimedMeanwhile()
         return [s for s in touched.values() if s.pending_events]
+
+
+class _ClaimedMeanwhile(Exception):
+    """Another writer bound one of this batch's fact ids to a different fact first."""
+
+
+class _FactFailed(Exception):
+    def __init__(self, rejection: f.Rejection) -> None:
+        super().__init__(rejection.reason)
+        self.rejection = rejection
+
+
+def canonical(fact: Any) -> bytes:
+    """A fact's content in one spelling (same fact, same bytes), for its digest."""
+    return json.dumps(fact.model_dump(mode="json"), sort_keys=True,
+                      separators=(",", ":")).encode()

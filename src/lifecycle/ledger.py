@@ -32,6 +32,7 @@ from lifecycle.projections import parallel, tables
 from lifecycle.projections.documents import ERASED, open_document, retention_entry
 from lifecycle.projections.runner import ProjectionRunner, create_views_engine
 from lifecycle.settings import Settings
+from lifecycle.shredding import finish_interrupted
 from lifecycle.statutory_clock import days_left, is_overdue, london_date
 from lifecycle.sweep import Sweeper, SweepReport
 
@@ -74,6 +75,7 @@ class Ledger:
                 suppressed = self.suppressed_hashes()
             return email_hash in suppressed
 
+        finish_interrupted(self.store, self.vault, now)
         return Ingestor(self.store, self.vault, now, on_progress, on_rejected, policy,
                         is_suppressed).run(lines)
 
@@ -92,6 +94,8 @@ class Ledger:
     def sweep(self, at: datetime, now: datetime, dry_run: bool = False,
               on_item: Callable[[str, dict[str, Any]], None] | None = None) -> SweepReport:
         """Brings the schedule up to date, sweeps everything due at `at`, catches up again."""
+        if not dry_run:
+            finish_interrupted(self.store, self.vault, now)
         self.projections.catch_up()
         report = Sweeper(self.store, self.vault, self.views).sweep(at, now, dry_run, on_item)
         if not dry_run:

@@ -54,6 +54,7 @@ class Record:
     key_id: str
     values: list[Sealed]
     rectified_at: list[datetime] = field(default_factory=list)
+    rectifications: list[tuple[datetime, str, Sealed | None]] = field(default_factory=list)
     erased_at: datetime | None = None
     erased_by: str | None = None
 
@@ -86,6 +87,12 @@ class Restriction:
     placed_at: datetime
     lifted_at: datetime | None = None
 
+    def in_force(self, at: datetime | None = None) -> bool:
+        """Placed by `at` and not lifted by then (`at` None: now, whatever arrives later)."""
+        if at is None:
+            return self.lifted_at is None
+        return self.placed_at <= at and (self.lifted_at is None or at < self.lifted_at)
+
 
 @dataclass
 class Hold:
@@ -97,7 +104,10 @@ class Hold:
     released_at: datetime | None = None
 
     def covers(self, purpose: str, at: datetime) -> bool:
-        active = self.released_at is None and (self.until is None or at < self.until)
+        """In force at `at` (fact time: placed by then, not yet released or expired)."""
+        active = (self.placed_at <= at
+                  and (self.released_at is None or at < self.released_at)
+                  and (self.until is None or at < self.until))
         return active and self.scope in (purpose, ALL_SCOPE)
 
 
@@ -131,6 +141,7 @@ class Erasure:
     at: datetime
     records: list[str]
     key_ids: list[str]
+    notes: bool = False  # the subject's free-text notes went with it
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,57 @@ class ErasureDecision:
     refusals: list[tuple[str, str]]
 
 
+@dataclass
+class _Preferences:
+    """What the preference log decides, folded in fact time."""
+
+    consents: dict[str, Consent] = field(default_factory=dict)
+    suppressed_at: datetime | None = None
+    unsubscribed_at: datetime | None = None
+    objected_at: dict[str, datetime] = field(default_factory=dict)
+
+
+def fold_preferences(log: list[tuple[datetime, str, str, str, str | None]],
+                     until: datetime | None = None) -> _Preferences:
+    """Consents and suppression from the log sorted by fact time (then fact id), so the
+    same facts give the same state in whatever order they arrived."""
+    state = _Preferences()
+
+    def withdraw(purpose: str, at: datetime) -> None:
+        consent = state.consents.get(purpose)
+        if consent is not None and consent.withdrawn_at is None:
+            consent.withdrawn_at = at
+
+    def suppress(at: datetime) -> None:
+        if state.suppressed_at is None:
+            state.suppressed_at = at
+
+    for at, _, kind, purpose, method in sorted(log, key=lambda e: (e[0], e[1])):
+        if until is not None and at > until:
+            break
+        if kind == "given":
+            state.consents[purpose] = Consent(purpose, at, method)
+            state.objected_at.pop(purpose, None)
+            if purpose == DIRECT_MARKETING:
+                # Re-subscribing is the person's own choice; it lifts the suppression.
+                state.suppressed_at = None
+                state.unsubscribed_at = None
+        elif kind == "withdrawn":
+            withdraw(purpose, at)
+        elif kind == "unsubscribed":
+            withdraw(DIRECT_MARKETING, at)
+            state.unsubscribed_at = at
+            suppress(at)
+        elif kind == "objected":
+            state.objected_at[purpose] = at
+            if purpose == DIRECT_MARKETING:
+                withdraw(DIRECT_MARKETING, at)
+                suppress(at)
+        elif kind == "excluded":
+            suppress(at)
+    return state
+
+
 ART_17_3_B = "Art 17(3)(b): retained to comply with a legal obligation"
 ART_17_3_E = "Art 17(3)(e): needed for the establishment, exercise or defence of legal claims"
 EXEMPT_BASES = {"legal-obligation": ART_17_3_B, "public-task": ART_17_3_B}
@@ -172,16 +234,17 @@ class DataSubject(Aggregate):
         self.reference = reference
         self.fact_ids: dict[str, None] = {}
         self.records: dict[str, Record] = {}
-        self.consents: dict[str, Consent] = {}
+        # Consents, unsubscribes, objections and exclusions in fact time: the state they
+        # decide (consents, suppression) is folded from this, whatever the arrival order.
+        self.preference_log: list[tuple[datetime, str, str, str, str | None]] = []
+        self._preferences: _Preferences | None = None
         self.shares: list[Share] = []
         self.restrictions: list[Restriction] = []
-        self.objections: list[tuple[str, datetime]] = []
+        self.restriction_lifts: list[tuple[datetime, str]] = []
+        self.objection_log: list[tuple[str, datetime]] = []
         self.holds: dict[str, Hold] = {}
         self.requests: dict[str, Request] = {}
         self.refusals: list[Refusal] = []
-        self.suppressed_at: datetime | None = None
-        self.unsubscribed_at: datetime | None = None
-        self.objected_at: dict[str, datetime] = {}
         self.reviews_flagged: dict[str, datetime] = {}
         self.suppression_hashes: list[str] = []
         self.excluded_at: datetime | None = None
@@ -197,6 +260,55 @@ class DataSubject(Aggregate):
     def has_seen(self, fact_id: str) -> bool:
         return fact_id in self.fact_ids
 
+    @property
+    def _prefs(self) -> _Preferences:
+        if self._preferences is None:
+            self._preferences = fold_preferences(self.preference_log)
+        return self._preferences
+
+    def _log_preference(self, at: datetime, fact_id: str, kind: str, purpose: str,
+                        method: str | None = None) -> None:
+        self.preference_log.append((at, fact_id, kind, purpose, method))
+        self._preferences = None
+
+    @property
+    def consents(self) -> dict[str, Consent]:
+        return self._prefs.consents
+
+    @property
+    def suppressed_at(self) -> datetime | None:
+        return self._prefs.suppressed_at
+
+    @property
+    def unsubscribed_at(self) -> datetime | None:
+        return self._prefs.unsubscribed_at
+
+    @property
+    def objected_at(self) -> dict[str, datetime]:
+        return self._prefs.objected_at
+
+    @property
+    def objections(self) -> list[tuple[str, datetime]]:
+        return sorted(self.objection_log, key=lambda o: (o[1], o[0]))
+
+    def record_at(self, record: str, at: datetime) -> Record:
+        """The record as a fact at `at` may refer to it: collected by then, not yet erased."""
+        found = self.records.get(record)
+        if found is None or found.collected_at > at:
+            raise UnknownRecord(f"record {record!r} was not collected for this subject "
+                                "by the time of this fact")
+        if found.erased_at is not None and found.erased_at <= at:
+            raise RecordErased(f"record {record!r} had been erased by the time of this fact")
+        return found
+
+    def erasure_covering(self, at: datetime) -> Erasure | None:
+        """The carried-out erasure of the subject's notes that a fact from `at` falls
+        under (its free text is then erased on arrival), if any."""
+        for erasure in self.erasures:
+            if erasure.notes and at <= erasure.at:
+                return erasure
+        return None
+
     def live_record(self, record: str) -> Record:
         found = self.records.get(record)
         if found is None:
@@ -205,11 +317,13 @@ class DataSubject(Aggregate):
             raise RecordErased(f"record {record!r} has been erased")
         return found
 
-    def active_restrictions(self) -> list[Restriction]:
-        return [r for r in self.restrictions if r.lifted_at is None]
+    def active_restrictions(self, at: datetime | None = None) -> list[Restriction]:
+        return [r for r in self.restrictions if r.in_force(at)]
 
-    def consent_in_force(self, purpose: str) -> bool:
-        consent = self.consents.get(purpose)
+    def consent_in_force(self, purpose: str, at: datetime | None = None) -> bool:
+        consents = (self.consents if at is None
+                    else fold_preferences(self.preference_log, until=at).consents)
+        consent = consents.get(purpose)
         return consent is not None and consent.withdrawn_at is None
 
     def notifications(self) -> list[Notification]:
@@ -228,17 +342,20 @@ class DataSubject(Aggregate):
                         self.acknowledgements.get((erasure.ref, recipient))))
         return items
 
-    def decide_erasure(self, at: datetime) -> ErasureDecision:
-        """Which data keys an erasure request destroys, and which records it must keep.
+    def decide_erasure(self, request: str, at: datetime) -> ErasureDecision:
+        """What the erasure request made at `at` still has to do: the records collected by
+        then that are neither erased nor already refused under it, whenever they arrived.
 
-        A legal hold or a restriction for legal claims keeps the data (Art 17(3)(e));
-        legal-obligation and public-task data stay (Art 17(3)(b)); all else goes.
+        A legal hold or a restriction for legal claims in force at `at` keeps the data
+        (Art 17(3)(e)); legal-obligation and public-task data stay (Art 17(3)(b)); all
+        else goes. The notes key goes with the first decision that keeps nothing.
         """
         erase_keys: dict[str, None] = {}
         erase_records: list[str] = []
         refusals: list[tuple[str, str]] = []
+        refused = {x.record for x in self.refusals if x.request == request}
         for rec in self.records.values():
-            if rec.erased_at is not None:
+            if rec.erased_at is not None or rec.collected_at > at or rec.record in refused:
                 continue
             ground = self._exemption(rec, at)
             if ground is None:
@@ -246,15 +363,29 @@ class DataSubject(Aggregate):
                 erase_records.append(rec.record)
             else:
                 refusals.append((rec.record, ground))
-        if self.notes_key_id is not None and not refusals:
+        kept = refusals or refused
+        if self.notes_key_id is not None and not kept:
             erase_keys[self.notes_key_id] = None
         return ErasureDecision(list(erase_keys), erase_records, refusals)
+
+    def settle_erasures(self) -> list[tuple[list[str], datetime, str]]:
+        """Carries out what every erasure request received still covers: records that
+        arrived after the request but were collected before it are erased now, under it.
+        Returns the keys to destroy once these events are stored, as (ids, at, by)."""
+        shreds: list[tuple[list[str], datetime, str]] = []
+        for request in sorted((q for q in self.requests.values() if q.kind == "erasure"),
+                              key=lambda q: (q.received_at, q.request)):
+            decision = self.decide_erasure(request.request, request.received_at)
+            self.erase(request.received_at, request.request, decision)
+            if decision.key_ids:
+                shreds.append((decision.key_ids, request.received_at, request.request))
+        return shreds
 
     def _exemption(self, rec: Record, at: datetime) -> str | None:
         for hold in self.holds.values():
             if hold.covers(rec.purpose, at):
                 return f"{ART_17_3_E} (legal hold {hold.hold})"
-        for restriction in self.active_restrictions():
+        for restriction in self.active_restrictions(at):
             if restriction.reason == "legal-claims" and restriction.scope in (rec.purpose, ALL_SCOPE):
                 return f"{ART_17_3_E} (restriction asked for by the subject)"
         if self.excluded_at is not None and rec.basis == "legitimate-interests" and (
@@ -280,16 +411,21 @@ class DataSubject(Aggregate):
                                       [values])
         self._touch(at)
 
-    def rectify(self, fact_id: str, at: datetime, record: str, values: Sealed) -> None:
-        self.live_record(record)
+    def rectify(self, fact_id: str, at: datetime, record: str, values: Sealed | None) -> None:
+        """`values` None: the record was erased after `at`, so the late value is not kept."""
+        self.record_at(record, at)
         self._rectified(fact_id=fact_id, at=at, record=record, values=values)
 
     @event("Rectified")
-    def _rectified(self, fact_id: str, at: datetime, record: str, values: Sealed) -> None:
+    def _rectified(self, fact_id: str, at: datetime, record: str,
+                   values: Sealed | None) -> None:
         self.fact_ids[fact_id] = None
         rec = self.records[record]
-        rec.values.append(values)
-        rec.rectified_at.append(at)
+        # Values are kept in fact time: the latest rectification wins, not the last to arrive.
+        rec.rectifications.append((at, fact_id, values))
+        rec.rectifications.sort(key=lambda r: (r[0], r[1]))
+        rec.rectified_at = [t for t, _, _ in rec.rectifications]
+        rec.values = rec.values[:1] + [v for _, _, v in rec.rectifications if v is not None]
         self._touch(at)
 
     @event("ActivityRecorded")
@@ -300,35 +436,28 @@ class DataSubject(Aggregate):
     @event("ConsentGiven")
     def give_consent(self, fact_id: str, at: datetime, purpose: str, method: str | None) -> None:
         self.fact_ids[fact_id] = None
-        self.consents[purpose] = Consent(purpose, at, method)
-        self.objected_at.pop(purpose, None)
-        if purpose == DIRECT_MARKETING:
-            # Re-subscribing is the person's own choice; it lifts the suppression.
-            self.suppressed_at = None
-            self.unsubscribed_at = None
+        self._log_preference(at, fact_id, "given", purpose, method)
 
     def withdraw_consent(self, fact_id: str, at: datetime, purpose: str,
                          method: str | None) -> None:
-        if not self.consent_in_force(purpose):
-            raise NoSuchConsent(f"no consent in force for purpose {purpose!r}")
+        if not self.consent_in_force(purpose, at):
+            raise NoSuchConsent(f"no consent in force for purpose {purpose!r} at the time "
+                                "of this withdrawal")
         self._consent_withdrawn(fact_id=fact_id, at=at, purpose=purpose, method=method)
 
     @event("ConsentWithdrawn")
     def _consent_withdrawn(self, fact_id: str, at: datetime, purpose: str,
                            method: str | None) -> None:
         self.fact_ids[fact_id] = None
-        self.consents[purpose].withdrawn_at = at
+        self._log_preference(at, fact_id, "withdrawn", purpose, method)
 
     @event("Unsubscribed")
     def unsubscribe(self, fact_id: str, at: datetime, channel: str | None,
                     email_hashes: list[str]) -> None:
         """Withdraws direct-marketing consent and suppresses the e-mail at once."""
         self.fact_ids[fact_id] = None
-        consent = self.consents.get(DIRECT_MARKETING)
-        if consent is not None and consent.withdrawn_at is None:
-            consent.withdrawn_at = at
-        self.unsubscribed_at = at
-        self._suppress(at, email_hashes)
+        self._log_preference(at, fact_id, "unsubscribed", DIRECT_MARKETING)
+        self._suppress(email_hashes)
 
     def share(self, fact_id: str, at: datetime, recipient: str, role: str, purpose: str,
               basis: str, records: list[str], categories: list[str], country: str,
@@ -337,7 +466,7 @@ class DataSubject(Aggregate):
             raise MissingSafeguard(
                 f"a share to {country} (outside the UK) needs a transfer safeguard")
         for record in records:
-            self.live_record(record)
+            self.record_at(record, at)
         self._shared(fact_id=fact_id, at=at, recipient=recipient, role=role, purpose=purpose,
                      basis=basis, records=records, categories=categories, country=country,
                      safeguard=safeguard)
@@ -354,31 +483,38 @@ class DataSubject(Aggregate):
     def restrict(self, fact_id: str, at: datetime, scope: str, reason: str) -> None:
         self.fact_ids[fact_id] = None
         self.restrictions.append(Restriction(scope, reason, at))
+        self.restrictions.sort(key=lambda r: r.placed_at)
+        self._apply_lifts()
 
     def lift_restriction(self, fact_id: str, at: datetime, scope: str) -> None:
-        if not any(r.scope == scope for r in self.active_restrictions()):
-            raise NoSuchRestriction(f"no restriction in force with scope {scope!r}")
+        if not any(r.scope == scope for r in self.active_restrictions(at)):
+            raise NoSuchRestriction(f"no restriction in force with scope {scope!r} at the "
+                                    "time of this lift")
         self._restriction_lifted(fact_id=fact_id, at=at, scope=scope)
 
     @event("RestrictionLifted")
     def _restriction_lifted(self, fact_id: str, at: datetime, scope: str) -> None:
         self.fact_ids[fact_id] = None
-        for restriction in self.active_restrictions():
-            if restriction.scope == scope:
-                restriction.lifted_at = at
+        self.restriction_lifts.append((at, scope))
+        self._apply_lifts()
+
+    def _apply_lifts(self) -> None:
+        """Each restriction ends at the first lift of its scope at or after its placing,
+        in fact time, whatever the order the facts arrived in."""
+        for restriction in self.restrictions:
+            ends = [at for at, scope in self.restriction_lifts
+                    if scope == restriction.scope and at >= restriction.placed_at]
+            restriction.lifted_at = min(ends) if ends else None
 
     @event("Objected")
     def object_to(self, fact_id: str, at: datetime, purpose: str,
                   email_hashes: list[str]) -> None:
         """An objection to direct marketing is absolute: it acts at once."""
         self.fact_ids[fact_id] = None
-        self.objections.append((purpose, at))
-        self.objected_at[purpose] = at
+        self.objection_log.append((purpose, at))
+        self._log_preference(at, fact_id, "objected", purpose)
         if purpose == DIRECT_MARKETING:
-            consent = self.consents.get(DIRECT_MARKETING)
-            if consent is not None and consent.withdrawn_at is None:
-                consent.withdrawn_at = at
-            self._suppress(at, email_hashes)
+            self._suppress(email_hashes)
 
     def request_erasure(self, fact_id: str, at: datetime, request: str) -> None:
         if request in self.requests:
@@ -456,8 +592,9 @@ class DataSubject(Aggregate):
         self.notes_key_id = notes_key_id or self.notes_key_id
 
     def release_hold(self, fact_id: str, at: datetime, hold: str) -> None:
-        if hold not in self.holds or self.holds[hold].released_at is not None:
-            raise NoSuchHold(f"no legal hold {hold!r} in force")
+        placed = self.holds.get(hold)
+        if placed is None or placed.released_at is not None or placed.placed_at > at:
+            raise NoSuchHold(f"no legal hold {hold!r} in force at the time of this release")
         self._hold_released(fact_id=fact_id, at=at, hold=hold)
 
     @event("LegalHoldReleased")
@@ -470,16 +607,17 @@ class DataSubject(Aggregate):
                 notes_key_id: str | None, email_hashes: list[str]) -> None:
         """An excluded member's e-mail stays on the blocklist (legitimate interests)."""
         self.fact_ids[fact_id] = None
-        self.excluded_at = at
+        self.excluded_at = at if self.excluded_at is None else min(self.excluded_at, at)
         self.excluded_reason = reason
         self.notes_key_id = notes_key_id or self.notes_key_id
-        self._suppress(at, email_hashes)
+        self._log_preference(at, fact_id, "excluded", DIRECT_MARKETING)
+        self._suppress(email_hashes)
 
     @event("RelationshipEnded")
     def end_relationship(self, fact_id: str, at: datetime, reason: Sealed | None,
                          notes_key_id: str | None) -> None:
         self.fact_ids[fact_id] = None
-        self.relationship_ended_at = at
+        self.relationship_ended_at = max(at, self.relationship_ended_at or at)
         self.notes_key_id = notes_key_id or self.notes_key_id
 
     def erase(self, at: datetime, by: str, decision: ErasureDecision) -> None:
@@ -491,7 +629,8 @@ class DataSubject(Aggregate):
 
     @event("Erased")
     def _erased(self, at: datetime, by: str, key_ids: list[str], records: list[str]) -> None:
-        self.erasures.append(Erasure(by, by, at, list(records), list(key_ids)))
+        notes = self.notes_key_id is not None and self.notes_key_id in key_ids
+        self.erasures.append(Erasure(by, by, at, list(records), list(key_ids), notes))
         for record in records:
             rec = self.records[record]
             rec.erased_at = at
@@ -566,9 +705,7 @@ class DataSubject(Aggregate):
         if self.last_activity_at is None or at > self.last_activity_at:
             self.last_activity_at = at
 
-    def _suppress(self, at: datetime, email_hashes: list[str]) -> None:
-        if self.suppressed_at is None:
-            self.suppressed_at = at
+    def _suppress(self, email_hashes: list[str]) -> None:
         for digest in email_hashes:
             if digest not in self.suppression_hashes:
                 self.suppression_hashes.append(digest)

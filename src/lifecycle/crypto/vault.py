@@ -14,10 +14,13 @@ import json
 import os
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -40,6 +43,38 @@ data_keys = sa.Table(
     sa.Column("destroyed_by", sa.String(200), nullable=True),
     sa.Index("ix_data_keys_subject_scope", "subject_id", "scope"),
 )
+# Keys an erasure decided on, written before the events that record it are saved and
+# removed when the keys are destroyed after the save: a run killed in between leaves
+# them here for the next run to finish (`KeyVault.finish_interrupted`).
+doomed_keys = sa.Table(
+    "lifecycle_doomed_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("subject_id", sa.String(36), nullable=False),
+    sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("erased_by", sa.String(200), nullable=False),
+    sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
+)
+# A fact id names one fact: the keyed digest of the first valid fact offered under it.
+fact_ids = sa.Table(
+    "lifecycle_fact_ids",
+    metadata,
+    sa.Column("fact_id", sa.String(200), primary_key=True),
+    sa.Column("subject_id", sa.String(36), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+)
+# Unrecorded marks younger than this may belong to a run still saving its events.
+DOOMED_GRACE = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Shred:
+    """Keys to destroy for one subject, once the event recording why is stored."""
+
+    subject_id: str
+    key_ids: list[str]
+    at: datetime
+    by: str
 
 
 def create_vault_engine(url: str) -> sa.Engine:
@@ -54,6 +89,7 @@ class KeyVault:
         self.engine = engine
         self._wrapper = AESGCM(derive_key(master_key, "key-wrapping"))
         self._hash_key = derive_key(master_key, "suppression-hash")
+        self._digest_key = derive_key(master_key, "fact-digest")
         self._active: dict[tuple[str, str], str] = {}
         self._slot_of: dict[str, tuple[str, str]] = {}  # key id -> its (subject, scope)
         self._ciphers: dict[str, AESGCM] = {}
@@ -74,6 +110,7 @@ class KeyVault:
                               data_keys.c.wrapped)
                     .where(data_keys.c.subject_id.in_(chunk))
                     .where(data_keys.c.destroyed_at.is_(None))
+                    .where(data_keys.c.key_id.not_in(sa.select(doomed_keys.c.key_id)))
                     .order_by(data_keys.c.created_at)
                 )
                 for key_id, subject_id, scope, wrapped in rows:
@@ -126,21 +163,56 @@ class KeyVault:
         """Destroys keys for good; idempotent. Returns how many were live."""
         return self.destroy_all([(list(key_ids), at, by)])
 
+    def mark_doomed(self, shreds: Iterable[Shred], now: datetime) -> None:
+        """Notes the keys an erasure decided on, before its events are saved."""
+        rows = {key_id: {"key_id": key_id, "subject_id": s.subject_id, "erased_at": s.at,
+                         "erased_by": s.by[:200], "marked_at": now}
+                for s in shreds for key_id in s.key_ids}
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            ids = list(rows)
+            for start in range(0, len(ids), 500):
+                conn.execute(doomed_keys.delete().where(
+                    doomed_keys.c.key_id.in_(ids[start:start + 500])))
+            conn.execute(doomed_keys.insert(), list(rows.values()))
+        self.retire(rows)
+
+    def doomed(self) -> list[Shred]:
+        """Marks left by runs that did not get to destroy their keys, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(doomed_keys).order_by(doomed_keys.c.marked_at)).all()
+        return [Shred(r.subject_id, [r.key_id], r.erased_at, r.erased_by) for r in rows]
+
+    def drop_marks(self, key_ids: Iterable[str], older_than: datetime | None = None) -> None:
+        """Forgets marks whose erasure was never recorded (the run died before saving)."""
+        ids = list(key_ids)
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                query = doomed_keys.delete().where(
+                    doomed_keys.c.key_id.in_(ids[start:start + 500]))
+                if older_than is not None:
+                    query = query.where(doomed_keys.c.marked_at < older_than)
+                conn.execute(query)
+
     def destroy_all(self, shreds: Iterable[tuple[list[str], datetime, str]]) -> int:
-        """Destroys each group of keys (at, by) in one transaction; idempotent. Returns
-        how many were live."""
+        """Destroys each group of keys (at, by) in one transaction, and their marks;
+        idempotent. Returns how many were live."""
         groups = [(list(dict.fromkeys(ids)), at, by) for ids, at, by in shreds if ids]
         if not groups:
             return 0
         destroyed = 0
         with self.engine.begin() as conn:
             for ids, at, by in groups:
-                destroyed += conn.execute(
-                    data_keys.update()
-                    .where(data_keys.c.key_id.in_(ids))
-                    .where(data_keys.c.destroyed_at.is_(None))
-                    .values(wrapped=None, destroyed_at=at, destroyed_by=by)
-                ).rowcount
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    destroyed += conn.execute(
+                        data_keys.update()
+                        .where(data_keys.c.key_id.in_(chunk))
+                        .where(data_keys.c.destroyed_at.is_(None))
+                        .values(wrapped=None, destroyed_at=at, destroyed_by=by)
+                    ).rowcount
+                    conn.execute(doomed_keys.delete().where(doomed_keys.c.key_id.in_(chunk)))
         for ids, _, _ in groups:
             self.retire(ids)
             for key_id in ids:
@@ -173,6 +245,35 @@ class KeyVault:
     def _remember(self, subject_id: str, scope: str, key_id: str) -> None:
         self._active[(subject_id, scope)] = key_id
         self._slot_of[key_id] = (subject_id, scope)
+
+    # -- fact ids -------------------------------------------------------------------
+
+    def fact_digest(self, canonical: bytes) -> str:
+        """Keyed digest of a fact's content: equal for the same fact, reveals nothing."""
+        return hmac.new(self._digest_key, canonical, hashlib.sha256).hexdigest()
+
+    def claimed(self, ids: Iterable[str]) -> dict[str, str]:
+        """The digest each of these fact ids is bound to, where one is."""
+        wanted = list(set(ids))
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                rows = conn.execute(sa.select(fact_ids.c.fact_id, fact_ids.c.digest).where(
+                    fact_ids.c.fact_id.in_(wanted[start:start + 500])))
+                found.update((fact_id, digest) for fact_id, digest in rows)
+        return found
+
+    def claim(self, claims: dict[str, tuple[str, str]]) -> dict[str, str]:
+        """Binds each unbound fact id to (subject id, digest); returns the digest every id
+        is bound to afterwards (another writer's, where it got there first)."""
+        if claims:
+            insert: Any = (sa.dialects.postgresql.insert if self.engine.dialect.name ==
+                           "postgresql" else sa.dialects.sqlite.insert)(fact_ids)
+            with self.engine.begin() as conn:
+                conn.execute(insert.on_conflict_do_nothing(index_elements=["fact_id"]), [
+                    {"fact_id": fid, "subject_id": subject, "digest": digest}
+                    for fid, (subject, digest) in claims.items()])
+        return self.claimed(claims)
 
     # -- values -------------------------------------------------------------------
 

@@ -1,0 +1,68 @@
+"""Record before destroy: the one order in which an erasure is written.
+
+1. new data keys are stored (before any event that uses them);
+2. the keys an erasure decided on are marked in the vault;
+3. the events recording the erasure are saved;
+4. the keys are destroyed and their marks removed.
+
+Killed after 2 and before 3, nothing was erased and nothing recorded: the mark is dropped
+later and re-running the same input erases. Killed after 3, the erasure is recorded and its
+keys are still marked: `finish_interrupted` (run by every ingest, sweep and daemon tick)
+destroys them. So no key is destroyed without its recorded reason, and no recorded erasure
+stays undone past the next run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+from lifecycle.crypto.vault import DOOMED_GRACE, KeyVault, Shred
+from lifecycle.event_store import SubjectStore
+from lifecycle.faults import crash_point
+
+
+def save_then_destroy(store: SubjectStore, vault: KeyVault, aggregates: Sequence[object],
+                      shreds: Sequence[Shred], now: datetime) -> int:
+    """Saves the aggregates' events and destroys the keys their erasures decided on, in
+    that order (see the module). Returns how many keys were live and are now destroyed.
+    Raises the store's IntegrityError, before anything is destroyed, if another writer
+    saved one of the aggregates first."""
+    vault.flush()
+    crash_point("keys-stored")
+    vault.mark_doomed(shreds, now)
+    crash_point("marks-stored")
+    if aggregates:
+        store.save(*aggregates)  # type: ignore[arg-type]
+    crash_point("events-saved")
+    destroyed = vault.destroy_all((s.key_ids, s.at, s.by) for s in shreds)
+    crash_point("keys-destroyed")
+    return destroyed
+
+
+def finish_interrupted(store: SubjectStore, vault: KeyVault, now: datetime) -> int:
+    """Destroys the marked keys whose erasure the log records; drops the marks of erasures
+    never recorded once they are older than the grace (a run may still be saving them).
+    Idempotent. Returns how many keys it destroyed."""
+    marks = vault.doomed()
+    if not marks:
+        return 0
+    recorded: list[Shred] = []
+    unrecorded: list[str] = []
+    by_subject: dict[str, list[Shred]] = {}
+    for mark in marks:
+        by_subject.setdefault(mark.subject_id, []).append(mark)
+    for subject_id, subject_marks in by_subject.items():
+        subject = store.get_subject_by_id(UUID(subject_id))
+        erased = {key_id for erasure in (subject.erasures if subject else [])
+                  for key_id in erasure.key_ids}
+        for mark in subject_marks:
+            if mark.key_ids[0] in erased:
+                recorded.append(mark)
+            else:
+                unrecorded.append(mark.key_ids[0])
+    destroyed = vault.destroy_all((s.key_ids, s.at, s.by) for s in recorded)
+    if unrecorded:
+        vault.drop_marks(unrecorded, older_than=now - DOOMED_GRACE)
+    return destroyed
