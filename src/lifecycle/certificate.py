@@ -40,14 +40,17 @@ def deletion_certificate(subject: DataSubject, request: str, case: RequestCase |
     if found is None or found.kind != "erasure":
         raise NotAnErasureRequest(f"request {request!r} is not an erasure request of this "
                                   "subject")
-    erasure = next((e for e in subject.erasures if e.ref == request), None)
-    erased = [] if erasure is None else [
+    acts = [e for e in subject.erasures if e.ref == request]
+    # Records collected before the request but recorded after it were erased on arrival,
+    # by a later act under the same request.
+    erased = [
         {"record": r, "category": subject.records[r].category,
          "purpose": subject.records[r].purpose, "basis": subject.records[r].basis,
-         "erased_at": erasure.at.isoformat()} for r in erasure.records]
-    keys = [] if erasure is None else [
+         "erased_at": act.at.isoformat(), "erased_on_arrival": number > 0}
+        for number, act in enumerate(acts) for r in act.records]
+    keys = [
         {"key_id": k, **destroyed_keys.get(k, {"destroyed_at": None, "destroyed_by": None})}
-        for k in erasure.key_ids]
+        for act in acts for k in act.key_ids]
     count, digest = events_digest(subject, stored)
     return {
         "certificate": "lifecycle-deletion/1",

@@ -184,8 +184,8 @@ class Ledger:
             reference = found[0]
         subject = self.subject(reference)
         case = self.store.get_request_case(RequestCase.create_id(request, reference))
-        erasure = next((e for e in subject.erasures if e.ref == request), None)
-        keys = self.vault.destroyed(erasure.key_ids if erasure else [])
+        keys = self.vault.destroyed(k for e in subject.erasures if e.ref == request
+                                    for k in e.key_ids)
         stored = self.store.recorder.select_events(subject.id)
         return deletion_certificate(subject, request, case, keys, stored, now)
 

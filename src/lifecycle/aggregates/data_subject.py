@@ -330,7 +330,7 @@ class DataSubject(Aggregate):
         """Each recipient to tell of each erasure: shared one of the erased records (by name
         or category) before the erasure. Acknowledged ones carry when."""
         items = []
-        for erasure in self.erasures:
+        for erasure in self.erasures_by_ref():
             erased = {r: self.records[r].category for r in erasure.records}
             for recipient in dict.fromkeys(sh.recipient for sh in self.shares):
                 got = [r for r, category in erased.items() if any(
@@ -341,6 +341,20 @@ class DataSubject(Aggregate):
                         erasure.ref, recipient, got, erasure.at,
                         self.acknowledgements.get((erasure.ref, recipient))))
         return items
+
+    def erasures_by_ref(self) -> list[Erasure]:
+        """One entry per act of erasure: a request's later erasures (of records that arrived
+        after it) are merged into its first."""
+        merged: dict[str, Erasure] = {}
+        for e in self.erasures:
+            first = merged.get(e.ref)
+            if first is None:
+                merged[e.ref] = Erasure(e.ref, e.by, e.at, list(e.records), list(e.key_ids),
+                                        e.notes)
+            else:
+                first.records += e.records
+                first.key_ids += e.key_ids
+        return list(merged.values())
 
     def decide_erasure(self, request: str, at: datetime) -> ErasureDecision:
         """What the erasure request made at `at` still has to do: the records collected by
