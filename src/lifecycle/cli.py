@@ -628,3 +628,12 @@ def main() -> None:
     except ConfigurationError as error:
         click.echo(f"lifecycle: configuration error: {error}", err=True)
         sys.exit(EXIT_USAGE)
+    except LifecycleError as error:
+        refuse(error)
+    except Exception as error:  # noqa: BLE001 - one line, never a traceback
+        # Only the type: a driver's message may quote the values of a statement.
+        log.debug("unexpected error", exc_info=True)
+        click.echo(f"lifecycle: unexpected error ({type(error).__name__}); what was "
+                   "stored before it stays stored, run with --log-level DEBUG for details",
+                   err=True)
+        sys.exit(EXIT_REFUSED)

@@ -78,8 +78,11 @@ def plan(subject: DataSubject, record: Record, policy: Policy,
         trigger_at = times.get(rule.trigger)
         if trigger_at is None:
             continue
-        due_at = rule.due_at(trigger_at)
-        dispose_at = max(policy.disposal_at(rule, due_at), adoption.adopted_at)
+        try:
+            due_at = rule.due_at(trigger_at)
+            dispose_at = max(policy.disposal_at(rule, due_at), adoption.adopted_at)
+        except (OverflowError, ValueError):
+            continue  # beyond the calendar (a time from before input was bounded): never due
         candidate = Disposal(record.record, rule.id, adoption.label, rule.trigger, trigger_at,
                              due_at, dispose_at, rule.action)
         if best is None or (candidate.dispose_at, candidate.action == "review") > (
