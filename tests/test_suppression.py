@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.crypto.vault import KeyVault, create_vault_engine
-from lifecycle.email_address import AT_SIGNS, find_addresses, method_slug, normalise
+from lifecycle.email_address import (AT_SIGNS, could_be_address, find_addresses, method_slug,
+                                     normalise)
 from lifecycle.ledger import Ledger
 from lifecycle.policy.loader import parse_policy
 from tests.facts_builder import collected, fact, lines
@@ -126,6 +127,7 @@ def test_the_cheap_at_check_misses_no_spelling_of_at() -> None:
     found = {chr(c) for c in range(sys.maxunicode + 1)
              if "@" in unicodedata.normalize("NFKC", chr(c))}
     assert found == set(AT_SIGNS)
+    assert all(could_be_address(f"a{at}b.org") for at in found)
 
 
 def test_addresses_are_found_under_any_key_at_any_depth() -> None:

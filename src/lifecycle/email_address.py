@@ -25,13 +25,14 @@ INVISIBLE = dict.fromkeys(
     [0x00AD, 0x061C, 0x180E, *range(0x200B, 0x2010), *range(0x202A, 0x202F),
      *range(0x2060, 0x2065), *range(0x2066, 0x206A), 0xFEFF])
 
-_DISPLAY_NAME = re.compile(r"<([^<>]*)>\s*$")
+_DISPLAY_NAME = re.compile(r"<([^<>]*)>$")
+_NOT_PLAIN = re.compile(r'[\s<>",]')
 _SLUG_GAP = re.compile(r"[^a-z0-9]+")
 
 
 def could_be_address(value: str) -> bool:
     """False for most strings that are not addresses, at the cost of a substring search."""
-    return any(at in value for at in AT_SIGNS)
+    return "@" in value or "\uff20" in value or "\ufe6b" in value
 
 
 def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
@@ -49,9 +50,10 @@ def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
     else:
         value = value.casefold()
     value = value.strip()
-    bracketed = _DISPLAY_NAME.search(value)
-    if bracketed is not None:
-        value = bracketed.group(1).strip()
+    if value.endswith(">"):
+        bracketed = _DISPLAY_NAME.search(value)
+        if bracketed is not None:
+            value = bracketed.group(1).strip()
     if value.startswith("mailto:"):
         value = value[len("mailto:"):].strip()
     at = value.find("@")
@@ -62,7 +64,7 @@ def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
         value = value[:query]
     local, _, domain = value.partition("@")
     domain = domain.rstrip(".")
-    if not local or "@" in domain or not _plain(local) or not _plain(domain):
+    if not local or "@" in domain or _NOT_PLAIN.search(value) is not None:
         return None
     if not domain.isascii():
         try:
@@ -77,10 +79,6 @@ def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
         if plus and base:
             local = base
     return f"{local}@{domain}"
-
-
-def _plain(part: str) -> bool:
-    return not any(c.isspace() or c in "<>\"," for c in part)
 
 
 def find_addresses(data: Any) -> Iterator[str]:
