@@ -30,7 +30,7 @@ def subscriber_who_unsubscribes(ledger: Ledger) -> None:
         collected("subscriber:1", "2023-05-02T09:00:00+01:00", "newsletter-signup",
                   {"email": EMAIL, "first_name": "Pat"}),
         fact("consent-given", "subscriber:1", "2023-05-02T09:00:00+01:00",
-             purpose="direct-marketing", method="web-form"),
+             purpose="direct-marketing", method="subscribe-form"),
         fact("unsubscribed", "subscriber:1", "2024-03-10T10:00:00+00:00", channel="email"),
     ]), NOW)
 
@@ -68,7 +68,7 @@ def test_the_person_can_resubscribe_themselves(hqip: Ledger) -> None:
     own consent lifts the suppression."""
     subscriber_who_unsubscribes(hqip)
     hqip.ingest(lines([fact("consent-given", "subscriber:1", "2024-05-01T09:00:00Z",
-                            purpose="direct-marketing", method="web-form")]), NOW)
+                            purpose="direct-marketing", method="subscribe-form")]), NOW)
     assert hqip.subject_view("subscriber:1")["suppressed"] is False
 
 
@@ -80,13 +80,13 @@ def test_an_email_stays_suppressed_while_anyone_who_gave_it_is(hqip: Ledger) -> 
         collected(f"subscriber:{n}", "2023-05-02T09:00:00Z", "newsletter-signup",
                   {"email": EMAIL}) for n in (1, 2)] + [
         fact("consent-given", f"subscriber:{n}", "2023-05-02T09:00:00Z",
-             purpose="direct-marketing", method="web-form") for n in (1, 2)]), NOW)
+             purpose="direct-marketing", method="subscribe-form") for n in (1, 2)]), NOW)
     for n in (1, 2):  # subscriber 2 unsubscribes after subscriber 1, each projected
         hqip.ingest(lines([fact("unsubscribed", f"subscriber:{n}", f"2024-03-1{n}T10:00:00Z",
                                 channel="email")]), NOW)
         hqip.projections.catch_up()
     hqip.ingest(lines([fact("consent-given", "subscriber:2", "2024-05-01T09:00:00Z",
-                            purpose="direct-marketing", method="web-form")]), NOW)
+                            purpose="direct-marketing", method="subscribe-form")]), NOW)
     hqip.projections.catch_up()
     assert hqip.subject_view("subscriber:2")["suppressed"] is False
     report = hqip.ingest(lines([
@@ -98,7 +98,7 @@ def test_an_email_stays_suppressed_while_anyone_who_gave_it_is(hqip: Ledger) -> 
     assert hqip.suppressed_hashes()
 
     hqip.ingest(lines([fact("consent-given", "subscriber:1", "2024-07-01T09:00:00Z",
-                            purpose="direct-marketing", method="web-form")]), NOW)
+                            purpose="direct-marketing", method="subscribe-form")]), NOW)
     hqip.projections.catch_up()
     assert hqip.suppressed_hashes() == set()
     report = hqip.ingest(lines([

@@ -10,7 +10,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from lifecycle import facts as f
 from lifecycle.aggregates.data_subject import NOTES_SCOPE, DataSubject, key_scope
 from lifecycle.crypto.vault import KeyVault, Shred
+from lifecycle.email_address import find_addresses, method_slug
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
 from lifecycle.event_store import SubjectStore
@@ -110,12 +111,8 @@ class FactApplier:
     # One handler per fact type --------------------------------------------------------
 
     def _collected(self, s: DataSubject, fact: f.Collected) -> None:
-        if fact.purpose == DIRECT_MARKETING and not s.consent_in_force(DIRECT_MARKETING):
-            email = fact.data.get("email")
-            if isinstance(email, str) and self._suppressed(s, email):
-                raise SuppressedAddress(
-                    "the e-mail is on the suppression list: marketing data needs the "
-                    "person's own consent-given before it is collected again")
+        if fact.purpose == DIRECT_MARKETING:
+            self._check_suppression(s, fact.data)
         key_id = self.vault.key_for(str(s.id), key_scope(fact.record), self.now)
         s.collect(fact.id, fact.at, fact.record, fact.category, fact.purpose, fact.basis,
                   fact.source, key_id, self.vault.seal(key_id, fact.data))
@@ -125,6 +122,8 @@ class FactApplier:
         if record.erased_at is not None:  # erased since: the late value is not kept
             s.rectify(fact.id, fact.at, fact.record, None)
             return
+        if record.purpose == DIRECT_MARKETING:
+            self._check_suppression(s, fact.data)
         s.rectify(fact.id, fact.at, fact.record, self.vault.seal(record.key_id, fact.data))
 
     def _activity(self, s: DataSubject, fact: f.Activity) -> None:
@@ -133,6 +132,13 @@ class FactApplier:
         s.record_activity(fact.id, fact.at, fact.record)
 
     def _consent_given(self, s: DataSubject, fact: f.ConsentGiven) -> None:
+        if (fact.purpose == DIRECT_MARKETING and not self._own_opt_in(fact.method)
+                and (s.suppressed_at is not None or any(
+                    self._suppressed(s, email) for email in self._addresses(s)))):
+            raise SuppressedAddress(
+                "consent-given: the subject's e-mail is on the suppression list and only "
+                "a method the policy lists in [suppression] resubscribe_methods (the "
+                "person's own opt-in) lifts it")
         s.give_consent(fact.id, fact.at, fact.purpose, fact.method)
 
     def _consent_withdrawn(self, s: DataSubject, fact: f.ConsentWithdrawn) -> None:
@@ -227,10 +233,56 @@ class FactApplier:
 
     # Helpers ----------------------------------------------------------------------------
 
+    def _check_suppression(self, s: DataSubject, data: Any) -> None:
+        """Marketing data holding a suppressed address needs the person's own opt-in."""
+        if self._resubscribed(s):
+            return
+        if any(self._suppressed(s, email) for email in find_addresses(data)):
+            raise SuppressedAddress(
+                "data: an e-mail in it is on the suppression list: marketing data needs "
+                "a direct-marketing consent-given by one of the policy's "
+                "resubscribe_methods (the person's own opt-in) in force first")
+
+    def _resubscribed(self, s: DataSubject) -> bool:
+        consent = s.consents.get(DIRECT_MARKETING)
+        return (consent is not None and consent.withdrawn_at is None
+                and self._own_opt_in(consent.method))
+
+    def _own_opt_in(self, method: str | None) -> bool:
+        """Without a policy no method lifts suppression."""
+        if method is None or self.policy is None:
+            return False
+        return method_slug(method) in self.policy.suppression.resubscribe_methods
+
     def _suppressed(self, s: DataSubject, email: str) -> bool:
-        digest = self.vault.email_hash(email)
-        return (digest in s.suppression_hashes or digest in self.suppressed_now
-                or self.is_suppressed(digest))
+        # Stores written before addresses were normalised hold hashes of the trimmed,
+        # case-folded value: those match too. The sub-address form is kept on the list
+        # besides the bare one, so a later keep_subaddress policy still finds it.
+        for digest in (*self._hash_forms(email), self.vault.email_hash(email, legacy=True)):
+            if (digest in s.suppression_hashes or digest in self.suppressed_now
+                    or self.is_suppressed(digest)):
+                return True
+        return False
+
+    def _hash_forms(self, email: str) -> tuple[str, ...]:
+        """The hashes an address is listed under: its one spelling, and that spelling with
+        any sub-address tag kept (the same hash when it has none)."""
+        keep = self.policy is not None and self.policy.suppression.keep_subaddress
+        bare = self.vault.email_hash(email, keep_subaddress=keep)
+        tagged = bare if keep else self.vault.email_hash(email, keep_subaddress=True)
+        return (bare,) if tagged == bare else (bare, tagged)
+
+    def _addresses(self, s: DataSubject) -> Iterator[str]:
+        """Every address in the subject's live records (the values open under live keys)."""
+        for record in s.records.values():
+            if record.erased_at is not None:
+                continue
+            for sealed in record.values:
+                try:
+                    values = self.vault.open(sealed)
+                except KeyDestroyed:
+                    continue
+                yield from find_addresses(values)
 
     def _seal_note(self, s: DataSubject, text: str | None,
                    at: datetime) -> tuple[str | None, str | None]:
@@ -242,22 +294,11 @@ class FactApplier:
         return key_id, self.vault.seal(key_id, text)
 
     def _email_hashes(self, s: DataSubject) -> list[str]:
-        """Keyed hashes of every e-mail the subject's live records hold."""
-        hashes: list[str] = []
-        for record in s.records.values():
-            if record.erased_at is not None:
-                continue
-            for sealed in record.values:
-                try:
-                    values = self.vault.open(sealed)
-                except KeyDestroyed:
-                    continue
-                email = values.get("email") if isinstance(values, dict) else None
-                if isinstance(email, str) and email.strip():
-                    digest = self.vault.email_hash(email)
-                    if digest not in hashes:
-                        hashes.append(digest)
-        return hashes
+        """Keyed hashes of every e-mail the subject's live records hold, under any key."""
+        hashes: dict[str, None] = {}
+        for email in self._addresses(s):
+            hashes.update(dict.fromkeys(self._hash_forms(email)))
+        return list(hashes)
 
 
 def check_against_policy(policy: Policy, fact: Any) -> None:

@@ -25,6 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lifecycle.crypto.master_key import derive_key
+from lifecycle.email_address import normalise
 from lifecycle.engines import create_store_engine
 from lifecycle.errors import ConfigurationError, KeyDestroyed
 
@@ -291,10 +292,16 @@ class KeyVault:
         plaintext = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], key_id.encode())
         return json.loads(plaintext)
 
-    def email_hash(self, email: str) -> str:
-        """Keyed hash of the normalised e-mail: survives erasure, reveals nothing."""
-        normalised = email.strip().casefold()
-        return hmac.new(self._hash_key, normalised.encode(), hashlib.sha256).hexdigest()
+    def email_hash(self, email: str, *, keep_subaddress: bool = False,
+                   legacy: bool = False) -> str:
+        """Keyed hash of the e-mail in its one spelling (`email_address.normalise`):
+        survives erasure, reveals nothing. A string that is not an address, or `legacy`,
+        is hashed as stores written before that normalisation did: trimmed and case-folded.
+        """
+        text = None if legacy else normalise(email, keep_subaddress=keep_subaddress)
+        if text is None:
+            text = email.strip().casefold()
+        return hmac.new(self._hash_key, text.encode(), hashlib.sha256).hexdigest()
 
     # -- internals ----------------------------------------------------------------
 

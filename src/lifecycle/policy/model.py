@@ -135,6 +135,17 @@ class Rule(_Strict):
         return due
 
 
+class Suppression(_Strict):
+    """How the suppression list treats addresses and who may lift it."""
+
+    # "local+tag@domain" is a different address from "local@domain" (off by default:
+    # the tag is dropped before hashing).
+    keep_subaddress: Annotated[bool, Field(strict=True)] = False
+    # The consent-given methods that are the person's own opt-in: only a direct-marketing
+    # consent given by one of these lifts suppression. None by default.
+    resubscribe_methods: list[Slug] = []
+
+
 class PolicyFile(_Strict):
     """The schema of a policy file, section by section."""
 
@@ -146,6 +157,7 @@ class PolicyFile(_Strict):
     recipients: dict[str, Recipient] = {}
     windows: dict[Slug, Window] = {}
     rules: list[Rule] = []
+    suppression: Suppression = Suppression()
 
 
 @dataclass(frozen=True)
@@ -177,6 +189,10 @@ class Policy:
     @property
     def rules(self) -> list[Rule]:
         return self.file.rules
+
+    @property
+    def suppression(self) -> Suppression:
+        return self.file.suppression
 
     @cached_property
     def zone(self) -> ZoneInfo:

@@ -1,0 +1,102 @@
+"""E-mail addresses for the suppression list: one spelling per address, found anywhere.
+
+Pure domain. `normalise` maps every spelling of an address to one string (the keyed hash
+is taken of that string); `find_addresses` walks a fact's data, at any depth and under any
+key, for string values that are addresses.
+
+What counts as an address: the whole string value, once normalised, has exactly one "@",
+a non-empty local part, a domain with a dot and no empty label, and no white space or
+angle bracket. An address inside free text ("write to a@b.org") is not one.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from typing import Any
+
+# The characters whose NFKC form contains "@" (a test checks this against every code
+# point): the cheap test before any normalisation.
+AT_SIGNS = ("@", "\ufe6b", "\uff20")
+
+# Zero-width, bidi control and other invisible characters: removed before anything else.
+INVISIBLE = dict.fromkeys(
+    [0x00AD, 0x061C, 0x180E, *range(0x200B, 0x2010), *range(0x202A, 0x202F),
+     *range(0x2060, 0x2065), *range(0x2066, 0x206A), 0xFEFF])
+
+_DISPLAY_NAME = re.compile(r"<([^<>]*)>$")
+_NOT_PLAIN = re.compile(r'[\s<>",]')
+_SLUG_GAP = re.compile(r"[^a-z0-9]+")
+
+
+def could_be_address(value: str) -> bool:
+    """False for most strings that are not addresses, at the cost of a substring search."""
+    return "@" in value or "\uff20" in value or "\ufe6b" in value
+
+
+def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
+    """The one spelling of the address `value` is, or None if it is not an address.
+
+    Invisible characters go; then Unicode NFKC and case folding; trim; `Name <addr>` and
+    `<addr>` give addr; a `mailto:` prefix and a `?query` go; the domain loses its trailing
+    dot(s) and non-ASCII domains become their IDNA (xn--) form; `local+tag@` becomes
+    `local@` unless `keep_subaddress`.
+    """
+    if not value.isascii():
+        value = value.translate(INVISIBLE)
+        value = unicodedata.normalize("NFKC", value)
+        value = unicodedata.normalize("NFKC", value.casefold())
+    else:
+        value = value.casefold()
+    value = value.strip()
+    if value.endswith(">"):
+        bracketed = _DISPLAY_NAME.search(value)
+        if bracketed is not None:
+            value = bracketed.group(1).strip()
+    if value.startswith("mailto:"):
+        value = value[len("mailto:"):].strip()
+    at = value.find("@")
+    if at < 0:
+        return None
+    query = value.find("?", at)
+    if query >= 0:
+        value = value[:query]
+    local, _, domain = value.partition("@")
+    domain = domain.rstrip(".")
+    if not local or "@" in domain or _NOT_PLAIN.search(value) is not None:
+        return None
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(labels):
+        return None
+    if not keep_subaddress:
+        base, plus, _ = local.partition("+")
+        if plus and base:
+            local = base
+    return f"{local}@{domain}"
+
+
+def find_addresses(data: Any) -> Iterator[str]:
+    """Every string value in `data` (nested dicts and lists, any key) that is an address,
+    as written (normalise it to compare). Keys are not searched, only values."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if could_be_address(item) and normalise(item) is not None:
+                yield item
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def method_slug(method: str) -> str:
+    """A consent method as a slug, to compare with a policy's `resubscribe_methods`:
+    "Subscribe form" and "subscribe-form" are the same method."""
+    return _SLUG_GAP.sub("-", method.casefold()).strip("-")
