@@ -1,4 +1,4 @@
-"""Where lifecycle keeps its data: one setting picks the store (DESIGN.md §7)."""
+"""Where lifecycle keeps its data: one setting picks the store; the home is checked before use."""
 
 from __future__ import annotations
 
