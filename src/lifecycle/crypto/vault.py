@@ -101,10 +101,10 @@ def open_vault(settings: Settings) -> KeyVault:
     given = given_master_key(settings)
     if given is None:
         if state.key_check is not None or state.holds_keys:
-            under = f"under the master key with fingerprint {recorded}" if recorded else (
-                "(no key check recorded)")
+            used = (f"was first used with the master key of fingerprint {recorded}"
+                    if recorded else "holds data keys")
             raise ConfigurationError(
-                f"{settings.vault_place}: holds data keys {under} but no master key is given "
+                f"{settings.vault_place}: {used}, but no master key is given "
                 f"(set {MASTER_KEY_ENV} or restore the key file {settings.master_key_file}); "
                 "nothing was written")
         key, source = create_master_key(settings), f"master key file {settings.master_key_file}"
