@@ -198,10 +198,17 @@ def schema_lock(settings: Settings) -> Iterator[None]:
     FUNCTION` (and SQLAlchemy's `create_all` makes missing tables): two processes doing it
     at the same moment fail with "tuple concurrently updated" or a duplicate-key error on
     the catalog. A blocking advisory lock, held while the store is opened, serialises
-    them. SQLite needs nothing: its file lock already serialises `CREATE ... IF NOT EXISTS`.
+    them. On SQLite, `create_all` checks then creates (two fresh processes race to "table
+    already exists"), so a blocking flock on a file in the home serialises them.
     """
     if settings.database_url is None:
-        yield
+        settings.ensure_home()
+        fd = os.open(settings.home / f"{LEASE_FILE}.{SCHEMA_LOCK}", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the file drops the flock
         return
     with psycopg.connect(settings.database_url, autocommit=True,
                          connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:

@@ -12,15 +12,15 @@ from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+import psycopg
 import sqlalchemy as sa
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import Adoption, PolicyRegister
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS, RequestCase
 from lifecycle.certificate import deletion_certificate
-from lifecycle.crypto.master_key import load_master_key
-from lifecycle.crypto.vault import KeyVault, create_vault_engine
+from lifecycle.crypto.vault import open_vault
 from lifecycle.dsar import access_document, subject_as_of
 from lifecycle.errors import KeyDestroyed, SubjectNotFound
 from lifecycle.event_store import SAVE_RETRIES, SubjectStore, open_subject_store
@@ -40,12 +40,16 @@ from lifecycle.sweep import Sweeper, SweepReport
 class Ledger:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.ensure_home()
-        with schema_lock(settings):  # processes starting together create the schema in turn
-            self.vault = KeyVault(create_vault_engine(settings.vault_url),
-                                  load_master_key(settings))
-            self.store: SubjectStore = open_subject_store(settings)
-            self.views = create_views_engine(settings.views_url)
+        if settings.database_url is None:
+            settings.check_home()  # one line naming the home, before anything is written
+        try:
+            with schema_lock(settings):  # processes starting together create the schema in turn
+                # The master key is checked against the vault before anything is written.
+                self.vault = open_vault(settings)
+                self.store: SubjectStore = open_subject_store(settings)
+                self.views = create_views_engine(settings.views_url)
+        except (OSError, sa.exc.OperationalError, psycopg.Error, PersistenceError) as error:
+            raise settings.open_error(error) from None
         self.projections = ProjectionRunner(self.store, self.views)
 
     def close(self) -> None:

@@ -1,10 +1,11 @@
-"""Where lifecycle keeps its data: one setting picks the store (DESIGN.md §7)."""
+"""Where lifecycle keeps its data: one setting picks the store; the home is checked before use."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from lifecycle.errors import ConfigurationError
 
@@ -13,6 +14,9 @@ DATABASE_URL_ENV = "LIFECYCLE_DATABASE_URL"
 MASTER_KEY_ENV = "LIFECYCLE_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "LIFECYCLE_MASTER_KEY_FILE"
 DEFAULT_HOME = "./lifecycle-data"
+# The SQLite files of a home's store, with the journal and WAL files that come and go.
+STORE_FILES = tuple(f"{name}{suffix}" for name in ("events.sqlite", "keys.sqlite", "views.sqlite")
+                    for suffix in ("", "-journal", "-wal", "-shm"))
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,19 @@ class Settings:
         return "postgresql+psycopg://" + self.database_url.split("://", 1)[1]
 
     @property
+    def vault_path(self) -> Path | None:
+        """The SQLite key vault file (None on PostgreSQL)."""
+        return None if self.database_url else self.home / "keys.sqlite"
+
+    @property
+    def vault_place(self) -> str:
+        """The key vault, as error messages name it (never with a password)."""
+        if self.database_url is None:
+            return f"key vault {self.home / 'keys.sqlite'}"
+        name = urlparse(self.database_url).path.lstrip("/") or "postgres"
+        return f"key vault in PostgreSQL database {name}"
+
+    @property
     def vault_url(self) -> str:
         return self.sqlalchemy_url or f"sqlite:///{self.home / 'keys.sqlite'}"
 
@@ -41,8 +58,57 @@ class Settings:
     def views_url(self) -> str:
         return self.sqlalchemy_url or f"sqlite:///{self.home / 'views.sqlite'}"
 
+    def check_home(self) -> None:
+        """Raises ConfigurationError (one line: the home and what is wrong) unless the home
+        and the store files in it can be written, or the home can be created. Writes
+        nothing. Root passes the permission checks, as it would the writes."""
+        home = self.home
+        if home.exists():
+            if not home.is_dir():
+                raise self.home_error("is not a directory")
+            if not os.access(home, os.W_OK | os.X_OK):
+                raise self.home_error("is not writable")
+            for name in STORE_FILES:
+                path = home / name
+                if not path.exists() and not path.is_symlink():
+                    continue
+                if not path.is_file():
+                    raise self.home_error(f"{name} is not a regular file")
+                if not os.access(path, os.R_OK | os.W_OK):
+                    raise self.home_error(f"{name} is not writable")
+            return
+        parent = home.parent
+        while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise self.home_error(f"cannot be created: {parent} is not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise self.home_error(f"cannot be created: {parent} is not writable")
+
     def ensure_home(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise self.home_error("is not a directory") from None
+        except OSError as error:
+            raise self.home_error(f"cannot be created: {error.strerror}") from None
+
+    def home_error(self, what: str) -> ConfigurationError:
+        return ConfigurationError(f"{HOME_ENV} {self.home}: {what}")
+
+    def open_error(self, error: Exception) -> ConfigurationError:
+        """The store could not be opened (a file or server refused): one line naming the
+        home or the database and the reason the system gave (no values, no password)."""
+        if isinstance(error, OSError) and error.strerror:
+            reason = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+        else:
+            reason = str(getattr(error, "orig", None) or error) or type(error).__name__
+        reason = (reason.strip().splitlines() or [type(error).__name__])[0][:200]
+        if self.database_url is None:
+            return self.home_error(f"cannot open the store: {reason}")
+        name = urlparse(self.database_url).path.lstrip("/") or "postgres"
+        return ConfigurationError(
+            f"{DATABASE_URL_ENV}: cannot open PostgreSQL database {name}: {reason}")
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -26,22 +28,68 @@ def _decode(text: str, where: str) -> bytes:
     return key
 
 
-def load_master_key(settings: Settings) -> bytes:
-    """Reads the master key; on first use of the embedded default, creates it (mode 0600)."""
+def given_master_key(settings: Settings) -> tuple[bytes, str] | None:
+    """The master key from the environment or the key file, and where it came from; None
+    if there is neither (nothing is created here)."""
     if settings.master_key:
-        return _decode(settings.master_key, MASTER_KEY_ENV)
+        return _decode(settings.master_key, MASTER_KEY_ENV), MASTER_KEY_ENV
     path: Path = settings.master_key_file
-    if path.exists():
-        return _decode(path.read_text(), f"{MASTER_KEY_FILE_ENV} {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = os.urandom(KEY_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(base64.b64encode(key).decode() + "\n")
-    return key
+    if not path.exists() and not path.is_symlink():
+        return None
+    where = f"master key file {path}"
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not text"
+        raise ConfigurationError(f"{where}: cannot be read ({reason})") from None
+    return _decode(text, where), where
+
+
+def create_master_key(settings: Settings) -> bytes:
+    """Creates the key file (mode 0600) with a new random key, on first use of an empty
+    vault. Of processes creating it at once, one wins and the others read its key: the file
+    appears complete or not at all (written aside, then hard-linked into place)."""
+    path = settings.master_key_file
+    where = f"master key file {path}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+        key = os.urandom(KEY_BYTES)
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(base64.b64encode(key).decode() + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                pass  # another process created it first: use its key
+        finally:
+            aside.unlink(missing_ok=True)
+    except OSError as error:
+        raise ConfigurationError(f"{where}: cannot be created ({error.strerror})") from None
+    given = given_master_key(settings)
+    assert given is not None
+    return given[0]
 
 
 def derive_key(master_key: bytes, purpose: str) -> bytes:
     """A sub-key for one use (key wrapping, suppression hashing), so uses never share a key."""
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
                 info=f"lifecycle {purpose} v1".encode()).derive(master_key)
+
+
+KEY_CHECK_CONSTANT = b"lifecycle master key check v1"
+
+
+def key_check_value(master_key: bytes) -> str:
+    """The key-check value (KCV) of a master key: HMAC-SHA256 of a constant under a sub-key
+    of its own, so it identifies the key without revealing it or any other sub-key."""
+    return hmac.new(derive_key(master_key, "key-check"), KEY_CHECK_CONSTANT,
+                    hashlib.sha256).hexdigest()
+
+
+def key_fingerprint(key_check: str) -> str:
+    """The short form of a key-check value that error messages show."""
+    return key_check[:16]

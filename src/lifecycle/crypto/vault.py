@@ -24,10 +24,12 @@ import sqlalchemy.dialects.sqlite
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lifecycle.crypto.master_key import derive_key
+from lifecycle.crypto.master_key import (create_master_key, derive_key, given_master_key,
+                                         key_check_value, key_fingerprint)
 from lifecycle.email_address import normalise
 from lifecycle.engines import create_store_engine
 from lifecycle.errors import ConfigurationError, KeyDestroyed
+from lifecycle.settings import MASTER_KEY_ENV, Settings
 
 NONCE_BYTES = 12
 
@@ -46,7 +48,7 @@ data_keys = sa.Table(
 )
 # Keys an erasure decided on, written before the events that record it are saved and
 # removed when the keys are destroyed after the save: a run killed in between leaves
-# them here for the next run to finish (`KeyVault.finish_interrupted`).
+# them here for the next run to finish (`lifecycle.shredding.finish_interrupted`).
 doomed_keys = sa.Table(
     "lifecycle_doomed_keys",
     metadata,
@@ -76,6 +78,94 @@ class Shred:
     key_ids: list[str]
     at: datetime
     by: str
+
+# One row: the key-check value of the master key the vault was first used with.
+vault_meta = sa.Table(
+    "lifecycle_vault_meta",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("key_check", sa.String(64), nullable=False),
+    sa.Column("fingerprint", sa.String(16), nullable=False),
+)
+
+
+KEY_CHECK_ROW = 1
+
+
+@dataclass(frozen=True)
+class VaultKeyState:
+    """What a vault says about its master key: the recorded key-check value (None: none
+    recorded, as in a store written before checks were) and whether it holds any data key."""
+
+    key_check: str | None
+    holds_keys: bool
+
+
+def read_key_state(settings: Settings) -> VaultKeyState:
+    """The vault's key state, read without writing: a vault file or table that does not
+    exist yet reads as empty."""
+    path = settings.vault_path
+    if path is not None and not path.exists():
+        return VaultKeyState(None, False)
+    engine = sa.create_engine(settings.vault_url)
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            check = None
+            if inspector.has_table(vault_meta.name):
+                check = conn.execute(sa.select(vault_meta.c.key_check)
+                                     .where(vault_meta.c.id == KEY_CHECK_ROW)).scalar()
+            holds = inspector.has_table(data_keys.name) and conn.execute(
+                sa.select(data_keys.c.key_id).limit(1)).first() is not None
+        return VaultKeyState(check, holds)
+    finally:
+        engine.dispose()
+
+
+def open_vault(settings: Settings) -> KeyVault:
+    """The key vault, opened only with the master key it was first used with.
+
+    Before anything is written, the vault's recorded key check is read: a vault that holds
+    a check or any data key, opened without a master key or with another one, is a
+    ConfigurationError naming fingerprints only, and no key file, table or row is written.
+    Only an empty vault (first use) gets a new master key (file mode 0600). A vault written
+    before checks were recorded gets the check of the key it is opened with, once that key
+    is shown to unwrap a live data key. Callers hold the schema lock, so processes that
+    start together on a fresh store agree on one key."""
+    state = read_key_state(settings)
+    recorded = key_fingerprint(state.key_check) if state.key_check else None
+    given = given_master_key(settings)
+    if given is None:
+        if state.key_check is not None or state.holds_keys:
+            used = (f"was first used with the master key of fingerprint {recorded}"
+                    if recorded else "holds data keys")
+            raise ConfigurationError(
+                f"{settings.vault_place}: {used}, but no master key is given "
+                f"(set {MASTER_KEY_ENV} or restore the key file {settings.master_key_file}); "
+                "nothing was written")
+        key, source = create_master_key(settings), f"master key file {settings.master_key_file}"
+    else:
+        key, source = given
+    check = key_check_value(key)
+    mismatch = ConfigurationError(
+        f"{settings.vault_place}: master key mismatch: the vault's key has fingerprint "
+        f"{recorded or '(none recorded)'}, the key from {source} has fingerprint "
+        f"{key_fingerprint(check)}; nothing was written")
+    if state.key_check is not None and state.key_check != check:
+        raise mismatch
+    if settings.vault_path is not None:
+        settings.ensure_home()
+    vault = KeyVault(create_vault_engine(settings.vault_url), key)
+    try:
+        if state.key_check is None:
+            if state.holds_keys and not vault.unwraps_a_live_key():
+                raise mismatch
+            if vault.record_key_check(check) != check:
+                raise mismatch  # another process recorded another key's check first
+    except BaseException:
+        vault.engine.dispose()
+        raise
+    return vault
 
 
 def create_vault_engine(url: str) -> sa.Engine:
@@ -275,6 +365,32 @@ class KeyVault:
                     {"fact_id": fid, "subject_id": subject, "digest": digest}
                     for fid, (subject, digest) in claims.items()])
         return self.claimed(claims)
+
+    def unwraps_a_live_key(self) -> bool:
+        """Whether the master key unwraps a live data key (True if none is live)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(data_keys.c.key_id, data_keys.c.wrapped)
+                               .where(data_keys.c.wrapped.is_not(None)).limit(1)).first()
+        if row is None:
+            return True
+        try:
+            self._unwrap(row.key_id, row.wrapped)
+        except ConfigurationError:
+            return False
+        return True
+
+    def record_key_check(self, key_check: str) -> str:
+        """Records the master key's check value unless one is; returns the recorded one."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(vault_meta.insert().values(
+                    id=KEY_CHECK_ROW, key_check=key_check,
+                    fingerprint=key_fingerprint(key_check)))
+        except sa.exc.IntegrityError:
+            pass  # recorded by another process meanwhile
+        with self.engine.connect() as conn:
+            return str(conn.execute(sa.select(vault_meta.c.key_check)
+                                    .where(vault_meta.c.id == KEY_CHECK_ROW)).scalar_one())
 
     # -- values -------------------------------------------------------------------
 
