@@ -118,6 +118,14 @@ def test_a_line_over_the_cap_is_rejected_and_the_rest_lands(
     assert rejection["reason"] == f"line longer than {MAX_LINE_BYTES} bytes"
 
 
+def test_a_text_line_over_the_cap_is_rejected_too() -> None:
+    """Lines handed over as text obey the same cap, counted in UTF-8 bytes: a line of
+    300,000 four-byte characters (1.2 MB) is rejected though it has fewer characters."""
+    wide = json.dumps({"note": "\U0001F600" * 300_000}, ensure_ascii=False)
+    assert reasons([wide, good_lines(1)[0].decode()]) == {
+        1: f"line longer than {MAX_LINE_BYTES} bytes"}
+
+
 class _Recording(io.BytesIO):
     """A byte stream that remembers the longest piece any one read handed out."""
 
