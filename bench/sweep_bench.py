@@ -85,7 +85,7 @@ def subject_facts(n: int, per_subject: int, due: bool) -> list[dict[str, object]
                 **fields}
 
     facts = [
-        fact(1, "consent-given", at(0), purpose="direct-marketing", method="web form"),
+        fact(1, "consent-given", at(0), purpose="direct-marketing", method="web-form"),
         fact(2, "collected", at(0), record="newsletter", category="contact",
              purpose="direct-marketing", basis="consent", source="data-subject",
              data={"email": f"person{n}@example.org", "name": f"Person {n}"}),
@@ -97,7 +97,7 @@ def subject_facts(n: int, per_subject: int, due: bool) -> list[dict[str, object]
     for k in range(fillers):
         day = 1 + 2 * k
         if due and k == fillers - 1:
-            facts.append(fact(4 + k, "unsubscribed", UNSUBSCRIBED_AT, channel="e-mail"))
+            facts.append(fact(4 + k, "unsubscribed", UNSUBSCRIBED_AT, channel="email-link"))
         elif k % 2 == 0:
             facts.append(fact(4 + k, "activity", at(day), record="newsletter"))
         else:

@@ -64,7 +64,7 @@ def unsubscriber_facts() -> list[dict[str, Any]]:
                       {"email": email(n), "first_name": "Quentin"}),
             fact("consent-given", subject, "2023-05-02T09:00:00+01:00",
                  purpose="direct-marketing", method="web-form"),
-            fact("unsubscribed", subject, "2024-03-10T10:00:00+00:00", channel="email"),
+            fact("unsubscribed", subject, "2024-03-10T10:00:00+00:00", channel="email-link"),
         ]
     return facts
 

@@ -155,7 +155,7 @@ def unsubscriber_facts(first: int, count: int) -> list[dict[str, Any]]:
                  purpose="direct-marketing", method="web-form"),
             collected(subject, "2023-05-02T09:00:00+01:00", "newsletter-signup",
                       {"email": f"reader-{n}@example.org"}),
-            fact("unsubscribed", subject, "2024-03-10T10:00:00+00:00", channel="email"),
+            fact("unsubscribed", subject, "2024-03-10T10:00:00+00:00", channel="email-link"),
         ]
     return facts
 

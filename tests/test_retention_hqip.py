@@ -31,7 +31,7 @@ def subscriber_who_unsubscribes(ledger: Ledger) -> None:
                   {"email": EMAIL, "first_name": "Pat"}),
         fact("consent-given", "subscriber:1", "2023-05-02T09:00:00+01:00",
              purpose="direct-marketing", method="subscribe-form"),
-        fact("unsubscribed", "subscriber:1", "2024-03-10T10:00:00+00:00", channel="email"),
+        fact("unsubscribed", "subscriber:1", "2024-03-10T10:00:00+00:00", channel="email-link"),
     ]), NOW)
 
 
@@ -83,7 +83,7 @@ def test_an_email_stays_suppressed_while_anyone_who_gave_it_is(hqip: Ledger) -> 
              purpose="direct-marketing", method="subscribe-form") for n in (1, 2)]), NOW)
     for n in (1, 2):  # subscriber 2 unsubscribes after subscriber 1, each projected
         hqip.ingest(lines([fact("unsubscribed", f"subscriber:{n}", f"2024-03-1{n}T10:00:00Z",
-                                channel="email")]), NOW)
+                                channel="email-link")]), NOW)
         hqip.projections.catch_up()
     hqip.ingest(lines([fact("consent-given", "subscriber:2", "2024-05-01T09:00:00Z",
                             purpose="direct-marketing", method="subscribe-form")]), NOW)

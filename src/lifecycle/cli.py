@@ -19,6 +19,7 @@ from lifecycle.aggregates.request_case import DUE_SOON_DAYS
 from lifecycle.errors import ConfigurationError, LifecycleError
 from lifecycle.facts import Rejection
 from lifecycle.ingest import IngestReport
+from lifecycle.line_reader import count_lines, read_lines
 from lifecycle.ledger import Ledger
 from lifecycle.logs import configure_logging, get_logger
 from lifecycle.policy.loader import bundled_policy
@@ -64,11 +65,6 @@ def cli(log_level: str) -> None:
 
 # -- ingest ---------------------------------------------------------------------------
 
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as handle:
-        return sum(1 for _ in handle)
-
-
 def run_ingest(ledger: Ledger, source: Iterable[str], total: int | None, show_progress: bool,
                now: datetime) -> IngestReport:
     def on_rejected(rejection: Rejection) -> None:
@@ -102,12 +98,15 @@ def ingest(file: Path, as_json: bool) -> None:
         raise click.BadParameter(f"{file} does not exist", param_hint="FILE")
     with open_ledger() as ledger:
         show_progress = sys.stderr.isatty() and not as_json
+        # Bytes, each line decoded on its own: a bad line is rejected, not the whole input.
         if from_stdin:
-            report = run_ingest(ledger, sys.stdin, None, show_progress, utc_now())
+            report = run_ingest(ledger, read_lines(sys.stdin.buffer), None, show_progress,
+                                utc_now())
         else:
-            total = _count_lines(file) if show_progress else None
-            with file.open(encoding="utf-8") as source:
-                report = run_ingest(ledger, source, total, show_progress, utc_now())
+            total = count_lines(file) if show_progress else None
+            with file.open("rb") as source:
+                report = run_ingest(ledger, read_lines(source), total, show_progress,
+                                    utc_now())
     log.info("ingest.finished", file=str(file), accepted=report.accepted,
              duplicates=report.duplicates, rejected=len(report.rejected))
     if as_json:

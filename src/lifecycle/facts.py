@@ -1,4 +1,4 @@
-"""The ingest format v1 (DESIGN.md §3): one JSON fact per line, validated whole.
+"""The ingest format v1 (docs/facts.md): one JSON fact per line, validated whole.
 
 Errors name the line and the field and say what is wrong, never the value itself.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
@@ -20,15 +21,28 @@ from pydantic import (
     model_validator,
 )
 
-from lifecycle.vocabulary import HOME_COUNTRY, Basis, Category, RestrictionReason, Role, Source
+from lifecycle.vocabulary import (
+    HOME_COUNTRY, Basis, Category, Channel, RestrictionReason, Role, Source,
+)
 
-Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+# Bounds of the format (docs/facts.md): nothing outside them is stored, so no later
+# date arithmetic on a stored time can overflow.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # for `at` and `until`
+CLOCK_SKEW = timedelta(minutes=5)  # `at` may be this far past the ingest's now
+LATEST_UNTIL = datetime(2200, 1, 1, tzinfo=UTC)
+MAX_DEPTH = 32  # JSON nesting levels of a line; the fact object itself is level 1
+MAX_LINE_BYTES = 1024 * 1024  # bytes of one line, without its newline
+
+_SLUG = r"^[a-z0-9][a-z0-9-]*$"
+Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=_SLUG)]
 Reference = Annotated[str, Field(min_length=1, max_length=200)]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 
 
 class _Fact(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: no number for a time, no "yes" or 1 for a boolean, no "2" for an integer
+    # (times still come as RFC 3339 strings, which strict JSON validation accepts).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     id: Reference
     subject: Reference
@@ -59,18 +73,18 @@ class Activity(_Fact):
 class ConsentGiven(_Fact):
     type: Literal["consent-given"]
     purpose: Slug
-    method: str | None = None
+    method: Slug | None = None
 
 
 class ConsentWithdrawn(_Fact):
     type: Literal["consent-withdrawn"]
     purpose: Slug
-    method: str | None = None
+    method: Slug | None = None
 
 
 class Unsubscribed(_Fact):
     type: Literal["unsubscribed"]
-    channel: str | None = None
+    channel: Channel | None = None
 
 
 class Shared(_Fact):
@@ -211,6 +225,15 @@ FACT_TYPES = tuple(get_args(cls.model_fields["type"].annotation)[0]
 _adapter: TypeAdapter[Any] = TypeAdapter(Fact)
 
 
+class InvalidLine(ValueError):
+    """A line that breaks the format or its bounds; the message holds no input value."""
+
+
+class UnreadableLine(str):
+    """Stands in for an input line that could not be read as text (not UTF-8, over the
+    size cap); its text is the reason. A str, so it travels through `Iterable[str]`."""
+
+
 @dataclass(frozen=True)
 class Rejection:
     """A line that was not stored, and why (no personal value in the reason)."""
@@ -224,6 +247,11 @@ class Rejection:
 class ParsedLine:
     line: int
     fact: Any
+
+
+_SLUG_FORM = "a slug: lower-case letters, digits and hyphens (e.g. subscribe-form)"
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+_AHEAD = f"after now (more than {int(CLOCK_SKEW.total_seconds()) // 60} minutes ahead)"
 
 
 def _describe(error: ValidationError) -> str:
@@ -243,26 +271,76 @@ def _describe(error: ValidationError) -> str:
             where = "type"
         elif item["type"] == "timezone_aware":
             message = "timestamp has no UTC offset (naive times are rejected)"
+        elif (item["type"] == "string_pattern_mismatch"
+              and item.get("ctx", {}).get("pattern") == _SLUG):
+            message = f"must be {_SLUG_FORM}"
         elif item["type"] == "json_invalid":
-            return "not valid JSON"
+            return _TOO_DEEP if "recursion limit" in item["msg"] else "not valid JSON"
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
 
 
-def parse_line(text: str) -> Any:
-    """Parses and validates one line; raises ValueError with a value-free reason."""
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether a parsed JSON value nests more than `levels` levels (itself is level 1)."""
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if level > levels:
+            return True
+        stack.extend((child, level + 1) for child in children
+                     if isinstance(child, (dict, list)))
+    return False
+
+
+def _check_bounds(fact: Any, now: datetime) -> None:
+    # Compared as aware datetimes, which never overflow (converting to UTC could).
+    if fact.at < EARLIEST:
+        raise InvalidLine("at: before 1900-01-01")
+    if fact.at > now + CLOCK_SKEW:
+        raise InvalidLine(f"at: {_AHEAD}")
+    # isinstance, not getattr with a default: a missing attribute is slow on a model.
+    if isinstance(fact, LegalHoldPlaced) and fact.until is not None:
+        if fact.until < EARLIEST:
+            raise InvalidLine("until: before 1900-01-01")
+        if fact.until > LATEST_UNTIL:
+            raise InvalidLine("until: after 2200-01-01")
+    if isinstance(fact, (Collected, Rectified)) and _deeper_than(fact.data, MAX_DEPTH - 1):
+        raise InvalidLine(_TOO_DEEP)
+
+
+def parse_line(text: str, now: datetime | None = None) -> Any:
+    """Parses and validates one line against the format and its bounds (`now` defaults to
+    the clock); raises InvalidLine (a ValueError) with a value-free reason."""
     try:
-        return _adapter.validate_json(text)
+        fact = _adapter.validate_json(text)
     except ValidationError as error:
-        raise ValueError(_describe(error)) from None
+        raise InvalidLine(_describe(error)) from None
+    _check_bounds(fact, datetime.now(UTC) if now is None else now)
+    return fact
 
 
-def parse_lines(lines: Iterable[str]) -> Iterator[ParsedLine | Rejection]:
-    """Numbers the lines from 1, skips blank ones, yields parsed facts or rejections."""
+def parse_lines(lines: Iterable[str], now: datetime) -> Iterator[ParsedLine | Rejection]:
+    """Numbers the lines from 1, skips blank ones, yields parsed facts or rejections.
+
+    `now` is the ingest's time: a fact may not be dated more than CLOCK_SKEW after it."""
     for number, text in enumerate(lines, start=1):
+        if type(text) is UnreadableLine:
+            yield Rejection(number, str(text))
+            continue
+        if number == 1:
+            text = text.removeprefix("\ufeff")
         if not text.strip():
             continue
+        # Text handed over directly (not through line_reader) obeys the same size cap;
+        # a character is at most 4 bytes, so only long lines are measured.
+        if len(text) * 4 > MAX_LINE_BYTES and len(text.rstrip("\r\n").encode(
+                "utf-8", "surrogatepass")) > MAX_LINE_BYTES:
+            yield Rejection(number, f"line longer than {MAX_LINE_BYTES} bytes")
+            continue
         try:
-            yield ParsedLine(number, parse_line(text))
-        except ValueError as error:
+            yield ParsedLine(number, parse_line(text, now))
+        except InvalidLine as error:
             yield Rejection(number, str(error))
+        except Exception as error:  # noqa: BLE001 - one line, never a traceback
+            yield Rejection(number, f"could not be validated ({type(error).__name__})")

@@ -346,7 +346,7 @@ class Ingestor:
     def run(self, lines: Iterable[str]) -> IngestReport:
         report = IngestReport()
         batch: list[f.ParsedLine] = []
-        for item in f.parse_lines(lines):
+        for item in f.parse_lines(lines, self.now):
             if isinstance(item, f.Rejection):
                 self._reject(report, item)
             else:

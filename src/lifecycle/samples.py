@@ -487,7 +487,7 @@ class _Population:
             data["last_name"] = person.last_name
         record = life.collect("newsletter", DM, "consent", "contact", data)
         life.soon(1, 20)
-        life.consent(DM, rng.choice(("double opt-in confirmation link", "subscribe form")))
+        life.consent(DM, rng.choice(("double-opt-in-link", "subscribe-form")))
         if processors and rng.random() < 0.85:
             life.wait(0.01, 2)
             life.share(rng.choice(processors), DM, "consent", records=[record])
@@ -499,16 +499,16 @@ class _Population:
             return
         life.wait(10, 200)
         if ending < 0.80:
-            life.unsubscribe(rng.choice(("email-link", "preference-centre", "reply-to-email")))
+            life.unsubscribe(rng.choice(("email-link", "preference-centre", "email-reply")))
         elif ending < 0.93:
-            life.withdraw(DM, rng.choice(("e-mail to the DPO", "contact form", "telephone")))
+            life.withdraw(DM, rng.choice(("email-to-dpo", "contact-form", "phone")))
         else:
             life.object_to(DM)
             return
         if rng.random() < 0.25:
             # Re-subscribing: the person's own fresh consent comes before any new data.
             life.wait(30, 300)
-            life.consent(DM, "subscribe form")
+            life.consent(DM, "subscribe-form")
             life.soon(1, 5)
             again = life.collect("newsletter", DM, "consent", "contact",
                                  {"email": person.email, "first_name": person.first_name,
@@ -580,7 +580,7 @@ class _Hqip(_Population):
         record = life.collect("newsletter", DM, "consent", "contact",
                               {"email": "alex.demo@example.org", "first_name": "Alex"})
         life.at(_uk(2023, 1, 16, 9, 16))
-        life.consent(DM, "double opt-in confirmation link")
+        life.consent(DM, "double-opt-in-link")
         life.at(_uk(2023, 1, 20, 11, 0))
         life.share("Clarity Marketing", DM, "consent", records=[record])
         for month, day in ((2, 2), (4, 5), (7, 12), (10, 3)):
@@ -605,8 +605,8 @@ class _Hqip(_Population):
     def visitor(self, number: int) -> _Life:
         rng = self.rng
         life = _Life(self, f"visitor:{number}", self.start())
-        life.consent("website-analytics", rng.choice(("cookie banner: accept all",
-                                                      "cookie settings: analytics on")))
+        life.consent("website-analytics", rng.choice(("cookie-banner-accept-all",
+                                                      "cookie-settings-analytics-on")))
         life.soon(0.1, 1)
         technical = life.collect("web-analytics", "website-analytics", "consent", "technical",
                                  {"ip_address": self.ip_address(),
@@ -631,7 +631,7 @@ class _Hqip(_Population):
             life.activity(usage)
         if rng.random() < 0.15:
             life.wait(5, 120)
-            life.withdraw("website-analytics", "cookie settings")
+            life.withdraw("website-analytics", "cookie-settings")
         elif rng.random() < 0.15:
             life.wait(5, 120)
             self.newsletter(life, self.person(), ("Clarity Marketing",), HQIP_PAGES)
@@ -647,7 +647,7 @@ class _Hqip(_Population):
                 life.wait(90, 400)
             basis = "consent" if rng.random() < 0.7 else "legitimate-interests"
             if basis == "consent":
-                life.consent("surveys-feedback", "survey opt-in checkbox")
+                life.consent("surveys-feedback", "survey-opt-in-checkbox")
                 life.soon(2, 30)
             special = rng.random() < 0.1
             record = life.collect("survey", "surveys-feedback", basis,
@@ -671,7 +671,7 @@ class _Hqip(_Population):
                     life.lift("surveys-feedback", "objection decided")
             elif basis == "consent" and rng.random() < 0.1:
                 life.wait(10, 200)
-                life.withdraw("surveys-feedback", "e-mail to the DPO")
+                life.withdraw("surveys-feedback", "email-to-dpo")
                 break
         if rng.random() < 0.2:
             life.wait(10, 100)
@@ -735,7 +735,7 @@ class _Hqip(_Population):
         slug, title = rng.choice(kinds)
         basis = "consent" if rng.random() < 0.6 else "contract"
         if basis == "consent":
-            life.consent("events", "event registration form")
+            life.consent("events", "event-registration-form")
             life.soon(1, 5)
         record = life.collect(f"event-{slug}-{year}", "events", basis, "contact",
                               {"name": person.name, "email": person.email,
@@ -762,7 +762,7 @@ class _Hqip(_Population):
             self.newsletter(life, person, ("Clarity Marketing",), HQIP_PAGES)
         if "events" in life.consents and rng.random() < 0.1:
             life.wait(10, 100)
-            life.withdraw("events", "e-mail to the events team")
+            life.withdraw("events", "email-to-events-team")
         life.rights()
         return life
 
@@ -860,7 +860,7 @@ class _Ihpa(_Population):
             life.share("PayPal", "payments", "contract", records=[payment])
             if year == 2022:
                 life.at(_uk(2022, 4, 2, 20, 15))
-                life.consent("forum", "forum sign-up form")
+                life.consent("forum", "forum-sign-up-form")
                 life.at(_uk(2022, 4, 2, 20, 20))
                 life.collect("forum-profile", "forum", "consent", "content",
                              {"display_name": "SamD", "bio": "Physio in private practice"})
@@ -872,7 +872,7 @@ class _Ihpa(_Population):
         life.at(_uk(2023, 5, 20, 18, 0))
         life.rectify(membership, {"membership_grade": "Full member", "town": "Ashby Vale"})
         life.at(_uk(2023, 9, 12, 9, 30))
-        life.withdraw("forum", "forum settings")
+        life.withdraw("forum", "forum-settings")
         life.at(_uk(2024, 3, 31, 23, 0))
         life.emit("relationship-ended", reason="membership not renewed")
         life.at(_uk(2024, 5, 2, 14, 10))
@@ -916,7 +916,7 @@ class _Ihpa(_Population):
         forum_profile: str | None = None
         if rng.random() < 0.4:
             life.wait(1, 60)
-            life.consent("forum", "forum sign-up form")
+            life.consent("forum", "forum-sign-up-form")
             life.soon(1, 10)
             forum_profile = life.collect(
                 "forum-profile", "forum", "consent", "content",
@@ -924,7 +924,7 @@ class _Ihpa(_Population):
                  "bio": f"{profession} in {rng.choice(TOWNS)}"})
         if rng.random() < 0.45:
             life.wait(0.01, 30)
-            life.consent("online-analytics", "cookie banner: accept all")
+            life.consent("online-analytics", "cookie-banner-accept-all")
             life.soon(0.1, 2)
             life.collect("analytics", "online-analytics", "consent", "online",
                          {"ip_address": self.ip_address(), "user_agent": rng.choice(USER_AGENTS),
@@ -962,7 +962,7 @@ class _Ihpa(_Population):
                                   "text": rng.choice(FORUM_POSTS)})
                 if rng.random() < 0.06:
                     life.wait(5, 60)
-                    life.withdraw("forum", "forum settings")
+                    life.withdraw("forum", "forum-settings")
             if year == episodes_in:
                 life.episodes()
             if forum_profile is not None and rng.random() < 0.04:
@@ -1038,8 +1038,8 @@ class _Ihpa(_Population):
     def visitor(self, number: int) -> _Life:
         rng = self.rng
         life = _Life(self, f"visitor:{number}", self.start())
-        life.consent("online-analytics", rng.choice(("cookie banner: accept all",
-                                                     "cookie settings: analytics on")))
+        life.consent("online-analytics", rng.choice(("cookie-banner-accept-all",
+                                                     "cookie-settings-analytics-on")))
         life.soon(0.1, 1)
         record = life.collect("analytics", "online-analytics", "consent", "online",
                               {"ip_address": self.ip_address(),
@@ -1057,7 +1057,7 @@ class _Ihpa(_Population):
             life.activity(record)
         if rng.random() < 0.15:
             life.wait(5, 100)
-            life.withdraw("online-analytics", "cookie settings")
+            life.withdraw("online-analytics", "cookie-settings")
         elif rng.random() < 0.2:
             life.wait(1, 60)
             self.newsletter(life, self.person(), ("Mailchimp", "Mailgun"), IHPA_PAGES)

@@ -1,6 +1,6 @@
-"""Closed vocabularies of the fact format v1 (DESIGN.md §3)."""
+"""Closed vocabularies of the fact format v1 (documented in docs/facts.md)."""
 
-from typing import Literal
+from typing import Literal, get_args
 
 Category = Literal[
     "identity", "contact", "technical", "usage", "feedback",
@@ -15,6 +15,12 @@ Role = Literal["processor", "controller"]
 RestrictionReason = Literal[
     "contested-accuracy", "unlawful-processing", "legal-claims", "objection-pending",
 ]
+# How a person unsubscribed: a closed list, so no free text (an address, a name) is stored.
+Channel = Literal[
+    "email-link", "email-reply", "web-form", "preference-centre", "phone", "post",
+    "in-person", "sms", "other",
+]
+CHANNELS: tuple[str, ...] = get_args(Channel)
 
 HOME_COUNTRY = "GB"
 ALL_SCOPE = "all"
