@@ -1,4 +1,4 @@
-"""Statutory clocks (DESIGN.md §5): the UK ICO calendar rules and the RequestCase aggregate.
+"""Statutory clocks: the UK ICO calendar rules and the RequestCase aggregate.
 
 Pure unit tests: explicit dates, no store, no frozen clock.
 """

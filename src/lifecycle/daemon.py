@@ -89,6 +89,8 @@ class Daemon:
             self._halt()
         with self._lock:
             now = self.clock()
+            if self._stop_requested:  # a beat started after stop: the ledger may be closed
+                return {"at": now.isoformat(), "swept": False, "stopped": True}
             held = self.lease.acquire()
             if held != self._held:
                 log.info("daemon.lease", lease="held" if held else "held-elsewhere",

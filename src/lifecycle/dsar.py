@@ -1,4 +1,4 @@
-"""The answer to a subject access request (DESIGN.md §6, UK GDPR Art 15(1)(a)-(h)).
+"""The answer to a subject access request (UK GDPR Art 15(1)(a)-(h)).
 
 `subject_as_of` replays one subject's events up to a moment, whatever snapshot or cache
 settings the store has; `access_document` turns that state, the policy in force then and

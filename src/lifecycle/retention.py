@@ -1,7 +1,7 @@
 """The rules engine: when, and under which rule, each record is disposed of.
 
 Pure domain: a subject's state and the policy in force in, a Disposal out. Conflicts
-(DESIGN.md §4): a legal hold beats every rule (it pauses disposal); a restriction the
+(docs/policy.md): a legal hold beats every rule (it pauses disposal); a restriction the
 person asked for because they need the data kept pauses it too; among the rules whose
 trigger has happened, the longest retention wins; a rule applies from its adoption.
 """

@@ -4,7 +4,7 @@ Pure functions, dates in and dates out: no database, scheduler, logger or wall c
 The bank-holiday calendar is the ``holidays`` library's, read through
 :mod:`lifecycle.bank_holidays` (which keeps it in a disk cache).
 
-The rules (DESIGN.md §5, ICO guidance on the right of access, which UK GDPR Art 12(3)
+The rules (ICO guidance on the right of access, which UK GDPR Art 12(3)
 applies to every right: access, erasure, rectification, restriction, objection,
 portability):
 

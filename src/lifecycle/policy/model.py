@@ -1,4 +1,4 @@
-"""A retention policy (DESIGN.md §4): purposes, recipients, review windows and rules.
+"""A retention policy (format: docs/policy.md): purposes, recipients, review windows and rules.
 
 Pure domain: no file or storage access. Durations are ISO 8601 with calendar months
 (P13M after 31 January is the last day of the 13th month), computed with relativedelta.
