@@ -93,7 +93,8 @@ class Ledger:
               on_item: Callable[[str, dict[str, Any]], None] | None = None) -> SweepReport:
         """Brings the schedule up to date, sweeps everything due at `at`, catches up again."""
         self.projections.catch_up()
-        report = Sweeper(self.store, self.vault, self.views).sweep(at, now, dry_run, on_item)
+        report = Sweeper(self.store, self.vault, self.views,
+                         on_saved=self.projections.remember).sweep(at, now, dry_run, on_item)
         if not dry_run:
             self.projections.catch_up()
         return report

@@ -164,6 +164,12 @@ class ProjectionRunner:
         return {name: int(pos) for name, pos in conn.execute(
             sa.select(tables.positions.c.name, tables.positions.c.position))}
 
+    def remember(self, aggregates: Sequence[DataSubject]) -> None:
+        """Aggregates just saved in this process (at their stored version): the next
+        catch-up applies their events without reading them back from the store."""
+        if self.partition is None and len(self._cache) + len(aggregates) <= CACHE_LIMIT:
+            self._cache.update((a.id, a) for a in aggregates)
+
     def forget(self) -> None:
         """Drops what this runner cached, for when the views were replaced under it."""
         self._cache.clear()
@@ -196,6 +202,7 @@ class ProjectionRunner:
         touched_after: list[tuple[int, UUID]] = []
         created_at: dict[UUID, int] = {}  # aggregates whose first event is in this batch
         policy_changed_at: int | None = None
+        reach = {n.originator_id: n.originator_version for n in batch}  # last in the batch
         for notification in batch:
             aggregate_id = notification.originator_id
             assert isinstance(aggregate_id, UUID)
@@ -203,7 +210,8 @@ class ProjectionRunner:
                 policy_changed_at = notification.id
                 continue
             domain_event: Any = self.store.mapper.to_domain_event(notification)
-            self._advance(aggregate_id, notification.originator_version, domain_event)
+            self._advance(aggregate_id, notification.originator_version, domain_event,
+                          reach[aggregate_id])
             touched_after.append((notification.id, aggregate_id))
             if notification.originator_version == 1:
                 created_at[aggregate_id] = notification.id
@@ -248,11 +256,15 @@ class ProjectionRunner:
             self._register_loaded = True
         return self._register
 
-    def _advance(self, aggregate_id: UUID, version: int, domain_event: Any) -> None:
-        """Brings the cached aggregate to `version`, loading it if the cache cannot."""
+    def _advance(self, aggregate_id: UUID, version: int, domain_event: Any,
+                 reach: int) -> None:
+        """Brings the cached aggregate to `version`, loading it if the cache cannot.
+        `reach`: the aggregate's last version in this batch."""
         cached = self._cache.get(aggregate_id)
         if cached is not None and cached.version == version - 1:
             domain_event.mutate(cached)
+        elif cached is not None and version <= cached.version <= reach:
+            pass  # handed over by `remember`: holds this event, and no later than the batch
         elif version == 1:
             self._cache[aggregate_id] = domain_event.mutate(None)
         else:
