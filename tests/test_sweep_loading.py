@@ -3,15 +3,18 @@ change what is stored or what the views show."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+import sqlalchemy as sa
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.ledger import Ledger
-from lifecycle.projections import runner
+from lifecycle.projections import runner, tables
+from lifecycle.sweep import Sweeper
 from tests.facts_builder import collected, fact, lines
 from tests.read_models import snapshot_views
 
@@ -83,8 +86,8 @@ def test_a_catch_up_split_inside_a_subjects_sweep_events_still_matches_a_rebuild
         apply(batch, start)  # type: ignore[arg-type]
         with ledger.views.connect() as conn:
             versions = [row[0] for row in conn.execute(
-                runner.sa.select(runner.tables.subjects.c.version)
-                .where(runner.tables.subjects.c.reference == "member:0"))]
+                sa.select(tables.subjects.c.version)
+                .where(tables.subjects.c.reference == "member:0"))]
         positions.append((batch[-1].id, versions))  # type: ignore[attr-defined]
 
     monkeypatch.setattr(ledger.projections, "_apply", recording)
@@ -101,5 +104,31 @@ def test_a_catch_up_split_inside_a_subjects_sweep_events_still_matches_a_rebuild
             assert position_of[version] <= last, (version, last)
     swept = snapshot_views(ledger)
     monkeypatch.undo()
+    ledger.projections.rebuild()
+    assert snapshot_views(ledger) == swept
+
+
+def test_a_catch_up_of_a_sweep_made_elsewhere_matches_a_rebuild(ledger: Ledger) -> None:
+    """Events this runner did not see written (another process's sweep) are applied to
+    subjects it reads in batches at their latest version: the views equal a rebuild."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    members(ledger, 12, 3)
+    ledger.projections.catch_up()
+    adoption = ledger.store.latest_adoption()
+    assert adoption is not None
+    report = Sweeper(ledger.store, ledger.vault, ledger.views).sweep(REVIEW, NOW)
+    assert len(report.erased) == 36
+    read: list[int] = []
+    get_aggregates = ledger.store.get_aggregates
+
+    def counting(ids: list[object], chunk: int = 500) -> Iterator[object]:
+        read.append(len(ids))
+        return get_aggregates(ids, chunk)  # type: ignore[arg-type]
+
+    ledger.store.get_aggregates = counting  # type: ignore[assignment,method-assign]
+    ledger.projections.forget()  # as in a fresh process: nothing cached
+    ledger.projections.catch_up()
+    assert read == [12], "the swept subjects are read together, not one by one"
+    swept = snapshot_views(ledger)
     ledger.projections.rebuild()
     assert snapshot_views(ledger) == swept

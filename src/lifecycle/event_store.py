@@ -70,11 +70,16 @@ class SubjectStore(Application[UUID]):
         """The latest state of each of these subjects that has events (absent ones are
         skipped), as `get_subject_by_id` gives it, but one query per `chunk` subjects
         instead of one each; yields them chunk by chunk, so memory follows the chunk."""
-        wanted = list(dict.fromkeys(subject_ids))
+        for found in self.get_aggregates(subject_ids, chunk):
+            assert isinstance(found, DataSubject)
+            yield found
+
+    def get_aggregates(self, aggregate_ids: Collection[UUID],
+                       chunk: int = 500) -> Iterator[Any]:
+        """`get_subjects` for aggregates of any kind."""
+        wanted = list(dict.fromkeys(aggregate_ids))
         for start in range(0, len(wanted), chunk):
-            for found in self._reconstruct(self._stored_events(wanted[start:start + chunk])):
-                assert isinstance(found, DataSubject)
-                yield found
+            yield from self._reconstruct(self._stored_events(wanted[start:start + chunk]))
 
     def _stored_events(self, ids: list[UUID]) -> list[StoredEvent]:
         """Every stored event of these aggregates, by aggregate and version."""
