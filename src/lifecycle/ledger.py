@@ -101,7 +101,8 @@ class Ledger:
         if not dry_run:
             finish_interrupted(self.store, self.vault, now)
         self.projections.catch_up()
-        report = Sweeper(self.store, self.vault, self.views).sweep(at, now, dry_run, on_item)
+        report = Sweeper(self.store, self.vault, self.views,
+                         on_saved=self.projections.remember).sweep(at, now, dry_run, on_item)
         if not dry_run:
             self.projections.catch_up()
         return report

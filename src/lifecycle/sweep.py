@@ -59,10 +59,13 @@ def due_items(engine: sa.Engine, at: datetime) -> dict[UUID, list[str]]:
 
 
 class Sweeper:
-    def __init__(self, store: SubjectStore, vault: KeyVault, engine: sa.Engine) -> None:
+    def __init__(self, store: SubjectStore, vault: KeyVault, engine: sa.Engine,
+                 on_saved: Callable[[list[DataSubject]], None] | None = None) -> None:
         self.store = store
         self.vault = vault
         self.engine = engine
+        # Told of the subjects each batch saved (the projections reuse them, not reread).
+        self.on_saved = on_saved
 
     def sweep(self, at: datetime, started: datetime, dry_run: bool = False,
               on_item: Callable[[str, dict[str, Any]], None] | None = None) -> SweepReport:
@@ -89,8 +92,10 @@ class Sweeper:
             outcome = SweepReport(at, dry_run)
             shred: dict[str, str] = {}
             touched: list[DataSubject] = []
+            # the batch's subjects in one query (a replay each, not a round trip each)
+            loaded = {s.id: s for s in self.store.get_subjects(list(batch))}
             for subject_id, records in batch.items():
-                subject = self.store.get_subject_by_id(subject_id)
+                subject = loaded.get(subject_id)
                 if subject is None:
                     continue
                 self._sweep_subject(subject, records, at, policy, adoption, outcome, shred)
@@ -111,6 +116,8 @@ class Sweeper:
                 if attempt == SAVE_RETRIES - 1:
                     raise
                 continue  # another sweeper or writer moved these subjects: redo the batch
+            if self.on_saved and touched:
+                self.on_saved(touched)
             break
         for kind in ("erased", "reviews", "paused"):
             items: list[dict[str, Any]] = getattr(outcome, kind)

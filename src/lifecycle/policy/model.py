@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -31,6 +31,7 @@ _DURATION = re.compile(
     r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?$")
 
 
+@lru_cache(maxsize=256)  # every planned record asks again; a policy has a few durations
 def parse_duration(text: str) -> relativedelta:
     """An ISO 8601 duration (PnYnMnWnDTnHnMnS) as a calendar-aware relativedelta."""
     match = _DURATION.match(text)

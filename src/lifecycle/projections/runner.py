@@ -29,6 +29,7 @@ from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionConte
 BATCH = 1000            # events per read of the notification log
 WRITE_BATCH = 10_000    # events applied per read-model transaction (at most)
 CACHE_LIMIT = 20_000
+HANDOVER_LIMIT = 5_000  # aggregates a writer may hand over between two catch-ups
 VIEWS_LOCK = 0x6C69666563796331  # advisory lock key: one view writer at a time
 
 
@@ -94,6 +95,7 @@ class ProjectionRunner:
         self._cache: dict[UUID, Any] = {}  # subjects and request cases
         self._register: PolicyRegister | None = None
         self._register_loaded = False
+        self._handed_over = 0
 
     def by_name(self, name: str) -> Projection:
         for projection in self.projections:
@@ -122,6 +124,7 @@ class ProjectionRunner:
         """Processes every event not yet seen by some projection; returns how many."""
         start = min(self.positions().values(), default=0)
         processed = 0
+        self._handed_over = 0
         # Another process may have adopted a policy (and projected it) since the last call.
         self._register_loaded = False
         with _cyclic_gc_paused():
@@ -164,6 +167,15 @@ class ProjectionRunner:
         return {name: int(pos) for name, pos in conn.execute(
             sa.select(tables.positions.c.name, tables.positions.c.position))}
 
+    def remember(self, aggregates: Sequence[DataSubject]) -> None:
+        """Aggregates just saved in this process (at their stored version): the next
+        catch-up applies their events without reading them back from the store."""
+        handed = self._handed_over + len(aggregates)
+        if (self.partition is None and handed <= HANDOVER_LIMIT
+                and len(self._cache) + len(aggregates) <= CACHE_LIMIT):
+            self._cache.update((a.id, a) for a in aggregates)
+            self._handed_over = handed
+
     def forget(self) -> None:
         """Drops what this runner cached, for when the views were replaced under it."""
         self._cache.clear()
@@ -196,6 +208,8 @@ class ProjectionRunner:
         touched_after: list[tuple[int, UUID]] = []
         created_at: dict[UUID, int] = {}  # aggregates whose first event is in this batch
         policy_changed_at: int | None = None
+        reach = {n.originator_id: n.originator_version for n in batch}  # last in the batch
+        self._prefetch(batch, reach)
         for notification in batch:
             aggregate_id = notification.originator_id
             assert isinstance(aggregate_id, UUID)
@@ -203,7 +217,8 @@ class ProjectionRunner:
                 policy_changed_at = notification.id
                 continue
             domain_event: Any = self.store.mapper.to_domain_event(notification)
-            self._advance(aggregate_id, notification.originator_version, domain_event)
+            self._advance(aggregate_id, notification.originator_version, domain_event,
+                          reach[aggregate_id])
             touched_after.append((notification.id, aggregate_id))
             if notification.originator_version == 1:
                 created_at[aggregate_id] = notification.id
@@ -248,11 +263,36 @@ class ProjectionRunner:
             self._register_loaded = True
         return self._register
 
-    def _advance(self, aggregate_id: UUID, version: int, domain_event: Any) -> None:
-        """Brings the cached aggregate to `version`, loading it if the cache cannot."""
+    def _prefetch(self, batch: Sequence[Notification], reach: dict[Any, int]) -> None:
+        """Caches, in one query per 500, the aggregates this batch changes that the cache
+        cannot bring to their first version here; each at its latest version if that lies
+        within the batch (otherwise `_advance` reads it at the version it needs)."""
+        first: dict[Any, int] = {}
+        for n in batch:
+            first.setdefault(n.originator_id, n.originator_version)
+        missing = []
+        for aggregate_id, version in first.items():
+            if version == 1 or aggregate_id == REGISTER_ID:
+                continue
+            cached = self._cache.get(aggregate_id)
+            if cached is None or not (cached.version == version - 1
+                                      or version <= cached.version <= reach[aggregate_id]):
+                missing.append(aggregate_id)
+        if len(missing) < 2:
+            return  # one read either way
+        for aggregate in self.store.get_aggregates(missing):
+            if aggregate.version <= reach[aggregate.id]:
+                self._cache[aggregate.id] = aggregate
+
+    def _advance(self, aggregate_id: UUID, version: int, domain_event: Any,
+                 reach: int) -> None:
+        """Brings the cached aggregate to `version`, loading it if the cache cannot.
+        `reach`: the aggregate's last version in this batch."""
         cached = self._cache.get(aggregate_id)
         if cached is not None and cached.version == version - 1:
             domain_event.mutate(cached)
+        elif cached is not None and version <= cached.version <= reach:
+            pass  # handed over by `remember`: holds this event, and no later than the batch
         elif version == 1:
             self._cache[aggregate_id] = domain_event.mutate(None)
         else:

@@ -1,0 +1,134 @@
+"""The sweep reads its subjects in batches and hands them to the projections: neither may
+change what is stored or what the views show."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+import sqlalchemy as sa
+
+from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.ledger import Ledger
+from lifecycle.projections import runner, tables
+from lifecycle.sweep import Sweeper
+from tests.facts_builder import collected, fact, lines
+from tests.read_models import snapshot_views
+
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+REVIEW = datetime(2025, 7, 1, tzinfo=UTC)
+
+
+def members(ledger: Ledger, count: int, records: int) -> list[str]:
+    """`count` subjects with `records` marketing records each, unsubscribed on 2024-03-10
+    (every record due at the 2025-07-01 review), and one subject that stays."""
+    facts = []
+    refs = [f"member:{n}" for n in range(count)]
+    for n, ref in enumerate(refs):
+        facts.append(fact("consent-given", ref, "2023-05-02T09:00:00Z",
+                          purpose="direct-marketing"))
+        facts += [collected(ref, f"2023-05-02T09:0{r}:00Z", f"list-{r}", {"email": f"{n}@e.org"})
+                  for r in range(records)]
+        facts.append(fact("unsubscribed", ref, "2024-03-10T10:00:00Z"))
+    facts.append(collected("member:stays", "2023-05-02T09:00:00Z", "list-0", {"x": 1}))
+    report = ledger.ingest(lines(facts), NOW)
+    assert report.accepted == len(facts), report.rejected[:3]
+    return [*refs, "member:stays"]
+
+
+def test_subjects_read_in_batches_equal_those_replayed_one_by_one(ledger: Ledger) -> None:
+    """`get_subjects` gives each subject exactly as `get_subject_by_id` replays it, in
+    chunks of any size, and skips ids that have no events."""
+    refs = members(ledger, 5, 3)
+    ids = [DataSubject.create_id(ref) for ref in refs]
+    missing = uuid4()
+    for chunk in (1, 2, 500):
+        batched = list(ledger.store.get_subjects([*ids, missing, ids[0]], chunk=chunk))
+        assert sorted(s.id.hex for s in batched) == sorted(i.hex for i in ids)
+        for subject in batched:
+            one = ledger.store.get_subject_by_id(subject.id)
+            assert one is not None
+            assert (subject.version, vars(subject)) == (one.version, vars(one))
+
+
+def test_views_after_a_sweep_equal_a_rebuild(ledger: Ledger) -> None:
+    """The subjects a sweep saved are handed to the projection catch-up, which then reads
+    none of them again: the views it leaves equal a rebuild from zero."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    members(ledger, 12, 3)
+    ledger.projections.catch_up()
+    report = ledger.sweep(REVIEW, NOW)
+    assert len(report.erased) == 36
+    swept = snapshot_views(ledger)
+    ledger.projections.rebuild()
+    assert snapshot_views(ledger) == swept
+
+
+def test_a_catch_up_split_inside_a_subjects_sweep_events_still_matches_a_rebuild(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handed-over subject holds all its new events; when the catch-up's batches end
+    between two of them, the subject is read at the batch's version instead, so no view
+    is ever written ahead of its position, and the end state equals a rebuild."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    members(ledger, 4, 3)
+    ledger.projections.catch_up()
+    monkeypatch.setattr(runner, "BATCH", 2)
+    monkeypatch.setattr(runner, "WRITE_BATCH", 2)
+    positions: list[tuple[int, list[int]]] = []
+    apply = ledger.projections._apply
+
+    def recording(batch: list[object], start: int) -> None:
+        apply(batch, start)  # type: ignore[arg-type]
+        with ledger.views.connect() as conn:
+            versions = [row[0] for row in conn.execute(
+                sa.select(tables.subjects.c.version)
+                .where(tables.subjects.c.reference == "member:0"))]
+        positions.append((batch[-1].id, versions))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(ledger.projections, "_apply", recording)
+    report = ledger.sweep(REVIEW, NOW)
+    assert len(report.erased) == 12
+    subject = ledger.store.get_subject("member:0")
+    assert subject is not None
+    # The view of member:0 never shows a version whose event lies after the batch's end.
+    events = [n for n in ledger.store.recorder.select_notifications(1, 10_000)
+              if n.originator_id == subject.id]
+    position_of = {n.originator_version: n.id for n in events}
+    for last, versions in positions:
+        for version in versions:
+            assert position_of[version] <= last, (version, last)
+    swept = snapshot_views(ledger)
+    monkeypatch.undo()
+    ledger.projections.rebuild()
+    assert snapshot_views(ledger) == swept
+
+
+def test_a_catch_up_of_a_sweep_made_elsewhere_matches_a_rebuild(ledger: Ledger) -> None:
+    """Events this runner did not see written (another process's sweep) are applied to
+    subjects it reads in batches at their latest version: the views equal a rebuild."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    members(ledger, 12, 3)
+    ledger.projections.catch_up()
+    adoption = ledger.store.latest_adoption()
+    assert adoption is not None
+    report = Sweeper(ledger.store, ledger.vault, ledger.views).sweep(REVIEW, NOW)
+    assert len(report.erased) == 36
+    read: list[int] = []
+    get_aggregates = ledger.store.get_aggregates
+
+    def counting(ids: list[object], chunk: int = 500) -> Iterator[object]:
+        read.append(len(ids))
+        return get_aggregates(ids, chunk)  # type: ignore[arg-type]
+
+    ledger.store.get_aggregates = counting  # type: ignore[assignment,method-assign]
+    ledger.projections.forget()  # as in a fresh process: nothing cached
+    ledger.projections.catch_up()
+    assert read == [12], "the swept subjects are read together, not one by one"
+    swept = snapshot_views(ledger)
+    ledger.projections.rebuild()
+    assert snapshot_views(ledger) == swept
