@@ -448,15 +448,20 @@ def sweep(at_text: str | None, dry_run: bool, as_json: bool) -> None:
              reviews=len(report.reviews), paused=len(report.paused))
     if as_json:
         emit_json(report.as_dict())
-        return
-    verb = "would erase" if dry_run else "erased"
-    click.echo(f"sweep at {at.isoformat()}: {verb} {len(report.erased)}, "
-               f"reviews {len(report.reviews)}, paused {len(report.paused)}")
-    for item in report.erased:
-        click.echo(f"  {verb} {item['subject']} {item['record']} under {item['rule']} "
-                   f"({item['policy']}, due {item['due_at'][:10]})")
-    for item in report.paused:
-        click.echo(f"  paused {item['subject']} {item['record']}: {item['paused_by']}")
+    else:
+        verb = "would erase" if dry_run else "erased"
+        click.echo(f"sweep at {at.isoformat()}: {verb} {len(report.erased)}, "
+                   f"reviews {len(report.reviews)}, paused {len(report.paused)}")
+        for item in report.erased:
+            click.echo(f"  {verb} {item['subject']} {item['record']} under {item['rule']} "
+                       f"({item['policy']}, due {item['due_at'][:10]})")
+        for item in report.paused:
+            click.echo(f"  paused {item['subject']} {item['record']}: {item['paused_by']}")
+    for item in report.failed:
+        click.echo(f"lifecycle: sweep: subject {item['subject']} could not be swept "
+                   f"({item['error']}); the others were", err=True)
+    if report.failed:
+        sys.exit(EXIT_REFUSED)
 
 
 # -- daemon and status -------------------------------------------------------------------

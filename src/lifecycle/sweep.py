@@ -20,12 +20,13 @@ from eventsourcing.persistence import IntegrityError
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import Adoption
-from lifecycle.crypto.vault import KeyVault
+from lifecycle.crypto.vault import KeyVault, Shred
 from lifecycle.event_store import SAVE_RETRIES, SubjectStore
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.policy.model import Policy
 from lifecycle.projections import tables
 from lifecycle.retention import pause_reason, plan
+from lifecycle.shredding import save_then_destroy
 
 BATCH_SUBJECTS = int(os.environ.get("LIFECYCLE_SWEEP_BATCH", "200"))
 
@@ -37,12 +38,15 @@ class SweepReport:
     erased: list[dict[str, Any]] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
     paused: list[dict[str, Any]] = field(default_factory=list)
+    # Subjects that could not be swept (reported by reference; the others went on).
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"at": self.at.isoformat(), "dry_run": self.dry_run,
                 "erased": len(self.erased), "reviews": len(self.reviews),
-                "paused": len(self.paused), "items": {
-                    "erased": self.erased, "reviews": self.reviews, "paused": self.paused}}
+                "paused": len(self.paused), "failed": len(self.failed), "items": {
+                    "erased": self.erased, "reviews": self.reviews, "paused": self.paused,
+                    "failed": self.failed}}
 
 
 def due_items(engine: sa.Engine, at: datetime) -> dict[UUID, list[str]]:
@@ -76,8 +80,8 @@ class Sweeper:
         policy = policy_from_document(adoption.document)
         due = list(due_items(self.engine, at).items())
         for start in range(0, len(due), BATCH_SUBJECTS):
-            self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, policy, adoption,
-                              report, dry_run, on_item)
+            self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, started, policy,
+                              adoption, report, dry_run, on_item)
         if not dry_run:
             with self.engine.begin() as conn:
                 conn.execute(tables.sweep_runs.insert().values(
@@ -85,12 +89,12 @@ class Sweeper:
                     reviews=len(report.reviews), paused=len(report.paused), dry_run=False))
         return report
 
-    def _sweep_batch(self, batch: dict[UUID, list[str]], at: datetime, policy: Policy,
-                     adoption: Adoption, report: SweepReport, dry_run: bool,
+    def _sweep_batch(self, batch: dict[UUID, list[str]], at: datetime, started: datetime,
+                     policy: Policy, adoption: Adoption, report: SweepReport, dry_run: bool,
                      on_item: Callable[[str, dict[str, Any]], None] | None) -> None:
         for attempt in range(SAVE_RETRIES):
             outcome = SweepReport(at, dry_run)
-            shred: dict[str, str] = {}
+            shreds: list[Shred] = []
             touched: list[DataSubject] = []
             # the batch's subjects in one query (a replay each, not a round trip each)
             loaded = {s.id: s for s in self.store.get_subjects(list(batch))}
@@ -98,20 +102,23 @@ class Sweeper:
                 subject = loaded.get(subject_id)
                 if subject is None:
                     continue
-                self._sweep_subject(subject, records, at, policy, adoption, outcome, shred)
+                shred: dict[str, str] = {}
+                try:
+                    self._sweep_subject(subject, records, at, policy, adoption, outcome, shred)
+                except Exception as error:  # noqa: BLE001 - one subject never stops the rest
+                    # Its events of this sweep are not saved, its keys not destroyed.
+                    outcome.failed.append({"subject": subject.reference,
+                                           "error": type(error).__name__})
+                    continue
+                shreds.extend(Shred(str(subject.id), [key_id], at, by)
+                              for key_id, by in shred.items())
                 if subject.pending_events:
                     touched.append(subject)
             if dry_run:
                 break
-            # Keys go first: killed between the two steps, the next sweep finds the record
-            # still due, records its erasure once, and the key is already gone.
-            by_label: dict[str, list[str]] = {}
-            for key_id, by in shred.items():
-                by_label.setdefault(by, []).append(key_id)
-            # one vault transaction for the whole batch
-            self.vault.destroy_all((key_ids, at, by) for by, key_ids in by_label.items())
             try:
-                self.store.save(*touched)
+                # Record before destroy: the events first, the keys after (lifecycle.shredding).
+                save_then_destroy(self.store, self.vault, touched, shreds, started)
             except IntegrityError:
                 if attempt == SAVE_RETRIES - 1:
                     raise
@@ -119,7 +126,7 @@ class Sweeper:
             if self.on_saved and touched:
                 self.on_saved(touched)
             break
-        for kind in ("erased", "reviews", "paused"):
+        for kind in ("erased", "reviews", "paused", "failed"):
             items: list[dict[str, Any]] = getattr(outcome, kind)
             getattr(report, kind).extend(items)
             for item in items:
