@@ -95,7 +95,10 @@ def next_fact(draw: st.DrawFn, kind: str, m: SubjectModel, clock: Clock
         record = m.name("rec")
         m.records.append(record)
         m.open_records.append(record)
-        data = {"email": f"zq.{m.tag}.{m.counter}@example.org", "name": secret(m, "Name")}
+        # Mostly the person's one address (so suppression and re-subscription meet it
+        # again), sometimes another.
+        address = "" if draw(st.integers(0, 3)) else f".{m.counter}"
+        data = {"email": f"zq.{m.tag}{address}@example.org", "name": secret(m, "Name")}
         return {**base, "type": "collected", "record": record, "category": "contact",
                 "purpose": purpose, "basis": basis, "source": "data-subject", "data": data,
                 "id": m.name("f"), "at": clock.next()}

@@ -244,7 +244,7 @@ def test_a_daemon_killed_between_saving_and_destroying_is_completed_by_the_next_
     crashed = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
-        crashed.wait(timeout=30)
+        crashed.wait(timeout=20)
     except subprocess.TimeoutExpired:
         crashed.kill()
         crashed.wait()
