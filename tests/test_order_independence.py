@@ -396,3 +396,26 @@ def test_a_record_is_erased_under_the_earliest_request_that_covers_it_in_any_ord
         "ER-order-1", "2024-02-01T09:00:00+00:00")
     certificate = ledger.certificate("ER-order-1", "member:order-1", now())
     assert [e["record"] for e in certificate["erased"]] == ["rec-a"]
+
+
+def test_marketing_collected_while_consent_was_in_force_lands_whenever_it_arrives(
+        ledger: Ledger) -> None:
+    """A direct-marketing collection dated while the person's consent was in force is
+    accepted also when it arrives after a later unsubscribe has suppressed the address:
+    the check is made at the fact's time, as when the facts arrive in fact-time order."""
+    ref = "member:order-2"
+    ledger.adopt_policy(HQIP, ADOPTED)
+    base = {"subject": ref, "category": "contact", "source": "data-subject"}
+    first = {**base, "id": "oi2-1", "type": "collected", "at": "2024-01-01T09:00:00+00:00",
+             "record": "rec-survey", "purpose": "surveys-feedback",
+             "basis": "legitimate-interests", "data": {"email": "zq.order.two@example.org"}}
+    consent = {"id": "oi2-2", "type": "consent-given", "subject": ref,
+               "at": "2024-01-02T09:00:00+00:00", "purpose": "direct-marketing",
+               "method": "web-form"}
+    marketing = {**base, "id": "oi2-3", "type": "collected", "at": "2024-01-03T09:00:00+00:00",
+                 "record": "rec-news", "purpose": "direct-marketing", "basis": "consent",
+                 "data": {"email": "zq.order.two@example.org"}}
+    unsubscribe = {"id": "oi2-4", "type": "unsubscribed", "subject": ref,
+                   "at": "2024-01-04T09:00:00+00:00"}
+    _ingest_in_turn(ledger, first, consent, unsubscribe, marketing)
+    assert "rec-news" in ledger.subject(ref).records
