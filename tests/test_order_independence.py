@@ -148,7 +148,7 @@ def check_erasures(store: Settings, facts: list[dict[str, Any]]) -> None:
             for name, record in subject.records.items():
                 if record.erased_at is None:
                     continue
-                assert view[name]["data"] == "erased", (ref, name)
+                assert view[name]["data"] == "erased", f"{ref} {name}: erased value shown"
                 for sealed in record.values:
                     with pytest.raises(KeyDestroyed):
                         ledger.vault.open(sealed)
@@ -161,7 +161,9 @@ def check_erasures(store: Settings, facts: list[dict[str, Any]]) -> None:
                 certificate = ledger.certificate(request.request, ref, now())
                 listed = {k["key_id"] for k in certificate["keys_destroyed"]}
                 by_vault = {key for key, by in destroyed if by == request.request}
-                assert listed == by_vault, (ref, request.request)
+                assert listed == by_vault, (
+                    f"certificate of {request.request} lists {sorted(listed)}, the vault "
+                    f"destroyed {sorted(by_vault)} for it")
                 assert certificate["all_keys_destroyed"]
 
 
