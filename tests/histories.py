@@ -48,7 +48,7 @@ KINDS = ["collected", "collected", "rectified", "consent-given", "consent-withdr
          "legal-hold-released", "erasure-requested", "shared"]
 # Facts whose prerequisites another fact provides (re-submitted when they come too early).
 PINNED_BEFORE_ERASURE = {"legal-hold-placed", "legal-hold-released", "restricted",
-                         "restriction-lifted"}
+                         "restriction-lifted", "erasure-requested"}
 
 
 @dataclass

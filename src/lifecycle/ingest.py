@@ -19,7 +19,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from lifecycle import facts as f
-from lifecycle.aggregates.data_subject import NOTES_SCOPE, DataSubject, key_scope
+from lifecycle.aggregates.data_subject import DataSubject, key_scope, note_scope
 from lifecycle.crypto.vault import KeyVault, Shred
 from lifecycle.email_address import find_addresses, method_slug
 from lifecycle.aggregates.request_case import RequestCase
@@ -86,15 +86,15 @@ class FactApplier:
 
     def __init__(self, vault: KeyVault, now: datetime, cases: CaseBook,
                  policy: Policy | None = None,
-                 is_suppressed: Callable[[str], bool] | None = None) -> None:
+                 is_suppressed: Callable[[str, datetime], bool] | None = None) -> None:
         self.vault = vault
         self.cases = cases
         self.now = now
         self.policy = policy
-        self.is_suppressed = is_suppressed or (lambda digest: False)
+        self.is_suppressed = is_suppressed or (lambda digest, at: False)
         self.shreds: list[Shred] = []
         # Hashes suppressed by facts of this run, before any projection has seen them.
-        self.suppressed_now: set[str] = set()
+        self.suppressed_now: dict[str, datetime] = {}
 
     def apply(self, subject: DataSubject, fact: Any) -> None:
         if self.policy is not None:
@@ -105,17 +105,20 @@ class FactApplier:
         # Whatever arrived, every erasure request covers what was collected before it.
         self.shreds.extend(Shred(str(subject.id), key_ids, at, by)
                            for key_ids, at, by in subject.settle_erasures())
-        if subject.suppressed_at is not None:
-            self.suppressed_now.update(subject.suppression_hashes)
+        since = subject.suppressed_at
+        if since is not None:
+            for digest in subject.suppression_hashes:
+                self.suppressed_now[digest] = min(since, self.suppressed_now.get(digest, since))
 
     # One handler per fact type --------------------------------------------------------
 
     def _collected(self, s: DataSubject, fact: f.Collected) -> None:
         if fact.purpose == DIRECT_MARKETING:
-            self._check_suppression(s, fact.data)
+            self._check_suppression(s, fact.data, fact.at)
         key_id = self.vault.key_for(str(s.id), key_scope(fact.record), self.now)
         s.collect(fact.id, fact.at, fact.record, fact.category, fact.purpose, fact.basis,
                   fact.source, key_id, self.vault.seal(key_id, fact.data))
+        self._late_for_suppression(s, fact.data, fact.at)
 
     def _rectified(self, s: DataSubject, fact: f.Rectified) -> None:
         record = s.record_at(fact.record, fact.at)
@@ -123,8 +126,9 @@ class FactApplier:
             s.rectify(fact.id, fact.at, fact.record, None)
             return
         if record.purpose == DIRECT_MARKETING:
-            self._check_suppression(s, fact.data)
+            self._check_suppression(s, fact.data, fact.at)
         s.rectify(fact.id, fact.at, fact.record, self.vault.seal(record.key_id, fact.data))
+        self._late_for_suppression(s, fact.data, fact.at)
 
     def _activity(self, s: DataSubject, fact: f.Activity) -> None:
         if fact.record is not None:
@@ -133,8 +137,8 @@ class FactApplier:
 
     def _consent_given(self, s: DataSubject, fact: f.ConsentGiven) -> None:
         if (fact.purpose == DIRECT_MARKETING and not self._own_opt_in(fact.method)
-                and (s.suppressed_at is not None or any(
-                    self._suppressed(s, email) for email in self._addresses(s)))):
+                and (s.suppressed_as_of(fact.at) or any(
+                    self._suppressed(s, email, fact.at) for email in self._addresses(s)))):
             raise SuppressedAddress(
                 "consent-given: the subject's e-mail is on the suppression list and only "
                 "a method the policy lists in [suppression] resubscribe_methods (the "
@@ -217,34 +221,44 @@ class FactApplier:
         return case
 
     def _legal_hold_placed(self, s: DataSubject, fact: f.LegalHoldPlaced) -> None:
-        notes_key, reason = self._seal_note(s, fact.reason, fact.at)
+        notes_key, reason = self._seal_note(s, fact.reason, fact.at, fact.id)
         s.place_hold(fact.id, fact.at, fact.hold, fact.scope, reason, fact.until, notes_key)
 
     def _legal_hold_released(self, s: DataSubject, fact: f.LegalHoldReleased) -> None:
         s.release_hold(fact.id, fact.at, fact.hold)
 
     def _excluded(self, s: DataSubject, fact: f.Excluded) -> None:
-        notes_key, reason = self._seal_note(s, fact.reason, fact.at)
+        notes_key, reason = self._seal_note(s, fact.reason, fact.at, fact.id)
         s.exclude(fact.id, fact.at, reason, notes_key, self._email_hashes(s))
 
     def _relationship_ended(self, s: DataSubject, fact: f.RelationshipEnded) -> None:
-        notes_key, reason = self._seal_note(s, fact.reason, fact.at)
+        notes_key, reason = self._seal_note(s, fact.reason, fact.at, fact.id)
         s.end_relationship(fact.id, fact.at, reason, notes_key)
 
     # Helpers ----------------------------------------------------------------------------
 
-    def _check_suppression(self, s: DataSubject, data: Any) -> None:
-        """Marketing data holding a suppressed address needs the person's own opt-in."""
-        if self._resubscribed(s):
+    def _check_suppression(self, s: DataSubject, data: Any, at: datetime) -> None:
+        """Marketing data holding an address suppressed by its time needs the person's own
+        opt-in in force then."""
+        if self._resubscribed(s, at):
             return
-        if any(self._suppressed(s, email) for email in find_addresses(data)):
+        if any(self._suppressed(s, email, at) for email in find_addresses(data)):
             raise SuppressedAddress(
                 "data: an e-mail in it is on the suppression list: marketing data needs "
                 "a direct-marketing consent-given by one of the policy's "
                 "resubscribe_methods (the person's own opt-in) in force first")
 
-    def _resubscribed(self, s: DataSubject) -> bool:
-        consent = s.consents.get(DIRECT_MARKETING)
+    def _late_for_suppression(self, s: DataSubject, data: Any, at: datetime) -> None:
+        """Addresses of a value from before a suppression that arrived after it go on the
+        list as if they had been there when the person unsubscribed."""
+        if s.suppressed_since(at):
+            hashes: dict[str, None] = {}
+            for email in find_addresses(data):
+                hashes.update(dict.fromkeys(self._hash_forms(email)))
+            s.extend_suppression(list(hashes))
+
+    def _resubscribed(self, s: DataSubject, at: datetime) -> bool:
+        consent = s.consent_as_of(DIRECT_MARKETING, at)
         return (consent is not None and consent.withdrawn_at is None
                 and self._own_opt_in(consent.method))
 
@@ -254,13 +268,15 @@ class FactApplier:
             return False
         return method_slug(method) in self.policy.suppression.resubscribe_methods
 
-    def _suppressed(self, s: DataSubject, email: str) -> bool:
+    def _suppressed(self, s: DataSubject, email: str, at: datetime) -> bool:
         # Stores written before addresses were normalised hold hashes of the trimmed,
         # case-folded value: those match too. The sub-address form is kept on the list
         # besides the bare one, so a later keep_subaddress policy still finds it.
         for digest in (*self._hash_forms(email), self.vault.email_hash(email, legacy=True)):
-            if (digest in s.suppression_hashes or digest in self.suppressed_now
-                    or self.is_suppressed(digest)):
+            if digest in s.suppression_hashes and s.suppressed_as_of(at):
+                return True
+            since = self.suppressed_now.get(digest)
+            if (since is not None and since <= at) or self.is_suppressed(digest, at):
                 return True
         return False
 
@@ -284,13 +300,13 @@ class FactApplier:
                     continue
                 yield from find_addresses(values)
 
-    def _seal_note(self, s: DataSubject, text: str | None,
-                   at: datetime) -> tuple[str | None, str | None]:
+    def _seal_note(self, s: DataSubject, text: str | None, at: datetime,
+                   fact_id: str) -> tuple[str | None, str | None]:
         """Free text is personal: it is sealed under the subject's notes key, or not kept
         at all when an erasure of the notes came after it (a late fact)."""
         if text is None or s.erasure_covering(at) is not None:
             return None, None
-        key_id = self.vault.key_for(str(s.id), NOTES_SCOPE, self.now)
+        key_id = self.vault.key_for(str(s.id), note_scope(fact_id), self.now)
         return key_id, self.vault.seal(key_id, text)
 
     def _email_hashes(self, s: DataSubject) -> list[str]:
@@ -331,7 +347,7 @@ class Ingestor:
                  on_progress: Callable[[int], None] | None = None,
                  on_rejected: Callable[[f.Rejection], None] | None = None,
                  policy: Policy | None = None,
-                 is_suppressed: Callable[[str], bool] | None = None) -> None:
+                 is_suppressed: Callable[[str, datetime], bool] | None = None) -> None:
         self.store = store
         self.vault = vault
         self.now = now
@@ -341,7 +357,7 @@ class Ingestor:
         self.on_rejected = on_rejected or (lambda r: None)
         self._cache: dict[UUID, DataSubject] = {}
         self._cases = CaseBook(store)
-        self._suppressed_now: set[str] = set()
+        self._suppressed_now: dict[str, datetime] = {}
 
     def run(self, lines: Iterable[str]) -> IngestReport:
         report = IngestReport()

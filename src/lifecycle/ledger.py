@@ -70,14 +70,16 @@ class Ledger:
                on_rejected: Callable[[Rejection], None] | None = None) -> IngestReport:
         adoption = self.store.latest_adoption()
         policy = policy_from_document(adoption.document) if adoption else None
-        suppressed: set[str] | None = None
+        suppressed: dict[str, datetime] | None = None
 
-        def is_suppressed(email_hash: str) -> bool:
+        def is_suppressed(email_hash: str, at: datetime) -> bool:
+            """On the list by `at` (fact time): a value from before anyone asked stays."""
             nonlocal suppressed
             if suppressed is None:  # read once per run, after every stored event is projected
                 self.projections.catch_up()
-                suppressed = self.suppressed_hashes()
-            return email_hash in suppressed
+                suppressed = self.suppression_since()
+            since = suppressed.get(email_hash)
+            return since is not None and since <= at
 
         finish_interrupted(self.store, self.vault, now)
         return Ingestor(self.store, self.vault, now, on_progress, on_rejected, policy,
@@ -223,9 +225,15 @@ class Ledger:
 
     def suppressed_hashes(self) -> set[str]:
         """The suppression list: keyed hashes of e-mails, never the e-mails."""
+        return set(self.suppression_since())
+
+    def suppression_since(self) -> dict[str, datetime]:
+        """Each keyed hash on the suppression list, with when it was first suppressed."""
+        s = tables.suppression
         with self.views.connect() as conn:
-            hashes = sa.select(tables.suppression.c.email_hash).distinct()
-            return set(conn.execute(hashes).scalars())
+            first = sa.func.min(s.c.since, type_=s.c.since.type)
+            rows = conn.execute(sa.select(s.c.email_hash, first).group_by(s.c.email_hash))
+            return {digest: since for digest, since in rows}
 
     def subject(self, reference: str) -> DataSubject:
         subject = self.store.get_subject(reference)

@@ -40,7 +40,10 @@ def key_scope(record: str) -> str:
     return f"record/{record}"
 
 
-NOTES_SCOPE = "notes/free-text"
+def note_scope(fact_id: str) -> str:
+    """Each free-text note has its own key, so an erasure takes the notes from before it
+    and leaves a later note (whatever arrived first)."""
+    return f"notes/{fact_id}"
 
 
 @dataclass
@@ -174,6 +177,9 @@ class _Preferences:
     objected_at: dict[str, datetime] = field(default_factory=dict)
 
 
+SUPPRESSING = ("unsubscribed", "objected", "excluded")
+
+
 def fold_preferences(log: list[tuple[datetime, str, str, str, str | None]],
                      until: datetime | None = None) -> _Preferences:
     """Consents and suppression from the log sorted by fact time (then fact id), so the
@@ -251,7 +257,9 @@ class DataSubject(Aggregate):
         self.excluded_reason: Sealed | None = None
         self.relationship_ended_at: datetime | None = None
         self.last_activity_at: datetime | None = None
-        self.notes_key_id: str | None = None
+        # Keys sealing free-text notes, with the fact time of the (earliest) note each
+        # seals: an erasure destroys those of notes from before it (one key per note).
+        self.note_keys: dict[str, datetime] = {}
         self.erasures: list[Erasure] = []
         self.acknowledgements: dict[tuple[str, str], datetime] = {}
 
@@ -317,6 +325,19 @@ class DataSubject(Aggregate):
             raise RecordErased(f"record {record!r} has been erased")
         return found
 
+    def consent_as_of(self, purpose: str, at: datetime) -> Consent | None:
+        """The consent for `purpose` as it stood at `at` (fact time), if any."""
+        return fold_preferences(self.preference_log, until=at).consents.get(purpose)
+
+    def suppressed_as_of(self, at: datetime) -> bool:
+        return fold_preferences(self.preference_log, until=at).suppressed_at is not None
+
+    def suppressed_since(self, at: datetime) -> bool:
+        """Whether an unsubscribe, objection to direct marketing or exclusion came at or
+        after `at`: what was collected at `at` was on its list, whenever it arrives."""
+        return any(kind in SUPPRESSING and (kind != "objected" or purpose == DIRECT_MARKETING)
+                   and noted >= at for noted, _, kind, purpose, _ in self.preference_log)
+
     def active_restrictions(self, at: datetime | None = None) -> list[Restriction]:
         return [r for r in self.restrictions if r.in_force(at)]
 
@@ -378,8 +399,9 @@ class DataSubject(Aggregate):
             else:
                 refusals.append((rec.record, ground))
         kept = refusals or refused
-        if self.notes_key_id is not None and not kept:
-            erase_keys[self.notes_key_id] = None
+        if not kept:
+            erase_keys.update(dict.fromkeys(k for k, noted in self.note_keys.items()
+                                            if noted <= at))
         return ErasureDecision(list(erase_keys), erase_records, refusals)
 
     def settle_erasures(self) -> list[tuple[list[str], datetime, str]]:
@@ -603,7 +625,7 @@ class DataSubject(Aggregate):
                    reason: Sealed | None, until: datetime | None, notes_key_id: str | None) -> None:
         self.fact_ids[fact_id] = None
         self.holds[hold] = Hold(hold, scope, reason, at, until)
-        self.notes_key_id = notes_key_id or self.notes_key_id
+        self._note(notes_key_id, at)
 
     def release_hold(self, fact_id: str, at: datetime, hold: str) -> None:
         placed = self.holds.get(hold)
@@ -623,7 +645,7 @@ class DataSubject(Aggregate):
         self.fact_ids[fact_id] = None
         self.excluded_at = at if self.excluded_at is None else min(self.excluded_at, at)
         self.excluded_reason = reason
-        self.notes_key_id = notes_key_id or self.notes_key_id
+        self._note(notes_key_id, at)
         self._log_preference(at, fact_id, "excluded", DIRECT_MARKETING)
         self._suppress(email_hashes)
 
@@ -632,7 +654,7 @@ class DataSubject(Aggregate):
                          notes_key_id: str | None) -> None:
         self.fact_ids[fact_id] = None
         self.relationship_ended_at = max(at, self.relationship_ended_at or at)
-        self.notes_key_id = notes_key_id or self.notes_key_id
+        self._note(notes_key_id, at)
 
     def erase(self, at: datetime, by: str, decision: ErasureDecision) -> None:
         """Records the shredding of the decided keys and every refusal with its ground."""
@@ -643,14 +665,14 @@ class DataSubject(Aggregate):
 
     @event("Erased")
     def _erased(self, at: datetime, by: str, key_ids: list[str], records: list[str]) -> None:
-        notes = self.notes_key_id is not None and self.notes_key_id in key_ids
+        notes = any(k in self.note_keys for k in key_ids)
         self.erasures.append(Erasure(by, by, at, list(records), list(key_ids), notes))
         for record in records:
             rec = self.records[record]
             rec.erased_at = at
             rec.erased_by = by
-        if self.notes_key_id in key_ids:
-            self.notes_key_id = None
+        for key_id in key_ids:
+            self.note_keys.pop(key_id, None)
 
     @event("ErasureRefused")
     def _erasure_refused(self, at: datetime, by: str, record: str, ground: str) -> None:
@@ -718,6 +740,21 @@ class DataSubject(Aggregate):
     def _touch(self, at: datetime) -> None:
         if self.last_activity_at is None or at > self.last_activity_at:
             self.last_activity_at = at
+
+    def extend_suppression(self, email_hashes: list[str]) -> None:
+        """Adds the addresses of a record that arrived after the suppression it falls
+        under (collected before it), as if it had been there when it came."""
+        new = [d for d in email_hashes if d not in self.suppression_hashes]
+        if new:
+            self._suppression_extended(email_hashes=new)
+
+    @event("SuppressionExtended")
+    def _suppression_extended(self, email_hashes: list[str]) -> None:
+        self._suppress(email_hashes)
+
+    def _note(self, key_id: str | None, at: datetime) -> None:
+        if key_id is not None:
+            self.note_keys[key_id] = min(at, self.note_keys.get(key_id, at))
 
     def _suppress(self, email_hashes: list[str]) -> None:
         for digest in email_hashes:
