@@ -111,7 +111,10 @@ def next_fact(draw: st.DrawFn, kind: str, m: SubjectModel, clock: Clock
     if kind == "consent-given":
         purpose = draw(st.sampled_from(CONSENT_PURPOSES))
         m.consents.add(purpose)
-        return {**base, "type": "consent-given", "purpose": purpose, "method": "web-form",
+        # Direct marketing by the person's own opt-in (the policy's resubscribe method), so
+        # a consent after an unsubscribe is valid; others by a method that lifts nothing.
+        method = "subscribe-form" if purpose == "direct-marketing" else "web-form"
+        return {**base, "type": "consent-given", "purpose": purpose, "method": method,
                 "id": m.name("f"), "at": clock.next()}
     if kind == "consent-withdrawn":
         if not m.consents:

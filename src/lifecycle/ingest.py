@@ -19,7 +19,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from lifecycle import facts as f
-from lifecycle.aggregates.data_subject import DataSubject, key_scope, note_scope
+from lifecycle.aggregates.data_subject import DataSubject, Note, key_scope, note_scope
 from lifecycle.crypto.vault import KeyVault, Shred
 from lifecycle.email_address import find_addresses, method_slug
 from lifecycle.aggregates.request_case import RequestCase
@@ -221,18 +221,20 @@ class FactApplier:
         return case
 
     def _legal_hold_placed(self, s: DataSubject, fact: f.LegalHoldPlaced) -> None:
-        notes_key, reason = self._seal_note(s, fact.reason, fact.at, fact.id)
+        notes_key, reason = self._seal_note(s, fact.reason, fact.id,
+                                            Note(fact.at, "hold", fact.hold))
         s.place_hold(fact.id, fact.at, fact.hold, fact.scope, reason, fact.until, notes_key)
 
     def _legal_hold_released(self, s: DataSubject, fact: f.LegalHoldReleased) -> None:
         s.release_hold(fact.id, fact.at, fact.hold)
 
     def _excluded(self, s: DataSubject, fact: f.Excluded) -> None:
-        notes_key, reason = self._seal_note(s, fact.reason, fact.at, fact.id)
+        notes_key, reason = self._seal_note(s, fact.reason, fact.id, Note(fact.at, "excluded"))
         s.exclude(fact.id, fact.at, reason, notes_key, self._email_hashes(s))
 
     def _relationship_ended(self, s: DataSubject, fact: f.RelationshipEnded) -> None:
-        notes_key, reason = self._seal_note(s, fact.reason, fact.at, fact.id)
+        notes_key, reason = self._seal_note(s, fact.reason, fact.id,
+                                            Note(fact.at, "relationship-ended"))
         s.end_relationship(fact.id, fact.at, reason, notes_key)
 
     # Helpers ----------------------------------------------------------------------------
@@ -300,11 +302,11 @@ class FactApplier:
                     continue
                 yield from find_addresses(values)
 
-    def _seal_note(self, s: DataSubject, text: str | None, at: datetime,
-                   fact_id: str) -> tuple[str | None, str | None]:
+    def _seal_note(self, s: DataSubject, text: str | None, fact_id: str,
+                   note: Note) -> tuple[str | None, str | None]:
         """Free text is personal: it is sealed under the subject's notes key, or not kept
         at all when an erasure of the notes came after it (a late fact)."""
-        if text is None or s.erasure_covering(at) is not None:
+        if text is None or s.note_erased_on_arrival(note):
             return None, None
         key_id = self.vault.key_for(str(s.id), note_scope(fact_id), self.now)
         return key_id, self.vault.seal(key_id, text)

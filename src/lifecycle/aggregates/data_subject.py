@@ -106,12 +106,23 @@ class Hold:
     until: datetime | None
     released_at: datetime | None = None
 
+    def in_force(self, at: datetime) -> bool:
+        """Fact time: placed by `at`, not yet released or expired."""
+        return (self.placed_at <= at and (self.released_at is None or at < self.released_at)
+                and (self.until is None or at < self.until))
+
     def covers(self, purpose: str, at: datetime) -> bool:
-        """In force at `at` (fact time: placed by then, not yet released or expired)."""
-        active = (self.placed_at <= at
-                  and (self.released_at is None or at < self.released_at)
-                  and (self.until is None or at < self.until))
-        return active and self.scope in (purpose, ALL_SCOPE)
+        return self.in_force(at) and self.scope in (purpose, ALL_SCOPE)
+
+
+@dataclass(frozen=True)
+class Note:
+    """A free-text note sealed under its own key: when, from which fact kind (a hold's,
+    an exclusion's, a relationship's end) and, for a hold, which."""
+
+    at: datetime
+    kind: str
+    hold: str | None = None
 
 
 @dataclass
@@ -144,7 +155,6 @@ class Erasure:
     at: datetime
     records: list[str]
     key_ids: list[str]
-    notes: bool = False  # the subject's free-text notes went with it
 
 
 @dataclass(frozen=True)
@@ -259,7 +269,7 @@ class DataSubject(Aggregate):
         self.last_activity_at: datetime | None = None
         # Keys sealing free-text notes, with the fact time of the (earliest) note each
         # seals: an erasure destroys those of notes from before it (one key per note).
-        self.note_keys: dict[str, datetime] = {}
+        self.note_keys: dict[str, Note] = {}
         self.erasures: list[Erasure] = []
         self.acknowledgements: dict[tuple[str, str], datetime] = {}
 
@@ -309,14 +319,23 @@ class DataSubject(Aggregate):
             raise RecordErased(f"record {record!r} had been erased by the time of this fact")
         return found
 
-    def erasure_covering(self, at: datetime) -> Erasure | None:
-        """The carried-out erasure of the subject's notes that a fact from `at` falls
-        under (its free text is then erased on arrival), if any."""
-        for erasure in self.erasures:
-            if erasure.notes and at <= erasure.at:
-                return erasure
-        return None
+    def note_erased_by(self, note: Note, at: datetime) -> bool:
+        """Whether an erasure request made at `at` takes this note. Notes from before it
+        go, except what justifies data kept whatever the request: the reason of a hold in
+        force then (Art 17(3)(e)) and of an exclusion (the blocklist stays). Decided by
+        times alone, so the same facts decide it in any arrival order."""
+        if note.at > at or note.kind == "excluded":
+            return False
+        if note.kind != "hold":
+            return True
+        hold = self.holds.get(note.hold or "")  # None: the hold being placed now
+        return hold is not None and not hold.in_force(at)
 
+    def note_erased_on_arrival(self, note: Note) -> bool:
+        """A late note (dated before an erasure request that has been carried out) that
+        the request would have taken: it is not kept at all."""
+        return any(self.note_erased_by(note, q.received_at)
+                   for q in self.requests.values() if q.kind == "erasure")
     def live_record(self, record: str) -> Record:
         found = self.records.get(record)
         if found is None:
@@ -370,8 +389,7 @@ class DataSubject(Aggregate):
         for e in self.erasures:
             first = merged.get(e.ref)
             if first is None:
-                merged[e.ref] = Erasure(e.ref, e.by, e.at, list(e.records), list(e.key_ids),
-                                        e.notes)
+                merged[e.ref] = Erasure(e.ref, e.by, e.at, list(e.records), list(e.key_ids))
             else:
                 first.records += e.records
                 first.key_ids += e.key_ids
@@ -398,10 +416,8 @@ class DataSubject(Aggregate):
                 erase_records.append(rec.record)
             else:
                 refusals.append((rec.record, ground))
-        kept = refusals or refused
-        if not kept:
-            erase_keys.update(dict.fromkeys(k for k, noted in self.note_keys.items()
-                                            if noted <= at))
+        erase_keys.update(dict.fromkeys(k for k, note in self.note_keys.items()
+                                        if self.note_erased_by(note, at)))
         return ErasureDecision(list(erase_keys), erase_records, refusals)
 
     def settle_erasures(self) -> list[tuple[list[str], datetime, str]]:
@@ -625,7 +641,7 @@ class DataSubject(Aggregate):
                    reason: Sealed | None, until: datetime | None, notes_key_id: str | None) -> None:
         self.fact_ids[fact_id] = None
         self.holds[hold] = Hold(hold, scope, reason, at, until)
-        self._note(notes_key_id, at)
+        self._note(notes_key_id, Note(at, "hold", hold))
 
     def release_hold(self, fact_id: str, at: datetime, hold: str) -> None:
         placed = self.holds.get(hold)
@@ -645,7 +661,7 @@ class DataSubject(Aggregate):
         self.fact_ids[fact_id] = None
         self.excluded_at = at if self.excluded_at is None else min(self.excluded_at, at)
         self.excluded_reason = reason
-        self._note(notes_key_id, at)
+        self._note(notes_key_id, Note(at, "excluded"))
         self._log_preference(at, fact_id, "excluded", DIRECT_MARKETING)
         self._suppress(email_hashes)
 
@@ -654,7 +670,7 @@ class DataSubject(Aggregate):
                          notes_key_id: str | None) -> None:
         self.fact_ids[fact_id] = None
         self.relationship_ended_at = max(at, self.relationship_ended_at or at)
-        self._note(notes_key_id, at)
+        self._note(notes_key_id, Note(at, "relationship-ended"))
 
     def erase(self, at: datetime, by: str, decision: ErasureDecision) -> None:
         """Records the shredding of the decided keys and every refusal with its ground."""
@@ -665,8 +681,7 @@ class DataSubject(Aggregate):
 
     @event("Erased")
     def _erased(self, at: datetime, by: str, key_ids: list[str], records: list[str]) -> None:
-        notes = any(k in self.note_keys for k in key_ids)
-        self.erasures.append(Erasure(by, by, at, list(records), list(key_ids), notes))
+        self.erasures.append(Erasure(by, by, at, list(records), list(key_ids)))
         for record in records:
             rec = self.records[record]
             rec.erased_at = at
@@ -752,9 +767,10 @@ class DataSubject(Aggregate):
     def _suppression_extended(self, email_hashes: list[str]) -> None:
         self._suppress(email_hashes)
 
-    def _note(self, key_id: str | None, at: datetime) -> None:
-        if key_id is not None:
-            self.note_keys[key_id] = min(at, self.note_keys.get(key_id, at))
+    def _note(self, key_id: str | None, note: Note) -> None:
+        if key_id is not None:  # (stores from before one key per note share one key)
+            earlier = self.note_keys.get(key_id)
+            self.note_keys[key_id] = note if earlier is None or note.at < earlier.at else earlier
 
     def _suppress(self, email_hashes: list[str]) -> None:
         for digest in email_hashes:
