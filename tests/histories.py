@@ -224,6 +224,19 @@ def chunks(facts: list[dict[str, Any]], rng: random.Random, parts: int
     return [facts[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
+def concurrent_pieces(order: list[dict[str, Any]], rng: random.Random, parts: int
+                      ) -> list[list[dict[str, Any]]]:
+    """Pieces for processes started together: the facts whose arrival order is pinned
+    (erasure requests, and the holds and restrictions that must precede them) stay in one
+    piece in their order, since processes running at once keep no order between them;
+    every other fact goes to a random piece."""
+    pieces: list[list[dict[str, Any]]] = [[] for _ in range(parts)]
+    for fact in order:
+        pinned = fact["type"] in PINNED_BEFORE_ERASURE
+        pieces[0 if pinned else rng.randrange(parts)].append(fact)
+    return pieces
+
+
 def by_fact_time(facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(facts, key=lambda f: f["at"])
 

@@ -24,7 +24,8 @@ Documented limits, excluded by construction:
     arrives before that request (histories.arrival_order).
 (c) The same finality holds between two erasure requests: a record erased under a later
     request that arrived first stays erased by that request, even when an earlier request
-    arrives afterwards. So erasure requests of one subject arrive in fact-time order.
+    arrives afterwards. So erasure requests of one subject arrive in fact-time order. With
+    processes started together, these pinned facts travel in one process's file.
 (b) A fact whose prerequisite (the record, the consent, the restriction, the hold) has not
     arrived yet is rejected with the reason; the run re-submits rejected lines at the end,
     as a responder does, until nothing more is accepted. The property is about the state
@@ -56,7 +57,8 @@ from lifecycle.errors import KeyDestroyed
 from lifecycle.ledger import Ledger
 from lifecycle.settings import Settings
 from tests.conftest import POSTGRES_URL, _admin_connect, postgres_unavailable
-from tests.histories import arrival_order, by_fact_time, canonical_view, chunks, histories, jsonl
+from tests.histories import (arrival_order, by_fact_time, canonical_view, chunks,
+                             concurrent_pieces, histories, jsonl)
 from tests.processes import env_for
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -268,7 +270,7 @@ def concurrent_run(store: Settings, root: Path, facts: list[dict[str, Any]], see
                    parts: int) -> None:
     rng = random.Random(seed)
     order = arrival_order(facts, rng)
-    pieces = [p for p in chunks(order, rng, parts) if p] or [order]
+    pieces = [p for p in concurrent_pieces(order, rng, parts) if p] or [order]
     files = []
     for n, piece in enumerate(pieces):
         path = root / f"part-{uuid.uuid4().hex[:8]}-{n}.jsonl"

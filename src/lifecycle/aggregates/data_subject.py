@@ -336,13 +336,6 @@ class DataSubject(Aggregate):
         the request would have taken: it is not kept at all."""
         return any(self.note_erased_by(note, q.received_at)
                    for q in self.requests.values() if q.kind == "erasure")
-    def live_record(self, record: str) -> Record:
-        found = self.records.get(record)
-        if found is None:
-            raise UnknownRecord(f"record {record!r} was never collected for this subject")
-        if found.erased_at is not None:
-            raise RecordErased(f"record {record!r} has been erased")
-        return found
 
     def consent_as_of(self, purpose: str, at: datetime) -> Consent | None:
         """The consent for `purpose` as it stood at `at` (fact time), if any."""
@@ -401,7 +394,7 @@ class DataSubject(Aggregate):
 
         A legal hold or a restriction for legal claims in force at `at` keeps the data
         (Art 17(3)(e)); legal-obligation and public-task data stay (Art 17(3)(b)); all
-        else goes. The notes key goes with the first decision that keeps nothing.
+        else goes, with the notes `note_erased_by` gives to the request.
         """
         erase_keys: dict[str, None] = {}
         erase_records: list[str] = []
