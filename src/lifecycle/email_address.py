@@ -27,6 +27,8 @@ INVISIBLE = dict.fromkeys(
 
 _DISPLAY_NAME = re.compile(r"<([^<>]*)>$")
 _NOT_PLAIN = re.compile(r'[\s<>",]')
+_COMMENT = re.compile(r"\([^()]*\)")  # RFC 5322 comments: "a@b.org (Alice)"
+_QUOTED_ATOMS = re.compile(r'"([a-z0-9!#$%&\'*+/=?^_`{|}~.-]+)"')  # "alice.smith"@...
 _SLUG_GAP = re.compile(r"[^a-z0-9]+")
 
 
@@ -47,9 +49,13 @@ def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
         value = value.translate(INVISIBLE)
         value = unicodedata.normalize("NFKC", value)
         value = unicodedata.normalize("NFKC", value.casefold())
+        value = value.replace("\u3002", ".")  # the ideographic full stop ends a domain too
     else:
         value = value.casefold()
     value = value.strip()
+    if "(" in value:
+        value = _COMMENT.sub("", value).strip()
+    value = value.rstrip(";,").strip()  # a list separator left behind by a mail client
     if value.endswith(">"):
         bracketed = _DISPLAY_NAME.search(value)
         if bracketed is not None:
@@ -63,6 +69,10 @@ def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
     if query >= 0:
         value = value[:query]
     local, _, domain = value.partition("@")
+    quoted = _QUOTED_ATOMS.fullmatch(local)
+    if quoted is not None:  # a quoted local part that needs no quotes is the same mailbox
+        local = quoted.group(1)
+        value = f"{local}@{domain}"
     domain = domain.rstrip(".")
     if not local or "@" in domain or _NOT_PLAIN.search(value) is not None:
         return None

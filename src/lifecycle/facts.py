@@ -5,12 +5,15 @@ Errors name the line and the field and say what is wrong, never the value itself
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
+    BeforeValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -30,6 +33,17 @@ from lifecycle.vocabulary import (
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # for `at` and `until`
 CLOCK_SKEW = timedelta(minutes=5)  # `at` may be this far past the ingest's now
 LATEST_UNTIL = datetime(2200, 1, 1, tzinfo=UTC)
+_RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _rfc3339_text(value: Any) -> Any:
+    """A time is an RFC 3339 string; pydantic would also take "1704099600" as a Unix time."""
+    if not isinstance(value, str) or _RFC3339_START.match(value) is None:
+        raise ValueError("must be an RFC 3339 date-time with a UTC offset, as a string")
+    return value
+
+
+Time = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 MAX_DEPTH = 32  # JSON nesting levels of a line; the fact object itself is level 1
 MAX_LINE_BYTES = 1024 * 1024  # bytes of one line, without its newline
 
@@ -46,7 +60,7 @@ class _Fact(BaseModel):
 
     id: Reference
     subject: Reference
-    at: AwareDatetime
+    at: Time
 
 
 class Collected(_Fact):
@@ -190,7 +204,7 @@ class LegalHoldPlaced(_Fact):
     hold: Reference
     scope: Slug
     reason: str
-    until: AwareDatetime | None = None
+    until: Time | None = None
 
 
 class LegalHoldReleased(_Fact):
@@ -280,17 +294,21 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _deeper_than(value: Any, levels: int) -> bool:
-    """Whether a parsed JSON value nests more than `levels` levels (itself is level 1)."""
+def _data_problem(value: Any, levels: int) -> str | None:
+    """What is wrong with a parsed `data` value: nesting more than `levels` levels (itself
+    is level 1), or NaN/Infinity, which JSON does not have (exports could not carry them)."""
     stack = [(value, 1)]
     while stack:
         node, level = stack.pop()
         children = node.values() if isinstance(node, dict) else node
         if level > levels:
-            return True
-        stack.extend((child, level + 1) for child in children
-                     if isinstance(child, (dict, list)))
-    return False
+            return _TOO_DEEP
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, level + 1))
+            elif isinstance(child, float) and not math.isfinite(child):
+                return "data: NaN and Infinity are not JSON numbers"
+    return None
 
 
 def _check_bounds(fact: Any, now: datetime) -> None:
@@ -305,8 +323,10 @@ def _check_bounds(fact: Any, now: datetime) -> None:
             raise InvalidLine("until: before 1900-01-01")
         if fact.until > LATEST_UNTIL:
             raise InvalidLine("until: after 2200-01-01")
-    if isinstance(fact, (Collected, Rectified)) and _deeper_than(fact.data, MAX_DEPTH - 1):
-        raise InvalidLine(_TOO_DEEP)
+    if isinstance(fact, (Collected, Rectified)):
+        problem = _data_problem(fact.data, MAX_DEPTH - 1)
+        if problem is not None:
+            raise InvalidLine(problem)
 
 
 def parse_line(text: str, now: datetime | None = None) -> Any:

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -138,7 +138,8 @@ class FactApplier:
     def _consent_given(self, s: DataSubject, fact: f.ConsentGiven) -> None:
         if (fact.purpose == DIRECT_MARKETING and not self._own_opt_in(fact.method)
                 and (s.suppressed_as_of(fact.at) or any(
-                    self._suppressed(s, email, fact.at) for email in self._addresses(s)))):
+                    self._suppressed(s, email, fact.at)
+                    for email in self._addresses(s, fact.at)))):
             raise SuppressedAddress(
                 "consent-given: the subject's e-mail is on the suppression list and only "
                 "a method the policy lists in [suppression] resubscribe_methods (the "
@@ -149,7 +150,7 @@ class FactApplier:
         s.withdraw_consent(fact.id, fact.at, fact.purpose, fact.method)
 
     def _unsubscribed(self, s: DataSubject, fact: f.Unsubscribed) -> None:
-        s.unsubscribe(fact.id, fact.at, fact.channel, self._email_hashes(s))
+        s.unsubscribe(fact.id, fact.at, fact.channel, self._email_hashes(s, fact.at))
 
     def _shared(self, s: DataSubject, fact: f.Shared) -> None:
         # The safeguard is never free text: the one the policy declares for the recipient,
@@ -171,7 +172,7 @@ class FactApplier:
         s.lift_restriction(fact.id, fact.at, fact.scope)
 
     def _objected(self, s: DataSubject, fact: f.Objected) -> None:
-        s.object_to(fact.id, fact.at, fact.purpose, self._email_hashes(s))
+        s.object_to(fact.id, fact.at, fact.purpose, self._email_hashes(s, fact.at))
 
     def _erasure_requested(self, s: DataSubject, fact: f.ErasureRequested) -> None:
         """Carried out at once: erase all no exemption covers, record each refusal. The case
@@ -230,7 +231,7 @@ class FactApplier:
 
     def _excluded(self, s: DataSubject, fact: f.Excluded) -> None:
         notes_key, reason = self._seal_note(s, fact.reason, fact.id, Note(fact.at, "excluded"))
-        s.exclude(fact.id, fact.at, reason, notes_key, self._email_hashes(s))
+        s.exclude(fact.id, fact.at, reason, notes_key, self._email_hashes(s, fact.at))
 
     def _relationship_ended(self, s: DataSubject, fact: f.RelationshipEnded) -> None:
         notes_key, reason = self._seal_note(s, fact.reason, fact.id,
@@ -290,12 +291,17 @@ class FactApplier:
         tagged = bare if keep else self.vault.email_hash(email, keep_subaddress=True)
         return (bare,) if tagged == bare else (bare, tagged)
 
-    def _addresses(self, s: DataSubject) -> Iterator[str]:
-        """Every address in the subject's live records (the values open under live keys)."""
+    def _addresses(self, s: DataSubject, at: datetime) -> Iterator[str]:
+        """Every address the subject's live records held at `at` (fact time: values
+        collected or rectified by then, open under live keys)."""
         for record in s.records.values():
             if record.erased_at is not None:
                 continue
-            for sealed in record.values:
+            dated = [(record.collected_at, record.values[0]), *(
+                (t, v) for t, _, v in record.rectifications if v is not None)]
+            for when, sealed in dated:
+                if when > at:
+                    continue
                 try:
                     values = self.vault.open(sealed)
                 except KeyDestroyed:
@@ -311,10 +317,10 @@ class FactApplier:
         key_id = self.vault.key_for(str(s.id), note_scope(fact_id), self.now)
         return key_id, self.vault.seal(key_id, text)
 
-    def _email_hashes(self, s: DataSubject) -> list[str]:
+    def _email_hashes(self, s: DataSubject, at: datetime) -> list[str]:
         """Keyed hashes of every e-mail the subject's live records hold, under any key."""
         hashes: dict[str, None] = {}
-        for email in self._addresses(s):
+        for email in self._addresses(s, at):
             hashes.update(dict.fromkeys(self._hash_forms(email)))
         return list(hashes)
 
@@ -485,6 +491,16 @@ class _FactFailed(Exception):
 
 
 def canonical(fact: Any) -> bytes:
-    """A fact's content in one spelling (same fact, same bytes), for its digest."""
-    return json.dumps(fact.model_dump(mode="json"), sort_keys=True,
-                      separators=(",", ":")).encode()
+    """A fact's content in one spelling (same fact, same bytes), for its digest: times in
+    UTC, whatever offset they were written with; defaults filled in as ingest fills them."""
+    content = fact.model_dump(mode="python")
+    if fact.type == "erasure-requested" and content["request"] is None:
+        content["request"] = f"erasure:{fact.id}"
+    return json.dumps(content, sort_keys=True, separators=(",", ":"),
+                      default=_utc_text).encode()
+
+
+def _utc_text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    raise TypeError(f"not JSON: {type(value).__name__}")
