@@ -162,3 +162,36 @@ def test_a_suppressed_address_is_refused_in_every_spelling(hqip: Ledger,
                   source="third-party"),
     ]), NOW)
     assert report.accepted == 1 and [r.line for r in report.rejected] == [2]
+
+
+# -- crash: a fact id bound by a run that stored nothing -------------------------------------
+
+
+def test_a_fact_id_claimed_by_a_killed_run_does_not_outlive_it(backend: Any,
+                                                              tmp_path: Path) -> None:
+    """"A run killed before saving leaves nothing recorded" (docs/guarantees.md, record
+    before destroy). Yet the fact-id binding is written before the events are saved: an
+    ingest SIGKILLed at keys-stored stores no event, but its ids stay bound, so the
+    operator's corrected line (same id, the wrong `at` fixed) is rejected for ever as
+    "already names a different fact" although no fact of that id was ever recorded."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from lifecycle.faults import CRASH_ENV
+    from tests.processes import env_for
+
+    wrong = collected("m:crash", "2024-01-02T09:00:00Z", "signup", {"name": "C"},
+                      purpose="membership", basis="contract", id="crash-1")
+    path = tmp_path / "facts.jsonl"
+    path.write_text(json.dumps(wrong) + "\n", encoding="utf-8")
+    env = {**env_for(backend), CRASH_ENV: "keys-stored"}
+    killed = subprocess.run([sys.executable, "-m", "lifecycle", "ingest", str(path)],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with Ledger(backend) as ledger:
+        assert ledger.store.get_subject("m:crash") is None  # nothing was recorded
+        fixed = ledger.ingest(lines([dict(wrong, at="2024-01-01T09:00:00Z")]), NOW)
+    assert (fixed.accepted, fixed.rejected) == (1, []), os.linesep.join(
+        r.reason for r in fixed.rejected)
