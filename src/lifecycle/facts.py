@@ -40,7 +40,10 @@ def _rfc3339_text(value: Any) -> Any:
     """A time is an RFC 3339 string; pydantic would also take "1704099600" as a Unix time."""
     if not isinstance(value, str) or _RFC3339_START.match(value) is None:
         raise ValueError("must be an RFC 3339 date-time with a UTC offset, as a string")
-    return value
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an RFC 3339 date-time with a UTC offset") from None
 
 
 Time = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]

@@ -20,7 +20,7 @@ from eventsourcing.persistence import IntegrityError
 
 from lifecycle import facts as f
 from lifecycle.aggregates.data_subject import DataSubject, Note, key_scope, note_scope
-from lifecycle.crypto.vault import KeyVault, Shred
+from lifecycle.crypto.vault import CLAIM_GRACE, KeyVault, Shred
 from lifecycle.email_address import find_addresses, method_slug
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
@@ -151,6 +151,7 @@ class FactApplier:
 
     def _unsubscribed(self, s: DataSubject, fact: f.Unsubscribed) -> None:
         s.unsubscribe(fact.id, fact.at, fact.channel, self._email_hashes(s, fact.at))
+        self._suppress_values_held_while_suppressed(s, fact.at)
 
     def _shared(self, s: DataSubject, fact: f.Shared) -> None:
         # The safeguard is never free text: the one the policy declares for the recipient,
@@ -173,6 +174,7 @@ class FactApplier:
 
     def _objected(self, s: DataSubject, fact: f.Objected) -> None:
         s.object_to(fact.id, fact.at, fact.purpose, self._email_hashes(s, fact.at))
+        self._suppress_values_held_while_suppressed(s, fact.at)
 
     def _erasure_requested(self, s: DataSubject, fact: f.ErasureRequested) -> None:
         """Carried out at once: erase all no exemption covers, record each refusal. The case
@@ -232,6 +234,7 @@ class FactApplier:
     def _excluded(self, s: DataSubject, fact: f.Excluded) -> None:
         notes_key, reason = self._seal_note(s, fact.reason, fact.id, Note(fact.at, "excluded"))
         s.exclude(fact.id, fact.at, reason, notes_key, self._email_hashes(s, fact.at))
+        self._suppress_values_held_while_suppressed(s, fact.at)
 
     def _relationship_ended(self, s: DataSubject, fact: f.RelationshipEnded) -> None:
         notes_key, reason = self._seal_note(s, fact.reason, fact.id,
@@ -252,13 +255,24 @@ class FactApplier:
                 "resubscribe_methods (the person's own opt-in) in force first")
 
     def _late_for_suppression(self, s: DataSubject, data: Any, at: datetime) -> None:
-        """Addresses of a value from before a suppression that arrived after it go on the
-        list as if they had been there when the person unsubscribed."""
-        if s.suppressed_since(at):
-            hashes: dict[str, None] = {}
-            for email in find_addresses(data):
-                hashes.update(dict.fromkeys(self._hash_forms(email)))
-            s.extend_suppression(list(hashes))
+        """The addresses of a value from before a suppression (however late it arrived),
+        or from while the subject is suppressed, go on the list."""
+        if s.suppressed_since(at) or s.suppressed_as_of(at):
+            s.extend_suppression(self._hashes_of(find_addresses(data)))
+
+    def _suppress_values_held_while_suppressed(self, s: DataSubject, at: datetime) -> None:
+        """A suppression that arrives after values dated later than it: those held while
+        the subject was suppressed go on the list, as if they had come after it."""
+        later = (values for when, values in self._dated_values(s)
+                 if when > at and s.suppressed_as_of(when))
+        s.extend_suppression(self._hashes_of(
+            email for values in later for email in find_addresses(values)))
+
+    def _hashes_of(self, emails: Iterable[str]) -> list[str]:
+        hashes: dict[str, None] = {}
+        for email in emails:
+            hashes.update(dict.fromkeys(self._hash_forms(email)))
+        return list(hashes)
 
     def _resubscribed(self, s: DataSubject, at: datetime) -> bool:
         consent = s.consent_as_of(DIRECT_MARKETING, at)
@@ -291,21 +305,24 @@ class FactApplier:
         tagged = bare if keep else self.vault.email_hash(email, keep_subaddress=True)
         return (bare,) if tagged == bare else (bare, tagged)
 
-    def _addresses(self, s: DataSubject, at: datetime) -> Iterator[str]:
-        """Every address the subject's live records held at `at` (fact time: values
-        collected or rectified by then, open under live keys)."""
+    def _dated_values(self, s: DataSubject) -> Iterator[tuple[datetime, Any]]:
+        """The values of the subject's live records with their fact times, where their
+        keys still open them."""
         for record in s.records.values():
             if record.erased_at is not None:
                 continue
             dated = [(record.collected_at, record.values[0]), *(
                 (t, v) for t, _, v in record.rectifications if v is not None)]
             for when, sealed in dated:
-                if when > at:
-                    continue
                 try:
-                    values = self.vault.open(sealed)
+                    yield when, self.vault.open(sealed)
                 except KeyDestroyed:
                     continue
+
+    def _addresses(self, s: DataSubject, at: datetime) -> Iterator[str]:
+        """Every address the subject's live records held at `at` (fact time)."""
+        for when, values in self._dated_values(s):
+            if when <= at:
                 yield from find_addresses(values)
 
     def _seal_note(self, s: DataSubject, text: str | None, fact_id: str,
@@ -318,11 +335,8 @@ class FactApplier:
         return key_id, self.vault.seal(key_id, text)
 
     def _email_hashes(self, s: DataSubject, at: datetime) -> list[str]:
-        """Keyed hashes of every e-mail the subject's live records hold, under any key."""
-        hashes: dict[str, None] = {}
-        for email in self._addresses(s, at):
-            hashes.update(dict.fromkeys(self._hash_forms(email)))
-        return list(hashes)
+        """Keyed hashes of every e-mail the subject's live records held at `at`."""
+        return self._hashes_of(self._addresses(s, at))
 
 
 def check_against_policy(policy: Policy, fact: Any) -> None:
@@ -425,6 +439,20 @@ class Ingestor:
             self._forget()
         self.on_progress(len(batch))
 
+    def _orphaned(self, fact_id: str) -> bool:
+        """A binding whose fact never reached its subject, old enough that no run can still
+        be saving it (a run killed before saving left it): it binds nothing."""
+        binding = self.vault.claimed([fact_id]).get(fact_id)
+        if binding is None or binding.claimed_at is None:
+            return False  # bound before bindings were dated: kept
+        claimed_at = binding.claimed_at
+        if claimed_at.tzinfo is None:  # SQLite gives it back naive (stored as UTC)
+            claimed_at = claimed_at.replace(tzinfo=UTC)
+        if claimed_at > self.now - CLAIM_GRACE:
+            return False
+        subject = self.store.get_subject_by_id(UUID(binding.subject_id))
+        return subject is None or not subject.has_seen(fact_id)
+
     def _forget(self) -> None:
         self._cache.clear()
         self._cases.clear()
@@ -443,7 +471,9 @@ class Ingestor:
                 loaded = self.store.get_subject_by_id(subject_id) if subject_id in stored else None
                 self._cache[subject_id] = loaded or DataSubject(reference)
         digests = {item.line: self.vault.fact_digest(canonical(item.fact)) for item in batch}
-        bound = self.vault.claimed(item.fact.id for item in batch)
+        bound = {fid: b.digest for fid, b in self.vault.claimed(
+            item.fact.id for item in batch).items()}
+        given_up: dict[str, str] = {}
         claims: dict[str, tuple[str, str]] = {}
         touched: dict[UUID, DataSubject] = {}
         for item in batch:
@@ -452,6 +482,9 @@ class Ingestor:
             subject = touched.get(subject_id) or self._cache[subject_id]
             digest = digests[item.line]
             known = bound.get(fact.id) or claims.get(fact.id, ("", None))[1]
+            if known is not None and known != digest and self._orphaned(fact.id):
+                given_up[fact.id] = bound.pop(fact.id)
+                known = None
             if known is not None and known != digest:
                 outcome.rejected.append(f.Rejection(
                     item.line, f"id: fact id {fact.id!r} already names a different fact "
@@ -474,8 +507,9 @@ class Ingestor:
             claims[fact.id] = (str(subject_id), digest)
             touched[subject_id] = subject
             outcome.accepted += 1
-        bound_now = self.vault.claim(claims)
-        if any(bound_now.get(fid) != digest for fid, (_, digest) in claims.items()):
+        bound_now = self.vault.claim(claims, self.now, given_up)
+        if any(getattr(bound_now.get(fid), "digest", None) != digest
+               for fid, (_, digest) in claims.items()):
             raise _ClaimedMeanwhile()
         return [s for s in touched.values() if s.pending_events]
 

@@ -65,7 +65,18 @@ fact_ids = sa.Table(
     sa.Column("fact_id", sa.String(200), primary_key=True),
     sa.Column("subject_id", sa.String(36), nullable=False),
     sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
 )
+# A binding whose fact never reached its subject (its run was killed before saving) is
+# given up after this; younger, it may belong to a run still saving.
+CLAIM_GRACE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Binding:
+    subject_id: str
+    digest: str
+    claimed_at: datetime | None
 # Unrecorded marks younger than this may belong to a run still saving its events.
 DOOMED_GRACE = timedelta(minutes=30)
 
@@ -343,27 +354,33 @@ class KeyVault:
         """Keyed digest of a fact's content: equal for the same fact, reveals nothing."""
         return hmac.new(self._digest_key, canonical, hashlib.sha256).hexdigest()
 
-    def claimed(self, ids: Iterable[str]) -> dict[str, str]:
-        """The digest each of these fact ids is bound to, where one is."""
+    def claimed(self, ids: Iterable[str]) -> dict[str, Binding]:
+        """The binding of each of these fact ids, where there is one."""
         wanted = list(set(ids))
-        found: dict[str, str] = {}
+        found: dict[str, Binding] = {}
         with self.engine.connect() as conn:
             for start in range(0, len(wanted), 500):
-                rows = conn.execute(sa.select(fact_ids.c.fact_id, fact_ids.c.digest).where(
+                rows = conn.execute(sa.select(fact_ids).where(
                     fact_ids.c.fact_id.in_(wanted[start:start + 500])))
-                found.update((fact_id, digest) for fact_id, digest in rows)
+                found.update((r.fact_id, Binding(r.subject_id, r.digest, r.claimed_at))
+                             for r in rows)
         return found
 
-    def claim(self, claims: dict[str, tuple[str, str]]) -> dict[str, str]:
-        """Binds each unbound fact id to (subject id, digest); returns the digest every id
-        is bound to afterwards (another writer's, where it got there first)."""
+    def claim(self, claims: dict[str, tuple[str, str]], now: datetime,
+              given_up: dict[str, str] | None = None) -> dict[str, Binding]:
+        """Binds each unbound fact id to (subject id, digest), first dropping the given-up
+        bindings (fact id -> digest) if still as they were; returns every id's binding
+        afterwards (another writer's, where it got there first)."""
         if claims:
             insert: Any = (sa.dialects.postgresql.insert if self.engine.dialect.name ==
                            "postgresql" else sa.dialects.sqlite.insert)(fact_ids)
             with self.engine.begin() as conn:
+                for fid, digest in (given_up or {}).items():
+                    conn.execute(fact_ids.delete().where(fact_ids.c.fact_id == fid)
+                                 .where(fact_ids.c.digest == digest))
                 conn.execute(insert.on_conflict_do_nothing(index_elements=["fact_id"]), [
-                    {"fact_id": fid, "subject_id": subject, "digest": digest}
-                    for fid, (subject, digest) in claims.items()])
+                    {"fact_id": fid, "subject_id": subject, "digest": digest,
+                     "claimed_at": now} for fid, (subject, digest) in claims.items()])
         return self.claimed(claims)
 
     def unwraps_a_live_key(self) -> bool:
