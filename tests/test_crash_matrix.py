@@ -202,6 +202,31 @@ def test_an_ingest_killed_at_any_step_is_completed_by_running_it_again(
     assert_no_plaintext(store, ERASED_VALUES, FOUND_NAME, [killed, again])
 
 
+def test_an_ingest_killed_in_its_second_batch_is_completed_by_running_it_again(
+        store: Settings, tmp_path: Path) -> None:
+    """Killed after saving its second batch's events (the first batch done, the second's
+    keys not yet destroyed), an ingest run again destroys those keys and lands the rest:
+    the erasure in the second batch holds and every line is stored once."""
+    from lifecycle.ingest import BATCH_LINES
+
+    filler = [collected(f"member:filler-{n}", "2024-01-01T09:00:00Z", "file", {"n": n},
+                        purpose="enquiries-complaints", basis="legitimate-interests")
+              for n in range(BATCH_LINES)]
+    path = tmp_path / "facts.jsonl"
+    path.write_text("\n".join(lines([*filler, *crash_facts()])) + "\n", encoding="utf-8")
+    killed = run(store, "ingest", str(path), "--json", crash_at="events-saved:2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    again = run(store, "ingest", str(path), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["duplicates"] == BATCH_LINES + 5
+    with Ledger(store) as ledger:
+        subject = ledger.subject(SUBJECT)
+        erased = {r.record for r in subject.records.values() if r.erased_at is not None}
+        assert erased == {"rec-crash-a", "rec-crash-b", FOUND_NAME}
+        assert_recorded_before_destroyed(ledger, [SUBJECT])
+    assert_no_plaintext(store, ERASED_VALUES, FOUND_NAME, [killed, again])
+
+
 # -- sweep -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("step", STEPS)

@@ -212,3 +212,34 @@ def test_keys_of_one_subject_left_untouched_by_another_subjects_erasure(
         destroyed = conn.execute(sa.select(data_keys.c.subject_id)
                                  .where(data_keys.c.destroyed_at.is_not(None))).scalars().all()
     assert destroyed == [str(ledger.subject("member:A").id)]
+
+
+def test_an_unexpected_error_on_one_line_rejects_only_that_line(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line whose processing fails unexpectedly is rejected alone, with the error's type
+    and no value; the batch is redone without it, so every valid line lands once."""
+    from lifecycle.ingest import FactApplier
+
+    original = FactApplier._activity
+
+    def failing(self: FactApplier, s: object, fact: object) -> None:
+        if getattr(fact, "id") == "boom":
+            raise RuntimeError("secret-value-4471 in a driver message")
+        original(self, s, fact)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FactApplier, "_activity", failing)
+    report = ledger.ingest(lines([
+        collected("member:U", "2024-01-01T09:00:00Z", "a", {"name": "U"},
+                  purpose="membership", basis="contract", category="identity"),
+        fact("activity", "member:U", "2024-01-02T09:00:00Z", id="boom"),
+        fact("activity", "member:U", "2024-01-03T09:00:00Z", id="fine"),
+        collected("member:V", "2024-01-01T09:00:00Z", "b", {"name": "V"},
+                  purpose="membership", basis="contract", category="identity"),
+    ]), NOW)
+    assert (report.accepted, [r.line for r in report.rejected]) == (3, [2])
+    assert "RuntimeError" in report.rejected[0].reason
+    assert "secret-value" not in report.rejected[0].reason
+    subject = ledger.subject("member:U")
+    assert subject.has_seen("fine") and not subject.has_seen("boom")
+    assert [type(e).__name__ for e in ledger.store.events.get(subject.id)].count(
+        "ActivityRecorded") == 1
