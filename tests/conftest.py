@@ -49,14 +49,19 @@ def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         os.environ[CACHE_DIR_ENV] = before
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
+def require_postgres() -> str:
+    """The server's URL; skips the test with the reason when unreachable (fails under CI)."""
     reason = postgres_unavailable()
     if reason is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI requires PostgreSQL: {reason}")
         pytest.skip(reason)
     return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    return require_postgres()
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ from lifecycle.crypto.vault import data_keys
 from lifecycle.errors import KeyDestroyed
 from lifecycle.ledger import Ledger
 from lifecycle.settings import Settings
-from tests.conftest import POSTGRES_URL, _admin_connect, postgres_unavailable
+from tests.conftest import POSTGRES_URL, _admin_connect, require_postgres
 from tests.histories import (arrival_order, by_fact_time, canonical_view, chunks,
                              concurrent_pieces, histories, jsonl)
 from tests.processes import env_for
@@ -77,14 +77,6 @@ SQLITE_PHASES = NO_SHRINK if os.environ.get("CI") else tuple(Phase)
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def require_postgres() -> None:
-    reason = postgres_unavailable()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI requires PostgreSQL: {reason}")
-        pytest.skip(reason)
 
 
 @contextmanager
