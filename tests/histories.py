@@ -48,7 +48,8 @@ KINDS = ["collected", "collected", "rectified", "consent-given", "consent-withdr
          "legal-hold-released", "erasure-requested", "shared"]
 # Facts whose prerequisites another fact provides (re-submitted when they come too early).
 PINNED_BEFORE_ERASURE = {"legal-hold-placed", "legal-hold-released", "restricted",
-                         "restriction-lifted", "erasure-requested"}
+                         "restriction-lifted", "erasure-requested", "unsubscribed",
+                         "objected"}
 
 
 @dataclass

@@ -26,6 +26,9 @@ Documented limits, excluded by construction:
     request that arrived first stays erased by that request, even when an earlier request
     arrives afterwards. So erasure requests of one subject arrive in fact-time order. With
     processes started together, these pinned facts travel in one process's file.
+(d) An unsubscribe or objection dated before an erasure but arriving after it cannot list
+    the addresses the erasure destroyed (their keys are gone, and no hash of an address is
+    kept outside the suppression list), so those arrive before the erasure too.
 (b) A fact whose prerequisite (the record, the consent, the restriction, the hold) has not
     arrived yet is rejected with the reason; the run re-submits rejected lines at the end,
     as a responder does, until nothing more is accepted. The property is about the state
