@@ -47,7 +47,7 @@ def memory_facts(subjects: int, records: int) -> Iterator[str]:
         start = FIRST_DAY + timedelta(days=n % 365, minutes=n % 1440)
         first = start.isoformat()
         yield json.dumps({"id": f"{subject}/c", "type": "consent-given", "subject": subject,
-                          "at": first, "purpose": "direct-marketing", "method": "web form"})
+                          "at": first, "purpose": "direct-marketing", "method": "web-form"})
         for r in range(records):
             yield json.dumps({
                 "id": f"{subject}/r{r}", "type": "collected", "subject": subject,
@@ -55,7 +55,7 @@ def memory_facts(subjects: int, records: int) -> Iterator[str]:
                 "category": "contact", "purpose": "direct-marketing", "basis": "consent",
                 "source": "data-subject", "data": {"email": f"m{n}.{r}@example.org"}})
         yield json.dumps({"id": f"{subject}/u", "type": "unsubscribed", "subject": subject,
-                          "at": UNSUBSCRIBED_AT, "channel": "e-mail"})
+                          "at": UNSUBSCRIBED_AT, "channel": "email-link"})
 
 
 @dataclass
