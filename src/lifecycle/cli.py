@@ -480,7 +480,7 @@ def sweep(at_text: str | None, dry_run: bool, as_json: bool) -> None:
     now = utc_now()
     at = parse_time(at_text, "--at") or now
     with open_ledger() as ledger:
-        try:
+        try:  # Ledger.sweep refuses a sweep ahead of the clock before it writes anything
             report = ledger.sweep(at, now, dry_run)
         except ArgumentRefused as error:
             refuse(error, EXIT_USAGE)
