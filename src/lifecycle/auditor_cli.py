@@ -145,14 +145,15 @@ def report() -> None:
 @click.option("--at", "at_text",
               help="The record as it stood then (RFC 3339): the policy in force and a replay "
                    "of the log; default the latest adoption and the live read models.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=click.Path(path_type=Path),
               help="Write to this file instead of standard output.")
 def report_ropa(fmt: str, at_text: str | None, out: Path | None) -> None:
     """The Art 30(1) record of processing activities."""
-    from lifecycle.cli import open_ledger, parse_time, refuse, utc_now, write_output
+    from lifecycle.cli import check_output, open_ledger, parse_time, refuse, utc_now, write_output
     from lifecycle.ropa import build_ropa, to_html
 
     at = parse_time(at_text, "--at")
+    check_output(out, "--out")
     with open_ledger() as ledger:
         try:
             document = build_ropa(ledger, at, utc_now())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS
-from lifecycle.errors import ConfigurationError, LifecycleError
+from lifecycle.errors import ArgumentRefused, ConfigurationError, LifecycleError
 from lifecycle.facts import Rejection
 from lifecycle.ingest import IngestReport
 from lifecycle.line_reader import count_lines, read_lines
@@ -199,12 +200,47 @@ def _or_exit(action: Callable[[], Any]) -> Any:
         refuse(error)
 
 
-def write_output(text: str, out: Path | None) -> None:
+def output_refused(option: str, path: Path, what: str) -> NoReturn:
+    click.echo(f"lifecycle: {option} {path}: {what}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def check_output(path: Path | None, option: str, suffix: str | None = None) -> None:
+    """Exits 2 with one line naming the option and the path unless a file can be written
+    there: its folder exists and is writable, it is not a folder, an existing file is
+    writable, and it ends in `suffix` when one is required. Checked before any work."""
+    if path is None:
+        return
+    if suffix is not None and path.suffix.lower() != suffix:
+        output_refused(option, path, f"must end in {suffix}")
+    folder = path.parent
+    if not folder.is_dir():
+        output_refused(option, path, f"the folder {folder} does not exist")
+    if path.is_dir():
+        output_refused(option, path, "is a folder, not a file")
+    if path.exists() and not os.access(path, os.W_OK):
+        output_refused(option, path, "is not writable")
+    if not path.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        output_refused(option, path, f"the folder {folder} is not writable")
+
+
+@contextmanager
+def writing(path: Path, option: str) -> Iterator[None]:
+    """A write that fails after the checks (a full disk, a file changed meanwhile) is one
+    line naming the option, the path and the system's reason, exit 2."""
+    try:
+        yield
+    except OSError as error:
+        output_refused(option, path, f"cannot be written ({error.strerror or error})")
+
+
+def write_output(text: str, out: Path | None, option: str = "--out") -> None:
     """To standard output, or to the file `out` (saying so on standard error)."""
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        with writing(out, option):
+            out.write_text(text, encoding="utf-8")
         click.echo(f"written to {out}", err=True)
 
 
@@ -220,13 +256,14 @@ def dsar() -> None:
 @click.option("--as-of", "as_of_text", help="Show what was held then (RFC 3339); default now.")
 @click.option("--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json",
               show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=click.Path(path_type=Path),
               help="Write to this file instead of standard output.")
 def dsar_export(reference: str, as_of_text: str | None, fmt: str, out: Path | None) -> None:
     """The subject access (and portability) export for REFERENCE."""
     from lifecycle.dsar_render import to_csv, to_html
 
     as_of = parse_time(as_of_text, "--as-of") or utc_now()
+    check_output(out, "--out")
     with open_ledger() as ledger:
         document = _or_exit(lambda: ledger.dsar_export(reference, as_of))
     log.info("dsar.exported", as_of=as_of.isoformat(), format=fmt,
@@ -443,7 +480,10 @@ def sweep(at_text: str | None, dry_run: bool, as_json: bool) -> None:
     now = utc_now()
     at = parse_time(at_text, "--at") or now
     with open_ledger() as ledger:
-        report = ledger.sweep(at, now, dry_run)
+        try:  # Ledger.sweep refuses a sweep ahead of the clock before it writes anything
+            report = ledger.sweep(at, now, dry_run)
+        except ArgumentRefused as error:
+            refuse(error, EXIT_USAGE)
     log.info("sweep.finished", at=at.isoformat(), dry_run=dry_run, erased=len(report.erased),
              reviews=len(report.reviews), paused=len(report.paused))
     if as_json:
@@ -506,19 +546,21 @@ def status(next_count: int, as_json: bool) -> None:
 @cli.command()
 @click.option("--months", type=int, default=12, show_default=True)
 @click.option("--from", "from_text", help="Start of the forecast (RFC 3339); default now.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also draw the forecast as a PNG chart.")
+@click.option("--plot", type=click.Path(path_type=Path),
+              help="Also draw the forecast as a PNG chart (a .png file).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def forecast(months: int, from_text: str | None, plot: Path | None, as_json: bool) -> None:
     """Erasures due per month and per rule, as a table (and a chart)."""
     from lifecycle.forecast import draw_forecast, monthly_forecast
 
     start = parse_time(from_text, "--from") or utc_now()
+    check_output(plot, "--plot", ".png")
     with open_ledger() as ledger:
         ledger.projections.catch_up()
         result = monthly_forecast(ledger.views, start, months, ledger.policy_zone())
     if plot is not None:
-        draw_forecast(result, plot)
+        with writing(plot, "--plot"):
+            draw_forecast(result, plot)
     if as_json:
         emit_json(result)
         return
@@ -627,11 +669,15 @@ cli.add_command(report)
 
 
 def main() -> None:
+    # Owner only for whatever the process creates: stores, their journals, leases, exports.
+    os.umask(0o077)
     try:
         cli.main(standalone_mode=True)
     except ConfigurationError as error:
         click.echo(f"lifecycle: configuration error: {error}", err=True)
         sys.exit(EXIT_USAGE)
+    except ArgumentRefused as error:
+        refuse(error, EXIT_USAGE)
     except LifecycleError as error:
         refuse(error)
     except Exception as error:  # noqa: BLE001 - one line, never a traceback

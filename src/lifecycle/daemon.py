@@ -117,6 +117,20 @@ class Daemon:
             log.info("daemon.tick", **summary)
             return summary
 
+    def log_first_sweep(self) -> None:
+        """Says, before the first tick, what a sweep now would erase (a dry run): a fresh
+        daemon's first tick shreds the whole overdue backlog at once."""
+        now = self.clock()
+        try:
+            caught_up = self.ledger.projections.catch_up()  # the schedule, up to date
+            report = self.ledger.sweep(now, now, dry_run=True)
+        except Exception as error:  # noqa: BLE001 - the tick will meet and log it too
+            log.warning("daemon.first_sweep", at=now.isoformat(), error=type(error).__name__)
+            return
+        log.info("daemon.first_sweep", at=now.isoformat(), due=len(report.erased),
+                 reviews=len(report.reviews), paused=len(report.paused),
+                 events_projected=caught_up)
+
     def _standby_tick(self, now: datetime) -> dict[str, Any]:
         """Another daemon holds the lease: sweep nothing, write nothing, report the lag
         (the holder catches the projections up on each of its ticks)."""
@@ -156,6 +170,7 @@ class Daemon:
             scheduler_logger.setLevel(logging.WARNING)  # "Added job"/"Running job": noise
         try:
             log.info("daemon.started", interval_seconds=self.interval_seconds)
+            self.log_first_sweep()
             if not self._stop_requested:
                 self.scheduler.start()  # blocks until stop() ends the loop
             log.info("daemon.stopping", signal=self._stop_signal)

@@ -9,6 +9,11 @@ class ConfigurationError(LifecycleError):
     """A setting, key file or policy file is missing or wrong (CLI exit code 2)."""
 
 
+class ArgumentRefused(LifecycleError):
+    """An argument asks for what is refused before anything is done, such as an erasure
+    ahead of the clock (CLI exit code 2)."""
+
+
 class InvalidFact(LifecycleError):
     """A fact does not follow the ingest format or breaks a domain rule."""
 

@@ -19,7 +19,7 @@ from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import REGISTER_ID, Adoption, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.postgres_recorder import LockLightPostgresRecorder
-from lifecycle.settings import Settings
+from lifecycle.settings import Settings, create_private_file
 
 T = TypeVar("T")
 # Attempts at saving a batch that lost an optimistic-concurrency race to another writer.
@@ -206,6 +206,7 @@ def persistence_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing settings for the configured store."""
     if settings.database_url is None:
         settings.ensure_home()
+        create_private_file(settings.events_path)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(settings.events_path),

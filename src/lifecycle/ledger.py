@@ -34,7 +34,7 @@ from lifecycle.projections.runner import ProjectionRunner, create_views_engine
 from lifecycle.settings import Settings
 from lifecycle.shredding import finish_interrupted
 from lifecycle.statutory_clock import days_left, is_overdue, london_date
-from lifecycle.sweep import Sweeper, SweepReport
+from lifecycle.sweep import Sweeper, SweepReport, refuse_future_sweep
 
 
 class Ledger:
@@ -99,8 +99,11 @@ class Ledger:
 
     def sweep(self, at: datetime, now: datetime, dry_run: bool = False,
               on_item: Callable[[str, dict[str, Any]], None] | None = None) -> SweepReport:
-        """Brings the schedule up to date, sweeps everything due at `at`, catches up again."""
+        """Brings the schedule up to date, sweeps everything due at `at`, catches up again.
+        Raises ArgumentRefused, before anything is written, for an `at` ahead of `now`
+        (more than the clock skew) unless it is a dry run."""
         if not dry_run:
+            refuse_future_sweep(at, now)
             finish_interrupted(self.store, self.vault, now)
         self.projections.catch_up()
         report = Sweeper(self.store, self.vault, self.views,

@@ -86,8 +86,9 @@ class Settings:
             raise self.home_error(f"cannot be created: {parent} is not writable")
 
     def ensure_home(self) -> None:
+        """Creates the home (mode 0700, for its owner only) unless it exists."""
         try:
-            self.home.mkdir(parents=True, exist_ok=True)
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         except FileExistsError:
             raise self.home_error("is not a directory") from None
         except OSError as error:
@@ -109,6 +110,16 @@ class Settings:
         name = urlparse(self.database_url).path.lstrip("/") or "postgres"
         return ConfigurationError(
             f"{DATABASE_URL_ENV}: cannot open PostgreSQL database {name}: {reason}")
+
+
+def create_private_file(path: Path) -> None:
+    """Creates `path` empty with mode 0600 unless it exists: a store file, before SQLite
+    opens it (SQLite gives its -journal, -wal and -shm files the database file's mode).
+    A file that cannot be created is left for SQLite to report."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

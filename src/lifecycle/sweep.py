@@ -21,7 +21,9 @@ from eventsourcing.persistence import IntegrityError
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import Adoption
 from lifecycle.crypto.vault import KeyVault, Shred
+from lifecycle.errors import ArgumentRefused
 from lifecycle.event_store import SAVE_RETRIES, SubjectStore
+from lifecycle.facts import CLOCK_SKEW
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.policy.model import Policy
 from lifecycle.projections import tables
@@ -49,6 +51,17 @@ class SweepReport:
                     "failed": self.failed}}
 
 
+def refuse_future_sweep(at: datetime, now: datetime) -> None:
+    """An erasure cannot be undone, so a sweep never runs ahead of the clock by more than
+    CLOCK_SKEW (a mistyped year would shred what is not due); a dry run may (a what-if)."""
+    if at > now + CLOCK_SKEW:
+        minutes = int(CLOCK_SKEW.total_seconds()) // 60
+        raise ArgumentRefused(
+            f"sweep at {at.isoformat()}: later than now ({now.isoformat(timespec='seconds')}) "
+            f"by more than {minutes} minutes; an erasure cannot be undone, so nothing was "
+            "done (for a what-if use sweep --dry-run or forecast)")
+
+
 def due_items(engine: sa.Engine, at: datetime) -> dict[UUID, list[str]]:
     """Records whose disposal time has come, grouped by subject (an index range scan)."""
     query = (sa.select(tables.schedule.c.subject_id, tables.schedule.c.record)
@@ -73,6 +86,8 @@ class Sweeper:
 
     def sweep(self, at: datetime, started: datetime, dry_run: bool = False,
               on_item: Callable[[str, dict[str, Any]], None] | None = None) -> SweepReport:
+        if not dry_run:
+            refuse_future_sweep(at, started)
         report = SweepReport(at, dry_run)
         adoption = self.store.latest_adoption()
         if adoption is None:

@@ -7,15 +7,18 @@ import binascii
 import hashlib
 import hmac
 import os
+import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lifecycle.errors import ConfigurationError
+from lifecycle.logs import get_logger
 from lifecycle.settings import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, Settings
 
 KEY_BYTES = 32
+log = get_logger("lifecycle.master_key")
 
 
 def _decode(text: str, where: str) -> bytes:
@@ -42,7 +45,21 @@ def given_master_key(settings: Settings) -> tuple[bytes, str] | None:
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not text"
         raise ConfigurationError(f"{where}: cannot be read ({reason})") from None
-    return _decode(text, where), where
+    key = _decode(text, where)
+    warn_if_open(path)
+    return key, where
+
+
+def warn_if_open(path: Path) -> None:
+    """One warning line (the file, its mode and the fix, never the key) when the key file
+    grants group or others any permission."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("master_key.file_not_private", file=str(path), mode=f"{mode:04o}",
+                    fix=f"chmod 600 {path}")
 
 
 def create_master_key(settings: Settings) -> bytes:
@@ -52,7 +69,7 @@ def create_master_key(settings: Settings) -> bytes:
     path = settings.master_key_file
     where = f"master key file {path}"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         aside = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
         key = os.urandom(KEY_BYTES)
         fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
