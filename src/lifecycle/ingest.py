@@ -93,6 +93,7 @@ class FactApplier:
         self.policy = policy
         self.is_suppressed = is_suppressed or (lambda digest, at: False)
         self.shreds: list[Shred] = []
+        self._hash_cache: dict[str, tuple[str, ...]] = {}
         # Hashes suppressed by facts of this run, before any projection has seen them.
         self.suppressed_now: dict[str, datetime] = {}
 
@@ -246,9 +247,8 @@ class FactApplier:
     def _check_suppression(self, s: DataSubject, data: Any, at: datetime) -> None:
         """Marketing data holding an address suppressed by its time needs the person's own
         opt-in in force then."""
-        if self._resubscribed(s, at):
-            return
-        if any(self._suppressed(s, email, at) for email in find_addresses(data)):
+        if (any(self._suppressed(s, email, at) for email in find_addresses(data))
+                and not self._resubscribed(s, at)):
             raise SuppressedAddress(
                 "data: an e-mail in it is on the suppression list: marketing data needs "
                 "a direct-marketing consent-given by one of the policy's "
@@ -289,13 +289,23 @@ class FactApplier:
         # Stores written before addresses were normalised hold hashes of the trimmed,
         # case-folded value: those match too. The sub-address form is kept on the list
         # besides the bare one, so a later keep_subaddress policy still finds it.
-        for digest in (*self._hash_forms(email), self.vault.email_hash(email, legacy=True)):
+        for digest in self._lookup_hashes(email):
             if digest in s.suppression_hashes and s.suppressed_as_of(at):
                 return True
             since = self.suppressed_now.get(digest)
             if (since is not None and since <= at) or self.is_suppressed(digest, at):
                 return True
         return False
+
+    def _lookup_hashes(self, email: str) -> tuple[str, ...]:
+        """Every hash an address may be listed under (its forms and the older spelling),
+        computed once per address and run."""
+        found = self._hash_cache.get(email)
+        if found is None:
+            found = (*self._hash_forms(email), self.vault.email_hash(email, legacy=True))
+            if len(self._hash_cache) < 100_000:
+                self._hash_cache[email] = found
+        return found
 
     def _hash_forms(self, email: str) -> tuple[str, ...]:
         """The hashes an address is listed under: its one spelling, and that spelling with
@@ -380,6 +390,8 @@ class Ingestor:
         self._cache: dict[UUID, DataSubject] = {}
         self._cases = CaseBook(store)
         self._suppressed_now: dict[str, datetime] = {}
+        # Fact ids found bound to other content by a claim (checked first on a redo).
+        self._bindings: dict[str, str] = {}
 
     def run(self, lines: Iterable[str]) -> IngestReport:
         report = IngestReport()
@@ -471,8 +483,12 @@ class Ingestor:
                 loaded = self.store.get_subject_by_id(subject_id) if subject_id in stored else None
                 self._cache[subject_id] = loaded or DataSubject(reference)
         digests = {item.line: self.vault.fact_digest(canonical(item.fact)) for item in batch}
-        bound = {fid: b.digest for fid, b in self.vault.claimed(
-            item.fact.id for item in batch).items()}
+        # What a fact id is bound to matters before applying only when its subject has seen
+        # it (a duplicate, or other content under a used id) or a claim found it taken.
+        seen = [item.fact.id for item in batch
+                if self._cache[ids[item.fact.subject]].has_seen(item.fact.id)]
+        bound = {**self._bindings,
+                 **{fid: b.digest for fid, b in self.vault.claimed(seen).items()}}
         given_up: dict[str, str] = {}
         claims: dict[str, tuple[str, str]] = {}
         touched: dict[UUID, DataSubject] = {}
@@ -507,9 +523,11 @@ class Ingestor:
             claims[fact.id] = (str(subject_id), digest)
             touched[subject_id] = subject
             outcome.accepted += 1
-        bound_now = self.vault.claim(claims, self.now, given_up)
-        if any(getattr(bound_now.get(fid), "digest", None) != digest
-               for fid, (_, digest) in claims.items()):
+        taken = {fid: b.digest for fid, b in
+                 self.vault.claim(claims, self.now, given_up).items()
+                 if b.digest != claims[fid][1]}
+        if taken:  # bound to other content: redo the batch, which then rejects these
+            self._bindings.update(taken)
             raise _ClaimedMeanwhile()
         return [s for s in touched.values() if s.pending_events]
 
@@ -526,12 +544,19 @@ class _FactFailed(Exception):
 
 def canonical(fact: Any) -> bytes:
     """A fact's content in one spelling (same fact, same bytes), for its digest: times in
-    UTC, whatever offset they were written with; defaults filled in as ingest fills them."""
-    content = fact.model_dump(mode="python")
-    if fact.type == "erasure-requested" and content["request"] is None:
-        content["request"] = f"erasure:{fact.id}"
-    return json.dumps(content, sort_keys=True, separators=(",", ":"),
-                      default=_utc_text).encode()
+    UTC, whatever offset they were written with; `data` with its keys sorted; defaults
+    filled in as ingest fills them."""
+    if fact.type == "erasure-requested" and fact.request is None:
+        fact = fact.model_copy(update={"request": f"erasure:{fact.id}"})
+    parts = [fact.model_dump_json(exclude=_SPELT_APART), _utc_text(fact.at)]
+    if fact.type == "legal-hold-placed" and fact.until is not None:
+        parts.append(_utc_text(fact.until))
+    elif fact.type in ("collected", "rectified"):
+        parts.append(json.dumps(fact.data, sort_keys=True, separators=(",", ":")))
+    return "\x1f".join(parts).encode()
+
+
+_SPELT_APART = {"at", "until", "data"}
 
 
 def _utc_text(value: Any) -> str:

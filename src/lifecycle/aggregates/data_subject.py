@@ -342,6 +342,8 @@ class DataSubject(Aggregate):
         return fold_preferences(self.preference_log, until=at).consents.get(purpose)
 
     def suppressed_as_of(self, at: datetime) -> bool:
+        if not any(entry[2] in SUPPRESSING for entry in self.preference_log):
+            return False  # never suppressed: no fold needed
         return fold_preferences(self.preference_log, until=at).suppressed_at is not None
 
     def suppressed_since(self, at: datetime) -> bool:

@@ -19,8 +19,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -67,6 +65,17 @@ fact_ids = sa.Table(
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
 )
+_CLAIMED_AT = sa.bindparam("now", type_=sa.DateTime(timezone=True))
+_CLAIM_POSTGRES = sa.text(
+    "INSERT INTO lifecycle_fact_ids (fact_id, subject_id, digest, claimed_at) "
+    "SELECT u.f, u.s, u.d, :now FROM unnest(CAST(:ids AS text[]), CAST(:subjects AS text[]), "
+    "CAST(:digests AS text[])) AS u(f, s, d) "
+    "ON CONFLICT (fact_id) DO NOTHING RETURNING fact_id").bindparams(_CLAIMED_AT)
+_CLAIM_SQLITE = sa.text(
+    "INSERT INTO lifecycle_fact_ids (fact_id, subject_id, digest, claimed_at) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), :now FROM json_each(:rows) WHERE true "
+    "ON CONFLICT (fact_id) DO NOTHING RETURNING fact_id").bindparams(_CLAIMED_AT)
 # A binding whose fact never reached its subject (its run was killed before saving) is
 # given up after this; younger, it may belong to a run still saving.
 CLAIM_GRACE = timedelta(minutes=5)
@@ -369,19 +378,27 @@ class KeyVault:
     def claim(self, claims: dict[str, tuple[str, str]], now: datetime,
               given_up: dict[str, str] | None = None) -> dict[str, Binding]:
         """Binds each unbound fact id to (subject id, digest), first dropping the given-up
-        bindings (fact id -> digest) if still as they were; returns every id's binding
-        afterwards (another writer's, where it got there first)."""
-        if claims:
-            insert: Any = (sa.dialects.postgresql.insert if self.engine.dialect.name ==
-                           "postgresql" else sa.dialects.sqlite.insert)(fact_ids)
-            with self.engine.begin() as conn:
-                for fid, digest in (given_up or {}).items():
-                    conn.execute(fact_ids.delete().where(fact_ids.c.fact_id == fid)
-                                 .where(fact_ids.c.digest == digest))
-                conn.execute(insert.on_conflict_do_nothing(index_elements=["fact_id"]), [
-                    {"fact_id": fid, "subject_id": subject, "digest": digest,
-                     "claimed_at": now} for fid, (subject, digest) in claims.items()])
-        return self.claimed(claims)
+        bindings (fact id -> digest) if still as they were. Returns the bindings of the ids
+        that were bound already (by this fact before, or by another writer's)."""
+        if not claims:
+            return {}
+        with self.engine.begin() as conn:
+            for fid, digest in (given_up or {}).items():
+                conn.execute(fact_ids.delete().where(fact_ids.c.fact_id == fid)
+                             .where(fact_ids.c.digest == digest))
+            # One statement whatever the batch size (arrays on PostgreSQL, a JSON array on
+            # SQLite): a many-row VALUES list costs more to build than to run.
+            rows = [[fid, subject, digest] for fid, (subject, digest) in claims.items()]
+            if self.engine.dialect.name == "postgresql":
+                statement = _CLAIM_POSTGRES
+                params: dict[str, Any] = {"ids": [r[0] for r in rows],
+                                          "subjects": [r[1] for r in rows],
+                                          "digests": [r[2] for r in rows], "now": now}
+            else:
+                statement = _CLAIM_SQLITE
+                params = {"rows": json.dumps(rows), "now": now}
+            inserted = set(conn.execute(statement, params).scalars())
+        return self.claimed(fid for fid in claims if fid not in inserted)
 
     def unwraps_a_live_key(self) -> bool:
         """Whether the master key unwraps a live data key (True if none is live)."""

@@ -28,7 +28,7 @@ from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionConte
 
 BATCH = 1000            # events per read of the notification log
 WRITE_BATCH = 10_000    # events applied per read-model transaction (at most)
-CACHE_LIMIT = 20_000
+CACHE_LIMIT = 10_000  # aggregates kept between catch-ups (bounds a long sweep's memory)
 HANDOVER_LIMIT = 5_000  # aggregates a writer may hand over between two catch-ups
 VIEWS_LOCK = 0x6C69666563796331  # advisory lock key: one view writer at a time
 
