@@ -289,31 +289,27 @@ class FactApplier:
         # Stores written before addresses were normalised hold hashes of the trimmed,
         # case-folded value: those match too. The sub-address form is kept on the list
         # besides the bare one, so a later keep_subaddress policy still finds it.
-        for digest in self._lookup_hashes(email):
-            if digest in s.suppression_hashes and s.suppressed_as_of(at):
+        own = s.suppressed_as_of(at) and s.suppression_hashes
+        for digest in (*self._hash_forms(email), self.vault.email_hash(email, legacy=True)):
+            if own and digest in s.suppression_hashes:
                 return True
             since = self.suppressed_now.get(digest)
             if (since is not None and since <= at) or self.is_suppressed(digest, at):
                 return True
         return False
 
-    def _lookup_hashes(self, email: str) -> tuple[str, ...]:
-        """Every hash an address may be listed under (its forms and the older spelling),
-        computed once per address and run."""
+    def _hash_forms(self, email: str) -> tuple[str, ...]:
+        """The hashes an address is listed under: its one spelling, and that spelling with
+        any sub-address tag kept (the same hash when it has none); once per address."""
         found = self._hash_cache.get(email)
         if found is None:
-            found = (*self._hash_forms(email), self.vault.email_hash(email, legacy=True))
+            keep = self.policy is not None and self.policy.suppression.keep_subaddress
+            bare = self.vault.email_hash(email, keep_subaddress=keep)
+            tagged = bare if keep else self.vault.email_hash(email, keep_subaddress=True)
+            found = (bare,) if tagged == bare else (bare, tagged)
             if len(self._hash_cache) < 100_000:
                 self._hash_cache[email] = found
         return found
-
-    def _hash_forms(self, email: str) -> tuple[str, ...]:
-        """The hashes an address is listed under: its one spelling, and that spelling with
-        any sub-address tag kept (the same hash when it has none)."""
-        keep = self.policy is not None and self.policy.suppression.keep_subaddress
-        bare = self.vault.email_hash(email, keep_subaddress=keep)
-        tagged = bare if keep else self.vault.email_hash(email, keep_subaddress=True)
-        return (bare,) if tagged == bare else (bare, tagged)
 
     def _dated_values(self, s: DataSubject) -> Iterator[tuple[datetime, Any]]:
         """The values of the subject's live records with their fact times, where their
@@ -559,7 +555,5 @@ def canonical(fact: Any) -> bytes:
 _SPELT_APART = {"at", "until", "data"}
 
 
-def _utc_text(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    raise TypeError(f"not JSON: {type(value).__name__}")
+def _utc_text(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()

@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
+from eventsourcing.domain import Aggregate
+
 from lifecycle.crypto.vault import DOOMED_GRACE, KeyVault, Shred
 from lifecycle.event_store import SubjectStore
 from lifecycle.faults import crash_point
 
 
-def save_then_destroy(store: SubjectStore, vault: KeyVault, aggregates: Sequence[object],
+def save_then_destroy(store: SubjectStore, vault: KeyVault, aggregates: Sequence[Aggregate],
                       shreds: Sequence[Shred], now: datetime) -> int:
     """Saves the aggregates' events and destroys the keys their erasures decided on, in
     that order (see the module). Returns how many keys were live and are now destroyed.
@@ -34,7 +36,7 @@ def save_then_destroy(store: SubjectStore, vault: KeyVault, aggregates: Sequence
     vault.mark_doomed(shreds, now)
     crash_point("marks-stored")
     if aggregates:
-        store.save(*aggregates)  # type: ignore[arg-type]
+        store.save(*aggregates)
     crash_point("events-saved")
     destroyed = vault.destroy_all((s.key_ids, s.at, s.by) for s in shreds)
     crash_point("keys-destroyed")

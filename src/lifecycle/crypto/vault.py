@@ -367,6 +367,8 @@ class KeyVault:
         """The binding of each of these fact ids, where there is one."""
         wanted = list(set(ids))
         found: dict[str, Binding] = {}
+        if not wanted:
+            return found
         with self.engine.connect() as conn:
             for start in range(0, len(wanted), 500):
                 rows = conn.execute(sa.select(fact_ids).where(
