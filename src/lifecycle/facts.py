@@ -52,7 +52,10 @@ MAX_LINE_BYTES = 1024 * 1024  # bytes of one line, without its newline
 
 _SLUG = r"^[a-z0-9][a-z0-9-]*$"
 Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=_SLUG)]
-Reference = Annotated[str, Field(min_length=1, max_length=200)]
+# References are identifiers: no control characters (PostgreSQL text refuses NUL, and
+# they are never needed in one).
+_REFERENCE = r"^[^\x00-\x1f\x7f]+$"
+Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=_REFERENCE)]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 
 
@@ -291,6 +294,9 @@ def _describe(error: ValidationError) -> str:
         elif (item["type"] == "string_pattern_mismatch"
               and item.get("ctx", {}).get("pattern") == _SLUG):
             message = f"must be {_SLUG_FORM}"
+        elif (item["type"] == "string_pattern_mismatch"
+              and item.get("ctx", {}).get("pattern") == _REFERENCE):
+            message = "an identifier may not hold control characters"
         elif item["type"] == "json_invalid":
             return _TOO_DEEP if "recursion limit" in item["msg"] else "not valid JSON"
         parts.append(f"{where}: {message}" if where else message)

@@ -544,12 +544,28 @@ def canonical(fact: Any) -> bytes:
     filled in as ingest fills them."""
     if fact.type == "erasure-requested" and fact.request is None:
         fact = fact.model_copy(update={"request": f"erasure:{fact.id}"})
-    parts = [fact.model_dump_json(exclude=_SPELT_APART), _utc_text(fact.at)]
+    elif fact.type == "shared":  # lists without order; empty is the same as absent
+        fact = fact.model_copy(update={"categories": sorted(fact.categories or []) or None,
+                                       "records": sorted(fact.records or []) or None})
+    parts = [fact.model_dump_json(exclude=_SPELT_APART, exclude_none=True),
+             _utc_text(fact.at)]
     if fact.type == "legal-hold-placed" and fact.until is not None:
         parts.append(_utc_text(fact.until))
     elif fact.type in ("collected", "rectified"):
-        parts.append(json.dumps(fact.data, sort_keys=True, separators=(",", ":")))
+        parts.append(json.dumps(_json_numbers(fact.data), sort_keys=True,
+                                separators=(",", ":")))
     return "\x1f".join(parts).encode()
+
+
+def _json_numbers(value: Any) -> Any:
+    """JSON has one number type: 1 and 1.0 are the same value."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(v) for v in value]
+    return value
 
 
 _SPELT_APART = {"at", "until", "data"}
