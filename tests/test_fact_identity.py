@@ -4,18 +4,24 @@ share canonical bytes, and odd ids are bound and recognised on both backends."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from lifecycle.facts import parse_line
 from lifecycle.ingest import canonical
 from lifecycle.ledger import Ledger
+from lifecycle.settings import Settings
+from tests.processes import env_for
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def _canon(fact: dict[str, object]) -> bytes:
+def _canon(fact: Mapping[str, object]) -> bytes:
     return canonical(parse_line(json.dumps(fact), NOW))
 
 
@@ -114,3 +120,31 @@ def test_a_fact_id_with_a_nul_character_is_one_rejected_line(ledger: Ledger) -> 
         pytest.fail(f"ingest raised {type(error).__name__}: {str(error)[:200]}")
     assert report.accepted + len(report.rejected) == 3
     assert [r.line for r in report.rejected] in ([], [2])
+
+
+def test_two_processes_offering_one_id_with_different_content_bind_it_once(
+        backend: Settings, tmp_path: Path) -> None:
+    """Two ingests started together, each offering the id `shared-id` for a different fact:
+    exactly one fact lands under it, the other is rejected naming the id (exit 1), and
+    every other line of both files lands."""
+    files = []
+    for n in (1, 2):
+        path = tmp_path / f"part-{n}.jsonl"
+        path.write_text("\n".join([_activity("shared-id", f"race:{n}"),
+                                   *(_activity(f"own-{n}-{k}", f"race:{n}") for k in range(50))])
+                        + "\n", encoding="utf-8")
+        files.append(path)
+    procs = [subprocess.Popen([sys.executable, "-m", "lifecycle", "ingest", str(path), "--json"],
+                              env=env_for(backend), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for path in files]
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        reports.append((proc.returncode, json.loads(out), err))
+    assert sorted(r["accepted"] for _, r, _ in reports) == [50, 51]
+    loser = next((code, r) for code, r, _ in reports if r["accepted"] == 50)
+    assert loser[0] == 1 and [x["fact"] for x in loser[1]["rejections"]] == ["shared-id"]
+    assert "'shared-id'" in loser[1]["rejections"][0]["reason"]
+    with Ledger(backend) as ledger:
+        holders = [n for n in (1, 2) if ledger.subject(f"race:{n}").has_seen("shared-id")]
+        assert len(holders) == 1
