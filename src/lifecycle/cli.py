@@ -383,12 +383,14 @@ def policy() -> None:
 
 @policy.command("check")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--notice", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also hold FILE to this notice text: hash, verbatim quotes, rationales.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def policy_check(file: Path, as_json: bool) -> None:
+def policy_check(file: Path, notice: Path | None, as_json: bool) -> None:
     """Report every error in a policy FILE (file, key, reason); exit 2 if any."""
     from lifecycle.policy.loader import check_policy
 
-    problems = check_policy(file)
+    problems = check_policy(file, notice)
     if as_json:
         emit_json({"file": str(file), "ok": not problems,
                    "problems": [p.as_dict() for p in problems]})

@@ -60,6 +60,10 @@ def _retention(subject: DataSubject, policy: Policy | None,
                     + (f" at the next {r.window} review" if r.window else "") for r in rules]
         entry: dict[str, Any] = {"rule": None, "due_at": None, "criteria": criteria}
         if disposal is not None:
+            decided_by = policy.rule(disposal.rule)
+            if decided_by is not None:  # the notice's words apart from the controller's choice
+                entry.update({"notice_quote": decided_by.quote or None,
+                              "controller_choice": decided_by.rationale or None})
             entry.update({"rule": disposal.rule, "policy": disposal.policy,
                           "trigger": disposal.trigger, "due_at": disposal.due_at.isoformat(),
                           "dispose_at": disposal.dispose_at.isoformat(),
@@ -95,8 +99,9 @@ def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None
         "policy": adoption.label if adoption else None,
         **document,
         "rights": dict(header.rights) if header else {},
-        "complaint": header.disclosures.complaint if header else None,
-        "automated_decision_making": (header.disclosures.automated_decision_making
+        # The notice's words, then any controller's choice marked as such.
+        "complaint": header.disclosures.statement("complaint") if header else None,
+        "automated_decision_making": (header.disclosures.statement("automated_decision_making")
                                       if header else None),
-        "transfers": header.disclosures.transfers if header else None,
+        "transfers": header.disclosures.statement("transfers") if header else None,
     }

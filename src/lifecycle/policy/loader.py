@@ -112,6 +112,22 @@ def _cross_problems(file: str, parsed: PolicyFile) -> list[Problem]:
         if rule.window is not None and rule.window not in parsed.windows:
             problems.append(Problem(file, f"{where}.window",
                                     f"review window {rule.window!r} is not declared in [windows]"))
+    for name, purpose_decl in parsed.purposes.items():
+        where = f"purposes.{name}"
+        if "special" in purpose_decl.categories and not purpose_decl.special_category_condition:
+            problems.append(Problem(file, f"{where}.special_category_condition",
+                                    "the purpose processes special-category data "
+                                    "(categories holds 'special'): an Art 9(2) condition "
+                                    "is required (e.g. \"Art 9(2)(a): explicit consent\")"))
+        if purpose_decl.criminal_offence_data and not purpose_decl.criminal_offence_condition:
+            problems.append(Problem(file, f"{where}.criminal_offence_condition",
+                                    "the purpose processes criminal-offence data: an Art 10 "
+                                    "condition is required (e.g. \"DPA 2018 Sch 1 para 33: "
+                                    "legal claims\")"))
+        if "legitimate-interests" in purpose_decl.bases and not purpose_decl.legitimate_interest:
+            problems.append(Problem(file, f"{where}.legitimate_interest",
+                                    "the purpose allows the legitimate-interests basis: name "
+                                    "the interest relied on"))
     for name, recipient in parsed.recipients.items():
         for purpose in recipient.purposes:
             if purpose not in parsed.purposes:
@@ -138,13 +154,23 @@ def parse_policy(text: bytes, file: str) -> tuple[Policy | None, list[Problem]]:
     return Policy(parsed, hashlib.sha256(text).hexdigest()), []
 
 
-def check_policy(path: Path) -> list[Problem]:
-    """Every problem in the policy file at `path` (empty: it can be adopted)."""
+def check_policy(path: Path, notice: Path | None = None) -> list[Problem]:
+    """Every problem in the policy file at `path` (empty: it can be adopted); with
+    `notice`, also every way the file departs from that notice text (docs/policy.md)."""
     try:
         text = path.read_bytes()
     except OSError as error:
         return [Problem(str(path), "-", f"cannot read the file ({error.strerror})")]
-    return parse_policy(text, str(path))[1]
+    policy, problems = parse_policy(text, str(path))
+    if policy is None or notice is None:
+        return problems
+    from lifecycle.policy.notice import notice_problems
+
+    try:
+        notice_text = notice.read_bytes()
+    except OSError as error:
+        return [Problem(str(notice), "-", f"cannot read the notice ({error.strerror})")]
+    return notice_problems(policy.file, str(path), notice_text, str(notice))
 
 
 def load_policy(path: Path) -> Policy:

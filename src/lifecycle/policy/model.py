@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dateutil.relativedelta import relativedelta
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from lifecycle.vocabulary import HOME_COUNTRY, Basis, Category, Role
+from lifecycle.vocabulary import HOME_COUNTRY, Basis, Category, Role, Source
 
 Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
@@ -71,32 +71,93 @@ class Header(_Strict):
     notice: str = ""
 
 
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Notice(_Strict):
+    """The privacy notice a policy encodes: `policy check --notice` holds the file to it."""
+
+    title: Annotated[str, Field(min_length=1)]
+    updated: Annotated[str, Field(min_length=1)]  # the date the notice gives, as written
+    sha256: Sha256  # of the notice text file's bytes
+    url: str = ""
+
+
 class Controller(_Strict):
     name: str
     contact: str
     dpo: str = ""
     registration: str = ""
+    # ICO controller documentation: "none" is shown where none is named.
+    joint_controllers: list[str] = []
+    representative: str = ""
 
 
 class Disclosures(_Strict):
-    """What Art 13/15 ask a controller to tell: complaint route, ADM, transfers."""
+    """What Art 13/15 ask a controller to tell: complaint route, ADM, transfers.
 
-    complaint: str
-    automated_decision_making: str
+    Each is the notice's own words (checked verbatim by `policy check --notice`) and/or a
+    `*_rationale`: the controller's statement where the notice says nothing."""
+
+    complaint: str = ""
+    complaint_rationale: str = ""
+    automated_decision_making: str = ""
+    automated_decision_making_rationale: str = ""
     transfers: str = ""
+    transfers_rationale: str = ""
+
+    def statement(self, name: str) -> str:
+        """What people are told: the notice's words, then the controller's choice marked
+        as such (an empty string when neither is given)."""
+        quote, rationale = getattr(self, name), getattr(self, f"{name}_rationale")
+        choice = f"Controller's choice, not stated in the notice: {rationale}" if rationale else ""
+        return " ".join(part for part in (quote, choice) if part)
+
+    @model_validator(mode="after")
+    def _told(self) -> Disclosures:
+        for name in ("complaint", "automated_decision_making"):
+            if not getattr(self, name) and not getattr(self, f"{name}_rationale"):
+                raise ValueError(f"'{name}' (the notice's words) or '{name}_rationale' "
+                                 "(the controller's statement) is required")
+        return self
+
+
+class Security(_Strict):
+    """The controller's own technical and organisational measures (Art 32)."""
+
+    measures: list[str] = []  # the notice's words, each checked verbatim
+    rationale: str = ""  # measures the notice does not describe, as the controller states them
+
+
+Art9Condition = Annotated[str, Field(pattern=r"^Art 9\(2\)\([a-j]\)")]
+Art10Condition = Annotated[str, Field(pattern=r"^(Art 10|DPA 2018 )")]
 
 
 class Purpose(_Strict):
     description: str = ""
     bases: Annotated[list[Basis], Field(min_length=1)]
+    categories: list[Category] = []  # of personal data processed; `special`: Art 9 applies
+    sources: list[Source] = []  # where the data comes from
+    legitimate_interest: str = ""  # the interest relied on, where a basis is legitimate-interests
+    special_category_condition: Art9Condition | None = None  # e.g. "Art 9(2)(a): ..."
+    criminal_offence_data: Annotated[bool, Field(strict=True)] = False
+    criminal_offence_condition: Art10Condition | None = None
+    quote: str = ""  # the notice's words for this purpose (verbatim)
+    rationale: str = ""  # what the controller decided where the notice is silent
 
 
 class Recipient(_Strict):
     role: Role
     country: Country
     safeguard: str | None = None
-    purposes: list[Slug] = []
+    purposes: list[Slug] = []  # empty: every purpose
     description: str = ""
+    quote: str = ""  # the notice's words naming the recipient or its safeguard (verbatim)
+    rationale: str = ""  # the controller's choice where the notice names no safeguard
+
+    def receives(self, purpose: str) -> bool:
+        """Declared for `purpose`: a recipient without `purposes` receives for every one."""
+        return not self.purposes or purpose in self.purposes
 
     @model_validator(mode="after")
     def _safeguard_abroad(self) -> Recipient:
@@ -124,7 +185,8 @@ class Rule(_Strict):
     keep_for: Duration
     action: Action
     window: Slug | None = None
-    quote: str = ""
+    quote: str = ""  # the notice's words the rule enforces, verbatim
+    rationale: str = ""  # the controller's choice where the notice names no period
 
     def matches(self, purpose: str, category: str, basis: str) -> bool:
         return ((self.purpose is None or self.purpose == purpose)
@@ -151,8 +213,10 @@ class PolicyFile(_Strict):
     """The schema of a policy file, section by section."""
 
     policy: Header
+    notice: Notice
     controller: Controller
     disclosures: Disclosures
+    security: Security = Security()
     rights: dict[str, str] = {}
     purposes: Annotated[dict[Slug, Purpose], Field(min_length=1)]
     recipients: dict[str, Recipient] = {}
