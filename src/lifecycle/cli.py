@@ -669,6 +669,10 @@ from lifecycle.auditor_cli import replay, report  # noqa: E402 (commands of thei
 cli.add_command(replay)
 cli.add_command(report)
 
+from lifecycle.breaches_cli import breaches  # noqa: E402 (the breach register's commands)
+
+cli.add_command(breaches)
+
 
 def main() -> None:
     # Owner only for whatever the process creates: stores, their journals, leases, exports.

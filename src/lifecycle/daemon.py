@@ -36,6 +36,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS
 from lifecycle.audit import AuditChain
+from lifecycle.breaches import flag_overdue_breaches
 from lifecycle.lease import Lease, lease_for
 from lifecycle.ledger import Ledger
 from lifecycle.logs import get_logger
@@ -102,6 +103,7 @@ class Daemon:
             # Flags first: the sweep's closing catch-up projects them and the chain links
             # them in this same tick, so the lags reported below are those left after it.
             flags = self.ledger.flag_requests(now, self.due_soon_days)
+            breaches_overdue = flag_overdue_breaches(self.ledger.store, now)
             report = self.ledger.sweep(now, now)
             chain = AuditChain(self.ledger.store, self.ledger.views)
             chained = chain.catch_up(now)
@@ -113,7 +115,8 @@ class Daemon:
                        "paused": len(report.paused), "projection_lag": lag,
                        "events_chained": chained, "audit_lag": chain.status().lag,
                        "requests_due_soon": flags["due_soon"],
-                       "requests_overdue": flags["overdue"]}
+                       "requests_overdue": flags["overdue"],
+                       "breaches_flagged_overdue": breaches_overdue}
             log.info("daemon.tick", **summary)
             return summary
 

@@ -230,6 +230,61 @@ class RelationshipEnded(_Fact):
     reason: str | None = None
 
 
+# -- the breach register (Art 33/34): facts about the controller's records, no subject ----
+
+Risk = Literal["no-risk", "risk", "high-risk"]
+
+
+class _BreachFact(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: Reference
+    at: Time
+    breach: Reference
+
+
+class BreachDetected(_BreachFact):
+    """`at`: when the controller became aware (the Art 33 72-hour clock starts)."""
+
+    type: Literal["breach-detected"]
+    categories: list[Category] | None = None
+    purposes: list[Slug] | None = None
+    records: list[Reference] | None = None
+    exposed_from: Time
+    exposed_until: Time
+    description: str
+
+    @model_validator(mode="after")
+    def _what_and_when(self) -> BreachDetected:
+        if not self.categories and not self.purposes and not self.records:
+            raise ValueError("a breach names the 'categories', 'purposes' or 'records' "
+                             "it affected")
+        if self.exposed_until < self.exposed_from:
+            raise ValueError("'exposed_until' is before 'exposed_from'")
+        return self
+
+
+class BreachAssessed(_BreachFact):
+    type: Literal["breach-assessed"]
+    risk: Risk
+
+
+class BreachReported(_BreachFact):
+    """Reported to the supervisory authority (the ICO), with its reference."""
+
+    type: Literal["breach-reported"]
+    reference: Reference
+
+
+class BreachSubjectsNotified(_BreachFact):
+    """The people affected were told (Art 34)."""
+
+    type: Literal["breach-subjects-notified"]
+    method: Slug | None = None
+
+
+BREACH_FACTS = (BreachDetected, BreachAssessed, BreachReported, BreachSubjectsNotified)
+
 Fact = Annotated[
     Union[
         Collected, Rectified, Activity, ConsentGiven, ConsentWithdrawn, Unsubscribed, Shared,
@@ -237,6 +292,7 @@ Fact = Annotated[
         IdentityVerified, RequestExtended, RequestPaused, RequestResumed, RequestRefused,
         RequestFulfilled, ErasureAcknowledged, LegalHoldPlaced,
         LegalHoldReleased, Excluded, RelationshipEnded,
+        BreachDetected, BreachAssessed, BreachReported, BreachSubjectsNotified,
     ],
     Field(discriminator="type"),
 ]
@@ -332,6 +388,10 @@ def _check_bounds(fact: Any, now: datetime) -> None:
             raise InvalidLine("until: before 1900-01-01")
         if fact.until > LATEST_UNTIL:
             raise InvalidLine("until: after 2200-01-01")
+    if isinstance(fact, BreachDetected):
+        for name in ("exposed_from", "exposed_until"):
+            if not EARLIEST <= getattr(fact, name) <= LATEST_UNTIL:
+                raise InvalidLine(f"{name}: outside 1900-01-01 to 2200-01-01")
     if isinstance(fact, (Collected, Rectified)):
         problem = _data_problem(fact.data, MAX_DEPTH - 1)
         if problem is not None:

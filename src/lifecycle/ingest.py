@@ -19,6 +19,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from lifecycle import facts as f
+from lifecycle.aggregates.breach_register import BREACH_REGISTER_ID
 from lifecycle.aggregates.data_subject import DataSubject, Note, key_scope, note_scope
 from lifecycle.crypto.vault import CLAIM_GRACE, KeyVault, Shred
 from lifecycle.email_address import find_addresses, method_slug
@@ -392,9 +393,12 @@ class Ingestor:
     def run(self, lines: Iterable[str]) -> IngestReport:
         report = IngestReport()
         batch: list[f.ParsedLine] = []
+        breach_facts: list[f.ParsedLine] = []  # the breach register's: no subject
         for item in f.parse_lines(lines, self.now):
             if isinstance(item, f.Rejection):
                 self._reject(report, item)
+            elif isinstance(item.fact, f.BREACH_FACTS):
+                breach_facts.append(item)
             else:
                 batch.append(item)
             if len(batch) >= BATCH_LINES:
@@ -402,8 +406,20 @@ class Ingestor:
                 batch = []
         if batch:
             self._ingest_batch(batch, report)
+        if breach_facts:
+            self._ingest_breach_facts(breach_facts, report)
         report.rejected.sort(key=lambda r: r.line)
         return report
+
+    def _ingest_breach_facts(self, items: list[f.ParsedLine], report: IngestReport) -> None:
+        from lifecycle.breaches import ingest_breach_facts
+
+        outcome = ingest_breach_facts(self.store, self.vault, self.policy, items, self.now)
+        report.accepted += outcome.accepted
+        report.duplicates += outcome.duplicates
+        for rejection in outcome.rejected:
+            self._reject(report, rejection)
+        self.on_progress(len(items))
 
     def _reject(self, report: IngestReport, rejection: f.Rejection) -> None:
         report.rejected.append(rejection)
@@ -453,6 +469,8 @@ class Ingestor:
         binding = self.vault.claimed([fact_id]).get(fact_id)
         if binding is None or binding.claimed_at is None:
             return False  # bound before bindings were dated: kept
+        if binding.subject_id == str(BREACH_REGISTER_ID):
+            return False  # a breach fact: its register is saved in the same run
         claimed_at = binding.claimed_at
         if claimed_at.tzinfo is None:  # SQLite gives it back naive (stored as UTC)
             claimed_at = claimed_at.replace(tzinfo=UTC)
