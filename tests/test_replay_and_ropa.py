@@ -327,8 +327,8 @@ def test_ropa_lists_the_retention_rules(history: Ledger) -> None:
     assert [r["rule"] for r in analytics["retention"]] == [
         "analytics-26m", "analytics-on-consent-withdrawn"]
     assert analytics["retention"][0]["pending_items"] == 1
-    assert any("Crypto-shredding" in m for m in document["security_measures"])
-    assert any("Hash-chained audit log" in m for m in document["security_measures"])
+    assert any("Crypto-shredding" in m for m in document["security_measures"]["system"])
+    assert any("Hash-chained audit log" in m for m in document["security_measures"]["system"])
 
 
 def test_ropa_at_a_past_moment_uses_a_replay_and_the_policy_then(history: Ledger) -> None:

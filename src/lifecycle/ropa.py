@@ -21,6 +21,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from lifecycle.aggregates.breach_register import BreachRegister, breach_summary
+from lifecycle.breaches import get_register
 from lifecycle.aggregates.policy_register import Adoption, PolicyNotAdopted
 from lifecycle.html_render import render
 from lifecycle.ledger import Ledger
@@ -28,11 +30,28 @@ from lifecycle.policy.loader import policy_from_document
 from lifecycle.policy.model import Policy, Rule
 from lifecycle.projections import tables
 from lifecycle.replay import replayed
-from lifecycle.vocabulary import HOME_COUNTRY
+from lifecycle.vocabulary import DIRECT_MARKETING, HOME_COUNTRY
 
 FORMAT_VERSION = "lifecycle-ropa/1"
 NO_PREFIX = "unspecified"
 
+# What each lawful basis leaves the person (the ICO's guide to individual rights): the
+# right to be informed, of access, to rectification and to restriction always apply.
+RIGHTS_BY_BASIS: dict[str, tuple[str, ...]] = {
+    "consent": ("informed", "access", "rectification", "erasure", "restriction",
+                "portability", "withdraw-consent"),
+    "contract": ("informed", "access", "rectification", "erasure", "restriction",
+                 "portability"),
+    "legal-obligation": ("informed", "access", "rectification", "restriction"),
+    "vital-interests": ("informed", "access", "rectification", "erasure", "restriction"),
+    "public-task": ("informed", "access", "rectification", "restriction", "objection"),
+    "legitimate-interests": ("informed", "access", "rectification", "erasure", "restriction",
+                             "objection"),
+}
+DIRECT_MARKETING_OBJECTION = "objection"  # Art 21(2)-(3): absolute, whatever the basis
+NONE = "none"
+
+# The measures of this system (the tool), beside the organisation's own from the policy.
 SECURITY_MEASURES: tuple[str, ...] = (
     "Crypto-shredding: personal values are encrypted (AES-256-GCM) before they are stored; "
     "erasure destroys the key, so the values become unreadable in every copy of the event "
@@ -63,6 +82,7 @@ class _PurposeFigures:
     held: dict[str, int] = field(default_factory=dict)
     erased: dict[str, int] = field(default_factory=dict)
     bases: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
     subjects: dict[str, set[str]] = field(default_factory=dict)
 
 
@@ -97,6 +117,8 @@ def _observe(views: sa.Engine) -> _Observed:
                     observed.records_held += 1
                     figures.held[category] = figures.held.get(category, 0) + 1
                     figures.bases[record["basis"]] = figures.bases.get(record["basis"], 0) + 1
+                    source = record["source"]
+                    figures.sources[source] = figures.sources.get(source, 0) + 1
                     figures.subjects.setdefault(kind, set()).add(row.subject_id)
                 else:
                     observed.records_erased += 1
@@ -133,6 +155,9 @@ def _rule_entry(policy: Policy, rule: Rule, scheduled: dict[str, int]) -> dict[s
             "id": rule.window, "months": list(window.months), "day": window.day,
             "description": window.description},
         "quote": rule.quote,
+        "rationale": rule.rationale or None,
+        # Where the period comes from: the notice's words, or the controller's choice.
+        "period_from": "controller's choice" if rule.rationale else "notice",
         "pending_items": scheduled.get(rule.id, 0),
     }
 
@@ -145,13 +170,13 @@ def _purpose_recipients(policy: Policy, purpose: str,
                         shares: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Recipients declared for the purpose and those actually shared with for it."""
     entries: dict[tuple[str, str, str, str | None], dict[str, Any]] = {}
-    declared_names = {name for name, r in policy.recipients.items() if purpose in r.purposes}
+    declared_names = {name for name, r in policy.recipients.items() if r.receives(purpose)}
     for name in sorted(declared_names):
         r = policy.recipients[name]
         entries[(name, r.role, r.country, r.safeguard)] = {
             "recipient": name, "role": r.role, "country": r.country, "safeguard": r.safeguard,
             "transfer_outside_uk": r.country != HOME_COUNTRY, "declared": True,
-            "disclosures": 0, "subjects": 0}
+            "every_purpose": not r.purposes, "disclosures": 0, "subjects": 0}
     for share in shares:
         if share["purpose"] != purpose:
             continue
@@ -161,7 +186,7 @@ def _purpose_recipients(policy: Policy, purpose: str,
             "country": share["country"], "safeguard": share["safeguard"],
             "transfer_outside_uk": share["country"] != HOME_COUNTRY,
             "declared": share["recipient"] in declared_names,
-            "disclosures": 0, "subjects": 0})
+            "every_purpose": False, "disclosures": 0, "subjects": 0})
         entry["disclosures"] += share["disclosures"]
         entry["subjects"] += share["subjects"]
     return sorted(entries.values(), key=lambda e: (e["recipient"], e["country"]))
@@ -181,7 +206,7 @@ def _recipients(policy: Policy, shares: list[dict[str, Any]]) -> list[dict[str, 
             findings.append("shared with but not declared in the policy")
         else:
             for s in shared:
-                if declared.purposes and s["purpose"] not in declared.purposes:
+                if not declared.receives(s["purpose"]):
                     findings.append(f"shared for purpose {s['purpose']}, not declared for it")
                 if (s["country"], s["role"]) != (declared.country, declared.role):
                     findings.append(f"shared as {s['role']} in {s['country']}, declared as "
@@ -194,6 +219,9 @@ def _recipients(policy: Policy, shares: list[dict[str, Any]]) -> list[dict[str, 
             "safeguard": declared.safeguard if declared else None,
             "description": declared.description if declared else "",
             "purposes": list(declared.purposes) if declared else [],
+            "every_purpose": declared is not None and not declared.purposes,
+            "quote": declared.quote if declared else "",
+            "rationale": declared.rationale if declared else "",
             "transfer_outside_uk": any(c != HOME_COUNTRY for c in countries),
             "shared": shared,
             "disclosures": sum(s["disclosures"] for s in shared),
@@ -210,6 +238,7 @@ def _transfers(policy: Policy, shares: list[dict[str, Any]]) -> list[dict[str, A
             found[(name, r.country, r.safeguard)] = {
                 "recipient": name, "role": r.role, "country": r.country,
                 "safeguard": r.safeguard, "declared": True, "purposes": sorted(r.purposes),
+                "every_purpose": not r.purposes, "safeguard_rationale": r.rationale or None,
                 "disclosures": 0, "subjects": 0}
     for s in shares:
         if s["country"] == HOME_COUNTRY:
@@ -219,7 +248,8 @@ def _transfers(policy: Policy, shares: list[dict[str, Any]]) -> list[dict[str, A
             "recipient": s["recipient"], "role": s["role"], "country": s["country"],
             "safeguard": s["safeguard"],
             "declared": declared is not None and declared.country == s["country"],
-            "purposes": [], "disclosures": 0, "subjects": 0})
+            "purposes": [], "every_purpose": False, "safeguard_rationale": None,
+            "disclosures": 0, "subjects": 0})
         if s["purpose"] not in entry["purposes"]:
             entry["purposes"] = sorted([*entry["purposes"], s["purpose"]])
         entry["disclosures"] += s["disclosures"]
@@ -229,35 +259,87 @@ def _transfers(policy: Policy, shares: list[dict[str, Any]]) -> list[dict[str, A
     return sorted(found.values(), key=lambda e: (e["recipient"], e["country"]))
 
 
+def _rights_available(name: str, bases: list[str]) -> dict[str, list[str]]:
+    """Per lawful basis, the rights a person has over this purpose's data."""
+    result: dict[str, list[str]] = {}
+    for basis in bases:
+        rights = list(RIGHTS_BY_BASIS.get(basis, ()))
+        if name == DIRECT_MARKETING and DIRECT_MARKETING_OBJECTION not in rights:
+            rights.append(DIRECT_MARKETING_OBJECTION)
+        result[basis] = rights
+    return result
+
+
+def _told(quote: str, rationale: str) -> dict[str, str | None]:
+    """A statement as the notice words it and as the controller chose it, kept apart."""
+    return {"notice": quote or None, "controller_choice": rationale or None}
+
+
+def _purpose_entry(policy: Policy, name: str, figures: _PurposeFigures,
+                   observed: _Observed) -> dict[str, Any]:
+    purpose = policy.purposes[name]
+    categories = sorted(set(figures.held) | set(figures.erased))
+    findings: list[str] = []
+    if "special" in figures.held and not purpose.special_category_condition:
+        findings.append("special-category data held with no Art 9 condition declared")
+    undeclared_sources = sorted(set(figures.sources) - set(purpose.sources))
+    if purpose.sources and undeclared_sources:
+        findings.append("data from a source not declared: " + ", ".join(undeclared_sources))
+    return {
+        "purpose": name, "description": purpose.description,
+        "told": _told(purpose.quote, purpose.rationale),
+        "lawful_bases": list(purpose.bases),
+        "bases_in_use": _counted(figures.bases),
+        "legitimate_interest": (purpose.legitimate_interest or None
+                                if "legitimate-interests" in purpose.bases else None),
+        "special_category_condition": purpose.special_category_condition,
+        "criminal_offence": {"data": purpose.criminal_offence_data,
+                             "condition": purpose.criminal_offence_condition},
+        "data_categories_declared": list(purpose.categories),
+        "data_categories": [{"category": c, "records_held": figures.held.get(c, 0),
+                             "records_erased": figures.erased.get(c, 0)}
+                            for c in categories],
+        "sources_declared": list(purpose.sources),
+        "sources_in_use": _counted(figures.sources),
+        "rights_available": _rights_available(name, list(purpose.bases)),
+        "data_subject_categories": [{"category": k, "subjects": len(v)}
+                                    for k, v in sorted(figures.subjects.items())],
+        "records_held": sum(figures.held.values()),
+        "consents_in_force": observed.consents.get(name, 0),
+        "recipients": _purpose_recipients(policy, name, observed.shares),
+        "retention": [_rule_entry(policy, rule, observed.scheduled)
+                      for rule in policy.rules
+                      if rule.purpose is None or rule.purpose == name],
+        "findings": findings,
+    }
+
+
+def _breaches(register: BreachRegister | None, at: datetime) -> dict[str, Any]:
+    """Art 33(5): every breach the controller was aware of by `at`, with its handling."""
+    listed = [breach_summary(b, at) for b in (register.as_of(at) if register else [])]
+    return {"total": len(listed),
+            "reported": sum(1 for b in listed if b["reported_at"]),
+            "overdue": sum(1 for b in listed if b["overdue"]),
+            "subjects_to_notify": sum(1 for b in listed if b["subjects_to_notify"]),
+            "breaches": listed}
+
+
 def ropa_document(policy: Policy, adoption: Adoption, views: sa.Engine, as_of: datetime | None,
-                  generated_at: datetime, source: str) -> dict[str, Any]:
-    """The Art 30(1) record: declared processing, with what the read models show of it."""
+                  generated_at: datetime, source: str,
+                  breaches: BreachRegister | None = None) -> dict[str, Any]:
+    """The Art 30(1) record, complete against the ICO's controller documentation template:
+    declared processing (with the notice's words apart from the controller's choices),
+    with what the read models show of it, and the breach register."""
     observed = _observe(views)
     header = policy.file
-    purposes: list[dict[str, Any]] = []
-    for name, purpose in header.purposes.items():
-        figures = observed.purposes.get(name, _PurposeFigures())
-        categories = sorted(set(figures.held) | set(figures.erased))
-        purposes.append({
-            "purpose": name, "description": purpose.description,
-            "lawful_bases": list(purpose.bases),
-            "bases_in_use": _counted(figures.bases),
-            "data_categories": [{"category": c, "records_held": figures.held.get(c, 0),
-                                 "records_erased": figures.erased.get(c, 0)}
-                                for c in categories],
-            "data_subject_categories": [{"category": k, "subjects": len(v)}
-                                        for k, v in sorted(figures.subjects.items())],
-            "records_held": sum(figures.held.values()),
-            "consents_in_force": observed.consents.get(name, 0),
-            "recipients": _purpose_recipients(policy, name, observed.shares),
-            "retention": [_rule_entry(policy, rule, observed.scheduled)
-                          for rule in header.rules
-                          if rule.purpose is None or rule.purpose == name],
-        })
+    purposes = [_purpose_entry(policy, name, observed.purposes.get(name, _PurposeFigures()),
+                               observed) for name in header.purposes]
     undeclared = [{"purpose": name, "records_held": sum(f.held.values()),
                    "records_erased": sum(f.erased.values())}
                   for name, f in sorted(observed.purposes.items())
                   if name not in header.purposes]
+    disclosures = header.disclosures
+    controller = header.controller
     return {
         "format": FORMAT_VERSION,
         "article": "UK GDPR Article 30(1): record of processing activities",
@@ -268,14 +350,18 @@ def ropa_document(policy: Policy, adoption: Adoption, views: sa.Engine, as_of: d
                    "version": adoption.version, "adoption": adoption.number,
                    "adopted_at": adoption.adopted_at.isoformat(),
                    "content_hash": adoption.content_hash, "notice": header.policy.notice},
-        "controller": header.controller.model_dump(),
-        "dpo": header.controller.dpo or None,
+        "notice": header.notice.model_dump(),
+        "controller": controller.model_dump(),
+        "dpo": controller.dpo or None,
+        "joint_controllers": list(controller.joint_controllers) or NONE,
+        "representative": controller.representative or NONE,
         "purposes": purposes,
         "undeclared_purposes": undeclared,
         "data_subject_categories": [{"category": k, "subjects": v} for k, v in
                                     sorted(observed.subject_categories.items())],
         "recipients": _recipients(policy, observed.shares),
-        "transfers": {"statement": header.disclosures.transfers,
+        "transfers": {"statement": disclosures.statement("transfers"),
+                      "told": _told(disclosures.transfers, disclosures.transfers_rationale),
                       "outside_uk": _transfers(policy, observed.shares)},
         "retention": {
             "windows": {k: {"months": list(w.months), "day": w.day,
@@ -283,7 +369,15 @@ def ropa_document(policy: Policy, adoption: Adoption, views: sa.Engine, as_of: d
                         for k, w in header.windows.items()},
             "rules": [_rule_entry(policy, r, observed.scheduled) for r in header.rules],
         },
-        "security_measures": list(SECURITY_MEASURES),
+        "rights": dict(header.rights),
+        "complaint": _told(disclosures.complaint, disclosures.complaint_rationale),
+        "automated_decision_making": _told(disclosures.automated_decision_making,
+                                           disclosures.automated_decision_making_rationale),
+        "security_measures": {
+            "organisation": list(header.security.measures),
+            "organisation_rationale": header.security.rationale or None,
+            "system": list(SECURITY_MEASURES)},
+        "breaches": _breaches(breaches, as_of or generated_at),
         "totals": {"subjects": observed.subjects, "records_held": observed.records_held,
                    "records_erased": observed.records_erased},
     }
@@ -298,13 +392,14 @@ def build_ropa(ledger: Ledger, at: datetime | None, now: datetime) -> dict[str, 
             raise PolicyNotAdopted("no policy has been adopted")
         ledger.projections.catch_up()
         return ropa_document(policy_from_document(adoption.document), adoption, ledger.views,
-                             None, now, "live read models")
+                             None, now, "live read models", get_register(ledger.store))
     with replayed(ledger.store, at) as result:
         if result.adoption is None:
             raise PolicyNotAdopted(f"no policy was in force at {at.isoformat()}")
         return ropa_document(policy_from_document(result.adoption.document), result.adoption,
                              result.engine, at, now, f"replay of the event log as of "
-                                                     f"{at.isoformat()}")
+                                                     f"{at.isoformat()}",
+                             get_register(ledger.store))
 
 
 def to_html(document: dict[str, Any]) -> str:

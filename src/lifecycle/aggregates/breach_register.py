@@ -9,7 +9,7 @@ description of a breach may name people: it arrives sealed under the register's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
@@ -180,8 +180,21 @@ class BreachRegister(Aggregate):
         self.breaches[breach].overdue_flagged_at = at
 
     def as_of(self, at: datetime) -> list[Breach]:
-        """The breaches the controller was aware of by `at`."""
-        return sorted((b for b in self.breaches.values() if b.aware_at <= at),
+        """The breaches the controller was aware of by `at`, as they stood then (steps
+        dated later left out)."""
+        def then(b: Breach) -> Breach:
+            reported = b.reported_at is not None and b.reported_at <= at
+            notified = b.subjects_notified_at is not None and b.subjects_notified_at <= at
+            flagged = b.overdue_flagged_at is not None and b.overdue_flagged_at <= at
+            return replace(
+                b, assessments=[a for a in b.assessments if a[0] <= at],
+                reported_at=b.reported_at if reported else None,
+                reference=b.reference if reported else None,
+                subjects_notified_at=b.subjects_notified_at if notified else None,
+                notification_method=b.notification_method if notified else None,
+                overdue_flagged_at=b.overdue_flagged_at if flagged else None)
+
+        return sorted((then(b) for b in self.breaches.values() if b.aware_at <= at),
                       key=lambda b: (b.aware_at, b.breach))
 
 
