@@ -120,6 +120,7 @@ def test_the_record_holds_every_column_of_the_ico_controller_template(darg: Ledg
     assert document["automated_decision_making"]["notice"].startswith(
         "Your data is not subject to automated decision making")
     assert (document["joint_controllers"], document["representative"]) == ("none", "none")
+    assert "Z1780946" in document["controller"]["registration"] and document["dpo"]
     organisation = document["security_measures"]["organisation"]
     assert "All staff are regularly trained in IT, data security and data protection;" in (
         organisation)
