@@ -177,20 +177,23 @@ def test_high_risk_asks_for_the_people_to_be_told_until_they_are(ledger: Ledger)
 
 def test_breach_steps_are_checked_and_fact_ids_bound(ledger: Ledger) -> None:
     """A step for a breach never detected, a breach without what it affected, a window
-    that ends before it starts, and a fact id reused for other content are each rejected
-    with the line and reason; the same fact again is a duplicate."""
+    that ends before it starts, a breach fact naming a subject, and a fact id reused for
+    other content are each rejected with the line and reason; the same fact again is a
+    duplicate."""
     first = detected(id="b-1")
     report = ledger.ingest(lines([
         first,
         breach_fact("breach-assessed", "2024-03-05T00:00:00Z", breach="BR-9", risk="risk"),
         detected(breach="BR-2", categories=None, purposes=None),
         detected(breach="BR-3", exposed_until="2024-02-01T00:00:00Z"),
+        {**detected(breach="BR-4"), "subject": "subscriber:1"},
     ]), NOW)
     reasons = {r.line: r.reason for r in report.rejected}
     assert report.accepted == 1
     assert "breach 'BR-9' was never detected" in reasons[2]
     assert "'categories', 'purposes' or 'records'" in reasons[3]
     assert "'exposed_until' is before 'exposed_from'" in reasons[4]
+    assert reasons[5].startswith("subject:")  # a breach fact names no subject
     again = ledger.ingest(lines([first, {**first, "breach": "BR-5"}]), NOW)
     assert again.duplicates == 1 and again.accepted == 0
     assert "already names a different fact" in again.rejected[0].reason
