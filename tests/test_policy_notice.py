@@ -220,3 +220,26 @@ def test_the_dsar_export_shows_the_deciding_rules_quote_and_the_controllers_choi
     assert retention["notice_quote"].startswith("IHPA and our third-party partners")
     assert "26 months" in retention["controller_choice"]
     assert document["transfers"].startswith("Controller's choice, not stated in the notice")
+
+
+def test_subject_show_csv_and_html_mark_the_controllers_choice(ledger: Ledger) -> None:
+    """`subject show` (the subject view), the CSV and the HTML export carry the deciding
+    rule's notice words apart from the controller's choice, marked as such."""
+    from lifecycle.dsar_render import to_csv, to_html
+
+    ledger.adopt_policy(CONFIG / "ihpa.toml", datetime(2022, 1, 1, tzinfo=UTC))
+    report = ledger.ingest(lines([
+        collected("member:1", "2023-02-01T10:00:00+00:00", "cookies", {"ip": "192.0.2.1"},
+                  purpose="online-analytics", category="online"),
+        fact("consent-given", "member:1", "2023-02-01T10:00:00+00:00",
+             purpose="online-analytics"),
+    ]), datetime(2024, 1, 1, tzinfo=UTC))
+    assert report.ok, report.rejected
+    view = ledger.subject_view("member:1")
+    retention = view["records"][0]["retention"]
+    assert retention["rule"] == "analytics-26m"
+    assert "26 months" in retention["controller_choice"]
+    document = ledger.dsar_export("member:1", datetime(2024, 1, 1, tzinfo=UTC))
+    assert "the analytics provider's retention" in to_csv(document)
+    assert "Our choice, not stated in our privacy notice: The notice names no period" in (
+        to_html(document))

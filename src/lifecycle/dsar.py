@@ -60,10 +60,7 @@ def _retention(subject: DataSubject, policy: Policy | None,
                     + (f" at the next {r.window} review" if r.window else "") for r in rules]
         entry: dict[str, Any] = {"rule": None, "due_at": None, "criteria": criteria}
         if disposal is not None:
-            decided_by = policy.rule(disposal.rule)
-            if decided_by is not None:  # the notice's words apart from the controller's choice
-                entry.update({"notice_quote": decided_by.quote or None,
-                              "controller_choice": decided_by.rationale or None})
+            entry.update(policy.rule_words(disposal.rule))  # notice words, controller's choice
             entry.update({"rule": disposal.rule, "policy": disposal.policy,
                           "trigger": disposal.trigger, "due_at": disposal.due_at.isoformat(),
                           "dispose_at": disposal.dispose_at.isoformat(),

@@ -11,7 +11,7 @@ from lifecycle.html_render import render
 
 CSV_COLUMNS = ("record", "category", "purpose", "basis", "source", "collected_at", "data",
                "erased_at", "erased_by", "retention_rule", "retention_due_at",
-               "retention_criteria")
+               "retention_criteria", "retention_notice_quote", "retention_controller_choice")
 
 
 def to_csv(document: dict[str, Any]) -> str:
@@ -28,6 +28,8 @@ def to_csv(document: dict[str, Any]) -> str:
             "erased_at": record.get("erased_at"), "erased_by": record.get("erased_by"),
             "retention_rule": retention.get("rule"), "retention_due_at": retention.get("due_at"),
             "retention_criteria": "; ".join(retention.get("criteria", [])),
+            "retention_notice_quote": retention.get("notice_quote"),
+            "retention_controller_choice": retention.get("controller_choice"),
         })
     return out.getvalue()
 

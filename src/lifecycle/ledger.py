@@ -281,8 +281,14 @@ class Ledger:
         document = self.subject_document(reference)
         schedule = self.retention_of(reference)
         open_document(document, self.open_sealed, self.open_note)
+        register = self.store.get_register()
+        policies = {a.label: policy_from_document(a.document)
+                    for a in (register.adoptions if register else [])}
         for record in document["records"]:
             record["retention"] = schedule.get(record["record"])
+            if record["retention"] is not None and record["retention"]["policy"] in policies:
+                record["retention"].update(policies[record["retention"]["policy"]].rule_words(
+                    record["retention"]["rule"]))
         return document
 
     def retention_of(self, reference: str) -> dict[str, dict[str, Any]]:

@@ -274,6 +274,12 @@ class Policy:
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in self.file.rules if r.id == rule_id), None)
 
+    def rule_words(self, rule_id: str) -> dict[str, str | None]:
+        """A rule's notice words apart from the controller's choice, as exports show them."""
+        rule = self.rule(rule_id)
+        return {"notice_quote": rule.quote or None if rule else None,
+                "controller_choice": rule.rationale or None if rule else None}
+
     def disposal_at(self, rule: Rule, due_at: datetime) -> datetime:
         """When a due item goes: at once, or at the next review window on or after it."""
         if rule.window is None:
