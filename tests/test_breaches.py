@@ -224,3 +224,38 @@ def test_breaches_cli_lists_and_names_the_impact(exposed: Ledger) -> None:
     assert "subscriber:a: newsletter" in text.stdout
     unknown = invoke(["impact", "BR-404"], exposed)
     assert unknown.exit_code == 1 and "not in the register" in unknown.stderr
+
+
+def test_impact_on_the_sample_data_matches_the_records_the_read_models_show(
+        ledger: Ledger) -> None:
+    """On the generated HQIP sample, swept month by month (so rules erased some records),
+    the subjects `breaches impact` names for a contact-data breach are exactly those whose
+    contact records the subject read models show collected by the window's end and not
+    erased by its start."""
+    from dateutil.relativedelta import relativedelta
+
+    from lifecycle.projections import tables
+    from lifecycle.samples import generate_facts
+
+    ledger.adopt_policy(HQIP, t("2022-01-01T00:00:00Z"))
+    report = ledger.ingest((json.dumps(f) for f in generate_facts("hqip", 120)), NOW)
+    assert report.ok, report.rejected[:3]
+    for month in range(0, 30, 3):
+        ledger.sweep(t("2023-01-01T00:00:00Z") + relativedelta(months=month), NOW)
+    start, end = t("2024-06-01T00:00:00Z"), t("2024-06-15T00:00:00Z")
+    ingest(ledger, [detected(breach="BR-S", purposes=None, exposed_from=start.isoformat(),
+                             exposed_until=end.isoformat())])
+    ledger.projections.catch_up()
+    with ledger.views.connect() as conn:
+        documents = [row.document for row in conn.execute(tables.subjects.select())]
+    expected = sorted(
+        d["subject"] for d in documents if any(
+            r["category"] == "contact" and datetime.fromisoformat(r["collected_at"]) <= end
+            and (r["erased_at"] is None or datetime.fromisoformat(r["erased_at"]) > start)
+            for r in d["records"]))
+    erased_before = [d["subject"] for d in documents if any(
+        r["category"] == "contact" and r["erased_at"] is not None
+        and datetime.fromisoformat(r["erased_at"]) <= start for r in d["records"])]
+    impact = breach_impact(ledger.store, "BR-S")
+    assert [s["subject"] for s in impact["subjects"]] == expected
+    assert expected and erased_before, "the sample must hold both kinds of subject"
