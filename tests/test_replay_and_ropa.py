@@ -373,7 +373,7 @@ def test_ropa_cli_writes_json_without_personal_values(
     result = invoke(report_command, ["ropa"], history)
     assert result.exit_code == 0
     document = json.loads(result.stdout)
-    assert document["format"] == "lifecycle-ropa/1"
+    assert document["format"] == "lifecycle-ropa/2"
     out = tmp_path / "ropa.html"
     written = invoke(report_command, ["ropa", "--format", "html", "--out", str(out)], history)
     assert written.exit_code == 0 and written.stdout == ""

@@ -10,6 +10,15 @@ models: the live ones (caught up) for the latest adoption, or a replay as of `--
 (:mod:`lifecycle.replay`) with the adoption in force then. Nothing here opens the key vault:
 the record holds counts and categories, never a personal value.
 
+Complete against the ICO's controller documentation template: per purpose the Art 9 and
+Art 10 conditions, the legitimate interest relied on, the rights each basis leaves, the
+sources of the data; automated decision-making, the organisation's own security measures
+(from the policy) beside this system's, joint controller and representative ("none" where
+none), and the breach register as it stood. The notice's words are kept apart from the
+controller's choices (`told`: `notice`, `controller_choice`; each rule's `rationale`). A
+recipient declared without `purposes` receives for every purpose, and every check and
+view says so.
+
 `to_html` renders the same document with `templates/ropa.html` (autoescaped).
 """
 
@@ -32,7 +41,8 @@ from lifecycle.projections import tables
 from lifecycle.replay import replayed
 from lifecycle.vocabulary import DIRECT_MARKETING, HOME_COUNTRY
 
-FORMAT_VERSION = "lifecycle-ropa/1"
+# 2: the ICO template columns, security measures split (organisation, system), breaches
+FORMAT_VERSION = "lifecycle-ropa/2"
 NO_PREFIX = "unspecified"
 
 # What each lawful basis leaves the person (the ICO's guide to individual rights): the

@@ -74,7 +74,7 @@ def _first_departure(quote: str, notice: str) -> str:
             high = middle - 1
     matched = " ".join(words[:low])
     tail = matched[-60:]
-    return f"matches up to '…{tail}'" if low else "its first word is not where it could start"
+    return f"matches up to '…{tail}'" if low else "its first word is nowhere in the notice"
 
 
 def notice_problems(file: PolicyFile, path: str, notice: bytes,
