@@ -116,6 +116,7 @@ class FactApplier:
 
     def _collected(self, s: DataSubject, fact: f.Collected) -> None:
         if fact.purpose == DIRECT_MARKETING:
+            self._check_limits(s, fact, marketing_stop_only=True)
             self._check_suppression(s, fact.data, fact.at)
         self._check_limits(s, fact)
         key_id = self.vault.key_for(str(s.id), key_scope(fact.record), self.now)
@@ -253,10 +254,11 @@ class FactApplier:
 
     # Helpers ----------------------------------------------------------------------------
 
-    def _check_limits(self, s: DataSubject, fact: Any) -> None:
+    def _check_limits(self, s: DataSubject, fact: Any, marketing_stop_only: bool = False
+                      ) -> None:
         """Processing limits (lifecycle.limits) are the adopted policy's to enforce."""
         if self.policy is not None:
-            check_limits(self.policy, s, fact)
+            check_limits(self.policy, s, fact, marketing_stop_only)
 
     def _consequences(self, s: DataSubject, right: str, at: datetime) -> None:
         """Records what the policy ties to exercising `right` (e.g. a suspended membership)."""

@@ -113,12 +113,17 @@ class _Judge:
         return None
 
 
-def check_limits(policy: Policy, subject: DataSubject, fact: Any) -> None:
+def check_limits(policy: Policy, subject: DataSubject, fact: Any,
+                 marketing_stop_only: bool = False) -> None:
     """Raises ProcessingLimit, naming the limit, when one in force at the fact's time
-    forbids it (judged from the facts known when it arrives)."""
+    forbids it (judged from the facts known when it arrives). `marketing_stop_only`: only
+    the person's own stop of direct marketing (checked before the suppression list)."""
     judge = _Judge(subject)
     reason: str | None = None
-    if fact.type == "collected":
+    if marketing_stop_only:
+        if getattr(fact, "purpose", None) == DIRECT_MARKETING:
+            reason = judge.marketing_stopped(fact.at)
+    elif fact.type == "collected":
         reason = judge.judge(fact.at, fact.purpose, fact.basis, {fact.purpose},
                              fact.restriction_exception, "new collection")
     elif fact.type == "shared":

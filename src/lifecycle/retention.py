@@ -171,3 +171,18 @@ def pause_reason(subject: DataSubject, record: Record, at: datetime) -> str | No
         if restriction.scope in (record.purpose, ALL_SCOPE):
             return f"restriction ({restriction.reason})"
     return None
+
+
+def explain(disposal: Disposal, record: Record, policy: Policy) -> str:
+    """Why this rule is the one that decides (for `subject show` and the DSAR export)."""
+    rule = policy.rule(disposal.rule)
+    if rule is None:
+        return (f"{disposal.trigger} ended the ground for keeping this {record.basis}-based "
+                "data and no rule names a later date: it is erased at once")
+    if rule.kind_for(record.basis) == "retain":
+        return ("a minimum the law or a contract needs: retention wins over any shorter "
+                "storage limit")
+    if rule.trigger in ENDING_TRIGGERS:
+        return (f"{disposal.trigger} ended the ground for keeping this {record.basis}-based "
+                "data: the rule for it wins over any longer storage limit")
+    return "the storage limit for this data (the shortest that applies)"
