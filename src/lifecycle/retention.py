@@ -98,8 +98,14 @@ def _latest(items: list[Disposal]) -> Disposal:
     return max(items, key=lambda d: (d.dispose_at, d.action == "review", d.rule))
 
 
+# At one instant, the person's own act names the rule: an unsubscribe withdraws the
+# marketing consent too, but the unsubscribe's rule is the one that decides.
+_FIRST_NAMED = {"unsubscribed": 0, "objected": 1, "consent-withdrawn": 2}
+
+
 def _earliest(items: list[Disposal]) -> Disposal:
-    return min(items, key=lambda d: (d.dispose_at, d.action != "review", d.rule))
+    return min(items, key=lambda d: (d.dispose_at, d.action != "review",
+                                     _FIRST_NAMED.get(d.trigger, 3), d.rule))
 
 
 def plan(subject: DataSubject, record: Record, policy: Policy,
@@ -123,8 +129,12 @@ def plan(subject: DataSubject, record: Record, policy: Policy,
     if record.erased_at is not None:
         return None
     times = trigger_times(subject, record)
-    if times.get("erasure-requested", record.collected_at) < record.collected_at:
-        del times["erasure-requested"]  # a request covers only what was held when made
+    if "erasure-requested" in times and (
+            times["erasure-requested"] < record.collected_at
+            or any(x.record == record.record for x in subject.refusals)):
+        # A request covers only what was held when made; what it kept, it kept on a
+        # ground of its own (Art 17(3), overriding grounds): its rules still apply.
+        del times["erasure-requested"]
     retains: list[Disposal] = []
     limits: list[Disposal] = []
     endings: list[Disposal] = []
