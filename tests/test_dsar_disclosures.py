@@ -4,14 +4,18 @@ third-party source by name when the fact gives it (Art 15(1)(g)), and every acti
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
+
+import jsonschema
 
 from lifecycle.dsar_render import to_html
 from lifecycle.ledger import Ledger
 from tests.facts_builder import collected, fact, lines
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
+SCHEMA = json.loads((CONFIG.parent / "docs" / "dsar-export.schema.json").read_text())
 ADOPTED = datetime(2019, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 WHO = "subscriber:dsar"
@@ -49,6 +53,7 @@ def test_the_export_names_who_may_receive_the_data_beside_who_did(ledger: Ledger
     assert possible["Clarity Marketing"]["purposes"] == ["direct-marketing", "events"]
     assert possible["NHS England"]["declared_for"] == "every purpose"
     assert [r["recipient"] for r in export["recipients"]] == ["Clarity Marketing"]
+    jsonschema.validate(export, SCHEMA)
 
 
 def test_an_erased_purpose_no_longer_makes_a_possible_recipient(ledger: Ledger) -> None:

@@ -11,7 +11,7 @@ from lifecycle.html_render import render
 
 CSV_COLUMNS = ("record", "category", "purpose", "basis", "source", "collected_at", "data",
                "erased_at", "erased_by", "retention_rule", "retention_due_at",
-               "retention_criteria")
+               "retention_criteria", "source_name", "retention_why")
 
 
 def to_csv(document: dict[str, Any]) -> str:
@@ -28,6 +28,7 @@ def to_csv(document: dict[str, Any]) -> str:
             "erased_at": record.get("erased_at"), "erased_by": record.get("erased_by"),
             "retention_rule": retention.get("rule"), "retention_due_at": retention.get("due_at"),
             "retention_criteria": "; ".join(retention.get("criteria", [])),
+            "source_name": record.get("source_name"), "retention_why": retention.get("why"),
         })
     return out.getvalue()
 
