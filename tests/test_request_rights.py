@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lifecycle.dsar_render import to_html
 from lifecycle.ingest import IngestReport
 from lifecycle.ledger import Ledger
 from lifecycle.vocabulary import ERASURE_GROUNDS
@@ -137,7 +138,7 @@ def test_ihpa_erasure_restriction_or_objection_suspends_the_membership(
         ledger: Ledger) -> None:
     """IHPA's notice: erasure, restriction or objection may suspend the membership
     account; each is recorded on the subject with the right and its time, and shown in
-    the DSAR export with the policy's description."""
+    the DSAR export (JSON and the readable pack) with the policy's description."""
     ledger.adopt_policy(CONFIG / "ihpa.toml", ADOPTED)
     assert ingest(
         ledger,
@@ -154,6 +155,9 @@ def test_ihpa_erasure_restriction_or_objection_suspends_the_membership(
         ("membership-suspended", "erasure", "2025-02-03")]
     export = ledger.dsar_export(WHO, NOW)
     assert "suspended" in export["consequence_descriptions"]["membership-suspended"]
+    page = to_html(export)
+    assert "because you exercised your right of erasure" in page
+    assert "membership account may be suspended" in page
 
 
 def test_hqip_declares_no_consequence(ledger: Ledger) -> None:
