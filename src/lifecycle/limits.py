@@ -144,14 +144,33 @@ def check_limits(policy: Policy, subject: DataSubject, fact: Any,
         raise ProcessingLimit(f"{fact.type}: {reason}")
 
 
+def _all_consented(subject: DataSubject) -> bool:
+    """The common case, without a fold: nothing was ever withdrawn, unsubscribed or
+    objected to, so a consent is in force from its first giving; every consent-based fact
+    came after one."""
+    first: dict[str, datetime] = {}
+    for at, _, kind, purpose, _ in subject.preference_log:
+        if kind in ("withdrawn", "unsubscribed", "objected"):
+            return False
+        if kind == "given" and (purpose not in first or at < first[purpose]):
+            first[purpose] = at
+
+    def consented(purpose: str, at: datetime) -> bool:
+        return purpose in first and first[purpose] <= at
+
+    records = subject.records
+    return (all(consented(r.purpose, r.collected_at) for r in records.values()
+                if r.basis == "consent")
+            and all(consented(sh.purpose, sh.at) for sh in subject.shares
+                    if sh.basis == "consent")
+            and all(consented(records[name].purpose, at) for at, name in subject.activities
+                    if name in records and records[name].basis == "consent"))
+
+
 def breaches(subject: DataSubject) -> list[dict[str, Any]]:
     """Accepted facts a limit in force at their time bars, known only now (it arrived
     after them): for the controller to act on (e.g. erase under Art 17(1)(d))."""
-    stops = any(kind in ("withdrawn", "unsubscribed", "objected")
-                for _, _, kind, _, _ in subject.preference_log)
-    consent_based = (any(r.basis == "consent" for r in subject.records.values())
-                     or any(sh.basis == "consent" for sh in subject.shares))
-    if not (stops or consent_based or subject.restrictions):
+    if not subject.restrictions and _all_consented(subject):
         return []
     judge = _Judge(subject)
     found: list[dict[str, Any]] = []
