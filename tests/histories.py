@@ -4,8 +4,9 @@ A history is a list of fact dicts (ingest format v1) for one to three subjects. 
 when ingested sorted by fact time: every fact's prerequisite (the record, the consent, the
 restriction, the hold) is strictly earlier in fact time, and no two facts share a time.
 A small model of each subject (consents, restrictions, holds, erasures) decides which
-facts are valid next; personal values are distinctive strings so a byte search can find
-them.
+facts are valid next, the processing limits included (lifecycle.limits: no consent-based
+data without a consent in force, nothing new inside a restriction); personal values are
+distinctive strings so a byte search can find them.
 """
 
 from __future__ import annotations
@@ -63,7 +64,16 @@ class SubjectModel:
     consents: set[str] = field(default_factory=set)
     restrictions: set[str] = field(default_factory=set)
     holds: list[str] = field(default_factory=list)
+    purposes: dict[str, str] = field(default_factory=dict)  # record -> purpose
     counter: int = 0
+
+    def allowed(self, purpose: str, basis: str) -> bool:
+        """Processing limits (lifecycle.limits): consent-based data needs a consent in
+        force (an unsubscribe or marketing objection withdraws it); nothing new inside a
+        restriction of its scope."""
+        if basis == "consent" and purpose not in self.consents:
+            return False
+        return "all" not in self.restrictions and purpose not in self.restrictions
 
     def name(self, prefix: str) -> str:
         self.counter += 1
@@ -90,10 +100,12 @@ def next_fact(draw: st.DrawFn, kind: str, m: SubjectModel, clock: Clock
     consent in force to withdraw)."""
     base = {"subject": m.ref}
     if kind == "collected":
-        choices = [c for c in COLLECTIONS
-                   if c[0] != "direct-marketing" or "direct-marketing" in m.consents]
+        choices = [c for c in COLLECTIONS if m.allowed(*c)]
+        if not choices:
+            return None
         purpose, basis = draw(st.sampled_from(choices))
         record = m.name("rec")
+        m.purposes[record] = purpose
         m.records.append(record)
         m.open_records.append(record)
         # Mostly the person's one address (so suppression and re-subscription meet it
@@ -166,8 +178,12 @@ def next_fact(draw: st.DrawFn, kind: str, m: SubjectModel, clock: Clock
     if kind == "shared":
         if not m.open_records:
             return None
-        recipient, role, country, purpose, basis = draw(st.sampled_from(SHARES))
-        records = draw(st.lists(st.sampled_from(m.open_records), min_size=1, max_size=2,
+        shares = [s for s in SHARES if m.allowed(s[3], s[4])]
+        shareable = [r for r in m.open_records if m.allowed(m.purposes[r], "")]
+        if not shares or not shareable:
+            return None
+        recipient, role, country, purpose, basis = draw(st.sampled_from(shares))
+        records = draw(st.lists(st.sampled_from(shareable), min_size=1, max_size=2,
                                 unique=True))
         return {**base, "type": "shared", "recipient": recipient, "role": role,
                 "country": country, "purpose": purpose, "basis": basis, "records": records,

@@ -76,8 +76,11 @@ SWEEP_AT = "2025-06-01T00:00:00+00:00"  # analytics-26m: due 2025-03-01
 
 
 def due_facts() -> list[dict[str, Any]]:
-    """A website-analytics record collected 2023-01-01: due at 2025-03-01 (analytics-26m)."""
-    return [collected(DUE_SUBJECT, "2023-01-01T09:00:00+00:00", "rec-analytics",
+    """A website-analytics record collected 2023-01-01 on the consent given then: due at
+    2025-03-01 (analytics-26m)."""
+    return [fact("consent-given", DUE_SUBJECT, "2023-01-01T09:00:00+00:00",
+                 purpose="website-analytics", method="cookie-banner", id="due-0"),
+            collected(DUE_SUBJECT, "2023-01-01T09:00:00+00:00", "rec-analytics",
                       {"client": DUE_VALUE}, purpose="website-analytics", basis="consent",
                       category="online", id="due-1")]
 
@@ -238,7 +241,7 @@ def test_a_sweep_killed_at_any_step_is_completed_by_the_next_sweep(
     nothing; the erased value is nowhere in the store."""
     with Ledger(store) as ledger:
         report = ledger.ingest(lines(due_facts()), datetime.now(UTC))
-        assert report.accepted == 1
+        assert report.accepted == 2
     killed = run(store, "sweep", "--at", SWEEP_AT, "--json", crash_at=step)
     assert killed.returncode == -signal.SIGKILL, (
         f"the sweep did not reach crash point {step!r}: exit {killed.returncode}")
@@ -262,7 +265,7 @@ def test_a_daemon_killed_between_saving_and_destroying_is_completed_by_the_next_
     the keys are destroyed, a restarted daemon destroys the key at its first tick, and no
     key is destroyed without an event naming it."""
     with Ledger(store) as ledger:
-        assert ledger.ingest(lines(due_facts()), datetime.now(UTC)).accepted == 1
+        assert ledger.ingest(lines(due_facts()), datetime.now(UTC)).accepted == 2
     env = env_for(store)
     env[CRASH_ENV] = "events-saved"
     command = [sys.executable, "-m", "lifecycle", "daemon", "--interval", "60"]

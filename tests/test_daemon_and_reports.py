@@ -72,12 +72,15 @@ def unsubscriber_facts() -> list[dict[str, Any]]:
 def other_facts() -> list[dict[str, Any]]:
     """Items under other rules, each with a known disposal time."""
     return [
-        # analytics-26m, no window: 2026-04-15 12:00 UTC
+        # analytics-26m, no window: 2026-04-15 12:00 UTC (on consent given first)
+        fact("consent-given", "visitor:1", "2024-02-15T12:00:00+00:00",
+             purpose="website-analytics", method="cookie-banner"),
         collected("visitor:1", "2024-02-15T12:00:00+00:00", "analytics-id",
                   {"client_id": "GA1.2.4711"}, purpose="website-analytics", category="online"),
         # surveys-2y, due 2026-03-05, disposed of at the 2026-07-01 Europe/London review
         collected("respondent:1", "2024-03-05T10:00:00+00:00", "survey-2024",
-                  {"answer": "more webinars"}, purpose="surveys-feedback", category="feedback"),
+                  {"answer": "more webinars"}, purpose="surveys-feedback", category="feedback",
+                  basis="legitimate-interests"),
         # service-communications-review-6y: a review (2026-01-06), never an erasure
         collected("member:1", "2020-01-06T10:00:00+00:00", "privacy-update",
                   {"postcode": "N1 9GU"}, purpose="service-communications",

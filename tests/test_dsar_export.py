@@ -33,6 +33,8 @@ def subscriber(ledger: Ledger) -> Ledger:
         fact("shared", "subscriber:7", "2023-06-01T09:00:00+01:00",
              recipient="Clarity Marketing", role="processor", purpose="direct-marketing",
              basis="consent", records=["newsletter"], country="GB"),
+        fact("consent-given", "subscriber:7", "2023-07-01T09:00:00+01:00",
+             purpose="website-analytics", method="cookie-banner"),
         collected("subscriber:7", "2023-07-01T09:00:00+01:00", "site-visits",
                   {"ip": "192.0.2.7"}, purpose="website-analytics", category="technical"),
         fact("shared", "subscriber:7", "2023-07-01T09:00:00+01:00",
@@ -128,9 +130,11 @@ def test_request_deadlines_follow_the_statutory_clock(ledger: Ledger) -> None:
     Friday 2025-04-18 is due Monday 2025-05-19; an extension decided on day 40 is refused."""
     report = ledger.ingest(lines([
         collected("member:9", "2024-01-01T00:00:00Z", "profile", {"name": "Kim"}),
-        fact("access-requested", "member:9", "2025-01-31T10:00:00Z", request="SAR-1"),
+        fact("access-requested", "member:9", "2025-01-31T10:00:00Z", request="SAR-1",
+             identity_check=True),
         fact("identity-verified", "member:9", "2025-01-31T15:00:00Z", request="SAR-1"),
-        fact("access-requested", "member:9", "2025-04-16T10:00:00+01:00", request="SAR-2"),
+        fact("access-requested", "member:9", "2025-04-16T10:00:00+01:00", request="SAR-2",
+             identity_check=True),
         fact("identity-verified", "member:9", "2025-04-18T10:00:00+01:00", request="SAR-2"),
         fact("request-extended", "member:9", "2025-03-11T10:00:00Z", request="SAR-1"),
     ]), NOW)

@@ -26,6 +26,10 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def shared_then_erased(ledger: Ledger) -> None:
     report = ledger.ingest(lines([
+        fact("consent-given", "applicant:4", "2024-01-01T00:00:00Z",
+             purpose="direct-marketing", method="subscribe-form"),
+        fact("consent-given", "applicant:4", "2024-01-01T00:00:00Z",
+             purpose="website-analytics", method="cookie-banner"),
         collected("applicant:4", "2024-01-01T00:00:00Z", "newsletter", {"email": "a4@e.org"}),
         collected("applicant:4", "2024-01-01T00:00:00Z", "pq-file", {"name": "Al"},
                   purpose="parliamentary-records", basis="legal-obligation",
@@ -34,7 +38,7 @@ def shared_then_erased(ledger: Ledger) -> None:
              role="processor", purpose="direct-marketing", basis="consent",
              records=["newsletter"], country="GB"),
         fact("shared", "applicant:4", "2024-02-01T00:00:00Z", recipient="Google Analytics",
-             role="processor", purpose="direct-marketing", basis="consent",
+             role="processor", purpose="website-analytics", basis="consent",
              categories=["contact"], country="US", safeguard="IDTA"),
         fact("shared", "applicant:4", "2024-02-01T00:00:00Z", recipient="NHS England",
              role="controller", purpose="parliamentary-records", basis="legal-obligation",

@@ -102,10 +102,12 @@ def test_an_email_stays_suppressed_while_anyone_who_gave_it_is(hqip: Ledger) -> 
     hqip.projections.catch_up()
     assert hqip.suppressed_hashes() == set()
     report = hqip.ingest(lines([
+        fact("consent-given", "subscriber:3", "2024-08-01T09:00:00Z",
+             purpose="direct-marketing", method="list-import"),
         collected("subscriber:3", "2024-08-01T09:00:00Z", "bought-list", {"email": EMAIL},
                   source="third-party"),
     ]), NOW)
-    assert (report.accepted, report.rejected) == (1, [])
+    assert (report.accepted, report.rejected) == (2, [])
 
 
 def test_marketing_data_is_kept_13_months_then_deleted_at_the_july_review(hqip: Ledger) -> None:

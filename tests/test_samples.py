@@ -75,15 +75,15 @@ def test_purposes_bases_and_recipients_are_the_declared_ones(org: str) -> None:
 
 
 def test_demo_subscriber_unsubscribes_on_10_march_2024() -> None:
-    """HQIP always has subscriber:demo-1: signed up with e-mail and first name for
-    direct marketing on consent, consented, active, shared with Clarity Marketing,
-    unsubscribed on 2024-03-10."""
+    """HQIP always has subscriber:demo-1: consented, then signed up with e-mail and first
+    name for direct marketing on consent (a consent-based record needs its consent first),
+    active, shared with Clarity Marketing, unsubscribed on 2024-03-10."""
     demo = [f for f in generate_facts("hqip", 20) if f["subject"] == "subscriber:demo-1"]
     types = [f["type"] for f in demo]
-    assert types[:2] == ["collected", "consent-given"]
-    assert demo[0]["purpose"] == "direct-marketing" and demo[0]["basis"] == "consent"
-    assert demo[0]["category"] == "contact"
-    assert {"email", "first_name"} <= set(demo[0]["data"])
+    assert types[:2] == ["consent-given", "collected"]
+    assert demo[1]["purpose"] == "direct-marketing" and demo[1]["basis"] == "consent"
+    assert demo[1]["category"] == "contact"
+    assert {"email", "first_name"} <= set(demo[1]["data"])
     assert "activity" in types
     assert any(f["type"] == "shared" and f["recipient"] == "Clarity Marketing" for f in demo)
     assert types[-1] == "unsubscribed" and demo[-1]["at"].startswith("2024-03-10")

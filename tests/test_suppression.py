@@ -86,6 +86,16 @@ def marketing_of(subject: str, data: dict[str, Any], at: str = "2024-06-01T09:00
     return collected(subject, at, record, data, source="third-party")
 
 
+def consents_of(ledger: Ledger, *subjects: str) -> None:
+    """Marketing consent (by a list import, not the person's own opt-in) for subjects whose
+    marketing data should land when its address is not suppressed (a consent-based record
+    needs a consent in force at its time)."""
+    report = ledger.ingest(lines([
+        fact("consent-given", subject, "2024-01-01T09:00:00Z", purpose="direct-marketing",
+             method="list-import") for subject in subjects]), NOW)
+    assert report.ok, report.as_dict()
+
+
 # -- normalisation (pure) ------------------------------------------------------------------
 
 
@@ -215,6 +225,7 @@ def test_every_spelling_under_every_key_is_refused_for_marketing(hqip: Ledger) -
     assert [r.line for r in report.rejected] == list(range(1, len(attempts) + 1))
     assert all("suppression list" in r.reason for r in report.rejected)
     assert all("alice" not in r.reason.casefold() for r in report.rejected)
+    consents_of(hqip, *(f"crm:other-{m}" for m in range(len(PLACES))))
     control = hqip.ingest(lines([marketing_of(f"crm:other-{m}", place("bob@example.org"))
                                  for m, place in enumerate(PLACES)]), NOW)
     assert (control.accepted, control.rejected) == (len(PLACES), [])
@@ -373,6 +384,7 @@ def test_keep_subaddress_makes_a_tag_a_different_address(ledger: Ledger,
     ledger.adopt_policy(policy_variant(tmp_path, "keep_subaddress = true"), ADOPTED)
     alice_unsubscribes(ledger)
     alice_unsubscribes(ledger, "pat+news@example.org", subject="subscriber:pat")
+    consents_of(ledger, "crm:1", "crm:4")
     report = ledger.ingest(lines([
         marketing_of("crm:1", {"email": "alice.smith+news@example.org"}),
         marketing_of("crm:2", {"email": "Alice.Smith@example.org"}),

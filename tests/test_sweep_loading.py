@@ -35,6 +35,8 @@ def members(ledger: Ledger, count: int, records: int) -> list[str]:
         facts += [collected(ref, f"2023-05-02T09:0{r}:00Z", f"list-{r}", {"email": f"{n}@e.org"})
                   for r in range(records)]
         facts.append(fact("unsubscribed", ref, "2024-03-10T10:00:00Z"))
+    facts.append(fact("consent-given", "member:stays", "2023-05-02T09:00:00Z",
+                      purpose="direct-marketing"))
     facts.append(collected("member:stays", "2023-05-02T09:00:00Z", "list-0", {"x": 1}))
     report = ledger.ingest(lines(facts), NOW)
     assert report.accepted == len(facts), report.rejected[:3]

@@ -17,6 +17,7 @@ from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.errors import LifecycleError
 from lifecycle.projections.audit_chain import event_digest, link, subject_genesis
+from lifecycle.vocabulary import ERASURE_GROUNDS
 
 
 class NotAnErasureRequest(LifecycleError):
@@ -58,6 +59,7 @@ def deletion_certificate(subject: DataSubject, request: str, case: RequestCase |
         "subject": subject.reference,
         "request": request,
         "received_at": found.received_at.isoformat(),
+        "ground": ERASURE_GROUNDS.get(found.ground or "", "not stated"),  # Art 17(1)
         "status": case.status if case else None,
         "answered_at": case.closed_at.isoformat() if case and case.closed_at else None,
         "deadline": case.deadline.isoformat() if case and case.deadline else None,

@@ -162,13 +162,17 @@ def render_subject(view: dict[str, Any]) -> None:
     console = Console()
     console.print(f"[bold]{view['subject']}[/bold]  suppressed: {view['suppressed']}")
     records = Table(title="records")
-    for column in ("record", "category", "purpose", "basis", "source", "collected", "data"):
+    for column in ("record", "category", "purpose", "basis", "source", "collected", "data",
+                   "retention"):
         records.add_column(column)
     for r in view["records"]:
         data = r["data"] if isinstance(r["data"], str) else json.dumps(r["data"],
                                                                        ensure_ascii=False)
+        kept = r.get("retention") or {}
+        decided = (f"{kept['rule']}: {kept['action']} {kept['dispose_at'][:10]}"
+                   if kept.get("rule") else "")
         records.add_row(r["record"], r["category"], r["purpose"], r["basis"], r["source"],
-                        r["collected_at"], data)
+                        r["collected_at"], data, decided)
     console.print(records)
     print_sections(console, view)
 
@@ -176,7 +180,8 @@ def render_subject(view: dict[str, Any]) -> None:
 def print_sections(console: Console, view: dict[str, Any]) -> None:
     """A subject view's lists (consents, recipients, ...) as one table each."""
     for section in ("consents", "recipients", "restrictions", "objections", "holds",
-                    "requests", "erasure_refusals"):
+                    "requests", "erasure_refusals", "activities", "consequences",
+                    "limit_breaches"):
         rows = view.get(section) or []
         if not rows:
             continue

@@ -16,7 +16,7 @@ from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import Adoption
 from lifecycle.policy.model import Policy
 from lifecycle.projections.documents import open_document, subject_document
-from lifecycle.retention import plan
+from lifecycle.retention import explain, plan
 
 FORMAT_VERSION = "lifecycle-dsar/1"
 
@@ -49,24 +49,46 @@ def subject_as_of(events: Iterable[Any], as_of: datetime) -> DataSubject | None:
 
 def _retention(subject: DataSubject, policy: Policy | None,
                adoption: Adoption | None) -> dict[str, dict[str, Any]]:
-    """Per record: the period (rule and due date) or, before its trigger, the criteria."""
+    """Per record: the one rule that decides (with why), or, before any has fired, the
+    criteria that may decide; never two rules that contradict each other."""
     if policy is None or adoption is None:
         return {}
     result: dict[str, dict[str, Any]] = {}
     for record in subject.records.values():
         disposal = plan(subject, record, policy, adoption)
-        rules = policy.rules_for(record.purpose, record.category, record.basis)
-        criteria = [f"{r.keep_for} after {r.trigger}, then {r.action}"
-                    + (f" at the next {r.window} review" if r.window else "") for r in rules]
-        entry: dict[str, Any] = {"rule": None, "due_at": None, "criteria": criteria}
+        entry: dict[str, Any] = {"rule": None, "due_at": None, "criteria": []}
         if disposal is not None:
             entry.update(policy.rule_words(disposal.rule))  # notice words, controller's choice
             entry.update({"rule": disposal.rule, "policy": disposal.policy,
                           "trigger": disposal.trigger, "due_at": disposal.due_at.isoformat(),
                           "dispose_at": disposal.dispose_at.isoformat(),
-                          "action": disposal.action})
+                          "action": disposal.action,
+                          "why": explain(disposal, record, policy)})
+        elif record.erased_at is None:
+            rules = policy.rules_for(record.purpose, record.category, record.basis)
+            entry["criteria"] = [f"{r.keep_for} after {r.trigger}, then {r.action}"
+                                 + (f" at the next {r.window} review" if r.window else "")
+                                 for r in rules]
         result[record.record] = entry
     return result
+
+
+def possible_recipients(subject: DataSubject, policy: Policy | None) -> list[dict[str, Any]]:
+    """Art 15(1)(c): the recipients the data held may be disclosed to: those the policy
+    declares for a purpose held (a recipient declared without purposes: every purpose)."""
+    if policy is None:
+        return []
+    held = {r.purpose for r in subject.records.values() if r.erased_at is None}
+    found = []
+    for name, recipient in policy.recipients.items():
+        purposes = held if not recipient.purposes else held & set(recipient.purposes)
+        if purposes:
+            found.append({"recipient": name, "role": recipient.role,
+                          "country": recipient.country, "safeguard": recipient.safeguard,
+                          "description": recipient.description,
+                          "declared_for": list(recipient.purposes) or "every purpose",
+                          "purposes": sorted(purposes)})
+    return found
 
 
 def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None,
@@ -95,6 +117,9 @@ def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None
         "controller": header.controller.model_dump() if header else None,
         "policy": adoption.label if adoption else None,
         **document,
+        "possible_recipients": possible_recipients(subject, policy),
+        "consequence_descriptions": {
+            name: c.description for name, c in (policy.consequences.items() if policy else [])},
         "rights": dict(header.rights) if header else {},
         # The notice's words, then any controller's choice marked as such.
         "complaint": header.disclosures.statement("complaint") if header else None,

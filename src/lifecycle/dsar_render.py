@@ -11,7 +11,8 @@ from lifecycle.html_render import render
 
 CSV_COLUMNS = ("record", "category", "purpose", "basis", "source", "collected_at", "data",
                "erased_at", "erased_by", "retention_rule", "retention_due_at",
-               "retention_criteria", "retention_notice_quote", "retention_controller_choice")
+               "retention_criteria", "retention_notice_quote", "retention_controller_choice",
+               "source_name", "retention_why")
 
 
 def to_csv(document: dict[str, Any]) -> str:
@@ -30,6 +31,7 @@ def to_csv(document: dict[str, Any]) -> str:
             "retention_criteria": "; ".join(retention.get("criteria", [])),
             "retention_notice_quote": retention.get("notice_quote"),
             "retention_controller_choice": retention.get("controller_choice"),
+            "source_name": record.get("source_name"), "retention_why": retention.get("why"),
         })
     return out.getvalue()
 

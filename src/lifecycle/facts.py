@@ -25,7 +25,8 @@ from pydantic import (
 )
 
 from lifecycle.vocabulary import (
-    HOME_COUNTRY, Basis, Category, Channel, RestrictionReason, Role, Source,
+    HOME_COUNTRY, Basis, Category, Channel, ErasureGround, RestrictionException,
+    RestrictionReason, Role, Source,
 )
 
 # Bounds of the format (docs/facts.md): nothing outside them is stored, so no later
@@ -76,6 +77,8 @@ class Collected(_Fact):
     purpose: Slug
     basis: Basis
     source: Source
+    source_name: Reference | None = None  # the organisation a third-party source is
+    restriction_exception: RestrictionException | None = None  # Art 18(2), during one
     data: dict[str, JsonValue]
 
 
@@ -117,6 +120,7 @@ class Shared(_Fact):
     records: list[Reference] | None = None
     country: Country
     safeguard: str | None = None
+    restriction_exception: RestrictionException | None = None  # Art 18(2), during one
 
     @model_validator(mode="after")
     def _what_and_where(self) -> Shared:
@@ -147,6 +151,7 @@ class Objected(_Fact):
 class ErasureRequested(_Fact):
     type: Literal["erasure-requested"]
     request: Reference | None = None
+    ground: ErasureGround | None = None  # the Art 17(1) letter the person relies on
 
 
 RequestKind = Literal["access", "rectification", "restriction", "objection", "portability"]
@@ -164,6 +169,8 @@ class AccessRequested(_Fact):
 class IdentityVerified(_Fact):
     type: Literal["identity-verified"]
     request: Reference
+    # When the identity information arrived (the clock starts then); default `at`.
+    received_at: Time | None = None
 
 
 class RequestExtended(_Fact):
@@ -392,6 +399,12 @@ def _check_bounds(fact: Any, now: datetime) -> None:
         for name in ("exposed_from", "exposed_until"):
             if not EARLIEST <= getattr(fact, name) <= LATEST_UNTIL:
                 raise InvalidLine(f"{name}: outside 1900-01-01 to 2200-01-01")
+    if isinstance(fact, IdentityVerified) and fact.received_at is not None:
+        if fact.received_at < EARLIEST:
+            raise InvalidLine("received_at: before 1900-01-01")
+        if fact.received_at > fact.at:
+            raise InvalidLine("received_at: after the fact's at (identity information "
+                              "is received before it is verified)")
     if isinstance(fact, (Collected, Rectified)):
         problem = _data_problem(fact.data, MAX_DEPTH - 1)
         if problem is not None:

@@ -26,6 +26,7 @@ from lifecycle.email_address import find_addresses, method_slug
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
 from lifecycle.event_store import SubjectStore
+from lifecycle.limits import check_limits
 from lifecycle.policy.model import Policy
 from lifecycle.shredding import save_then_destroy
 from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING
@@ -116,10 +117,13 @@ class FactApplier:
 
     def _collected(self, s: DataSubject, fact: f.Collected) -> None:
         if fact.purpose == DIRECT_MARKETING:
+            self._check_limits(s, fact, marketing_stop_only=True)
             self._check_suppression(s, fact.data, fact.at)
+        self._check_limits(s, fact)
         key_id = self.vault.key_for(str(s.id), key_scope(fact.record), self.now)
         s.collect(fact.id, fact.at, fact.record, fact.category, fact.purpose, fact.basis,
-                  fact.source, key_id, self.vault.seal(key_id, fact.data))
+                  fact.source, key_id, self.vault.seal(key_id, fact.data),
+                  fact.source_name, fact.restriction_exception)
         self._late_for_suppression(s, fact.data, fact.at)
 
     def _rectified(self, s: DataSubject, fact: f.Rectified) -> None:
@@ -135,6 +139,7 @@ class FactApplier:
     def _activity(self, s: DataSubject, fact: f.Activity) -> None:
         if fact.record is not None:
             s.record_at(fact.record, fact.at)
+        self._check_limits(s, fact)
         s.record_activity(fact.id, fact.at, fact.record)
 
     def _consent_given(self, s: DataSubject, fact: f.ConsentGiven) -> None:
@@ -164,12 +169,14 @@ class FactApplier:
         elif safeguard is not None and not SAFEGUARD_CODE.fullmatch(safeguard):
             raise InvalidFact("safeguard: with no policy adopted, give a code of letters, "
                               "digits and hyphens (e.g. IDTA), not free text")
+        self._check_limits(s, fact)
         s.share(fact.id, fact.at, fact.recipient, fact.role, fact.purpose, fact.basis,
                 list(fact.records or []), list(fact.categories or []), fact.country,
-                safeguard)
+                safeguard, fact.restriction_exception)
 
     def _restricted(self, s: DataSubject, fact: f.Restricted) -> None:
         s.restrict(fact.id, fact.at, fact.scope, fact.reason)
+        self._consequences(s, "restriction", fact.at)
 
     def _restriction_lifted(self, s: DataSubject, fact: f.RestrictionLifted) -> None:
         s.lift_restriction(fact.id, fact.at, fact.scope)
@@ -177,12 +184,14 @@ class FactApplier:
     def _objected(self, s: DataSubject, fact: f.Objected) -> None:
         s.object_to(fact.id, fact.at, fact.purpose, self._email_hashes(s, fact.at))
         self._suppress_values_held_while_suppressed(s, fact.at)
+        self._consequences(s, "objection", fact.at)
 
     def _erasure_requested(self, s: DataSubject, fact: f.ErasureRequested) -> None:
         """Carried out at once: erase all no exemption covers, record each refusal. The case
         stays open until `request-fulfilled` (the answer to the person) closes it."""
         request = fact.request or f"erasure:{fact.id}"
-        s.request_erasure(fact.id, fact.at, request)
+        s.request_erasure(fact.id, fact.at, request, fact.ground)
+        self._consequences(s, "erasure", fact.at)
         self.cases.open(RequestCase.receive(request, s.reference, "erasure", fact.at))
 
     def _access_requested(self, s: DataSubject, fact: f.AccessRequested) -> None:
@@ -193,8 +202,9 @@ class FactApplier:
     # Each request step: the case's guard first (statutory rules), then the subject's record.
 
     def _identity_verified(self, s: DataSubject, fact: f.IdentityVerified) -> None:
-        self._case(s, fact.request).verify_identity(fact.at)
-        s.verify_identity(fact.id, fact.at, fact.request)
+        received_at = fact.received_at or fact.at
+        self._case(s, fact.request).verify_identity(fact.at, received_at)
+        s.verify_identity(fact.id, fact.at, fact.request, received_at)
 
     def _request_extended(self, s: DataSubject, fact: f.RequestExtended) -> None:
         self._case(s, fact.request).extend(fact.at, fact.months, fact.reason)
@@ -244,6 +254,18 @@ class FactApplier:
         s.end_relationship(fact.id, fact.at, reason, notes_key)
 
     # Helpers ----------------------------------------------------------------------------
+
+    def _check_limits(self, s: DataSubject, fact: Any, marketing_stop_only: bool = False
+                      ) -> None:
+        """Processing limits (lifecycle.limits) are the adopted policy's to enforce."""
+        if self.policy is not None:
+            check_limits(self.policy, s, fact, marketing_stop_only)
+
+    def _consequences(self, s: DataSubject, right: str, at: datetime) -> None:
+        """Records what the policy ties to exercising `right` (e.g. a suspended membership)."""
+        if self.policy is not None:
+            for name in self.policy.consequences_of(right):
+                s.record_consequence(at=at, right=right, name=name)
 
     def _check_suppression(self, s: DataSubject, data: Any, at: datetime) -> None:
         """Marketing data holding an address suppressed by its time needs the person's own
@@ -506,7 +528,9 @@ class Ingestor:
         given_up: dict[str, str] = {}
         claims: dict[str, tuple[str, str]] = {}
         touched: dict[UUID, DataSubject] = {}
-        for item in batch:
+        # In fact-time order (a consent before what it allows at the same instant), so a
+        # file's facts meet the processing limits as they happened, whatever the line order.
+        for item in sorted(batch, key=_fact_time_order):
             fact = item.fact
             subject_id = ids[fact.subject]
             subject = touched.get(subject_id) or self._cache[subject_id]
@@ -546,6 +570,10 @@ class Ingestor:
         return [s for s in touched.values() if s.pending_events]
 
 
+def _fact_time_order(item: f.ParsedLine) -> tuple[datetime, int, int]:
+    return item.fact.at, 0 if item.fact.type == "consent-given" else 1, item.line
+
+
 class _ClaimedMeanwhile(Exception):
     """Another writer bound one of this batch's fact ids to a different fact first."""
 
@@ -569,6 +597,8 @@ def canonical(fact: Any) -> bytes:
              _utc_text(fact.at)]
     if fact.type == "legal-hold-placed" and fact.until is not None:
         parts.append(_utc_text(fact.until))
+    elif fact.type == "identity-verified" and fact.received_at is not None:
+        parts.append(_utc_text(fact.received_at))
     elif fact.type in ("collected", "rectified"):
         parts.append(json.dumps(_json_numbers(fact.data), sort_keys=True,
                                 separators=(",", ":")))
@@ -586,7 +616,7 @@ def _json_numbers(value: Any) -> Any:
     return value
 
 
-_SPELT_APART = {"at", "until", "data"}
+_SPELT_APART = {"at", "until", "data", "received_at"}
 
 
 def _utc_text(value: datetime) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 
 from lifecycle.policy.loader import bundled_policy, load_policy
 from lifecycle.statutory_clock import LONDON
+from lifecycle.vocabulary import ALL_SCOPE
 
 ORGANISATIONS = ("hqip", "ihpa")
 DEFAULT_SEED = 2023
@@ -259,10 +260,21 @@ class _Life:
         self.counters[prefix] = n
         return prefix if n == 1 else f"{prefix}-{n}"
 
+    def allowed(self, purpose: str, basis: str) -> bool:
+        """The processing limits (lifecycle.limits): consent-based data needs a consent in
+        force (an unsubscribe or a marketing objection withdraws it); nothing new inside a
+        restriction of its scope."""
+        if basis == "consent" and purpose not in self.consents:
+            return False
+        return not ({ALL_SCOPE, purpose} & self.restrictions)
+
     def collect(self, prefix: str, purpose: str, basis: str, category: str,
                 data: dict[str, Any], source: str = "data-subject") -> str | None:
-        """Collects a new record; returns its id, or None if the window has closed."""
+        """Collects a new record; returns its id, or None if the window has closed or a
+        processing limit forbids it."""
         assert basis in self.pop.policy.purposes[purpose].bases, (purpose, basis)
+        if not self.allowed(purpose, basis):
+            return None
         record = self.record_id(prefix)
         if not self.emit("collected", record=record, category=category, purpose=purpose,
                          basis=basis, source=source, data=data):
@@ -274,8 +286,9 @@ class _Life:
         if record is not None and record in self.live:
             self.emit("rectified", record=record, data=data)
 
-    def activity(self, record: str | None = None) -> None:
-        if record is None or record in self.live:
+    def activity(self, record: str | None) -> None:
+        """An interaction with a live record (none when the record was never collected)."""
+        if record is not None and record in self.live and self.allowed(*self.live[record][:2]):
             self.emit("activity", record=record)
 
     def consent(self, purpose: str, method: str) -> None:
@@ -303,6 +316,9 @@ class _Life:
         assert basis in self.pop.policy.purposes[purpose].bases, (purpose, basis)
         live = [r for r in records if r is not None and r in self.live]
         if not live and not categories:
+            return
+        if not self.allowed(purpose, basis) or not all(
+                self.allowed(self.live[r][0], "") for r in live):
             return
         self.emit("shared", recipient=recipient, role=declared.role, purpose=purpose,
                   basis=basis, categories=list(categories) or None, records=live or None,
@@ -332,11 +348,14 @@ class _Life:
     def access_request(self) -> None:
         """A subject access request: received, often verified, sometimes extended, answered."""
         request = self.pop.next_ref("dsar")
-        if not self.emit("access-requested", request=request):
+        check_identity = self.rng.random() < 0.8
+        if not self.emit("access-requested", request=request,
+                         identity_check=check_identity or None):
             return
-        if self.rng.random() < 0.8:
+        if check_identity:
             self.wait(0.2, 6)
-            self.emit("identity-verified", request=request)
+            if not self.emit("identity-verified", request=request):
+                return
         extended = self.rng.random() < 0.15
         if extended:
             self.wait(5, 20)
@@ -353,8 +372,7 @@ class _Life:
         self.live.clear()
         if request is not None:
             if self.rng.random() < 0.6:
-                self.wait(0.5, 5)
-                self.emit("identity-verified", request=request)
+                self.wait(0.5, 5)  # an identity check outside the erasure's own clock
             self.wait(1, 25)
             self.emit("request-fulfilled", request=request)
         self.closed = True
@@ -485,9 +503,9 @@ class _Population:
                                 "signup_page": rng.choice(pages)}
         if rng.random() < 0.5:
             data["last_name"] = person.last_name
-        record = life.collect("newsletter", DM, "consent", "contact", data)
-        life.soon(1, 20)
         life.consent(DM, rng.choice(("double-opt-in-link", "subscribe-form")))
+        life.soon(1, 20)
+        record = life.collect("newsletter", DM, "consent", "contact", data)
         if processors and rng.random() < 0.85:
             life.wait(0.01, 2)
             life.share(rng.choice(processors), DM, "consent", records=[record])
@@ -577,10 +595,10 @@ class _Hqip(_Population):
         """subscriber:demo-1 signs up, consents, reads, is shared, unsubscribes 2024-03-10."""
         life = _Life(self, "subscriber:demo-1", FIRST_AT)
         life.at(_uk(2023, 1, 16, 9, 14))
+        life.consent(DM, "double-opt-in-link")
+        life.at(_uk(2023, 1, 16, 9, 16))
         record = life.collect("newsletter", DM, "consent", "contact",
                               {"email": "alex.demo@example.org", "first_name": "Alex"})
-        life.at(_uk(2023, 1, 16, 9, 16))
-        life.consent(DM, "double-opt-in-link")
         life.at(_uk(2023, 1, 20, 11, 0))
         life.share("Clarity Marketing", DM, "consent", records=[record])
         for month, day in ((2, 2), (4, 5), (7, 12), (10, 3)):
@@ -876,7 +894,7 @@ class _Ihpa(_Population):
         life.at(_uk(2024, 3, 31, 23, 0))
         life.emit("relationship-ended", reason="membership not renewed")
         life.at(_uk(2024, 5, 2, 14, 10))
-        life.emit("access-requested", request="dsar-demo-1")
+        life.emit("access-requested", request="dsar-demo-1", identity_check=True)
         life.at(_uk(2024, 5, 3, 9, 0))
         life.emit("identity-verified", request="dsar-demo-1")
         life.at(_uk(2024, 5, 28, 16, 0))

@@ -8,8 +8,9 @@ The rules (ICO guidance on the right of access, which UK GDPR Art 12(3)
 applies to every right: access, erasure, rectification, restriction, objection,
 portability):
 
-1. The clock starts on the day the request is received, or on the day the requester's
-   identity is verified when verification was asked for. That day is **day 1**, so the
+1. The clock starts on the day the request is received, or, when identity verification
+   was asked for, on the day the identity information was **received** (not the day it was
+   checked: the ICO's rule). That day is **day 1**, so the
    time limit is one calendar month from it: received 3 September, due 3 October.
 2. When the following month has no corresponding date, the deadline is the last day of
    that month: received 31 January, due 28 February (29 February in a leap year).
@@ -21,7 +22,7 @@ portability):
    i.e. on or before the unextended deadline.
 5. The clock pauses while the controller waits for clarification: a pause from day P to
    its resumption on day R adds R - P days back; the working-day rule applies afterwards.
-   Days paused before the clock started (identity not yet verified) add nothing.
+   Days paused before the clock started (identity not yet received) add nothing.
 
 A deadline is a calendar **date**: the request must be answered by the end of that day,
 Europe/London time. It is overdue from 00:00 Europe/London on the following day
@@ -128,7 +129,8 @@ def days_left(due: date, now: datetime) -> int:
 # -- the clock -----------------------------------------------------------------------------
 
 def clock_start(received: date, verified: date | None = None) -> date:
-    """Day 1 of the clock: receipt, or identity verification when it came later."""
+    """Day 1 of the clock: receipt of the request, or of the identity information asked
+    for when it came later."""
     if verified is not None and verified > received:
         return verified
     return received
@@ -173,8 +175,8 @@ def deadline(received: date, verified: date | None = None,
              as_of: date | None = None) -> date:
     """The last day to answer a request (by the end of that day, Europe/London).
 
-    ``received``: the day the request arrived (day 1); ``verified``: the day identity was
-    verified, when it was asked for (the clock then starts that day); ``pauses``: waits for
+    ``received``: the day the request arrived (day 1); ``verified``: the day the identity
+    information asked for was received (the clock then starts that day); ``pauses``: waits for
     clarification, (paused, resumed) with resumed None while still paused (counted up to
     ``as_of``, see :func:`paused_days`); ``extended_months``: 0, 1 or 2 further months.
 

@@ -60,6 +60,8 @@ class Record:
     rectifications: list[tuple[datetime, str, Sealed | None]] = field(default_factory=list)
     erased_at: datetime | None = None
     erased_by: str | None = None
+    source_name: str | None = None
+    restriction_exception: str | None = None
 
 
 @dataclass
@@ -81,6 +83,7 @@ class Share:
     country: str
     safeguard: str | None
     at: datetime
+    restriction_exception: str | None = None
 
 
 @dataclass
@@ -136,6 +139,18 @@ class Request:
     fulfilled_at: datetime | None = None
     refused_at: datetime | None = None
     paused: bool = False
+    ground: str | None = None  # an erasure request's Art 17(1) letter
+    identity_received_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Consequence:
+    """A consequence the policy ties to a right the person exercised (e.g. IHPA suspends
+    the membership account on erasure, restriction or objection)."""
+
+    at: datetime
+    right: str
+    name: str
 
 
 @dataclass
@@ -267,6 +282,9 @@ class DataSubject(Aggregate):
         self.excluded_reason: Sealed | None = None
         self.relationship_ended_at: datetime | None = None
         self.last_activity_at: datetime | None = None
+        # Each activity fact: when, and the record it was about (if named).
+        self.activities: list[tuple[datetime, str | None]] = []
+        self.consequences: list[Consequence] = []
         # Keys sealing free-text notes, with the fact time of the (earliest) note each
         # seals: an erasure destroys those of notes from before it (one key per note).
         self.note_keys: dict[str, Note] = {}
@@ -443,19 +461,25 @@ class DataSubject(Aggregate):
     # -- commands (guards) and their events ----------------------------------------
 
     def collect(self, fact_id: str, at: datetime, record: str, category: str, purpose: str,
-                basis: str, source: str, key_id: str, values: Sealed) -> None:
+                basis: str, source: str, key_id: str, values: Sealed,
+                source_name: str | None = None,
+                restriction_exception: str | None = None) -> None:
         if record in self.records:
             raise RecordExists(f"record {record!r} already exists for this subject")
         self._collected(fact_id=fact_id, at=at, record=record, category=category,
                         purpose=purpose, basis=basis, source=source, key_id=key_id,
-                        values=values)
+                        values=values, source_name=source_name,
+                        restriction_exception=restriction_exception)
 
     @event("Collected")
     def _collected(self, fact_id: str, at: datetime, record: str, category: str,
-                   purpose: str, basis: str, source: str, key_id: str, values: Sealed) -> None:
+                   purpose: str, basis: str, source: str, key_id: str, values: Sealed,
+                   source_name: str | None = None,
+                   restriction_exception: str | None = None) -> None:
         self.fact_ids[fact_id] = None
         self.records[record] = Record(record, category, purpose, basis, source, at, key_id,
-                                      [values])
+                                      [values], source_name=source_name,
+                                      restriction_exception=restriction_exception)
         self._touch(at)
 
     def rectify(self, fact_id: str, at: datetime, record: str, values: Sealed | None) -> None:
@@ -478,6 +502,7 @@ class DataSubject(Aggregate):
     @event("ActivityRecorded")
     def record_activity(self, fact_id: str, at: datetime, record: str | None) -> None:
         self.fact_ids[fact_id] = None
+        self.activities.append((at, record))
         self._touch(at)
 
     @event("ConsentGiven")
@@ -508,7 +533,7 @@ class DataSubject(Aggregate):
 
     def share(self, fact_id: str, at: datetime, recipient: str, role: str, purpose: str,
               basis: str, records: list[str], categories: list[str], country: str,
-              safeguard: str | None) -> None:
+              safeguard: str | None, restriction_exception: str | None = None) -> None:
         if country != HOME_COUNTRY and not safeguard:
             raise MissingSafeguard(
                 f"a share to {country} (outside the UK) needs a transfer safeguard")
@@ -516,15 +541,16 @@ class DataSubject(Aggregate):
             self.record_at(record, at)
         self._shared(fact_id=fact_id, at=at, recipient=recipient, role=role, purpose=purpose,
                      basis=basis, records=records, categories=categories, country=country,
-                     safeguard=safeguard)
+                     safeguard=safeguard, restriction_exception=restriction_exception)
 
     @event("Shared")
     def _shared(self, fact_id: str, at: datetime, recipient: str, role: str, purpose: str,
                 basis: str, records: list[str], categories: list[str], country: str,
-                safeguard: str | None) -> None:
+                safeguard: str | None, restriction_exception: str | None = None) -> None:
         self.fact_ids[fact_id] = None
         self.shares.append(Share(recipient, role, purpose, basis, list(records),
-                                 list(categories), country, safeguard, at))
+                                 list(categories), country, safeguard, at,
+                                 restriction_exception))
 
     @event("Restricted")
     def restrict(self, fact_id: str, at: datetime, scope: str, reason: str) -> None:
@@ -563,15 +589,17 @@ class DataSubject(Aggregate):
         if purpose == DIRECT_MARKETING:
             self._suppress(email_hashes)
 
-    def request_erasure(self, fact_id: str, at: datetime, request: str) -> None:
+    def request_erasure(self, fact_id: str, at: datetime, request: str,
+                        ground: str | None = None) -> None:
         if request in self.requests:
             raise RequestExists(f"request {request!r} was already received for this subject")
-        self._erasure_requested(fact_id=fact_id, at=at, request=request)
+        self._erasure_requested(fact_id=fact_id, at=at, request=request, ground=ground)
 
     @event("ErasureRequested")
-    def _erasure_requested(self, fact_id: str, at: datetime, request: str) -> None:
+    def _erasure_requested(self, fact_id: str, at: datetime, request: str,
+                           ground: str | None = None) -> None:
         self.fact_ids[fact_id] = None
-        self.requests[request] = Request(request, "erasure", at)
+        self.requests[request] = Request(request, "erasure", at, ground=ground)
 
     def request_access(self, fact_id: str, at: datetime, request: str,
                        kind: str = "access") -> None:
@@ -585,14 +613,24 @@ class DataSubject(Aggregate):
         self.fact_ids[fact_id] = None
         self.requests[request] = Request(request, kind, at)
 
-    def verify_identity(self, fact_id: str, at: datetime, request: str) -> None:
+    def verify_identity(self, fact_id: str, at: datetime, request: str,
+                        received_at: datetime | None = None) -> None:
         self._known_request(request)
-        self._identity_verified(fact_id=fact_id, at=at, request=request)
+        self._identity_verified(fact_id=fact_id, at=at, request=request,
+                                received_at=received_at)
 
     @event("IdentityVerified")
-    def _identity_verified(self, fact_id: str, at: datetime, request: str) -> None:
+    def _identity_verified(self, fact_id: str, at: datetime, request: str,
+                           received_at: datetime | None = None) -> None:
         self.fact_ids[fact_id] = None
         self.requests[request].verified_at = at
+        self.requests[request].identity_received_at = received_at or at
+
+    @event("ConsequenceRecorded")
+    def record_consequence(self, at: datetime, right: str, name: str) -> None:
+        """The policy ties `name` to exercising `right`: it follows from this fact."""
+        self.consequences.append(Consequence(at, right, name))
+        self.consequences.sort(key=lambda c: (c.at, c.right, c.name))
 
     def extend_request(self, fact_id: str, at: datetime, request: str,
                        months: int = 2) -> None:

@@ -34,6 +34,8 @@ FULFILLED: Final = "fulfilled"
 REFUSED: Final = "refused"
 DUE_SOON_DAYS: Final = 7
 DUE_SOON: Final = "due-soon"
+# Requests that hand data over or change it: not answered before identity is verified.
+NEED_IDENTITY: Final = ("access", "portability", "rectification")
 OVERDUE: Final = "overdue"
 
 
@@ -93,6 +95,9 @@ class RequestCase(Aggregate):
         self.received_at = received_at
         self.awaiting_identity = awaiting_identity
         self.verified_at: datetime | None = None
+        # When the identity information arrived: the clock starts then (ICO), not when
+        # it was checked.
+        self.identity_received_at: datetime | None = None
         self.pauses: list[PauseSpan] = []
         self.extensions: list[Extension] = []
         self.status = OPEN
@@ -169,23 +174,34 @@ class RequestCase(Aggregate):
             (clock.london_date(p.paused_at),
              clock.london_date(p.resumed_at) if p.resumed_at is not None else None)
             for p in self.pauses]
-        verified = (clock.london_date(self.verified_at)
-                    if self.verified_at is not None else None)
+        started = self.identity_received_at or self.verified_at
+        verified = clock.london_date(started) if started is not None else None
         return clock.london_date(self.received_at), verified, pauses
 
     # -- commands (guards) and their events ----------------------------------------------
 
-    def verify_identity(self, at: datetime) -> None:
+    def verify_identity(self, at: datetime, received_at: datetime | None = None) -> None:
+        """Identity checked at `at` from information received at `received_at` (default
+        `at`): the clock starts on the day it was received."""
         self._guard_step(at, "identity verification")
         if self.verified_at is not None:
             raise RequestStepRefused("identity was already verified for this request")
+        if not self.awaiting_identity:
+            raise RequestStepRefused(
+                "identity verification on a request not awaiting identity (received "
+                "without identity_check): its clock already runs")
         if self.is_paused:
             raise RequestStepRefused("resume the paused clock before verifying identity")
-        self._identity_verified(at=at)
+        received_at = received_at or at
+        if received_at < self.received_at:
+            raise RequestStepRefused("received_at: the identity information cannot arrive "
+                                     "before the request")
+        self._identity_verified(at=at, received_at=received_at)
 
     @event("IdentityVerified")
-    def _identity_verified(self, at: datetime) -> None:
+    def _identity_verified(self, at: datetime, received_at: datetime | None = None) -> None:
         self.verified_at = at
+        self.identity_received_at = received_at or at
         self.last_step_at = at
         self._note_deadline(at)
 
@@ -239,6 +255,10 @@ class RequestCase(Aggregate):
 
     def fulfil(self, at: datetime) -> None:
         self._guard_step(at, "fulfilment")
+        if self.kind in NEED_IDENTITY and not self.clock_started:
+            raise RequestStepRefused(
+                f"fulfilment of a {self.kind} request awaiting identity: record "
+                "identity-verified first (the data may not go to an unverified requester)")
         self._fulfilled(at=at)
 
     @event("Fulfilled")

@@ -25,6 +25,12 @@ Trigger = Literal[
     "relationship-ended", "excluded", "request-closed", "erasure-requested",
 ]
 Action = Literal["erase", "review"]
+# A rule that retains sets a minimum the law or a contract needs; one that disposes sets a
+# storage limit (README, "Retention semantics").
+RuleKind = Literal["retain", "dispose"]
+RETAINING_BASES = ("legal-obligation", "contract", "public-task")
+# The rights whose exercise a policy may tie a consequence to (e.g. a suspended membership).
+ConsequenceRight = Literal["erasure", "restriction", "objection"]
 
 _DURATION = re.compile(
     r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
@@ -187,6 +193,13 @@ class Rule(_Strict):
     window: Slug | None = None
     quote: str = ""  # the notice's words the rule enforces, verbatim
     rationale: str = ""  # the controller's choice where the notice names no period
+    # None: retains for records on a basis in RETAINING_BASES, disposes for the others.
+    kind: RuleKind | None = None
+
+    def kind_for(self, basis: str) -> str:
+        if self.kind is not None:
+            return self.kind
+        return "retain" if basis in RETAINING_BASES else "dispose"
 
     def matches(self, purpose: str, category: str, basis: str) -> bool:
         return ((self.purpose is None or self.purpose == purpose)
@@ -196,6 +209,15 @@ class Rule(_Strict):
     def due_at(self, trigger_at: datetime) -> datetime:
         due: datetime = trigger_at + parse_duration(self.keep_for)
         return due
+
+
+class Consequence(_Strict):
+    """What exercising a right does to the person's relationship (e.g. IHPA: erasure,
+    restriction or objection may suspend the membership account): recorded on the subject."""
+
+    rights: Annotated[list[ConsequenceRight], Field(min_length=1)]
+    description: str = ""
+    quote: str = ""
 
 
 class Suppression(_Strict):
@@ -223,6 +245,7 @@ class PolicyFile(_Strict):
     windows: dict[Slug, Window] = {}
     rules: list[Rule] = []
     suppression: Suppression = Suppression()
+    consequences: dict[Slug, Consequence] = {}
 
 
 @dataclass(frozen=True)
@@ -258,6 +281,19 @@ class Policy:
     @property
     def suppression(self) -> Suppression:
         return self.file.suppression
+
+    @property
+    def consequences(self) -> dict[str, Consequence]:
+        return self.file.consequences
+
+    def consequences_of(self, right: str) -> list[str]:
+        """The consequences the policy ties to exercising `right`, by name."""
+        return [name for name, c in self.file.consequences.items() if right in c.rights]
+
+    def may_receive(self, recipient: str, purpose: str) -> bool:
+        """A recipient is declared for the purpose; one without `purposes`, for every one."""
+        found = self.file.recipients.get(recipient)
+        return found is not None and (not found.purposes or purpose in found.purposes)
 
     @cached_property
     def zone(self) -> ZoneInfo:

@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.limits import breaches
+from lifecycle.vocabulary import ERASURE_GROUNDS
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -23,8 +25,9 @@ def subject_document(s: DataSubject) -> dict[str, Any]:
         "records": [
             {
                 "record": r.record, "category": r.category, "purpose": r.purpose,
-                "basis": r.basis, "source": r.source,
+                "basis": r.basis, "source": r.source, "source_name": r.source_name,
                 "collected_at": r.collected_at.isoformat(),
+                "restriction_exception": r.restriction_exception,
                 "sealed": [] if r.erased_at else list(r.values),
                 "erased_at": _iso(r.erased_at), "erased_by": r.erased_by,
             }
@@ -38,7 +41,8 @@ def subject_document(s: DataSubject) -> dict[str, Any]:
         "recipients": [
             {"recipient": sh.recipient, "role": sh.role, "purpose": sh.purpose,
              "basis": sh.basis, "records": sh.records, "categories": sh.categories,
-             "country": sh.country, "safeguard": sh.safeguard, "at": sh.at.isoformat()}
+             "country": sh.country, "safeguard": sh.safeguard, "at": sh.at.isoformat(),
+             "restriction_exception": sh.restriction_exception}
             for sh in s.shares
         ],
         "restrictions": [
@@ -57,9 +61,21 @@ def subject_document(s: DataSubject) -> dict[str, Any]:
             {"request": q.request, "kind": q.kind, "received_at": q.received_at.isoformat(),
              "identity_verified_at": _iso(q.verified_at), "extended_at": _iso(q.extended_at),
              "fulfilled_at": _iso(q.fulfilled_at), "refused_at": _iso(q.refused_at),
-             "paused": q.paused}
+             "paused": q.paused,
+             "identity_received_at": _iso(q.identity_received_at),
+             "ground": (ERASURE_GROUNDS[q.ground] if q.ground else None)}
             for q in s.requests.values()
         ],
+        "activities": [
+            {"at": at.isoformat(), "record": name,
+             "purpose": s.records[name].purpose if name in s.records else None}
+            for at, name in sorted(s.activities, key=lambda a: (a[0], a[1] or ""))
+        ],
+        "consequences": [
+            {"name": c.name, "right": c.right, "at": c.at.isoformat()}
+            for c in s.consequences
+        ],
+        "limit_breaches": breaches(s),
         "erasure_refusals": [
             {"record": x.record, "ground": x.ground, "at": x.at.isoformat(),
              "request": x.request}
