@@ -54,6 +54,12 @@ def invoke(args: list[str], ledger: Ledger) -> Result:
                               catch_exceptions=False)
 
 
+def consented(subject: str, purpose: str = "direct-marketing") -> dict[str, Any]:
+    """The consent a consent-based record needs in force before it is collected."""
+    return fact("consent-given", subject, "2024-01-01T09:00:00Z", purpose=purpose,
+                method="subscribe-form")
+
+
 def ingest(ledger: Ledger, facts: list[dict[str, Any]]) -> None:
     report = ledger.ingest(lines(facts), NOW)
     assert report.ok, report.rejected
@@ -73,6 +79,8 @@ def exposed(ledger: Ledger) -> Ledger:
     ledger.adopt_policy(HQIP, t("2023-01-01T00:00:00Z"))
     mail = {"email": "x@example.org"}
     ingest(ledger, [
+        *(consented(f"subscriber:{who}") for who in "abcdg"),
+        consented("subscriber:e", "website-analytics"),
         collected("subscriber:a", "2024-01-10T10:00:00Z", "newsletter", mail),
         collected("subscriber:b", "2024-01-10T10:00:00Z", "newsletter", mail),
         fact("erasure-requested", "subscriber:b", "2024-02-20T10:00:00Z", request="ER-b"),
@@ -109,6 +117,8 @@ def test_a_breach_naming_records_counts_them_whatever_their_category(ledger: Led
     or purpose of it."""
     ledger.adopt_policy(HQIP, t("2023-01-01T00:00:00Z"))
     ingest(ledger, [
+        consented("subscriber:e", "website-analytics"),
+        consented("subscriber:f", "website-analytics"),
         collected("subscriber:e", "2024-01-10T10:00:00Z", "visits", {"ip": "192.0.2.5"},
                   purpose="website-analytics", category="technical"),
         collected("subscriber:f", "2024-01-10T10:00:00Z", "other", {"ip": "192.0.2.6"},

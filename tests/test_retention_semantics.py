@@ -143,6 +143,11 @@ version = "1"
 name = "Test controller"
 contact = "dpo@example.org"
 
+[notice]
+title = "Test notice"
+updated = "2023"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+
 [disclosures]
 complaint = "ICO"
 automated_decision_making = "None."
