@@ -150,13 +150,14 @@ def report() -> None:
 def report_ropa(fmt: str, at_text: str | None, out: Path | None) -> None:
     """The Art 30(1) record of processing activities."""
     from lifecycle.cli import check_output, open_ledger, parse_time, refuse, utc_now, write_output
+    from lifecycle.actor import add_adopters
     from lifecycle.ropa import build_ropa, to_html
 
     at = parse_time(at_text, "--at")
     check_output(out, "--out")
     with open_ledger() as ledger:
         try:
-            document = build_ropa(ledger, at, utc_now())
+            document = add_adopters(build_ropa(ledger, at, utc_now()), ledger.store)
         except LifecycleError as error:
             refuse(error)
     log.info("ropa.generated", format=fmt, at=at.isoformat() if at else None,

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lifecycle.actor import ACTOR_ENV, command_line_actor
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS
 from lifecycle.errors import ArgumentRefused, ConfigurationError, LifecycleError
 from lifecycle.facts import Rejection
@@ -40,10 +41,22 @@ def emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, default=str, ensure_ascii=False))
 
 
+def given_actor() -> str | None:
+    """The `--actor` given before the command, if any."""
+    context = click.get_current_context(silent=True)
+    root = context.find_root() if context is not None else None
+    given = root.params.get("actor") if root is not None else None
+    return given if isinstance(given, str) else None
+
+
 @contextmanager
 def open_ledger() -> Iterator[Ledger]:
     try:
-        ledger = Ledger(load_settings())
+        actor = command_line_actor(given_actor())
+    except ArgumentRefused as error:
+        refuse(error, EXIT_USAGE)
+    try:
+        ledger = Ledger(load_settings(), actor=actor)
     except ConfigurationError as error:
         click.echo(f"lifecycle: configuration error: {error}", err=True)
         sys.exit(EXIT_USAGE)
@@ -56,7 +69,10 @@ def open_ledger() -> Iterator[Ledger]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def cli(log_level: str) -> None:
+@click.option("--actor", metavar="NAME",
+              help=f"Who is acting: recorded on every event this command stores (default "
+                   f"${ACTOR_ENV}, else the OS user).")
+def cli(log_level: str, actor: str | None) -> None:
     """lifecycle: an event-sourced personal-data ledger with retention and crypto-shredding.
 
     Data lives in $LIFECYCLE_HOME (default ./lifecycle-data).
@@ -148,12 +164,13 @@ def history(reference: str, as_json: bool) -> None:
         emit_json({"subject": reference, "events": timeline})
         return
     table = Table(title=f"history of {reference}")
-    for column in ("#", "event", "at", "details"):
+    for column in ("#", "event", "at", "actor", "details"):
         table.add_column(column)
     for entry in timeline:
         details = {k: v for k, v in entry.items()
-                   if k not in ("version", "event", "at", "recorded_at", "fact_id")}
+                   if k not in ("version", "event", "at", "recorded_at", "fact_id", "actor")}
         table.add_row(str(entry["version"]), entry["event"], str(entry.get("at", "")),
+                      entry["actor"],
                       ", ".join(f"{k}={v}" for k, v in details.items() if v not in (None, [])))
     Console().print(table)
 
@@ -355,6 +372,9 @@ def certificate(request: str, reference: str | None, as_json: bool) -> None:
     for item in document["recipients"]:
         click.echo(f"  told {item['recipient']} at {item['notified_at'][:10]}; acknowledged: "
                    f"{(item['acknowledged_at'] or 'not yet')[:10]}")
+    for item in document["timeline"]:
+        click.echo(f"  step   {item['step']} at {(item['at'] or '')[:19]} recorded "
+                   f"{(item['recorded_at'] or '')[:19]} by {item['actor']}")
     events = document["events"]
     click.echo(f"  covers {events['count']} events, digest {events['subject_chain_digest']}")
 
@@ -403,22 +423,55 @@ def policy_check(file: Path, as_json: bool) -> None:
 @policy.command("adopt")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--at", "at_text", help="Adoption time (RFC 3339); default now.")
+@click.option("--dry-run", is_flag=True,
+              help="Only report what adopting would make due at once; adopt nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def policy_adopt(file: Path, at_text: str | None, as_json: bool) -> None:
-    """Adopt a policy FILE: recorded as a versioned, content-hashed event."""
-    at = parse_time(at_text, "--at") or utc_now()
+def policy_adopt(file: Path, at_text: str | None, dry_run: bool, as_json: bool) -> None:
+    """Adopt a policy FILE: recorded as a versioned, content-hashed event. First reports
+    its impact: the records a sweep now would erase or flag under it, by rule."""
+    now = utc_now()
+    at = parse_time(at_text, "--at") or now
     with open_ledger() as ledger:
-        adoption, changed = ledger.adopt_policy(file, at)
-    document = {"policy": adoption.policy_id, "version": adoption.version,
-                "adoption": adoption.number, "content_hash": adoption.content_hash,
-                "adopted_at": adoption.adopted_at.isoformat(), "new": changed}
-    log.info("policy.adopted", **document)
+        impact = ledger.adoption_impact(file, at, now)
+        if dry_run:
+            adoption, changed = ledger.store.latest_adoption(), False
+        else:
+            adoption, changed = ledger.adopt_policy(file, at)
+    impact_document = impact.as_dict() if impact is not None else None
+    document: dict[str, Any] = {"dry_run": dry_run, "new": changed, "impact": impact_document}
+    if adoption is not None:
+        document.update({
+            "policy": adoption.policy_id, "version": adoption.version,
+            "adoption": adoption.number, "content_hash": adoption.content_hash,
+            "adopted_at": adoption.adopted_at.isoformat()})
+    log.info("policy.adopted" if changed else "policy.adopt_checked",
+             **{k: v for k, v in document.items() if k != "impact"},
+             overdue=impact_document["overdue"] if impact_document else 0)
     if as_json:
         emit_json(document)
-    else:
+        return
+    if impact_document is not None:
+        print_impact(impact_document, dry_run)
+    if dry_run:
+        click.echo("dry run: nothing adopted")
+    elif adoption is not None:
         state = "adopted" if changed else "already in force"
         click.echo(f"{adoption.label} {state} from {adoption.adopted_at.isoformat()} "
                    f"(sha256 {adoption.content_hash[:16]}…)")
+
+
+def print_impact(impact: dict[str, Any], dry_run: bool) -> None:
+    """What the policy makes due at once: counts by rule, then the first few items."""
+    verb = "would make" if dry_run else "makes"
+    click.echo(f"impact: {impact['adoption']} {verb} {impact['overdue']} records due at once "
+               f"({impact['erase']} to erase, {impact['review']} to review; "
+               f"{impact['already_due']} were already due, {impact['paused']} paused by a "
+               "hold or restriction); the next sweep disposes of them")
+    for row in impact["by_rule"]:
+        click.echo(f"  {row['records']:6} {row['action']:6} under {row['rule']}")
+    for item in impact["first"]:
+        click.echo(f"  e.g. {item['subject']} {item['record']} under {item['rule']} "
+                   f"(due {item['due_at'][:10]})")
 
 
 # -- projections ---------------------------------------------------------------------------
@@ -672,7 +725,14 @@ def main() -> None:
     # Owner only for whatever the process creates: stores, their journals, leases, exports.
     os.umask(0o077)
     try:
-        cli.main(standalone_mode=True)
+        code = cli.main(standalone_mode=False)
+    except click.ClickException as error:  # a usage error: one line, exit 2
+        message = " ".join(error.format_message().split())
+        click.echo(f"lifecycle: {message}", err=True)
+        sys.exit(error.exit_code)
+    except click.Abort:
+        click.echo("lifecycle: aborted", err=True)
+        sys.exit(EXIT_REFUSED)
     except ConfigurationError as error:
         click.echo(f"lifecycle: configuration error: {error}", err=True)
         sys.exit(EXIT_USAGE)
@@ -687,3 +747,4 @@ def main() -> None:
                    "stored before it stays stored, run with --log-level DEBUG for details",
                    err=True)
         sys.exit(EXIT_REFUSED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
