@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from eventsourcing.persistence import MapperDeserialisationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -402,7 +404,7 @@ def policy() -> None:
 
 
 @policy.command("check")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def policy_check(file: Path, as_json: bool) -> None:
     """Report every error in a policy FILE (file, key, reason); exit 2 if any."""
@@ -421,7 +423,7 @@ def policy_check(file: Path, as_json: bool) -> None:
 
 
 @policy.command("adopt")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--at", "at_text", help="Adoption time (RFC 3339); default now.")
 @click.option("--dry-run", is_flag=True,
               help="Only report what adopting would make due at once; adopt nothing.")
@@ -560,7 +562,8 @@ def sweep(at_text: str | None, dry_run: bool, as_json: bool) -> None:
 # -- daemon and status -------------------------------------------------------------------
 
 @cli.command()
-@click.option("--interval", type=float, default=300.0, show_default=True,
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True,
               help="Seconds between sweeps.")
 @click.option("--due-soon-days", type=click.IntRange(min=1), default=DUE_SOON_DAYS, show_default=True,
               help="Flag open requests due within this many days.")
@@ -574,7 +577,7 @@ def daemon(interval: float, due_soon_days: int) -> None:
 
 
 @cli.command()
-@click.option("--next", "next_count", type=int, default=10, show_default=True)
+@click.option("--next", "next_count", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(next_count: int, as_json: bool) -> None:
     """The last sweep, the next items due, and projection lag."""
@@ -597,7 +600,7 @@ def status(next_count: int, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--months", type=int, default=12, show_default=True)
+@click.option("--months", type=click.IntRange(min=1, max=1200), default=12, show_default=True)
 @click.option("--from", "from_text", help="Start of the forecast (RFC 3339); default now.")
 @click.option("--plot", type=click.Path(path_type=Path),
               help="Also draw the forecast as a PNG chart (a .png file).")
@@ -721,6 +724,28 @@ cli.add_command(replay)
 cli.add_command(report)
 
 
+def undecodable_event(error: MapperDeserialisationError) -> str:
+    """Which stored event cannot be decoded (its topic, aggregate and version, never its
+    content): the library's message up to the reason, which may quote the content."""
+    where = str(error).split(": ", 1)[0].removeprefix("Failed to deserialise state of ")
+    return (f"the event log holds an event that cannot be decoded ({where}); the store is "
+            "damaged: run `lifecycle audit verify`")
+
+
+def damaged_store(error: BaseException) -> str | None:
+    """One line for a SQLite file that is not a database or is damaged (found when it is
+    first read): the home and SQLite's reason; None for any other error."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, sqlite3.DatabaseError):
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    if cause is None or isinstance(cause, sqlite3.IntegrityError):
+        return None
+    settings = load_settings()
+    if settings.database_url is not None:
+        return None
+    return str(settings.open_error(cause))
+
+
 def main() -> None:
     # Owner only for whatever the process creates: stores, their journals, leases, exports.
     os.umask(0o077)
@@ -740,7 +765,16 @@ def main() -> None:
         refuse(error, EXIT_USAGE)
     except LifecycleError as error:
         refuse(error)
+    except MapperDeserialisationError as error:
+        log.debug("undecodable event", exc_info=True)
+        click.echo(f"lifecycle: {undecodable_event(error)}", err=True)
+        sys.exit(EXIT_REFUSED)
     except Exception as error:  # noqa: BLE001 - one line, never a traceback
+        damaged = damaged_store(error)
+        if damaged is not None:
+            log.debug("damaged store", exc_info=True)
+            click.echo(f"lifecycle: configuration error: {damaged}", err=True)
+            sys.exit(EXIT_USAGE)
         # Only the type: a driver's message may quote the values of a statement.
         log.debug("unexpected error", exc_info=True)
         click.echo(f"lifecycle: unexpected error ({type(error).__name__}); what was "
