@@ -465,6 +465,11 @@ def policy_adopt(file: Path, at_text: str | None, dry_run: bool, as_json: bool) 
 def print_impact(impact: dict[str, Any], dry_run: bool) -> None:
     """What the policy makes due at once: counts by rule, then the first few items."""
     verb = "would make" if dry_run else "makes"
+    if not impact["overdue"]:
+        click.echo(f"impact: {impact['adoption']} {verb} no record due at once"
+                   + (f" ({impact['paused']} paused by a hold or restriction)"
+                      if impact["paused"] else ""))
+        return
     click.echo(f"impact: {impact['adoption']} {verb} {impact['overdue']} records due at once "
                f"({impact['erase']} to erase, {impact['review']} to review; "
                f"{impact['already_due']} were already due, {impact['paused']} paused by a "
@@ -751,6 +756,9 @@ def main() -> None:
     os.umask(0o077)
     try:
         code = cli.main(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as error:  # no command: the help, exit 2
+        error.show()
+        sys.exit(EXIT_USAGE)
     except click.ClickException as error:  # a usage error: one line, exit 2
         message = " ".join(error.format_message().split())
         click.echo(f"lifecycle: {message}", err=True)
