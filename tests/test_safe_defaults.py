@@ -7,6 +7,7 @@ The store: tests.test_daemon_and_reports' subscribers, whose marketing data is o
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -223,23 +224,63 @@ def test_the_ledger_creates_private_store_files_whatever_the_umask(
     assert all(m == 0o600 for m in modes.values()), modes
 
 
-@pytest.mark.parametrize("open_mode", [0o644, 0o666, 0o640])
-def test_a_master_key_file_open_to_others_draws_one_warning(sqlite_settings: Settings,
-                                                            open_mode: int) -> None:
-    """A master key file with group or other permissions draws one warning line on stderr
-    naming the file and the fix (chmod 600), never the key; the command still runs."""
+@pytest.mark.parametrize("open_mode", [0o644, 0o666, 0o640, 0o604])
+def test_a_master_key_file_open_to_others_is_refused_with_exit_2(sqlite_settings: Settings,
+                                                                 open_mode: int) -> None:
+    """A master key file with group or other permissions is refused: one line on stderr
+    naming the file, its mode, the fix (chmod 600) and LIFECYCLE_ALLOW_OPEN_KEY, never the
+    key; exit 2 and nothing written."""
     assert lifecycle(sqlite_settings, "status").returncode == 0
     key_file = sqlite_settings.master_key_file
     key_text = key_file.read_text().strip()
     key_file.chmod(open_mode)
+    events = (sqlite_settings.home / "events.sqlite").read_bytes()
 
-    result = lifecycle(sqlite_settings, "status")
+    result = lifecycle(sqlite_settings, "ingest", "-", stdin=json.dumps(
+        {"id": "k1", "type": "activity", "subject": "m:1", "at": "2024-01-01T00:00:00Z"}))
+
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"chmod 600 {key_file}" in result.stderr and f"{open_mode:04o}" in result.stderr
+    assert "LIFECYCLE_ALLOW_OPEN_KEY" in result.stderr
+    assert key_text not in result.stderr + result.stdout
+    assert (sqlite_settings.home / "events.sqlite").read_bytes() == events
+
+
+def test_an_open_master_key_file_is_used_with_a_warning_when_allowed(
+        sqlite_settings: Settings) -> None:
+    """With LIFECYCLE_ALLOW_OPEN_KEY=1 an open key file is used; one warning line names the
+    file and the fix."""
+    import subprocess
+    import sys
+
+    from tests.processes import env_for
+
+    assert lifecycle(sqlite_settings, "status").returncode == 0
+    key_file = sqlite_settings.master_key_file
+    key_file.chmod(0o644)
+    result = subprocess.run([sys.executable, "-m", "lifecycle", "status"],
+                            env={**env_for(sqlite_settings), "LIFECYCLE_ALLOW_OPEN_KEY": "1"},
+                            capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "master.key" in line]
-    assert len(warnings) == 1, result.stderr
-    assert f"chmod 600 {key_file}" in warnings[0]
-    assert key_text not in result.stderr + result.stdout
+    assert len(warnings) == 1 and f"chmod 600 {key_file}" in warnings[0]
+
+
+def test_the_daemon_lease_files_are_private(sqlite_settings: Settings) -> None:
+    """The sweep lease and schema lock files a daemon creates are 0600."""
+    with Ledger(sqlite_settings) as ledger:
+        from lifecycle.daemon import Daemon
+
+        daemon = Daemon(ledger, 3600, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+        try:
+            daemon.tick()
+        finally:
+            daemon.close()
+    leases = [p for p in sqlite_settings.home.iterdir() if "lease" in p.name]
+    assert len(leases) >= 2, leases
+    assert all(mode(p) == 0o600 for p in leases), {p.name: oct(mode(p)) for p in leases}
 
 
 def test_a_private_master_key_file_draws_no_warning(sqlite_settings: Settings) -> None:

@@ -44,7 +44,7 @@ def replay(until_text: str | None, reference: str | None, into: Path | None,
     A pure read of the event store: no event is written and no value is decrypted
     (values read "sealed", or "erased" once shredded).
     """
-    from lifecycle.cli import EXIT_USAGE, open_ledger, parse_time, refuse, utc_now
+    from lifecycle.cli import EXIT_USAGE, open_ledger, output_refused, parse_time, refuse, utc_now
 
     until = parse_time(until_text, "--until") or utc_now()
     show_progress = sys.stderr.isatty() and not as_json
@@ -66,6 +66,10 @@ def replay(until_text: str | None, reference: str | None, into: Path | None,
             refuse(error, EXIT_USAGE)
         except LifecycleError as error:
             refuse(error)
+        except OSError as error:  # --into cannot be made or written
+            if into is None:
+                raise
+            output_refused("--into", into, f"cannot be written ({error.strerror or error})")
     log.info("replay.finished", as_of=until.isoformat(), events_read=report.events_read,
              events_applied=report.events_applied, subjects=report.subjects,
              one_subject=reference is not None)
@@ -150,13 +154,14 @@ def report() -> None:
 def report_ropa(fmt: str, at_text: str | None, out: Path | None) -> None:
     """The Art 30(1) record of processing activities."""
     from lifecycle.cli import check_output, open_ledger, parse_time, refuse, utc_now, write_output
+    from lifecycle.actor import add_adopters
     from lifecycle.ropa import build_ropa, to_html
 
     at = parse_time(at_text, "--at")
     check_output(out, "--out")
     with open_ledger() as ledger:
         try:
-            document = build_ropa(ledger, at, utc_now())
+            document = add_adopters(build_ropa(ledger, at, utc_now()), ledger.store)
         except LifecycleError as error:
             refuse(error)
     log.info("ropa.generated", format=fmt, at=at.isoformat() if at else None,

@@ -36,7 +36,9 @@ def events_digest(subject: DataSubject, stored: Iterable[StoredEvent]) -> tuple[
 
 def deletion_certificate(subject: DataSubject, request: str, case: RequestCase | None,
                          destroyed_keys: dict[str, dict[str, Any]],
-                         stored: Iterable[StoredEvent], issued_at: datetime) -> dict[str, Any]:
+                         stored: Iterable[StoredEvent], issued_at: datetime,
+                         steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`steps`: the request's timeline (each step with when, recorded when and by whom)."""
     found = subject.requests.get(request)
     if found is None or found.kind != "erasure":
         raise NotAnErasureRequest(f"request {request!r} is not an erasure request of this "
@@ -73,6 +75,7 @@ def deletion_certificate(subject: DataSubject, request: str, case: RequestCase |
              "notified_at": n.erased_at.isoformat(),
              "acknowledged_at": n.acknowledged_at.isoformat() if n.acknowledged_at else None}
             for n in subject.notifications() if n.erasure == request],
+        "timeline": steps or [],
         "events": {"count": count, "subject_chain_digest": digest,
                    "algorithm": "sha256 chain, as lifecycle_audit_chain.subject_digest"},
     }

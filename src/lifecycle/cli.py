@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -12,10 +13,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from eventsourcing.persistence import MapperDeserialisationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lifecycle.actor import ACTOR_ENV, command_line_actor
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS
 from lifecycle.errors import ArgumentRefused, ConfigurationError, LifecycleError
 from lifecycle.facts import Rejection
@@ -40,10 +43,22 @@ def emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, default=str, ensure_ascii=False))
 
 
+def given_actor() -> str | None:
+    """The `--actor` given before the command, if any."""
+    context = click.get_current_context(silent=True)
+    root = context.find_root() if context is not None else None
+    given = root.params.get("actor") if root is not None else None
+    return given if isinstance(given, str) else None
+
+
 @contextmanager
 def open_ledger() -> Iterator[Ledger]:
     try:
-        ledger = Ledger(load_settings())
+        actor = command_line_actor(given_actor())
+    except ArgumentRefused as error:
+        refuse(error, EXIT_USAGE)
+    try:
+        ledger = Ledger(load_settings(), actor=actor)
     except ConfigurationError as error:
         click.echo(f"lifecycle: configuration error: {error}", err=True)
         sys.exit(EXIT_USAGE)
@@ -56,7 +71,10 @@ def open_ledger() -> Iterator[Ledger]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def cli(log_level: str) -> None:
+@click.option("--actor", metavar="NAME",
+              help=f"Who is acting: recorded on every event this command stores (default "
+                   f"${ACTOR_ENV}, else the OS user).")
+def cli(log_level: str, actor: str | None) -> None:
     """lifecycle: an event-sourced personal-data ledger with retention and crypto-shredding.
 
     Data lives in $LIFECYCLE_HOME (default ./lifecycle-data).
@@ -148,12 +166,13 @@ def history(reference: str, as_json: bool) -> None:
         emit_json({"subject": reference, "events": timeline})
         return
     table = Table(title=f"history of {reference}")
-    for column in ("#", "event", "at", "details"):
+    for column in ("#", "event", "at", "actor", "details"):
         table.add_column(column)
     for entry in timeline:
         details = {k: v for k, v in entry.items()
-                   if k not in ("version", "event", "at", "recorded_at", "fact_id")}
+                   if k not in ("version", "event", "at", "recorded_at", "fact_id", "actor")}
         table.add_row(str(entry["version"]), entry["event"], str(entry.get("at", "")),
+                      entry["actor"],
                       ", ".join(f"{k}={v}" for k, v in details.items() if v not in (None, [])))
     Console().print(table)
 
@@ -360,6 +379,9 @@ def certificate(request: str, reference: str | None, as_json: bool) -> None:
     for item in document["recipients"]:
         click.echo(f"  told {item['recipient']} at {item['notified_at'][:10]}; acknowledged: "
                    f"{(item['acknowledged_at'] or 'not yet')[:10]}")
+    for item in document["timeline"]:
+        click.echo(f"  step   {item['step']} at {(item['at'] or '')[:19]} recorded "
+                   f"{(item['recorded_at'] or '')[:19]} by {item['actor']}")
     events = document["events"]
     click.echo(f"  covers {events['count']} events, digest {events['subject_chain_digest']}")
 
@@ -387,7 +409,7 @@ def policy() -> None:
 
 
 @policy.command("check")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--notice", type=click.Path(dir_okay=False, path_type=Path),
               help="Also hold FILE to this notice text: hash, verbatim quotes, rationales.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -408,24 +430,62 @@ def policy_check(file: Path, notice: Path | None, as_json: bool) -> None:
 
 
 @policy.command("adopt")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--at", "at_text", help="Adoption time (RFC 3339); default now.")
+@click.option("--dry-run", is_flag=True,
+              help="Only report what adopting would make due at once; adopt nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def policy_adopt(file: Path, at_text: str | None, as_json: bool) -> None:
-    """Adopt a policy FILE: recorded as a versioned, content-hashed event."""
-    at = parse_time(at_text, "--at") or utc_now()
+def policy_adopt(file: Path, at_text: str | None, dry_run: bool, as_json: bool) -> None:
+    """Adopt a policy FILE: recorded as a versioned, content-hashed event. First reports
+    its impact: the records a sweep now would erase or flag under it, by rule."""
+    now = utc_now()
+    at = parse_time(at_text, "--at") or now
     with open_ledger() as ledger:
-        adoption, changed = ledger.adopt_policy(file, at)
-    document = {"policy": adoption.policy_id, "version": adoption.version,
-                "adoption": adoption.number, "content_hash": adoption.content_hash,
-                "adopted_at": adoption.adopted_at.isoformat(), "new": changed}
-    log.info("policy.adopted", **document)
+        impact = ledger.adoption_impact(file, at, now)
+        if dry_run:
+            adoption, changed = ledger.store.latest_adoption(), False
+        else:
+            adoption, changed = ledger.adopt_policy(file, at)
+    impact_document = impact.as_dict() if impact is not None else None
+    document: dict[str, Any] = {"dry_run": dry_run, "new": changed, "impact": impact_document}
+    if adoption is not None:
+        document.update({
+            "policy": adoption.policy_id, "version": adoption.version,
+            "adoption": adoption.number, "content_hash": adoption.content_hash,
+            "adopted_at": adoption.adopted_at.isoformat()})
+    log.info("policy.adopted" if changed else "policy.adopt_checked",
+             **{k: v for k, v in document.items() if k != "impact"},
+             overdue=impact_document["overdue"] if impact_document else 0)
     if as_json:
         emit_json(document)
-    else:
+        return
+    if impact_document is not None:
+        print_impact(impact_document, dry_run)
+    if dry_run:
+        click.echo("dry run: nothing adopted")
+    elif adoption is not None:
         state = "adopted" if changed else "already in force"
         click.echo(f"{adoption.label} {state} from {adoption.adopted_at.isoformat()} "
                    f"(sha256 {adoption.content_hash[:16]}…)")
+
+
+def print_impact(impact: dict[str, Any], dry_run: bool) -> None:
+    """What the policy makes due at once: counts by rule, then the first few items."""
+    verb = "would make" if dry_run else "makes"
+    if not impact["overdue"]:
+        click.echo(f"impact: {impact['adoption']} {verb} no record due at once"
+                   + (f" ({impact['paused']} paused by a hold or restriction)"
+                      if impact["paused"] else ""))
+        return
+    click.echo(f"impact: {impact['adoption']} {verb} {impact['overdue']} records due at once "
+               f"({impact['erase']} to erase, {impact['review']} to review; "
+               f"{impact['already_due']} were already due, {impact['paused']} paused by a "
+               "hold or restriction); the next sweep disposes of them")
+    for row in impact["by_rule"]:
+        click.echo(f"  {row['records']:6} {row['action']:6} under {row['rule']}")
+    for item in impact["first"]:
+        click.echo(f"  e.g. {item['subject']} {item['record']} under {item['rule']} "
+                   f"(due {item['due_at'][:10]})")
 
 
 # -- projections ---------------------------------------------------------------------------
@@ -514,7 +574,8 @@ def sweep(at_text: str | None, dry_run: bool, as_json: bool) -> None:
 # -- daemon and status -------------------------------------------------------------------
 
 @cli.command()
-@click.option("--interval", type=float, default=300.0, show_default=True,
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True,
               help="Seconds between sweeps.")
 @click.option("--due-soon-days", type=click.IntRange(min=1), default=DUE_SOON_DAYS, show_default=True,
               help="Flag open requests due within this many days.")
@@ -528,7 +589,7 @@ def daemon(interval: float, due_soon_days: int) -> None:
 
 
 @cli.command()
-@click.option("--next", "next_count", type=int, default=10, show_default=True)
+@click.option("--next", "next_count", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(next_count: int, as_json: bool) -> None:
     """The last sweep, the next items due, and projection lag."""
@@ -551,7 +612,7 @@ def status(next_count: int, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--months", type=int, default=12, show_default=True)
+@click.option("--months", type=click.IntRange(min=1, max=1200), default=12, show_default=True)
 @click.option("--from", "from_text", help="Start of the forecast (RFC 3339); default now.")
 @click.option("--plot", type=click.Path(path_type=Path),
               help="Also draw the forecast as a PNG chart (a .png file).")
@@ -679,11 +740,43 @@ from lifecycle.breaches_cli import breaches  # noqa: E402 (the breach register's
 cli.add_command(breaches)
 
 
+def undecodable_event(error: MapperDeserialisationError) -> str:
+    """Which stored event cannot be decoded (its topic, aggregate and version, never its
+    content): the library's message up to the reason, which may quote the content."""
+    where = str(error).split(": ", 1)[0].removeprefix("Failed to deserialise state of ")
+    return (f"the event log holds an event that cannot be decoded ({where}); the store is "
+            "damaged: run `lifecycle audit verify`")
+
+
+def damaged_store(error: BaseException) -> str | None:
+    """One line for a SQLite file that is not a database or is damaged (found when it is
+    first read): the home and SQLite's reason; None for any other error."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, sqlite3.DatabaseError):
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    if cause is None or isinstance(cause, sqlite3.IntegrityError):
+        return None
+    settings = load_settings()
+    if settings.database_url is not None:
+        return None
+    return str(settings.open_error(cause))
+
+
 def main() -> None:
     # Owner only for whatever the process creates: stores, their journals, leases, exports.
     os.umask(0o077)
     try:
-        cli.main(standalone_mode=True)
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as error:  # no command: the help, exit 2
+        error.show()
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as error:  # a usage error: one line, exit 2
+        message = " ".join(error.format_message().split())
+        click.echo(f"lifecycle: {message}", err=True)
+        sys.exit(error.exit_code)
+    except click.Abort:
+        click.echo("lifecycle: aborted", err=True)
+        sys.exit(EXIT_REFUSED)
     except ConfigurationError as error:
         click.echo(f"lifecycle: configuration error: {error}", err=True)
         sys.exit(EXIT_USAGE)
@@ -691,10 +784,20 @@ def main() -> None:
         refuse(error, EXIT_USAGE)
     except LifecycleError as error:
         refuse(error)
+    except MapperDeserialisationError as error:
+        log.debug("undecodable event", exc_info=True)
+        click.echo(f"lifecycle: {undecodable_event(error)}", err=True)
+        sys.exit(EXIT_REFUSED)
     except Exception as error:  # noqa: BLE001 - one line, never a traceback
+        damaged = damaged_store(error)
+        if damaged is not None:
+            log.debug("damaged store", exc_info=True)
+            click.echo(f"lifecycle: configuration error: {damaged}", err=True)
+            sys.exit(EXIT_USAGE)
         # Only the type: a driver's message may quote the values of a statement.
         log.debug("unexpected error", exc_info=True)
         click.echo(f"lifecycle: unexpected error ({type(error).__name__}); what was "
                    "stored before it stays stored, run with --log-level DEBUG for details",
                    err=True)
         sys.exit(EXIT_REFUSED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

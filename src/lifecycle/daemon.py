@@ -35,9 +35,10 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS
+from lifecycle.actor import daemon_actor
 from lifecycle.audit import AuditChain
 from lifecycle.breaches import flag_overdue_breaches
-from lifecycle.lease import Lease, lease_for
+from lifecycle.lease import SWEEP_LEASE, Lease, lease_for
 from lifecycle.ledger import Ledger
 from lifecycle.logs import get_logger
 
@@ -63,6 +64,7 @@ class Daemon:
         self.ledger = ledger
         self.due_soon_days = due_soon_days
         self.lease = lease if lease is not None else lease_for(ledger.settings)
+        ledger.actor = daemon_actor(self.lease.holder, SWEEP_LEASE)  # who its events name
         # A Daemon dropped without run() or close() (ticked by hand) still gives its lease
         # back when collected; a killed process loses it with its file or session.
         self._release_lease = weakref.finalize(self, self.lease.release)

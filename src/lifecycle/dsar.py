@@ -95,9 +95,11 @@ def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None
                     adoption: Adoption | None,
                     open_values: Callable[[list[str]], dict[str, Any] | str],
                     open_note: Callable[[str | None], str | None],
-                    deadlines: dict[str, str | None]) -> dict[str, Any]:
+                    deadlines: dict[str, str | None],
+                    timelines: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Everything Art 15 asks for, about one subject, as it stood at `as_of`;
-    `deadlines`: each request's statutory deadline as it was known then."""
+    `deadlines`: each request's statutory deadline as it was known then; `timelines`: each
+    request's steps by then, with who recorded them."""
     document = subject_document(subject)
     retention = _retention(subject, policy, adoption)
     purposes = policy.purposes if policy else {}
@@ -109,6 +111,7 @@ def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None
                                                                 "criteria": []})
     for request in document["requests"]:
         request["deadline"] = deadlines.get(request["request"])
+        request["timeline"] = (timelines or {}).get(request["request"], [])
     header = policy.file if policy else None
     return {
         "format": FORMAT_VERSION,

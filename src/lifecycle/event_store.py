@@ -231,5 +231,6 @@ def persistence_env(settings: Settings) -> dict[str, str]:
 
 def open_subject_store(settings: Settings, extra: dict[str, Any] | None = None) -> SubjectStore:
     env = persistence_env(settings)
+    env["MAPPER_TOPIC"] = "lifecycle.actor:ActorMapper"  # stamps who stored each event
     env.update(extra or {})
     return SubjectStore(env=env)

@@ -16,6 +16,8 @@ import psycopg
 import sqlalchemy as sa
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
+from lifecycle.actor import ActorMapper, actor_of, checked_actor, os_user, timeline
+from lifecycle.adoption_impact import Impact, adoption_impact
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import Adoption, PolicyRegister
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS, RequestCase
@@ -38,7 +40,9 @@ from lifecycle.sweep import Sweeper, SweepReport, refuse_future_sweep
 
 
 class Ledger:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, actor: str | None = None) -> None:
+        """`actor`: who the events this ledger stores name (default: the OS user); a
+        context of its own (`lifecycle.actor.acting_as`) overrides it, e.g. per request."""
         self.settings = settings
         if settings.database_url is None:
             settings.check_home()  # one line naming the home, before anything is written
@@ -51,6 +55,21 @@ class Ledger:
         except (OSError, sa.exc.OperationalError, psycopg.Error, PersistenceError) as error:
             raise settings.open_error(error) from None
         self.projections = ProjectionRunner(self.store, self.views)
+        self.actor = actor or os_user()
+
+    @property
+    def actor(self) -> str:
+        """Who the events stored through this ledger name, unless a context says otherwise."""
+        return self._mapper().default_actor or os_user()
+
+    @actor.setter
+    def actor(self, name: str) -> None:
+        self._mapper().default_actor = checked_actor(name, "actor")
+
+    def _mapper(self) -> ActorMapper:
+        mapper = self.store.mapper
+        assert isinstance(mapper, ActorMapper)
+        return mapper
 
     def close(self) -> None:
         self.store.close()
@@ -96,6 +115,19 @@ class Ledger:
         latest = register.latest()
         assert latest is not None
         return latest, changed
+
+    def adoption_impact(self, path: Path, at: datetime, now: datetime) -> Impact | None:
+        """What adopting the policy file from `at` would make due at once (a sweep at `now`);
+        None if it is the policy already in force. Writes nothing."""
+        policy = load_policy(path)
+        register = self.store.get_register() or PolicyRegister()
+        current = register.latest()
+        if current is not None and current.content_hash == policy.content_hash:
+            return None
+        adoption = Adoption(len(register.adoptions) + 1, policy.id, policy.version,
+                            policy.content_hash, at, policy.to_document())
+        self.projections.catch_up()
+        return adoption_impact(self.store, self.views, policy, adoption, now)
 
     def sweep(self, at: datetime, now: datetime, dry_run: bool = False,
               on_item: Callable[[str, dict[str, Any]], None] | None = None) -> SweepReport:
@@ -197,7 +229,12 @@ class Ledger:
         keys = self.vault.destroyed(k for e in subject.erasures if e.ref == request
                                     for k in e.key_ids)
         stored = self.store.recorder.select_events(subject.id)
-        return deletion_certificate(subject, request, case, keys, stored, now)
+        steps = timeline(self.store.events.get(case.id)) if case else []
+        steps += timeline(e for e in self.store.events.get(subject.id)
+                          if request in (getattr(e, "request", None), getattr(e, "by", None),
+                                         getattr(e, "erasure", None)))
+        steps.sort(key=lambda s: (s["recorded_at"] or "", s["at"] or ""))
+        return deletion_certificate(subject, request, case, keys, stored, now, steps)
 
     def requests(self, now: datetime, overdue_only: bool = False,
                  due_within: int | None = None) -> list[dict[str, Any]]:
@@ -309,16 +346,23 @@ class Ledger:
         register = self.store.get_register()
         adoption = register.in_force_or_none(as_of) if register is not None else None
         policy = policy_from_document(adoption.document) if adoption else None
+        deadlines, timelines = self._requests_as_of(subject, as_of)
         return access_document(subject, as_of, policy, adoption, self.open_sealed,
-                               self.open_note, self._deadlines(subject, as_of))
+                               self.open_note, deadlines, timelines)
 
-    def _deadlines(self, subject: DataSubject, as_of: datetime) -> dict[str, str | None]:
+    def _requests_as_of(self, subject: DataSubject, as_of: datetime
+                        ) -> tuple[dict[str, str | None], dict[str, list[dict[str, Any]]]]:
+        """Each request's statutory deadline as known at `as_of`, and its steps by then
+        (when, recorded when, by whom)."""
         deadlines: dict[str, str | None] = {}
+        timelines: dict[str, list[dict[str, Any]]] = {}
         for request in subject.requests:
-            case = self.store.get_request_case(RequestCase.create_id(request, subject.reference))
+            case_id = RequestCase.create_id(request, subject.reference)
+            case = self.store.get_request_case(case_id)
             due = case.deadline_as_known_at(as_of) if case else None
             deadlines[request] = due.isoformat() if due else None
-        return deadlines
+            timelines[request] = timeline(self.store.events.get(case_id), as_of) if case else []
+        return deadlines, timelines
 
     def history(self, reference: str) -> list[dict[str, Any]]:
         """The subject's event timeline: what happened, when, in stored order."""
@@ -330,7 +374,9 @@ class Ledger:
                 "version": attrs.pop("originator_version"),
                 "event": type(domain_event).__name__,
                 "recorded_at": attrs.pop("timestamp").isoformat(),
+                "actor": actor_of(domain_event),
             }
+            attrs.pop("actor", None)
             attrs.pop("originator_id", None)
             for name, value in attrs.items():
                 if name in ("values", "reason") and isinstance(value, str) and "." in value:

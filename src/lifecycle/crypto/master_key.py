@@ -15,7 +15,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lifecycle.errors import ConfigurationError
 from lifecycle.logs import get_logger
-from lifecycle.settings import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, Settings
+from lifecycle.settings import (
+    ALLOW_OPEN_KEY_ENV,
+    MASTER_KEY_ENV,
+    MASTER_KEY_FILE_ENV,
+    Settings,
+)
 
 KEY_BYTES = 32
 log = get_logger("lifecycle.master_key")
@@ -46,20 +51,27 @@ def given_master_key(settings: Settings) -> tuple[bytes, str] | None:
         reason = error.strerror if isinstance(error, OSError) else "not text"
         raise ConfigurationError(f"{where}: cannot be read ({reason})") from None
     key = _decode(text, where)
-    warn_if_open(path)
+    refuse_if_open(path, settings.allow_open_key, where)
     return key, where
 
 
-def warn_if_open(path: Path) -> None:
-    """One warning line (the file, its mode and the fix, never the key) when the key file
-    grants group or others any permission."""
+def refuse_if_open(path: Path, allowed: bool, where: str) -> None:
+    """A key file that grants group or others any permission is refused (one line: the
+    file, its mode and the fix, never the key), unless LIFECYCLE_ALLOW_OPEN_KEY=1, which
+    turns the refusal into a warning. For the master key and any other key file."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError:
         return
-    if mode & 0o077:
-        log.warning("master_key.file_not_private", file=str(path), mode=f"{mode:04o}",
-                    fix=f"chmod 600 {path}")
+    if not mode & 0o077:
+        return
+    if allowed:
+        log.warning("key_file.not_private", file=str(path), mode=f"{mode:04o}",
+                    fix=f"chmod 600 {path}", allowed_by=f"{ALLOW_OPEN_KEY_ENV}=1")
+        return
+    raise ConfigurationError(
+        f"{where}: mode {mode:04o} lets group or others at the key; fix it with "
+        f"chmod 600 {path} (or set {ALLOW_OPEN_KEY_ENV}=1 to accept it)")
 
 
 def create_master_key(settings: Settings) -> bytes:

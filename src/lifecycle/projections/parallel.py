@@ -221,7 +221,7 @@ def _scratch_files(views: sa.Engine, count: int,
     try:
         with _claimed(_folder_lease(folder), folder.name):
             try:
-                folder.mkdir()
+                folder.mkdir(mode=0o700)  # the read models are the owner's only
                 scratches = [_Scratch(views.url, f"share_{k}", folder / f"share-{k}.sqlite",
                                       tuple(view_tables)) for k in range(count)]
                 for scratch in scratches:
