@@ -33,6 +33,8 @@ ACCESS = "SAR-7"
 def request_facts() -> list[dict[str, Any]]:
     """member:7 with a record, an access request answered, and an erasure request."""
     return [
+        fact("consent-given", "member:7", "2024-01-10T09:00:00+00:00",
+             purpose="surveys-feedback", method="survey-form"),
         collected("member:7", "2024-01-10T09:00:00+00:00", "profile",
                   {"email": "olwen.pryce@example.org"}, purpose="surveys-feedback", category="feedback"),
         fact("access-requested", "member:7", "2024-02-01T09:00:00+00:00", request=ACCESS),
@@ -107,11 +109,11 @@ def test_a_context_actor_beats_the_ledger_default(backend: Settings) -> None:
     """A service sets the signed-in user per request (`acting_as`); events stored in that
     context name them, and the ledger's default names the others."""
     with Ledger(backend, actor="batch-job") as ledger:
-        ledger.ingest(lines(request_facts()[:1]), NOW)
+        ledger.ingest(lines(request_facts()[:2]), NOW)
         with acting_as("web:alice@controller.example"):
-            ledger.ingest(lines(request_facts()[1:2]), NOW)
+            ledger.ingest(lines(request_facts()[2:3]), NOW)
         actors = [e["actor"] for e in ledger.history("member:7")]
-    assert actors == ["batch-job", "batch-job", "web:alice@controller.example"]
+    assert actors == ["batch-job", "batch-job", "batch-job", "web:alice@controller.example"]
 
 
 def test_events_stored_before_actors_read_unknown_and_still_decode(
@@ -201,6 +203,6 @@ def test_the_actor_is_in_the_stored_event_so_the_chain_covers_it(backend: Settin
     """The actor is part of the stored state (so the audit chain's digest covers it), not
     a side table: the raw stored event holds it."""
     with Ledger(backend, actor="clerk-42") as ledger:
-        ledger.ingest(lines(request_facts()[:1]), datetime(2025, 1, 1, tzinfo=UTC))
+        ledger.ingest(lines(request_facts()[:2]), datetime(2025, 1, 1, tzinfo=UTC))
         stored = ledger.store.recorder.select_events(DataSubject.create_id("member:7"))
     assert stored and all(b'"actor":"clerk-42"' in bytes(e.state) for e in stored)

@@ -36,7 +36,10 @@ def policy_variant(tmp_path: Path, name: str, keep_for: str, window: bool) -> Pa
 
 
 def survey_facts(respondents: int, collected_at: str) -> list[dict[str, Any]]:
-    facts = [collected(f"respondent:{n}", collected_at, "survey", {"answer": f"idea {n}"},
+    consents = [fact("consent-given", f"respondent:{n}", collected_at,
+                     purpose="surveys-feedback", method="survey-form")
+                for n in range(respondents)]
+    facts = consents + [collected(f"respondent:{n}", collected_at, "survey", {"answer": f"idea {n}"},
                        purpose="surveys-feedback", category="feedback")
              for n in range(respondents)]
     facts.append(fact("legal-hold-placed", "respondent:0", collected_at, hold="claim-1", reason="litigation",
