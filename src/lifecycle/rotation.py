@@ -24,7 +24,7 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
@@ -194,6 +194,20 @@ def final_in_backups(epochs: tuple[EpochRow, ...], destroyed_at: datetime) -> da
             return previous.retired_at
         return None
     return None
+
+
+def final_in_backups_of(vault: KeyVault, destroyed: dict[str, dict[str, Any]]
+                        ) -> str | None:
+    """For a certificate: from when every key it names is destroyed in every copy (the
+    `destroyed` mapping of `KeyVault.destroyed`); None while any is not (yet)."""
+    times = [v.get("destroyed_at") for v in destroyed.values()]
+    if not times or any(t is None for t in times):
+        return None
+    latest = max(datetime.fromisoformat(str(t)) for t in times)
+    if latest.tzinfo is None:
+        latest = latest.replace(tzinfo=UTC)
+    final = final_in_backups(vault.epochs(), latest)
+    return final.isoformat() if final else None
 
 
 def epoch_status(vault: KeyVault, now: datetime) -> dict[str, Any]:

@@ -83,6 +83,17 @@ vault_secrets = sa.Table(
     sa.Column("wrapped", sa.LargeBinary, nullable=False),
 )
 SECRET_NAMES = ("suppression-hash", "fact-digest")
+# Each `lifecycle backup`, with the epoch it was taken in (status warns when the newest
+# predates the current epoch: it would open no personal value).
+backups = sa.Table(
+    "lifecycle_backups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("place", sa.String(500), nullable=False),
+    sa.Column("backend", sa.String(20), nullable=False),
+)
 # Keys an erasure decided on, written before the events that record it are saved and
 # removed when the keys are destroyed after the save: a run killed in between leaves
 # them here for the next run to finish (`lifecycle.shredding.finish_interrupted`).
@@ -316,6 +327,7 @@ class KeyVault:
         self._hash_key = derive_key(master_key, "suppression-hash")
         self._digest_key = derive_key(master_key, "fact-digest")
         self._secrets: dict[str, bytes] = {}  # pending keys' raw secrets, until flushed
+        self._retired: set[int] = set()  # epochs whose key is destroyed: their keys too
         self._active: dict[tuple[str, str], str] = {}
         self._slot_of: dict[str, tuple[str, str]] = {}  # key id -> its (subject, scope)
         self._ciphers: dict[str, AESGCM] = {}
@@ -340,6 +352,8 @@ class KeyVault:
                     .order_by(data_keys.c.created_at)
                 )
                 for key_id, subject_id, scope, wrapped, epoch in rows:
+                    if epoch in self._retired:
+                        continue  # opens nothing (a restored backup of a retired epoch)
                     self._remember(subject_id, scope, key_id)
                     self._ciphers[key_id] = AESGCM(self._unwrap(key_id, wrapped, epoch))
             self._preloaded.update(wanted)
@@ -535,9 +549,12 @@ class KeyVault:
             pass  # recorded by another process meanwhile
 
     def load_secrets(self) -> None:
-        """The keyed-hash and fact-digest keys, once a rotation has stored them wrapped."""
+        """The keyed-hash and fact-digest keys, once a rotation has stored them wrapped;
+        and which epochs are retired."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(vault_secrets)).all()
+            self._retired = set(conn.execute(sa.select(key_epochs.c.epoch).where(
+                key_epochs.c.state == RETIRED)).scalars())
         for row in rows:
             secret = self._unwrap(f"secret:{row.name}", row.wrapped, row.epoch)
             if row.name == "suppression-hash":
@@ -638,6 +655,17 @@ class KeyVault:
         first = sa.func.min(data_keys.c.created_at, type_=data_keys.c.created_at.type)
         with self.engine.connect() as conn:
             return as_utc(conn.execute(sa.select(first)).scalar())
+
+    def newest_backup(self) -> tuple[datetime, int, str] | None:
+        """When the newest `lifecycle backup` was taken, its epoch and where it went."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(backups).order_by(backups.c.taken_at.desc())
+                               .limit(1)).first()
+        if row is None:
+            return None
+        taken = as_utc(row.taken_at)
+        assert taken is not None
+        return taken, int(row.epoch), str(row.place)
 
     def destroyed_since(self, since: datetime | None) -> tuple[int, datetime | None]:
         """How many keys were destroyed at or after `since` (all, if None), and the oldest
@@ -761,7 +789,7 @@ class KeyVault:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(data_keys.c.wrapped, data_keys.c.epoch)
                                .where(data_keys.c.key_id == key_id)).first()
-        if row is None or row.wrapped is None:
+        if row is None or row.wrapped is None or row.epoch in self._retired:
             self._destroyed.add(key_id)
             raise KeyDestroyed(f"data key {key_id} was destroyed")
         cipher = AESGCM(self._unwrap(key_id, row.wrapped, row.epoch))
