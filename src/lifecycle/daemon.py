@@ -17,6 +17,10 @@ audit chain; the others log each tick with `swept: false, lease: "held-elsewhere
 projection lag they see, and take over at their next tick once the holder is gone (its
 lease dies with its process or session, even under SIGKILL). Idempotent sweeps remain the
 backstop.
+
+The lease holder also keeps erasures final in copies: each tick vacuums the vault table
+on PostgreSQL (`KeyVault.reclaim`), and rotates the master key when the `[keys]` policy
+says so (`lifecycle.key_policy`) or a rotation is under way, under the rotation lease too.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS
 from lifecycle.audit import AuditChain
+from lifecycle.key_policy import KeyPolicy, load_key_policy
 from lifecycle.lease import Lease, lease_for
 from lifecycle.ledger import Ledger
 from lifecycle.logs import get_logger
+from lifecycle.rotation import RotationBusy, default_actor, epoch_status, rotate
 
 log = get_logger("lifecycle.daemon")
 
@@ -58,8 +64,11 @@ class _SchedulerLogs(logging.Handler):
 class Daemon:
     def __init__(self, ledger: Ledger, interval_seconds: float,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 lease: Lease | None = None, due_soon_days: int = DUE_SOON_DAYS) -> None:
+                 lease: Lease | None = None, due_soon_days: int = DUE_SOON_DAYS,
+                 key_policy: KeyPolicy | None = None) -> None:
         self.ledger = ledger
+        self.key_policy = (key_policy if key_policy is not None
+                           else load_key_policy(ledger.settings.home))
         self.due_soon_days = due_soon_days
         self.lease = lease if lease is not None else lease_for(ledger.settings)
         # A Daemon dropped without run() or close() (ticked by hand) still gives its lease
@@ -105,9 +114,12 @@ class Daemon:
             report = self.ledger.sweep(now, now)
             chain = AuditChain(self.ledger.store, self.ledger.views)
             chained = chain.catch_up(now)
+            rotated = self._rotate_if_due(now)
+            self.ledger.vault.reclaim()
             lag = max((st.lag for st in self.ledger.projections.status()), default=0)
             self.ticks += 1
             summary = {"at": now.isoformat(), "swept": True, "lease": "held",
+                       "rotated_to_epoch": rotated,
                        "events_projected": caught_up,
                        "erased": len(report.erased), "reviews": len(report.reviews),
                        "paused": len(report.paused), "projection_lag": lag,
@@ -116,6 +128,25 @@ class Daemon:
                        "requests_overdue": flags["overdue"]}
             log.info("daemon.tick", **summary)
             return summary
+
+    def _rotate_if_due(self, now: datetime) -> int | None:
+        """Rotates the master key when the policy says so; the new epoch, or None."""
+        keys = epoch_status(self.ledger.vault, now)
+        since = datetime.fromisoformat(keys["since"]) if keys["since"] else None
+        reason = self.key_policy.due(since, keys["unsealed_erasures"],
+                                     keys["rotation_under_way"], now)
+        if reason is None:
+            return None
+        try:
+            report = rotate(self.ledger.settings, self.ledger.vault, self.ledger.store, now,
+                            f"daemon ({default_actor()})")
+        except RotationBusy:
+            log.info("daemon.rotation", state="running-elsewhere", reason=reason)
+            return None
+        log.info("daemon.rotation", state="done", reason=reason, old_epoch=report.old_epoch,
+                 new_epoch=report.new_epoch, rewrapped=report.rewrapped,
+                 operator_key_to_retire=report.operator_key)
+        return report.new_epoch
 
     def log_first_sweep(self) -> None:
         """Says, before the first tick, what a sweep now would erase (a dry run): a fresh
