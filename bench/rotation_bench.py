@@ -37,8 +37,10 @@ from lifecycle.ledger import Ledger
 from lifecycle.rotation import rotate
 from lifecycle.settings import Settings
 
+BATCH = 5000
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
+TARGET = 0.3
 
 
 def fill(ledger: Ledger, count: int) -> list[tuple[str, bytes]]:
@@ -75,6 +77,21 @@ def bare(master_key: bytes, pairs: list[tuple[str, bytes]]) -> float:
     return time.perf_counter() - started
 
 
+def measure(settings: Settings, count: int, batch: int) -> dict[str, Any]:
+    """Fills an empty store with `count` keys, then times the bare pass and the rotation."""
+    with Ledger(settings) as ledger:
+        pairs = fill(ledger, count)
+        baseline = bare(ledger.vault.epoch_key(0), pairs)
+        started = time.perf_counter()
+        report = rotate(settings, ledger.vault, ledger.store, NOW, "bench", batch)
+        elapsed = time.perf_counter() - started
+        assert report.rewrapped == count, report
+    bare_rate, rate = count / baseline, count / elapsed
+    return {"keys": count, "batch": batch, "bare_keys_per_s": round(bare_rate),
+            "rotation_keys_per_s": round(rate), "ratio": round(rate / bare_rate, 3),
+            "target": TARGET}
+
+
 def run_backend(name: str, count: int, batch: int, postgres_url: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lifecycle-rotation-bench-") as tmp:
         home = Path(tmp) / "home"
@@ -88,28 +105,18 @@ def run_backend(name: str, count: int, batch: int, postgres_url: str) -> dict[st
         settings = Settings(home=home, database_url=url, master_key=None,
                             master_key_file=home / "master.key")
         try:
-            with Ledger(settings) as ledger:
-                pairs = fill(ledger, count)
-                baseline = bare(ledger.vault.epoch_key(0), pairs)
-                started = time.perf_counter()
-                report = rotate(settings, ledger.vault, ledger.store, NOW, "bench", batch)
-                elapsed = time.perf_counter() - started
-                assert report.rewrapped == count, report
+            return {"backend": name, **measure(settings, count, batch)}
         finally:
             if database is not None:
                 with psycopg.connect(postgres_url, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    bare_rate, rate = count / baseline, count / elapsed
-    return {"backend": name, "keys": count, "batch": batch,
-            "bare_keys_per_s": round(bare_rate), "rotation_keys_per_s": round(rate),
-            "ratio": round(rate / bare_rate, 3), "target": 0.3}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--by-hand", action="store_true", help="1,000,000 keys")
-    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--postgres-url", default=DEFAULT_URL)
     args = parser.parse_args(argv)
