@@ -6,6 +6,8 @@ Every test runs on SQLite and on PostgreSQL, through real `lifecycle` processes.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +136,42 @@ def test_status_and_certificate_say_when_an_erasure_is_final_in_backups(
     assert cert["final_in_backups_from"] == rotated["at"]
     text = lifecycle(live, "certificate", "ER-ep").stdout
     assert f"final in backups from {rotated['at']}" in text
+
+
+@pytest.mark.parametrize("supplied", ["variable", "command"])
+def test_a_key_the_operator_supplies_is_named_to_retire_and_refused_once_retired(
+        backend: Settings, tmp_path: Path, supplied: str) -> None:
+    """With the key given by LIFECYCLE_MASTER_KEY or LIFECYCLE_MASTER_KEY_COMMAND, a
+    rotation names that place as the operator's to retire; the retired key given again is
+    refused in one line naming its epoch, and the key file lifecycle now keeps opens."""
+    import base64
+    import os
+
+    from tests.processes import env_for
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    env = env_for(backend)
+    if supplied == "variable":
+        env["LIFECYCLE_MASTER_KEY"], place = key, "LIFECYCLE_MASTER_KEY"
+    else:
+        key_source = tmp_path / "operator.key"
+        key_source.write_text(key + "\n")
+        env["LIFECYCLE_MASTER_KEY_COMMAND"] = f"cat {key_source}"
+        place = "LIFECYCLE_MASTER_KEY_COMMAND"
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env,
+                              input=stdin, capture_output=True, text=True, timeout=120)
+
+    assert run("ingest", "-", stdin="\n".join(lines(facts())) + "\n").returncode == 0
+    rotated = run("keys", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    assert f"unset {place}" in rotated.stdout and "retired epoch 0" in rotated.stdout
+    refused = run("status")
+    assert refused.returncode == 2
+    assert "epoch 0, retired by a key rotation" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and key not in refused.stderr
+    del env[place]
+    shown = run("subject", "show", KEPT, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["records"][0]["data"] == KEPT_VALUES

@@ -18,7 +18,6 @@ import click
 from lifecycle.crypto.vault import KeyVault
 from lifecycle.logs import get_logger
 from lifecycle.rotation import epoch_status
-from lifecycle.settings import MASTER_KEY_ENV
 
 log = get_logger("lifecycle.keys")
 
@@ -93,8 +92,8 @@ def keys_rotate(actor: str | None, batch: int, as_json: bool) -> None:
     if report.operator_key:
         click.echo(f"the old key you supply in {report.operator_key} is the key of retired "
                    f"epoch {report.old_epoch} (fingerprint {report.old_fingerprint}): retire "
-                   f"it (unset {MASTER_KEY_ENV}, delete it wherever you keep it); lifecycle "
-                   f"now opens with the key in {key_file}")
+                   f"it (unset {report.operator_key}, delete the key wherever you keep it); "
+                   f"lifecycle now opens with the key in {key_file}")
 
 
 @click.command()

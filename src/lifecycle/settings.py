@@ -13,6 +13,7 @@ HOME_ENV = "LIFECYCLE_HOME"
 DATABASE_URL_ENV = "LIFECYCLE_DATABASE_URL"
 MASTER_KEY_ENV = "LIFECYCLE_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "LIFECYCLE_MASTER_KEY_FILE"
+MASTER_KEY_COMMAND_ENV = "LIFECYCLE_MASTER_KEY_COMMAND"
 DEFAULT_HOME = "./lifecycle-data"
 # The SQLite files of a home's store, with the journal and WAL files that come and go.
 STORE_FILES = tuple(f"{name}{suffix}" for name in ("events.sqlite", "keys.sqlite", "views.sqlite")
@@ -25,6 +26,8 @@ class Settings:
     database_url: str | None
     master_key: str | None
     master_key_file: Path
+    # A command that prints the master key (base64), run when no key is in the environment.
+    master_key_command: str | None = None
 
     @property
     def events_path(self) -> Path:
@@ -129,4 +132,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
         raise ConfigurationError(f"{DATABASE_URL_ENV} must be a postgresql:// URL")
     key_file = Path(env.get(MASTER_KEY_FILE_ENV) or home / "master.key")
-    return Settings(home, url, env.get(MASTER_KEY_ENV) or None, key_file)
+    return Settings(home, url, env.get(MASTER_KEY_ENV) or None, key_file,
+                    env.get(MASTER_KEY_COMMAND_ENV) or None)

@@ -5,7 +5,8 @@ A rotation writes its new key to a file beside the key file (`<key file>.next`, 
 key for the next run. Once every live data key is re-wrapped and the rotation recorded,
 `install_next_key` moves the new key over the key file in one rename and overwrites the
 old key's bytes: the old epoch's key is then gone from wherever lifecycle keeps it. A key
-the operator supplies (LIFECYCLE_MASTER_KEY) is the operator's to retire.
+the operator supplies (LIFECYCLE_MASTER_KEY, or LIFECYCLE_MASTER_KEY_COMMAND, which
+prints it) is the operator's to retire.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import base64
 import os
 from pathlib import Path
 
-from lifecycle.crypto.master_key import KEY_BYTES, key_check_value
+from lifecycle.crypto.master_key import KEY_BYTES, command_key, key_check_value
 from lifecycle.errors import ConfigurationError
-from lifecycle.settings import MASTER_KEY_ENV, Settings
+from lifecycle.settings import MASTER_KEY_COMMAND_ENV, MASTER_KEY_ENV, Settings
 
 
 def next_key_path(settings: Settings) -> Path:
@@ -35,6 +36,11 @@ def _read_key(path: Path) -> bytes | None:
 
 def _given_env_key(settings: Settings) -> bytes | None:
     if not settings.master_key:
+        if settings.master_key_command:
+            try:
+                return command_key(settings.master_key_command)
+            except ConfigurationError:
+                return None
         return None
     try:
         key = base64.b64decode(settings.master_key.strip(), validate=True)
@@ -117,4 +123,6 @@ def install_next_key(settings: Settings, new_check: str) -> bool:
 
 def operator_key_source(settings: Settings) -> str | None:
     """The name of the place an operator supplies the key from (None: the key file)."""
-    return MASTER_KEY_ENV if settings.master_key else None
+    if settings.master_key:
+        return MASTER_KEY_ENV
+    return MASTER_KEY_COMMAND_ENV if settings.master_key_command else None
