@@ -13,6 +13,13 @@ wrapped under epoch 0 as the vault wraps them. Then, in one process:
   rotation  `lifecycle.rotation.rotate` with the given batch: every key re-wrapped in
             batches, the rotation recorded, the old key destroyed, keys/s (wall time).
 Target: rotation >= 0.3 x baseline. The table is also printed as JSON.
+
+    PYTHONPATH=src python -m bench.rotation_bench --with-ingest [--keys 200000] [--facts 4000]
+
+measures instead `Ledger.ingest` of --facts facts (new subjects, one key each) idle, then
+again while a `lifecycle keys rotate` process re-wraps the --keys keys (timed from the
+rotation's switch), facts/s each; target: during >= 0.5 x idle. It says whether the
+rotation outlasted the ingest (if not, raise --keys).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,6 +120,45 @@ def run_backend(name: str, count: int, batch: int, postgres_url: str) -> dict[st
                     conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+def facts(start: int, stop: int) -> list[str]:
+    return [json.dumps({"id": f"bench-{n}", "type": "collected", "subject": f"bench:{n}",
+                        "at": "2024-01-01T09:00:00+00:00", "record": "rec-1",
+                        "category": "contact", "purpose": "direct-marketing",
+                        "basis": "consent", "source": "data-subject",
+                        "data": {"name": f"Bench {n}"}}) for n in range(start, stop)]
+
+
+def ingest_during_rotation(settings: Settings, count: int, batch: int,
+                           fact_count: int) -> dict[str, Any]:
+    """Ingest of `fact_count` facts idle, then again (new subjects) while a `keys rotate`
+    process re-wraps `count` keys: facts/s each, and whether the rotation outlasted it."""
+    env = {**os.environ, "LIFECYCLE_HOME": str(settings.home)}
+    env.pop("LIFECYCLE_MASTER_KEY", None)
+    if settings.database_url:
+        env["LIFECYCLE_DATABASE_URL"] = settings.database_url
+    with Ledger(settings) as ledger:
+        fill(ledger, count)
+        ledger.ingest(facts(0, 200), NOW)  # warm: imports, caches
+        started = time.perf_counter()
+        ledger.ingest(facts(200, 200 + fact_count), NOW)
+        idle = time.perf_counter() - started
+        rotation = subprocess.Popen([sys.executable, "-m", "lifecycle", "keys", "rotate",
+                                     "--batch", str(batch)], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while ledger.vault.live_keys_under(1) == 0 and rotation.poll() is None:
+            time.sleep(0.01)  # the rotation's switch: its batches have begun
+        started = time.perf_counter()
+        ledger.ingest(facts(200 + fact_count, 200 + 2 * fact_count), NOW)
+        during = time.perf_counter() - started
+        overlapped = rotation.poll() is None
+        assert rotation.wait(timeout=3600) == 0
+    idle_rate, during_rate = fact_count / idle, fact_count / during
+    return {"facts": fact_count, "idle_facts_per_s": round(idle_rate),
+            "during_rotation_facts_per_s": round(during_rate),
+            "ratio": round(during_rate / idle_rate, 3), "rotation_outlasted_ingest": overlapped,
+            "target": 0.5}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keys", type=int, default=100_000)
@@ -119,8 +166,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--postgres-url", default=DEFAULT_URL)
+    parser.add_argument("--with-ingest", action="store_true",
+                        help="instead: ingest facts/s idle and during a rotation of --keys")
+    parser.add_argument("--facts", type=int, default=4000)
     args = parser.parse_args(argv)
     count = 1_000_000 if args.by_hand else args.keys
+    if args.with_ingest:
+        for name in args.backends.split(","):
+            with tempfile.TemporaryDirectory(prefix="lifecycle-rotation-bench-") as tmp:
+                home = Path(tmp) / "home"
+                url, database = None, None
+                if name == "postgres":
+                    database = f"lifecycle_bench_{uuid.uuid4().hex[:10]}"
+                    with psycopg.connect(args.postgres_url, autocommit=True) as conn:
+                        conn.execute(f'CREATE DATABASE "{database}"')
+                    url = f"{args.postgres_url.rsplit('/', 1)[0]}/{database}"
+                settings = Settings(home=home, database_url=url, master_key=None,
+                                    master_key_file=home / "master.key")
+                try:
+                    print(json.dumps({"backend": name, **ingest_during_rotation(
+                        settings, count, args.batch, args.facts)}))
+                finally:
+                    if database is not None:
+                        with psycopg.connect(args.postgres_url, autocommit=True) as conn:
+                            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        return 0
     results = [run_backend(b, count, args.batch, args.postgres_url)
                for b in args.backends.split(",")]
     print(f"{'backend':10} {'keys':>9} {'bare keys/s':>12} {'rotate keys/s':>14} {'ratio':>6}")

@@ -653,8 +653,10 @@ class KeyVault:
                 cursor.execute(
                     f"UPDATE {data_keys.name} AS d SET wrapped = u.w, epoch = %s "
                     "FROM unnest(%b::text[], %b::bytea[]) AS u(k, w) "
-                    "WHERE d.key_id = u.k AND d.epoch = %s AND d.destroyed_at IS NULL",
-                    (new, [r[1] for r in rows], wrapped, old))
+                    "WHERE d.key_id = u.k AND d.epoch = %s AND d.destroyed_at IS NULL "
+                    "AND d.ctid >= format('(%%s,0)', %s::bigint)::tid "
+                    "AND d.ctid < format('(%%s,0)', %s::bigint)::tid",
+                    (new, [r[1] for r in rows], wrapped, old, first, first + pages))
             done = int(cursor.rowcount)
             cursor.close()
             conn.execute(key_epochs.update().where(key_epochs.c.epoch == new)
