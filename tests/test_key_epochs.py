@@ -136,6 +136,15 @@ def test_status_and_certificate_say_when_an_erasure_is_final_in_backups(
     assert cert["final_in_backups_from"] == rotated["at"]
     text = lifecycle(live, "certificate", "ER-ep").stdout
     assert f"final in backups from {rotated['at']}" in text
+    # An erasure dated before the rotation but carried out after it is not final yet:
+    # copies taken since the rotation hold its key under the current epoch.
+    ingest(live, [fact("erasure-requested", KEPT, "2024-02-01T09:00:00+00:00",
+                       request="ER-late", id="ep-4")])
+    keys = json_of(lifecycle(live, "status", "--json"))["keys"]
+    assert keys["unsealed_erasures"] >= 1
+    assert json_of(lifecycle(live, "certificate", "ER-late", "--json"))[
+        "final_in_backups_from"] is None
+    assert "not yet final in backups" in lifecycle(live, "certificate", "ER-late").stdout
 
 
 @pytest.mark.parametrize("supplied", ["variable", "command"])

@@ -40,6 +40,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS
 from lifecycle.audit import AuditChain
+from lifecycle.crypto.vault import RETIRING
 from lifecycle.key_policy import KeyPolicy, load_key_policy
 from lifecycle.lease import Lease, lease_for
 from lifecycle.ledger import Ledger
@@ -131,6 +132,10 @@ class Daemon:
 
     def _rotate_if_due(self, now: datetime) -> int | None:
         """Rotates the master key when the policy says so; the new epoch, or None."""
+        policy = self.key_policy
+        if policy.rotate_every is None and policy.rotate_after_erasures is None and not any(
+                e.state == RETIRING for e in self.ledger.vault.epochs()):
+            return None  # no policy and nothing to finish: skip counting erasures
         keys = epoch_status(self.ledger.vault, now)
         since = datetime.fromisoformat(keys["since"]) if keys["since"] else None
         reason = self.key_policy.due(since, keys["unsealed_erasures"],

@@ -40,9 +40,9 @@ def render_key_status(keys: dict[str, Any]) -> list[str]:
              + ("; a rotation is under way (run `lifecycle keys rotate` to finish it)"
                 if keys["rotation_under_way"] else "")]
     if keys["unsealed_erasures"]:
-        lines.append(f"erasures not yet final in backups: {keys['unsealed_erasures']} keys "
-                     f"destroyed since {keys['oldest_unsealed_erasure']} (final once the "
-                     "next key rotation completes)")
+        lines.append(f"erasures not yet final in backups: {keys['unsealed_erasures']} "
+                     f"destroyed keys, the oldest erased at {keys['oldest_unsealed_erasure']} "
+                     "(final once the next key rotation completes)")
     else:
         lines.append("erasures not yet final in backups: none")
     backup = keys["newest_backup"]

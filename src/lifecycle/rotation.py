@@ -24,7 +24,7 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
@@ -171,53 +171,31 @@ def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datet
 
 
 # -- when erasures hold in every copy ----------------------------------------------------
-
-def sealed_until(epochs: tuple[EpochRow, ...]) -> datetime | None:
-    """Keys destroyed before this time are destroyed in every copy: the start of the
-    newest rotation that is complete (None: no rotation completed)."""
-    retired = {e.epoch for e in epochs if e.state == RETIRED}
-    starts = [e.created_at for e in epochs if e.epoch - 1 in retired and e.created_at]
-    return max(starts, default=None)
-
-
-def final_in_backups(epochs: tuple[EpochRow, ...], destroyed_at: datetime) -> datetime | None:
-    """When a key destroyed at `destroyed_at` became destroyed in every copy (backups,
-    WAL, snapshots): when the first rotation begun after it retired the epoch before it.
-    None: not yet (no such rotation has completed)."""
-    by_epoch = {e.epoch: e for e in epochs}
-    for epoch in sorted(by_epoch):
-        row = by_epoch[epoch]
-        if row.created_at is None or row.created_at <= destroyed_at:
-            continue
-        previous = by_epoch.get(epoch - 1)
-        if previous is not None and previous.state == RETIRED:
-            return previous.retired_at
-        return None
-    return None
-
+#
+# A destroyed key keeps the epoch it was last wrapped under: every copy taken while it was
+# live holds it under that epoch or an earlier one, so its erasure is final in every copy
+# once that epoch is retired (no clock is compared: erasure times are fact times).
 
 def final_in_backups_of(vault: KeyVault, destroyed: dict[str, dict[str, Any]]
                         ) -> str | None:
-    """For a certificate: from when every key it names is destroyed in every copy (the
-    `destroyed` mapping of `KeyVault.destroyed`); None while any is not (yet)."""
-    times = [v.get("destroyed_at") for v in destroyed.values()]
-    if not times or any(t is None for t in times):
+    """For a certificate: from when every key it names (the `destroyed` mapping of
+    `KeyVault.destroyed`) is destroyed in every copy; None while any is not (yet)."""
+    if not destroyed or any(v.get("destroyed_at") is None for v in destroyed.values()):
         return None
-    latest = max(datetime.fromisoformat(str(t)) for t in times)
-    if latest.tzinfo is None:
-        latest = latest.replace(tzinfo=UTC)
-    final = final_in_backups(vault.epochs(), latest)
-    return final.isoformat() if final else None
+    retired = {e.epoch: e.retired_at for e in vault.epochs() if e.state == RETIRED}
+    finals = [retired.get(epoch) for epoch in vault.epochs_of(destroyed).values()]
+    if not finals or any(f is None for f in finals):
+        return None
+    return max(f for f in finals if f is not None).isoformat()
 
 
 def epoch_status(vault: KeyVault, now: datetime) -> dict[str, Any]:
-    """The current epoch, its age, a rotation under way, and the erasures not yet sealed
-    by a rotation (still readable in a copy taken before them, with the old key)."""
+    """The current epoch, its age, a rotation under way, and the erasures not yet final in
+    copies (still readable in a copy taken before them, with a key not yet retired)."""
     epochs = vault.epochs()
     current = next((e for e in epochs if e.state == CURRENT), None)
     retiring = next((e for e in epochs if e.state == RETIRING), None)
-    since = sealed_until(epochs)
-    count, oldest = vault.destroyed_since(since)
+    count, oldest = vault.unsealed_destructions()
     started = current.created_at if current is not None else None
     if started is None:
         started = vault.first_key_at()
@@ -229,5 +207,4 @@ def epoch_status(vault: KeyVault, now: datetime) -> dict[str, Any]:
         "rotation_under_way": retiring is not None,
         "unsealed_erasures": count,
         "oldest_unsealed_erasure": oldest.isoformat() if oldest else None,
-        "sealed_until": since.isoformat() if since else None,
     }

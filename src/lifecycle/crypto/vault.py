@@ -710,17 +710,29 @@ class KeyVault:
         assert taken is not None
         return taken, int(row.epoch), str(row.place)
 
-    def destroyed_since(self, since: datetime | None) -> tuple[int, datetime | None]:
-        """How many keys were destroyed at or after `since` (all, if None), and the oldest
-        such destruction time."""
+    def unsealed_destructions(self) -> tuple[int, datetime | None]:
+        """How many destroyed keys were last wrapped under an epoch that is not retired
+        (a copy taken before they were destroyed still opens them with a live key), and
+        the oldest of their destruction times (the erasures' times)."""
         oldest_at = sa.func.min(data_keys.c.destroyed_at, type_=data_keys.c.destroyed_at.type)
-        query = sa.select(sa.func.count(), oldest_at).where(
-            data_keys.c.destroyed_at.is_not(None))
-        if since is not None:
-            query = query.where(data_keys.c.destroyed_at >= since)
+        retired = sa.select(key_epochs.c.epoch).where(key_epochs.c.state == RETIRED)
+        query = (sa.select(sa.func.count(), oldest_at)
+                 .where(data_keys.c.destroyed_at.is_not(None))
+                 .where(data_keys.c.epoch.not_in(retired)))
         with self.engine.connect() as conn:
             count, oldest = conn.execute(query).one()
         return int(count), as_utc(oldest)
+
+    def epochs_of(self, key_ids: Iterable[str]) -> dict[str, int]:
+        """The epoch each key was last wrapped under (for a destroyed key: when destroyed)."""
+        ids = list(set(key_ids))
+        found: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                found.update((k, int(e)) for k, e in conn.execute(
+                    sa.select(data_keys.c.key_id, data_keys.c.epoch)
+                    .where(data_keys.c.key_id.in_(ids[start:start + 500]))))
+        return found
 
     # -- fact ids -------------------------------------------------------------------
 
