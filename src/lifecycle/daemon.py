@@ -116,7 +116,7 @@ class Daemon:
             chain = AuditChain(self.ledger.store, self.ledger.views)
             chained = chain.catch_up(now)
             rotated = self._rotate_if_due(now)
-            self.ledger.vault.reclaim()
+            self.ledger.vault.reclaim(force=True)
             lag = max((st.lag for st in self.ledger.projections.status()), default=0)
             self.ticks += 1
             summary = {"at": now.isoformat(), "swept": True, "lease": "held",

@@ -162,7 +162,7 @@ def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datet
     destroyed = vault.retire_epoch(retiring.epoch, now)
     vault.forget_epoch_key(retiring.epoch)
     crash_point("rotate-retired")
-    vault.reclaim()
+    vault.reclaim(force=True)
     rotation = next(r for r in recorded_rotations(store) if r.new_epoch == current.epoch)
     return RotationReport(retiring.epoch, current.epoch, retiring.fingerprint,
                           current.fingerprint, resumed, rotation.rewrapped,

@@ -4,8 +4,9 @@
 2. the keys an erasure decided on are marked in the vault;
 3. the events recording the erasure are saved;
 4. the keys are destroyed and their marks removed;
-5. on PostgreSQL the vault table is vacuumed (outside any transaction), so its live
-   files stop holding the destroyed rows; SQLite zeroes them as they are freed.
+5. on PostgreSQL the vault table is vacuumed (outside any transaction; in a long sweep at
+   most every 2 s, and on every daemon tick), so its live files stop holding the
+   destroyed rows; SQLite zeroes them as they are freed.
 
 Killed after 2 and before 3, nothing was erased and nothing recorded: the mark is dropped
 later and re-running the same input erases. Killed after 3, the erasure is recorded and its

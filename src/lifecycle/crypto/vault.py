@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -126,6 +127,9 @@ _CLAIM_SQLITE = sa.text(
     "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
     "json_extract(value, '$[2]'), :now FROM json_each(:rows) WHERE true "
     "ON CONFLICT (fact_id) DO NOTHING RETURNING fact_id").bindparams(_CLAIMED_AT)
+# Batches of one long sweep vacuum the vault table at most this often (the daemon's tick
+# always does, so destroyed keys leave the live files within one tick).
+RECLAIM_EVERY_S = 2.0
 # PostgreSQL re-wraps a batch by pages: about this many key rows fit in one 8 kB page.
 ROWS_PER_PAGE = 50
 # A binding whose fact never reached its subject (its run was killed before saving) is
@@ -332,6 +336,7 @@ class KeyVault:
         self._digest_key = derive_key(master_key, "fact-digest")
         self._secrets: dict[str, bytes] = {}  # pending keys' raw secrets, until flushed
         self._retired: set[int] = set()  # epochs whose key is destroyed: their keys too
+        self._reclaimed_at = -RECLAIM_EVERY_S  # monotonic time of the last VACUUM
         self._active: dict[tuple[str, str], str] = {}
         self._slot_of: dict[str, tuple[str, str]] = {}  # key id -> its (subject, scope)
         self._ciphers: dict[str, AESGCM] = {}
@@ -684,12 +689,17 @@ class KeyVault:
         self._epoch_keys.pop(epoch, None)
         self._wrappers.pop(epoch, None)
 
-    def reclaim(self) -> None:
+    def reclaim(self, force: bool = False) -> None:
         """PostgreSQL: VACUUM the vault's data-key table (outside any transaction), so its
         live files stop holding the rows of destroyed or re-wrapped keys. SQLite needs
-        nothing: secure_delete zeroes freed space as it is freed."""
+        nothing: secure_delete zeroes freed space as it is freed. A long sweep's batches
+        vacuum at most once per RECLAIM_EVERY_S; `force` (a daemon tick, a rotation's end)
+        always does."""
         if self.engine.dialect.name != "postgresql":
             return
+        if not force and time.monotonic() - self._reclaimed_at < RECLAIM_EVERY_S:
+            return
+        self._reclaimed_at = time.monotonic()
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql(f"VACUUM {data_keys.name}")
 
