@@ -17,6 +17,7 @@ backups").
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import sqlalchemy as sa
 
@@ -111,13 +112,24 @@ def take_backup(settings: Settings, directory: Path, now: datetime) -> BackupRep
     return BackupReport(directory, now, epoch, fingerprint, backend, files)
 
 
+def libpq_env(url: str) -> dict[str, str]:
+    """The connection as libpq variables, so no password shows in a process list."""
+    parts = urlparse(url)
+    env = {**os.environ, "PGHOST": parts.hostname or "127.0.0.1",
+           "PGPORT": str(parts.port or 5432), "PGUSER": unquote(parts.username or "postgres"),
+           "PGDATABASE": unquote(parts.path.lstrip("/") or "postgres")}
+    if parts.password:
+        env["PGPASSWORD"] = unquote(parts.password)
+    return env
+
+
 def _pg_dump(url: str, target: Path) -> None:
     if shutil.which("pg_dump") is None:
         raise BackupRefused(
             "pg_dump is not on PATH: install the PostgreSQL client tools of the server's "
             "version, or take a base backup as the README's \"Erasure in backups\" says")
     result = subprocess.run(["pg_dump", "--format=custom", "--no-owner", "--table",
-                             PG_TABLES, "--file", str(target), url],
+                             PG_TABLES, "--file", str(target)], env=libpq_env(url),
                             capture_output=True, text=True, timeout=3600)
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["failed"])[-1][:200]
@@ -193,8 +205,10 @@ def _pg_restore(url: str, source: Path) -> None:
                             "tables exist): restore into an empty database")
     if shutil.which("pg_restore") is None:
         raise BackupRefused("pg_restore is not on PATH: install the PostgreSQL client tools")
-    result = subprocess.run(["pg_restore", "--no-owner", "--dbname", url, str(source)],
-                            capture_output=True, text=True, timeout=3600)
+    env = libpq_env(url)
+    result = subprocess.run(["pg_restore", "--no-owner", "--dbname", env["PGDATABASE"],
+                             str(source)], env=env, capture_output=True, text=True,
+                            timeout=3600)
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["failed"])[-1][:200]
         raise BackupRefused(f"pg_restore: {reason}")
