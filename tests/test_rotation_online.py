@@ -80,3 +80,29 @@ def test_keys_stored_while_a_rotation_runs_end_under_the_new_epoch(backend: Sett
         for n in (0, FIRST - 1, FIRST, rewrapped, sent - 1):
             view = ledger.subject_view(f"subscriber:on-{n}")
             assert view["records"][0]["data"] == {"name": f"Online {n}"}
+
+
+def test_a_vault_written_before_epochs_opens_and_rotates(backend: Settings) -> None:
+    """A vault from before epochs (no epoch column, no epochs table) opens with its key,
+    its keys count as epoch 0, and a rotation moves them all to epoch 1."""
+    from lifecycle.rotation import rotate
+
+    with Ledger(backend) as ledger:
+        ledger.ingest(facts(0, 20), NOW)
+    engine = sa.create_engine(backend.vault_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE lifecycle_data_keys DROP COLUMN epoch")
+            for table in ("lifecycle_key_epochs", "lifecycle_vault_secrets"):
+                conn.exec_driver_sql(f"DROP TABLE {table}")
+    finally:
+        engine.dispose()
+    with Ledger(backend) as ledger:
+        assert [(e.epoch, e.state) for e in ledger.vault.epochs()] == [(0, CURRENT)]
+        assert ledger.subject_view("subscriber:on-3")["records"][0]["data"] == {
+            "name": "Online 3"}
+        report = rotate(backend, ledger.vault, ledger.store, NOW, "test")
+        assert (report.old_epoch, report.new_epoch, report.rewrapped) == (0, 1, 20)
+    with Ledger(backend) as ledger:
+        assert ledger.subject_view("subscriber:on-19")["records"][0]["data"] == {
+            "name": "Online 19"}

@@ -83,7 +83,6 @@ vault_secrets = sa.Table(
     sa.Column("epoch", sa.Integer, nullable=False),
     sa.Column("wrapped", sa.LargeBinary, nullable=False),
 )
-SECRET_NAMES = ("suppression-hash", "fact-digest")
 # Each `lifecycle backup`, with the epoch it was taken in (status warns when the newest
 # predates the current epoch: it would open no personal value).
 backups = sa.Table(
