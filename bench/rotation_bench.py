@@ -2,7 +2,7 @@
 against a bare AES-GCM unwrap and wrap of the same keys in the same run.
 
     PYTHONPATH=src python -m bench.rotation_bench [--keys 100000] [--backends sqlite,postgres]
-                                                  [--postgres-url URL] [--batch 5000]
+                                                  [--postgres-url URL] [--batch 20000]
     PYTHONPATH=src python -m bench.rotation_bench --by-hand     # 1,000,000 keys
 
 For each backend a fresh store is built (a temporary SQLite home; a scratch PostgreSQL
@@ -12,6 +12,8 @@ wrapped under epoch 0 as the vault wraps them. Then, in one process:
             a second key, fresh nonce) every key, in memory, keys/s;
   rotation  `lifecycle.rotation.rotate` with the given batch: every key re-wrapped in
             batches, the rotation recorded, the old key destroyed, keys/s (wall time).
+Two rotations (0 -> 1 -> 2) alternate with three baseline passes; each rate is the best of
+its runs, since other load on a shared machine only ever slows a run down.
 Target: rotation >= 0.3 x baseline. The table is also printed as JSON.
 
     PYTHONPATH=src python -m bench.rotation_bench --with-ingest [--keys 200000] [--facts 4000]
@@ -42,13 +44,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from lifecycle.crypto.master_key import derive_key
 from lifecycle.crypto.vault import NONCE_BYTES, data_keys
 from lifecycle.ledger import Ledger
-from lifecycle.rotation import rotate
+from lifecycle.rotation import BATCH, rotate
 from lifecycle.settings import Settings
 
-BATCH = 5000
+
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 TARGET = 0.3
+ROUNDS = 2  # rotations timed (each moves every key to the next epoch)
 
 
 def fill(ledger: Ledger, count: int) -> list[tuple[str, bytes]]:
@@ -87,14 +90,18 @@ def bare(master_key: bytes, pairs: list[tuple[str, bytes]]) -> float:
 
 def measure(settings: Settings, count: int, batch: int) -> dict[str, Any]:
     """Fills an empty store with `count` keys, then times the bare pass and the rotation."""
+    baselines, elapsed = [], []
     with Ledger(settings) as ledger:
         pairs = fill(ledger, count)
-        baseline = bare(ledger.vault.epoch_key(0), pairs)
-        started = time.perf_counter()
-        report = rotate(settings, ledger.vault, ledger.store, NOW, "bench", batch)
-        elapsed = time.perf_counter() - started
-        assert report.rewrapped == count, report
-    bare_rate, rate = count / baseline, count / elapsed
+        first_key = ledger.vault.epoch_key(0)
+        for _ in range(ROUNDS):  # alternating; the best of each (a shared machine is noisy)
+            baselines.append(bare(first_key, pairs))
+            started = time.perf_counter()
+            report = rotate(settings, ledger.vault, ledger.store, NOW, "bench", batch)
+            elapsed.append(time.perf_counter() - started)
+            assert report.rewrapped == count, report
+        baselines.append(bare(first_key, pairs))
+    bare_rate, rate = count / min(baselines), count / min(elapsed)
     return {"keys": count, "batch": batch, "bare_keys_per_s": round(bare_rate),
             "rotation_keys_per_s": round(rate), "ratio": round(rate / bare_rate, 3),
             "target": TARGET}

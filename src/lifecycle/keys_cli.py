@@ -66,7 +66,7 @@ def keys() -> None:
 
 @keys.command("rotate")
 @click.option("--actor", help="Who rotates (default: $LIFECYCLE_ACTOR, else the OS user).")
-@click.option("--batch", type=click.IntRange(min=1), default=5000, show_default=True,
+@click.option("--batch", type=click.IntRange(min=1), default=20_000, show_default=True,
               help="Data keys re-wrapped per transaction.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def keys_rotate(actor: str | None, batch: int, as_json: bool) -> None:

@@ -41,7 +41,7 @@ from lifecycle.settings import Settings
 
 ACTOR_ENV = "LIFECYCLE_ACTOR"
 ROTATION_LEASE = "rotation"
-BATCH = 5000
+BATCH = 20_000  # keys per transaction: about half a second of a writer's lock
 ROTATION_STEPS = ("rotate-key-written", "rotate-epoch-begun", "rotate-batch",
                   "rotate-rewrapped", "rotate-recorded", "rotate-key-destroyed",
                   "rotate-retired")
