@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -40,12 +40,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS
 from lifecycle.audit import AuditChain
-from lifecycle.crypto.vault import RETIRING
-from lifecycle.key_policy import KeyPolicy, load_key_policy
 from lifecycle.lease import Lease, lease_for
 from lifecycle.ledger import Ledger
 from lifecycle.logs import get_logger
-from lifecycle.rotation import RotationBusy, default_actor, epoch_status, rotate
+from lifecycle.rotation import RotationBusy, default_actor, rotate_if_due
+
+if TYPE_CHECKING:
+    from lifecycle.key_policy import KeyPolicy
 
 log = get_logger("lifecycle.daemon")
 
@@ -68,6 +69,8 @@ class Daemon:
                  lease: Lease | None = None, due_soon_days: int = DUE_SOON_DAYS,
                  key_policy: KeyPolicy | None = None) -> None:
         self.ledger = ledger
+        from lifecycle.key_policy import load_key_policy
+
         self.key_policy = (key_policy if key_policy is not None
                            else load_key_policy(ledger.settings.home))
         self.due_soon_days = due_soon_days
@@ -132,23 +135,15 @@ class Daemon:
 
     def _rotate_if_due(self, now: datetime) -> int | None:
         """Rotates the master key when the policy says so; the new epoch, or None."""
-        policy = self.key_policy
-        if policy.rotate_every is None and policy.rotate_after_erasures is None and not any(
-                e.state == RETIRING for e in self.ledger.vault.epochs()):
-            return None  # no policy and nothing to finish: skip counting erasures
-        keys = epoch_status(self.ledger.vault, now)
-        since = datetime.fromisoformat(keys["since"]) if keys["since"] else None
-        reason = self.key_policy.due(since, keys["unsealed_erasures"],
-                                     keys["rotation_under_way"], now)
-        if reason is None:
-            return None
         try:
-            report = rotate(self.ledger.settings, self.ledger.vault, self.ledger.store, now,
-                            f"daemon ({default_actor()})")
+            report = rotate_if_due(self.ledger.settings, self.ledger.vault, self.ledger.store,
+                                   self.key_policy, now, f"daemon ({default_actor()})")
         except RotationBusy:
-            log.info("daemon.rotation", state="running-elsewhere", reason=reason)
+            log.info("daemon.rotation", state="running-elsewhere")
             return None
-        log.info("daemon.rotation", state="done", reason=reason, old_epoch=report.old_epoch,
+        if report is None:
+            return None
+        log.info("daemon.rotation", state="done", old_epoch=report.old_epoch,
                  new_epoch=report.new_epoch, rewrapped=report.rewrapped,
                  operator_key_to_retire=report.operator_key)
         return report.new_epoch

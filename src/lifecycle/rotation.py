@@ -36,6 +36,7 @@ from lifecycle.crypto.vault import CURRENT, RETIRED, RETIRING, EpochRow, KeyVaul
 from lifecycle.errors import LifecycleError
 from lifecycle.event_store import SubjectStore
 from lifecycle.faults import crash_point
+from lifecycle.key_policy import KeyPolicy
 from lifecycle.lease import lease_for
 from lifecycle.settings import Settings
 
@@ -168,6 +169,20 @@ def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datet
                           current.fingerprint, resumed, rotation.rewrapped,
                           rotation.live_keys, recorded, destroyed, rotation.at, rotation.by,
                           operator_key_source(settings))
+
+
+def rotate_if_due(settings: Settings, vault: KeyVault, store: SubjectStore,
+                  policy: KeyPolicy, now: datetime, actor: str) -> RotationReport | None:
+    """Rotates when the `[keys]` policy says so or a rotation is under way (the daemon's
+    tick); None when neither. Raises RotationBusy if another process is rotating."""
+    under_way = any(e.state == RETIRING for e in vault.epochs())
+    if policy.rotate_every is None and policy.rotate_after_erasures is None and not under_way:
+        return None  # no policy and nothing to finish: no need to count erasures
+    keys = epoch_status(vault, now)
+    since = datetime.fromisoformat(keys["since"]) if keys["since"] else None
+    if policy.due(since, keys["unsealed_erasures"], under_way, now) is None:
+        return None
+    return rotate(settings, vault, store, now, actor)
 
 
 # -- when erasures hold in every copy ----------------------------------------------------
