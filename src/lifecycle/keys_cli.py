@@ -122,8 +122,7 @@ def backup(directory: Path, as_json: bool) -> None:
 def restore(directory: Path, as_json: bool) -> None:
     """Restore the backup in DIRECTORY into an empty store."""
     from lifecycle.backup import restore_backup
-    from lifecycle.cli import EXIT_USAGE, _or_exit, emit_json
-    from lifecycle.cli import utc_now
+    from lifecycle.cli import EXIT_USAGE, _or_exit, emit_json, utc_now
     from lifecycle.errors import ConfigurationError
     from lifecycle.settings import load_settings
 
