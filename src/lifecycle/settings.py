@@ -133,4 +133,4 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise ConfigurationError(f"{DATABASE_URL_ENV} must be a postgresql:// URL")
     key_file = Path(env.get(MASTER_KEY_FILE_ENV) or home / "master.key")
     return Settings(home, url, env.get(MASTER_KEY_ENV) or None, key_file,
-                    env.get(MASTER_KEY_COMMAND_ENV) or None)
+                    master_key_command=env.get(MASTER_KEY_COMMAND_ENV) or None)
