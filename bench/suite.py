@@ -42,6 +42,11 @@ afterwards) and measures, each beside a baseline measured in the same run:
                       Size.memory_records records fall due together (100,000 at small and
                       medium), built by one process; the sweep runs in a fresh process and
                       reports its peak RSS (VmHWM), MB. Target < 500 MB (issue 11).
+  key rotation        `bench.rotation_bench.measure`: Size.rotation_keys live data keys
+                      (50,000; 2,000 at tiny) re-wrapped by `lifecycle.rotation.rotate`,
+                      keys/s; baseline: bare AES-GCM unwrap and wrap of the same keys in
+                      memory. Target >= 0.3 (issue 14). 1,000,000 keys: by hand,
+                      `python -m bench.rotation_bench --by-hand`.
 
 `--only sweep` runs the two sweep rows and the memory row alone (one 1-writer and one
 4-writer ingest build the stores they need; nothing else is measured). `--no-memory`
@@ -83,7 +88,7 @@ from typing import Any
 import sqlalchemy as sa
 from eventsourcing.persistence import IntegrityError
 
-from bench import ingest_bench, sweep_memory
+from bench import ingest_bench, rotation_bench, sweep_memory
 from bench.sweep_bench import (
     ADOPTED,
     INGESTED_AT,
@@ -137,6 +142,7 @@ class Size:
     ingest_repeats: int  # alternating pairs of 1-writer and 4-writer ingests
     memory_subjects: int  # the memory row's store: subjects x records due together
     memory_records: int
+    rotation_keys: int = 50_000  # live data keys `keys rotate` re-wraps (issue 14)
 
     @property
     def facts(self) -> int:
@@ -154,7 +160,7 @@ class Size:
 
 SIZES = {
     "tiny": Size(subjects=400, due=40, exports=20, idle_runs=5, repeats=1, ingest_repeats=1,
-                 memory_subjects=400, memory_records=5),  # smoke test
+                 memory_subjects=400, memory_records=5, rotation_keys=2_000),  # smoke test
     "small": Size(subjects=4_000, due=400, exports=100, idle_runs=20, repeats=2,
                    ingest_repeats=2, memory_subjects=20_000, memory_records=5),
     "medium": Size(subjects=12_000, due=1_000, exports=200, idle_runs=30, repeats=3,
@@ -894,6 +900,21 @@ def run_backend(backend: Backend, size: Size, seed: int, log: Callable[[str], No
             f"{mem.sweep_s:.1f} s ({mem.erased / mem.sweep_s:,.0f}/s); peak RSS "
             f"{mem.peak_mb:,.0f} MB (before the sweep {mem.before_mb:,.0f} MB); store built "
             f"in {mem.ingest_s:.1f} s")
+    # 8. key rotation: re-wrap N live keys vs bare AES-GCM unwrap + wrap of the same keys
+    if not only_sweep:
+        rot_store = backend.new_store("rotation")
+        try:
+            rot = rotation_bench.measure(rot_store.settings(), size.rotation_keys,
+                                         rotation_bench.BATCH)
+        finally:
+            backend.drop(rot_store)
+        result.rows.append(Row(f"key rotation, {size.rotation_keys:,} keys (keys/s)", name,
+                               rot["rotation_keys_per_s"], "keys/s", rot["bare_keys_per_s"],
+                               "bare AES-GCM unwrap + wrap of the same keys",
+                               f">= {rotation_bench.TARGET} (issue 14)",
+                               rot["ratio"] >= rotation_bench.TARGET))
+        log(f"[{name}] key rotation: {size.rotation_keys:,} keys at "
+            f"{rot['rotation_keys_per_s']:,}/s; bare AES-GCM {rot['bare_keys_per_s']:,}/s")
     shutil.rmtree(work)
     result.load_after = os.getloadavg()
     result.elapsed_s = time.perf_counter() - began

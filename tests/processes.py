@@ -18,7 +18,8 @@ from lifecycle.settings import Settings
 
 _STORE_VARIABLES = ("LIFECYCLE_DATABASE_URL", "LIFECYCLE_MASTER_KEY",
                     "LIFECYCLE_MASTER_KEY_FILE", "LIFECYCLE_SWEEP_BATCH", "LIFECYCLE_ACTOR",
-                    "LIFECYCLE_ALLOW_OPEN_KEY")
+                    "LIFECYCLE_ALLOW_OPEN_KEY",
+                    "LIFECYCLE_MASTER_KEY_COMMAND", "LIFECYCLE_CONFIG")
 
 
 def env_for(settings: Settings) -> dict[str, str]:

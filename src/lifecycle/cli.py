@@ -376,6 +376,9 @@ def certificate(request: str, reference: str | None, as_json: bool) -> None:
         click.echo(f"  kept   {item['record']}: {item['ground']}")
     click.echo(f"  keys destroyed: {len(document['keys_destroyed'])} "
                f"(all confirmed: {document['all_keys_destroyed']})")
+    final = document.get("final_in_backups_from")
+    click.echo(f"  final in backups from {final}" if final else
+               "  not yet final in backups: until the next master-key rotation completes")
     for item in document["recipients"]:
         click.echo(f"  told {item['recipient']} at {item['notified_at'][:10]}; acknowledged: "
                    f"{(item['acknowledged_at'] or 'not yet')[:10]}")
@@ -593,11 +596,16 @@ def daemon(interval: float, due_soon_days: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(next_count: int, as_json: bool) -> None:
     """The last sweep, the next items due, and projection lag."""
+    from lifecycle.keys_cli import key_status, render_key_status
+
     with open_ledger() as ledger:
         document = ledger.status(next_count)
+        document["keys"] = key_status(ledger.vault, utc_now())
     if as_json:
         emit_json(document)
         return
+    for line in render_key_status(document["keys"]):
+        click.echo(line)
     last = document["last_sweep"]
     click.echo("last sweep: " + ("never" if last is None else
                f"at {last['swept_at']} (ran {last['started_at']}): erased {last['erased']}, "
@@ -734,6 +742,9 @@ from lifecycle.auditor_cli import replay, report  # noqa: E402 (commands of thei
 
 cli.add_command(replay)
 cli.add_command(report)
+from lifecycle.keys_cli import register as register_key_commands  # noqa: E402
+
+register_key_commands(cli)
 
 from lifecycle.breaches_cli import breaches  # noqa: E402 (the breach register's commands)
 

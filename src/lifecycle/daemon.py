@@ -17,6 +17,10 @@ audit chain; the others log each tick with `swept: false, lease: "held-elsewhere
 projection lag they see, and take over at their next tick once the holder is gone (its
 lease dies with its process or session, even under SIGKILL). Idempotent sweeps remain the
 backstop.
+
+The lease holder also keeps erasures final in copies: each tick vacuums the vault table
+on PostgreSQL (`KeyVault.reclaim`), and rotates the master key when the `[keys]` policy
+says so (`lifecycle.key_policy`) or a rotation is under way, under the rotation lease too.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -41,6 +45,10 @@ from lifecycle.breaches import flag_overdue_breaches
 from lifecycle.lease import SWEEP_LEASE, Lease, lease_for
 from lifecycle.ledger import Ledger
 from lifecycle.logs import get_logger
+from lifecycle.rotation import RotationBusy, rotate_if_due
+
+if TYPE_CHECKING:
+    from lifecycle.key_policy import KeyPolicy
 
 log = get_logger("lifecycle.daemon")
 
@@ -60,8 +68,13 @@ class _SchedulerLogs(logging.Handler):
 class Daemon:
     def __init__(self, ledger: Ledger, interval_seconds: float,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 lease: Lease | None = None, due_soon_days: int = DUE_SOON_DAYS) -> None:
+                 lease: Lease | None = None, due_soon_days: int = DUE_SOON_DAYS,
+                 key_policy: KeyPolicy | None = None) -> None:
         self.ledger = ledger
+        from lifecycle.key_policy import load_key_policy
+
+        self.key_policy = (key_policy if key_policy is not None
+                           else load_key_policy(ledger.settings.home))
         self.due_soon_days = due_soon_days
         self.lease = lease if lease is not None else lease_for(ledger.settings)
         ledger.actor = daemon_actor(self.lease.holder, SWEEP_LEASE)  # who its events name
@@ -109,9 +122,12 @@ class Daemon:
             report = self.ledger.sweep(now, now)
             chain = AuditChain(self.ledger.store, self.ledger.views)
             chained = chain.catch_up(now)
+            rotated = self._rotate_if_due(now)
+            self.ledger.vault.reclaim(force=True)
             lag = max((st.lag for st in self.ledger.projections.status()), default=0)
             self.ticks += 1
             summary = {"at": now.isoformat(), "swept": True, "lease": "held",
+                       "rotated_to_epoch": rotated,
                        "events_projected": caught_up,
                        "erased": len(report.erased), "reviews": len(report.reviews),
                        "paused": len(report.paused), "projection_lag": lag,
@@ -121,6 +137,21 @@ class Daemon:
                        "breaches_flagged_overdue": breaches_overdue}
             log.info("daemon.tick", **summary)
             return summary
+
+    def _rotate_if_due(self, now: datetime) -> int | None:
+        """Rotates the master key when the policy says so; the new epoch, or None."""
+        try:
+            report = rotate_if_due(self.ledger.settings, self.ledger.vault, self.ledger.store,
+                                   self.key_policy, now, self.ledger.actor)
+        except RotationBusy:
+            log.info("daemon.rotation", state="running-elsewhere")
+            return None
+        if report is None:
+            return None
+        log.info("daemon.rotation", state="done", old_epoch=report.old_epoch,
+                 new_epoch=report.new_epoch, rewrapped=report.rewrapped,
+                 operator_key_to_retire=report.operator_key)
+        return report.new_epoch
 
     def log_first_sweep(self) -> None:
         """Says, before the first tick, what a sweep now would erase (a dry run): a fresh

@@ -33,6 +33,7 @@ from lifecycle.policy.loader import load_policy, policy_from_document
 from lifecycle.projections import parallel, tables
 from lifecycle.projections.documents import ERASED, open_document, retention_entry
 from lifecycle.projections.runner import ProjectionRunner, create_views_engine
+from lifecycle.rotation import final_in_backups_of
 from lifecycle.settings import Settings
 from lifecycle.shredding import finish_interrupted
 from lifecycle.statutory_clock import days_left, is_overdue, london_date
@@ -234,7 +235,9 @@ class Ledger:
                           if request in (getattr(e, "request", None), getattr(e, "by", None),
                                          getattr(e, "erasure", None)))
         steps.sort(key=lambda s: (s["recorded_at"] or "", s["at"] or ""))
-        return deletion_certificate(subject, request, case, keys, stored, now, steps)
+        document = deletion_certificate(subject, request, case, keys, stored, now, steps)
+        document["final_in_backups_from"] = final_in_backups_of(self.vault, keys)
+        return document
 
     def requests(self, now: datetime, overdue_only: bool = False,
                  due_within: int | None = None) -> list[dict[str, Any]]:

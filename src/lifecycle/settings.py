@@ -15,6 +15,7 @@ MASTER_KEY_ENV = "LIFECYCLE_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "LIFECYCLE_MASTER_KEY_FILE"
 # "1": a key file readable by group or others is used (with a warning), not refused.
 ALLOW_OPEN_KEY_ENV = "LIFECYCLE_ALLOW_OPEN_KEY"
+MASTER_KEY_COMMAND_ENV = "LIFECYCLE_MASTER_KEY_COMMAND"
 DEFAULT_HOME = "./lifecycle-data"
 # The SQLite files of a home's store, with the journal and WAL files that come and go.
 STORE_FILES = tuple(f"{name}{suffix}" for name in ("events.sqlite", "keys.sqlite", "views.sqlite")
@@ -28,6 +29,8 @@ class Settings:
     master_key: str | None
     master_key_file: Path
     allow_open_key: bool = False
+    # A command that prints the master key (base64), run when no key is in the environment.
+    master_key_command: str | None = None
 
     @property
     def events_path(self) -> Path:
@@ -133,4 +136,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise ConfigurationError(f"{DATABASE_URL_ENV} must be a postgresql:// URL")
     key_file = Path(env.get(MASTER_KEY_FILE_ENV) or home / "master.key")
     return Settings(home, url, env.get(MASTER_KEY_ENV) or None, key_file,
-                    allow_open_key=env.get(ALLOW_OPEN_KEY_ENV) == "1")
+                    allow_open_key=env.get(ALLOW_OPEN_KEY_ENV) == "1",
+                    master_key_command=env.get(MASTER_KEY_COMMAND_ENV) or None)

@@ -3,7 +3,10 @@
 1. new data keys are stored (before any event that uses them);
 2. the keys an erasure decided on are marked in the vault;
 3. the events recording the erasure are saved;
-4. the keys are destroyed and their marks removed.
+4. the keys are destroyed and their marks removed;
+5. on PostgreSQL the vault table is vacuumed (outside any transaction; in a long sweep at
+   most every 2 s, and on every daemon tick), so its live files stop holding the
+   destroyed rows; SQLite zeroes them as they are freed.
 
 Killed after 2 and before 3, nothing was erased and nothing recorded: the mark is dropped
 later and re-running the same input erases. Killed after 3, the erasure is recorded and its
@@ -40,6 +43,8 @@ def save_then_destroy(store: SubjectStore, vault: KeyVault, aggregates: Sequence
     crash_point("events-saved")
     destroyed = vault.destroy_all((s.key_ids, s.at, s.by) for s in shreds)
     crash_point("keys-destroyed")
+    if destroyed:
+        vault.reclaim()  # PostgreSQL: the destroyed rows leave the table's live files
     return destroyed
 
 
@@ -67,4 +72,6 @@ def finish_interrupted(store: SubjectStore, vault: KeyVault, now: datetime) -> i
     destroyed = vault.destroy_all((s.key_ids, s.at, s.by) for s in recorded)
     if unrecorded:
         vault.drop_marks(unrecorded, older_than=now - DOOMED_GRACE)
+    if destroyed:
+        vault.reclaim()
     return destroyed

@@ -7,7 +7,9 @@ import binascii
 import hashlib
 import hmac
 import os
+import shlex
 import stat
+import subprocess
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -17,6 +19,7 @@ from lifecycle.errors import ConfigurationError
 from lifecycle.logs import get_logger
 from lifecycle.settings import (
     ALLOW_OPEN_KEY_ENV,
+    MASTER_KEY_COMMAND_ENV,
     MASTER_KEY_ENV,
     MASTER_KEY_FILE_ENV,
     Settings,
@@ -37,10 +40,12 @@ def _decode(text: str, where: str) -> bytes:
 
 
 def given_master_key(settings: Settings) -> tuple[bytes, str] | None:
-    """The master key from the environment or the key file, and where it came from; None
-    if there is neither (nothing is created here)."""
+    """The master key from the environment, the key command or the key file, and where it
+    came from; None if there is none of them (nothing is created here)."""
     if settings.master_key:
         return _decode(settings.master_key, MASTER_KEY_ENV), MASTER_KEY_ENV
+    if settings.master_key_command:
+        return command_key(settings.master_key_command), MASTER_KEY_COMMAND_ENV
     path: Path = settings.master_key_file
     if not path.exists() and not path.is_symlink():
         return None
@@ -53,6 +58,23 @@ def given_master_key(settings: Settings) -> tuple[bytes, str] | None:
     key = _decode(text, where)
     refuse_if_open(path, settings.allow_open_key, where)
     return key, where
+
+
+def command_key(command: str) -> bytes:
+    """The key the operator's command prints (base64 on standard output). A command that
+    cannot run, fails or prints something else is one line naming the variable; what it
+    printed is never shown (it may be a key)."""
+    where = MASTER_KEY_COMMAND_ENV
+    try:
+        argv = shlex.split(command)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                                stdin=subprocess.DEVNULL)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as error:
+        raise ConfigurationError(f"{where}: the command cannot be run "
+                                 f"({type(error).__name__})") from None
+    if result.returncode != 0:
+        raise ConfigurationError(f"{where}: the command exited with {result.returncode}")
+    return _decode(result.stdout, where)
 
 
 def refuse_if_open(path: Path, allowed: bool, where: str) -> None:
