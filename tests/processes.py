@@ -17,7 +17,8 @@ from lifecycle.crypto.vault import data_keys
 from lifecycle.settings import Settings
 
 _STORE_VARIABLES = ("LIFECYCLE_DATABASE_URL", "LIFECYCLE_MASTER_KEY",
-                    "LIFECYCLE_MASTER_KEY_FILE", "LIFECYCLE_SWEEP_BATCH")
+                    "LIFECYCLE_MASTER_KEY_FILE", "LIFECYCLE_SWEEP_BATCH",
+                    "LIFECYCLE_SIGNING_KEY", "LIFECYCLE_SIGNING_KEY_FILE")
 
 
 def env_for(settings: Settings) -> dict[str, str]:

@@ -72,5 +72,5 @@ def deletion_certificate(subject: DataSubject, request: str, case: RequestCase |
              "acknowledged_at": n.acknowledged_at.isoformat() if n.acknowledged_at else None}
             for n in subject.notifications() if n.erasure == request],
         "events": {"count": count, "subject_chain_digest": digest,
-                   "algorithm": "sha256 chain, as lifecycle_audit_chain.subject_digest"},
+                   "algorithm": "sha256 chain, as lifecycle_event_chain.subject_digest"},
     }

@@ -13,6 +13,8 @@ HOME_ENV = "LIFECYCLE_HOME"
 DATABASE_URL_ENV = "LIFECYCLE_DATABASE_URL"
 MASTER_KEY_ENV = "LIFECYCLE_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "LIFECYCLE_MASTER_KEY_FILE"
+SIGNING_KEY_ENV = "LIFECYCLE_SIGNING_KEY"
+SIGNING_KEY_FILE_ENV = "LIFECYCLE_SIGNING_KEY_FILE"
 DEFAULT_HOME = "./lifecycle-data"
 # The SQLite files of a home's store, with the journal and WAL files that come and go.
 STORE_FILES = tuple(f"{name}{suffix}" for name in ("events.sqlite", "keys.sqlite", "views.sqlite")
@@ -25,6 +27,13 @@ class Settings:
     database_url: str | None
     master_key: str | None
     master_key_file: Path
+    # The audit chain's checkpoint signing key (`lifecycle.crypto.signing_key`).
+    signing_key: str | None = None
+    signing_key_file: Path | None = None  # default: signing.key in the home
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.home / "signing.key"
 
     @property
     def events_path(self) -> Path:
@@ -129,4 +138,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
         raise ConfigurationError(f"{DATABASE_URL_ENV} must be a postgresql:// URL")
     key_file = Path(env.get(MASTER_KEY_FILE_ENV) or home / "master.key")
-    return Settings(home, url, env.get(MASTER_KEY_ENV) or None, key_file)
+    signing_file = env.get(SIGNING_KEY_FILE_ENV)
+    return Settings(home, url, env.get(MASTER_KEY_ENV) or None, key_file,
+                    env.get(SIGNING_KEY_ENV) or None,
+                    Path(signing_file).expanduser() if signing_file else None)

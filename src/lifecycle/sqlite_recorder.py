@@ -1,0 +1,144 @@
+"""SQLite application recorder that writes the audit chain with the events it stores.
+
+The chain rows and the batch's signed checkpoint (`lifecycle.event_chain`) go in the same
+transaction as the events, after their INSERT: that INSERT takes SQLite's write lock, so
+from there to the commit no other process can append, and the head read under it is the
+head the batch continues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+
+from lifecycle.crypto.signing_key import Signer
+from lifecycle.event_chain import (
+    CHAIN_TABLE,
+    CHECKPOINT_TABLE,
+    ChainNotReady,
+    ChainRow,
+    Checkpoint,
+    Pending,
+    extend,
+    originator_text,
+    prepare,
+)
+
+_CHUNK = 400  # (id, version) pairs per lookup
+
+
+class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
+    """`SQLiteApplicationRecorder` that chains and signs every batch it stores."""
+
+    signer: Signer | None = None
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(),
+                f"CREATE TABLE IF NOT EXISTS {CHAIN_TABLE} ("
+                "position INTEGER PRIMARY KEY, originator_id TEXT NOT NULL, "
+                "originator_version INTEGER NOT NULL, event_digest BLOB NOT NULL, "
+                "subject_digest BLOB NOT NULL, log_digest BLOB NOT NULL)",
+                f"CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} ("
+                "seq INTEGER PRIMARY KEY, position INTEGER NOT NULL, "
+                "events INTEGER NOT NULL, log_digest BLOB NOT NULL, signed_at TEXT NOT NULL, "
+                "key_id TEXT NOT NULL, signature BLOB NOT NULL)"]
+
+    # -- writing -------------------------------------------------------------------------
+
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        if not stored_events:
+            return super().insert_events(stored_events, **kwargs)
+        signer = self.signer
+        if signer is None:
+            raise ChainNotReady("no signing key attached to the event recorder")
+        pending = prepare(stored_events)
+        pending.previous = self.subject_links(pending.wanted())
+        with self.datastore.transaction(commit=True) as c:
+            ids = self._insert_events(c, stored_events, **kwargs)
+            assert ids is not None
+            self._append(c, pending, ids, signer)
+            return ids
+
+    def _append(self, c: SQLiteCursor, pending: Pending, ids: Sequence[int],
+                signer: Signer) -> list[ChainRow]:
+        rows, checkpoint = extend(pending, ids, self._head(c), signer)
+        c.executemany(f"INSERT INTO {CHAIN_TABLE} VALUES (?,?,?,?,?,?)",
+                      [(r.position, r.originator.replace("-", ""), r.version, r.event_digest,
+                        r.subject_digest, r.log_digest) for r in rows])
+        c.execute(f"INSERT INTO {CHECKPOINT_TABLE} VALUES (?,?,?,?,?,?,?)", checkpoint.row())
+        return rows
+
+    @staticmethod
+    def _head(c: SQLiteCursor) -> Checkpoint | None:
+        c.execute(f"SELECT * FROM {CHECKPOINT_TABLE} ORDER BY seq DESC LIMIT 1")
+        row = c.fetchone()
+        return None if row is None else _checkpoint(row)
+
+    def subject_links(self, wanted: list[tuple[str, int]]) -> dict[str, bytes]:
+        """The chained subject digest of each (originator, version) that has one."""
+        found: dict[str, bytes] = {}
+        if not wanted:
+            return found
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start:start + _CHUNK]
+                pairs = ",".join("(?,?)" for _ in chunk)
+                params = [x for o, v in chunk for x in (o.replace("-", ""), v)]
+                c.execute(f"SELECT e.originator_id, c.subject_digest FROM "
+                          f"{self.events_table_name} e JOIN {CHAIN_TABLE} c "
+                          f"ON c.position = e.rowid WHERE (e.originator_id, "
+                          f"e.originator_version) IN (VALUES {pairs})", params)
+                found.update((originator_text(o), bytes(d)) for o, d in c.fetchall())
+        return found
+
+    def chain_backlog(self, signer: Signer, limit: int, subjects: dict[str, bytes]) -> int:
+        """Chains up to `limit` stored events after the chain's head (an older store's
+        events, once, on upgrade); returns how many. `subjects` holds each originator's
+        subject link so far (empty at first) and is kept up to date."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"DELETE FROM {CHECKPOINT_TABLE} WHERE 0")  # takes the write lock
+            head = self._head(c)
+            c.execute(f"SELECT rowid, * FROM {self.events_table_name} WHERE rowid > ? "
+                      "ORDER BY rowid LIMIT ?", (0 if head is None else head.position, limit))
+            batch = c.fetchall()
+            if not batch:
+                return 0
+            pending = prepare(StoredEvent(r["originator_id"], r["originator_version"],
+                                          r["topic"], r["state"]) for r in batch)
+            pending.previous = subjects
+            rows = self._append(c, pending, [r["rowid"] for r in batch], signer)
+        subjects.update((r.originator, r.subject_digest) for r in rows)
+        return len(batch)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def chain_heads(self) -> tuple[int, int, int]:
+        """(newest event position, newest chain position, checkpoints) in one snapshot."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT (SELECT MAX(rowid) FROM {self.events_table_name}), "
+                      f"(SELECT MAX(position) FROM {CHAIN_TABLE}), "
+                      f"(SELECT MAX(seq) FROM {CHECKPOINT_TABLE})")
+            log_head, chain_head, checkpoints = c.fetchone()
+        return int(log_head or 0), int(chain_head or 0), int(checkpoints or 0)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT * FROM {CHECKPOINT_TABLE} ORDER BY seq")
+            return [_checkpoint(row) for row in c.fetchall()]
+
+    def chain_rows(self, after: int, upto: int, limit: int) -> list[ChainRow]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT * FROM {CHAIN_TABLE} WHERE position > ? AND position <= ? "
+                      "ORDER BY position LIMIT ?", (after, upto, limit))
+            return [ChainRow(row[0], originator_text(row[1]), row[2], bytes(row[3]),
+                             bytes(row[4]), bytes(row[5])) for row in c.fetchall()]
+
+
+def _checkpoint(row: Any) -> Checkpoint:
+    seq, position, events, log_digest, signed_at, key_id, signature = tuple(row)
+    return Checkpoint(int(seq), int(position), int(events), bytes(log_digest), str(signed_at),
+                      str(key_id), bytes(signature))
