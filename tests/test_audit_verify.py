@@ -642,3 +642,34 @@ def test_audit_chain_refuses_a_store_that_is_already_chained(cli_env: Settings) 
     ingested(cli_env, subjects=1)
     result = CliRunner().invoke(cli, ["audit", "chain"])
     assert result.exit_code == 1 and "already holds events" in result.stderr
+
+
+# -- writers at once ------------------------------------------------------------------------
+
+def test_two_ingest_processes_at_once_write_one_consistent_chain(
+        backend: Settings, tmp_path: Any) -> None:
+    """Two `lifecycle ingest` processes writing at the same time (real processes) leave one
+    chain: every event chained once, in log order, checkpoints numbered without gaps."""
+    import subprocess
+    import sys
+
+    from tests.processes import env_for
+
+    ingested(backend, subjects=1)  # the store, its keys and the policy-less schema exist
+    files = []
+    for n, first in enumerate((100, 1000)):
+        path = tmp_path / f"facts-{n}.jsonl"
+        path.write_text("\n".join(some_facts(550, first)) + "\n")  # two batches each
+        files.append(path)
+    writers = [subprocess.Popen([sys.executable, "-m", "lifecycle", "ingest", str(path)],
+                                env=env_for(backend), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for path in files]
+    for writer in writers:
+        _, err = writer.communicate(timeout=300)
+        assert writer.returncode == 0, err
+    report = verify_now(backend)
+    assert report.ok, [p.describe() for p in report.problems[:5]]
+    assert report.events_checked == report.chained == len(RawStore(backend).ids()) > 4400
+    seqs = [r[0] for r in RawStore(backend).run(
+        "SELECT seq FROM lifecycle_event_checkpoints ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 5
