@@ -34,6 +34,7 @@ from eventsourcing.persistence import Notification
 
 from lifecycle.aggregates.policy_register import REGISTER_ID
 from lifecycle.crypto.signing_key import Verifier
+from lifecycle.errors import LifecycleError
 from lifecycle.event_chain import (
     LOG_GENESIS,
     ChainRow,
@@ -84,6 +85,52 @@ def chain_older_store(store: SubjectStore) -> int:
         raise ChainNotEmpty(f"the audit chain already holds events up to position "
                             f"{chain_head} and {checkpoints} checkpoint(s)")
     return chain_backlog(store)
+
+
+# -- refusing to build on an altered log ---------------------------------------------------
+
+class LogAltered(LifecycleError):
+    """The stored log does not match its audit chain: reads that would build on it stop."""
+
+    def __init__(self, problem: Problem, more: int = 0) -> None:
+        self.problem = problem
+        others = f" (and {more} more)" if more else ""
+        super().__init__(f"the event log was altered: {problem.describe()}{others}; "
+                         "`lifecycle audit verify` lists every change")
+
+
+def check_log(store: SubjectStore) -> None:
+    """Raises LogAltered, naming the first problem, unless the whole log verifies (what a
+    rebuild or a replay does before building anything from it)."""
+    report = verify(store, None)
+    if not report.ok:
+        raise LogAltered(report.problems[0], len(report.problems) - 1)
+
+
+def check_originators(store: SubjectStore, originator_ids: list[UUID],
+                      reference: str | None = None) -> None:
+    """Raises LogAltered unless every stored event of these originators matches its chain
+    row (what a subject's history or export does before decoding it): an altered,
+    undecodable, forged or removed event is named with its position."""
+    recorder = chained_recorder(store)
+    for originator_id in originator_ids:
+        originator = originator_text(originator_id)
+        name = reference if originator_id == originator_ids[0] else None
+        expected_version = 1
+        for event, chained in recorder.chained_events(originator_id):
+            found = event_digest(originator, event.originator_version, event.topic,
+                                 event.state)
+            detail = None
+            if chained is None:
+                detail = "the chain has no row for this stored event"
+            elif chained != found:
+                detail = "the stored bytes do not match the chained digest"
+            elif event.originator_version != expected_version:
+                detail = f"version {expected_version} is missing before it"
+            if detail is not None:
+                raise LogAltered(Problem(ALTERED, event.id, originator, event.originator_version,
+                                         detail, topic=event.topic, subject=name))
+            expected_version += 1
 
 
 # -- anchors -------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from lifecycle.aggregates.data_subject import DataSubject
-from lifecycle.aggregates.policy_register import Adoption, PolicyRegister
+from lifecycle.aggregates.policy_register import REGISTER_ID, Adoption, PolicyRegister
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS, RequestCase
+from lifecycle.audit import check_log, check_originators
 from lifecycle.certificate import deletion_certificate
 from lifecycle.crypto.vault import open_vault
 from lifecycle.dsar import access_document, subject_as_of
@@ -115,7 +116,9 @@ class Ledger:
     def rebuild_projections(self, names: Sequence[str] | None = None,
                             workers: int | None = None) -> int:
         """Rebuilds the named projections (all by default) from the first event; a full
-        rebuild of a long log is shared among processes (`projections.parallel`)."""
+        rebuild of a long log is shared among processes (`projections.parallel`). Refused
+        (LogAltered, naming the event) when the log does not verify against its chain."""
+        check_log(self.store)
         return parallel.rebuild(self.projections, names, workers)
 
     # -- read side --------------------------------------------------------------------
@@ -296,6 +299,8 @@ class Ledger:
         """The Art 15 answer for one subject as it stood at `as_of` (replayed from events,
         so no snapshot, cache or projection can make it wrong); values that are shredded
         now read as erased even for earlier dates."""
+        check_originators(self.store, [DataSubject.create_id(reference), REGISTER_ID],
+                          reference)
         subject = subject_as_of(self.store.events.get(DataSubject.create_id(reference)),
                                 as_of)
         if subject is None:
@@ -316,6 +321,7 @@ class Ledger:
 
     def history(self, reference: str) -> list[dict[str, Any]]:
         """The subject's event timeline: what happened, when, in stored order."""
+        check_originators(self.store, [DataSubject.create_id(reference)], reference)
         s = self.subject(reference)
         timeline = []
         for domain_event in self.store.events.get(s.id):

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import ProgrammingError, StoredEvent
+from eventsourcing.persistence import Notification, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
@@ -183,6 +183,21 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
             row = curs.fetchone()
         assert row is not None
         return int(row["log"] or 0), int(row["chain"] or 0), int(row["marks"] or 0)
+
+    def chained_events(self, originator_id: UUID) -> list[tuple[Notification, bytes | None]]:
+        """One originator's stored events in version order, each with its chained event
+        digest (None when the chain has no row at its position)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT e.notification_id, e.originator_version, e.topic, "
+                             "e.state, c.event_digest FROM {} e LEFT JOIN {} c "
+                             "ON c.position = e.notification_id WHERE e.originator_id = %s "
+                             "ORDER BY e.originator_version").format(
+                self.events_table, self.chain_table), (originator_id,))
+            return [(Notification(id=r["notification_id"], originator_id=originator_id,
+                                  originator_version=r["originator_version"],
+                                  topic=r["topic"], state=bytes(r["state"])),
+                     None if r["event_digest"] is None else bytes(r["event_digest"]))
+                    for r in curs.fetchall()]
 
     def checkpoints(self) -> list[Checkpoint]:
         with self.datastore.transaction(commit=False) as curs:

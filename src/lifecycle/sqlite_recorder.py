@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from lifecycle.crypto.signing_key import Signer
@@ -124,6 +125,18 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
                       f"(SELECT MAX(seq) FROM {CHECKPOINT_TABLE})")
             log_head, chain_head, checkpoints = c.fetchone()
         return int(log_head or 0), int(chain_head or 0), int(checkpoints or 0)
+
+    def chained_events(self, originator_id: UUID) -> list[tuple[Notification, bytes | None]]:
+        """One originator's stored events in version order, each with its chained event
+        digest (None when the chain has no row at its position)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT e.rowid, e.originator_version, e.topic, e.state, "
+                      f"c.event_digest FROM {self.events_table_name} e LEFT JOIN "
+                      f"{CHAIN_TABLE} c ON c.position = e.rowid WHERE e.originator_id = ? "
+                      "ORDER BY e.originator_version", (originator_id.hex,))
+            return [(Notification(id=r[0], originator_id=originator_id,
+                                  originator_version=r[1], topic=r[2], state=r[3]),
+                     None if r[4] is None else bytes(r[4])) for r in c.fetchall()]
 
     def checkpoints(self) -> list[Checkpoint]:
         with self.datastore.transaction(commit=False) as c:
