@@ -262,9 +262,16 @@ class VerifyReport:
 
 @dataclass(slots=True)
 class _Originator:
+    text: str  # the id as digests spell it
     chained_version: int = 0
     chained_digest: bytes | None = None
     stored_version: int = 0
+
+    def stored(self, version: int) -> bool:
+        """Records a stored version; whether it came after a later one (out of order)."""
+        out_of_order = version <= self.stored_version
+        self.stored_version = max(self.stored_version, version)
+        return out_of_order
 
 
 @dataclass
@@ -291,7 +298,7 @@ class _Verifier:
         self.verifier: Verifier = self.recorder.signer.verifier
         self.problems: list[Problem] = []
         self.mismatches: list[_Mismatch] = []
-        self.originators: dict[str, _Originator] = {}
+        self.originators: dict[UUID, _Originator] = {}
         self.prev_log = LOG_GENESIS   # the chain's own previous log link
         self.recomputed = LOG_GENESIS  # the log link recomputed from the stored events
         self.anchor_digest: str | None = None
@@ -370,7 +377,7 @@ class _Verifier:
             elif event is None or row.position < event.id:
                 self._chain_row(row, None)
                 self.problems.append(Problem(
-                    REMOVED, row.position, row.originator, row.version,
+                    REMOVED, row.position, originator_text(row.originator), row.version,
                     "the chain has this event; the store no longer holds it",
                     expected=row.event_digest.hex()))
                 self._passed_anchor(row.position, None)
@@ -402,66 +409,68 @@ class _Verifier:
             yield from rows
             start = rows[-1].position
 
-    def _digest(self, event: Notification) -> tuple[str, bytes]:
-        originator = originator_text(event.originator_id)
-        return originator, event_digest(originator, event.originator_version, event.topic,
-                                        event.state)
+    def _state(self, originator_id: object) -> _Originator:
+        """The walk's state of one originator, keyed by its UUID."""
+        key = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
+        state = self.originators.get(key)
+        if state is None:
+            state = self.originators[key] = _Originator(str(key))
+        return state
+
+    def _digest(self, event: Notification, state: _Originator) -> bytes:
+        return event_digest(state.text, event.originator_version, event.topic, event.state)
 
     def _unchained(self, event: Notification) -> None:
-        originator, digest = self._digest(event)
+        state = self._state(event.originator_id)
+        digest = self._digest(event, state)
         self.recomputed = link(self.recomputed, digest)
         self._passed_anchor(event.id, self.recomputed.hex())
-        self._stored_version(originator, event.originator_version)
+        state.stored(event.originator_version)
         self.problems.append(Problem(
-            UNCHAINED, event.id, originator, event.originator_version,
+            UNCHAINED, event.id, state.text, event.originator_version,
             "the store holds this event; the chain does not (written behind the "
             "application's back, or its chain row was deleted)",
             topic=event.topic, found=digest.hex()))
 
-    def _stored_version(self, originator: str, version: int) -> bool:
-        """Records a stored version; whether it came after a later one (out of order)."""
-        state = self.originators.get(originator)
-        if state is None:
-            state = self.originators[originator] = _Originator()
-        out_of_order = version <= state.stored_version
-        state.stored_version = max(state.stored_version, version)
-        return out_of_order
-
     def _chain_row(self, row: ChainRow, event: Notification | None) -> None:
         """Checks one chain row against its predecessors, its checkpoints and, when there
         is one, the stored event at its position."""
-        position, originator, version, digest, subject_digest, log_digest = row
+        position, _, version, digest, subject_digest, log_digest = row
         chained_log = None
+        state = None
         if event is not None:
-            stored_originator, found = self._digest(event)
+            stored = self._state(event.originator_id)
+            found = self._digest(event, stored)
             recomputed = link(self.recomputed, found)
-            if found == digest and self.recomputed == self.prev_log:
-                chained_log = recomputed  # the same SHA-256 input: hash it once
+            if found == digest:  # the same originator: its digest covers the id
+                state = stored
+                if self.recomputed == self.prev_log:
+                    chained_log = recomputed  # the same SHA-256 input: hash it once
             self.recomputed = recomputed
             self._passed_anchor(position, recomputed.hex())
-            out_of_order = self._stored_version(stored_originator, event.originator_version)
+            out_of_order = stored.stored(event.originator_version)
             if found != digest:
                 self.mismatches.append(_Mismatch(event, digest, found, out_of_order))
+        if state is None:
+            state = self._state(row.originator)
 
         def broken(detail: str, kind: str = CHAIN_ALTERED) -> None:
-            self.problems.append(Problem(kind, position, originator, version, detail))
+            self.problems.append(Problem(kind, position, state.text, version, detail))
 
         if (chained_log or link(self.prev_log, digest)) != log_digest:
             broken("the log link does not hash from the previous one: chain rows were "
                    "changed or removed")
-        state = self.originators.get(originator)
-        if state is None:
-            state = self.originators[originator] = _Originator()
-        if link(state.chained_digest or subject_genesis(originator),
+        if link(state.chained_digest or subject_genesis(state.text),
                 digest) != subject_digest:
             broken("the subject link does not hash from this originator's previous one")
         if version != state.chained_version + 1:
             broken(f"version {version} is chained after version {state.chained_version} "
                    "of the same originator", REORDERED)
         self.rows += 1
-        for mark in self.marks.pop(position, ()):
-            if mark.log_digest != log_digest or mark.events != self.rows:
-                broken(f"checkpoint #{mark.seq} disagrees with the chain", CHECKPOINT)
+        if position in self.marks:
+            for mark in self.marks.pop(position):
+                if mark.log_digest != log_digest or mark.events != self.rows:
+                    broken(f"checkpoint #{mark.seq} disagrees with the chain", CHECKPOINT)
         self.prev_log = log_digest
         state.chained_version, state.chained_digest = version, subject_digest
 

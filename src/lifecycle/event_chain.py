@@ -116,7 +116,7 @@ class Checkpoint:
 
 class ChainRow(NamedTuple):
     position: int
-    originator: str      # as digests spell it
+    originator: Any      # as the database returns it (hex text on SQLite, a UUID on PostgreSQL)
     version: int
     event_digest: bytes
     subject_digest: bytes

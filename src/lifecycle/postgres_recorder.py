@@ -99,15 +99,21 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
             versions.append(event.originator_version)
             topics.append(event.topic)
             states.append(event.state)
-        pending: Pending | None = None
-        if stored_events:
-            if self.signer is None:
-                raise ChainNotReady("no signing key attached to the event recorder")
-            pending = prepare(stored_events)
-            pending.previous = self.subject_links(pending.wanted())
+        pending = self._pending(stored_events)
         notification_ids: Sequence[int] | None = super().insert_events(
             stored_events, lifecycle_columns=columns, lifecycle_chain=pending, **kwargs)
         return notification_ids
+
+    def _pending(self, stored_events: Sequence[StoredEvent]) -> Pending | None:
+        """The batch's digests and previous subject links, before the lock (None: nothing
+        to chain)."""
+        if not stored_events:
+            return None
+        if self.signer is None:
+            raise ChainNotReady("no signing key attached to the event recorder")
+        pending = prepare(stored_events)
+        pending.previous = self.subject_links(pending.wanted())
+        return pending
 
     def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow],
                                        stored_events: Sequence[StoredEvent],
@@ -209,7 +215,7 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
             curs.execute(SQL("SELECT * FROM {} WHERE position > %s AND position <= %s "
                              "ORDER BY position LIMIT %s").format(self.chain_table),
                          (after, upto, limit), prepare=True)
-            return [ChainRow(row["position"], str(row["originator_id"]),
+            return [ChainRow(row["position"], row["originator_id"],
                              row["originator_version"], bytes(row["event_digest"]),
                              bytes(row["subject_digest"]), bytes(row["log_digest"]))
                     for row in curs.fetchall()]

@@ -51,18 +51,27 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
-        if not stored_events:
+        pending = self._pending(stored_events)
+        if pending is None:
             return super().insert_events(stored_events, **kwargs)
         signer = self.signer
-        if signer is None:
-            raise ChainNotReady("no signing key attached to the event recorder")
-        pending = prepare(stored_events)
-        pending.previous = self.subject_links(pending.wanted())
+        assert signer is not None
         with self.datastore.transaction(commit=True) as c:
             ids = self._insert_events(c, stored_events, **kwargs)
             assert ids is not None
             self._append(c, pending, ids, signer)
             return ids
+
+    def _pending(self, stored_events: Sequence[StoredEvent]) -> Pending | None:
+        """The batch's digests and previous subject links, before the lock (None: nothing
+        to chain)."""
+        if not stored_events:
+            return None
+        if self.signer is None:
+            raise ChainNotReady("no signing key attached to the event recorder")
+        pending = prepare(stored_events)
+        pending.previous = self.subject_links(pending.wanted())
+        return pending
 
     def _append(self, c: SQLiteCursor, pending: Pending, ids: Sequence[int],
                 signer: Signer) -> list[ChainRow]:
@@ -147,8 +156,7 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(f"SELECT * FROM {CHAIN_TABLE} WHERE position > ? AND position <= ? "
                       "ORDER BY position LIMIT ?", (after, upto, limit))
-            return [ChainRow(row[0], originator_text(row[1]), row[2], bytes(row[3]),
-                             bytes(row[4]), bytes(row[5])) for row in c.fetchall()]
+            return [ChainRow(*row) for row in c.fetchall()]
 
 
 def _checkpoint(row: Any) -> Checkpoint:
