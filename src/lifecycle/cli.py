@@ -512,8 +512,8 @@ def sweep(at_text: str | None, dry_run: bool, as_json: bool) -> None:
 @click.option("--due-soon-days", type=click.IntRange(min=1), default=DUE_SOON_DAYS, show_default=True,
               help="Flag open requests due within this many days.")
 def daemon(interval: float, due_soon_days: int) -> None:
-    """Keep projections current, sweep, chain the audit log and flag requests due soon
-    or overdue, at start and every --interval seconds."""
+    """Keep projections current, sweep and flag requests due soon or overdue, at start
+    and every --interval seconds."""
     from lifecycle.daemon import Daemon
 
     with open_ledger() as ledger:
