@@ -350,18 +350,18 @@ def attach_signing_key(store: SubjectStore, settings: Settings) -> Signer:
     here and the store already holds events, they are written by a version that did not
     chain them: they are chained now, once (`chain_backlog`). A key that existed before
     never chains a backlog on its own: an emptied chain is reported by `audit verify`,
-    not silently redone (`lifecycle audit chain --upgrade` does it on request).
+    not silently redone (`lifecycle audit chain` does it on request).
     """
     recorder = chained_recorder(store)
     signer = given_signing_key(settings)
-    log_head, _, checkpoints = recorder.chain_heads()
+    log_head, chain_head, checkpoints = recorder.chain_heads()
     created = False
     if signer is None:
         if checkpoints:
             raise missing_key_error(settings, recorder.checkpoints()[-1].key_id)
         signer, created = create_signing_key(settings), True
     recorder.signer = signer
-    if created and log_head and not checkpoints:
+    if created and log_head and not chain_head and not checkpoints:
         chained = chain_backlog(store)
         log.warning("audit.chained_on_upgrade", events=chained, key=signer.fingerprint)
     return signer

@@ -180,7 +180,8 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
     # -- reading the chain -------------------------------------------------------------
 
     def chain_heads(self) -> tuple[int, int, int]:
-        """(newest event position, newest chain position, checkpoints) in one snapshot."""
+        """(newest event position, newest chain position, newest checkpoint number), in one
+        snapshot (0 for none)."""
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(SQL("SELECT (SELECT MAX(notification_id) FROM {}) AS log, "
                              "(SELECT MAX(position) FROM {}) AS chain, "

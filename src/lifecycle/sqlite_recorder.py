@@ -127,7 +127,8 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
     # -- reading -------------------------------------------------------------------------
 
     def chain_heads(self) -> tuple[int, int, int]:
-        """(newest event position, newest chain position, checkpoints) in one snapshot."""
+        """(newest event position, newest chain position, newest checkpoint number), in one
+        snapshot (0 for none)."""
         with self.datastore.transaction(commit=False) as c:
             c.execute(f"SELECT (SELECT MAX(rowid) FROM {self.events_table_name}), "
                       f"(SELECT MAX(position) FROM {CHAIN_TABLE}), "
