@@ -3,8 +3,9 @@
 Registered on the main group in `lifecycle.cli` (`cli.add_command(audit)`,
 `cli.add_command(replay)`, `cli.add_command(report)`). The shared command-line helpers
 (`open_ledger`, `parse_time`, ...) are imported from `lifecycle.cli` when a command runs,
-so `lifecycle.cli` may import this module wherever it likes. Exit codes as everywhere: 0 ok, 1 refused (unknown subject,
-no policy in force), 2 usage or configuration error.
+so `lifecycle.cli` may import this module wherever it likes. Exit codes as everywhere:
+0 ok, 1 refused (unknown subject, no policy in force, a log that does not verify), 2 usage
+or configuration error.
 """
 
 from __future__ import annotations
