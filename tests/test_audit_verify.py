@@ -521,7 +521,8 @@ def test_a_missing_signing_key_for_a_signed_chain_is_a_configuration_error(
 
 
 def test_the_key_can_come_from_the_environment(backend: Settings) -> None:
-    """LIFECYCLE_SIGNING_KEY (base64) signs instead of a key file; none is created."""
+    """LIFECYCLE_SIGNING_KEY (base64) signs instead of a key file; none is created. Another
+    key fails every signature, and writing with it is refused before anything is stored."""
     import base64
 
     from cryptography.hazmat.primitives.serialization import (
@@ -540,6 +541,10 @@ def test_the_key_can_come_from_the_environment(backend: Settings) -> None:
     other = Settings(backend.home, backend.database_url, None, backend.master_key_file,
                      base64.b64encode(os.urandom(32)).decode())
     assert {kind for kind, _ in problems(verify_now(other))} == {CHECKPOINT}
+    with Ledger(other) as ledger:  # nor does another key write on the chain
+        with pytest.raises(ConfigurationError, match="not the key the audit chain is signed"):
+            ledger.ingest(some_facts(1, 9), NOW)
+    assert verify_now(settings).ok
 
 
 # -- upgrading a store written before the chain was kept with the events ----------------------

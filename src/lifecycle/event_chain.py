@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from lifecycle.crypto.signing_key import Signer, Verifier
+from lifecycle.errors import ConfigurationError
 
 CHAIN_TABLE = "lifecycle_event_chain"
 CHECKPOINT_TABLE = "lifecycle_event_checkpoints"
@@ -171,6 +172,17 @@ def extend(pending: Pending, positions: Sequence[int], head: Checkpoint | None,
     seq = 1 if head is None else head.seq + 1
     events = len(rows) + (0 if head is None else head.events)
     return rows, Checkpoint.signed(signer, seq, int(positions[-1]), events, log_digest, at)
+
+
+def check_signing_key(signer: Signer, newest_key_id: str | None) -> None:
+    """Raises ConfigurationError when the chain's newest checkpoint was signed with another
+    key than `signer`: writing on would start a second chain that `audit verify` rejects."""
+    if newest_key_id is not None and newest_key_id != signer.fingerprint:
+        raise ConfigurationError(
+            f"the signing key ({signer.source}, fingerprint {signer.fingerprint}) is not "
+            f"the key the audit chain is signed with ({newest_key_id}): nothing was "
+            "written; restore that key, or run `lifecycle audit verify` if the chain was "
+            "re-signed behind the application's back")
 
 
 class ChainNotReady(Exception):

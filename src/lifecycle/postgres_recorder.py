@@ -36,6 +36,7 @@ from lifecycle.event_chain import (
     ChainRow,
     Checkpoint,
     Pending,
+    check_signing_key,
     extend,
     prepare,
 )
@@ -48,6 +49,7 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
     chains and signs every batch it stores."""
 
     signer: Signer | None = None
+    key_checked = False  # the newest checkpoint's key was compared with `signer`
 
     def __init__(self, datastore: PostgresDatastore, *,
                  events_table_name: str = "stored_events") -> None:
@@ -111,6 +113,9 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
             return None
         if self.signer is None:
             raise ChainNotReady("no signing key attached to the event recorder")
+        if not self.key_checked:
+            check_signing_key(self.signer, self.newest_key_id())
+            self.key_checked = True
         pending = prepare(stored_events)
         pending.previous = self.subject_links(pending.wanted())
         return pending
@@ -139,6 +144,13 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
             [r.log_digest for r in rows]))
         curs.execute(self.insert_checkpoint_statement, checkpoint.row())
         return rows
+
+    def newest_key_id(self) -> str | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT key_id FROM {} ORDER BY seq DESC LIMIT 1").format(
+                self.checkpoint_table))
+            row = curs.fetchone()
+            return None if row is None else str(row["key_id"])
 
     def subject_links(self, wanted: list[tuple[str, int]]) -> dict[str, bytes]:
         """The chained subject digest of each (originator, version) that has one."""

@@ -23,6 +23,7 @@ from lifecycle.event_chain import (
     ChainRow,
     Checkpoint,
     Pending,
+    check_signing_key,
     extend,
     originator_text,
     prepare,
@@ -35,6 +36,7 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
     """`SQLiteApplicationRecorder` that chains and signs every batch it stores."""
 
     signer: Signer | None = None
+    key_checked = False  # the newest checkpoint's key was compared with `signer`
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(),
@@ -69,6 +71,9 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             return None
         if self.signer is None:
             raise ChainNotReady("no signing key attached to the event recorder")
+        if not self.key_checked:
+            check_signing_key(self.signer, self.newest_key_id())
+            self.key_checked = True
         pending = prepare(stored_events)
         pending.previous = self.subject_links(pending.wanted())
         return pending
@@ -87,6 +92,12 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         c.execute(f"SELECT * FROM {CHECKPOINT_TABLE} ORDER BY seq DESC LIMIT 1")
         row = c.fetchone()
         return None if row is None else _checkpoint(row)
+
+    def newest_key_id(self) -> str | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT key_id FROM {CHECKPOINT_TABLE} ORDER BY seq DESC LIMIT 1")
+            row = c.fetchone()
+            return None if row is None else str(row[0])
 
     def subject_links(self, wanted: list[tuple[str, int]]) -> dict[str, bytes]:
         """The chained subject digest of each (originator, version) that has one."""
