@@ -3,7 +3,7 @@
     PYTHONPATH=src:. python -m bench.chain_bench [--size small] [--backends sqlite,postgres]
 
 For each backend, `Ledger.ingest` of the suite's facts (same sizes as `python -m bench`)
-into fresh stores, alternating three sides per repeat, medians compared:
+into fresh stores, three sides per repeat (each side first in turn), medians compared:
 
   chained     the shipped recorder: chain rows and one signed checkpoint per batch, in the
               batch's transaction;
@@ -83,8 +83,9 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 def run(backend: Any, lines: list[str], repeats: int, log: Callable[[str], None]) -> None:
     sides: dict[str, list[float]] = {"chained": [], "unchained": [], "bare": []}
     kept = None
+    order = ["chained", "unchained", "bare"]
     for n in range(repeats):
-        for side in ("chained", "unchained", "bare"):
+        for side in order[n % 3:] + order[:n % 3]:  # each side in each slot in turn
             store = backend.new_store(f"{side}{n}")
             settings = store.settings()
             if side == "bare":
@@ -97,7 +98,7 @@ def run(backend: Any, lines: list[str], repeats: int, log: Callable[[str], None]
                 seconds = ingest_seconds(settings, lines)
             sides[side].append(seconds)
             log(f"[{backend.name}] run {n + 1} {side}: {len(lines) / seconds:,.0f} facts/s")
-            if side == "chained" and n == repeats - 1:
+            if side == "chained" and kept is None:
                 kept = store
             else:
                 backend.drop(store)
