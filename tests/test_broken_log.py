@@ -1,6 +1,8 @@
 """A broken log is reported, not crashed on: `projections rebuild`, `replay`, `history` and
 `dsar export` on a store with an altered or undecodable stored event name it (position and
-subject) in one line and exit 1; `audit verify` lists it among its problems.
+subject) in one line and exit 1; `audit verify` lists it among its problems. A rebuild or
+replay checks each page of the log it reads against the chain (also in the processes of a
+shared rebuild); history and export check the subject's events before decoding them.
 
 Commands run as real processes against a store tampered with behind the application's back.
 """
@@ -13,8 +15,8 @@ from lifecycle.settings import Settings
 from tests.processes import lifecycle
 from tests.test_audit_verify import RawStore, events_of, ingested
 
-COMMANDS = [("projections", "rebuild"), ("replay",), ("history", "member:2"),
-            ("dsar", "export", "member:2")]
+COMMANDS = [("projections", "rebuild"), ("projections", "rebuild", "--workers", "2"),
+            ("replay",), ("history", "member:2"), ("dsar", "export", "member:2")]
 
 
 def assert_named_refusal(settings: Settings, nid: int, version: int) -> None:

@@ -99,14 +99,6 @@ class LogAltered(LifecycleError):
                          "`lifecycle audit verify` lists every change")
 
 
-def check_log(store: SubjectStore) -> None:
-    """Raises LogAltered, naming the first problem, unless the whole log verifies (what a
-    rebuild or a replay does before building anything from it)."""
-    report = verify(store, None)
-    if not report.ok:
-        raise LogAltered(report.problems[0], len(report.problems) - 1)
-
-
 def check_originators(store: SubjectStore, originator_ids: list[UUID],
                       reference: str | None = None) -> None:
     """Raises LogAltered unless every stored event of these originators matches its chain

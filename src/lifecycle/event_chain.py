@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
 from lifecycle.crypto.signing_key import Signer, Verifier
-from lifecycle.errors import ConfigurationError
+from lifecycle.errors import ConfigurationError, LifecycleError
 
 CHAIN_TABLE = "lifecycle_event_chain"
 CHECKPOINT_TABLE = "lifecycle_event_checkpoints"
@@ -183,6 +183,42 @@ def check_signing_key(signer: Signer, newest_key_id: str | None) -> None:
             f"the key the audit chain is signed with ({newest_key_id}): nothing was "
             "written; restore that key, or run `lifecycle audit verify` if the chain was "
             "re-signed behind the application's back")
+
+
+class BrokenEvent(LifecycleError):
+    """A stored event that does not decode or does not match its chain row: the log was
+    altered behind the application's back. Names the event (position, subject, version)."""
+
+    def __init__(self, position: int | None, originator: object, version: int, what: str,
+                 name: str | None = None) -> None:
+        self.position, self.originator, self.version = position, str(originator), version
+        where = f"position {position}: " if position is not None else ""
+        who = name or f"originator {originator}"
+        super().__init__(f"the stored event at {where}{who} v{version} {what}: the event "
+                         "log was altered; `lifecycle audit verify` lists every change")
+
+
+def check_page(page: Sequence[Any], rows: Sequence[ChainRow],
+               name_of: Callable[[Any], str | None] | None, whole_range: bool) -> None:
+    """Raises BrokenEvent for the first notification of `page` whose digest differs from
+    its chain row or that has none; with `whole_range` (the page holds every stored event
+    of its range of positions), also for a chain row whose event is gone."""
+    chained = {row.position: row.event_digest for row in rows}
+    for n in page:
+        digest = chained.pop(n.id, None)
+        found = event_digest(originator_text(n.originator_id), n.originator_version, n.topic,
+                             bytes(n.state))
+        if digest != found:
+            what = ("is not in the audit chain" if digest is None
+                    else "does not match its audit chain row")
+            raise BrokenEvent(n.id, originator_text(n.originator_id), n.originator_version,
+                              what, name_of(n.originator_id) if name_of else None)
+    if whole_range and chained:
+        position = min(chained)
+        row = next(r for r in rows if r.position == position)
+        raise BrokenEvent(position, originator_text(row.originator), row.version,
+                          "was removed (the audit chain has it)",
+                          name_of(row.originator) if name_of else None)
 
 
 class ChainNotReady(Exception):

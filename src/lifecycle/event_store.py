@@ -24,8 +24,7 @@ from lifecycle.crypto.signing_key import (
     given_signing_key,
     missing_key_error,
 )
-from lifecycle.errors import LifecycleError
-from lifecycle.event_chain import UPGRADE_PAGE
+from lifecycle.event_chain import UPGRADE_PAGE, BrokenEvent
 from lifecycle.logs import get_logger
 from lifecycle.postgres_recorder import LockLightPostgresRecorder
 from lifecycle.settings import Settings, create_private_file
@@ -39,6 +38,7 @@ T = TypeVar("T")
 SAVE_RETRIES = 5
 
 
+CHECKED_READS = "LIFECYCLE_CHECKED_READS"  # the store's env flag (see check_reads)
 BUCKETS = 16  # an aggregate's bucket: the last hex digit of its id
 
 
@@ -55,19 +55,6 @@ class Partition:
 
     def holds(self, aggregate_id: UUID) -> bool:
         return aggregate_id.int % BUCKETS in self.buckets
-
-
-class BrokenEvent(LifecycleError):
-    """A stored event does not decode: the log was altered behind the application's back."""
-
-    def __init__(self, originator_id: object, version: int, position: int | None,
-                 reason: str) -> None:
-        self.originator_id, self.version, self.position = str(originator_id), version, position
-        where = f"position {position}, " if position is not None else ""
-        super().__init__(
-            f"the stored event at {where}originator {originator_id} v{version} does not "
-            f"decode ({reason}): the event log was altered; `lifecycle audit verify` "
-            "lists every change")
 
 
 class _NamingMapper(Mapper[UUID]):
@@ -87,8 +74,9 @@ class _NamingMapper(Mapper[UUID]):
                                            stored_event.originator_version)
                 except Exception:  # noqa: BLE001 - the name without a position then
                     position = None
-            raise BrokenEvent(stored_event.originator_id, stored_event.originator_version,
-                              position, type(error).__name__) from None
+            raise BrokenEvent(position, stored_event.originator_id,
+                              stored_event.originator_version,
+                              f"does not decode ({type(error).__name__})") from None
 
 
 _naming_classes: dict[type[Any], type[Any]] = {}
@@ -113,6 +101,27 @@ class SubjectStore(Application[UUID]):
         super().__init__(*args, **kwargs)
         if isinstance(self.mapper, _NamingMapper):
             self.mapper.locate = self.position_of
+        recorder = self.recorder
+        if isinstance(recorder, ChainedSQLiteRecorder | LockLightPostgresRecorder):
+            recorder.name_of = self.reference_of
+            recorder.checked_reads = self.env.get(CHECKED_READS) == "y"
+
+    def check_reads(self) -> None:
+        """From now on every page of the log this store (and any process opened with its
+        env, such as a shared rebuild's) reads is checked against the audit chain: the first
+        stored event that does not match raises BrokenEvent, before it is used."""
+        self.env[CHECKED_READS] = "y"
+        chained_recorder(self).checked_reads = True
+
+    def reference_of(self, originator_id: object) -> str | None:
+        """The `reference` an aggregate's first event records, if it still decodes."""
+        try:
+            stored = self.recorder.select_events(UUID(str(originator_id)), lte=1)
+            event = self.mapper.to_domain_event(stored[0]) if stored else None
+        except Exception:  # noqa: BLE001 - a damaged first event: no name, no harm
+            return None
+        reference = getattr(event, "reference", None)
+        return reference if isinstance(reference, str) else None
 
     def construct_mapper(self) -> Mapper[UUID]:
         return _naming(super().construct_mapper())
@@ -259,10 +268,12 @@ class SubjectStore(Application[UUID]):
                     f"WHERE rowid > ? AND rowid <= ? AND (substr(originator_id, -1) "
                     f"IN ({marks}) OR originator_id = ?) ORDER BY rowid",
                     [after, upto, *(f"{b:x}" for b in buckets), REGISTER_ID.hex])
-                return [Notification(id=row["rowid"], originator_id=UUID(row["originator_id"]),
-                                     originator_version=row["originator_version"],
-                                     topic=row["topic"], state=row["state"])
-                        for row in cursor.fetchall()]
+                found = [Notification(id=row["rowid"], originator_id=UUID(row["originator_id"]),
+                                      originator_version=row["originator_version"],
+                                      topic=row["topic"], state=row["state"])
+                         for row in cursor.fetchall()]
+            self._check_partition(found, after, upto)
+            return found
         if isinstance(recorder, PostgresAggregateRecorder):
             statement = SQL(
                 "SELECT * FROM {}.{} WHERE notification_id > %s AND notification_id <= %s "
@@ -271,14 +282,22 @@ class SubjectStore(Application[UUID]):
                 Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
             with recorder.datastore.transaction(commit=False) as cursor:
                 cursor.execute(statement, [after, upto, buckets, REGISTER_ID], prepare=True)
-                return [Notification(id=row["notification_id"],
-                                     originator_id=row["originator_id"],
-                                     originator_version=row["originator_version"],
-                                     topic=row["topic"], state=bytes(row["state"]))
-                        for row in cursor.fetchall()]
+                found = [Notification(id=row["notification_id"],
+                                      originator_id=row["originator_id"],
+                                      originator_version=row["originator_version"],
+                                      topic=row["topic"], state=bytes(row["state"]))
+                         for row in cursor.fetchall()]
+            self._check_partition(found, after, upto)
+            return found
         every = recorder.select_notifications(after, upto - after, upto, inclusive_of_start=False)
         return [n for n in every if n.originator_id == REGISTER_ID
                 or partition.holds(UUID(str(n.originator_id)))]
+
+    def _check_partition(self, found: list[Notification], after: int, upto: int) -> None:
+        recorder = self.recorder
+        if isinstance(recorder, ChainedSQLiteRecorder | LockLightPostgresRecorder) and \
+                recorder.checked_reads and found:
+            recorder.check(found, after, upto, whole_range=False)
 
     def get_request_case(self, case_id: UUID) -> RequestCase | None:
         return self._get(case_id, RequestCase)

@@ -19,7 +19,7 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import REGISTER_ID, Adoption, PolicyRegister
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS, RequestCase
-from lifecycle.audit import check_log, check_originators
+from lifecycle.audit import check_originators
 from lifecycle.certificate import deletion_certificate
 from lifecycle.crypto.vault import open_vault
 from lifecycle.dsar import access_document, subject_as_of
@@ -116,9 +116,10 @@ class Ledger:
     def rebuild_projections(self, names: Sequence[str] | None = None,
                             workers: int | None = None) -> int:
         """Rebuilds the named projections (all by default) from the first event; a full
-        rebuild of a long log is shared among processes (`projections.parallel`). Refused
-        (LogAltered, naming the event) when the log does not verify against its chain."""
-        check_log(self.store)
+        rebuild of a long log is shared among processes (`projections.parallel`). Every
+        page it reads is checked against the audit chain: BrokenEvent names the first
+        stored event that does not match."""
+        self.store.check_reads()
         return parallel.rebuild(self.projections, names, workers)
 
     # -- read side --------------------------------------------------------------------

@@ -18,7 +18,7 @@ makes the chain's writers take turns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -36,6 +36,7 @@ from lifecycle.event_chain import (
     ChainRow,
     Checkpoint,
     Pending,
+    check_page,
     check_signing_key,
     extend,
     prepare,
@@ -50,6 +51,10 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
 
     signer: Signer | None = None
     key_checked = False  # the newest checkpoint's key was compared with `signer`
+    # Reads of the log checked against the chain (a rebuild, a replay): BrokenEvent names
+    # the first event that does not match; `name_of` gives a subject's reference.
+    checked_reads = False
+    name_of: Callable[[Any], str | None] | None = None
 
     def __init__(self, datastore: PostgresDatastore, *,
                  events_table_name: str = "stored_events") -> None:
@@ -217,6 +222,22 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
                                   topic=r["topic"], state=bytes(r["state"])),
                      None if r["event_digest"] is None else bytes(r["event_digest"]))
                     for r in curs.fetchall()]
+
+    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
+                             topics: Sequence[str] = (), *,
+                             inclusive_of_start: bool = True) -> Sequence[Notification]:
+        page: Sequence[Notification] = super().select_notifications(
+            start, limit, stop, topics, inclusive_of_start=inclusive_of_start)
+        if self.checked_reads and page:
+            after = page[0].id - 1 if start is None or inclusive_of_start else start
+            self.check(page, after, page[-1].id, whole_range=not topics)
+        return page
+
+    def check(self, page: Sequence[Notification], after: int, upto: int,
+              whole_range: bool) -> None:
+        """Raises BrokenEvent unless `page` matches the chain rows of (after, upto]."""
+        check_page(page, self.chain_rows(after, upto, upto - after + 1), self.name_of,
+                   whole_range)
 
     def checkpoints(self) -> list[Checkpoint]:
         with self.datastore.transaction(commit=False) as curs:

@@ -8,7 +8,7 @@ head the batch continues.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +23,7 @@ from lifecycle.event_chain import (
     ChainRow,
     Checkpoint,
     Pending,
+    check_page,
     check_signing_key,
     extend,
     originator_text,
@@ -37,6 +38,10 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
 
     signer: Signer | None = None
     key_checked = False  # the newest checkpoint's key was compared with `signer`
+    # Reads of the log checked against the chain (a rebuild, a replay): BrokenEvent names
+    # the first event that does not match; `name_of` gives a subject's reference.
+    checked_reads = False
+    name_of: Callable[[Any], str | None] | None = None
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(),
@@ -158,6 +163,22 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             return [(Notification(id=r[0], originator_id=originator_id,
                                   originator_version=r[1], topic=r[2], state=r[3]),
                      None if r[4] is None else bytes(r[4])) for r in c.fetchall()]
+
+    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
+                             topics: Sequence[str] = (), *,
+                             inclusive_of_start: bool = True) -> Sequence[Notification]:
+        page = super().select_notifications(start, limit, stop, topics,
+                                            inclusive_of_start=inclusive_of_start)
+        if self.checked_reads and page:
+            after = page[0].id - 1 if start is None or inclusive_of_start else start
+            self.check(page, after, page[-1].id, whole_range=not topics)
+        return page
+
+    def check(self, page: Sequence[Notification], after: int, upto: int,
+              whole_range: bool) -> None:
+        """Raises BrokenEvent unless `page` matches the chain rows of (after, upto]."""
+        check_page(page, self.chain_rows(after, upto, upto - after + 1), self.name_of,
+                   whole_range)
 
     def checkpoints(self) -> list[Checkpoint]:
         with self.datastore.transaction(commit=False) as c:
