@@ -31,6 +31,10 @@ def env_for(settings: Settings) -> dict[str, str]:
         env["LIFECYCLE_DATABASE_URL"] = settings.database_url
     if settings.master_key:
         env["LIFECYCLE_MASTER_KEY"] = settings.master_key
+    if settings.signing_key:
+        env["LIFECYCLE_SIGNING_KEY"] = settings.signing_key
+    if settings.signing_key_file:
+        env["LIFECYCLE_SIGNING_KEY_FILE"] = str(settings.signing_key_file)
     return env
 
 
