@@ -298,6 +298,13 @@ class _Verifier:
         self.rows = 0
 
     def run(self) -> VerifyReport:
+        checked, self.recorder.checked_reads = self.recorder.checked_reads, False
+        try:  # every problem is reported here, not raised at the first one
+            return self._run()
+        finally:
+            self.recorder.checked_reads = checked
+
+    def _run(self) -> VerifyReport:
         marks = self.recorder.checkpoints()  # read first: none can be beyond the heads
         log_head, chain_head, _ = self.recorder.chain_heads()
         if chain_head > (marks[-1].position if marks else 0):
