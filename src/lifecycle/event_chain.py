@@ -198,12 +198,13 @@ class BrokenEvent(LifecycleError):
                          "log was altered; `lifecycle audit verify` lists every change")
 
 
-def check_page(page: Sequence[Any], rows: Sequence[ChainRow],
-               name_of: Callable[[Any], str | None] | None, whole_range: bool) -> None:
+def check_page(page: Sequence[Any], chained: dict[int, bytes],
+               name_of: Callable[[Any], str | None] | None,
+               row_at: Callable[[int], ChainRow | None] | None = None) -> None:
     """Raises BrokenEvent for the first notification of `page` whose digest differs from
-    its chain row or that has none; with `whole_range` (the page holds every stored event
-    of its range of positions), also for a chain row whose event is gone."""
-    chained = {row.position: row.event_digest for row in rows}
+    its chain row's (`chained`: position -> event digest) or that has none. With `row_at`
+    (the page holds every stored event of the positions `chained` covers), also for a
+    chain row whose event is gone."""
     for n in page:
         digest = chained.pop(n.id, None)
         found = event_digest(originator_text(n.originator_id), n.originator_version, n.topic,
@@ -213,9 +214,10 @@ def check_page(page: Sequence[Any], rows: Sequence[ChainRow],
                     else "does not match its audit chain row")
             raise BrokenEvent(n.id, originator_text(n.originator_id), n.originator_version,
                               what, name_of(n.originator_id) if name_of else None)
-    if whole_range and chained:
+    if row_at is not None and chained:
         position = min(chained)
-        row = next(r for r in rows if r.position == position)
+        row = row_at(position)
+        assert row is not None
         raise BrokenEvent(position, originator_text(row.originator), row.version,
                           "was removed (the audit chain has it)",
                           name_of(row.originator) if name_of else None)

@@ -236,8 +236,20 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
     def check(self, page: Sequence[Notification], after: int, upto: int,
               whole_range: bool) -> None:
         """Raises BrokenEvent unless `page` matches the chain rows of (after, upto]."""
-        check_page(page, self.chain_rows(after, upto, upto - after + 1), self.name_of,
-                   whole_range)
+        check_page(page, self.chain_digests(after, upto), self.name_of,
+                   self.chain_row if whole_range else None)
+
+    def chain_row(self, position: int) -> ChainRow | None:
+        rows = self.chain_rows(position - 1, position, 1)
+        return rows[0] if rows else None
+
+    def chain_digests(self, after: int, upto: int) -> dict[int, bytes]:
+        """Position -> event digest of the chain rows in (after, upto]."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT position, event_digest FROM {} WHERE position > %s "
+                             "AND position <= %s").format(self.chain_table), (after, upto),
+                         prepare=True)
+            return {row["position"]: bytes(row["event_digest"]) for row in curs.fetchall()}
 
     def checkpoints(self) -> list[Checkpoint]:
         with self.datastore.transaction(commit=False) as curs:
