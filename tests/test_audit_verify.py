@@ -534,12 +534,12 @@ def test_the_key_can_come_from_the_environment(backend: Settings) -> None:
     raw = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw,
                                                     NoEncryption())
     settings = Settings(backend.home, backend.database_url, None, backend.master_key_file,
-                        base64.b64encode(raw).decode())
+                        signing_key=base64.b64encode(raw).decode())
     ingested(settings, subjects=1)
     assert not settings.signing_key_path.exists()
     assert verify_now(settings).ok
     other = Settings(backend.home, backend.database_url, None, backend.master_key_file,
-                     base64.b64encode(os.urandom(32)).decode())
+                     signing_key=base64.b64encode(os.urandom(32)).decode())
     assert {kind for kind, _ in problems(verify_now(other))} == {CHECKPOINT}
     with Ledger(other) as ledger:  # nor does another key write on the chain
         with pytest.raises(ConfigurationError, match="not the key the audit chain is signed"):

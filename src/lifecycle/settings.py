@@ -140,5 +140,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     key_file = Path(env.get(MASTER_KEY_FILE_ENV) or home / "master.key")
     signing_file = env.get(SIGNING_KEY_FILE_ENV)
     return Settings(home, url, env.get(MASTER_KEY_ENV) or None, key_file,
-                    env.get(SIGNING_KEY_ENV) or None,
-                    Path(signing_file).expanduser() if signing_file else None)
+                    signing_key=env.get(SIGNING_KEY_ENV) or None,
+                    signing_key_file=Path(signing_file).expanduser() if signing_file else None)
