@@ -23,7 +23,9 @@ from typing import Any
 from eventsourcing.application import Application
 from eventsourcing.cryptography import AESCipher
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
+from bench.unchained import UnchainedPostgresRecorder
 from lifecycle.event_store import persistence_env
 from lifecycle.ingest import BATCH_LINES
 from lifecycle.ledger import Ledger
@@ -73,6 +75,8 @@ def bench_bare(lines: list[str], home: Path, database_url: str | None = None) ->
         store_env = persistence_env(Settings(home=home, database_url=database_url,
                                              master_key=None,
                                              master_key_file=home / "master.key"))
+        # The lock-light recorder, without the audit chain (the baseline stores no chain).
+        store_env["APPLICATION_RECORDER_TOPIC"] = get_topic(UnchainedPostgresRecorder)
     app: Application[Any] = Application(env={
         **store_env,
         "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",

@@ -19,7 +19,8 @@ from lifecycle.settings import Settings
 _STORE_VARIABLES = ("LIFECYCLE_DATABASE_URL", "LIFECYCLE_MASTER_KEY",
                     "LIFECYCLE_MASTER_KEY_FILE", "LIFECYCLE_SWEEP_BATCH", "LIFECYCLE_ACTOR",
                     "LIFECYCLE_ALLOW_OPEN_KEY",
-                    "LIFECYCLE_MASTER_KEY_COMMAND", "LIFECYCLE_CONFIG")
+                    "LIFECYCLE_MASTER_KEY_COMMAND", "LIFECYCLE_CONFIG",
+                    "LIFECYCLE_SIGNING_KEY", "LIFECYCLE_SIGNING_KEY_FILE")
 
 
 def env_for(settings: Settings) -> dict[str, str]:
@@ -32,6 +33,10 @@ def env_for(settings: Settings) -> dict[str, str]:
         env["LIFECYCLE_DATABASE_URL"] = settings.database_url
     if settings.master_key:
         env["LIFECYCLE_MASTER_KEY"] = settings.master_key
+    if settings.signing_key:
+        env["LIFECYCLE_SIGNING_KEY"] = settings.signing_key
+    if settings.signing_key_file:
+        env["LIFECYCLE_SIGNING_KEY_FILE"] = str(settings.signing_key_file)
     return env
 
 

@@ -1,15 +1,18 @@
-"""Tamper evidence: the audit hash chain catches every changed, removed or moved stored event.
+"""Tamper evidence: the audit chain is written with the events, so every changed, removed,
+moved or forged stored event is caught from the moment its ingest returns.
 
 The tampering is done the way an intruder would: behind the application's back, straight
-in the event store (the `events.sqlite` file, or the PostgreSQL table), with the ledger
-closed. Every test runs on SQLite and on PostgreSQL unless it says otherwise.
+in the event store (the `events.sqlite` file, or the PostgreSQL tables), with the ledger
+closed, and without the signing key. Nothing here runs the daemon or `audit chain` before
+verifying. Every test runs on SQLite and on PostgreSQL unless it says otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-import threading
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,27 +21,35 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lifecycle.audit import (
     ALTERED,
     ANCHOR_MISMATCH,
     CHAIN_ALTERED,
-    INSERTED,
+    CHECKPOINT,
     REMOVED,
     REORDERED,
     UNCHAINED,
     Anchor,
     AuditChain,
     VerifyReport,
+    signed_head,
     verify,
 )
+from lifecycle.crypto.signing_key import Signer
 from lifecycle.crypto.vault import data_keys
-from lifecycle.ledger import Ledger
-from lifecycle.projections.audit_chain import (
-    AuditChainProjection,
-    chain,
-    checkpoints,
+from lifecycle.errors import ConfigurationError
+from lifecycle.event_chain import (
+    LOG_GENESIS,
+    Checkpoint,
+    event_digest,
+    link,
+    originator_text,
+    subject_genesis,
 )
+from lifecycle.ledger import Ledger
+from lifecycle.projections import tables
 from lifecycle.settings import Settings
 from tests.facts_builder import collected, fact, lines
 
@@ -61,37 +72,24 @@ def some_facts(subjects: int = 4, first: int = 1) -> list[str]:
     return lines(facts)
 
 
-def chained_ledger(settings: Settings, subjects: int = 4) -> None:
-    """Ingests the facts and links every stored event into the chain; closes the ledger."""
+def ingested(settings: Settings, subjects: int = 4, first: int = 1) -> None:
+    """Ingests the facts and closes the ledger: no daemon, no `audit chain`."""
     with Ledger(settings) as ledger:
-        assert ledger.ingest(some_facts(subjects), NOW).accepted == subjects * 4
-        audit = AuditChain(ledger.store, ledger.views)
-        audit.catch_up(NOW)  # a no-op where the ledger already chains after each ingest
-        assert audit.status().lag == 0
-
-
-def unchain(ledger: Ledger) -> None:
-    """Empties the chain, its checkpoints and its position."""
-    with ledger.views.begin() as conn:
-        conn.execute(chain.delete())
-        conn.execute(checkpoints.delete())
-        conn.execute(sa.text("DELETE FROM lifecycle_projection_positions "
-                             "WHERE name = 'audit-chain'"))
-
-
-def rechain(ledger: Ledger, **options: Any) -> list[tuple[Any, ...]]:
-    """Empties the chain, links the whole log again; returns (id, seq, log digest) rows."""
-    unchain(ledger)
-    AuditChain(ledger.store, ledger.views, **options).catch_up(NOW)
-    with ledger.views.connect() as conn:
-        return [tuple(row) for row in conn.execute(
-            sa.select(chain.c.notification_id, chain.c.seq, chain.c.log_digest)
-            .order_by(chain.c.notification_id))]
+        assert ledger.ingest(some_facts(subjects, first), NOW).accepted == subjects * 4
 
 
 def verify_now(settings: Settings, anchor: Anchor | None = None) -> VerifyReport:
     with Ledger(settings) as ledger:
         return verify(ledger.store, ledger.views, anchor)
+
+
+def problems(report: VerifyReport) -> list[tuple[str, int | None]]:
+    return [(p.kind, p.position) for p in report.problems]
+
+
+def only(report: VerifyReport) -> dict[str, Any]:
+    assert len(report.problems) == 1, [p.describe() for p in report.problems]
+    return report.problems[0].as_dict()
 
 
 def events_of(settings: Settings, reference: str) -> list[tuple[int, int, str]]:
@@ -104,13 +102,8 @@ def events_of(settings: Settings, reference: str) -> list[tuple[int, int, str]]:
             if str(n.originator_id) == subject_id]
 
 
-def subject_id_of(settings: Settings, reference: str) -> str:
-    with Ledger(settings) as ledger:
-        return str(ledger.subject(reference).id)
-
-
 class RawStore:
-    """The event table, opened behind the application's back (the ledger is closed)."""
+    """The event, chain and checkpoint tables, opened behind the application's back."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -119,7 +112,7 @@ class RawStore:
                                       else ("lifecycle_events", "notification_id"))
 
     @contextmanager
-    def _cursor(self) -> Iterator[Any]:
+    def cursor(self) -> Iterator[Any]:
         if self.sqlite:
             conn = sqlite3.connect(self.settings.events_path)
             try:
@@ -134,165 +127,163 @@ class RawStore:
                 with pg.cursor() as cursor:
                     yield cursor
 
-    def _sql(self, text: str) -> str:
+    def sql(self, text: str) -> str:
         text = text.replace("{table}", self.table).replace("{id}", self.id_column)
         return text if self.sqlite else text.replace("?", "%s")
 
+    def run(self, text: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self.cursor() as cur:
+            cur.execute(self.sql(text), params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def ids(self) -> list[int]:
+        return [int(r[0]) for r in self.run("SELECT {id} FROM {table} ORDER BY {id}")]
+
     def row(self, nid: int) -> tuple[Any, ...]:
-        with self._cursor() as cur:
-            cur.execute(self._sql("SELECT originator_id, originator_version, topic, state "
-                                  "FROM {table} WHERE {id} = ?"), (nid,))
-            found = cur.fetchone()
-        assert found is not None, f"no stored event {nid}"
-        return (found[0], found[1], found[2], bytes(found[3]))
+        found = self.run("SELECT originator_id, originator_version, topic, state "
+                         "FROM {table} WHERE {id} = ?", nid)
+        assert found, f"no stored event {nid}"
+        return (found[0][0], found[0][1], found[0][2], bytes(found[0][3]))
 
     def set_state(self, nid: int, state: bytes) -> None:
-        with self._cursor() as cur:
-            cur.execute(self._sql("UPDATE {table} SET state = ? WHERE {id} = ?"), (state, nid))
-            assert cur.rowcount == 1
+        self.run("UPDATE {table} SET state = ? WHERE {id} = ?", state, nid)
 
-    def flip_one_byte(self, nid: int) -> None:
-        state = bytearray(self.row(nid)[3])
-        state[len(state) // 2] ^= 0x01
+    def flip_one_byte(self, nid: int, at: int | None = None) -> bytes:
+        """Flips one bit of one byte of the event's state; returns the original state."""
+        original = self.row(nid)[3]
+        state = bytearray(original)
+        state[len(state) // 2 if at is None else at] ^= 0x01
         self.set_state(nid, bytes(state))
+        return original
 
     def delete(self, nid: int) -> None:
-        with self._cursor() as cur:
-            cur.execute(self._sql("DELETE FROM {table} WHERE {id} = ?"), (nid,))
-            assert cur.rowcount == 1
+        self.run("DELETE FROM {table} WHERE {id} = ?", nid)
 
     def insert(self, nid: int, row: tuple[Any, ...]) -> None:
-        with self._cursor() as cur:
-            cur.execute(self._sql("INSERT INTO {table} ({id}, originator_id, "
-                                  "originator_version, topic, state) VALUES (?, ?, ?, ?, ?)"),
-                        (nid, *row))
-
-    def leave_a_gap(self) -> int:
-        """Moves the newest event up by one id, leaving its old id unused (as a rolled-back
-        transaction does on PostgreSQL); returns the unused id."""
-        with self._cursor() as cur:
-            cur.execute(self._sql("SELECT MAX({id}) FROM {table}"))
-            gap = int(cur.fetchone()[0])
-            cur.execute(self._sql("UPDATE {table} SET {id} = ? WHERE {id} = ?"), (gap + 1, gap))
-            if not self.sqlite:
-                cur.execute("SELECT setval(pg_get_serial_sequence('lifecycle_events', "
-                            "'notification_id'), %s)", (gap + 1,))
-        return gap
+        self.run("INSERT INTO {table} ({id}, originator_id, originator_version, topic, state) "
+                 "VALUES (?, ?, ?, ?, ?)", nid, *row)
 
     def exchange_rows(self, a: int, b: int) -> None:
         """Moves event a to position b and event b to position a (ids, versions, bytes)."""
         row_a, row_b = self.row(a), self.row(b)
-        update = self._sql("UPDATE {table} SET originator_id = ?, originator_version = ?, "
-                           "topic = ?, state = ? WHERE {id} = ?")
-        with self._cursor() as cur:
-            cur.execute(self._sql("UPDATE {table} SET originator_version = -1 "
-                                  "WHERE {id} = ?"), (a,))
-            cur.execute(update, (*row_a, b))
-            cur.execute(update, (*row_b, a))
+        update = ("UPDATE {table} SET originator_id = ?, originator_version = ?, "
+                  "topic = ?, state = ? WHERE {id} = ?")
+        self.run("UPDATE {table} SET originator_version = -1 WHERE {id} = ?", a)
+        self.run(update, *row_a, b)
+        self.run(update, *row_b, a)
+
+    def forge(self, template: int, nid: int | None = None) -> int:
+        """Stores a copy of event `template` under a new originator (the next id unless
+        given), as someone with only database access would; returns its id."""
+        originator, _, topic, state = self.row(template)
+        forged = ("f" * 8 + str(originator)[8:]) if self.sqlite else \
+            "ffffffff" + str(originator)[8:]
+        if nid is None and not self.sqlite:  # the id from the table's own sequence
+            return int(self.run("INSERT INTO {table} (originator_id, originator_version, "
+                                "topic, state) VALUES (?, 1, ?, ?) RETURNING {id}",
+                                forged, topic, state)[0][0])
+        if nid is None:
+            nid = max(self.ids()) + 1
+        self.insert(nid, (forged, 1, topic, state))
+        return nid
+
+    def rechain(self, signer: Signer | None) -> None:
+        """Recomputes every chain row from the stored events, as an intruder who knows the
+        scheme would, and replaces the checkpoints with one at the head signed by
+        `signer` (not the store's key) or, without one, keeps the old checkpoints."""
+        events = self.run("SELECT {id}, originator_id, originator_version, topic, state "
+                          "FROM {table} ORDER BY {id}")
+        log_digest, subjects = LOG_GENESIS, {}
+        rows = []
+        for nid, originator_id, version, topic, state in events:
+            originator = originator_text(originator_id)
+            digest = event_digest(originator, version, topic, bytes(state))
+            subject = link(subjects.get(originator) or subject_genesis(originator), digest)
+            subjects[originator] = subject
+            log_digest = link(log_digest, digest)
+            rows.append((nid, originator_id, version, digest, subject, log_digest))
+        self.run("DELETE FROM lifecycle_event_chain")
+        with self.cursor() as cur:
+            cur.executemany(self.sql("INSERT INTO lifecycle_event_chain VALUES "
+                                     "(?, ?, ?, ?, ?, ?)"), rows)
+        if signer is not None:
+            self.run("DELETE FROM lifecycle_event_checkpoints")
+            mark = Checkpoint.signed(signer, 1, rows[-1][0], len(rows), log_digest, NOW)
+            self.run("INSERT INTO lifecycle_event_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     *mark.row())
 
 
-def only(report: VerifyReport) -> dict[str, Any]:
-    assert len(report.problems) == 1, [p.describe() for p in report.problems]
-    return report.problems[0].as_dict()
+def intruder_key() -> Signer:
+    return Signer(Ed25519PrivateKey.generate(), "an intruder's key")
 
 
 # -- an untouched store ----------------------------------------------------------------
 
-def test_an_untouched_store_verifies(backend: Settings) -> None:
-    """Every stored event is chained and recomputes to the recorded digests: ok."""
-    chained_ledger(backend)
+def test_every_event_is_chained_and_signed_when_ingest_returns(backend: Settings) -> None:
+    """Right after ingest (no daemon, no `audit chain`) every stored event is in the chain
+    and its checkpoints are signed: verify is ok and checks every event."""
+    ingested(backend)
     report = verify_now(backend)
     assert report.ok, [p.describe() for p in report.problems]
     assert report.events_checked == report.chained == report.head == report.log_head > 16
-    assert report.unchained == 0
+    assert report.checkpoints >= 1 and report.unchained == 0
     assert report.checkpoint is not None
     assert report.checkpoint["position"] == report.head
     assert report.checkpoint["log_digest"] == report.checkpoint["recomputed"]
     assert json.loads(json.dumps(report.as_dict()))["ok"] is True
+    with Ledger(backend) as ledger:
+        assert AuditChain(ledger.store).status().lag == 0
 
 
-def test_events_after_the_head_are_lag_not_tampering(backend: Settings) -> None:
-    """Events stored after the chain head are reported as unchained, not as problems."""
-    chained_ledger(backend)
-    with Ledger(backend) as ledger:  # saved behind the chain, as if it crashed before chaining
+def test_each_transaction_leaves_one_signed_checkpoint_at_its_last_event(
+        backend: Settings) -> None:
+    """Each save is its own checkpoint, numbered without gaps, at its last event."""
+    with Ledger(backend) as ledger:
+        ledger.ingest(some_facts(2), NOW)
+        before = ledger.store.recorder.max_notification_id()
         subject = ledger.subject("member:1")
-        subject.record_activity("lag-1", datetime(2024, 4, 1, tzinfo=UTC), None)
+        subject.record_activity("one-more", datetime(2024, 4, 1, tzinfo=UTC), None)
         ledger.store.save(subject)
-        report = verify(ledger.store, ledger.views)
-        assert report.ok and report.unchained == 1
-        audit = AuditChain(ledger.store, ledger.views)
-        assert audit.status().lag == 1
-        assert audit.catch_up(NOW) == 1
-        assert audit.catch_up(NOW) == 0
-        report = verify(ledger.store, ledger.views)
-    assert report.ok and report.unchained == 0
-
-
-def test_the_chain_is_the_same_however_it_is_batched(backend: Settings) -> None:
-    """Chaining in many small transactions gives the digests of one pass, checkpoints every N."""
-    chained_ledger(backend, subjects=5)
-    with Ledger(backend) as ledger:
-        stepwise = rechain(ledger, batch=3, projection=AuditChainProjection(checkpoint_every=4))
-        with ledger.views.connect() as conn:
-            marks = conn.execute(sa.select(checkpoints.c.events, checkpoints.c.kind)).all()
-        assert {events for events, kind in marks if kind == "interval"} == set(
-            range(4, len(stepwise) + 1, 4))
-        assert verify(ledger.store, ledger.views).ok
-        assert rechain(ledger) == stepwise
-        assert verify(ledger.store, ledger.views).ok
-
-
-def test_processes_chaining_at_once_never_fork_the_chain(backend: Settings) -> None:
-    """Several ledgers catching up at once (threads, each with its own connections)
-    chain each event exactly once, in order."""
-    chained_ledger(backend, subjects=12)
-    with Ledger(backend) as ledger:
-        unchain(ledger)
-    ledgers = [Ledger(backend) for _ in range(4)]
-    counts: list[int] = []
-    errors: list[BaseException] = []
-
-    def chain_all(ledger: Ledger) -> None:
-        try:
-            counts.append(AuditChain(ledger.store, ledger.views, batch=5).catch_up(NOW))
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
-            errors.append(error)
-
-    threads = [threading.Thread(target=chain_all, args=(ledger,)) for ledger in ledgers]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        report = verify(ledgers[0].store, ledgers[0].views)
-    finally:
-        for ledger in ledgers:
-            ledger.close()
-    assert errors == []
-    assert report.ok, [p.describe() for p in report.problems]
-    assert sum(counts) == report.chained == report.events_checked == report.log_head == 60
+        marks = RawStore(backend).run("SELECT seq, position, events FROM "
+                                      "lifecycle_event_checkpoints ORDER BY seq")
+        head = ledger.store.recorder.max_notification_id()
+    assert [m[0] for m in marks] == list(range(1, len(marks) + 1))
+    assert marks[-1][1] == head and marks[-1][2] == head
+    assert marks[-2][1] == before
 
 
 # -- tampering with the event store -------------------------------------------------------
 
-def test_one_changed_byte_is_reported_as_altered_with_its_position(backend: Settings) -> None:
-    """One byte flipped in one stored event: exactly that event (position, version) is altered."""
-    chained_ledger(backend)
+def test_one_flipped_byte_in_any_event_right_after_ingest_is_named(backend: Settings) -> None:
+    """For every stored event in turn: one byte flipped right after ingest makes verify
+    report exactly that event (position, version) as altered; restored, it verifies."""
+    ingested(backend, subjects=2)
+    raw = RawStore(backend)
+    for nid in raw.ids():
+        original = raw.flip_one_byte(nid)
+        problem = only(verify_now(backend))
+        raw.set_state(nid, original)
+        assert (problem["kind"], problem["position"]) == (ALTERED, nid)
+        assert problem["expected"] != problem["found"]
+    assert verify_now(backend).ok
+
+
+def test_an_altered_event_is_named_with_its_subject(backend: Settings) -> None:
+    """The altered event's subject reference and version are in the problem."""
+    ingested(backend)
     nid, version, _ = events_of(backend, "member:2")[2]
-    subject_id = subject_id_of(backend, "member:2")
     RawStore(backend).flip_one_byte(nid)  # the event no longer even decodes
     problem = only(verify_now(backend))
-    assert problem["kind"] == ALTERED
-    assert (problem["position"], problem["originator_version"]) == (nid, version)
-    assert problem["originator_id"] == subject_id
+    assert (problem["kind"], problem["position"], problem["originator_version"]) == (
+        ALTERED, nid, version)
     assert problem["subject"] == "member:2"
-    assert problem["expected"] != problem["found"]
+    assert "no longer decodes" in problem["detail"]
 
 
 def test_a_byte_changed_in_the_sqlite_file_itself_is_caught(sqlite_settings: Settings) -> None:
     """Editing events.sqlite as a file (no SQL at all) is caught and the event named."""
-    chained_ledger(sqlite_settings)
-    with Ledger(sqlite_settings) as ledger:  # find the event that holds the marker's record
+    ingested(sqlite_settings)
+    with Ledger(sqlite_settings) as ledger:
         notifications = ledger.store.recorder.select_notifications(
             0, 1000, inclusive_of_start=False)
     needle = b'"fact_id":"'
@@ -302,28 +293,27 @@ def test_a_byte_changed_in_the_sqlite_file_itself_is_caught(sqlite_settings: Set
     quoted = needle + fact_id + b'"'
     blob = bytearray(sqlite_settings.events_path.read_bytes())
     assert blob.count(quoted) == 1, "the fact id must be stored exactly once in the file"
-    at = blob.index(quoted) + len(needle)
-    blob[at] ^= 0x01  # one byte of one stored event, e.g. "t-12" becomes "u-12"
+    blob[blob.index(quoted) + len(needle)] ^= 0x01
     sqlite_settings.events_path.write_bytes(bytes(blob))
     problem = only(verify_now(sqlite_settings))
-    assert problem["kind"] == ALTERED
-    assert (problem["position"], problem["originator_version"]) == (target.id, 2)
+    assert (problem["kind"], problem["position"], problem["originator_version"]) == (
+        ALTERED, target.id, 2)
 
 
 def test_a_deleted_event_is_reported_as_removed(backend: Settings) -> None:
     """A stored event deleted from the table is reported as removed at its position."""
-    chained_ledger(backend)
-    nid, version, topic = events_of(backend, "member:3")[1]
+    ingested(backend)
+    nid, version, _ = events_of(backend, "member:3")[1]
     RawStore(backend).delete(nid)
     problem = only(verify_now(backend))
-    assert problem["kind"] == REMOVED
-    assert (problem["position"], problem["originator_version"]) == (nid, version)
-    assert problem["topic"] == topic and problem["subject"] == "member:3"
+    assert (problem["kind"], problem["position"], problem["originator_version"]) == (
+        REMOVED, nid, version)
+    assert problem["subject"] == "member:3"
 
 
 def test_swapping_the_state_of_two_events_is_caught(backend: Settings) -> None:
     """Two events exchanging their state bytes are both reported as altered."""
-    chained_ledger(backend)
+    ingested(backend)
     (first, v1, _), (second, v2, _) = events_of(backend, "member:1")[1:3]
     raw = RawStore(backend)
     state_1, state_2 = raw.row(first)[3], raw.row(second)[3]
@@ -336,92 +326,254 @@ def test_swapping_the_state_of_two_events_is_caught(backend: Settings) -> None:
 
 def test_events_moved_to_other_positions_are_reported_as_reordered(backend: Settings) -> None:
     """Genuine events exchanged between two positions are reported as reordered."""
-    chained_ledger(backend)
+    ingested(backend)
     a = events_of(backend, "member:1")[1][0]
     b = events_of(backend, "member:4")[2][0]
     RawStore(backend).exchange_rows(a, b)
     report = verify_now(backend)
-    assert [(p.kind, p.position) for p in report.problems] == [(REORDERED, a), (REORDERED, b)]
+    assert problems(report) == [(REORDERED, a), (REORDERED, b)]
     assert f"chained at position {b}" in report.problems[0].detail
 
 
-def test_an_event_slipped_into_a_gap_below_the_head_is_reported_as_inserted(
-        backend: Settings) -> None:
-    """A gap in the ids is fine; an event later written into it is reported as inserted."""
-    with Ledger(backend) as ledger:
-        ledger.ingest(some_facts(2), NOW)
+def test_a_forged_event_appended_behind_the_application_is_caught(backend: Settings) -> None:
+    """An event appended with sqlite3 / psql is reported as unchained, also after the
+    application has stored more events behind it."""
+    ingested(backend, subjects=2)
     raw = RawStore(backend)
-    gap = raw.leave_a_gap()
-    with Ledger(backend) as ledger:
-        rechain(ledger)
+    forged = raw.forge(raw.ids()[0])
+    assert problems(verify_now(backend)) == [(UNCHAINED, forged)]
+    with Ledger(backend) as ledger:  # the application writes on after it
+        subject = ledger.subject("member:1")
+        subject.record_activity("later", datetime(2024, 4, 1, tzinfo=UTC), None)
+        ledger.store.save(subject)
     report = verify_now(backend)
-    assert report.ok and report.head == gap + 1 and report.events_checked == gap
-    originator, _, topic, state = raw.row(gap - 1)
-    raw.insert(gap, ("0" * 8 + str(originator)[8:], 1, topic, state))
-    problem = only(verify_now(backend))
-    assert (problem["kind"], problem["position"], problem["originator_version"]) == (
-        INSERTED, gap, 1)
+    assert (UNCHAINED, forged) in problems(report)
+    assert all(kind in (UNCHAINED, CHAIN_ALTERED) for kind, _ in problems(report))
+    assert report.log_head > forged
 
 
-# -- tampering with the chain itself --------------------------------------------------------
+def test_an_event_slipped_into_a_gap_is_caught(backend: Settings) -> None:
+    """An event written into an unused id below the head is reported as unchained."""
+    ingested(backend, subjects=1)
+    ingested(backend, subjects=1, first=2)
+    raw = RawStore(backend)
+    ids = raw.ids()
+    first_of_second = events_of(backend, "member:2")[0][0]
+    raw.run("UPDATE {table} SET {id} = {id} + 1000 WHERE {id} >= ?", first_of_second)
+    raw.run("UPDATE lifecycle_event_chain SET position = position + 1000 "
+            "WHERE position >= ?", first_of_second)
+    raw.run("UPDATE lifecycle_event_checkpoints SET position = position + 1000 "
+            "WHERE position >= ?", first_of_second)
+    # Moving rows keeps the hashes but not the signed positions: only checkpoints complain.
+    report = verify_now(backend)
+    assert {kind for kind, _ in problems(report)} == {CHECKPOINT}
+    gap = first_of_second
+    raw.forge(ids[0], nid=gap)
+    assert (UNCHAINED, gap) in problems(verify_now(backend))
 
-def test_a_changed_chain_row_is_reported_as_chain_altered(backend: Settings) -> None:
-    """Editing a recorded digest breaks the chain's own links: reported as chain-altered."""
-    chained_ledger(backend)
-    nid = events_of(backend, "member:2")[1][0]
-    with Ledger(backend) as ledger, ledger.views.begin() as conn:
-        conn.execute(chain.update().where(chain.c.notification_id == nid)
-                     .values(log_digest="0" * 64))
-    kinds = {(p.kind, p.position) for p in verify_now(backend).problems}
-    assert (CHAIN_ALTERED, nid) in kinds
-    assert not {kind for kind, _ in kinds} & {ALTERED, REMOVED, INSERTED}
+
+# -- tampering with the chain and its checkpoints -------------------------------------------
+
+def test_deleting_the_read_models_does_not_reset_the_chain(backend: Settings) -> None:
+    """The chain lives beside the events: dropping every read model (views.sqlite deleted,
+    or the read-model tables dropped) leaves an edited event caught."""
+    ingested(backend)
+    nid = events_of(backend, "member:1")[1][0]
+    if backend.database_url is None:
+        for path in backend.home.glob("views.sqlite*"):
+            path.unlink()
+    else:
+        engine = sa.create_engine(backend.sqlalchemy_url or "")
+        tables.metadata.drop_all(engine)
+        engine.dispose()
+    RawStore(backend).flip_one_byte(nid)
+    assert (ALTERED, nid) in problems(verify_now(backend))
+
+
+def test_an_emptied_chain_is_reported_and_never_silently_rebuilt(backend: Settings) -> None:
+    """Chain rows and checkpoints deleted: verify exits 1 naming every event unchained,
+    and reopening the store (its signing key exists) does not chain them again."""
+    ingested(backend, subjects=2)
+    raw = RawStore(backend)
+    raw.run("DELETE FROM lifecycle_event_chain")
+    raw.run("DELETE FROM lifecycle_event_checkpoints")
+    report = verify_now(backend)
+    assert not report.ok
+    assert {kind for kind, _ in problems(report)} == {UNCHAINED, CHAIN_ALTERED}
+    assert report.unchained == len(raw.ids())
+    assert verify_now(backend).unchained == len(raw.ids())  # still, after another open
 
 
 def test_truncating_the_chain_is_caught(backend: Settings) -> None:
-    """Deleting the newest chain rows (to pass edits off as lag) is reported."""
-    chained_ledger(backend)
-    with Ledger(backend) as ledger, ledger.views.begin() as conn:
-        last = conn.execute(sa.select(sa.func.max(chain.c.notification_id))).scalar_one()
-        conn.execute(chain.delete().where(chain.c.notification_id > last - 3))
+    """The newest chain rows deleted (events kept): those events are unchained and the
+    newest checkpoint points past the chain."""
+    ingested(backend)
+    raw = RawStore(backend)
+    last = max(raw.ids())
+    raw.run("DELETE FROM lifecycle_event_chain WHERE position > ?", last - 3)
     report = verify_now(backend)
-    assert {(p.kind, p.position) for p in report.problems} == {
-        (CHAIN_ALTERED, last), (UNCHAINED, last - 2), (UNCHAINED, last - 1), (UNCHAINED, last)}
+    assert {(UNCHAINED, last - 2), (UNCHAINED, last - 1), (UNCHAINED, last)} <= set(
+        problems(report))
+    assert any(kind == CHECKPOINT for kind, _ in problems(report))
 
 
-def test_a_rewritten_chain_is_caught_by_an_anchor_kept_elsewhere(backend: Settings) -> None:
-    """Someone who edits an event and recomputes the whole chain is caught by an anchor."""
-    chained_ledger(backend)
-    checkpoint = verify_now(backend).checkpoint
-    assert checkpoint is not None
-    anchor = Anchor.parse(checkpoint["anchor"])
-    assert verify_now(backend, anchor).ok
+def test_deleted_checkpoints_are_caught(backend: Settings) -> None:
+    """Removing the newest checkpoint, or one in the middle, is reported."""
+    ingested(backend, subjects=1)
+    ingested(backend, subjects=1, first=2)
+    ingested(backend, subjects=1, first=3)
+    raw = RawStore(backend)
+    raw.run("DELETE FROM lifecycle_event_checkpoints WHERE seq = 2")
+    assert {kind for kind, _ in problems(verify_now(backend))} == {CHECKPOINT}
+    raw.run("DELETE FROM lifecycle_event_checkpoints WHERE seq = 3")
+    assert {kind for kind, _ in problems(verify_now(backend))} == {CHECKPOINT}
+
+
+def test_altering_an_older_checkpoint_is_caught(backend: Settings) -> None:
+    """Any checkpoint, not only the newest, is checked: a changed time, count or digest in
+    the first one breaks its signature."""
+    ingested(backend, subjects=1)
+    ingested(backend, subjects=1, first=2)
+    raw = RawStore(backend)
+    first = raw.run("SELECT position FROM lifecycle_event_checkpoints WHERE seq = 1")[0][0]
+    for change in ("signed_at = '2020-01-01T00:00:00+00:00'", "events = events + 1"):
+        raw.run(f"UPDATE lifecycle_event_checkpoints SET {change} WHERE seq = 1")
+        report = verify_now(backend)
+        assert (CHECKPOINT, first) in problems(report)
+        assert any("not signed" in p.detail for p in report.problems)
+
+
+def test_rewriting_chain_and_checkpoints_together_is_caught_by_the_signatures(
+        backend: Settings) -> None:
+    """An intruder edits an event and recomputes every chain row: the old checkpoints no
+    longer agree; re-signed with the intruder's own key, the signatures do not verify.
+    No anchor is needed for either."""
+    ingested(backend)
     nid = events_of(backend, "member:1")[0][0]
-    RawStore(backend).flip_one_byte(nid)
+    raw = RawStore(backend)
+    raw.flip_one_byte(nid)
+    raw.rechain(None)
+    report = verify_now(backend)
+    assert not report.ok and {kind for kind, _ in problems(report)} == {CHECKPOINT}
+    raw.rechain(intruder_key())
+    report = verify_now(backend)
+    assert not report.ok and {kind for kind, _ in problems(report)} == {CHECKPOINT}
+    assert "not this store's signing key" in report.problems[0].detail
+
+
+def test_a_rolled_back_log_is_caught_by_an_anchor(backend: Settings) -> None:
+    """Removing the newest batch whole (events, chain rows, checkpoint) leaves a log that
+    verifies on its own; an anchor kept from before catches it."""
+    ingested(backend, subjects=1)
+    raw = RawStore(backend)
+    first_batch = max(raw.ids())
+    ingested(backend, subjects=1, first=2)
     with Ledger(backend) as ledger:
-        rechain(ledger)
-        assert verify(ledger.store, ledger.views).ok  # the chain alone can be fooled
-        problem = only(verify(ledger.store, ledger.views, anchor))
-    assert (problem["kind"], problem["position"]) == (ANCHOR_MISMATCH, anchor.position)
+        head = signed_head(ledger.store)
+    assert head is not None
+    anchor = Anchor.parse(head["anchor"])
+    assert anchor.key_id == head["key_fingerprint"]
+    assert verify_now(backend, anchor).ok
+    raw.run("DELETE FROM {table} WHERE {id} > ?", first_batch)
+    raw.run("DELETE FROM lifecycle_event_chain WHERE position > ?", first_batch)
+    raw.run("DELETE FROM lifecycle_event_checkpoints WHERE position > ?", first_batch)
+    assert verify_now(backend).ok  # a rollback leaves nothing inside the store to see
+    assert [kind for kind, _ in problems(verify_now(backend, anchor))] == [ANCHOR_MISMATCH]
+
+
+def test_an_anchor_from_another_key_is_a_mismatch(backend: Settings) -> None:
+    """An anchor naming another signing key than the store's is reported."""
+    ingested(backend, subjects=1)
+    with Ledger(backend) as ledger:
+        head = signed_head(ledger.store)
+    assert head is not None
+    anchor = Anchor(head["position"], head["log_digest"], "0" * 16)
+    assert [kind for kind, _ in problems(verify_now(backend, anchor))] == [ANCHOR_MISMATCH]
 
 
 def test_a_malformed_anchor_is_refused() -> None:
-    """An anchor is POSITION:SHA256-HEX; anything else is refused with a ValueError."""
-    with pytest.raises(ValueError):
-        Anchor.parse("12:nothex")
+    """An anchor is POSITION:SHA256-HEX[:FINGERPRINT]; anything else is a ValueError."""
+    for text in ("12:nothex", f"x:{'a' * 64}", f"12:{'a' * 64}:short"):
+        with pytest.raises(ValueError):
+            Anchor.parse(text)
     assert str(Anchor.parse(f"12:{'A' * 64}")) == f"12:{'a' * 64}"
+    assert Anchor.parse(f"12:{'a' * 64}:{'b' * 16}").key_id == "b" * 16
+
+
+# -- the signing key -------------------------------------------------------------------------
+
+def test_the_signing_key_file_is_created_private_on_first_use(sqlite_settings: Settings) -> None:
+    """signing.key appears in the home with mode 0600 when the store is first opened."""
+    with Ledger(sqlite_settings):
+        pass
+    path = sqlite_settings.home / "signing.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_missing_signing_key_for_a_signed_chain_is_a_configuration_error(
+        backend: Settings) -> None:
+    """Once checkpoints exist, a missing key is not replaced by a new one: the store does
+    not open (a new key would start a second, unverifiable chain)."""
+    ingested(backend, subjects=1)
+    os.unlink(backend.signing_key_path)
+    with pytest.raises(ConfigurationError, match="signing key file .* does not exist"):
+        Ledger(backend)
+
+
+def test_the_key_can_come_from_the_environment(backend: Settings) -> None:
+    """LIFECYCLE_SIGNING_KEY (base64) signs instead of a key file; none is created. Another
+    key fails every signature, and writing with it is refused before anything is stored."""
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    raw = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw,
+                                                    NoEncryption())
+    settings = Settings(backend.home, backend.database_url, None, backend.master_key_file,
+                        signing_key=base64.b64encode(raw).decode())
+    ingested(settings, subjects=1)
+    assert not settings.signing_key_path.exists()
+    assert verify_now(settings).ok
+    other = Settings(backend.home, backend.database_url, None, backend.master_key_file,
+                     signing_key=base64.b64encode(os.urandom(32)).decode())
+    assert {kind for kind, _ in problems(verify_now(other))} == {CHECKPOINT}
+    with Ledger(other) as ledger:  # nor does another key write on the chain
+        with pytest.raises(ConfigurationError, match="not the key the audit chain is signed"):
+            ledger.ingest(some_facts(1, 9), NOW)
+    assert verify_now(settings).ok
+
+
+# -- upgrading a store written before the chain was kept with the events ----------------------
+
+def test_an_older_store_is_chained_once_when_first_opened(backend: Settings) -> None:
+    """A store whose events were stored without a chain (and with no signing key yet) is
+    chained when the new version first opens it; from then on it verifies."""
+    ingested(backend, subjects=2)
+    raw = RawStore(backend)
+    raw.run("DELETE FROM lifecycle_event_chain")
+    raw.run("DELETE FROM lifecycle_event_checkpoints")
+    os.unlink(backend.signing_key_path)  # as before the upgrade: no key, no chain
+    report = verify_now(backend)
+    assert report.ok and report.events_checked == len(raw.ids())
+    nid = raw.ids()[3]
+    raw.flip_one_byte(nid)
+    assert problems(verify_now(backend)) == [(ALTERED, nid)]
 
 
 # -- shredding ---------------------------------------------------------------------------
 
 def test_erasure_does_not_break_verification(backend: Settings) -> None:
     """Crypto-shredding destroys keys, never events: the chain still verifies after it."""
-    chained_ledger(backend)
+    ingested(backend)
     with Ledger(backend) as ledger:
         subject_id = str(ledger.subject("member:2").id)
-        ingested = ledger.ingest(lines([fact("erasure-requested", "member:2",
-                                             "2024-05-01T10:00:00Z", request="ER-1")]), NOW)
-        assert ingested.accepted == 1
-        AuditChain(ledger.store, ledger.views).catch_up(NOW)
+        ingested_now = ledger.ingest(lines([fact("erasure-requested", "member:2",
+                                                 "2024-05-01T10:00:00Z", request="ER-1")]), NOW)
+        assert ingested_now.accepted == 1
         assert ledger.subject_view("member:2")["records"][0]["data"] == "erased"
         with ledger.vault.engine.connect() as conn:
             destroyed = conn.execute(sa.select(data_keys.c.wrapped)
@@ -429,29 +581,100 @@ def test_erasure_does_not_break_verification(backend: Settings) -> None:
         assert destroyed and all(wrapped is None for (wrapped,) in destroyed)
     report = verify_now(backend)
     assert report.ok, [p.describe() for p in report.problems]
-    assert report.unchained == 0
 
 
 # -- the command line ---------------------------------------------------------------------------
 
+@pytest.fixture
+def cli_env(sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("LIFECYCLE_HOME", str(sqlite_settings.home))
+    for name in ("LIFECYCLE_DATABASE_URL", "LIFECYCLE_MASTER_KEY", "LIFECYCLE_MASTER_KEY_FILE",
+                 "LIFECYCLE_SIGNING_KEY", "LIFECYCLE_SIGNING_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return sqlite_settings
+
+
 def test_audit_verify_exits_0_untouched_and_1_naming_the_changed_event(
-        sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+        cli_env: Settings) -> None:
     """`lifecycle audit verify` exits 0 on an untouched store, 1 naming an altered event."""
     from lifecycle.cli import cli
 
-    monkeypatch.setenv("LIFECYCLE_HOME", str(sqlite_settings.home))
-    monkeypatch.delenv("LIFECYCLE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("LIFECYCLE_MASTER_KEY", raising=False)
-    monkeypatch.delenv("LIFECYCLE_MASTER_KEY_FILE", raising=False)
-    chained_ledger(sqlite_settings)
+    ingested(cli_env)
     run = CliRunner()
     result = run.invoke(cli, ["audit", "verify", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["ok"] is True
-    nid, version, _ = events_of(sqlite_settings, "member:3")[1]
-    RawStore(sqlite_settings).flip_one_byte(nid)
+    nid, version, _ = events_of(cli_env, "member:3")[1]
+    RawStore(cli_env).flip_one_byte(nid)
     result = run.invoke(cli, ["audit", "verify"])
     assert result.exit_code == 1
     assert f"altered at position {nid}: member:3 v{version}" in result.stdout
     document = json.loads(run.invoke(cli, ["audit", "verify", "--json"]).stdout)
     assert [(p["kind"], p["position"]) for p in document["problems"]] == [(ALTERED, nid)]
+
+
+def test_audit_anchor_prints_the_signed_head_that_verify_anchor_checks(
+        cli_env: Settings) -> None:
+    """`audit anchor` prints position, digest, signature and key fingerprint; its anchor
+    line passes `audit verify --anchor`, and fails it once the log is rolled back."""
+    from lifecycle.cli import cli
+
+    ingested(cli_env, subjects=1)
+    run = CliRunner()
+    result = run.invoke(cli, ["audit", "anchor"])
+    assert result.exit_code == 0, result.output
+    fields = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert {"position", "log digest", "signature", "key fingerprint", "public key",
+            "anchor"} <= fields.keys()
+    document = json.loads(run.invoke(cli, ["audit", "anchor", "--json"]).stdout)
+    assert document["anchor"] == fields["anchor"]
+    assert run.invoke(cli, ["audit", "verify", "--anchor", fields["anchor"]]).exit_code == 0
+    ingested(cli_env, subjects=1, first=2)
+    assert run.invoke(cli, ["audit", "verify", "--anchor", fields["anchor"]]).exit_code == 0
+    raw = RawStore(cli_env)
+    raw.flip_one_byte(int(fields["position"]))
+    raw.rechain(None)
+    result = run.invoke(cli, ["audit", "verify", "--anchor", fields["anchor"]])
+    assert result.exit_code == 1 and ANCHOR_MISMATCH in result.stdout
+    bad = run.invoke(cli, ["audit", "verify", "--anchor", "12:nothex"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_audit_chain_refuses_a_store_that_is_already_chained(cli_env: Settings) -> None:
+    """`audit chain` only chains an older store's backlog: on a chained store it exits 1."""
+    from lifecycle.cli import cli
+
+    ingested(cli_env, subjects=1)
+    result = CliRunner().invoke(cli, ["audit", "chain"])
+    assert result.exit_code == 1 and "already holds events" in result.stderr
+
+
+# -- writers at once ------------------------------------------------------------------------
+
+def test_two_ingest_processes_at_once_write_one_consistent_chain(
+        backend: Settings, tmp_path: Any) -> None:
+    """Two `lifecycle ingest` processes writing at the same time (real processes) leave one
+    chain: every event chained once, in log order, checkpoints numbered without gaps."""
+    import subprocess
+    import sys
+
+    from tests.processes import env_for
+
+    ingested(backend, subjects=1)  # the store, its keys and the policy-less schema exist
+    files = []
+    for n, first in enumerate((100, 1000)):
+        path = tmp_path / f"facts-{n}.jsonl"
+        path.write_text("\n".join(some_facts(550, first)) + "\n")  # two batches each
+        files.append(path)
+    writers = [subprocess.Popen([sys.executable, "-m", "lifecycle", "ingest", str(path)],
+                                env=env_for(backend), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for path in files]
+    for writer in writers:
+        _, err = writer.communicate(timeout=300)
+        assert writer.returncode == 0, err
+    report = verify_now(backend)
+    assert report.ok, [p.describe() for p in report.problems[:5]]
+    assert report.events_checked == report.chained == len(RawStore(backend).ids()) > 4400
+    seqs = [r[0] for r in RawStore(backend).run(
+        "SELECT seq FROM lifecycle_event_checkpoints ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 5

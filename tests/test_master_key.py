@@ -292,7 +292,7 @@ def test_a_second_host_without_the_key_is_refused_and_writes_nothing(
         postgres_database: str, tmp_path: Path) -> None:
     """Two hosts share one PostgreSQL database with different homes: the second host, with
     no master.key of its own, gets one line and exit 2 on every command, and neither a key
-    file nor a row is written. Given the first host's key, it works."""
+    file nor a row is written. Given the first host's keys (master and signing), it works."""
     host_a, host_b = two_homes(postgres_database, tmp_path)
     ingested(host_a)
     key = key_bytes(host_a)
@@ -303,7 +303,8 @@ def test_a_second_host_without_the_key_is_refused_and_writes_nothing(
         assert_one_line_exit_2(result, fingerprint(key))
         assert not host_b.master_key_file.exists()
         assert snapshot(host_a) == before
-    shared = replace(host_b, master_key=base64.b64encode(key).decode())
+    shared = replace(host_b, master_key=base64.b64encode(key).decode(),
+                     signing_key=host_a.signing_key_path.read_text().strip())
     assert lifecycle(shared, "status").returncode == 0
 
 

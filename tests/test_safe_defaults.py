@@ -247,6 +247,26 @@ def test_a_master_key_file_open_to_others_is_refused_with_exit_2(sqlite_settings
     assert (sqlite_settings.home / "events.sqlite").read_bytes() == events
 
 
+def test_a_signing_key_file_open_to_others_is_refused_with_exit_2(
+        sqlite_settings: Settings) -> None:
+    """The audit chain's signing key file is held to the master key's rule: group or other
+    permissions are refused with one line naming the file and the fix, exit 2, nothing
+    written."""
+    assert lifecycle(sqlite_settings, "status").returncode == 0
+    key_file = sqlite_settings.home / "signing.key"
+    assert key_file.exists()
+    key_file.chmod(0o640)
+    events = (sqlite_settings.home / "events.sqlite").read_bytes()
+
+    result = lifecycle(sqlite_settings, "ingest", "-", stdin=json.dumps(
+        {"id": "k1", "type": "activity", "subject": "m:1", "at": "2024-01-01T00:00:00Z"}))
+
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"chmod 600 {key_file}" in result.stderr and "0640" in result.stderr
+    assert (sqlite_settings.home / "events.sqlite").read_bytes() == events
+
+
 def test_an_open_master_key_file_is_used_with_a_warning_when_allowed(
         sqlite_settings: Settings) -> None:
     """With LIFECYCLE_ALLOW_OPEN_KEY=1 an open key file is used; one warning line names the

@@ -1,10 +1,11 @@
-"""Auditor commands: `lifecycle replay` and `lifecycle report ropa`.
+"""Auditor commands: `lifecycle audit ...`, `lifecycle replay` and `lifecycle report ropa`.
 
-Registered on the main group in `lifecycle.cli` (`cli.add_command(replay)`,
-`cli.add_command(report)`). The shared command-line helpers (`open_ledger`, `parse_time`,
-...) are imported from `lifecycle.cli` when a command runs, so `lifecycle.cli` may import
-this module wherever it likes. Exit codes as everywhere: 0 ok, 1 refused (unknown subject,
-no policy in force), 2 usage or configuration error.
+Registered on the main group in `lifecycle.cli` (`cli.add_command(audit)`,
+`cli.add_command(replay)`, `cli.add_command(report)`). The shared command-line helpers
+(`open_ledger`, `parse_time`, ...) are imported from `lifecycle.cli` when a command runs,
+so `lifecycle.cli` may import this module wherever it likes. Exit codes as everywhere:
+0 ok, 1 refused (unknown subject, no policy in force, a log that does not verify), 2 usage
+or configuration error.
 """
 
 from __future__ import annotations
@@ -25,6 +26,84 @@ from lifecycle.logs import get_logger
 from lifecycle.replay import ReplayReport, ReplayTargetNotFresh, replay as run_replay
 
 log = get_logger("lifecycle.auditor")
+
+
+# -- audit -------------------------------------------------------------------------------
+
+@click.group()
+def audit() -> None:
+    """Tamper evidence: a hash chain over every stored event, with signed checkpoints."""
+
+
+@audit.command("verify")
+@click.option("--anchor", "anchor_text", metavar="POSITION:DIGEST[:KEY]",
+              help="Also check the log against a head kept outside the system "
+                   "(as `audit anchor` prints it).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def audit_verify(anchor_text: str | None, as_json: bool) -> None:
+    """Recompute every digest from the stored events and check every checkpoint's
+    signature; exit 1 naming each problem."""
+    from lifecycle.audit import Anchor, verify
+    from lifecycle.cli import EXIT_OK, EXIT_REFUSED, emit_json, open_ledger
+
+    try:
+        anchor = Anchor.parse(anchor_text) if anchor_text else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--anchor") from None
+    with open_ledger() as ledger:
+        report = verify(ledger.store, ledger.views, anchor)
+    log.info("audit.verified", ok=report.ok, events=report.events_checked, head=report.head,
+             checkpoints=report.checkpoints, problems=len(report.problems))
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        for line in report.render():
+            click.echo(line)
+    sys.exit(EXIT_OK if report.ok else EXIT_REFUSED)
+
+
+@audit.command("anchor")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def audit_anchor(as_json: bool) -> None:
+    """Print the signed head of the chain, for an auditor to keep outside the system."""
+    from lifecycle.audit import signed_head
+    from lifecycle.cli import EXIT_REFUSED, emit_json, open_ledger
+
+    with open_ledger() as ledger:
+        head = signed_head(ledger.store)
+    if head is None:
+        click.echo("lifecycle: the store holds no events yet: nothing to anchor", err=True)
+        sys.exit(EXIT_REFUSED)
+    if as_json:
+        emit_json(head)
+        return
+    for label, key in (("position", "position"), ("events", "events"),
+                       ("log digest", "log_digest"), ("signed at", "signed_at"),
+                       ("checkpoint", "checkpoint"), ("key fingerprint", "key_fingerprint"),
+                       ("public key", "public_key"), ("signature", "signature"),
+                       ("anchor", "anchor")):
+        click.echo(f"{label}: {head[key]}")
+
+
+@audit.command("chain")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def audit_chain(as_json: bool) -> None:
+    """Chain a store written before the chain was kept with its events (once; refused
+    when the chain holds anything). Vouches for the log as it stands now, not before."""
+    from lifecycle.audit import ChainNotEmpty, chain_older_store
+    from lifecycle.cli import EXIT_REFUSED, emit_json, open_ledger
+
+    with open_ledger() as ledger:
+        try:
+            chained = chain_older_store(ledger.store)
+        except ChainNotEmpty as error:
+            click.echo(f"lifecycle: {error}: every event is chained as it is stored; "
+                       "`lifecycle audit verify` checks it", err=True)
+            sys.exit(EXIT_REFUSED)
+    if as_json:
+        emit_json({"chained": chained})
+    else:
+        click.echo(f"chained {chained} events")
 
 
 # -- replay ------------------------------------------------------------------------------

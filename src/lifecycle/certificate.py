@@ -77,5 +77,5 @@ def deletion_certificate(subject: DataSubject, request: str, case: RequestCase |
             for n in subject.notifications() if n.erasure == request],
         "timeline": steps or [],
         "events": {"count": count, "subject_chain_digest": digest,
-                   "algorithm": "sha256 chain, as lifecycle_audit_chain.subject_digest"},
+                   "algorithm": "sha256 chain, as lifecycle_event_chain.subject_digest"},
     }

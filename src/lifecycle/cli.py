@@ -583,8 +583,8 @@ def sweep(at_text: str | None, dry_run: bool, as_json: bool) -> None:
 @click.option("--due-soon-days", type=click.IntRange(min=1), default=DUE_SOON_DAYS, show_default=True,
               help="Flag open requests due within this many days.")
 def daemon(interval: float, due_soon_days: int) -> None:
-    """Keep projections current, sweep, chain the audit log and flag requests due soon
-    or overdue, at start and every --interval seconds."""
+    """Keep projections current, sweep and flag requests due soon or overdue, at start
+    and every --interval seconds."""
     from lifecycle.daemon import Daemon
 
     with open_ledger() as ledger:
@@ -691,55 +691,9 @@ def demo(org: str, subjects: int, reference: str) -> None:
     render_subject(view)
 
 
-# -- audit -------------------------------------------------------------------------------
+from lifecycle.auditor_cli import audit, replay, report  # noqa: E402 (their own module)
 
-@cli.group()
-def audit() -> None:
-    """Tamper evidence: a hash chain over every stored event."""
-
-
-@audit.command("verify")
-@click.option("--anchor", "anchor_text", metavar="POSITION:DIGEST",
-              help="Also check the log against a checkpoint kept outside the system.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def audit_verify(anchor_text: str | None, as_json: bool) -> None:
-    """Recompute every digest from the stored events; exit 1 naming each problem."""
-    from lifecycle.audit import Anchor, verify
-
-    try:
-        anchor = Anchor.parse(anchor_text) if anchor_text else None
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--anchor") from None
-    with open_ledger() as ledger:
-        report = verify(ledger.store, ledger.views, anchor)
-    log.info("audit.verified", ok=report.ok, events=report.events_checked, head=report.head,
-             unchained=report.unchained, problems=len(report.problems))
-    if as_json:
-        emit_json(report.as_dict())
-    else:
-        for line in report.render():
-            click.echo(line)
-    sys.exit(EXIT_OK if report.ok else EXIT_REFUSED)
-
-
-@audit.command("chain")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def audit_chain(as_json: bool) -> None:
-    """Link every stored event not chained yet (the daemon does it on every tick)."""
-    from lifecycle.audit import AuditChain
-
-    with open_ledger() as ledger:
-        chain = AuditChain(ledger.store, ledger.views)
-        chained = chain.catch_up(utc_now())
-        status = chain.status()
-    if as_json:
-        emit_json({"chained": chained, **status.as_dict()})
-    else:
-        click.echo(f"chained {chained} events; position {status.position}, lag {status.lag}")
-
-
-from lifecycle.auditor_cli import replay, report  # noqa: E402 (commands of their own module)
-
+cli.add_command(audit)
 cli.add_command(replay)
 cli.add_command(report)
 from lifecycle.keys_cli import register as register_key_commands  # noqa: E402

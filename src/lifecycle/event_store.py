@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.persistence import Mapper, Notification, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from eventsourcing.utils import get_topic
@@ -18,14 +18,27 @@ from psycopg.sql import SQL, Identifier
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import REGISTER_ID, Adoption, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
+from lifecycle.crypto.signing_key import (
+    Signer,
+    create_signing_key,
+    given_signing_key,
+    missing_key_error,
+)
+from lifecycle.event_chain import UPGRADE_PAGE, BrokenEvent
+from lifecycle.logs import get_logger
 from lifecycle.postgres_recorder import LockLightPostgresRecorder
 from lifecycle.settings import Settings, create_private_file
+from lifecycle.sqlite_recorder import ChainedSQLiteRecorder
+
+ChainedRecorder = ChainedSQLiteRecorder | LockLightPostgresRecorder
+log = get_logger("lifecycle.event_store")
 
 T = TypeVar("T")
 # Attempts at saving a batch that lost an optimistic-concurrency race to another writer.
 SAVE_RETRIES = 5
 
 
+CHECKED_READS = "LIFECYCLE_CHECKED_READS"  # the store's env flag (see check_reads)
 BUCKETS = 16  # an aggregate's bucket: the last hex digit of its id
 
 
@@ -44,10 +57,96 @@ class Partition:
         return aggregate_id.int % BUCKETS in self.buckets
 
 
+class _NamingMapper(Mapper[UUID]):
+    """The application's mapper, raising `BrokenEvent` (which names the event) instead of
+    whatever a damaged event makes the decoder raise."""
+
+    locate: Callable[[UUID | str, int], int | None] | None = None
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        try:
+            return super().to_domain_event(stored_event)
+        except Exception as error:  # noqa: BLE001 - any decoder failure means a damaged event
+            position = getattr(stored_event, "id", None)
+            if position is None and self.locate is not None:
+                try:
+                    position = self.locate(stored_event.originator_id,
+                                           stored_event.originator_version)
+                except Exception:  # noqa: BLE001 - the name without a position then
+                    position = None
+            raise BrokenEvent(position, stored_event.originator_id,
+                              stored_event.originator_version,
+                              f"does not decode ({type(error).__name__})") from None
+
+
+_naming_classes: dict[type[Any], type[Any]] = {}
+
+
+def _naming(mapper: Mapper[UUID]) -> Mapper[UUID]:
+    """The same mapper (whatever its class), naming the events it cannot decode."""
+    kind = type(mapper)
+    if not issubclass(kind, _NamingMapper):
+        if kind not in _naming_classes:
+            _naming_classes[kind] = type(f"Naming{kind.__name__}", (_NamingMapper, kind), {})
+        mapper.__class__ = _naming_classes[kind]
+    return mapper
+
+
 class SubjectStore(Application[UUID]):
     """Holds every DataSubject aggregate; personal values inside are already sealed."""
 
     name = "lifecycle"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if isinstance(self.mapper, _NamingMapper):
+            self.mapper.locate = self.position_of
+        recorder = self.recorder
+        if isinstance(recorder, ChainedSQLiteRecorder | LockLightPostgresRecorder):
+            recorder.name_of = self.reference_of
+            recorder.checked_reads = self.env.get(CHECKED_READS) == "y"
+
+    def check_reads(self) -> None:
+        """From now on every page of the log this store (and any process opened with its
+        env, such as a shared rebuild's) reads is checked against the audit chain: the first
+        stored event that does not match raises BrokenEvent, before it is used."""
+        self.env[CHECKED_READS] = "y"
+        chained_recorder(self).checked_reads = True
+
+    def reference_of(self, originator_id: object) -> str | None:
+        """The `reference` an aggregate's first event records, if it still decodes."""
+        try:
+            stored = self.recorder.select_events(UUID(str(originator_id)), lte=1)
+            event = self.mapper.to_domain_event(stored[0]) if stored else None
+        except Exception:  # noqa: BLE001 - a damaged first event: no name, no harm
+            return None
+        reference = getattr(event, "reference", None)
+        return reference if isinstance(reference, str) else None
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return _naming(super().construct_mapper())
+
+    def position_of(self, originator_id: UUID | str, version: int) -> int | None:
+        """The notification id (position in the log) of one stored event."""
+        recorder = self.recorder
+        if isinstance(recorder, SQLiteAggregateRecorder):
+            hex_id = originator_id.hex if isinstance(originator_id, UUID) else str(
+                originator_id).replace("-", "")
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT rowid FROM {recorder.events_table_name} "
+                               "WHERE originator_id = ? AND originator_version = ?",
+                               (hex_id, version))
+                row = cursor.fetchone()
+                return None if row is None else int(row[0])
+        if isinstance(recorder, PostgresAggregateRecorder):
+            statement = SQL("SELECT notification_id FROM {}.{} WHERE originator_id = %s "
+                            "AND originator_version = %s").format(
+                Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(statement, (UUID(str(originator_id)), version))
+                found = cursor.fetchone()
+                return None if found is None else int(found["notification_id"])
+        return None
 
     def _get(self, aggregate_id: UUID, kind: type[T], version: int | None = None) -> T | None:
         """The aggregate (at `version`, default its latest), or None if it has no events."""
@@ -169,10 +268,12 @@ class SubjectStore(Application[UUID]):
                     f"WHERE rowid > ? AND rowid <= ? AND (substr(originator_id, -1) "
                     f"IN ({marks}) OR originator_id = ?) ORDER BY rowid",
                     [after, upto, *(f"{b:x}" for b in buckets), REGISTER_ID.hex])
-                return [Notification(id=row["rowid"], originator_id=UUID(row["originator_id"]),
-                                     originator_version=row["originator_version"],
-                                     topic=row["topic"], state=row["state"])
-                        for row in cursor.fetchall()]
+                found = [Notification(id=row["rowid"], originator_id=UUID(row["originator_id"]),
+                                      originator_version=row["originator_version"],
+                                      topic=row["topic"], state=row["state"])
+                         for row in cursor.fetchall()]
+            self._check_partition(found, after, upto)
+            return found
         if isinstance(recorder, PostgresAggregateRecorder):
             statement = SQL(
                 "SELECT * FROM {}.{} WHERE notification_id > %s AND notification_id <= %s "
@@ -181,14 +282,22 @@ class SubjectStore(Application[UUID]):
                 Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
             with recorder.datastore.transaction(commit=False) as cursor:
                 cursor.execute(statement, [after, upto, buckets, REGISTER_ID], prepare=True)
-                return [Notification(id=row["notification_id"],
-                                     originator_id=row["originator_id"],
-                                     originator_version=row["originator_version"],
-                                     topic=row["topic"], state=bytes(row["state"]))
-                        for row in cursor.fetchall()]
+                found = [Notification(id=row["notification_id"],
+                                      originator_id=row["originator_id"],
+                                      originator_version=row["originator_version"],
+                                      topic=row["topic"], state=bytes(row["state"]))
+                         for row in cursor.fetchall()]
+            self._check_partition(found, after, upto)
+            return found
         every = recorder.select_notifications(after, upto - after, upto, inclusive_of_start=False)
         return [n for n in every if n.originator_id == REGISTER_ID
                 or partition.holds(UUID(str(n.originator_id)))]
+
+    def _check_partition(self, found: list[Notification], after: int, upto: int) -> None:
+        recorder = self.recorder
+        if isinstance(recorder, ChainedSQLiteRecorder | LockLightPostgresRecorder) and \
+                recorder.checked_reads and found:
+            recorder.check(found, after, upto, whole_range=False)
 
     def get_request_case(self, case_id: UUID) -> RequestCase | None:
         return self._get(case_id, RequestCase)
@@ -211,6 +320,8 @@ def persistence_env(settings: Settings) -> dict[str, str]:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(settings.events_path),
             "SQLITE_LOCK_TIMEOUT": "30",
+            # Writes the audit chain with each batch of events.
+            "APPLICATION_RECORDER_TOPIC": get_topic(ChainedSQLiteRecorder),
         }
     url = urlparse(settings.database_url)
     env = {
@@ -220,7 +331,8 @@ def persistence_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_PORT": str(url.port or 5432),
         "POSTGRES_USER": unquote(url.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(url.password or ""),
-        # Batches are encoded before the events table is locked, not under the lock.
+        # Batches are encoded before the events table is locked, not under the lock, and
+        # the audit chain is written with each batch.
         "APPLICATION_RECORDER_TOPIC": get_topic(LockLightPostgresRecorder),
         # A CLI process uses one connection at a time (library default: 5 + 10 overflow).
         "POSTGRES_POOL_SIZE": "2",
@@ -230,7 +342,58 @@ def persistence_env(settings: Settings) -> dict[str, str]:
 
 
 def open_subject_store(settings: Settings, extra: dict[str, Any] | None = None) -> SubjectStore:
+    """Opens the store with its signing key attached (see `attach_signing_key`)."""
     env = persistence_env(settings)
     env["MAPPER_TOPIC"] = "lifecycle.actor:ActorMapper"  # stamps who stored each event
     env.update(extra or {})
-    return SubjectStore(env=env)
+    store = SubjectStore(env=env)
+    try:
+        attach_signing_key(store, settings)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def chained_recorder(store: SubjectStore) -> ChainedRecorder:
+    recorder = store.recorder
+    assert isinstance(recorder, ChainedSQLiteRecorder | LockLightPostgresRecorder), recorder
+    return recorder
+
+
+def attach_signing_key(store: SubjectStore, settings: Settings) -> Signer:
+    """Gives the store's recorder the key that signs its checkpoints.
+
+    A store without a checkpoint may have its key created (mode 0600). A store whose
+    chain has checkpoints needs the key they were signed with: none given is a
+    configuration error (a new key would sign a second chain). When the key is created
+    here and the store already holds events, they are written by a version that did not
+    chain them: they are chained now, once (`chain_backlog`). A key that existed before
+    never chains a backlog on its own: an emptied chain is reported by `audit verify`,
+    not silently redone (`lifecycle audit chain` does it on request).
+    """
+    recorder = chained_recorder(store)
+    signer = given_signing_key(settings)
+    log_head, chain_head, checkpoints = recorder.chain_heads()
+    created = False
+    if signer is None:
+        if checkpoints:
+            raise missing_key_error(settings, recorder.checkpoints()[-1].key_id)
+        signer, created = create_signing_key(settings), True
+    recorder.signer = signer
+    if created and log_head and not chain_head and not checkpoints:
+        chained = chain_backlog(store)
+        log.warning("audit.chained_on_upgrade", events=chained, key=signer.fingerprint)
+    return signer
+
+
+def chain_backlog(store: SubjectStore, page: int = UPGRADE_PAGE) -> int:
+    """Chains every stored event after the chain's head, a page per transaction; returns
+    how many. Only for a store written before the chain was kept with its events."""
+    recorder = chained_recorder(store)
+    assert recorder.signer is not None
+    subjects: dict[str, bytes] = {}
+    total = 0
+    while chained := recorder.chain_backlog(recorder.signer, page, subjects):
+        total += chained
+    return total

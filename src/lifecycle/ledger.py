@@ -19,8 +19,9 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 from lifecycle.actor import ActorMapper, actor_of, checked_actor, os_user, timeline
 from lifecycle.adoption_impact import Impact, adoption_impact
 from lifecycle.aggregates.data_subject import DataSubject
-from lifecycle.aggregates.policy_register import Adoption, PolicyRegister
+from lifecycle.aggregates.policy_register import REGISTER_ID, Adoption, PolicyRegister
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS, RequestCase
+from lifecycle.audit import check_originators
 from lifecycle.certificate import deletion_certificate
 from lifecycle.crypto.vault import open_vault
 from lifecycle.dsar import access_document, subject_as_of
@@ -148,7 +149,10 @@ class Ledger:
     def rebuild_projections(self, names: Sequence[str] | None = None,
                             workers: int | None = None) -> int:
         """Rebuilds the named projections (all by default) from the first event; a full
-        rebuild of a long log is shared among processes (`projections.parallel`)."""
+        rebuild of a long log is shared among processes (`projections.parallel`). Every
+        page it reads is checked against the audit chain: BrokenEvent names the first
+        stored event that does not match."""
+        self.store.check_reads()
         return parallel.rebuild(self.projections, names, workers)
 
     # -- read side --------------------------------------------------------------------
@@ -342,6 +346,8 @@ class Ledger:
         """The Art 15 answer for one subject as it stood at `as_of` (replayed from events,
         so no snapshot, cache or projection can make it wrong); values that are shredded
         now read as erased even for earlier dates."""
+        check_originators(self.store, [DataSubject.create_id(reference), REGISTER_ID],
+                          reference)
         subject = subject_as_of(self.store.events.get(DataSubject.create_id(reference)),
                                 as_of)
         if subject is None:
@@ -369,6 +375,7 @@ class Ledger:
 
     def history(self, reference: str) -> list[dict[str, Any]]:
         """The subject's event timeline: what happened, when, in stored order."""
+        check_originators(self.store, [DataSubject.create_id(reference)], reference)
         s = self.subject(reference)
         timeline = []
         for domain_event in self.store.events.get(s.id):

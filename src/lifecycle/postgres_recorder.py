@@ -7,25 +7,54 @@ columns before the lock and is sent as binary arrays (no escaping), so the lock 
 little more than the INSERT itself. Lock, NOTIFY, transaction, pipeline, error mapping
 and returned notification ids stay the library's: `insert_events` only builds the
 columns and delegates; `_insert_stored_events` swaps the INSERT statement.
+
+It also writes the audit chain (`lifecycle.event_chain`) in the same transaction: the
+event digests and the subjects' previous links are read before the lock; under it, once
+the notification ids are known (`_fetch_ids_after_insert_events`), the head checkpoint is
+read, the batch's log links computed and signed, and the chain rows and checkpoint sent
+in the same pipeline. The EXCLUSIVE lock that keeps notification ids in commit order also
+makes the chain's writers take turns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import ProgrammingError, StoredEvent
+from eventsourcing.persistence import Notification, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
+
+from lifecycle.crypto.signing_key import Signer
+from lifecycle.event_chain import (
+    CHAIN_TABLE,
+    CHECKPOINT_TABLE,
+    ChainNotReady,
+    ChainRow,
+    Checkpoint,
+    Pending,
+    check_page,
+    check_signing_key,
+    extend,
+    prepare,
+)
 
 Columns = tuple[list[UUID], list[int], list[str], list[bytes]]
 
 
 class LockLightPostgresRecorder(PostgresApplicationRecorder):
-    """`PostgresApplicationRecorder` with the batch built before the table lock."""
+    """`PostgresApplicationRecorder` with the batch built before the table lock, that
+    chains and signs every batch it stores."""
+
+    signer: Signer | None = None
+    key_checked = False  # the newest checkpoint's key was compared with `signer`
+    # Reads of the log checked against the chain (a rebuild, a replay): BrokenEvent names
+    # the first event that does not match; `name_of` gives a subject's reference.
+    checked_reads = False
+    name_of: Callable[[Any], str | None] | None = None
 
     def __init__(self, datastore: PostgresDatastore, *,
                  events_table_name: str = "stored_events") -> None:
@@ -40,6 +69,29 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
             "RETURNING notification_id"
         ).format(schema=Identifier(datastore.schema),
                  table=Identifier(self.events_table_name))
+        self.chain_table = SQL("{}.{}").format(Identifier(datastore.schema),
+                                               Identifier(CHAIN_TABLE))
+        self.checkpoint_table = SQL("{}.{}").format(Identifier(datastore.schema),
+                                                    Identifier(CHECKPOINT_TABLE))
+        self.events_table = SQL("{}.{}").format(Identifier(datastore.schema),
+                                                Identifier(self.events_table_name))
+        self.sql_create_statements += [
+            SQL("CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, "
+                "originator_id uuid NOT NULL, originator_version bigint NOT NULL, "
+                "event_digest bytea NOT NULL, subject_digest bytea NOT NULL, "
+                "log_digest bytea NOT NULL)").format(self.chain_table),
+            SQL("CREATE TABLE IF NOT EXISTS {} (seq bigint PRIMARY KEY, "
+                "position bigint NOT NULL, events bigint NOT NULL, log_digest bytea NOT NULL, "
+                "signed_at text NOT NULL, key_id text NOT NULL, signature bytea NOT NULL)"
+                ).format(self.checkpoint_table)]
+        self.insert_chain_statement = SQL(
+            "INSERT INTO {} (position, originator_id, originator_version, event_digest, "
+            "subject_digest, log_digest) SELECT * FROM unnest(%b::bigint[], %b::uuid[], "
+            "%b::bigint[], %b::bytea[], %b::bytea[], %b::bytea[])").format(self.chain_table)
+        self.insert_checkpoint_statement = SQL(
+            "INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s)").format(self.checkpoint_table)
+        self.head_statement: Composed = SQL(
+            "SELECT * FROM {} ORDER BY seq DESC LIMIT 1").format(self.checkpoint_table)
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
@@ -54,9 +106,165 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
             versions.append(event.originator_version)
             topics.append(event.topic)
             states.append(event.state)
+        pending = self._pending(stored_events)
         notification_ids: Sequence[int] | None = super().insert_events(
-            stored_events, lifecycle_columns=columns, **kwargs)
+            stored_events, lifecycle_columns=columns, lifecycle_chain=pending, **kwargs)
         return notification_ids
+
+    def _pending(self, stored_events: Sequence[StoredEvent]) -> Pending | None:
+        """The batch's digests and previous subject links, before the lock (None: nothing
+        to chain)."""
+        if not stored_events:
+            return None
+        if self.signer is None:
+            raise ChainNotReady("no signing key attached to the event recorder")
+        if not self.key_checked:
+            check_signing_key(self.signer, self.newest_key_id())
+            self.key_checked = True
+        pending = prepare(stored_events)
+        pending.previous = self.subject_links(pending.wanted())
+        return pending
+
+    def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow],
+                                       stored_events: Sequence[StoredEvent],
+                                       **kwargs: Any) -> Sequence[int] | None:
+        notification_ids = super()._fetch_ids_after_insert_events(
+            curs, stored_events, **kwargs)
+        pending: Pending | None = kwargs.get("lifecycle_chain")
+        columns: Columns | None = kwargs.get("lifecycle_columns")
+        if pending is not None and notification_ids:  # still under the table lock
+            assert self.signer is not None and columns is not None
+            self._append(curs, pending, notification_ids, columns[0], self.signer)
+        return notification_ids
+
+    def _append(self, curs: Cursor[DictRow], pending: Pending, positions: Sequence[int],
+                originators: list[UUID], signer: Signer) -> list[ChainRow]:
+        curs.execute(self.head_statement, prepare=True)
+        head = curs.fetchone()
+        rows, checkpoint = extend(pending, positions, None if head is None
+                                  else _checkpoint(head), signer)
+        curs.execute(self.insert_chain_statement, (
+            [r.position for r in rows], originators, [r.version for r in rows],
+            [r.event_digest for r in rows], [r.subject_digest for r in rows],
+            [r.log_digest for r in rows]))
+        curs.execute(self.insert_checkpoint_statement, checkpoint.row())
+        return rows
+
+    def newest_key_id(self) -> str | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT key_id FROM {} ORDER BY seq DESC LIMIT 1").format(
+                self.checkpoint_table))
+            row = curs.fetchone()
+            return None if row is None else str(row["key_id"])
+
+    def subject_links(self, wanted: list[tuple[str, int]]) -> dict[str, bytes]:
+        """The chained subject digest of each (originator, version) that has one."""
+        if not wanted:
+            return {}
+        statement = SQL(
+            "SELECT e.originator_id, c.subject_digest FROM {} e JOIN {} c "
+            "ON c.position = e.notification_id JOIN unnest(%s::uuid[], %s::bigint[]) "
+            "AS w(id, v) ON e.originator_id = w.id AND e.originator_version = w.v"
+        ).format(self.events_table, self.chain_table)
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(statement, ([UUID(o) for o, _ in wanted], [v for _, v in wanted]))
+            return {str(row["originator_id"]): bytes(row["subject_digest"])
+                    for row in curs.fetchall()}
+
+    def chain_backlog(self, signer: Signer, limit: int, subjects: dict[str, bytes]) -> int:
+        """Chains up to `limit` stored events after the chain's head (an older store's
+        events, once, on upgrade); returns how many. `subjects` holds each originator's
+        subject link so far (empty at first) and is kept up to date."""
+        with self.datastore.transaction(commit=True) as curs:
+            self._lock_table(curs)
+            curs.execute(self.head_statement)
+            found = curs.fetchone()
+            head = None if found is None else _checkpoint(found)
+            curs.execute(SQL("SELECT * FROM {} WHERE notification_id > %s "
+                             "ORDER BY notification_id LIMIT %s").format(self.events_table),
+                         (0 if head is None else head.position, limit))
+            batch = curs.fetchall()
+            if not batch:
+                return 0
+            pending = prepare(StoredEvent(r["originator_id"], r["originator_version"],
+                                          r["topic"], bytes(r["state"])) for r in batch)
+            pending.previous = subjects
+            rows = self._append(curs, pending, [r["notification_id"] for r in batch],
+                                [r["originator_id"] for r in batch], signer)
+        subjects.update((r.originator, r.subject_digest) for r in rows)
+        return len(batch)
+
+    # -- reading the chain -------------------------------------------------------------
+
+    def chain_heads(self) -> tuple[int, int, int]:
+        """(newest event position, newest chain position, newest checkpoint number), in one
+        snapshot (0 for none)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT (SELECT MAX(notification_id) FROM {}) AS log, "
+                             "(SELECT MAX(position) FROM {}) AS chain, "
+                             "(SELECT MAX(seq) FROM {}) AS marks").format(
+                self.events_table, self.chain_table, self.checkpoint_table))
+            row = curs.fetchone()
+        assert row is not None
+        return int(row["log"] or 0), int(row["chain"] or 0), int(row["marks"] or 0)
+
+    def chained_events(self, originator_id: UUID) -> list[tuple[Notification, bytes | None]]:
+        """One originator's stored events in version order, each with its chained event
+        digest (None when the chain has no row at its position)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT e.notification_id, e.originator_version, e.topic, "
+                             "e.state, c.event_digest FROM {} e LEFT JOIN {} c "
+                             "ON c.position = e.notification_id WHERE e.originator_id = %s "
+                             "ORDER BY e.originator_version").format(
+                self.events_table, self.chain_table), (originator_id,))
+            return [(Notification(id=r["notification_id"], originator_id=originator_id,
+                                  originator_version=r["originator_version"],
+                                  topic=r["topic"], state=bytes(r["state"])),
+                     None if r["event_digest"] is None else bytes(r["event_digest"]))
+                    for r in curs.fetchall()]
+
+    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
+                             topics: Sequence[str] = (), *,
+                             inclusive_of_start: bool = True) -> Sequence[Notification]:
+        page: Sequence[Notification] = super().select_notifications(
+            start, limit, stop, topics, inclusive_of_start=inclusive_of_start)
+        if self.checked_reads and page:
+            after = page[0].id - 1 if start is None or inclusive_of_start else start
+            self.check(page, after, page[-1].id, whole_range=not topics)
+        return page
+
+    def check(self, page: Sequence[Notification], after: int, upto: int,
+              whole_range: bool) -> None:
+        """Raises BrokenEvent unless `page` matches the chain rows of (after, upto]."""
+        check_page(page, self.chain_digests(after, upto), self.name_of,
+                   self.chain_row if whole_range else None)
+
+    def chain_row(self, position: int) -> ChainRow | None:
+        rows = self.chain_rows(position - 1, position, 1)
+        return rows[0] if rows else None
+
+    def chain_digests(self, after: int, upto: int) -> dict[int, bytes]:
+        """Position -> event digest of the chain rows in (after, upto]."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT position, event_digest FROM {} WHERE position > %s "
+                             "AND position <= %s").format(self.chain_table), (after, upto),
+                         prepare=True)
+            return {row["position"]: bytes(row["event_digest"]) for row in curs.fetchall()}
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT * FROM {} ORDER BY seq").format(self.checkpoint_table))
+            return [_checkpoint(row) for row in curs.fetchall()]
+
+    def chain_rows(self, after: int, upto: int, limit: int) -> list[ChainRow]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT * FROM {} WHERE position > %s AND position <= %s "
+                             "ORDER BY position LIMIT %s").format(self.chain_table),
+                         (after, upto, limit), prepare=True)
+            return [ChainRow(row["position"], row["originator_id"],
+                             row["originator_version"], bytes(row["event_digest"]),
+                             bytes(row["subject_digest"]), bytes(row["log_digest"]))
+                    for row in curs.fetchall()]
 
     def _insert_stored_events(self, curs: Cursor[DictRow],
                               stored_events: Sequence[StoredEvent],
@@ -68,3 +276,9 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
         self._lock_table(curs)
         self._notify_channel(curs)
         curs.execute(self.insert_columns_statement, columns)
+
+
+def _checkpoint(row: DictRow) -> Checkpoint:
+    return Checkpoint(int(row["seq"]), int(row["position"]), int(row["events"]),
+                      bytes(row["log_digest"]), str(row["signed_at"]), str(row["key_id"]),
+                      bytes(row["signature"]))

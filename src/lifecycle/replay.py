@@ -306,6 +306,7 @@ def replayed(store: SubjectStore, until: datetime, into: Path | None = None,
         if target.exists():
             raise ReplayTargetNotFresh(
                 f"{target} already exists; replay writes only fresh read models")
+        store.check_reads()  # nothing is built from an event that does not match its chain
         contents = read_log(store, on_progress)
         adoption = adoption_in_force(contents.register, until)
         rebuilt = rebuild_subjects(contents, until)

@@ -16,6 +16,8 @@ MASTER_KEY_FILE_ENV = "LIFECYCLE_MASTER_KEY_FILE"
 # "1": a key file readable by group or others is used (with a warning), not refused.
 ALLOW_OPEN_KEY_ENV = "LIFECYCLE_ALLOW_OPEN_KEY"
 MASTER_KEY_COMMAND_ENV = "LIFECYCLE_MASTER_KEY_COMMAND"
+SIGNING_KEY_ENV = "LIFECYCLE_SIGNING_KEY"
+SIGNING_KEY_FILE_ENV = "LIFECYCLE_SIGNING_KEY_FILE"
 DEFAULT_HOME = "./lifecycle-data"
 # The SQLite files of a home's store, with the journal and WAL files that come and go.
 STORE_FILES = tuple(f"{name}{suffix}" for name in ("events.sqlite", "keys.sqlite", "views.sqlite")
@@ -31,6 +33,13 @@ class Settings:
     allow_open_key: bool = False
     # A command that prints the master key (base64), run when no key is in the environment.
     master_key_command: str | None = None
+    # The audit chain's checkpoint signing key (`lifecycle.crypto.signing_key`).
+    signing_key: str | None = None
+    signing_key_file: Path | None = None  # default: signing.key in the home
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.home / "signing.key"
 
     @property
     def events_path(self) -> Path:
@@ -135,6 +144,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
         raise ConfigurationError(f"{DATABASE_URL_ENV} must be a postgresql:// URL")
     key_file = Path(env.get(MASTER_KEY_FILE_ENV) or home / "master.key")
+    signing_file = env.get(SIGNING_KEY_FILE_ENV)
     return Settings(home, url, env.get(MASTER_KEY_ENV) or None, key_file,
                     allow_open_key=env.get(ALLOW_OPEN_KEY_ENV) == "1",
-                    master_key_command=env.get(MASTER_KEY_COMMAND_ENV) or None)
+                    master_key_command=env.get(MASTER_KEY_COMMAND_ENV) or None,
+                    signing_key=env.get(SIGNING_KEY_ENV) or None,
+                    signing_key_file=Path(signing_file).expanduser() if signing_file else None)

@@ -140,27 +140,4 @@ sweep_runs = sa.Table(
     sa.Column("dry_run", sa.Boolean, nullable=False),
 )
 
-# The hash chain over every stored event (`lifecycle.audit`), beside its own position.
-audit_chain = sa.Table(
-    "lifecycle_audit_chain", metadata,
-    sa.Column("notification_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("seq", sa.BigInteger, nullable=False),  # 1, 2, 3 ... in chain order
-    sa.Column("originator_id", sa.String(100), nullable=False),
-    sa.Column("originator_version", sa.BigInteger, nullable=False),
-    sa.Column("topic", sa.Text, nullable=False),
-    sa.Column("event_digest", sa.String(64), nullable=False),
-    sa.Column("subject_digest", sa.String(64), nullable=False),
-    sa.Column("log_digest", sa.String(64), nullable=False),
-    sa.Column("chained_at", TZ, nullable=False),
-    sa.Index("ix_audit_chain_originator", "originator_id", "notification_id"),
-)
-
-audit_checkpoints = sa.Table(
-    "lifecycle_audit_checkpoints", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("position", sa.BigInteger, nullable=False, index=True),
-    sa.Column("events", sa.BigInteger, nullable=False),  # chained events up to position
-    sa.Column("log_digest", sa.String(64), nullable=False),
-    sa.Column("kind", sa.String(8), nullable=False),  # "interval" or "head"
-    sa.Column("created_at", TZ, nullable=False),
-)
+# The audit chain is not a read model: it lives beside the events (`lifecycle.event_chain`).
