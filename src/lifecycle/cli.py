@@ -667,6 +667,14 @@ from lifecycle.auditor_cli import replay, report  # noqa: E402 (commands of thei
 cli.add_command(replay)
 cli.add_command(report)
 
+from lifecycle import cli_cases  # noqa: E402 (the responders' desk commands)
+
+for _desk_command in (cli_cases.request_group, cli_cases.hold_group, cli_cases.users_group,
+                      cli_cases.serve):
+    cli.add_command(_desk_command)
+subject.add_command(cli_cases.subject_find)
+notifications.add_command(cli_cases.notifications_ack)
+
 
 def main() -> None:
     # Owner only for whatever the process creates: stores, their journals, leases, exports.
