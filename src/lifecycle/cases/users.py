@@ -103,3 +103,8 @@ class UserBook:
         if row is None or not hmac.compare_digest(row.token_hash, digest):
             return None
         return User(row.name, row.role)
+
+    def is_active(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(users.c.name).where(users.c.name == name)
+                                .where(users.c.revoked_at.is_(None))).first() is not None

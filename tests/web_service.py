@@ -1,0 +1,99 @@
+"""A real `lifecycle serve` process for tests: a seeded store, one user per role, the
+process started on a free port and stopped afterwards, its log kept in a file."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from lifecycle.cases.users import UserBook
+from lifecycle.ledger import Ledger
+from lifecycle.settings import Settings
+from tests.facts_builder import collected, fact, lines
+from tests.processes import env_for, wait_for
+
+SEEDED_AT = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
+EMAIL = "Amara.Oyelaran-Whitcombe@example.org"
+NAME = "Amara Oyelaran-Whitcombe"
+ROLES = ("dpo", "responder", "auditor", "ingest")
+
+
+def seed_facts() -> list[dict[str, Any]]:
+    return [
+        collected("m:1", "2025-01-02T10:00:00Z", "signup", {"email": EMAIL, "name": NAME}),
+        fact("access-requested", "m:1", "2025-02-01T09:00:00Z", request="SAR-1",
+             identity_check=True),
+        collected("m:2", "2025-01-03T10:00:00Z", "signup",
+                  {"email": "quentin.vasquez-hale@example.org"}),
+        fact("shared", "m:2", "2025-01-04T10:00:00Z", recipient="mailhouse",
+             role="processor", purpose="direct-marketing", basis="consent",
+             categories=["contact"], country="GB"),
+        fact("erasure-requested", "m:2", "2025-02-02T09:00:00Z", request="ER-2"),
+    ]
+
+
+@dataclass
+class Service:
+    settings: Settings
+    url: str
+    tokens: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    _log: IO[bytes] = field(repr=False)
+
+    def client(self, role: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30,
+                            follow_redirects=False)
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_service(settings: Settings, log_dir: Path, seed: bool = True) -> Service:
+    with Ledger(settings) as ledger:
+        if seed:
+            report = ledger.ingest(lines(seed_facts()), SEEDED_AT)
+            assert report.ok, report.as_dict()
+        book = UserBook(ledger.vault.engine)
+        tokens = {role: book.add(f"{role}-user", role, SEEDED_AT, "test") for role in ROLES}
+    port = free_port()
+    log_path = log_dir / "serve.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lifecycle", "serve", "--port", str(port)],
+        env=env_for(settings), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    service = Service(settings, f"http://127.0.0.1:{port}", tokens, log_path, process, log)
+
+    def up() -> bool:
+        assert process.poll() is None, service.log_text()
+        try:
+            return httpx.get(f"{service.url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(up, 30, "lifecycle serve to answer /healthz")
+    return service
