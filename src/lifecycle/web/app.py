@@ -35,6 +35,16 @@ SECURITY_HEADERS = {
 }
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem", "type": "object", "required": ["detail"],
+    "properties": {"detail": {"anyOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "object", "required": ["field", "reason"],
+                                    "properties": {"field": {"type": "string"},
+                                                   "reason": {"type": "string"}}}}]}},
+}
+
+
 def status_of(error: LifecycleError) -> int:
     if isinstance(error, SubjectNotFound):
         return 404
@@ -60,6 +70,22 @@ def create_app(desk: Desk) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(pages.router)
+
+    def openapi() -> dict[str, Any]:
+        """The schema, with the error body this service really sends: `detail` is one line,
+        or a list of {field, reason} for a body or query that does not validate."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.pop("ValidationError", None)
+            components["HTTPValidationError"] = PROBLEM_SCHEMA
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def wants_page(request: Request) -> bool:
         return not request.url.path.startswith("/api/") and request.url.path != "/healthz"
