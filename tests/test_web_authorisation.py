@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from lifecycle.settings import Settings
 from lifecycle.web.app import PUBLIC, create_app
 from lifecycle.web.auth import Rule
-from tests.web_service import ROLES, Service, start_service
+from tests.web_service import ROLES, Service, signed_in, start_service
 
 PATH_VALUES = {"reference": "m:1", "request_id": "SAR-1", "action": "pause", "hold": "LIT-1"}
 
@@ -57,21 +57,6 @@ def service(sqlite_settings: Settings, tmp_path: Path) -> Iterator[Service]:
     running = start_service(sqlite_settings, tmp_path)
     yield running
     running.stop()
-
-
-def signed_in(service: Service, role: str) -> tuple[httpx.Client, str]:
-    """A browser-like client signed in as `role`, and its session's CSRF token."""
-    client = httpx.Client(base_url=service.url, timeout=30)
-    form = client.get("/signin").text
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
-    assert csrf is not None
-    answer = client.post("/signin", data={"token": service.tokens[role],
-                                          "csrf": csrf.group(1), "next": "/"})
-    assert answer.status_code == 303, answer.text
-    home = client.get("/").text
-    token = re.search(r'name="csrf-token" content="([^"]+)"', home)
-    assert token is not None
-    return client, token.group(1)
 
 
 def call(client: httpx.Client, method: str, path: str, page: bool, csrf: str) -> int:

@@ -3,6 +3,7 @@ process started on a free port and stopped afterwards, its log kept in a file.""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -97,3 +98,18 @@ def start_service(settings: Settings, log_dir: Path, seed: bool = True) -> Servi
 
     wait_for(up, 30, "lifecycle serve to answer /healthz")
     return service
+
+
+def signed_in(service: Service, role: str) -> tuple[httpx.Client, str]:
+    """A browser-like client signed in as `role`, and its session's CSRF token."""
+    client = httpx.Client(base_url=service.url, timeout=30)
+    form = client.get("/signin").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf is not None
+    answer = client.post("/signin", data={"token": service.tokens[role],
+                                          "csrf": csrf.group(1), "next": "/"})
+    assert answer.status_code == 303, answer.text
+    home = client.get("/").text
+    token = re.search(r'name="csrf-token" content="([^"]+)"', home)
+    assert token is not None
+    return client, token.group(1)
