@@ -31,9 +31,9 @@ def actor_of(given: str | None) -> str:
     if os.environ.get(ACTOR_ENV):
         return os.environ[ACTOR_ENV]
     try:
-        return f"os:{getpass.getuser()}"
+        return getpass.getuser()
     except (KeyError, OSError):
-        return f"os:uid-{os.getuid()}"
+        return f"uid {os.getuid()}"
 
 
 actor_option = click.option("--actor", help=f"Who acts (default: ${ACTOR_ENV}, else the "

@@ -6,11 +6,13 @@ same validation (format, policy, statutory guards), dedupe and report as a file 
 
 from __future__ import annotations
 
+import importlib
 import json
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -54,12 +56,23 @@ def new_fact_id(kind: str) -> str:
     return f"desk:{kind}:{uuid.uuid4().hex}"
 
 
-def record_fact(ledger: Ledger, fact: dict[str, Any], actor: str, now: datetime) -> ActionResult:
-    """Ingests one fact document; raises ActionRefused with the ingest's reason.
+def acting(actor: str) -> AbstractContextManager[Any]:
+    """Events stored in this context name `actor`, where the store records actors
+    (`lifecycle.actor.acting_as`); otherwise the actor is only logged."""
+    try:
+        module = importlib.import_module("lifecycle.actor")
+    except ModuleNotFoundError:
+        return nullcontext()
+    return cast(AbstractContextManager[Any], module.acting_as(actor))
 
-    `actor` is the signed-in user or the command line's user. It is logged with the fact
-    id; the event itself records it once `Ledger.ingest` takes an actor."""
-    report = ledger.ingest([json.dumps(fact, default=str)], now)
+
+def record_fact(ledger: Ledger, fact: dict[str, Any], actor: str, now: datetime) -> ActionResult:
+    """Ingests one fact document as `actor`; raises ActionRefused with the ingest's reason.
+
+    `actor` is the signed-in user or the command line's user: logged with the fact id, and
+    recorded on the event where the store records actors."""
+    with acting(actor):
+        report = ledger.ingest([json.dumps(fact, default=str)], now)
     if report.rejected:
         reason = report.rejected[0].reason
         raise ActionRefused(f"{fact['type']}: {reason}; nothing was stored")

@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from lifecycle.cases import actions
 from lifecycle.cases.users import User
 from lifecycle.ingest import IngestReport
+from lifecycle.ledger import Ledger
 from lifecycle.web.auth import AUDIT, CASEWORK, DPO_ONLY, FACTS, RECORDS, Rule, desk_of
 from lifecycle.web.render import export_response
 
@@ -226,7 +227,8 @@ def policy_check(body: PolicyBody) -> dict[str, Any]:
 
 
 @router.post("/policy/adopt", dependencies=[Depends(Rule(DPO_ONLY))])
-def policy_adopt(request: Request, body: PolicyBody) -> dict[str, Any]:
+def policy_adopt(request: Request, body: PolicyBody,
+                 user: Annotated[User, Depends(Rule(DPO_ONLY))]) -> dict[str, Any]:
     """Adopts a policy (TOML text) from `at` (default now), after checking it."""
     from lifecycle.policy.loader import check_policy
 
@@ -236,7 +238,8 @@ def policy_adopt(request: Request, body: PolicyBody) -> dict[str, Any]:
         if problems:
             raise HTTPException(422, "; ".join(f"{p.key}: {p.reason}"
                                                for p in problems)[:2000])
-        adoption, new = desk_of(request).run(lambda ledger: ledger.adopt_policy(path, at))
+        with actions.acting(user.name):
+            adoption, new = desk_of(request).run(lambda ledger: ledger.adopt_policy(path, at))
     return {"policy": adoption.policy_id, "version": adoption.version,
             "content_hash": adoption.content_hash, "adopted_at": adoption.adopted_at.isoformat(),
             "new": new}
@@ -275,15 +278,19 @@ def forecast(request: Request,
                  "application/x-ndjson": {"schema": {"type": "string"}},
                  "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
              }}})
-async def post_facts(request: Request) -> dict[str, Any]:
+async def post_facts(request: Request,
+                     user: Annotated[User, Depends(Rule(FACTS))]) -> dict[str, Any]:
     """Ingests facts: JSON Lines, or one JSON array of facts; the same validation, dedupe
     and report as `lifecycle ingest`."""
     raw = await request.body()
     lines = _fact_lines(raw)
     now = _now(request)
     desk = desk_of(request)
-    report: IngestReport = await _in_thread(
-        lambda: desk.run(lambda ledger: ledger.ingest(lines, now)))
+    def ingest(ledger: Ledger) -> IngestReport:
+        with actions.acting(user.name):
+            return ledger.ingest(lines, now)
+
+    report: IngestReport = await _in_thread(lambda: desk.run(ingest))
     return report.as_dict()
 
 
