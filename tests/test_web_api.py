@@ -128,3 +128,17 @@ def test_an_ingest_user_posts_facts_and_nothing_else(service: Service) -> None:
         again = api.post("/api/facts", json=[json.loads(body[0])])
         assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 1)
         assert api.get("/api/requests").status_code == 403
+
+
+def test_each_write_names_the_signed_in_user_as_its_actor(service: Service) -> None:
+    """Where the store records actors, an identity verification through the API and a hold
+    through it are stored naming the signed-in user (the history shows it)."""
+    pytest.importorskip("lifecycle.actor", reason="the store does not record actors yet")
+    with service.client("responder") as api:
+        assert api.post("/api/requests/SAR-1/verify", json={}).status_code == 200
+    with service.client("dpo") as api:
+        placed = api.post("/api/holds", json={"subject": "m:1", "hold": "LIT-1",
+                                              "reason": "claim"})
+        assert placed.status_code == 200, placed.text
+        events = api.get("/api/subjects/m:1/history").json()["events"]
+    assert [e["actor"] for e in events[-2:]] == ["responder-user", "dpo-user"]
