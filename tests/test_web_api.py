@@ -13,7 +13,7 @@ import pytest
 from lifecycle.settings import Settings
 from tests.facts_builder import fact, lines
 from tests.processes import lifecycle
-from tests.web_service import EMAIL, NAME, Service, start_service
+from tests.web_service import EMAIL, NAME, Service, signed_in, start_service
 
 
 @pytest.fixture
@@ -98,9 +98,11 @@ def test_access_logs_hold_route_templates_and_actors_never_personal_values(
 def test_the_service_never_serves_a_value_erased_by_another_process(
         service: Service) -> None:
     """The service opens a subject (its key cached), the CLI erases the subject in another
-    process, and then the API view, the export (also as of a date before the erasure, which
+    process, and then the page, the API view, the export (also as of a date before the erasure, which
     replays a live record and opens its value with the key) and the lookup read "erased"."""
     earlier = {"format": "json", "as_of": "2025-02-15T00:00:00Z"}
+    browser, _ = signed_in(service, "responder")
+    assert NAME in browser.get("/subjects/m:1").text
     with service.client("responder") as api:
         assert api.get("/api/subjects/m:1").json()["records"][0]["data"]["name"] == NAME
         assert NAME in api.get("/api/subjects/m:1/export", params={"format": "csv"}).text
@@ -116,6 +118,9 @@ def test_the_service_never_serves_a_value_erased_by_another_process(
         export = api.get("/api/subjects/m:1/export", params=earlier).json()
         assert export["records"][0]["data"] == "erased"
         assert api.post("/api/subjects/find", json={"email": EMAIL}).json()["subjects"] == []
+    page = browser.get("/subjects/m:1").text
+    assert NAME not in page and "erased" in page
+    browser.close()
 
 
 def test_an_ingest_user_posts_facts_and_nothing_else(service: Service) -> None:

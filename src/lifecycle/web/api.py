@@ -132,7 +132,7 @@ def act_on_request(request: Request, request_id: str, action: Action,
     """Records a request step (identity-verified, request-extended, ...) as its fact."""
     given = body or RequestAction()
     now = _now(request)
-    result = desk_of(request).run(lambda ledger: actions.act_on_request(
+    result = desk_of(request).write(lambda ledger: actions.act_on_request(
         ledger, action, request_id, subject=given.subject, at=given.at or now, now=now,
         actor=user.name, reason=given.reason, months=given.months))
     return result.as_dict()
@@ -144,7 +144,7 @@ def act_on_request(request: Request, request_id: str, action: Action,
 def place_hold(request: Request, body: HoldPlace,
                user: Annotated[User, Depends(Rule(DPO_ONLY))]) -> dict[str, Any]:
     now = _now(request)
-    return desk_of(request).run(lambda ledger: actions.place_hold(
+    return desk_of(request).write(lambda ledger: actions.place_hold(
         ledger, body.subject, body.hold, body.scope, body.reason, body.at or now, now,
         user.name, body.until)).as_dict()
 
@@ -153,7 +153,7 @@ def place_hold(request: Request, body: HoldPlace,
 def release_hold(request: Request, body: HoldRelease,
                  user: Annotated[User, Depends(Rule(DPO_ONLY))]) -> dict[str, Any]:
     now = _now(request)
-    return desk_of(request).run(lambda ledger: actions.release_hold(
+    return desk_of(request).write(lambda ledger: actions.release_hold(
         ledger, body.subject, body.hold, body.at or now, now, user.name)).as_dict()
 
 
@@ -168,7 +168,7 @@ def list_notifications(request: Request, all: bool = False) -> dict[str, Any]:
 def acknowledge(request: Request, body: Acknowledge,
                 user: Annotated[User, Depends(Rule(CASEWORK))]) -> dict[str, Any]:
     now = _now(request)
-    return desk_of(request).run(lambda ledger: actions.acknowledge(
+    return desk_of(request).write(lambda ledger: actions.acknowledge(
         ledger, body.erasure, body.at or now, now, user.name, recipient=body.recipient,
         subject=body.subject)).as_dict()
 
@@ -239,7 +239,7 @@ def policy_adopt(request: Request, body: PolicyBody,
             raise HTTPException(422, "; ".join(f"{p.key}: {p.reason}"
                                                for p in problems)[:2000])
         with actions.acting(user.name):
-            adoption, new = desk_of(request).run(lambda ledger: ledger.adopt_policy(path, at))
+            adoption, new = desk_of(request).write(lambda ledger: ledger.adopt_policy(path, at))
     return {"policy": adoption.policy_id, "version": adoption.version,
             "content_hash": adoption.content_hash, "adopted_at": adoption.adopted_at.isoformat(),
             "new": new}
@@ -290,7 +290,7 @@ async def post_facts(request: Request,
         with actions.acting(user.name):
             return ledger.ingest(lines, now)
 
-    report: IngestReport = await _in_thread(lambda: desk.run(ingest))
+    report: IngestReport = await _in_thread(lambda: desk.write(ingest))
     return report.as_dict()
 
 

@@ -20,6 +20,9 @@ from lifecycle.settings import Settings
 
 T = TypeVar("T")
 SESSION_SECONDS = 8 * 3600
+# Reads catch the views up with the log at most this often (writes by this process always
+# first): under another process's ingest, a request does not apply its events one by one.
+CATCH_UP_SECONDS = 1.0
 MAX_SESSIONS = 10_000
 
 
@@ -66,6 +69,9 @@ class Desk:
         # A value erased by another process (ingest, sweep, daemon) is never served from a
         # key cached here: every open asks the vault whether the key still lives.
         self.ledger.vault.check_destroyed_on_open = True
+        self._catch_up = self.ledger.projections.catch_up
+        self._caught_up_at = float("-inf")
+        self.ledger.projections.catch_up = self._throttled_catch_up  # type: ignore[method-assign]
         self.users = UserBook(self.ledger.vault.engine)
         self.index = AddressIndex(self.ledger)
         self.sessions = Sessions()
@@ -80,6 +86,24 @@ class Desk:
     def run(self, action: Callable[[Ledger], T]) -> T:
         with self.using() as ledger:
             return action(ledger)
+
+    def write(self, action: Callable[[Ledger], T]) -> T:
+        """A write: it reads the views caught up (the suppression list of an ingest), and
+        the next read catches up first, so it shows what was written."""
+        with self.using() as ledger:
+            self._caught_up_at = float("-inf")
+            try:
+                return action(ledger)
+            finally:
+                self._caught_up_at = float("-inf")
+
+    def _throttled_catch_up(self, on_progress: Callable[[int], None] | None = None) -> int:
+        now = time.monotonic()
+        if now - self._caught_up_at < CATCH_UP_SECONDS:
+            return 0
+        processed = self._catch_up(on_progress)
+        self._caught_up_at = time.monotonic()
+        return processed
 
     def user_still_active(self, user: User) -> bool:
         return self.users.is_active(user.name)

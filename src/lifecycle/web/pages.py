@@ -189,7 +189,7 @@ def request_action(request: Request, reference: str, request_id: str, action: st
         raise HTTPException(422, "months: 1 or 2")
     now = desk_of(request).clock()
     when = parse_at(at, "at") or now
-    result = desk_of(request).run(lambda ledger: actions.act_on_request(
+    result = desk_of(request).write(lambda ledger: actions.act_on_request(
         ledger, action, request_id, subject=reference, at=when, now=now, actor=user.name,
         reason=reason or None, months=int(months) if months else None))
     return back_to(reference, result.fact["type"])
@@ -210,7 +210,7 @@ def hold_place(request: Request, reference: str,
         raise HTTPException(422, "reason: say why the hold is placed")
     now = desk_of(request).clock()
     ends = parse_at(until, "until")
-    desk_of(request).run(lambda ledger: actions.place_hold(
+    desk_of(request).write(lambda ledger: actions.place_hold(
         ledger, reference, hold.strip(), scope or "all", reason, now, now, user.name, ends))
     return back_to(reference, "legal-hold-placed")
 
@@ -222,7 +222,7 @@ def hold_release(request: Request, reference: str, hold: str,
                  csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
     check_csrf(request, csrf)
     now = desk_of(request).clock()
-    desk_of(request).run(lambda ledger: actions.release_hold(
+    desk_of(request).write(lambda ledger: actions.release_hold(
         ledger, reference, hold, now, now, user.name))
     return back_to(reference, "legal-hold-released")
 
@@ -267,7 +267,7 @@ def notification_ack(request: Request,
         raise HTTPException(422, "erasure: which erasure is acknowledged")
     now = desk_of(request).clock()
     when = parse_at(at, "at") or now
-    desk_of(request).run(lambda ledger: actions.acknowledge(
+    desk_of(request).write(lambda ledger: actions.acknowledge(
         ledger, erasure, when, now, user.name, recipient=recipient or None,
         subject=subject or None))
     return RedirectResponse("/notifications?done=erasure-acknowledged", status_code=303)
