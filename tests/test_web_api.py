@@ -147,3 +147,22 @@ def test_each_write_names_the_signed_in_user_as_its_actor(service: Service) -> N
         assert placed.status_code == 200, placed.text
         events = api.get("/api/subjects/m:1/history").json()["events"]
     assert [e["actor"] for e in events[-2:]] == ["responder-user", "dpo-user"]
+
+
+def test_an_auditor_reads_history_replay_audit_and_certificates_without_a_personal_value(
+        service: Service) -> None:
+    """Everything an auditor may read (history, replay with the subject, audit verify, the
+    certificate, status) answers 200 and holds neither the address nor the name; the
+    subject view and the export are 403 for it."""
+    with service.client("auditor") as api:
+        answers = [api.get("/api/subjects/m:1/history"),
+                   api.get("/api/replay", params={"subject": "m:1"}),
+                   api.get("/api/audit/verify"), api.get("/api/certificates/ER-2"),
+                   api.get("/api/status")]
+        assert [a.status_code for a in answers] == [200] * 5
+        for answer in answers:
+            for personal in (EMAIL, "Oyelaran", "quentin"):
+                assert personal.lower() not in answer.text.lower()
+        assert "<sealed>" in answers[0].text
+        assert api.get("/api/subjects/m:1").status_code == 403
+        assert api.get("/api/subjects/m:1/export").status_code == 403

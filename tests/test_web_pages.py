@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from lifecycle.settings import Settings
-from tests.web_service import EMAIL, Service, signed_in, start_service
+from tests.web_service import EMAIL, Service, self_signed, signed_in, start_service
 
 
 @pytest.fixture
@@ -90,3 +90,24 @@ def test_bad_form_input_is_a_4xx_naming_the_field_and_nothing_is_stored(
         answer = client.post(path, data={**data, "csrf": csrf})
         assert (answer.status_code, text in answer.text) == (status, True), (path, data)
     assert history_length(service) == before
+
+
+def test_over_tls_the_session_cookie_is_also_secure(sqlite_settings: Settings,
+                                                    tmp_path: Path) -> None:
+    """`serve --tls-cert --tls-key`: the service answers over HTTPS and its session cookie
+    carries Secure besides HttpOnly and SameSite=Strict."""
+    running = start_service(sqlite_settings, tmp_path, tls=self_signed(tmp_path))
+    try:
+        assert running.url.startswith("https://")
+        client = httpx.Client(base_url=running.url, timeout=30, verify=False)
+        form = client.get("/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None and "secure" in form.headers["set-cookie"].lower()
+        answer = client.post("/signin", data={"token": running.tokens["dpo"],
+                                              "csrf": csrf.group(1)})
+        cookie = answer.headers["set-cookie"].lower()
+        assert answer.status_code == 303
+        assert all(flag in cookie for flag in ("secure", "httponly", "samesite=strict"))
+        client.close()
+    finally:
+        running.stop()

@@ -52,7 +52,7 @@ class Service:
     def client(self, role: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30,
-                            follow_redirects=False)
+                            follow_redirects=False, verify=False)
 
     def log_text(self) -> str:
         self._log.flush()
@@ -74,7 +74,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_service(settings: Settings, log_dir: Path, seed: bool = True) -> Service:
+def start_service(settings: Settings, log_dir: Path, seed: bool = True,
+                  tls: tuple[Path, Path] | None = None) -> Service:
+    """Seeds the store (unless `seed` is false), adds a user per role, starts the service
+    (over TLS with `tls` = (certificate, key)) and waits for /healthz."""
     with Ledger(settings) as ledger:
         if seed:
             report = ledger.ingest(lines(seed_facts()), SEEDED_AT)
@@ -84,15 +87,18 @@ def start_service(settings: Settings, log_dir: Path, seed: bool = True) -> Servi
     port = free_port()
     log_path = log_dir / "serve.log"
     log = log_path.open("wb")
+    tls_args = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "lifecycle", "serve", "--port", str(port)],
+        [sys.executable, "-m", "lifecycle", "serve", "--port", str(port), *tls_args],
         env=env_for(settings), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    service = Service(settings, f"http://127.0.0.1:{port}", tokens, log_path, process, log)
+    scheme = "https" if tls else "http"
+    service = Service(settings, f"{scheme}://127.0.0.1:{port}", tokens, log_path, process, log)
 
     def up() -> bool:
         assert process.poll() is None, service.log_text()
         try:
-            return httpx.get(f"{service.url}/healthz", timeout=1).status_code == 200
+            return httpx.get(f"{service.url}/healthz", timeout=1,
+                             verify=False).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -102,7 +108,7 @@ def start_service(settings: Settings, log_dir: Path, seed: bool = True) -> Servi
 
 def signed_in(service: Service, role: str) -> tuple[httpx.Client, str]:
     """A browser-like client signed in as `role`, and its session's CSRF token."""
-    client = httpx.Client(base_url=service.url, timeout=30)
+    client = httpx.Client(base_url=service.url, timeout=30, verify=False)
     form = client.get("/signin").text
     csrf = re.search(r'name="csrf" value="([^"]+)"', form)
     assert csrf is not None
@@ -113,3 +119,31 @@ def signed_in(service: Service, role: str) -> tuple[httpx.Client, str]:
     token = re.search(r'name="csrf-token" content="([^"]+)"', home)
     assert token is not None
     return client, token.group(1)
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, for a service over TLS in a test."""
+    import ipaddress
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(days=1))
+                   .not_valid_after(now + timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName(
+                       [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                   .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path

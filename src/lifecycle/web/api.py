@@ -199,6 +199,19 @@ def audit_verify(request: Request,
     return report.as_dict()
 
 
+@router.get("/replay", dependencies=[Depends(Rule(AUDIT))])
+def replay(request: Request, until: Annotated[AwareDatetime | None, Query()] = None,
+           subject: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
+    """The state as of `until` (default now), rebuilt from the log into fresh read models:
+    never writes an event, never opens a key (values read "sealed" or "erased")."""
+    from lifecycle.replay import replay as run_replay
+
+    at = until or _now(request)
+    report = desk_of(request).run(lambda ledger: run_replay(ledger.store, at, None, subject))
+    result: dict[str, Any] = report.as_dict()
+    return result
+
+
 @router.get("/status", dependencies=[Depends(Rule(AUDIT | CASEWORK))])
 def status(request: Request) -> dict[str, Any]:
     """The last sweep, the next items due, projection lag, the policy in force."""
