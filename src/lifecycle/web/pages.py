@@ -238,6 +238,19 @@ def export(request: Request, reference: str,
     return export_response(document, format, reference)
 
 
+@router.get("/certificates", dependencies=[Depends(Rule(RECORDS, page=True))])
+def certificate_lookup(request: Request,
+                       request_id: Annotated[str, Query(alias="request", max_length=200)] = "",
+                       subject: Annotated[str, Query(max_length=200)] = "") -> Response:
+    """A form asking for an erasure request id; with one, its certificate's page."""
+    if not request_id.strip():
+        return html(request, "certificate_lookup.html")
+    target = f"/certificates/{quote(request_id.strip(), safe=':')}"
+    if subject.strip():
+        target += f"?subject={quote(subject.strip(), safe=':')}"
+    return RedirectResponse(target, status_code=303)
+
+
 @router.get("/certificates/{request_id}", dependencies=[Depends(Rule(RECORDS, page=True))])
 def certificate(request: Request, request_id: str,
                 subject: Annotated[str, Query(max_length=200)] = "") -> HTMLResponse:
