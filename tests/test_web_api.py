@@ -166,3 +166,12 @@ def test_an_auditor_reads_history_replay_audit_and_certificates_without_a_person
         assert "<sealed>" in answers[0].text
         assert api.get("/api/subjects/m:1").status_code == 403
         assert api.get("/api/subjects/m:1/export").status_code == 403
+
+
+def test_no_token_is_401_whatever_the_body(service: Service) -> None:
+    """Without a bearer token an API call is 401 before its body is read: a malformed body
+    does not turn it into a 422."""
+    with service.client() as anonymous:
+        answer = anonymous.post("/api/requests/SAR-1/verify", content=b"{not json",
+                                headers={"content-type": "application/json"})
+        assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"

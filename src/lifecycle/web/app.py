@@ -15,7 +15,7 @@ from lifecycle.cases.actions import ActionRefused, AmbiguousReference
 from lifecycle.errors import ArgumentRefused, InvalidFact, LifecycleError, SubjectNotFound
 from lifecycle.logs import get_logger
 from lifecycle.web import api, pages
-from lifecycle.web.auth import NotSignedIn
+from lifecycle.web.auth import NotSignedIn, Rule
 from lifecycle.web.desk import Desk
 from lifecycle.web.render import page
 
@@ -136,7 +136,13 @@ def create_app(desk: Desk) -> FastAPI:
         started = time.perf_counter()
         status = 500
         try:
-            response = await call_next(request)
+            if request.url.path.startswith("/api/") and not Rule.api_user_given(request):
+                # Before the body is read: no credential is 401 whatever the body holds.
+                response: Response = JSONResponse({"detail": "a bearer token is required"},
+                                        status_code=401,
+                                        headers={"WWW-Authenticate": "Bearer"})
+            else:
+                response = await call_next(request)
             status = response.status_code
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)

@@ -69,6 +69,12 @@ class Rule:
         return desk_of(request).users.authenticate(token.strip())
 
     @staticmethod
+    def api_user_given(request: Request) -> bool:
+        """Whether the request carries a bearer token at all (valid or not)."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and bool(token.strip())
+
+    @staticmethod
     def page_user(request: Request) -> User | None:
         session = session_of(request)
         return session.user if session is not None else None
