@@ -96,6 +96,9 @@ class Desk:
                 return action(ledger)
             finally:
                 self._caught_up_at = float("-inf")
+                # What an ingest preloads (live keys by subject) is kept by the vault until
+                # told otherwise: a long-running process lets it go after each write.
+                ledger.vault.forget_loaded()
 
     def _throttled_catch_up(self, on_progress: Callable[[int], None] | None = None) -> int:
         now = time.monotonic()
