@@ -111,3 +111,19 @@ def test_over_tls_the_session_cookie_is_also_secure(sqlite_settings: Settings,
         client.close()
     finally:
         running.stop()
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2(sqlite_settings: Settings) -> None:
+    """`lifecycle serve --port P` with P taken: one line naming the address, exit 2."""
+    import socket
+
+    from tests.processes import lifecycle
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = lifecycle(sqlite_settings, "serve", "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"lifecycle: serve: cannot listen on 127.0.0.1:{port}: "
+                                     "Address already in use")

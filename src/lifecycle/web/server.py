@@ -22,6 +22,10 @@ def run(host: str, port: int, tls_cert: str | None = None, tls_key: str | None =
     if (tls_cert is None) != (tls_key is None):
         click.echo("lifecycle: serve: --tls-cert and --tls-key go together", err=True)
         sys.exit(2)
+    refused = _cannot_listen(host, port)
+    if refused is not None:
+        click.echo(f"lifecycle: serve: cannot listen on {host}:{port}: {refused}", err=True)
+        sys.exit(2)
     try:
         desk = Desk(load_settings())
     except ConfigurationError as error:
@@ -36,3 +40,17 @@ def run(host: str, port: int, tls_cert: str | None = None, tls_key: str | None =
                     ssl_certfile=tls_cert, ssl_keyfile=tls_key, server_header=False)
     finally:
         desk.close()
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the address cannot be listened on (in use, not this machine's), or None."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    return None
