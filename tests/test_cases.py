@@ -66,6 +66,7 @@ def test_a_refused_action_stores_nothing_and_says_why(ledger: Ledger) -> None:
     """An action the ingest would reject (a step on a closed request, an unknown request, a
     bad reason) raises with the reason and stores nothing."""
     seed(ledger)
+    act_on_request(ledger, "verify", "SAR-1", subject="m:1", at=NOW, now=NOW, actor="ana")
     act_on_request(ledger, "fulfil", "SAR-1", subject="m:1", at=NOW, now=NOW, actor="ana")
     version = len(ledger.history("m:1"))
     with pytest.raises(ActionRefused, match="identity-verified: .*nothing was stored"):

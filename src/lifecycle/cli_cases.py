@@ -25,9 +25,15 @@ ACTOR_ENV = "LIFECYCLE_ACTOR"
 
 
 def actor_of(given: str | None) -> str:
-    """Who is acting: --actor, $LIFECYCLE_ACTOR, or the operating-system user."""
+    """Who is acting: the command's --actor, the main group's --actor where it has one,
+    $LIFECYCLE_ACTOR, or the operating-system user."""
     if given:
         return given
+    context = click.get_current_context(silent=True)
+    root = context.find_root() if context is not None else None
+    from_root = root.params.get("actor") if root is not None else None
+    if isinstance(from_root, str) and from_root:
+        return from_root
     if os.environ.get(ACTOR_ENV):
         return os.environ[ACTOR_ENV]
     try:
