@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from lifecycle.cases import actions
@@ -344,5 +344,3 @@ class _policy_file:
         assert self._dir is not None
         self._dir.cleanup()
 
-
-__all__ = ["router", "PlainTextResponse"]

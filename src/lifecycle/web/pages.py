@@ -10,7 +10,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import ValidationError
 
 from lifecycle.cases import actions
 from lifecycle.cases.users import User
@@ -296,5 +295,3 @@ def audit(request: Request) -> HTMLResponse:
     report, status = desk_of(request).run(gather)
     return html(request, "audit.html", report=report, store_status=status)
 
-
-__all__ = ["router", "ValidationError"]
