@@ -726,6 +726,14 @@ def damaged_store(error: BaseException) -> str | None:
         return None
     return str(settings.open_error(cause))
 
+from lifecycle import cli_cases  # noqa: E402 (the responders' desk commands)
+
+for _desk_command in (cli_cases.request_group, cli_cases.hold_group, cli_cases.users_group,
+                      cli_cases.serve):
+    cli.add_command(_desk_command)
+subject.add_command(cli_cases.subject_find)
+notifications.add_command(cli_cases.notifications_ack)
+
 
 def main() -> None:
     # Owner only for whatever the process creates: stores, their journals, leases, exports.

@@ -339,7 +339,9 @@ class Ledger:
         """Per record: rule, trigger, policy and due date ("why and when deleted?")."""
         sched = tables.schedule
         with self.views.connect() as conn:
-            rows = conn.execute(sa.select(sched).where(sched.c.reference == reference)).all()
+            # By the primary key's subject id (reference has no index: a scan per subject).
+            subject_id = str(DataSubject.create_id(reference))
+            rows = conn.execute(sa.select(sched).where(sched.c.subject_id == subject_id)).all()
         return {row.record: retention_entry(row) for row in rows}
 
     def dsar_export(self, reference: str, as_of: datetime) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import json
 import os
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,9 @@ from lifecycle.errors import ConfigurationError, KeyDestroyed
 from lifecycle.settings import MASTER_KEY_ENV, Settings
 
 NONCE_BYTES = 12
+# Unwrapped keys kept per process (least recently used dropped first, keys not yet
+# stored never): a long-running service's memory does not grow with subjects served.
+CIPHER_CACHE = 50_000
 
 metadata = sa.MetaData()
 data_keys = sa.Table(
@@ -338,8 +342,11 @@ class KeyVault:
         self._reclaimed_at = -RECLAIM_EVERY_S  # monotonic time of the last VACUUM
         self._active: dict[tuple[str, str], str] = {}
         self._slot_of: dict[str, tuple[str, str]] = {}  # key id -> its (subject, scope)
-        self._ciphers: dict[str, AESGCM] = {}
+        self._ciphers: OrderedDict[str, AESGCM] = OrderedDict()
         self._destroyed: set[str] = set()
+        # A long-running reader (the service) asks the vault on every open whether another
+        # process destroyed the key since, so no cache outlives an erasure.
+        self.check_destroyed_on_open = False
         self._pending: list[dict[str, Any]] = []
         self._preloaded: set[str] = set()  # subjects whose live keys are all in _active
 
@@ -365,6 +372,7 @@ class KeyVault:
                     self._remember(subject_id, scope, key_id)
                     self._ciphers[key_id] = AESGCM(self._unwrap(key_id, wrapped, epoch))
             self._preloaded.update(wanted)
+        self._trim_ciphers()
 
     def forget_loaded(self) -> None:
         """Drops what preload learnt, so keys another writer created are read again."""
@@ -373,7 +381,7 @@ class KeyVault:
         self._slot_of.clear()
         # Unwrapped keys too (read again when needed), except those not yet stored.
         pending = {row["key_id"] for row in self._pending}
-        self._ciphers = {k: c for k, c in self._ciphers.items() if k in pending}
+        self._ciphers = OrderedDict((k, c) for k, c in self._ciphers.items() if k in pending)
 
     def key_for(self, subject_id: str, scope: str, now: datetime) -> str:
         """The live key for a subject's scope, created (pending until flush) if none."""
@@ -845,20 +853,39 @@ class KeyVault:
     # -- internals ----------------------------------------------------------------
 
     def _cipher(self, key_id: str) -> AESGCM:
-        cipher = self._ciphers.get(key_id)
-        if cipher is not None:
-            return cipher
         if key_id in self._destroyed:
             raise KeyDestroyed(f"data key {key_id} was destroyed")
+        cipher = self._ciphers.get(key_id)
+        if cipher is not None and not self.check_destroyed_on_open:
+            self._ciphers.move_to_end(key_id)
+            return cipher
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(data_keys.c.wrapped, data_keys.c.epoch)
                                .where(data_keys.c.key_id == key_id)).first()
-        if row is None or row.wrapped is None or row.epoch in self._retired:
+        stored = row is not None and row.wrapped is not None and row.epoch not in self._retired
+        if not stored and not any(pending["key_id"] == key_id for pending in self._pending):
             self._destroyed.add(key_id)
+            self._ciphers.pop(key_id, None)
             raise KeyDestroyed(f"data key {key_id} was destroyed")
-        cipher = AESGCM(self._unwrap(key_id, row.wrapped, row.epoch))
-        self._ciphers[key_id] = cipher
+        if cipher is None:
+            assert row is not None
+            cipher = AESGCM(self._unwrap(key_id, row.wrapped, row.epoch))
+            self._ciphers[key_id] = cipher
+            self._trim_ciphers()
+        self._ciphers.move_to_end(key_id)
         return cipher
+
+    def _trim_ciphers(self) -> None:
+        """Drops the least recently used unwrapped keys beyond CIPHER_CACHE (a tenth more
+        at a time), never one not stored yet."""
+        if len(self._ciphers) <= CIPHER_CACHE:
+            return
+        pending = {row["key_id"] for row in self._pending}
+        for key_id in list(self._ciphers)[:len(self._ciphers) - CIPHER_CACHE * 9 // 10]:
+            if key_id not in pending:
+                del self._ciphers[key_id]
+        if len(self._destroyed) > CIPHER_CACHE:
+            self._destroyed.clear()  # only a memo of lookups: asked again when needed
 
     def _wrap(self, key_id: str, secret: bytes, epoch: int) -> bytes:
         nonce = os.urandom(NONCE_BYTES)

@@ -1,0 +1,1 @@
+"""The responders' desk service: one process serving the API (/api/...) and the pages."""
