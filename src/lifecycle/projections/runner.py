@@ -205,7 +205,7 @@ class ProjectionRunner:
     def _apply(self, batch: Sequence[Notification], start: int) -> None:
         """Applies the events after `start` up to the batch's last to every projection
         that has not seen them, with its position, in one transaction."""
-        touched_after: list[tuple[int, UUID]] = []
+        touched_after: list[tuple[int, UUID, str]] = []
         created_at: dict[UUID, int] = {}  # aggregates whose first event is in this batch
         policy_changed_at: int | None = None
         reach = {n.originator_id: n.originator_version for n in batch}  # last in the batch
@@ -216,16 +216,15 @@ class ProjectionRunner:
             if aggregate_id == REGISTER_ID:
                 policy_changed_at = notification.id
                 continue
-            domain_event: Any = self.store.mapper.to_domain_event(notification)
-            self._advance(aggregate_id, notification.originator_version, domain_event,
-                          reach[aggregate_id])
-            touched_after.append((notification.id, aggregate_id))
+            self._advance(aggregate_id, notification, reach[aggregate_id])
+            touched_after.append((notification.id, aggregate_id, notification.topic))
             if notification.originator_version == 1:
                 created_at[aggregate_id] = notification.id
         register = self._current_register(reload=policy_changed_at is not None)
         last = batch[-1].id
-        # Usually every projection has seen the same events: group the work by position.
-        work: dict[int, _Touched] = {}
+        # Usually every projection has seen the same events: group the work by position
+        # (and by the events a projection declares cannot change its rows).
+        work: dict[tuple[int, frozenset[str]], _Touched] = {}
         with self.engine.begin() as conn:
             stored = self.lock_views(conn)
             for projection in self.projections:
@@ -233,9 +232,11 @@ class ProjectionRunner:
                 if seen >= last or seen < start:
                     # done by another process, or moved back by a rebuild that will redo it
                     continue
-                if seen not in work:
-                    work[seen] = self._touched_since(seen, touched_after, created_at)
-                touched = work[seen]
+                unchanged_by: frozenset[str] = getattr(projection, "unchanged_by", frozenset())
+                if (seen, unchanged_by) not in work:
+                    work[seen, unchanged_by] = self._touched_since(
+                        seen, touched_after, created_at, unchanged_by)
+                touched = work[seen, unchanged_by]
                 context = ProjectionContext(
                     conn=conn, store=self.store, register=register,
                     policy_changed=policy_changed_at is not None and policy_changed_at > seen,
@@ -245,10 +246,14 @@ class ProjectionRunner:
         if len(self._cache) > CACHE_LIMIT:
             self._cache.clear()
 
-    def _touched_since(self, seen: int, touched_after: list[tuple[int, UUID]],
-                       created_at: dict[UUID, int]) -> _Touched:
+    def _touched_since(self, seen: int, touched_after: list[tuple[int, UUID, str]],
+                       created_at: dict[UUID, int], unchanged_by: frozenset[str]) -> _Touched:
+        """The aggregates with events after `seen`, leaving out those whose every such
+        event is one of `unchanged_by` (topics that cannot change the projection's rows:
+        a sweep's erasure does not touch consents, shares or suppression)."""
         touched = _Touched([], [], {aid for aid, nid in created_at.items() if nid > seen})
-        for aggregate_id in dict.fromkeys(aid for nid, aid in touched_after if nid > seen):
+        for aggregate_id in dict.fromkeys(aid for nid, aid, topic in touched_after
+                                          if nid > seen and topic not in unchanged_by):
             aggregate = self._cache[aggregate_id]
             if isinstance(aggregate, DataSubject):
                 touched.subjects.append(aggregate)
@@ -284,17 +289,19 @@ class ProjectionRunner:
             if aggregate.version <= reach[aggregate.id]:
                 self._cache[aggregate.id] = aggregate
 
-    def _advance(self, aggregate_id: UUID, version: int, domain_event: Any,
-                 reach: int) -> None:
-        """Brings the cached aggregate to `version`, loading it if the cache cannot.
-        `reach`: the aggregate's last version in this batch."""
+    def _advance(self, aggregate_id: UUID, notification: Notification, reach: int) -> None:
+        """Brings the cached aggregate to the notification's version, loading it if the
+        cache cannot. `reach`: the aggregate's last version in this batch. The event is
+        decoded only when it is applied (not for aggregates handed over already past it)."""
+        version = notification.originator_version
+        decode = self.store.mapper.to_domain_event
         cached = self._cache.get(aggregate_id)
         if cached is not None and cached.version == version - 1:
-            domain_event.mutate(cached)
+            decode(notification).mutate(cached)
         elif cached is not None and version <= cached.version <= reach:
             pass  # handed over by `remember`: holds this event, and no later than the batch
         elif version == 1:
-            self._cache[aggregate_id] = domain_event.mutate(None)
+            self._cache[aggregate_id] = decode(notification).mutate(None)
         else:
             self._cache[aggregate_id] = self.store.repository.get(aggregate_id, version=version)
 
