@@ -294,7 +294,7 @@ class ProjectionRunner:
         cache cannot. `reach`: the aggregate's last version in this batch. The event is
         decoded only when it is applied (not for aggregates handed over already past it)."""
         version = notification.originator_version
-        decode = self.store.mapper.to_domain_event
+        decode: Callable[[Notification], Any] = self.store.mapper.to_domain_event
         cached = self._cache.get(aggregate_id)
         if cached is not None and cached.version == version - 1:
             decode(notification).mutate(cached)
