@@ -25,6 +25,7 @@ from lifecycle.email_address import find_addresses, method_slug
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
 from lifecycle.event_store import SubjectStore
+from lifecycle.gc_pause import cyclic_gc_paused
 from lifecycle.policy.model import Policy
 from lifecycle.shredding import save_then_destroy
 from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING
@@ -398,10 +399,12 @@ class Ingestor:
             else:
                 batch.append(item)
             if len(batch) >= BATCH_LINES:
-                self._ingest_batch(batch, report)
+                with cyclic_gc_paused():  # resumed between batches: garbage stays bounded
+                    self._ingest_batch(batch, report)
                 batch = []
         if batch:
-            self._ingest_batch(batch, report)
+            with cyclic_gc_paused():
+                self._ingest_batch(batch, report)
         report.rejected.sort(key=lambda r: r.line)
         return report
 

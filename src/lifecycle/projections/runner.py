@@ -8,9 +8,7 @@ position. Views are rebuilt from subject state, so a rebuild from zero gives the
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -23,6 +21,7 @@ from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.engines import create_store_engine
 from lifecycle.event_store import Partition, SubjectStore
+from lifecycle.gc_pause import cyclic_gc_paused
 from lifecycle.projections import tables
 from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionContext
 
@@ -127,7 +126,7 @@ class ProjectionRunner:
         self._handed_over = 0
         # Another process may have adopted a policy (and projected it) since the last call.
         self._register_loaded = False
-        with _cyclic_gc_paused():
+        with cyclic_gc_paused():
             while True:
                 batch = self._read(start)
                 if not batch:
@@ -314,17 +313,3 @@ class ProjectionRunner:
                          .values(position=position))
         else:
             conn.execute(tables.positions.insert().values(name=name, position=position))
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """A catch-up keeps thousands of aggregates alive in its cache; the cyclic collector
-    would scan them again and again (about half the cost of applying events). Nothing it
-    allocates forms cycles that need collecting before the end, so pause the collector."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
