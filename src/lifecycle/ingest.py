@@ -399,12 +399,10 @@ class Ingestor:
             else:
                 batch.append(item)
             if len(batch) >= BATCH_LINES:
-                with cyclic_gc_paused():  # resumed between batches: garbage stays bounded
-                    self._ingest_batch(batch, report)
+                self._ingest_batch(batch, report)
                 batch = []
         if batch:
-            with cyclic_gc_paused():
-                self._ingest_batch(batch, report)
+            self._ingest_batch(batch, report)
         report.rejected.sort(key=lambda r: r.line)
         return report
 
@@ -413,6 +411,10 @@ class Ingestor:
         self.on_rejected(rejection)
 
     def _ingest_batch(self, batch: list[f.ParsedLine], report: IngestReport) -> None:
+        with cyclic_gc_paused():  # resumed between batches: garbage stays bounded
+            self._ingest_batch_now(batch, report)
+
+    def _ingest_batch_now(self, batch: list[f.ParsedLine], report: IngestReport) -> None:
         # Lines whose processing raised something unexpected: rejected alone, and the batch
         # is redone from the store without them, so nothing valid is lost with them.
         failed: dict[int, f.Rejection] = {}
