@@ -224,6 +224,7 @@ class ProjectionRunner:
         # Usually every projection has seen the same events: group the work by position
         # (and by the events a projection declares cannot change its rows).
         work: dict[tuple[int, frozenset[str]], _Touched] = {}
+        moved: list[str] = []
         with self.engine.begin() as conn:
             stored = self.lock_views(conn)
             for projection in self.projections:
@@ -241,7 +242,8 @@ class ProjectionRunner:
                     policy_changed=policy_changed_at is not None and policy_changed_at > seen,
                     cases=touched.cases, fresh=touched.fresh, partition=self.partition)
                 projection.update(context, touched.subjects)
-                self._write_position(conn, projection.name, last, projection.name in stored)
+                moved.append(projection.name)
+            self._write_positions(conn, moved, last, stored)
         if len(self._cache) > CACHE_LIMIT:
             self._cache.clear()
 
@@ -304,12 +306,17 @@ class ProjectionRunner:
         else:
             self._cache[aggregate_id] = self.store.repository.get(aggregate_id, version=version)
 
-    def _write_position(self, conn: sa.Connection, name: str, position: int,
-                        stored: bool) -> None:
+    def _write_positions(self, conn: sa.Connection, names: list[str], position: int,
+                         stored: dict[str, int]) -> None:
+        """Moves these projections to `position`, in `conn`'s transaction (with their rows):
+        one statement for those with a stored position, one for the others."""
         if self.partition is not None:
-            self._partition_positions[name] = position
-        elif stored:
-            conn.execute(tables.positions.update().where(tables.positions.c.name == name)
+            self._partition_positions.update(dict.fromkeys(names, position))
+            return
+        known = [name for name in names if name in stored]
+        if known:
+            conn.execute(tables.positions.update().where(tables.positions.c.name.in_(known))
                          .values(position=position))
-        else:
-            conn.execute(tables.positions.insert().values(name=name, position=position))
+        new = [{"name": name, "position": position} for name in names if name not in stored]
+        if new:
+            conn.execute(tables.positions.insert(), new)
