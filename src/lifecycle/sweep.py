@@ -24,6 +24,7 @@ from lifecycle.crypto.vault import KeyVault, Shred
 from lifecycle.errors import ArgumentRefused
 from lifecycle.event_store import SAVE_RETRIES, SubjectStore
 from lifecycle.facts import CLOCK_SKEW
+from lifecycle.gc_pause import cyclic_gc_paused
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.policy.model import Policy
 from lifecycle.projections import tables
@@ -100,8 +101,11 @@ class Sweeper:
         recorded: list[Shred] = []
         try:
             for start in range(0, len(due), BATCH_SUBJECTS):
-                self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, started,
-                                  policy, adoption, report, dry_run, on_item, recorded)
+                # The collector would rescan every aggregate the process holds (the
+                # projections' cache) as a batch allocates; resumed between batches.
+                with cyclic_gc_paused():
+                    self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, started,
+                                      policy, adoption, report, dry_run, on_item, recorded)
                 if len(recorded) >= DESTROY_EVERY:
                     destroy_recorded(self.vault, recorded)
                     recorded.clear()
