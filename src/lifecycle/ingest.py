@@ -24,8 +24,8 @@ from lifecycle.crypto.vault import CLAIM_GRACE, KeyVault, Shred
 from lifecycle.email_address import find_addresses, method_slug
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
-from lifecycle.event_store import SubjectStore
 from lifecycle.gc_pause import cyclic_gc_paused
+from lifecycle.event_store import SubjectStore
 from lifecycle.policy.model import Policy
 from lifecycle.shredding import save_then_destroy
 from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING
