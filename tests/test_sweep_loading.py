@@ -134,3 +134,46 @@ def test_a_catch_up_of_a_sweep_made_elsewhere_matches_a_rebuild(ledger: Ledger) 
     swept = snapshot_views(ledger)
     ledger.projections.rebuild()
     assert snapshot_views(ledger) == swept
+
+
+def test_keys_of_batches_already_recorded_are_destroyed_when_a_later_batch_fails(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep saves batch after batch and destroys the recorded keys together; when a
+    later batch fails, the keys whose erasure earlier batches recorded are still destroyed
+    (and unmarked) before the error surfaces, and the failed batch destroys nothing."""
+    from lifecycle import sweep as sweep_module
+    from lifecycle.crypto.vault import doomed_keys
+
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    refs = members(ledger, 8, 1)
+    ledger.projections.catch_up()
+    monkeypatch.setattr(sweep_module, "BATCH_SUBJECTS", 4)
+    saves = 0
+    save = ledger.store.save
+
+    def failing_second(*aggregates: object, **kwargs: object) -> object:
+        nonlocal saves
+        saves += 1
+        if saves == 2:
+            raise RuntimeError("disk full")
+        return save(*aggregates, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger.store, "save", failing_second)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ledger.sweep(REVIEW, NOW)
+    monkeypatch.undo()
+    erased, kept = [], []
+    for ref in refs[:8]:
+        subject = ledger.store.get_subject(ref)
+        assert subject is not None
+        key_id = subject.records["list-0"].key_id
+        (erased if subject.records["list-0"].erased_at else kept).append(key_id)
+    assert len(erased) == 4 and len(kept) == 4
+    assert ledger.vault.live_key_ids(erased) == set()
+    assert ledger.vault.live_key_ids(kept) == set(kept)
+    with ledger.vault.engine.connect() as conn:
+        marked = {row[0] for row in conn.execute(sa.select(doomed_keys.c.key_id))}
+    assert not marked & set(erased)
+    # The next sweep erases the rest.
+    assert len(ledger.sweep(REVIEW, NOW).erased) == 4
+    assert ledger.vault.live_key_ids(kept) == set()

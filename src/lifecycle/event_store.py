@@ -199,7 +199,7 @@ class SubjectStore(Application[UUID]):
                             "ORDER BY originator_id, originator_version").format(
                 Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
             with recorder.datastore.transaction(commit=False) as cursor:
-                cursor.execute(statement, [ids])
+                cursor.execute(statement, [ids], binary=True)  # bytea unescaped: a third less
                 return [StoredEvent(originator_id=row["originator_id"],
                                     originator_version=row["originator_version"],
                                     topic=row["topic"], state=bytes(row["state"]))

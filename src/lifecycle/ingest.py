@@ -25,6 +25,7 @@ from lifecycle.crypto.vault import CLAIM_GRACE, KeyVault, Shred
 from lifecycle.email_address import find_addresses, method_slug
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
+from lifecycle.gc_pause import cyclic_gc_paused
 from lifecycle.event_store import SubjectStore
 from lifecycle.limits import check_limits
 from lifecycle.policy.model import Policy
@@ -448,6 +449,10 @@ class Ingestor:
         self.on_rejected(rejection)
 
     def _ingest_batch(self, batch: list[f.ParsedLine], report: IngestReport) -> None:
+        with cyclic_gc_paused():  # resumed between batches: garbage stays bounded
+            self._ingest_batch_now(batch, report)
+
+    def _ingest_batch_now(self, batch: list[f.ParsedLine], report: IngestReport) -> None:
         # Lines whose processing raised something unexpected: rejected alone, and the batch
         # is redone from the store without them, so nothing valid is lost with them.
         failed: dict[int, f.Rejection] = {}

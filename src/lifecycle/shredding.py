@@ -34,6 +34,15 @@ def save_then_destroy(store: SubjectStore, vault: KeyVault, aggregates: Sequence
     that order (see the module). Returns how many keys were live and are now destroyed.
     Raises the store's IntegrityError, before anything is destroyed, if another writer
     saved one of the aggregates first."""
+    save_marked(store, vault, aggregates, shreds, now)
+    return destroy_recorded(vault, shreds)
+
+
+def save_marked(store: SubjectStore, vault: KeyVault, aggregates: Sequence[Aggregate],
+                shreds: Sequence[Shred], now: datetime) -> None:
+    """Steps 1-3: stores new keys, marks the doomed ones, saves the events. The keys are
+    then recorded as erased and still marked: `destroy_recorded` (or, after a crash,
+    `finish_interrupted`) destroys them. Raises the store's IntegrityError as above."""
     vault.flush()
     crash_point("keys-stored")
     vault.mark_doomed(shreds, now)
@@ -41,6 +50,11 @@ def save_then_destroy(store: SubjectStore, vault: KeyVault, aggregates: Sequence
     if aggregates:
         store.save(*aggregates)
     crash_point("events-saved")
+
+
+def destroy_recorded(vault: KeyVault, shreds: Sequence[Shred]) -> int:
+    """Step 4, for keys whose erasure `save_marked` recorded: destroys them and their marks.
+    Returns how many were live."""
     destroyed = vault.destroy_all((s.key_ids, s.at, s.by) for s in shreds)
     crash_point("keys-destroyed")
     if destroyed:

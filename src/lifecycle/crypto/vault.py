@@ -459,7 +459,17 @@ class KeyVault:
     def destroy_all(self, shreds: Iterable[tuple[list[str], datetime, str]]) -> int:
         """Destroys each group of keys (at, by) in one transaction, and their marks;
         idempotent. Returns how many were live."""
-        groups = [(list(dict.fromkeys(ids)), at, by) for ids, at, by in shreds if ids]
+        # One statement per (at, by) and 500 keys, not per group: a sweep's batch is
+        # hundreds of one-key groups sharing a rule.
+        # A key named twice keeps its first (at, by), as if destroyed group by group.
+        merged: dict[tuple[datetime, str], dict[str, None]] = {}
+        seen: set[str] = set()
+        for ids, at, by in shreds:
+            fresh = [key_id for key_id in ids if key_id not in seen]
+            if fresh:
+                seen.update(fresh)
+                merged.setdefault((at, by), {}).update(dict.fromkeys(fresh))
+        groups = [(list(ids), at, by) for (at, by), ids in merged.items()]
         if not groups:
             return 0
         destroyed = 0

@@ -8,9 +8,7 @@ position. Views are rebuilt from subject state, so a rebuild from zero gives the
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -23,6 +21,7 @@ from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.engines import create_store_engine
 from lifecycle.event_store import Partition, SubjectStore
+from lifecycle.gc_pause import cyclic_gc_paused
 from lifecycle.projections import tables
 from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionContext
 
@@ -127,7 +126,7 @@ class ProjectionRunner:
         self._handed_over = 0
         # Another process may have adopted a policy (and projected it) since the last call.
         self._register_loaded = False
-        with _cyclic_gc_paused():
+        with cyclic_gc_paused():
             while True:
                 batch = self._read(start)
                 if not batch:
@@ -205,7 +204,7 @@ class ProjectionRunner:
     def _apply(self, batch: Sequence[Notification], start: int) -> None:
         """Applies the events after `start` up to the batch's last to every projection
         that has not seen them, with its position, in one transaction."""
-        touched_after: list[tuple[int, UUID]] = []
+        touched_after: list[tuple[int, UUID, str]] = []
         created_at: dict[UUID, int] = {}  # aggregates whose first event is in this batch
         policy_changed_at: int | None = None
         reach = {n.originator_id: n.originator_version for n in batch}  # last in the batch
@@ -216,16 +215,16 @@ class ProjectionRunner:
             if aggregate_id == REGISTER_ID:
                 policy_changed_at = notification.id
                 continue
-            domain_event: Any = self.store.mapper.to_domain_event(notification)
-            self._advance(aggregate_id, notification.originator_version, domain_event,
-                          reach[aggregate_id])
-            touched_after.append((notification.id, aggregate_id))
+            self._advance(aggregate_id, notification, reach[aggregate_id])
+            touched_after.append((notification.id, aggregate_id, notification.topic))
             if notification.originator_version == 1:
                 created_at[aggregate_id] = notification.id
         register = self._current_register(reload=policy_changed_at is not None)
         last = batch[-1].id
-        # Usually every projection has seen the same events: group the work by position.
-        work: dict[int, _Touched] = {}
+        # Usually every projection has seen the same events: group the work by position
+        # (and by the events a projection declares cannot change its rows).
+        work: dict[tuple[int, frozenset[str]], _Touched] = {}
+        moved: list[str] = []
         with self.engine.begin() as conn:
             stored = self.lock_views(conn)
             for projection in self.projections:
@@ -233,22 +232,29 @@ class ProjectionRunner:
                 if seen >= last or seen < start:
                     # done by another process, or moved back by a rebuild that will redo it
                     continue
-                if seen not in work:
-                    work[seen] = self._touched_since(seen, touched_after, created_at)
-                touched = work[seen]
+                unchanged_by: frozenset[str] = getattr(projection, "unchanged_by", frozenset())
+                if (seen, unchanged_by) not in work:
+                    work[seen, unchanged_by] = self._touched_since(
+                        seen, touched_after, created_at, unchanged_by)
+                touched = work[seen, unchanged_by]
                 context = ProjectionContext(
                     conn=conn, store=self.store, register=register,
                     policy_changed=policy_changed_at is not None and policy_changed_at > seen,
                     cases=touched.cases, fresh=touched.fresh, partition=self.partition)
                 projection.update(context, touched.subjects)
-                self._write_position(conn, projection.name, last, projection.name in stored)
+                moved.append(projection.name)
+            self._write_positions(conn, moved, last, stored)
         if len(self._cache) > CACHE_LIMIT:
             self._cache.clear()
 
-    def _touched_since(self, seen: int, touched_after: list[tuple[int, UUID]],
-                       created_at: dict[UUID, int]) -> _Touched:
+    def _touched_since(self, seen: int, touched_after: list[tuple[int, UUID, str]],
+                       created_at: dict[UUID, int], unchanged_by: frozenset[str]) -> _Touched:
+        """The aggregates with events after `seen`, leaving out those whose every such
+        event is one of `unchanged_by` (topics that cannot change the projection's rows:
+        a sweep's erasure does not touch consents, shares or suppression)."""
         touched = _Touched([], [], {aid for aid, nid in created_at.items() if nid > seen})
-        for aggregate_id in dict.fromkeys(aid for nid, aid in touched_after if nid > seen):
+        for aggregate_id in dict.fromkeys(aid for nid, aid, topic in touched_after
+                                          if nid > seen and topic not in unchanged_by):
             aggregate = self._cache[aggregate_id]
             if isinstance(aggregate, DataSubject):
                 touched.subjects.append(aggregate)
@@ -284,40 +290,33 @@ class ProjectionRunner:
             if aggregate.version <= reach[aggregate.id]:
                 self._cache[aggregate.id] = aggregate
 
-    def _advance(self, aggregate_id: UUID, version: int, domain_event: Any,
-                 reach: int) -> None:
-        """Brings the cached aggregate to `version`, loading it if the cache cannot.
-        `reach`: the aggregate's last version in this batch."""
+    def _advance(self, aggregate_id: UUID, notification: Notification, reach: int) -> None:
+        """Brings the cached aggregate to the notification's version, loading it if the
+        cache cannot. `reach`: the aggregate's last version in this batch. The event is
+        decoded only when it is applied (not for aggregates handed over already past it)."""
+        version = notification.originator_version
+        decode: Callable[[Notification], Any] = self.store.mapper.to_domain_event
         cached = self._cache.get(aggregate_id)
         if cached is not None and cached.version == version - 1:
-            domain_event.mutate(cached)
+            decode(notification).mutate(cached)
         elif cached is not None and version <= cached.version <= reach:
             pass  # handed over by `remember`: holds this event, and no later than the batch
         elif version == 1:
-            self._cache[aggregate_id] = domain_event.mutate(None)
+            self._cache[aggregate_id] = decode(notification).mutate(None)
         else:
             self._cache[aggregate_id] = self.store.repository.get(aggregate_id, version=version)
 
-    def _write_position(self, conn: sa.Connection, name: str, position: int,
-                        stored: bool) -> None:
+    def _write_positions(self, conn: sa.Connection, names: list[str], position: int,
+                         stored: dict[str, int]) -> None:
+        """Moves these projections to `position`, in `conn`'s transaction (with their rows):
+        one statement for those with a stored position, one for the others."""
         if self.partition is not None:
-            self._partition_positions[name] = position
-        elif stored:
-            conn.execute(tables.positions.update().where(tables.positions.c.name == name)
+            self._partition_positions.update(dict.fromkeys(names, position))
+            return
+        known = [name for name in names if name in stored]
+        if known:
+            conn.execute(tables.positions.update().where(tables.positions.c.name.in_(known))
                          .values(position=position))
-        else:
-            conn.execute(tables.positions.insert().values(name=name, position=position))
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """A catch-up keeps thousands of aggregates alive in its cache; the cyclic collector
-    would scan them again and again (about half the cost of applying events). Nothing it
-    allocates forms cycles that need collecting before the end, so pause the collector."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+        new = [{"name": name, "position": position} for name in names if name not in stored]
+        if new:
+            conn.execute(tables.positions.insert(), new)

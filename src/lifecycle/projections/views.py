@@ -8,6 +8,7 @@ from typing import Protocol
 from uuid import UUID
 
 import sqlalchemy as sa
+from eventsourcing.utils import get_topic
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import PolicyRegister
@@ -18,6 +19,12 @@ from lifecycle.projections import tables
 from lifecycle.projections.bulk import insert_rows
 from lifecycle.projections.documents import subject_document
 from lifecycle.retention import plan
+
+# A sweep's own events: they mark records erased or flagged for review, and never change
+# a subject's consents, shares or suppression. The views built from those alone declare
+# them `unchanged_by`, so a sweep does not rewrite their rows for every subject it erases.
+SWEEP_EVENTS = frozenset(
+    get_topic(getattr(DataSubject, name)) for name in ("RetentionExpired", "ReviewDue"))
 
 
 @dataclass
@@ -138,6 +145,7 @@ class SuppressionProjection:
 
     name = "suppression-list"
     tables = (tables.suppression,)
+    unchanged_by = SWEEP_EVENTS
 
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
         rows: list[dict[str, object]] = [
@@ -150,6 +158,7 @@ class SuppressionProjection:
 class ConsentsProjection:
     name = "consents"
     tables = (tables.consents,)
+    unchanged_by = SWEEP_EVENTS
 
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
         rows: list[dict[str, object]] = [
@@ -162,6 +171,7 @@ class ConsentsProjection:
 class DisclosuresProjection:
     name = "disclosures"
     tables = (tables.disclosures,)
+    unchanged_by = SWEEP_EVENTS
 
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
         rows: list[dict[str, object]] = [

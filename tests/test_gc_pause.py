@@ -1,0 +1,83 @@
+"""Ingest and sweep pause the cyclic garbage collector for each batch and leave it as found."""
+
+from __future__ import annotations
+
+import gc
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from lifecycle.ledger import Ledger
+from tests.facts_builder import collected, lines
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_an_ingest_pauses_the_collector_per_batch_and_restores_it(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a batch is applied and saved the collector is off; between batches and after
+    the run it is on again, also when a batch fails; a collector the caller turned off
+    stays off."""
+    from lifecycle import ingest
+
+    monkeypatch.setattr(ingest, "BATCH_LINES", 2)
+    seen: list[bool] = []
+    save = ledger.store.save
+
+    def recording(*aggregates: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return save(*aggregates, **kwargs)
+
+    monkeypatch.setattr(ledger.store, "save", recording)
+    facts = [collected(f"member:gc-{n}", "2024-01-01T09:00:00Z", "r", {"n": n})
+             for n in range(5)]
+    assert ledger.ingest(lines(facts), NOW).accepted == 5
+    assert seen == [False, False, False] and gc.isenabled()
+
+    def failing(*aggregates: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ledger.store, "save", failing)
+    with pytest.raises(RuntimeError):
+        ledger.ingest(lines([collected("member:gc-x", "2024-01-01T09:00:00Z", "r", {})]), NOW)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        monkeypatch.setattr(ledger.store, "save", save)
+        ledger.ingest(lines([collected("member:gc-y", "2024-01-01T09:00:00Z", "r", {})]), NOW)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_sweep_pauses_the_collector_per_batch_and_restores_it(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each sweep batch is planned and saved with the collector off; it is on again after
+    the sweep."""
+    from pathlib import Path
+
+    from lifecycle import sweep
+    from tests.facts_builder import fact
+
+    ledger.adopt_policy(Path(__file__).resolve().parents[1] / "config" / "hqip.toml",
+                        datetime(2023, 1, 1, tzinfo=UTC))
+    facts: list[dict[str, Any]] = []
+    for n in range(3):
+        ref = f"member:gc-sweep-{n}"
+        facts += [fact("consent-given", ref, "2023-05-02T09:00:00Z", purpose="direct-marketing"),
+                  collected(ref, "2023-05-02T09:01:00Z", "list", {"email": f"{n}@e.org"}),
+                  fact("unsubscribed", ref, "2024-03-10T10:00:00Z")]
+    assert ledger.ingest(lines(facts), NOW).accepted == len(facts)
+    monkeypatch.setattr(sweep, "BATCH_SUBJECTS", 2)
+    seen: list[bool] = []
+    save = ledger.store.save
+
+    def recording(*aggregates: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return save(*aggregates, **kwargs)
+
+    monkeypatch.setattr(ledger.store, "save", recording)
+    report = ledger.sweep(datetime(2025, 7, 1, tzinfo=UTC), NOW)
+    assert len(report.erased) == 3
+    assert seen == [False, False] and gc.isenabled()
