@@ -139,15 +139,23 @@ def test_the_record_holds_every_column_of_the_ico_controller_template(darg: Ledg
 
 
 def test_special_category_data_without_an_art_9_condition_is_a_finding(
-        ledger: Ledger) -> None:
-    """IHPA declares no special-category purpose: health data held for its forum is
-    flagged on the purpose and in the header."""
-    ledger.adopt_policy(IHPA, ADOPTED)
+        ledger: Ledger, tmp_path: Path) -> None:
+    """IHPA declares no special-category purpose: health data collected for its forum
+    under an earlier version that named an Art 9 condition (ingest refuses it otherwise)
+    is, once the bundled policy is adopted, flagged on the purpose and in the header."""
+    earlier = tmp_path / "ihpa-earlier.toml"
+    earlier.write_text(IHPA.read_text(encoding="utf-8").replace(
+        'version = "2019-03-07"', 'version = "2019-01-01"').replace(
+        "[purposes.forum]\n", '[purposes.forum]\nspecial_category_condition = '
+        '"Art 9(2)(a): explicit consent"\n', 1), encoding="utf-8")
+    ledger.adopt_policy(earlier, ADOPTED)
     ingest(ledger, [
         collected("member:1", "2023-03-01T10:00:00Z", "post", {"text": "my diagnosis"},
                   purpose="forum", basis="consent", category="special"),
         fact("consent-given", "member:1", "2023-03-01T10:00:00Z", purpose="forum"),
     ])
+    assert purpose(build_ropa(ledger, None, NOW), "forum")["findings"] == []
+    ledger.adopt_policy(IHPA, t("2024-01-01T00:00:00Z"))
     document = build_ropa(ledger, None, NOW)
     assert purpose(document, "forum")["findings"] == [
         "special-category data held with no Art 9 condition declared"]
