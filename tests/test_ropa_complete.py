@@ -4,6 +4,7 @@ controller documentation template (issue 13, item 6), in JSON and HTML."""
 from __future__ import annotations
 
 import re
+from html import unescape
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -228,3 +229,24 @@ def test_the_page_renders_in_headless_chromium(darg: Ledger, tmp_path: Path) -> 
     subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,4000",
                     page.as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_purpose_recipient_rows_show_the_safeguard_rationale(ledger: Ledger) -> None:
+    """IHPA's notice names no transfer safeguard: on each purpose card a recipient abroad
+    carries the controller's rationale for its safeguard, marked as the controller's
+    choice, as the transfers table does; a UK recipient carries none."""
+    ledger.adopt_policy(IHPA, ADOPTED)
+    document = build_ropa(ledger, None, NOW)
+    card = {r["recipient"]: r for r in purpose(document, "direct-marketing")["recipients"]}
+    rationale = card["Mailchimp"]["safeguard_rationale"]
+    assert rationale is not None and "International Data Transfer Addendum" in rationale
+    transfers = {t["recipient"]: t for t in document["transfers"]["outside_uk"]}
+    assert rationale == transfers["Mailchimp"]["safeguard_rationale"]
+    uk = {r["recipient"]: r for r in purpose(document, "membership")["recipients"]}
+    assert uk["IPSE"]["country"] == "GB" and uk["IPSE"]["safeguard_rationale"] is None
+    html = to_html(document)
+    card_html = unescape(
+        html.split('id="purpose-direct-marketing"', 1)[1].split('id="purpose-', 1)[0])
+    assert "controller's choice</span>" in card_html
+    assert "The notice names no transfer safeguard; the controller's choice: the UK " \
+           "International Data Transfer Addendum" in card_html

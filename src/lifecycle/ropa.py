@@ -186,7 +186,8 @@ def _purpose_recipients(policy: Policy, purpose: str,
         entries[(name, r.role, r.country, r.safeguard)] = {
             "recipient": name, "role": r.role, "country": r.country, "safeguard": r.safeguard,
             "transfer_outside_uk": r.country != HOME_COUNTRY, "declared": True,
-            "every_purpose": not r.purposes, "disclosures": 0, "subjects": 0}
+            "every_purpose": not r.purposes, "disclosures": 0, "subjects": 0,
+            "safeguard_rationale": (r.rationale or None) if r.safeguard else None}
     for share in shares:
         if share["purpose"] != purpose:
             continue
@@ -196,7 +197,8 @@ def _purpose_recipients(policy: Policy, purpose: str,
             "country": share["country"], "safeguard": share["safeguard"],
             "transfer_outside_uk": share["country"] != HOME_COUNTRY,
             "declared": share["recipient"] in declared_names,
-            "every_purpose": False, "disclosures": 0, "subjects": 0})
+            "every_purpose": False, "disclosures": 0, "subjects": 0,
+            "safeguard_rationale": None})
         entry["disclosures"] += share["disclosures"]
         entry["subjects"] += share["subjects"]
     return sorted(entries.values(), key=lambda e: (e["recipient"], e["country"]))
