@@ -15,7 +15,9 @@ Art 10 conditions, the legitimate interest relied on, the rights each basis leav
 sources of the data; automated decision-making, the organisation's own security measures
 (from the policy) beside this system's, joint controller and representative ("none" where
 none), and the breach register as it stood. The notice's words are kept apart from the
-controller's choices (`told`: `notice`, `controller_choice`; each rule's `rationale`). A
+controller's choices (`told`: `notice`, `controller_choice`; each rule's `rationale`; a
+declared safeguard's rationale as `safeguard_rationale`, on each purpose's recipients as in
+the transfers table). A
 recipient declared without `purposes` receives for every purpose, and every check and
 view says so.
 
