@@ -263,3 +263,67 @@ def test_in_fact_time_order_the_same_marketing_is_rejected(ledger: Ledger) -> No
                             {"email": "lim@example.org"})
     assert "limit direct-marketing-stopped" in one_rejection(ingest(ledger, late_record))
     assert ledger.subject_view(WHO)["limit_breaches"] == []
+
+
+def test_special_category_data_needs_an_art_9_condition_for_its_purpose(
+        ledger: Ledger) -> None:
+    """A record of category `special` is rejected for a purpose that names no Art 9(2)
+    condition (IHPA's forum), naming the limit art-9-condition and the purpose; for a
+    purpose that names one (HQIP's surveys) it lands."""
+    ledger.adopt_policy(CONFIG / "ihpa.toml", ADOPTED)
+    assert ingest(ledger, fact("consent-given", WHO, "2024-03-01T09:00:00Z",
+                               purpose="forum", method="web-form")).ok
+    health = collected(WHO, "2024-03-02T09:00:00Z", "post", {"text": "my diagnosis"},
+                       purpose="forum", category="special")
+    reason = one_rejection(ingest(ledger, health))
+    assert reason.startswith("category: limit art-9-condition")
+    assert "'forum'" in reason and "Art 9(2)" in reason
+    assert ledger.subject_view(WHO)["records"] == []
+
+    other = "person:limits-hqip"
+    ledger.adopt_policy(CONFIG / "hqip.toml", datetime(2020, 1, 1, tzinfo=UTC))
+    report = ingest(ledger,
+                    fact("consent-given", other, "2024-03-01T09:00:00Z",
+                         purpose="surveys-feedback", method="web-form"),
+                    collected(other, "2024-03-02T09:00:00Z", "survey", {"health": "asthma"},
+                              purpose="surveys-feedback", category="special"))
+    assert report.ok and report.accepted == 2, report.as_dict()
+
+
+def criminal_offence_policy(tmp_path: Path, condition: str | None) -> Path:
+    """IHPA's policy whose law-enforcement purpose declares criminal-offence data, with
+    or without an Art 10 condition (declared false when without: the loader refuses a
+    purpose declaring the data without its condition)."""
+    text = (CONFIG / "ihpa.toml").read_text(encoding="utf-8")
+    declared = (f'criminal_offence_data = true\ncriminal_offence_condition = "{condition}"\n'
+                if condition else "")
+    path = tmp_path / "ihpa-criminal.toml"
+    path.write_text(text.replace('[purposes.law-enforcement]\n',
+                                 f'[purposes.law-enforcement]\n{declared}', 1),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("condition", [None, "DPA 2018 Sch 1 para 10: preventing or "
+                                             "detecting unlawful acts"])
+def test_criminal_offence_data_needs_an_art_10_condition_for_its_purpose(
+        ledger: Ledger, tmp_path: Path, condition: str | None) -> None:
+    """A record of category `criminal-offence` is rejected, naming the limit
+    art-10-condition, for a purpose that declares no criminal-offence data with an Art 10
+    condition; for one that does it lands. A special-category or criminal-offence record
+    for an ordinary purpose stays rejected either way."""
+    ledger.adopt_policy(criminal_offence_policy(tmp_path, condition), ADOPTED)
+    record = collected(WHO, "2024-03-02T09:00:00Z", "conviction", {"offence": "fraud"},
+                       purpose="law-enforcement", basis="legal-obligation",
+                       category="criminal-offence")
+    report = ingest(ledger, record)
+    if condition is None:
+        reason = one_rejection(report)
+        assert reason.startswith("category: limit art-10-condition")
+        assert "'law-enforcement'" in reason and "Art 10" in reason
+    else:
+        assert report.ok and report.accepted == 1, report.as_dict()
+    elsewhere = collected(WHO, "2024-03-03T09:00:00Z", "member-conviction",
+                          {"offence": "fraud"}, purpose="membership", basis="contract",
+                          category="criminal-offence")
+    assert "limit art-10-condition" in one_rejection(ingest(ledger, elsewhere))

@@ -220,3 +220,31 @@ def test_policy_adoption_is_versioned_and_idempotent(ledger: Ledger) -> None:
     again, changed_again = ledger.adopt_policy(HQIP, NOW)
     assert changed and not changed_again
     assert first == again and first.number == 1 and len(first.content_hash) == 64
+
+
+def test_withdrawing_marketing_consent_stops_marketing_and_ends_its_storage(
+        hqip: Ledger) -> None:
+    """"Any personal data shared with us for marketing purposes will only be processed for
+    as long as you wish us to ... until such time that you notify us that you no longer
+    wish for us to hold your information": after the direct-marketing consent is withdrawn
+    no new marketing record lands (limit consent-required), and what is held is erased by
+    the withdrawal's own rule (13 months, at the July review), not kept on."""
+    assert hqip.ingest(lines([
+        fact("consent-given", "subscriber:2", "2023-05-02T09:00:00+01:00",
+             purpose="direct-marketing", method="subscribe-form"),
+        collected("subscriber:2", "2023-05-02T09:00:00+01:00", "newsletter-signup",
+                  {"email": "kim.subscriber@example.org"}),
+        fact("consent-withdrawn", "subscriber:2", "2024-03-10T10:00:00+00:00",
+             purpose="direct-marketing", method="email-to-dpo"),
+    ]), NOW).ok
+    late = hqip.ingest(lines([collected("subscriber:2", "2024-03-11T10:00:00+00:00",
+                                        "newsletter-2", {"email": "kim@example.org"})]), NOW)
+    assert late.accepted == 0 and "limit consent-required" in late.rejected[0].reason
+    retention = hqip.subject_view("subscriber:2")["records"][0]["retention"]
+    assert retention["trigger"] == "consent-withdrawn"
+    assert retention["due_at"].startswith("2025-04-10")
+    assert hqip.sweep(t("2025-01-01T00:00:00+00:00"), NOW).erased == []
+    july = hqip.sweep(t("2025-07-01T00:00:00+01:00"), NOW)
+    assert [(i["record"], i["rule"]) for i in july.erased] == [
+        ("newsletter-signup", "marketing-13m-after-consent-withdrawn")]
+    assert data_of(hqip, "subscriber:2", "newsletter-signup") == "erased"

@@ -167,3 +167,52 @@ def test_sharing_outside_the_uk_names_the_declared_safeguard(ihpa: Ledger) -> No
     assert report.rejected[0].reason.startswith("recipient:")
     share = ihpa.subject_view("member:1")["recipients"][0]
     assert (share["recipient"], share["country"]) == ("Mailchimp", "US")
+
+
+@pytest.mark.parametrize("reason", ["contested-accuracy", "legal-claims",
+                                    "unlawful-processing"])
+def test_a_restriction_on_each_ground_the_notice_names_pauses_the_erasure(
+        ihpa: Ledger, reason: str) -> None:
+    """"You may request us to restrict processing your personal information if you believe
+    that: any of the information that we hold about you is inaccurate; ... you require the
+    information to establish, exercise or defend legal claims; or we are not using your
+    information in a lawful manner": on each ground the forum posts a withdrawal of consent
+    made due are not erased while the restriction is in force, and go once it is lifted."""
+    member(ihpa)
+    ihpa.ingest(lines([
+        fact("restricted", "member:1", "2024-05-19T08:00:00Z", scope="forum", reason=reason),
+        fact("consent-withdrawn", "member:1", "2024-05-20T08:00:00Z", purpose="forum"),
+    ]), NOW)
+    paused = ihpa.sweep(t("2024-05-20T09:00:00Z"), NOW)
+    assert paused.erased == []
+    assert [(p["record"], p["paused_by"]) for p in paused.paused] == [
+        ("forum-posts", f"restriction ({reason})")]
+    assert data(ihpa, "member:1")["forum-posts"] == {"posts": ["hello all"]}
+    ihpa.ingest(lines([fact("restriction-lifted", "member:1", "2024-06-01T00:00:00Z",
+                            scope="forum")]), NOW)
+    assert [i["record"] for i in ihpa.sweep(t("2024-06-01T01:00:00Z"), NOW).erased] == [
+        "forum-posts"]
+
+
+def test_cookie_data_needs_a_consent_in_force(ihpa: Ledger) -> None:
+    """"IHPA and our third-party partners ... use cookies and other tracking technologies":
+    online-analytics data rests on consent alone, so a record of it with no consent in
+    force at its time is rejected (limit consent-required), one after the cookie consent
+    lands, and none after the consent is withdrawn."""
+    who = "visitor:cookies"
+
+    def analytics(at: str, record: str) -> list[str]:
+        return lines([collected(who, at, record, {"client_id": "GA1.2.3"},
+                                purpose="online-analytics", category="online")])
+
+    before = ihpa.ingest(analytics("2024-03-01T09:00:00Z", "ga-before"), NOW)
+    assert before.accepted == 0 and "limit consent-required" in before.rejected[0].reason
+    assert ihpa.ingest(lines([fact("consent-given", who, "2024-03-02T09:00:00Z",
+                                   purpose="online-analytics", method="cookie-banner")]),
+                       NOW).ok
+    assert ihpa.ingest(analytics("2024-03-03T09:00:00Z", "ga"), NOW).accepted == 1
+    assert ihpa.ingest(lines([fact("consent-withdrawn", who, "2024-04-01T09:00:00Z",
+                                   purpose="online-analytics")]), NOW).ok
+    after = ihpa.ingest(analytics("2024-04-02T09:00:00Z", "ga-after"), NOW)
+    assert after.accepted == 0 and "withdrawn at 2024-04-01" in after.rejected[0].reason
+    assert [r["record"] for r in ihpa.subject_view(who)["records"]] == ["ga"]

@@ -4,6 +4,7 @@ controller documentation template (issue 13, item 6), in JSON and HTML."""
 from __future__ import annotations
 
 import re
+from html import unescape
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -139,15 +140,23 @@ def test_the_record_holds_every_column_of_the_ico_controller_template(darg: Ledg
 
 
 def test_special_category_data_without_an_art_9_condition_is_a_finding(
-        ledger: Ledger) -> None:
-    """IHPA declares no special-category purpose: health data held for its forum is
-    flagged on the purpose and in the header."""
-    ledger.adopt_policy(IHPA, ADOPTED)
+        ledger: Ledger, tmp_path: Path) -> None:
+    """IHPA declares no special-category purpose: health data collected for its forum
+    under an earlier version that named an Art 9 condition (ingest refuses it otherwise)
+    is, once the bundled policy is adopted, flagged on the purpose and in the header."""
+    earlier = tmp_path / "ihpa-earlier.toml"
+    earlier.write_text(IHPA.read_text(encoding="utf-8").replace(
+        'version = "2019-03-07"', 'version = "2019-01-01"').replace(
+        "[purposes.forum]\n", '[purposes.forum]\nspecial_category_condition = '
+        '"Art 9(2)(a): explicit consent"\n', 1), encoding="utf-8")
+    ledger.adopt_policy(earlier, ADOPTED)
     ingest(ledger, [
         collected("member:1", "2023-03-01T10:00:00Z", "post", {"text": "my diagnosis"},
                   purpose="forum", basis="consent", category="special"),
         fact("consent-given", "member:1", "2023-03-01T10:00:00Z", purpose="forum"),
     ])
+    assert purpose(build_ropa(ledger, None, NOW), "forum")["findings"] == []
+    ledger.adopt_policy(IHPA, t("2024-01-01T00:00:00Z"))
     document = build_ropa(ledger, None, NOW)
     assert purpose(document, "forum")["findings"] == [
         "special-category data held with no Art 9 condition declared"]
@@ -220,3 +229,24 @@ def test_the_page_renders_in_headless_chromium(darg: Ledger, tmp_path: Path) -> 
     subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,4000",
                     page.as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_purpose_recipient_rows_show_the_safeguard_rationale(ledger: Ledger) -> None:
+    """IHPA's notice names no transfer safeguard: on each purpose card a recipient abroad
+    carries the controller's rationale for its safeguard, marked as the controller's
+    choice, as the transfers table does; a UK recipient carries none."""
+    ledger.adopt_policy(IHPA, ADOPTED)
+    document = build_ropa(ledger, None, NOW)
+    card = {r["recipient"]: r for r in purpose(document, "direct-marketing")["recipients"]}
+    rationale = card["Mailchimp"]["safeguard_rationale"]
+    assert rationale is not None and "International Data Transfer Addendum" in rationale
+    transfers = {t["recipient"]: t for t in document["transfers"]["outside_uk"]}
+    assert rationale == transfers["Mailchimp"]["safeguard_rationale"]
+    uk = {r["recipient"]: r for r in purpose(document, "membership")["recipients"]}
+    assert uk["IPSE"]["country"] == "GB" and uk["IPSE"]["safeguard_rationale"] is None
+    html = to_html(document)
+    card_html = unescape(
+        html.split('id="purpose-direct-marketing"', 1)[1].split('id="purpose-', 1)[0])
+    assert "controller's choice</span>" in card_html
+    assert "The notice names no transfer safeguard; the controller's choice: the UK " \
+           "International Data Transfer Addendum" in card_html

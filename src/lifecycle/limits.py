@@ -12,7 +12,10 @@ fact known then (docs/guarantees.md, "Processing limits"):
 - restriction: while a restriction covers a purpose, no new collection or share for it,
   except under an Art 18(2) exception recorded on the fact;
 - recipient-purpose: a share goes only to a recipient the policy declares for its purpose
-  (a recipient without `purposes` is declared for every purpose).
+  (a recipient without `purposes` is declared for every purpose);
+- art-9-condition: a record of category `special` only for a purpose that names its
+  Art 9(2) condition; art-10-condition: a record of category `criminal-offence` only for
+  a purpose that declares criminal-offence data with its Art 10 condition.
 
 `breaches` finds accepted facts a limit dated before them bars, now that it is known (a
 limit that arrived after them): the same facts give the same list in any arrival order.
@@ -113,6 +116,21 @@ class _Judge:
         return None
 
 
+def _condition_missing(policy: Policy, category: str, purpose: str) -> str | None:
+    """Special-category and criminal-offence data need their condition on the purpose."""
+    declared = policy.purposes[purpose]
+    if category == "special" and not declared.special_category_condition:
+        return (f"category: limit art-9-condition: special-category data for purpose "
+                f"{purpose!r}, which names no Art 9(2) condition "
+                "(special_category_condition in the policy)")
+    if category == "criminal-offence" and not (declared.criminal_offence_data
+                                               and declared.criminal_offence_condition):
+        return (f"category: limit art-10-condition: criminal-offence data for purpose "
+                f"{purpose!r}, which declares no criminal-offence data with an Art 10 "
+                "condition (criminal_offence_condition in the policy)")
+    return None
+
+
 def check_limits(policy: Policy, subject: DataSubject, fact: Any,
                  marketing_stop_only: bool = False) -> None:
     """Raises ProcessingLimit, naming the limit, when one in force at the fact's time
@@ -124,6 +142,9 @@ def check_limits(policy: Policy, subject: DataSubject, fact: Any,
         if getattr(fact, "purpose", None) == DIRECT_MARKETING:
             reason = judge.marketing_stopped(fact.at)
     elif fact.type == "collected":
+        missing = _condition_missing(policy, fact.category, fact.purpose)
+        if missing is not None:
+            raise ProcessingLimit(missing)
         reason = judge.judge(fact.at, fact.purpose, fact.basis, {fact.purpose},
                              fact.restriction_exception, "new collection")
     elif fact.type == "shared":

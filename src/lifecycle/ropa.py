@@ -15,7 +15,9 @@ Art 10 conditions, the legitimate interest relied on, the rights each basis leav
 sources of the data; automated decision-making, the organisation's own security measures
 (from the policy) beside this system's, joint controller and representative ("none" where
 none), and the breach register as it stood. The notice's words are kept apart from the
-controller's choices (`told`: `notice`, `controller_choice`; each rule's `rationale`). A
+controller's choices (`told`: `notice`, `controller_choice`; each rule's `rationale`; a
+declared safeguard's rationale as `safeguard_rationale`, on each purpose's recipients as in
+the transfers table). A
 recipient declared without `purposes` receives for every purpose, and every check and
 view says so.
 
@@ -186,7 +188,8 @@ def _purpose_recipients(policy: Policy, purpose: str,
         entries[(name, r.role, r.country, r.safeguard)] = {
             "recipient": name, "role": r.role, "country": r.country, "safeguard": r.safeguard,
             "transfer_outside_uk": r.country != HOME_COUNTRY, "declared": True,
-            "every_purpose": not r.purposes, "disclosures": 0, "subjects": 0}
+            "every_purpose": not r.purposes, "disclosures": 0, "subjects": 0,
+            "safeguard_rationale": (r.rationale or None) if r.safeguard else None}
     for share in shares:
         if share["purpose"] != purpose:
             continue
@@ -196,7 +199,8 @@ def _purpose_recipients(policy: Policy, purpose: str,
             "country": share["country"], "safeguard": share["safeguard"],
             "transfer_outside_uk": share["country"] != HOME_COUNTRY,
             "declared": share["recipient"] in declared_names,
-            "every_purpose": False, "disclosures": 0, "subjects": 0})
+            "every_purpose": False, "disclosures": 0, "subjects": 0,
+            "safeguard_rationale": None})
         entry["disclosures"] += share["disclosures"]
         entry["subjects"] += share["subjects"]
     return sorted(entries.values(), key=lambda e: (e["recipient"], e["country"]))

@@ -4,7 +4,7 @@ from typing import Literal, get_args
 
 Category = Literal[
     "identity", "contact", "technical", "usage", "feedback",
-    "account", "content", "online", "special",
+    "account", "content", "online", "special", "criminal-offence",
 ]
 Basis = Literal[
     "consent", "contract", "legal-obligation",
