@@ -19,7 +19,7 @@ import pytest
 from lifecycle.actor import UNKNOWN, acting_as
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.daemon import Daemon
-from lifecycle.event_store import SubjectStore, persistence_env
+from lifecycle.event_store import SubjectStore, attach_signing_key, persistence_env
 from lifecycle.ledger import Ledger
 from lifecycle.settings import Settings
 from tests.facts_builder import collected, fact, lines
@@ -121,17 +121,20 @@ def test_events_stored_before_actors_read_unknown_and_still_decode(
     """An event stored by the library's plain mapper (as before this change) has no actor:
     it decodes as before and reads `unknown`; later events name their actor."""
     store = SubjectStore(env=persistence_env(sqlite_settings))  # no actor mapper
+    attach_signing_key(store, sqlite_settings)
     subject = DataSubject(reference="member:old")
     store.save(subject)
     store.close()
 
     with Ledger(sqlite_settings, actor="auditor") as ledger:
-        ledger.ingest(lines([collected("member:old", "2024-01-10T09:00:00+00:00", "profile",
+        ledger.ingest(lines([fact("consent-given", "member:old", "2024-01-10T09:00:00+00:00",
+                                  purpose="surveys-feedback", method="survey-form"),
+                             collected("member:old", "2024-01-10T09:00:00+00:00", "profile",
                                        {"email": "a@example.org"}, purpose="surveys-feedback",
                                        category="feedback")]), NOW)
         timeline = ledger.history("member:old")
         assert ledger.subject("member:old").records["profile"].record == "profile"
-    assert [e["actor"] for e in timeline] == [UNKNOWN, "auditor"]
+    assert [e["actor"] for e in timeline] == [UNKNOWN, "auditor", "auditor"]
 
 
 def test_the_daemon_names_its_host_pid_and_lease_on_what_it_stores(
