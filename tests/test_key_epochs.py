@@ -72,10 +72,13 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Set
 
 
 def hold_current_key(live: Settings, target: Settings) -> None:
-    """The fresh store gets the key lifecycle holds now (the live store's key file)."""
+    """The fresh store gets the keys lifecycle holds now (the live store's key files): the
+    master key, and the key that signs the audit chain the backup carries."""
     target.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     target.master_key_file.write_bytes(live.master_key_file.read_bytes())
     target.master_key_file.chmod(0o600)
+    target.signing_key_path.write_bytes(live.signing_key_path.read_bytes())
+    target.signing_key_path.chmod(0o600)
 
 
 def test_a_backup_from_a_retired_epoch_opens_no_value(stores: tuple[Settings, ...],
