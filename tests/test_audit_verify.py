@@ -352,6 +352,23 @@ def test_a_forged_event_appended_behind_the_application_is_caught(backend: Setti
     assert report.log_head > forged
 
 
+@pytest.mark.parametrize("position", [0, -1])
+def test_an_event_forged_below_the_first_position_is_caught(
+        backend: Settings, position: int) -> None:
+    """An event stored at position 0 or below (never used by the application, but the
+    database takes it) is reported as unchained: the subject's history loads it, so
+    verify cannot skip it. Also a copy of a subject's own last event as its next version."""
+    ingested(backend, subjects=2)
+    raw = RawStore(backend)
+    forged = raw.forge(raw.ids()[0], nid=position)
+    assert problems(verify_now(backend)) == [(UNCHAINED, forged)]
+    raw.delete(forged)
+    last = raw.ids()[-1]
+    originator, version, topic, state = raw.row(last)
+    raw.insert(position, (originator, version + 1, topic, state))
+    assert problems(verify_now(backend)) == [(UNCHAINED, position)]
+
+
 def test_an_event_slipped_into_a_gap_is_caught(backend: Settings) -> None:
     """An event written into an unused id below the head is reported as unchained."""
     ingested(backend, subjects=1)

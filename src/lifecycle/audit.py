@@ -390,7 +390,9 @@ class _Verifier:
         return checked, rows
 
     def _stored(self, bound: int) -> Iterator[Notification]:
-        start = 0
+        # From the lowest stored position, not from 1: an event forged at 0 or below is
+        # loaded with its subject's history, so it must not escape the walk.
+        start = min(0, self.recorder.lowest_position() - 1)
         while start < bound:
             batch = self.recorder.select_notifications(
                 start, self.page, stop=bound, inclusive_of_start=False)
