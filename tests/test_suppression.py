@@ -41,6 +41,9 @@ SPELLINGS = [
     "Alice Smith <alice.smith@example.org>",
     '"Smith, Alice" <mailto:alice.smith+crm@example.org.>',
     "  ALICE.SMITH@EXAMPLE.ORG \t",
+    "ALICE.SMITH@EXAMPLE.ORG\x00",          # control characters a mail system drops
+    "alice.smith\x7f@example.org\x1b",
+    "ali\x00ce.smith@exa\x9fmple.org",
 ]
 # Every place in `data` issue 11 saw go unchecked.
 PLACES: list[Any] = [
@@ -229,6 +232,27 @@ def test_every_spelling_under_every_key_is_refused_for_marketing(hqip: Ledger) -
     control = hqip.ingest(lines([marketing_of(f"crm:other-{m}", place("bob@example.org"))
                                  for m, place in enumerate(PLACES)]), NOW)
     assert (control.accepted, control.rejected) == (len(PLACES), [])
+
+
+@pytest.mark.parametrize("listed", [
+    "alice.smith@example.org;bob@example.org",
+    "bob@example.org, Alice.Smith@Example.org",
+    "bob@example.org; <alice.smith+x@example.org>",
+    "bob@example.org alice.smith@example.org",
+])
+def test_a_suppressed_address_in_a_list_of_addresses_is_refused(hqip: Ledger,
+                                                                listed: str) -> None:
+    """A value that is a list of addresses (separated by commas, semicolons or spaces, as
+    mail clients and CSV exports write them) holds each of them: marketing data listing
+    a suppressed address is refused. Free text holding an address still is not a list."""
+    alice_unsubscribes(hqip)
+    consents_of(hqip, "crm:listed", "crm:text")
+    report = hqip.ingest(lines([marketing_of("crm:listed", {"email": listed})]), NOW)
+    assert report.accepted == 0 and len(report.rejected) == 1, report.as_dict()
+    assert "suppression list" in report.rejected[0].reason
+    text = hqip.ingest(lines([marketing_of(
+        "crm:text", {"note": "write to alice.smith@example.org today"})]), NOW)
+    assert (text.accepted, text.rejected) == (1, [])
 
 
 def test_every_address_of_the_subject_is_suppressed_whatever_the_event(hqip: Ledger) -> None:

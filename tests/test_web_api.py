@@ -135,6 +135,32 @@ def test_an_ingest_user_posts_facts_and_nothing_else(service: Service) -> None:
         assert api.get("/api/requests").status_code == 403
 
 
+def test_an_ingest_token_cannot_record_what_only_a_dpo_may(service: Service) -> None:
+    """Holds and breaches are the DPO's (403 for others on their routes): an `ingest` token
+    posting them as facts is refused with 403 naming the line and its type, and nothing of
+    the body is stored; a DPO may post the same facts."""
+    with service.client("dpo") as api:
+        placed = api.post("/api/holds", json={"subject": "m:1", "hold": "LIT-9",
+                                              "reason": "claim"})
+        assert placed.status_code == 200, placed.text
+    release = fact("legal-hold-released", "m:1", "2030-01-01T00:00:00Z", id="web-rel",
+                   hold="LIT-9")
+    harmless = fact("activity", "m:9", "2025-01-01T00:00:00Z", id="web-act")
+    for hostile in (release,
+                    fact("legal-hold-placed", "m:1", "2025-01-01T00:00:00Z", id="web-hold",
+                         hold="LIT-X", scope="all", reason="x"),
+                    {"id": "web-breach", "type": "breach-detected",
+                     "at": "2025-01-01T00:00:00Z", "breach": "B-1"}):
+        with service.client("ingest") as api:
+            refused = api.post("/api/facts", json=[harmless, hostile])
+        assert refused.status_code == 403, refused.text
+        assert "line 2" in refused.text and str(hostile["type"]) in refused.text
+    with service.client("dpo") as api:
+        history = api.get("/api/subjects/m:1/history").json()["events"]
+        assert history[-1]["event"] == "LegalHoldPlaced"
+        assert api.get("/api/subjects/m:9/history").status_code == 404
+
+
 def test_each_write_names_the_signed_in_user_as_its_actor(service: Service) -> None:
     """Where the store records actors, an identity verification through the API and a hold
     through it are stored naming the signed-in user (the history shows it)."""

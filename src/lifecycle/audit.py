@@ -305,10 +305,7 @@ class _Verifier:
             self.recorder.checked_reads = checked
 
     def _run(self) -> VerifyReport:
-        marks = self.recorder.checkpoints()  # read first: none can be beyond the heads
-        log_head, chain_head, _ = self.recorder.chain_heads()
-        if chain_head > (marks[-1].position if marks else 0):
-            marks = self.recorder.checkpoints()  # a batch committed in between
+        marks, (log_head, chain_head, _) = self._agreeing_heads()
         bound = max(log_head, chain_head)
         report = VerifyReport(head=chain_head, log_head=log_head,
                               key_fingerprint=self.verifier.fingerprint,
@@ -331,6 +328,23 @@ class _Verifier:
         report.problems = self._named(sorted(
             self.problems, key=lambda p: (p.position or 0, p.kind)))
         return report
+
+    def _agreeing_heads(self, attempts: int = 20
+                        ) -> tuple[list[Checkpoint], tuple[int, int, int]]:
+        """The checkpoints and the heads, read again while writers commit between the two
+        reads (the newest checkpoint is at the chain's last row in every committed state).
+        A store where they never agree was tampered with and is reported as such."""
+        marks = self.recorder.checkpoints()
+        heads = self.recorder.chain_heads()
+        for _ in range(attempts):
+            newest = marks[-1].position if marks else 0
+            if newest == heads[1]:
+                break
+            if newest < heads[1]:
+                marks = self.recorder.checkpoints()  # a batch committed after the marks
+            else:
+                heads = self.recorder.chain_heads()  # ... or after the heads
+        return marks, heads
 
     def _problem(self, kind: str, position: int | None, detail: str) -> None:
         self.problems.append(Problem(kind, position, None, None, detail))
@@ -390,7 +404,9 @@ class _Verifier:
         return checked, rows
 
     def _stored(self, bound: int) -> Iterator[Notification]:
-        start = 0
+        # From the lowest stored position, not from 1: an event forged at 0 or below is
+        # loaded with its subject's history, so it must not escape the walk.
+        start = min(0, self.recorder.lowest_position() - 1)
         while start < bound:
             batch = self.recorder.select_notifications(
                 start, self.page, stop=bound, inclusive_of_start=False)

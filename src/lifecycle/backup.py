@@ -21,6 +21,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -142,9 +143,39 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         manifest: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         raise BackupRefused(f"{path}: not a lifecycle backup (no readable manifest)") from None
-    if manifest.get("format") != FORMAT:
-        raise BackupRefused(f"{path}: format {manifest.get('format')!r} is not {FORMAT}")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise BackupRefused(f"{path}: format {found!r} is not {FORMAT}")
+    files, epoch = manifest.get("files"), manifest.get("epoch", 0)
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise BackupRefused(f"{path}: files: not a list of file names")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise BackupRefused(f"{path}: epoch: {epoch!r} is not an epoch number")
     return manifest
+
+
+def _check_sqlite_backup(directory: Path, files: list[str]) -> list[str]:
+    """The store files of a SQLite backup, each checked to be there and to be a sound
+    SQLite database before anything is restored; the log and the vault are required."""
+    names = [name for name in SQLITE_FILES if name in files]
+    for required in SQLITE_FILES[:2]:
+        if required not in names:
+            raise BackupRefused(f"{directory / MANIFEST}: files: {required} is not listed")
+    for name in names:
+        path = directory / name
+        if not path.is_file():
+            raise BackupRefused(f"{path}: listed in the backup's manifest but missing")
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error as error:
+            raise BackupRefused(f"{path}: not a SQLite database ({error})") from None
+        if verdict != "ok":
+            raise BackupRefused(f"{path}: the database is damaged ({str(verdict)[:100]})")
+    return names
 
 
 @dataclass(frozen=True)
@@ -175,16 +206,22 @@ def restore_backup(settings: Settings, directory: Path, now: datetime) -> Restor
         if present:
             raise BackupRefused(f"{settings.home}: the store is not empty ({present[0]} "
                                 "exists): restore into an empty store")
+        names = _check_sqlite_backup(directory, manifest["files"])
         settings.ensure_home()
-        for name in manifest.get("files", []):
-            if name not in SQLITE_FILES:
-                continue
-            target = settings.home / name
-            create_private_file(target)
-            with sqlite3.connect(directory / name) as src, sqlite3.connect(target) as dst:
-                src.backup(dst)
-            src.close()
-            dst.close()
+        restored: list[Path] = []
+        try:
+            for name in names:
+                target = settings.home / name
+                restored.append(target)
+                create_private_file(target)
+                with closing(sqlite3.connect(f"file:{directory / name}?mode=ro", uri=True)
+                             ) as src, closing(sqlite3.connect(target)) as dst:
+                    src.backup(dst)
+        except (OSError, sqlite3.Error) as error:
+            for target in restored:  # no half-restored store is left behind
+                target.unlink(missing_ok=True)
+            raise BackupRefused(f"{settings.home}: the restore could not be written "
+                                f"({error}); nothing was restored") from None
     else:
         _pg_restore(settings.database_url, directory / PG_DUMP_FILE)
     return _settle_epoch(settings, directory, int(manifest.get("epoch", 0)), now)

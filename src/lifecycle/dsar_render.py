@@ -15,15 +15,27 @@ CSV_COLUMNS = ("record", "category", "purpose", "basis", "source", "collected_at
                "source_name", "retention_why")
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A value a spreadsheet would run as a formula is written as text (OWASP's leading
+    apostrophe): a record or source name comes from a fact, so from outside."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(document: dict[str, Any]) -> str:
-    """The records, one per row; nested values as JSON text."""
+    """The records, one per row; nested values as JSON text; no cell a spreadsheet would
+    run as a formula."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for record in document["records"]:
         data = record["data"]
         retention = record["retention"]
-        writer.writerow({
+        writer.writerow({column: _cell(value) for column, value in {
             **{k: record.get(k) for k in CSV_COLUMNS[:6]},
             "data": data if isinstance(data, str) else json.dumps(data, ensure_ascii=False),
             "erased_at": record.get("erased_at"), "erased_by": record.get("erased_by"),
@@ -32,7 +44,7 @@ def to_csv(document: dict[str, Any]) -> str:
             "retention_notice_quote": retention.get("notice_quote"),
             "retention_controller_choice": retention.get("controller_choice"),
             "source_name": record.get("source_name"), "retention_why": retention.get("why"),
-        })
+        }.items()})
     return out.getvalue()
 
 

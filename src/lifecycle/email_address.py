@@ -6,7 +6,9 @@ key, for string values that are addresses.
 
 What counts as an address: the whole string value, once normalised, has exactly one "@",
 a non-empty local part, a domain with a dot and no empty label, and no white space or
-angle bracket. An address inside free text ("write to a@b.org") is not one.
+angle bracket; control characters do not count. A value that is a list of addresses
+("a@b.org; c@d.org") holds each of them; an address inside free text ("write to a@b.org")
+is not one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ INVISIBLE = dict.fromkeys(
     [0x00AD, 0x061C, 0x180E, *range(0x200B, 0x2010), *range(0x202A, 0x202F),
      *range(0x2060, 0x2065), *range(0x2066, 0x206A), 0xFEFF])
 
+# Control characters that are not white space (NUL, ESC, DEL, C1): a mail system drops
+# them, so they do not make another address.
+CONTROLS = dict.fromkeys(
+    c for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if not chr(c).isspace())
+
+_LIST_SEPARATORS = re.compile("[,;\uff0c\uff1b\ufe50\ufe54]")
 _DISPLAY_NAME = re.compile(r"<([^<>]*)>$")
 _NOT_PLAIN = re.compile(r'[\s<>",]')
 _COMMENT = re.compile(r"\([^()]*\)")  # RFC 5322 comments: "a@b.org (Alice)"
@@ -45,6 +53,7 @@ def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
     dot(s) and non-ASCII domains become their IDNA (xn--) form; `local+tag@` becomes
     `local@` unless `keep_subaddress`.
     """
+    value = value.translate(CONTROLS)
     if not value.isascii():
         value = value.translate(INVISIBLE)
         value = unicodedata.normalize("NFKC", value)
@@ -98,12 +107,33 @@ def find_addresses(data: Any) -> Iterator[str]:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if could_be_address(item) and normalise(item) is not None:
-                yield item
+            if could_be_address(item):
+                if normalise(item) is not None:
+                    yield item
+                else:
+                    yield from _listed(item)
         elif isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def _listed(value: str) -> list[str]:
+    """The addresses of a value that is a list of two or more addresses (separated by
+    commas, semicolons or white space, as mail clients and CSV exports write them); none
+    when any part is not an address (free text that mentions one is not a list)."""
+    found: list[str] = []
+    for part in _LIST_SEPARATORS.split(value):
+        if not part.strip():
+            continue
+        if normalise(part) is not None:
+            found.append(part)
+            continue
+        words = part.split()
+        if len(words) < 2 or any(normalise(word) is None for word in words):
+            return []
+        found.extend(words)
+    return found if len(found) >= 2 else []
 
 
 def method_slug(method: str) -> str:

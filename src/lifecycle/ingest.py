@@ -461,7 +461,8 @@ class Ingestor:
             outcome = IngestReport()
             applier = FactApplier(self.vault, self.now, self._cases, self.policy,
                                   self.is_suppressed)
-            applier.suppressed_now = self._suppressed_now
+            # A copy: an attempt that is redone must not leave its suppressions behind.
+            applier.suppressed_now = dict(self._suppressed_now)
             try:
                 touched = self._apply_batch(batch, applier, outcome, failed)
                 outcome.erased_keys += save_then_destroy(
@@ -481,6 +482,7 @@ class Ingestor:
                 self._forget()
                 continue
             break
+        self._suppressed_now = applier.suppressed_now
         report.accepted += outcome.accepted
         report.duplicates += outcome.duplicates
         report.erased_keys += outcome.erased_keys

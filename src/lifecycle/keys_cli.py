@@ -9,6 +9,7 @@ configuration error.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -102,11 +103,13 @@ def keys_rotate(batch: int, as_json: bool) -> None:
 def backup(directory: Path, as_json: bool) -> None:
     """Write a consistent copy of the store (no master key) to DIRECTORY (new or empty)."""
     from lifecycle.backup import take_backup
-    from lifecycle.cli import _or_exit, emit_json, open_ledger, utc_now
+    from lifecycle.cli import _or_exit, emit_json, open_ledger, utc_now, writing
 
     with open_ledger() as ledger:  # checks the key and brings the schema up to date
         settings = ledger.settings
-    report = _or_exit(lambda: take_backup(settings, directory, utc_now()))
+    _backup_directory(directory)
+    with writing(directory, "backup"):
+        report = _or_exit(lambda: take_backup(settings, directory, utc_now()))
     log.info("backup.taken", epoch=report.epoch, backend=report.backend)
     if as_json:
         emit_json(report.as_dict())
@@ -114,6 +117,21 @@ def backup(directory: Path, as_json: bool) -> None:
     click.echo(f"backup written to {directory} ({', '.join(report.files)}), epoch "
                f"{report.epoch}; it holds no master key and opens only while epoch "
                f"{report.epoch} is live")
+
+
+def _backup_directory(directory: Path) -> None:
+    """Exits 2 with one line naming the directory unless it is new or empty and can be
+    created and written (an output path, as `--out` is)."""
+    from lifecycle.cli import output_refused
+
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        output_refused("backup", directory, "must be a new or empty directory")
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        output_refused("backup", directory, f"cannot be created ({error.strerror or error})")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        output_refused("backup", directory, "is not writable")
 
 
 @click.command()

@@ -208,6 +208,15 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
         assert row is not None
         return int(row["log"] or 0), int(row["chain"] or 0), int(row["marks"] or 0)
 
+    def lowest_position(self) -> int:
+        """The lowest stored event position (1 for none): the application never stores one
+        below 1, but the database takes it, and a subject's history would load it."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT MIN(notification_id) AS low FROM {}").format(
+                self.events_table))
+            row = curs.fetchone()
+        return 1 if row is None or row["low"] is None else int(row["low"])
+
     def chained_events(self, originator_id: UUID) -> list[tuple[Notification, bytes | None]]:
         """One originator's stored events in version order, each with its chained event
         digest (None when the chain has no row at its position)."""

@@ -152,6 +152,14 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             log_head, chain_head, checkpoints = c.fetchone()
         return int(log_head or 0), int(chain_head or 0), int(checkpoints or 0)
 
+    def lowest_position(self) -> int:
+        """The lowest stored event position (1 for none): the application never stores one
+        below 1, but the database takes it, and a subject's history would load it."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT MIN(rowid) FROM {self.events_table_name}")
+            low = c.fetchone()[0]
+        return 1 if low is None else int(low)
+
     def chained_events(self, originator_id: UUID) -> list[tuple[Notification, bytes | None]]:
         """One originator's stored events in version order, each with its chained event
         digest (None when the chain has no row at its position)."""

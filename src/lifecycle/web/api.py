@@ -16,7 +16,16 @@ from lifecycle.cases import actions
 from lifecycle.cases.users import User
 from lifecycle.ingest import IngestReport
 from lifecycle.ledger import Ledger
-from lifecycle.web.auth import AUDIT, CASEWORK, DPO_ONLY, FACTS, RECORDS, Rule, desk_of
+from lifecycle.web.auth import (
+    AUDIT,
+    CASEWORK,
+    DPO_FACT_TYPES,
+    DPO_ONLY,
+    FACTS,
+    RECORDS,
+    Rule,
+    desk_of,
+)
 from lifecycle.web.render import export_response
 
 Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -297,6 +306,8 @@ async def post_facts(request: Request,
     and report as `lifecycle ingest`."""
     raw = await request.body()
     lines = _fact_lines(raw)
+    if user.role not in DPO_ONLY:
+        _refuse_dpo_facts(lines, user.role)
     now = _now(request)
     desk = desk_of(request)
     def ingest(ledger: Ledger) -> IngestReport:
@@ -311,6 +322,19 @@ async def _in_thread(action: Any) -> Any:
     from starlette.concurrency import run_in_threadpool
 
     return await run_in_threadpool(action)
+
+
+def _refuse_dpo_facts(lines: list[str], role: str) -> None:
+    """403 naming the first line whose fact only a DPO may record; nothing is stored."""
+    for number, line in enumerate(lines, start=1):
+        try:
+            kind = json.loads(line).get("type")
+        except (ValueError, AttributeError):
+            continue  # not a fact: the ingest reports it
+        if isinstance(kind, str) and kind in DPO_FACT_TYPES:
+            raise HTTPException(403, f"line {number}: {kind}: the role {role} may not "
+                                     "record legal holds or breaches (a dpo does); nothing "
+                                     "was stored")
 
 
 def _fact_lines(raw: bytes) -> list[str]:

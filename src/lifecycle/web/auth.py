@@ -25,6 +25,10 @@ FACTS = frozenset({INGEST, DPO})
 AUDIT = frozenset({AUDITOR, DPO})                # history, audit, ROPA (no personal value)
 RECORDS = frozenset({RESPONDER, DPO, AUDITOR})   # certificates, history
 SIGNED_IN = frozenset({RESPONDER, DPO, AUDITOR, INGEST})
+# Facts that record what only a DPO may do through the desk (holds, the breach register):
+# an `ingest` token may not post them as facts either.
+DPO_FACT_TYPES = frozenset({"legal-hold-placed", "legal-hold-released", "breach-detected",
+                            "breach-assessed", "breach-reported", "breach-subjects-notified"})
 
 
 class NotSignedIn(HTTPException):
