@@ -48,7 +48,13 @@ from lifecycle.event_chain import (
     originator_text,
     subject_genesis,
 )
-from lifecycle.event_store import chained_recorder
+from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.event_store import (
+    SubjectStore,
+    attach_signing_key,
+    chained_recorder,
+    persistence_env,
+)
 from lifecycle.ledger import Ledger
 from lifecycle.projections import tables
 from lifecycle.settings import Settings
@@ -601,10 +607,21 @@ def test_the_key_can_come_from_the_environment(backend: Settings) -> None:
 
 # -- upgrading a store written before the chain was kept with the events ----------------------
 
+def older_store(settings: Settings, subjects: int = 5) -> None:
+    """Events as a version before actors and the chain stored them: no actor in their
+    state (the chain rows and the signing key are removed afterwards)."""
+    store = SubjectStore(env=persistence_env(settings))  # the library's plain mapper
+    attach_signing_key(store, settings)
+    try:
+        store.save(*(DataSubject(reference=f"member:{n}") for n in range(subjects)))
+    finally:
+        store.close()
+
+
 def test_an_older_store_is_chained_once_when_first_opened(backend: Settings) -> None:
     """A store whose events were stored without a chain (and with no signing key yet) is
     chained when the new version first opens it; from then on it verifies."""
-    ingested(backend, subjects=2)
+    older_store(backend)
     raw = RawStore(backend)
     raw.run("DELETE FROM lifecycle_event_chain")
     raw.run("DELETE FROM lifecycle_event_checkpoints")
@@ -614,6 +631,37 @@ def test_an_older_store_is_chained_once_when_first_opened(backend: Settings) -> 
     nid = raw.ids()[3]
     raw.flip_one_byte(nid)
     assert problems(verify_now(backend)) == [(ALTERED, nid)]
+
+
+def test_a_removed_chain_and_signing_key_are_not_mistaken_for_an_older_store(
+        backend: Settings) -> None:
+    """Chain, checkpoints and signing key deleted under events that name their actor
+    (stored by a version that chains every event): opening the store is a configuration
+    error naming the first such event, and no new key is made to vouch for the log."""
+    ingested(backend, subjects=2)
+    raw = RawStore(backend)
+    raw.run("DELETE FROM lifecycle_event_chain")
+    raw.run("DELETE FROM lifecycle_event_checkpoints")
+    os.unlink(backend.signing_key_path)
+    with pytest.raises(ConfigurationError, match="stored by a version that chains"):
+        verify_now(backend)
+    assert not backend.signing_key_path.exists()
+
+
+def test_audit_chain_refuses_to_rechain_events_a_chaining_version_stored(
+        cli_env: Settings) -> None:
+    """`audit chain` on an emptied chain (its key kept) refuses, exit 1: events that name
+    their actor were chained as they were stored, so their chain was removed; the log is
+    left unchained and verify keeps reporting it."""
+    from lifecycle.cli import cli
+
+    ingested(cli_env, subjects=1)
+    raw = RawStore(cli_env)
+    raw.run("DELETE FROM lifecycle_event_chain")
+    raw.run("DELETE FROM lifecycle_event_checkpoints")
+    result = CliRunner().invoke(cli, ["audit", "chain"])
+    assert result.exit_code == 1 and "tampering" in result.stderr
+    assert verify_now(cli_env).unchained == len(raw.ids())
 
 
 # -- shredding ---------------------------------------------------------------------------

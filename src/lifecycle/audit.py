@@ -44,7 +44,13 @@ from lifecycle.event_chain import (
     originator_text,
     subject_genesis,
 )
-from lifecycle.event_store import ChainedRecorder, SubjectStore, chain_backlog, chained_recorder
+from lifecycle.event_store import (
+    ChainedRecorder,
+    SubjectStore,
+    chain_backlog,
+    chained_recorder,
+    first_event_of_a_chaining_version,
+)
 from lifecycle.projections import tables
 from lifecycle.projections.runner import ProjectionStatus
 
@@ -84,6 +90,11 @@ def chain_older_store(store: SubjectStore) -> int:
     if chain_head or checkpoints:
         raise ChainNotEmpty(f"the audit chain already holds events up to position "
                             f"{chain_head} and {checkpoints} checkpoint(s)")
+    stamped = first_event_of_a_chaining_version(store)
+    if stamped is not None:
+        raise ChainNotEmpty(f"the event at position {stamped} was stored by a version that "
+                            "chains every event as it stores it: its missing chain was "
+                            "removed (tampering), not never written")
     return chain_backlog(store)
 
 

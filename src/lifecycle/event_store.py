@@ -24,6 +24,7 @@ from lifecycle.crypto.signing_key import (
     given_signing_key,
     missing_key_error,
 )
+from lifecycle.errors import ConfigurationError
 from lifecycle.event_chain import UPGRADE_PAGE, BrokenEvent
 from lifecycle.logs import get_logger
 from lifecycle.postgres_recorder import LockLightPostgresRecorder
@@ -379,12 +380,39 @@ def attach_signing_key(store: SubjectStore, settings: Settings) -> Signer:
     if signer is None:
         if checkpoints:
             raise missing_key_error(settings, recorder.checkpoints()[-1].key_id)
+        stamped = (first_event_of_a_chaining_version(store)
+                   if log_head and not chain_head else None)
+        if stamped is not None:
+            raise ConfigurationError(
+                f"the audit chain and its signing key are missing, but the event at position "
+                f"{stamped} was stored by a version that chains every event: restore "
+                f"{settings.signing_key_path.name} and the chain from a backup (a new key "
+                "would vouch for a log nobody checked)")
         signer, created = create_signing_key(settings), True
     recorder.signer = signer
     if created and log_head and not chain_head and not checkpoints:
         chained = chain_backlog(store)
         log.warning("audit.chained_on_upgrade", events=chained, key=signer.fingerprint)
     return signer
+
+
+ACTOR_STAMP = b'"actor":'  # in the state of every event stored by a version that chains
+
+
+def first_event_of_a_chaining_version(store: SubjectStore,
+                                      page: int = UPGRADE_PAGE) -> int | None:
+    """The position of the first stored event that names its actor, or None. Actors and
+    the chain came in one release: such an event was chained as it was stored, so a chain
+    missing under it was removed, not never written."""
+    recorder = chained_recorder(store)
+    start: int | None = None
+    while batch := recorder.select_notifications(start, page,
+                                                 inclusive_of_start=start is None):
+        for notification in batch:
+            if ACTOR_STAMP in bytes(notification.state):
+                return notification.id
+        start = batch[-1].id
+    return None
 
 
 def chain_backlog(store: SubjectStore, page: int = UPGRADE_PAGE) -> int:
