@@ -136,9 +136,9 @@ def test_an_ingest_user_posts_facts_and_nothing_else(service: Service) -> None:
 
 
 def test_an_ingest_token_cannot_record_what_only_a_dpo_may(service: Service) -> None:
-    """Holds and breaches are the DPO's (403 for others on their routes): an `ingest` token
-    posting them as facts is refused with 403 naming the line and its type, and nothing of
-    the body is stored; a DPO may post the same facts."""
+    """Holds and breaches are the DPO's and decisions on a request the responder's case
+    actions: an `ingest` token posting them as facts is refused with 403 naming the line and
+    its type, and nothing of the body is stored; a DPO may post the same facts."""
     with service.client("dpo") as api:
         placed = api.post("/api/holds", json={"subject": "m:1", "hold": "LIT-9",
                                               "reason": "claim"})
@@ -150,7 +150,11 @@ def test_an_ingest_token_cannot_record_what_only_a_dpo_may(service: Service) -> 
                     fact("legal-hold-placed", "m:1", "2025-01-01T00:00:00Z", id="web-hold",
                          hold="LIT-X", scope="all", reason="x"),
                     {"id": "web-breach", "type": "breach-detected",
-                     "at": "2025-01-01T00:00:00Z", "breach": "B-1"}):
+                     "at": "2025-01-01T00:00:00Z", "breach": "B-1"},
+                    fact("identity-verified", "m:1", "2025-01-01T00:00:00Z", id="web-idv",
+                         request="R-1"),
+                    fact("request-fulfilled", "m:1", "2025-01-01T00:00:00Z", id="web-ful",
+                         request="R-1")):
         with service.client("ingest") as api:
             refused = api.post("/api/facts", json=[harmless, hostile])
         assert refused.status_code == 403, refused.text

@@ -19,6 +19,7 @@ from lifecycle.ledger import Ledger
 from lifecycle.web.auth import (
     AUDIT,
     CASEWORK,
+    CASE_DECISION_FACT_TYPES,
     DPO_FACT_TYPES,
     DPO_ONLY,
     FACTS,
@@ -325,7 +326,8 @@ async def _in_thread(action: Any) -> Any:
 
 
 def _refuse_dpo_facts(lines: list[str], role: str) -> None:
-    """403 naming the first line whose fact only a DPO may record; nothing is stored."""
+    """403 naming the first line whose fact only a DPO (holds, breaches) or a responder's
+    case action (a decision on a request) may record; nothing is stored."""
     for number, line in enumerate(lines, start=1):
         try:
             kind = json.loads(line).get("type")
@@ -335,6 +337,10 @@ def _refuse_dpo_facts(lines: list[str], role: str) -> None:
             raise HTTPException(403, f"line {number}: {kind}: the role {role} may not "
                                      "record legal holds or breaches (a dpo does); nothing "
                                      "was stored")
+        if isinstance(kind, str) and kind in CASE_DECISION_FACT_TYPES:
+            raise HTTPException(403, f"line {number}: {kind}: the role {role} may not "
+                                     "decide a case (a responder's case action does); "
+                                     "nothing was stored")
 
 
 def _fact_lines(raw: bytes) -> list[str]:

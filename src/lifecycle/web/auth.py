@@ -29,6 +29,11 @@ SIGNED_IN = frozenset({RESPONDER, DPO, AUDITOR, INGEST})
 # an `ingest` token may not post them as facts either.
 DPO_FACT_TYPES = frozenset({"legal-hold-placed", "legal-hold-released", "breach-detected",
                             "breach-assessed", "breach-reported", "breach-subjects-notified"})
+# Facts that record a responder's decision on a case (the desk's case actions): an `ingest`
+# token may not post them either; a source system records requests, not their outcome.
+CASE_DECISION_FACT_TYPES = frozenset({
+    "identity-verified", "request-extended", "request-paused", "request-resumed",
+    "request-refused", "request-fulfilled", "erasure-acknowledged"})
 
 
 class NotSignedIn(HTTPException):
