@@ -96,20 +96,17 @@ def refuse_if_open(path: Path, allowed: bool, where: str) -> None:
         f"chmod 600 {path} (or set {ALLOW_OPEN_KEY_ENV}=1 to accept it)")
 
 
-def create_master_key(settings: Settings) -> bytes:
-    """Creates the key file (mode 0600) with a new random key, on first use of an empty
-    vault. Of processes creating it at once, one wins and the others read its key: the file
-    appears complete or not at all (written aside, then hard-linked into place)."""
-    path = settings.master_key_file
-    where = f"master key file {path}"
+def create_key_file(path: Path, where: str) -> None:
+    """Writes a new random 32-byte key (base64) to `path`, mode 0600, unless a process
+    creating it at the same time got there first (then its key stays): the file appears
+    complete or not at all (written aside, then hard-linked into place)."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         aside = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
-        key = os.urandom(KEY_BYTES)
         fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "w") as handle:
-                handle.write(base64.b64encode(key).decode() + "\n")
+                handle.write(base64.b64encode(os.urandom(KEY_BYTES)).decode() + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
             try:
@@ -120,6 +117,13 @@ def create_master_key(settings: Settings) -> bytes:
             aside.unlink(missing_ok=True)
     except OSError as error:
         raise ConfigurationError(f"{where}: cannot be created ({error.strerror})") from None
+
+
+def create_master_key(settings: Settings) -> bytes:
+    """Creates the key file (mode 0600) with a new random key, on first use of an empty
+    vault. Of processes creating it at once, one wins and the others read its key: the file
+    appears complete or not at all (written aside, then hard-linked into place)."""
+    create_key_file(settings.master_key_file, f"master key file {settings.master_key_file}")
     given = given_master_key(settings)
     assert given is not None
     return given[0]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from lifecycle.crypto.master_key import refuse_if_open
+from lifecycle.crypto.master_key import create_key_file, refuse_if_open
 from lifecycle.errors import ConfigurationError
 from lifecycle.settings import SIGNING_KEY_ENV, Settings
 
@@ -102,25 +101,7 @@ def create_signing_key(settings: Settings) -> Signer:
     """Creates the key file (mode 0600) with a new key. Of processes creating it at once,
     one wins and the others read its key (written aside, then hard-linked into place)."""
     path = settings.signing_key_path
-    where = f"signing key file {path}"
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        aside = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
-        raw = os.urandom(KEY_BYTES)
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(base64.b64encode(raw).decode() + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(aside, path)
-            except FileExistsError:
-                pass  # another process created it first: use its key
-        finally:
-            aside.unlink(missing_ok=True)
-    except OSError as error:
-        raise ConfigurationError(f"{where}: cannot be created ({error.strerror})") from None
+    create_key_file(path, f"signing key file {path}")
     given = given_signing_key(settings)
     assert given is not None
     return given
