@@ -49,6 +49,7 @@ afterwards) and measures, each beside a baseline measured in the same run:
                       memory. Target >= 0.3 (issue 14). 1,000,000 keys: by hand,
                       `python -m bench.rotation_bench --by-hand`.
 
+`--only ingest` runs the ingest rows alone (bare baseline, 1 and 4 writers).
 `--only sweep` runs the two sweep rows and the memory row alone (one 1-writer and one
 4-writer ingest build the stores they need; nothing else is measured). `--no-memory`
 leaves the memory row out (it builds and sweeps a store of its own: minutes).
@@ -639,7 +640,7 @@ def check_export(document: dict[str, Any], ref: str) -> None:
 
 
 def run_backend(backend: Backend, size: Size, seed: int, log: Callable[[str], None],
-                own_session: bool = True, only_sweep: bool = False,
+                own_session: bool = True, only_sweep: bool = False, only_ingest: bool = False,
                 memory: bool = True) -> BackendResult:
     result = BackendResult(backend.name, load_before=os.getloadavg())
     began = time.perf_counter()
@@ -741,6 +742,16 @@ def run_backend(backend: Backend, size: Size, seed: int, log: Callable[[str], No
             if run.activity:
                 note += f"; {run.activity}"
             result.notes.append(note)
+
+    if only_ingest:
+        for store in (one, four):
+            backend.drop(store)
+        shutil.rmtree(work)
+        result.load_after = os.getloadavg()
+        result.elapsed_s = time.perf_counter() - began
+        log(f"[{name}] done in {result.elapsed_s:.0f} s; load average "
+            f"{fmt_load(result.load_after)}")
+        return result
 
     # 2-6 on the 1-writer store ------------------------------------------------------------
     for store in (one, four):
@@ -973,8 +984,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(one autogroup CPU share for all of them)")
     parser.add_argument("--tmp", type=Path, default=None,
                         help="parent of the temporary directory (default: system temp)")
-    parser.add_argument("--only", choices=["sweep"], default=None,
-                        help="sweep: only the sweep rows and the memory row")
+    parser.add_argument("--only", choices=["sweep", "ingest"], default=None,
+                        help="sweep: only the sweep rows and the memory row; ingest: only "
+                             "the ingest rows")
     parser.add_argument("--no-memory", action="store_true",
                         help="leave out the memory row (its own store: minutes)")
     args = parser.parse_args(argv)
@@ -1020,6 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(run_backend(backend, size, args.seed, log,
                                            own_session=not args.same_session,
                                            only_sweep=args.only == "sweep",
+                                           only_ingest=args.only == "ingest",
                                            memory=not args.no_memory))
             finally:
                 backend.close()

@@ -147,8 +147,11 @@ def prepare(events: Iterable[Any]) -> Pending:
     """Digests of stored events (anything with originator_id, originator_version, topic
     and state)."""
     originators, versions, digests = [], [], []
+    texts: dict[Any, str] = {}  # an aggregate's events come together: spelt once
     for event in events:
-        originator = originator_text(event.originator_id)
+        originator = texts.get(event.originator_id)
+        if originator is None:
+            originator = texts[event.originator_id] = originator_text(event.originator_id)
         originators.append(originator)
         versions.append(int(event.originator_version))
         digests.append(event_digest(originator, event.originator_version, event.topic,

@@ -57,7 +57,14 @@ class _Judge:
     def prefs(self, at: datetime) -> _Preferences:
         found = self._folds.get(at)
         if found is None:
-            found = self._folds[at] = fold_preferences(self.subject.preference_log, until=at)
+            log = self.subject.preference_log
+            if not log or max(entry[0] for entry in log) <= at:
+                # Every entry is in force by `at` (facts arriving in time order): the
+                # subject's own fold of its whole log, kept until the log changes. Read only.
+                found = self.subject._prefs
+            else:
+                found = fold_preferences(log, until=at)
+            self._folds[at] = found
         return found
 
     def marketing_stopped(self, at: datetime) -> str | None:

@@ -19,7 +19,6 @@ derived from the first master key, then kept wrapped under the current epoch
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
@@ -765,7 +764,7 @@ class KeyVault:
 
     def fact_digest(self, canonical: bytes) -> str:
         """Keyed digest of a fact's content: equal for the same fact, reveals nothing."""
-        return hmac.new(self._digest_key, canonical, hashlib.sha256).hexdigest()
+        return hmac.digest(self._digest_key, canonical, "sha256").hex()  # one C call
 
     def claimed(self, ids: Iterable[str]) -> dict[str, Binding]:
         """The binding of each of these fact ids, where there is one."""
@@ -858,7 +857,7 @@ class KeyVault:
         text = None if legacy else normalise(email, keep_subaddress=keep_subaddress)
         if text is None:
             text = email.strip().casefold()
-        return hmac.new(self._hash_key, text.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._hash_key, text.encode(), "sha256").hex()
 
     # -- internals ----------------------------------------------------------------
 
