@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
+from eventsourcing.persistence import ApplicationRecorder, Notification
+
 from lifecycle.crypto.signing_key import Signer, Verifier
 from lifecycle.errors import ConfigurationError, LifecycleError
 
@@ -228,3 +230,44 @@ def check_page(page: Sequence[Any], chained: dict[int, bytes],
 
 class ChainNotReady(Exception):
     """A recorder asked to store events before a signing key was attached to it."""
+
+
+class CheckedReads(ApplicationRecorder):
+    """What both chained recorders (SQLite, PostgreSQL) share: the signing key, and reads
+    of the log checked against the chain while `checked_reads` is set (a rebuild, a
+    replay): BrokenEvent names the first event that does not match; `name_of` gives a
+    subject's reference."""
+
+    signer: Signer | None = None
+    key_checked = False  # the newest checkpoint's key was compared with `signer`
+    checked_reads = False
+    name_of: Callable[[Any], str | None] | None = None
+
+    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
+                             topics: Sequence[str] = (), *,
+                             inclusive_of_start: bool = True) -> Sequence[Notification]:
+        # The recorder this is mixed into (next in the MRO) does the reading.
+        page = super().select_notifications(  # type: ignore[safe-super]
+            start, limit, stop, topics, inclusive_of_start=inclusive_of_start)
+        if self.checked_reads and page:
+            after = page[0].id - 1 if start is None or inclusive_of_start else start
+            self.check(page, after, page[-1].id, whole_range=not topics)
+        return page
+
+    def check(self, page: Sequence[Notification], after: int, upto: int,
+              whole_range: bool) -> None:
+        """Raises BrokenEvent unless `page` matches the chain rows of (after, upto]."""
+        check_page(page, self.chain_digests(after, upto), self.name_of,
+                   self.chain_row if whole_range else None)
+
+    def chain_row(self, position: int) -> ChainRow | None:
+        rows = self.chain_rows(position - 1, position, 1)
+        return rows[0] if rows else None
+
+    def chain_digests(self, after: int, upto: int) -> dict[int, bytes]:
+        """Position -> event digest of the chain rows in (after, upto]."""
+        raise NotImplementedError
+
+    def chain_rows(self, after: int, upto: int, limit: int) -> list[ChainRow]:
+        """The chain rows in (after, upto], at most `limit`, in position order."""
+        raise NotImplementedError

@@ -18,7 +18,7 @@ makes the chain's writers take turns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -30,13 +30,13 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from lifecycle.crypto.signing_key import Signer
 from lifecycle.event_chain import (
+    CheckedReads,
     CHAIN_TABLE,
     CHECKPOINT_TABLE,
     ChainNotReady,
     ChainRow,
     Checkpoint,
     Pending,
-    check_page,
     check_signing_key,
     extend,
     prepare,
@@ -45,16 +45,10 @@ from lifecycle.event_chain import (
 Columns = tuple[list[UUID], list[int], list[str], list[bytes]]
 
 
-class LockLightPostgresRecorder(PostgresApplicationRecorder):
+class LockLightPostgresRecorder(CheckedReads, PostgresApplicationRecorder):
     """`PostgresApplicationRecorder` with the batch built before the table lock, that
     chains and signs every batch it stores."""
 
-    signer: Signer | None = None
-    key_checked = False  # the newest checkpoint's key was compared with `signer`
-    # Reads of the log checked against the chain (a rebuild, a replay): BrokenEvent names
-    # the first event that does not match; `name_of` gives a subject's reference.
-    checked_reads = False
-    name_of: Callable[[Any], str | None] | None = None
 
     def __init__(self, datastore: PostgresDatastore, *,
                  events_table_name: str = "stored_events") -> None:
@@ -231,26 +225,6 @@ class LockLightPostgresRecorder(PostgresApplicationRecorder):
                                   topic=r["topic"], state=bytes(r["state"])),
                      None if r["event_digest"] is None else bytes(r["event_digest"]))
                     for r in curs.fetchall()]
-
-    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
-                             topics: Sequence[str] = (), *,
-                             inclusive_of_start: bool = True) -> Sequence[Notification]:
-        page: Sequence[Notification] = super().select_notifications(
-            start, limit, stop, topics, inclusive_of_start=inclusive_of_start)
-        if self.checked_reads and page:
-            after = page[0].id - 1 if start is None or inclusive_of_start else start
-            self.check(page, after, page[-1].id, whole_range=not topics)
-        return page
-
-    def check(self, page: Sequence[Notification], after: int, upto: int,
-              whole_range: bool) -> None:
-        """Raises BrokenEvent unless `page` matches the chain rows of (after, upto]."""
-        check_page(page, self.chain_digests(after, upto), self.name_of,
-                   self.chain_row if whole_range else None)
-
-    def chain_row(self, position: int) -> ChainRow | None:
-        rows = self.chain_rows(position - 1, position, 1)
-        return rows[0] if rows else None
 
     def chain_digests(self, after: int, upto: int) -> dict[int, bytes]:
         """Position -> event digest of the chain rows in (after, upto]."""

@@ -8,7 +8,7 @@ head the batch continues.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -17,13 +17,13 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from lifecycle.crypto.signing_key import Signer
 from lifecycle.event_chain import (
+    CheckedReads,
     CHAIN_TABLE,
     CHECKPOINT_TABLE,
     ChainNotReady,
     ChainRow,
     Checkpoint,
     Pending,
-    check_page,
     check_signing_key,
     extend,
     originator_text,
@@ -33,15 +33,9 @@ from lifecycle.event_chain import (
 _CHUNK = 400  # (id, version) pairs per lookup
 
 
-class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
+class ChainedSQLiteRecorder(CheckedReads, SQLiteApplicationRecorder):
     """`SQLiteApplicationRecorder` that chains and signs every batch it stores."""
 
-    signer: Signer | None = None
-    key_checked = False  # the newest checkpoint's key was compared with `signer`
-    # Reads of the log checked against the chain (a rebuild, a replay): BrokenEvent names
-    # the first event that does not match; `name_of` gives a subject's reference.
-    checked_reads = False
-    name_of: Callable[[Any], str | None] | None = None
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(),
@@ -171,26 +165,6 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             return [(Notification(id=r[0], originator_id=originator_id,
                                   originator_version=r[1], topic=r[2], state=r[3]),
                      None if r[4] is None else bytes(r[4])) for r in c.fetchall()]
-
-    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
-                             topics: Sequence[str] = (), *,
-                             inclusive_of_start: bool = True) -> Sequence[Notification]:
-        page = super().select_notifications(start, limit, stop, topics,
-                                            inclusive_of_start=inclusive_of_start)
-        if self.checked_reads and page:
-            after = page[0].id - 1 if start is None or inclusive_of_start else start
-            self.check(page, after, page[-1].id, whole_range=not topics)
-        return page
-
-    def check(self, page: Sequence[Notification], after: int, upto: int,
-              whole_range: bool) -> None:
-        """Raises BrokenEvent unless `page` matches the chain rows of (after, upto]."""
-        check_page(page, self.chain_digests(after, upto), self.name_of,
-                   self.chain_row if whole_range else None)
-
-    def chain_row(self, position: int) -> ChainRow | None:
-        rows = self.chain_rows(position - 1, position, 1)
-        return rows[0] if rows else None
 
     def chain_digests(self, after: int, upto: int) -> dict[int, bytes]:
         """Position -> event digest of the chain rows in (after, upto]."""
