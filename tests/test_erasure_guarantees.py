@@ -47,6 +47,39 @@ def test_a_record_collected_before_an_erasure_but_arriving_after_it_is_erased_on
     assert late_key in {k["key_id"] for k in certificate["keys_destroyed"]}
 
 
+def test_a_hold_release_arriving_after_the_erasure_voids_the_refusal_that_cited_the_hold(
+        ledger: Ledger) -> None:
+    """A legal hold released before an erasure request, whose release arrives only after
+    the request: the refusal that cited the hold was wrong in fact time, so the record it
+    kept is erased when the release arrives, and a record kept on another ground names
+    that ground, as if the facts had arrived in fact-time order."""
+    ledger.ingest(lines([
+        collected("member:H", "2023-01-01T09:00:00Z", "profile", {"email": LATE_EMAIL},
+                  purpose="membership", basis="contract"),
+        collected("member:H", "2023-01-01T09:00:00Z", "register", {"name": "H"},
+                  purpose="membership", basis="legal-obligation", category="identity"),
+        fact("legal-hold-placed", "member:H", "2023-02-01T09:00:00Z", hold="LIT-1",
+             scope="all", reason="claim"),
+        fact("erasure-requested", "member:H", "2023-06-01T09:00:00Z", request="ER-H"),
+    ]), NOW)
+    before = {x["record"]: x["ground"] for x in ledger.subject_view("member:H")[
+        "erasure_refusals"]}
+    assert set(before) == {"profile", "register"} and "legal hold LIT-1" in before["profile"]
+
+    ledger.ingest(lines([fact("legal-hold-released", "member:H", "2023-03-01T09:00:00Z",
+                              hold="LIT-1")]), NOW)
+
+    view = ledger.subject_view("member:H")
+    data = {r["record"]: r["data"] for r in view["records"]}
+    assert data["profile"] == "erased" and data["register"] == {"name": "H"}
+    refusals = {x["record"]: x["ground"] for x in view["erasure_refusals"]}
+    assert list(refusals) == ["register"] and refusals["register"].startswith(
+        "Art 17(3)(b)")
+    certificate = ledger.certificate("ER-H", "member:H", NOW)
+    assert {r["record"] for r in certificate["erased"]} == {"profile"}
+    assert certificate["all_keys_destroyed"]
+
+
 def test_an_erasure_arriving_after_a_later_record_keeps_that_record(ledger: Ledger) -> None:
     """An erasure covers what was collected by its time, not what arrived before it: a
     record collected after the request (ingested earlier) is kept."""

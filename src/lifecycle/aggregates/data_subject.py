@@ -419,15 +419,17 @@ class DataSubject(Aggregate):
         erase_keys: dict[str, None] = {}
         erase_records: list[str] = []
         refusals: list[tuple[str, str]] = []
-        refused = {x.record for x in self.refusals if x.request == request}
+        refused = {x.record: x.ground for x in self.refusals if x.request == request}
         for rec in self.records.values():
-            if rec.erased_at is not None or rec.collected_at > at or rec.record in refused:
+            if rec.erased_at is not None or rec.collected_at > at:
                 continue
+            # Decided again whenever a fact arrives: a hold released (or a restriction
+            # lifted) before `at` that arrives late voids a refusal that cited it.
             ground = self._exemption(rec, at)
             if ground is None:
                 erase_keys[rec.key_id] = None
                 erase_records.append(rec.record)
-            else:
+            elif refused.get(rec.record) != ground:
                 refusals.append((rec.record, ground))
         erase_keys.update(dict.fromkeys(k for k, note in self.note_keys.items()
                                         if self.note_erased_by(note, at)))
@@ -721,9 +723,14 @@ class DataSubject(Aggregate):
             rec.erased_by = by
         for key_id in key_ids:
             self.note_keys.pop(key_id, None)
+        gone = set(records)  # a refusal whose ground turned out void: the record went
+        self.refusals = [x for x in self.refusals if not (x.request == by and x.record in gone)]
 
     @event("ErasureRefused")
     def _erasure_refused(self, at: datetime, by: str, record: str, ground: str) -> None:
+        """A request's refusal of a record, with its ground; a later one (the ground
+        decided again on facts that arrived since) replaces it."""
+        self.refusals = [x for x in self.refusals if (x.request, x.record) != (by, record)]
         self.refusals.append(Refusal(record, ground, at, by))
 
     def expire(self, at: datetime, record: str, rule: str, policy: str, trigger: str,
