@@ -260,7 +260,8 @@ def test_impact_on_the_sample_data_matches_the_records_the_read_models_show(
     for month in range(0, 30, 3):
         ledger.sweep(t("2023-01-01T00:00:00Z") + relativedelta(months=month), NOW)
     start, end = t("2024-06-01T00:00:00Z"), t("2024-06-15T00:00:00Z")
-    ingest(ledger, [detected(breach="BR-S", purposes=None, exposed_from=start.isoformat(),
+    ingest(ledger, [detected(at="2024-06-16T09:00:00Z", breach="BR-S", purposes=None,
+                             exposed_from=start.isoformat(),
                              exposed_until=end.isoformat())])
     ledger.projections.catch_up()
     with ledger.views.connect() as conn:
@@ -317,3 +318,24 @@ def test_the_description_is_in_no_store_file_log_or_export(
     assert b"BR-1" in stored  # the search does see the register
     assert not [w for w in words if w in stored]
     assert "Bloggs" not in ropa.stdout + listed.stdout + capsys.readouterr().err
+
+
+def test_an_absurd_exposure_window_or_a_step_before_awareness_is_rejected_plainly(
+        ledger: Ledger) -> None:
+    """An exposure that began after the controller became aware of it, or that ends after
+    the ingest's now (records not yet collected would count as exposed), is rejected with
+    the field; a step dated before the breach's awareness in the same file says so rather
+    than that the breach was never detected."""
+    report = ledger.ingest(lines([
+        detected(breach="BR-LATE", exposed_from="2024-03-05T00:00:00Z",
+                 exposed_until="2024-03-06T00:00:00Z"),
+        detected(breach="BR-FUTURE", exposed_until="2099-01-01T00:00:00Z"),
+        detected(breach="BR-1"),
+        breach_fact("breach-assessed", "2024-03-01T00:00:00Z", breach="BR-1", risk="risk"),
+    ]), NOW)
+    reasons = {r.line: r.reason for r in report.rejected}
+    assert report.accepted == 1, reasons
+    assert reasons[1].startswith("exposed_from:") and "aware" in reasons[1]
+    assert reasons[2].startswith("exposed_until:") and "after now" in reasons[2]
+    assert "before the controller became aware" in reasons[4]
+    assert [r["breach"] for r in list_breaches(ledger.store, NOW)] == ["BR-1"]

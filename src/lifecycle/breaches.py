@@ -83,6 +83,9 @@ def ingest_breach_facts(store: SubjectStore, vault: KeyVault, policy: Policy | N
 
     ordered = sorted(items, key=lambda item: (item.fact.at, item.line))
     digests = {item.line: vault.fact_digest(canonical(item.fact)) for item in ordered}
+    # detected in this file, later in fact time than a step refused as "never detected"
+    aware_later = {item.fact.breach: item.fact.at for item in ordered
+                   if isinstance(item.fact, f.BreachDetected)}
     for attempt in range(SAVE_RETRIES):
         outcome = BreachIngest()
         register = get_register(store) or BreachRegister()
@@ -105,7 +108,12 @@ def ingest_breach_facts(store: SubjectStore, vault: KeyVault, policy: Policy | N
             try:
                 _apply(register, vault, policy, fact, digest, now)
             except InvalidFact as error:
-                outcome.rejected.append(f.Rejection(item.line, str(error), fact.id))
+                reason = str(error)
+                if (fact.breach not in register.breaches
+                        and fact.at < aware_later.get(fact.breach, fact.at)):
+                    reason = (f"breach {fact.breach!r}: this step is dated before the "
+                              "controller became aware of the breach")
+                outcome.rejected.append(f.Rejection(item.line, reason, fact.id))
                 continue
             claims[fact.id] = (str(BREACH_REGISTER_ID), digest)
             outcome.accepted += 1
