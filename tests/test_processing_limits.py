@@ -327,3 +327,29 @@ def test_criminal_offence_data_needs_an_art_10_condition_for_its_purpose(
                           {"offence": "fraud"}, purpose="membership", basis="contract",
                           category="criminal-offence")
     assert "limit art-10-condition" in one_rejection(ingest(ledger, elsewhere))
+
+
+def test_a_consent_exception_to_a_restriction_needs_a_consent_in_force(
+        ledger: Ledger, notice: Notice) -> None:
+    """Art 18(2) lets restricted data be processed "with the data subject's consent": a
+    share or collection claiming `restriction_exception: consent` with no consent for its
+    purpose in force then is rejected naming the restriction; once the person consents,
+    the same share lands."""
+    purpose, basis = notice.open_purpose
+    share = {"recipient": notice.home_recipient, "role": "processor", "country": "GB",
+             "purpose": purpose, "basis": basis, "records": ["base"],
+             "restriction_exception": "consent"}
+    assert ingest(ledger,
+                  collected(WHO, "2024-03-01T09:00:00Z", "base", {"x": 1}, purpose=purpose,
+                            basis=basis),
+                  fact("restricted", WHO, "2024-04-01T09:00:00Z", scope="all",
+                       reason="contested-accuracy")).ok
+    during = "2024-04-02T09:00:00Z"
+    reason = one_rejection(ingest(ledger, fact("shared", WHO, during, **share)))
+    assert "limit restriction" in reason and "no consent" in reason
+    assert "limit restriction" in one_rejection(ingest(ledger, collected(
+        WHO, during, "new", {"x": 2}, purpose=purpose, basis=basis,
+        restriction_exception="consent")))
+    assert ingest(ledger, fact("consent-given", WHO, "2024-04-02T08:00:00Z",
+                               purpose=purpose, method="signed-form")).ok
+    assert ingest(ledger, fact("shared", WHO, during, **share)).accepted == 1

@@ -92,18 +92,25 @@ class _Judge:
                     "processing for it on the consent basis")
         return None
 
-    def restricted(self, purposes: set[str], at: datetime, exception: str | None,
-                   what: str) -> str | None:
-        if exception is not None:
-            return None
+    def restricted(self, purpose: str, purposes: set[str], at: datetime,
+                   exception: str | None, what: str) -> str | None:
         for restriction in sorted(self.subject.restrictions, key=lambda r: r.placed_at):
-            if restriction.in_force(at) and (restriction.scope == ALL_SCOPE
-                                             or restriction.scope in purposes):
+            if not (restriction.in_force(at) and (restriction.scope == ALL_SCOPE
+                                                  or restriction.scope in purposes)):
+                continue
+            if exception == "consent" and self.consent_missing(purpose, at) is not None:
+                # The one Art 18(2) exception the log can check: the consent itself.
+                return (f"limit restriction: processing of {restriction.scope!r} is "
+                        f"restricted since {_day(restriction.placed_at)}; the fact claims "
+                        f"the Art 18(2) consent exception but no consent for purpose "
+                        f"{purpose!r} was in force at its time")
+            if exception is None:
                 return (f"limit restriction: processing of {restriction.scope!r} is "
                         f"restricted since {_day(restriction.placed_at)} "
                         f"({restriction.reason}, Art 18(1)); no {what} in its scope unless "
                         "the fact gives an Art 18(2) restriction_exception (consent, "
                         "legal-claims, protection-of-others, public-interest)")
+            return None
         return None
 
     def judge(self, at: datetime, purpose: str, basis: str, purposes: set[str],
@@ -119,7 +126,7 @@ class _Judge:
             if reason is not None:
                 return reason
         if what is not None:
-            return self.restricted(purposes, at, exception, what)
+            return self.restricted(purpose, purposes, at, exception, what)
         return None
 
 
