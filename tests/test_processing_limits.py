@@ -353,3 +353,27 @@ def test_a_consent_exception_to_a_restriction_needs_a_consent_in_force(
     assert ingest(ledger, fact("consent-given", WHO, "2024-04-02T08:00:00Z",
                                purpose=purpose, method="signed-form")).ok
     assert ingest(ledger, fact("shared", WHO, during, **share)).accepted == 1
+
+
+def test_special_category_data_cannot_be_shared_for_a_purpose_without_an_art_9_condition(
+        ledger: Ledger) -> None:
+    """HQIP: health data collected for surveys (Art 9(2)(a) named) may not leave through a
+    share for direct marketing, which names no Art 9 condition, whether the share names
+    the category `special` or the health record itself; the share of contact data for
+    marketing lands."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    assert ingest(ledger,
+                  fact("consent-given", WHO, "2024-03-01T09:00:00Z",
+                       purpose="direct-marketing", method="subscribe-form"),
+                  collected(WHO, "2024-03-01T10:00:00Z", "health", {"condition": "x"},
+                            purpose="surveys-feedback", basis="legitimate-interests",
+                            category="special"),
+                  collected(WHO, "2024-03-01T10:00:00Z", "mail", {"email": "a@b.c"})).ok
+    share = {**HQIP.marketer, "purpose": "direct-marketing", "basis": "consent"}
+    at = "2024-03-02T09:00:00Z"
+    by_category = one_rejection(ingest(ledger, fact("shared", WHO, at, categories=["special"],
+                                                    **share)))
+    by_record = one_rejection(ingest(ledger, fact("shared", WHO, at, records=["health"],
+                                                  **share)))
+    assert "limit art-9-condition" in by_category and "limit art-9-condition" in by_record
+    assert ingest(ledger, fact("shared", WHO, at, records=["mail"], **share)).accepted == 1

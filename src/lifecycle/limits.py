@@ -167,8 +167,14 @@ def check_limits(policy: Policy, subject: DataSubject, fact: Any,
             raise ProcessingLimit(
                 f"recipient: limit recipient-purpose: {fact.recipient!r} is declared for "
                 f"{', '.join(declared)}, not for purpose {fact.purpose!r}")
-        purposes = {fact.purpose} | {subject.records[r].purpose for r in fact.records or []
-                                     if r in subject.records}
+        named = [subject.records[r] for r in fact.records or [] if r in subject.records]
+        # Special-category data keeps needing its condition when it leaves for another
+        # purpose, whether the share names the category or the records.
+        for category in sorted(set(fact.categories or []) | {r.category for r in named}):
+            missing = _condition_missing(policy, category, fact.purpose)
+            if missing is not None:
+                raise ProcessingLimit(missing)
+        purposes = {fact.purpose} | {r.purpose for r in named}
         reason = judge.judge(fact.at, fact.purpose, fact.basis, purposes,
                              fact.restriction_exception, "share")
     elif fact.type == "activity" and fact.record is not None:
