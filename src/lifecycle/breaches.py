@@ -178,6 +178,7 @@ def breach_impact(store: SubjectStore, breach: str) -> dict[str, Any]:
     found: Breach | None = register.breaches.get(breach) if register else None
     if found is None:
         raise NoSuchBreach(f"breach {breach!r} is not in the register")
+    affects = found.affected()
     subjects: list[dict[str, Any]] = []
     records_affected = 0
     for events in read_log(store).subjects.values():
@@ -190,7 +191,7 @@ def breach_impact(store: SubjectStore, breach: str) -> dict[str, Any]:
              "collected_at": r.collected_at.isoformat(),
              "erased_at": None if r.erased_at is None else r.erased_at.isoformat()}
             for r in subject.records.values()
-            if found.affects(r.record, r.category, r.purpose)
+            if affects(r.record, r.category, r.purpose)
             and r.collected_at <= found.exposed_until
             and (r.erased_at is None or r.erased_at > found.exposed_from)]
         if readable:
