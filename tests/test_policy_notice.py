@@ -271,3 +271,15 @@ def test_a_notice_larger_than_any_notice_is_refused_in_one_line(tmp_path: Path) 
     assert result.exit_code == 2, result.output
     [line] = result.output.strip().splitlines()
     assert line.startswith(f"{notice}: -:") and "larger than" in line
+
+
+def test_a_purpose_listing_the_criminal_offence_category_needs_an_art_10_condition(
+        tmp_path: Path) -> None:
+    """A purpose whose `categories` hold `criminal-offence` processes criminal-offence
+    data whatever its `criminal_offence_data` flag says: without an Art 10 condition the
+    check fails naming it (else the policy passes and every such record is refused)."""
+    where = 'requires it."\nbases = ["legal-obligation"]\ncategories = ["identity", '
+    spelled = variant(tmp_path, "ihpa", where, where + '"criminal-offence", ')
+    result = policy_check(str(spelled))
+    assert result.exit_code == 2, result.output
+    assert "purposes.law-enforcement.criminal_offence_condition" in result.output

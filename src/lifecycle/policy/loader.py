@@ -119,11 +119,17 @@ def _cross_problems(file: str, parsed: PolicyFile) -> list[Problem]:
                                     "the purpose processes special-category data "
                                     "(categories holds 'special'): an Art 9(2) condition "
                                     "is required (e.g. \"Art 9(2)(a): explicit consent\")"))
-        if purpose_decl.criminal_offence_data and not purpose_decl.criminal_offence_condition:
+        listed = "criminal-offence" in purpose_decl.categories
+        if ((purpose_decl.criminal_offence_data or listed)
+                and not purpose_decl.criminal_offence_condition):
             problems.append(Problem(file, f"{where}.criminal_offence_condition",
                                     "the purpose processes criminal-offence data: an Art 10 "
                                     "condition is required (e.g. \"DPA 2018 Sch 1 para 33: "
                                     "legal claims\")"))
+        elif listed and not purpose_decl.criminal_offence_data:
+            problems.append(Problem(file, f"{where}.criminal_offence_data",
+                                    "categories hold 'criminal-offence': declare it with "
+                                    "criminal_offence_data = true"))
         if "legitimate-interests" in purpose_decl.bases and not purpose_decl.legitimate_interest:
             problems.append(Problem(file, f"{where}.legitimate_interest",
                                     "the purpose allows the legitimate-interests basis: name "
