@@ -339,3 +339,19 @@ def test_an_absurd_exposure_window_or_a_step_before_awareness_is_rejected_plainl
     assert reasons[2].startswith("exposed_until:") and "after now" in reasons[2]
     assert "before the controller became aware" in reasons[4]
     assert [r["breach"] for r in list_breaches(ledger.store, NOW)] == ["BR-1"]
+
+
+def test_two_assessments_at_the_same_moment_keep_the_higher_risk(ledger: Ledger) -> None:
+    """Assessed `high-risk` and `no-risk` at the same instant (two people, one minute): the
+    register keeps the higher risk, so the report and the Art 34 notice stay asked for,
+    whatever the line order; a later assessment still replaces it."""
+    at = "2024-03-04T12:00:00Z"
+    ingest(ledger, [detected(),
+                    breach_fact("breach-assessed", at, risk="no-risk"),
+                    breach_fact("breach-assessed", at, risk="high-risk"),
+                    breach_fact("breach-assessed", at, risk="risk")])
+    [row] = list_breaches(ledger.store, NOW)
+    assert (row["risk"], row["must_report"], row["subjects_to_notify"]) == (
+        "high-risk", True, True)
+    ingest(ledger, [breach_fact("breach-assessed", "2024-03-05T12:00:00Z", risk="no-risk")])
+    assert list_breaches(ledger.store, NOW)[0]["risk"] == "no-risk"

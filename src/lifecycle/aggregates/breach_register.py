@@ -24,6 +24,7 @@ BREACH_REGISTER_ID = uuid5(SUBJECT_NAMESPACE, "breach-register")
 REPORT_WITHIN = timedelta(hours=72)  # Art 33(1), from awareness
 NO_RISK = "no-risk"
 HIGH_RISK = "high-risk"
+RISK_ORDER = (NO_RISK, "risk", HIGH_RISK)  # lowest first
 
 
 class BreachStepRefused(InvalidFact):
@@ -54,8 +55,11 @@ class Breach:
 
     @property
     def risk(self) -> str | None:
-        """The latest assessment (None: not assessed yet)."""
-        return max(self.assessments)[1] if self.assessments else None
+        """The latest assessment (None: not assessed yet); of two at the same moment the
+        higher risk, so a tie never silences a report or an Art 34 notice."""
+        if not self.assessments:
+            return None
+        return max(self.assessments, key=lambda a: (a[0], RISK_ORDER.index(a[1])))[1]
 
     @property
     def must_report(self) -> bool:
