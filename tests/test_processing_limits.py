@@ -377,3 +377,24 @@ def test_special_category_data_cannot_be_shared_for_a_purpose_without_an_art_9_c
                                                   **share)))
     assert "limit art-9-condition" in by_category and "limit art-9-condition" in by_record
     assert ingest(ledger, fact("shared", WHO, at, records=["mail"], **share)).accepted == 1
+
+
+def test_a_share_by_category_carries_the_restricted_purposes_data(ledger: Ledger) -> None:
+    """HQIP: with enquiries restricted, a share naming only the category `contact` for
+    surveys, when the person's only contact data is held for enquiries, is that data
+    leaving under another label: rejected naming the restriction. Once contact data is
+    held for surveys itself, the same share lands."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    assert ingest(ledger,
+                  collected(WHO, "2024-01-10T09:00:00Z", "enquiry", {"email": "a@b.c"},
+                            purpose="enquiries-complaints", basis="legitimate-interests"),
+                  fact("restricted", WHO, "2024-02-01T09:00:00Z",
+                       scope="enquiries-complaints", reason="contested-accuracy")).ok
+    share = fact("shared", WHO, "2024-02-05T09:00:00Z", recipient="IT service provider",
+                 role="processor", country="GB", purpose="surveys-feedback",
+                 basis="legitimate-interests", categories=["contact"])
+    assert "limit restriction" in one_rejection(ingest(ledger, share))
+    assert ingest(ledger, collected(WHO, "2024-02-03T09:00:00Z", "survey", {"email": "a@b.c"},
+                                    purpose="surveys-feedback",
+                                    basis="legitimate-interests")).ok
+    assert ingest(ledger, share).accepted == 1

@@ -26,7 +26,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from lifecycle.aggregates.data_subject import DataSubject, _Preferences, fold_preferences
+from lifecycle.aggregates.data_subject import (
+    DataSubject, Record, _Preferences, fold_preferences,
+)
 from lifecycle.errors import InvalidFact
 from lifecycle.policy.model import Policy
 from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING
@@ -174,7 +176,7 @@ def check_limits(policy: Policy, subject: DataSubject, fact: Any,
             missing = _condition_missing(policy, category, fact.purpose)
             if missing is not None:
                 raise ProcessingLimit(missing)
-        purposes = {fact.purpose} | {r.purpose for r in named}
+        purposes = _share_scope(subject, fact.purpose, named, fact.categories or [], fact.at)
         reason = judge.judge(fact.at, fact.purpose, fact.basis, purposes,
                              fact.restriction_exception, "share")
     elif fact.type == "activity" and fact.record is not None:
@@ -183,6 +185,21 @@ def check_limits(policy: Policy, subject: DataSubject, fact: Any,
             reason = judge.judge(fact.at, record.purpose, record.basis, set(), None, None)
     if reason is not None:
         raise ProcessingLimit(f"{fact.type}: {reason}")
+
+
+def _share_scope(subject: DataSubject, purpose: str, named: list[Record],
+                 categories: list[str], at: datetime) -> set[str]:
+    """The purposes whose data a share carries, for restrictions: its own, its named
+    records', and for a category its purpose holds no record of at `at`, the purposes of
+    the person's records of that category held then (the data can only come from them)."""
+    scope = {purpose} | {r.purpose for r in named}
+    held = [r for r in subject.records.values()
+            if r.collected_at <= at and (r.erased_at is None or r.erased_at > at)]
+    for category in categories:
+        of_category = [r for r in held if r.category == category]
+        if not any(r.purpose == purpose for r in of_category):
+            scope |= {r.purpose for r in of_category}
+    return scope
 
 
 def _all_consented(subject: DataSubject) -> bool:
@@ -222,8 +239,9 @@ def breaches(subject: DataSubject) -> list[dict[str, Any]]:
             found.append({"fact": "collected", "at": rec.collected_at.isoformat(),
                           "record": rec.record, "limit": reason})
     for share in subject.shares:
-        purposes = {share.purpose} | {subject.records[r].purpose for r in share.records
-                                      if r in subject.records}
+        purposes = _share_scope(subject, share.purpose,
+                                [subject.records[r] for r in share.records
+                                 if r in subject.records], share.categories, share.at)
         reason = judge.judge(share.at, share.purpose, share.basis, purposes,
                              share.restriction_exception, "share")
         if reason is not None:
