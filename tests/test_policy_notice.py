@@ -283,3 +283,13 @@ def test_a_purpose_listing_the_criminal_offence_category_needs_an_art_10_conditi
     result = policy_check(str(spelled))
     assert result.exit_code == 2, result.output
     assert "purposes.law-enforcement.criminal_offence_condition" in result.output
+
+
+def test_a_binary_notice_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A --notice file that is not UTF-8 text (a PDF, a Latin-1 export) gives one line
+    naming it and saying so, exit 2, not a hash mismatch beside it."""
+    notice = tmp_path / "notice.pdf"
+    notice.write_bytes(b"%PDF-1.7\n\xff\xfe\x00\x9c binary")
+    result = policy_check(str(CONFIG / "hqip.toml"), "--notice", str(notice))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"{notice}: -: not UTF-8 text"]
