@@ -54,6 +54,13 @@ def invoke(args: list[str], ledger: Ledger) -> Result:
                               catch_exceptions=False)
 
 
+def invoke_cli(args: list[str], ledger: Ledger) -> Result:
+    """The whole command line (e.g. `report ropa`) on this ledger's store."""
+    from lifecycle.cli import cli
+
+    return CliRunner().invoke(cli, args, env=cli_env(ledger), catch_exceptions=False)
+
+
 def consented(subject: str, purpose: str = "direct-marketing") -> dict[str, Any]:
     """The consent a consent-based record needs in force before it is collected."""
     return fact("consent-given", subject, "2024-01-01T09:00:00Z", purpose=purpose,
@@ -253,7 +260,8 @@ def test_impact_on_the_sample_data_matches_the_records_the_read_models_show(
     for month in range(0, 30, 3):
         ledger.sweep(t("2023-01-01T00:00:00Z") + relativedelta(months=month), NOW)
     start, end = t("2024-06-01T00:00:00Z"), t("2024-06-15T00:00:00Z")
-    ingest(ledger, [detected(breach="BR-S", purposes=None, exposed_from=start.isoformat(),
+    ingest(ledger, [detected(at="2024-06-16T09:00:00Z", breach="BR-S", purposes=None,
+                             exposed_from=start.isoformat(),
                              exposed_until=end.isoformat())])
     ledger.projections.catch_up()
     with ledger.views.connect() as conn:
@@ -269,3 +277,81 @@ def test_impact_on_the_sample_data_matches_the_records_the_read_models_show(
     impact = breach_impact(ledger.store, "BR-S")
     assert [s["subject"] for s in impact["subjects"]] == expected
     assert expected and erased_before, "the sample must hold both kinds of subject"
+
+
+def _every_stored_byte(ledger: Ledger) -> bytes:
+    """All the store holds: every file under the home (events, keys, read models) and, on
+    PostgreSQL, every row of every table in the database as text (bytea as hex)."""
+    blobs = [p.read_bytes() for p in ledger.settings.home.rglob("*") if p.is_file()]
+    if ledger.settings.database_url is not None:
+        import psycopg
+
+        with psycopg.connect(ledger.settings.database_url) as conn:
+            tables = conn.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables "
+                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')").fetchall()
+            for schema, name in tables:
+                rows = conn.execute(f'SELECT t::text FROM "{schema}"."{name}" t').fetchall()
+                blobs.extend(row[0].encode() for row in rows)
+    return b"\n".join(blobs)
+
+
+def test_the_description_is_in_no_store_file_log_or_export(
+        ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
+    """After ingest, a sweep, the projections and the ROPA, the description's words are in
+    no byte of the store (files, or rows on PostgreSQL, plain or hex), no log line and no
+    export; rejected breach facts carrying it do not leak it either."""
+    ledger.adopt_policy(HQIP, t("2023-01-01T00:00:00Z"))
+    report = ledger.ingest(lines([
+        detected(), detected(id="again", breach="BR-1"),
+        detected(breach="BR-X", exposed_until="2023-01-01T00:00:00Z"),
+        {**detected(breach="BR-Y"), "description": {"who": SECRET}},
+    ]), NOW)
+    assert report.accepted == 1 and len(report.rejected) == 3
+    assert all("Bloggs" not in r.reason for r in report.rejected)
+    ledger.sweep(NOW, NOW)
+    ledger.projections.catch_up()
+    ropa = invoke_cli(["report", "ropa", "--format", "json"], ledger)
+    listed = invoke(["list", "--json"], ledger)
+    words = [b"Bloggs", SECRET.encode(), SECRET.encode().hex().encode()]
+    stored = _every_stored_byte(ledger)
+    assert b"BR-1" in stored  # the search does see the register
+    assert not [w for w in words if w in stored]
+    assert "Bloggs" not in ropa.stdout + listed.stdout + capsys.readouterr().err
+
+
+def test_an_absurd_exposure_window_or_a_step_before_awareness_is_rejected_plainly(
+        ledger: Ledger) -> None:
+    """An exposure that began after the controller became aware of it, or that ends after
+    the ingest's now (records not yet collected would count as exposed), is rejected with
+    the field; a step dated before the breach's awareness in the same file says so rather
+    than that the breach was never detected."""
+    report = ledger.ingest(lines([
+        detected(breach="BR-LATE", exposed_from="2024-03-05T00:00:00Z",
+                 exposed_until="2024-03-06T00:00:00Z"),
+        detected(breach="BR-FUTURE", exposed_until="2099-01-01T00:00:00Z"),
+        detected(breach="BR-1"),
+        breach_fact("breach-assessed", "2024-03-01T00:00:00Z", breach="BR-1", risk="risk"),
+    ]), NOW)
+    reasons = {r.line: r.reason for r in report.rejected}
+    assert report.accepted == 1, reasons
+    assert reasons[1].startswith("exposed_from:") and "aware" in reasons[1]
+    assert reasons[2].startswith("exposed_until:") and "after now" in reasons[2]
+    assert "before the controller became aware" in reasons[4]
+    assert [r["breach"] for r in list_breaches(ledger.store, NOW)] == ["BR-1"]
+
+
+def test_two_assessments_at_the_same_moment_keep_the_higher_risk(ledger: Ledger) -> None:
+    """Assessed `high-risk` and `no-risk` at the same instant (two people, one minute): the
+    register keeps the higher risk, so the report and the Art 34 notice stay asked for,
+    whatever the line order; a later assessment still replaces it."""
+    at = "2024-03-04T12:00:00Z"
+    ingest(ledger, [detected(),
+                    breach_fact("breach-assessed", at, risk="no-risk"),
+                    breach_fact("breach-assessed", at, risk="high-risk"),
+                    breach_fact("breach-assessed", at, risk="risk")])
+    [row] = list_breaches(ledger.store, NOW)
+    assert (row["risk"], row["must_report"], row["subjects_to_notify"]) == (
+        "high-risk", True, True)
+    ingest(ledger, [breach_fact("breach-assessed", "2024-03-05T12:00:00Z", risk="no-risk")])
+    assert list_breaches(ledger.store, NOW)[0]["risk"] == "no-risk"

@@ -243,3 +243,53 @@ def test_subject_show_csv_and_html_mark_the_controllers_choice(ledger: Ledger) -
     assert "the analytics provider's retention" in to_csv(document)
     assert "Our choice, not stated in our privacy notice: The notice names no period" in (
         to_html(document))
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"a = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply"),
+    ((CONFIG / "hqip.toml").read_bytes() + b"#" + b"x" * (2 << 20) + b"\n", "larger than"),
+])
+def test_a_hostile_policy_file_gives_one_line_and_exit_2(
+        tmp_path: Path, content: bytes, reason: str) -> None:
+    """A policy file nested past the parser's depth or larger than any policy could be is
+    refused with one line naming the file, exit 2, never a traceback."""
+    path = tmp_path / "hostile.toml"
+    path.write_bytes(content)
+    result = policy_check(str(path))
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"{path}: -:") and reason in line
+
+
+def test_a_notice_larger_than_any_notice_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A --notice file of many megabytes (a log, a disk image by mistake) is refused with one
+    line naming it, exit 2, instead of being read whole."""
+    notice = tmp_path / "notice.txt"
+    notice.write_bytes(b"word " * (4 << 20))
+    result = policy_check(str(CONFIG / "hqip.toml"), "--notice", str(notice))
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"{notice}: -:") and "larger than" in line
+
+
+def test_a_purpose_listing_the_criminal_offence_category_needs_an_art_10_condition(
+        tmp_path: Path) -> None:
+    """A purpose whose `categories` hold `criminal-offence` processes criminal-offence
+    data whatever its `criminal_offence_data` flag says: without an Art 10 condition the
+    check fails naming it (else the policy passes and every such record is refused)."""
+    where = 'requires it."\nbases = ["legal-obligation"]\ncategories = ["identity", '
+    spelled = variant(tmp_path, "ihpa", where, where + '"criminal-offence", ')
+    result = policy_check(str(spelled))
+    assert result.exit_code == 2, result.output
+    assert "purposes.law-enforcement.criminal_offence_condition" in result.output
+
+
+def test_a_binary_notice_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A --notice file that is not UTF-8 text (a PDF, a Latin-1 export) gives one line
+    naming it and saying so, exit 2, not a hash mismatch beside it."""
+    notice = tmp_path / "notice.pdf"
+    notice.write_bytes(b"%PDF-1.7\n\xff\xfe\x00\x9c binary")
+    result = policy_check(str(CONFIG / "hqip.toml"), "--notice", str(notice))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"{notice}: -: not UTF-8 text"]

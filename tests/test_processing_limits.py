@@ -327,3 +327,74 @@ def test_criminal_offence_data_needs_an_art_10_condition_for_its_purpose(
                           {"offence": "fraud"}, purpose="membership", basis="contract",
                           category="criminal-offence")
     assert "limit art-10-condition" in one_rejection(ingest(ledger, elsewhere))
+
+
+def test_a_consent_exception_to_a_restriction_needs_a_consent_in_force(
+        ledger: Ledger, notice: Notice) -> None:
+    """Art 18(2) lets restricted data be processed "with the data subject's consent": a
+    share or collection claiming `restriction_exception: consent` with no consent for its
+    purpose in force then is rejected naming the restriction; once the person consents,
+    the same share lands."""
+    purpose, basis = notice.open_purpose
+    share = {"recipient": notice.home_recipient, "role": "processor", "country": "GB",
+             "purpose": purpose, "basis": basis, "records": ["base"],
+             "restriction_exception": "consent"}
+    assert ingest(ledger,
+                  collected(WHO, "2024-03-01T09:00:00Z", "base", {"x": 1}, purpose=purpose,
+                            basis=basis),
+                  fact("restricted", WHO, "2024-04-01T09:00:00Z", scope="all",
+                       reason="contested-accuracy")).ok
+    during = "2024-04-02T09:00:00Z"
+    reason = one_rejection(ingest(ledger, fact("shared", WHO, during, **share)))
+    assert "limit restriction" in reason and "no consent" in reason
+    assert "limit restriction" in one_rejection(ingest(ledger, collected(
+        WHO, during, "new", {"x": 2}, purpose=purpose, basis=basis,
+        restriction_exception="consent")))
+    assert ingest(ledger, fact("consent-given", WHO, "2024-04-02T08:00:00Z",
+                               purpose=purpose, method="signed-form")).ok
+    assert ingest(ledger, fact("shared", WHO, during, **share)).accepted == 1
+
+
+def test_special_category_data_cannot_be_shared_for_a_purpose_without_an_art_9_condition(
+        ledger: Ledger) -> None:
+    """HQIP: health data collected for surveys (Art 9(2)(a) named) may not leave through a
+    share for direct marketing, which names no Art 9 condition, whether the share names
+    the category `special` or the health record itself; the share of contact data for
+    marketing lands."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    assert ingest(ledger,
+                  fact("consent-given", WHO, "2024-03-01T09:00:00Z",
+                       purpose="direct-marketing", method="subscribe-form"),
+                  collected(WHO, "2024-03-01T10:00:00Z", "health", {"condition": "x"},
+                            purpose="surveys-feedback", basis="legitimate-interests",
+                            category="special"),
+                  collected(WHO, "2024-03-01T10:00:00Z", "mail", {"email": "a@b.c"})).ok
+    share = {**HQIP.marketer, "purpose": "direct-marketing", "basis": "consent"}
+    at = "2024-03-02T09:00:00Z"
+    by_category = one_rejection(ingest(ledger, fact("shared", WHO, at, categories=["special"],
+                                                    **share)))
+    by_record = one_rejection(ingest(ledger, fact("shared", WHO, at, records=["health"],
+                                                  **share)))
+    assert "limit art-9-condition" in by_category and "limit art-9-condition" in by_record
+    assert ingest(ledger, fact("shared", WHO, at, records=["mail"], **share)).accepted == 1
+
+
+def test_a_share_by_category_carries_the_restricted_purposes_data(ledger: Ledger) -> None:
+    """HQIP: with enquiries restricted, a share naming only the category `contact` for
+    surveys, when the person's only contact data is held for enquiries, is that data
+    leaving under another label: rejected naming the restriction. Once contact data is
+    held for surveys itself, the same share lands."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    assert ingest(ledger,
+                  collected(WHO, "2024-01-10T09:00:00Z", "enquiry", {"email": "a@b.c"},
+                            purpose="enquiries-complaints", basis="legitimate-interests"),
+                  fact("restricted", WHO, "2024-02-01T09:00:00Z",
+                       scope="enquiries-complaints", reason="contested-accuracy")).ok
+    share = fact("shared", WHO, "2024-02-05T09:00:00Z", recipient="IT service provider",
+                 role="processor", country="GB", purpose="surveys-feedback",
+                 basis="legitimate-interests", categories=["contact"])
+    assert "limit restriction" in one_rejection(ingest(ledger, share))
+    assert ingest(ledger, collected(WHO, "2024-02-03T09:00:00Z", "survey", {"email": "a@b.c"},
+                                    purpose="surveys-feedback",
+                                    basis="legitimate-interests")).ok
+    assert ingest(ledger, share).accepted == 1

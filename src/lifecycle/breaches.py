@@ -83,6 +83,9 @@ def ingest_breach_facts(store: SubjectStore, vault: KeyVault, policy: Policy | N
 
     ordered = sorted(items, key=lambda item: (item.fact.at, item.line))
     digests = {item.line: vault.fact_digest(canonical(item.fact)) for item in ordered}
+    # detected in this file, later in fact time than a step refused as "never detected"
+    aware_later = {item.fact.breach: item.fact.at for item in ordered
+                   if isinstance(item.fact, f.BreachDetected)}
     for attempt in range(SAVE_RETRIES):
         outcome = BreachIngest()
         register = get_register(store) or BreachRegister()
@@ -105,7 +108,12 @@ def ingest_breach_facts(store: SubjectStore, vault: KeyVault, policy: Policy | N
             try:
                 _apply(register, vault, policy, fact, digest, now)
             except InvalidFact as error:
-                outcome.rejected.append(f.Rejection(item.line, str(error), fact.id))
+                reason = str(error)
+                if (fact.breach not in register.breaches
+                        and fact.at < aware_later.get(fact.breach, fact.at)):
+                    reason = (f"breach {fact.breach!r}: this step is dated before the "
+                              "controller became aware of the breach")
+                outcome.rejected.append(f.Rejection(item.line, reason, fact.id))
                 continue
             claims[fact.id] = (str(BREACH_REGISTER_ID), digest)
             outcome.accepted += 1
@@ -170,6 +178,7 @@ def breach_impact(store: SubjectStore, breach: str) -> dict[str, Any]:
     found: Breach | None = register.breaches.get(breach) if register else None
     if found is None:
         raise NoSuchBreach(f"breach {breach!r} is not in the register")
+    affects = found.affected()
     subjects: list[dict[str, Any]] = []
     records_affected = 0
     for events in read_log(store).subjects.values():
@@ -182,7 +191,7 @@ def breach_impact(store: SubjectStore, breach: str) -> dict[str, Any]:
              "collected_at": r.collected_at.isoformat(),
              "erased_at": None if r.erased_at is None else r.erased_at.isoformat()}
             for r in subject.records.values()
-            if found.affects(r.record, r.category, r.purpose)
+            if affects(r.record, r.category, r.purpose)
             and r.collected_at <= found.exposed_until
             and (r.erased_at is None or r.erased_at > found.exposed_from)]
         if readable:

@@ -399,6 +399,11 @@ def _check_bounds(fact: Any, now: datetime) -> None:
         for name in ("exposed_from", "exposed_until"):
             if not EARLIEST <= getattr(fact, name) <= LATEST_UNTIL:
                 raise InvalidLine(f"{name}: outside 1900-01-01 to 2200-01-01")
+        if fact.exposed_from > fact.at:
+            raise InvalidLine("exposed_from: after 'at' (a breach is exposed before the "
+                              "controller becomes aware of it)")
+        if fact.exposed_until > now + CLOCK_SKEW:
+            raise InvalidLine(f"exposed_until: {_AHEAD}; give the end known so far")
     if isinstance(fact, IdentityVerified) and fact.received_at is not None:
         if fact.received_at < EARLIEST:
             raise InvalidLine("received_at: before 1900-01-01")

@@ -26,7 +26,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from lifecycle.aggregates.data_subject import DataSubject, _Preferences, fold_preferences
+from lifecycle.aggregates.data_subject import (
+    DataSubject, Record, _Preferences, fold_preferences,
+)
 from lifecycle.errors import InvalidFact
 from lifecycle.policy.model import Policy
 from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING
@@ -92,18 +94,25 @@ class _Judge:
                     "processing for it on the consent basis")
         return None
 
-    def restricted(self, purposes: set[str], at: datetime, exception: str | None,
-                   what: str) -> str | None:
-        if exception is not None:
-            return None
+    def restricted(self, purpose: str, purposes: set[str], at: datetime,
+                   exception: str | None, what: str) -> str | None:
         for restriction in sorted(self.subject.restrictions, key=lambda r: r.placed_at):
-            if restriction.in_force(at) and (restriction.scope == ALL_SCOPE
-                                             or restriction.scope in purposes):
+            if not (restriction.in_force(at) and (restriction.scope == ALL_SCOPE
+                                                  or restriction.scope in purposes)):
+                continue
+            if exception == "consent" and self.consent_missing(purpose, at) is not None:
+                # The one Art 18(2) exception the log can check: the consent itself.
+                return (f"limit restriction: processing of {restriction.scope!r} is "
+                        f"restricted since {_day(restriction.placed_at)}; the fact claims "
+                        f"the Art 18(2) consent exception but no consent for purpose "
+                        f"{purpose!r} was in force at its time")
+            if exception is None:
                 return (f"limit restriction: processing of {restriction.scope!r} is "
                         f"restricted since {_day(restriction.placed_at)} "
                         f"({restriction.reason}, Art 18(1)); no {what} in its scope unless "
                         "the fact gives an Art 18(2) restriction_exception (consent, "
                         "legal-claims, protection-of-others, public-interest)")
+            return None
         return None
 
     def judge(self, at: datetime, purpose: str, basis: str, purposes: set[str],
@@ -119,7 +128,7 @@ class _Judge:
             if reason is not None:
                 return reason
         if what is not None:
-            return self.restricted(purposes, at, exception, what)
+            return self.restricted(purpose, purposes, at, exception, what)
         return None
 
 
@@ -160,8 +169,14 @@ def check_limits(policy: Policy, subject: DataSubject, fact: Any,
             raise ProcessingLimit(
                 f"recipient: limit recipient-purpose: {fact.recipient!r} is declared for "
                 f"{', '.join(declared)}, not for purpose {fact.purpose!r}")
-        purposes = {fact.purpose} | {subject.records[r].purpose for r in fact.records or []
-                                     if r in subject.records}
+        named = [subject.records[r] for r in fact.records or [] if r in subject.records]
+        # Special-category data keeps needing its condition when it leaves for another
+        # purpose, whether the share names the category or the records.
+        for category in sorted(set(fact.categories or []) | {r.category for r in named}):
+            missing = _condition_missing(policy, category, fact.purpose)
+            if missing is not None:
+                raise ProcessingLimit(missing)
+        purposes = _share_scope(subject, fact.purpose, named, fact.categories or [], fact.at)
         reason = judge.judge(fact.at, fact.purpose, fact.basis, purposes,
                              fact.restriction_exception, "share")
     elif fact.type == "activity" and fact.record is not None:
@@ -170,6 +185,21 @@ def check_limits(policy: Policy, subject: DataSubject, fact: Any,
             reason = judge.judge(fact.at, record.purpose, record.basis, set(), None, None)
     if reason is not None:
         raise ProcessingLimit(f"{fact.type}: {reason}")
+
+
+def _share_scope(subject: DataSubject, purpose: str, named: list[Record],
+                 categories: list[str], at: datetime) -> set[str]:
+    """The purposes whose data a share carries, for restrictions: its own, its named
+    records', and for a category its purpose holds no record of at `at`, the purposes of
+    the person's records of that category held then (the data can only come from them)."""
+    scope = {purpose} | {r.purpose for r in named}
+    held = [r for r in subject.records.values()
+            if r.collected_at <= at and (r.erased_at is None or r.erased_at > at)]
+    for category in categories:
+        of_category = [r for r in held if r.category == category]
+        if not any(r.purpose == purpose for r in of_category):
+            scope |= {r.purpose for r in of_category}
+    return scope
 
 
 def _all_consented(subject: DataSubject) -> bool:
@@ -209,8 +239,9 @@ def breaches(subject: DataSubject) -> list[dict[str, Any]]:
             found.append({"fact": "collected", "at": rec.collected_at.isoformat(),
                           "record": rec.record, "limit": reason})
     for share in subject.shares:
-        purposes = {share.purpose} | {subject.records[r].purpose for r in share.records
-                                      if r in subject.records}
+        purposes = _share_scope(subject, share.purpose,
+                                [subject.records[r] for r in share.records
+                                 if r in subject.records], share.categories, share.at)
         reason = judge.judge(share.at, share.purpose, share.basis, purposes,
                              share.restriction_exception, "share")
         if reason is not None:

@@ -9,6 +9,7 @@ description of a breach may name people: it arrives sealed under the register's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ BREACH_REGISTER_ID = uuid5(SUBJECT_NAMESPACE, "breach-register")
 REPORT_WITHIN = timedelta(hours=72)  # Art 33(1), from awareness
 NO_RISK = "no-risk"
 HIGH_RISK = "high-risk"
+RISK_ORDER = (NO_RISK, "risk", HIGH_RISK)  # lowest first
 
 
 class BreachStepRefused(InvalidFact):
@@ -53,8 +55,11 @@ class Breach:
 
     @property
     def risk(self) -> str | None:
-        """The latest assessment (None: not assessed yet)."""
-        return max(self.assessments)[1] if self.assessments else None
+        """The latest assessment (None: not assessed yet); of two at the same moment the
+        higher risk, so a tie never silences a report or an Art 34 notice."""
+        if not self.assessments:
+            return None
+        return max(self.assessments, key=lambda a: (a[0], RISK_ORDER.index(a[1])))[1]
 
     @property
     def must_report(self) -> bool:
@@ -75,15 +80,21 @@ class Breach:
         """High risk and the people not told yet (Art 34(1))."""
         return self.risk == HIGH_RISK and self.subjects_notified_at is None
 
-    def affects(self, record: str, category: str, purpose: str) -> bool:
-        """A record is affected when named, or when it matches every list of categories
-        and purposes the breach gives."""
-        if record in self.records:
-            return True
-        if not self.categories and not self.purposes:
-            return False
-        return ((not self.categories or category in self.categories)
-                and (not self.purposes or purpose in self.purposes))
+    def affected(self) -> Callable[[str, str, str], bool]:
+        """Whether a record (record, category, purpose) is affected: named, or matching
+        every list of categories and purposes the breach gives. Built once per impact: a
+        breach may name a hundred thousand records, each subject's record is tested."""
+        records, categories, purposes = (frozenset(self.records),
+                                         frozenset(self.categories), frozenset(self.purposes))
+
+        def affects(record: str, category: str, purpose: str) -> bool:
+            if record in records:
+                return True
+            if not categories and not purposes:
+                return False
+            return ((not categories or category in categories)
+                    and (not purposes or purpose in purposes))
+        return affects
 
 
 class BreachRegister(Aggregate):

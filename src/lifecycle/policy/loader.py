@@ -119,11 +119,17 @@ def _cross_problems(file: str, parsed: PolicyFile) -> list[Problem]:
                                     "the purpose processes special-category data "
                                     "(categories holds 'special'): an Art 9(2) condition "
                                     "is required (e.g. \"Art 9(2)(a): explicit consent\")"))
-        if purpose_decl.criminal_offence_data and not purpose_decl.criminal_offence_condition:
+        listed = "criminal-offence" in purpose_decl.categories
+        if ((purpose_decl.criminal_offence_data or listed)
+                and not purpose_decl.criminal_offence_condition):
             problems.append(Problem(file, f"{where}.criminal_offence_condition",
                                     "the purpose processes criminal-offence data: an Art 10 "
                                     "condition is required (e.g. \"DPA 2018 Sch 1 para 33: "
                                     "legal claims\")"))
+        elif listed and not purpose_decl.criminal_offence_data:
+            problems.append(Problem(file, f"{where}.criminal_offence_data",
+                                    "categories hold 'criminal-offence': declare it with "
+                                    "criminal_offence_data = true"))
         if "legitimate-interests" in purpose_decl.bases and not purpose_decl.legitimate_interest:
             problems.append(Problem(file, f"{where}.legitimate_interest",
                                     "the purpose allows the legitimate-interests basis: name "
@@ -136,6 +142,20 @@ def _cross_problems(file: str, parsed: PolicyFile) -> list[Problem]:
     return problems
 
 
+MAX_POLICY_BYTES = 1 << 20  # a policy is some 15 kB; a megabyte is a mistake or an attack
+MAX_NOTICE_BYTES = 1 << 20  # a privacy notice is some 20 kB
+
+
+def _read_capped(path: Path, limit: int, what: str) -> bytes:
+    """The file's bytes; raises ValueError (the reason) past `limit`, never reading more
+    than one byte beyond it (a FIFO or device does not hang or fill memory)."""
+    with path.open("rb") as stream:
+        text = stream.read(limit + 1)
+    if len(text) > limit:
+        raise ValueError(f"larger than {limit // 1024} KiB: not a {what}")
+    return text
+
+
 def parse_policy(text: bytes, file: str) -> tuple[Policy | None, list[Problem]]:
     """The policy in `text`, or every problem found (TOML, schema, then references)."""
     try:
@@ -144,6 +164,8 @@ def parse_policy(text: bytes, file: str) -> tuple[Policy | None, list[Problem]]:
         return None, [Problem(file, "-", "not UTF-8 text")]
     except tomllib.TOMLDecodeError as error:
         return None, [Problem(file, "-", f"not valid TOML: {error}")]
+    except RecursionError:
+        return None, [Problem(file, "-", "not valid TOML: arrays or tables nested too deeply")]
     try:
         parsed = PolicyFile.model_validate(raw)
     except ValidationError as error:
@@ -158,27 +180,33 @@ def check_policy(path: Path, notice: Path | None = None) -> list[Problem]:
     """Every problem in the policy file at `path` (empty: it can be adopted); with
     `notice`, also every way the file departs from that notice text (docs/policy.md)."""
     try:
-        text = path.read_bytes()
+        text = _read_capped(path, MAX_POLICY_BYTES, "policy file")
     except OSError as error:
         return [Problem(str(path), "-", f"cannot read the file ({error.strerror})")]
+    except ValueError as error:
+        return [Problem(str(path), "-", str(error))]
     policy, problems = parse_policy(text, str(path))
     if policy is None or notice is None:
         return problems
     from lifecycle.policy.notice import notice_problems
 
     try:
-        notice_text = notice.read_bytes()
+        notice_text = _read_capped(notice, MAX_NOTICE_BYTES, "privacy notice")
     except OSError as error:
         return [Problem(str(notice), "-", f"cannot read the notice ({error.strerror})")]
+    except ValueError as error:
+        return [Problem(str(notice), "-", str(error))]
     return notice_problems(policy.file, str(path), notice_text, str(notice))
 
 
 def load_policy(path: Path) -> Policy:
     """The policy at `path`; raises PolicyError naming every problem."""
     try:
-        text = path.read_bytes()
+        text = _read_capped(path, MAX_POLICY_BYTES, "policy file")
     except OSError as error:
         raise PolicyError([Problem(str(path), "-", f"cannot read the file ({error.strerror})")])
+    except ValueError as error:
+        raise PolicyError([Problem(str(path), "-", str(error))])
     policy, problems = parse_policy(text, str(path))
     if policy is None:
         raise PolicyError(problems)

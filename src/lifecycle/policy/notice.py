@@ -81,16 +81,16 @@ def notice_problems(file: PolicyFile, path: str, notice: bytes,
                     notice_path: str) -> list[Problem]:
     """Every way the policy `file` departs from the notice text: the hash, the quotes, the
     periods and safeguards the notice does not name without a rationale."""
+    try:
+        text = normalise(notice.decode("utf-8"))
+    except UnicodeDecodeError:  # not a notice at all: the hash would only repeat that
+        return [Problem(notice_path, "-", "not UTF-8 text")]
     problems: list[Problem] = []
     digest = hashlib.sha256(notice).hexdigest()
     if digest != file.notice.sha256:
         problems.append(Problem(path, "notice.sha256",
                                 f"{notice_path} has SHA-256 {digest}, not the one the "
                                 "policy names: another text or another version"))
-    try:
-        text = normalise(notice.decode("utf-8"))
-    except UnicodeDecodeError:
-        return [*problems, Problem(notice_path, "-", "not UTF-8 text")]
     for key, words in notice_words(file):
         quote = normalise(words)
         if quote and quote not in text:
