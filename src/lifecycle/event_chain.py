@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder, Notification
+from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent
 
 from lifecycle.crypto.signing_key import Signer, Verifier
 from lifecycle.errors import ConfigurationError, LifecycleError
@@ -232,16 +232,30 @@ class ChainNotReady(Exception):
     """A recorder asked to store events before a signing key was attached to it."""
 
 
-class CheckedReads(ApplicationRecorder):
-    """What both chained recorders (SQLite, PostgreSQL) share: the signing key, and reads
-    of the log checked against the chain while `checked_reads` is set (a rebuild, a
-    replay): BrokenEvent names the first event that does not match; `name_of` gives a
-    subject's reference."""
+class ChainingRecorder(ApplicationRecorder):
+    """What both chained recorders (SQLite, PostgreSQL) share: the signing key, a batch's
+    chain prepared before the lock, and reads of the log checked against the chain while
+    `checked_reads` is set (a rebuild, a replay): BrokenEvent names the first event that
+    does not match; `name_of` gives a subject's reference."""
 
     signer: Signer | None = None
     key_checked = False  # the newest checkpoint's key was compared with `signer`
     checked_reads = False
     name_of: Callable[[Any], str | None] | None = None
+
+    def _pending(self, stored_events: Sequence[StoredEvent]) -> Pending | None:
+        """The batch's digests and previous subject links, before the lock (None: nothing
+        to chain)."""
+        if not stored_events:
+            return None
+        if self.signer is None:
+            raise ChainNotReady("no signing key attached to the event recorder")
+        if not self.key_checked:
+            check_signing_key(self.signer, self.newest_key_id())
+            self.key_checked = True
+        pending = prepare(stored_events)
+        pending.previous = self.subject_links(pending.wanted())
+        return pending
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
                              topics: Sequence[str] = (), *,
@@ -270,4 +284,12 @@ class CheckedReads(ApplicationRecorder):
 
     def chain_rows(self, after: int, upto: int, limit: int) -> list[ChainRow]:
         """The chain rows in (after, upto], at most `limit`, in position order."""
+        raise NotImplementedError
+
+    def newest_key_id(self) -> str | None:
+        """The key id of the newest checkpoint, or None."""
+        raise NotImplementedError
+
+    def subject_links(self, wanted: list[tuple[str, int]]) -> dict[str, bytes]:
+        """The chained subject digest of each (originator, version) that has one."""
         raise NotImplementedError

@@ -30,14 +30,12 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from lifecycle.crypto.signing_key import Signer
 from lifecycle.event_chain import (
-    CheckedReads,
+    ChainingRecorder,
     CHAIN_TABLE,
     CHECKPOINT_TABLE,
-    ChainNotReady,
     ChainRow,
     Checkpoint,
     Pending,
-    check_signing_key,
     extend,
     prepare,
 )
@@ -45,7 +43,7 @@ from lifecycle.event_chain import (
 Columns = tuple[list[UUID], list[int], list[str], list[bytes]]
 
 
-class LockLightPostgresRecorder(CheckedReads, PostgresApplicationRecorder):
+class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
     """`PostgresApplicationRecorder` with the batch built before the table lock, that
     chains and signs every batch it stores."""
 
@@ -104,20 +102,6 @@ class LockLightPostgresRecorder(CheckedReads, PostgresApplicationRecorder):
         notification_ids: Sequence[int] | None = super().insert_events(
             stored_events, lifecycle_columns=columns, lifecycle_chain=pending, **kwargs)
         return notification_ids
-
-    def _pending(self, stored_events: Sequence[StoredEvent]) -> Pending | None:
-        """The batch's digests and previous subject links, before the lock (None: nothing
-        to chain)."""
-        if not stored_events:
-            return None
-        if self.signer is None:
-            raise ChainNotReady("no signing key attached to the event recorder")
-        if not self.key_checked:
-            check_signing_key(self.signer, self.newest_key_id())
-            self.key_checked = True
-        pending = prepare(stored_events)
-        pending.previous = self.subject_links(pending.wanted())
-        return pending
 
     def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow],
                                        stored_events: Sequence[StoredEvent],

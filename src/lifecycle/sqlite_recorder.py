@@ -17,14 +17,12 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from lifecycle.crypto.signing_key import Signer
 from lifecycle.event_chain import (
-    CheckedReads,
+    ChainingRecorder,
     CHAIN_TABLE,
     CHECKPOINT_TABLE,
-    ChainNotReady,
     ChainRow,
     Checkpoint,
     Pending,
-    check_signing_key,
     extend,
     originator_text,
     prepare,
@@ -33,7 +31,7 @@ from lifecycle.event_chain import (
 _CHUNK = 400  # (id, version) pairs per lookup
 
 
-class ChainedSQLiteRecorder(CheckedReads, SQLiteApplicationRecorder):
+class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
     """`SQLiteApplicationRecorder` that chains and signs every batch it stores."""
 
 
@@ -62,20 +60,6 @@ class ChainedSQLiteRecorder(CheckedReads, SQLiteApplicationRecorder):
             assert ids is not None
             self._append(c, pending, ids, signer)
             return ids
-
-    def _pending(self, stored_events: Sequence[StoredEvent]) -> Pending | None:
-        """The batch's digests and previous subject links, before the lock (None: nothing
-        to chain)."""
-        if not stored_events:
-            return None
-        if self.signer is None:
-            raise ChainNotReady("no signing key attached to the event recorder")
-        if not self.key_checked:
-            check_signing_key(self.signer, self.newest_key_id())
-            self.key_checked = True
-        pending = prepare(stored_events)
-        pending.previous = self.subject_links(pending.wanted())
-        return pending
 
     def _append(self, c: SQLiteCursor, pending: Pending, ids: Sequence[int],
                 signer: Signer) -> list[ChainRow]:

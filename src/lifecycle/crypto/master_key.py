@@ -10,7 +10,9 @@ import os
 import shlex
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -46,18 +48,28 @@ def given_master_key(settings: Settings) -> tuple[bytes, str] | None:
         return _decode(settings.master_key, MASTER_KEY_ENV), MASTER_KEY_ENV
     if settings.master_key_command:
         return command_key(settings.master_key_command), MASTER_KEY_COMMAND_ENV
-    path: Path = settings.master_key_file
+    where = f"master key file {settings.master_key_file}"
+    key = read_key_file(settings.master_key_file, where, _decode, settings.allow_open_key)
+    return None if key is None else (key, where)
+
+
+Key = TypeVar("Key")
+
+
+def read_key_file(path: Path, where: str, decode: Callable[[str, str], Key],
+                  allow_open: bool) -> Key | None:
+    """The key a key file holds (`decode` checks it), or None when there is no file. A
+    file that cannot be read, holds no key or is open to others is one line naming it."""
     if not path.exists() and not path.is_symlink():
         return None
-    where = f"master key file {path}"
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not text"
         raise ConfigurationError(f"{where}: cannot be read ({reason})") from None
-    key = _decode(text, where)
-    refuse_if_open(path, settings.allow_open_key, where)
-    return key, where
+    key = decode(text, where)
+    refuse_if_open(path, allow_open, where)
+    return key
 
 
 def command_key(command: str) -> bytes:

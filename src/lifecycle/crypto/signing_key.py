@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from lifecycle.crypto.master_key import create_key_file, refuse_if_open
+from lifecycle.crypto.master_key import create_key_file, read_key_file
 from lifecycle.errors import ConfigurationError
 from lifecycle.settings import SIGNING_KEY_ENV, Settings
 
@@ -83,18 +83,9 @@ def given_signing_key(settings: Settings) -> Signer | None:
     """The signing key from the environment or the key file; None if there is neither."""
     if settings.signing_key:
         return Signer(_decode(settings.signing_key, SIGNING_KEY_ENV), SIGNING_KEY_ENV)
-    path = settings.signing_key_path
-    if not path.exists() and not path.is_symlink():
-        return None
-    where = f"signing key file {path}"
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "not text"
-        raise ConfigurationError(f"{where}: cannot be read ({reason})") from None
-    key = _decode(text, where)
-    refuse_if_open(path, settings.allow_open_key, where)
-    return Signer(key, where)
+    where = f"signing key file {settings.signing_key_path}"
+    key = read_key_file(settings.signing_key_path, where, _decode, settings.allow_open_key)
+    return None if key is None else Signer(key, where)
 
 
 def create_signing_key(settings: Settings) -> Signer:
