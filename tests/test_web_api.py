@@ -159,6 +159,10 @@ def test_an_ingest_token_cannot_record_what_only_a_dpo_may(service: Service) -> 
             refused = api.post("/api/facts", json=[harmless, hostile])
         assert refused.status_code == 403, refused.text
         assert "line 2" in refused.text and str(hostile["type"]) in refused.text
+    with service.client("ingest") as api:  # a byte-order mark before the fact hides nothing
+        marked = api.post("/api/facts", content=("\ufeff" + json.dumps(release)).encode(),
+                          headers={"content-type": "application/x-ndjson"})
+    assert marked.status_code == 403, marked.text
     with service.client("dpo") as api:
         history = api.get("/api/subjects/m:1/history").json()["events"]
         assert history[-1]["event"] == "LegalHoldPlaced"

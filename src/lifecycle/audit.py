@@ -575,21 +575,9 @@ class _Verifier:
             except sa.exc.SQLAlchemyError:
                 pass  # read models missing or damaged: named by their first events
         for originator in sorted(ids - names.keys())[:1000]:
-            reference = self._first_event_reference(originator)
+            reference = self.store.reference_of(originator)
             if reference is not None:
                 names[originator] = reference
         return [Problem(p.kind, p.position, p.originator_id, p.originator_version, p.detail,
                         p.topic, names.get(p.originator_id or ""), p.expected, p.found)
                 for p in problems]
-
-    def _first_event_reference(self, originator: str) -> str | None:
-        """The `reference` recorded by the originator's first event, if it still decodes."""
-        try:
-            stored = self.recorder.select_events(UUID(originator), lte=1)
-            if not stored:
-                return None
-            reference = getattr(self.store.mapper.to_domain_event(stored[0]),
-                                "reference", None)
-        except Exception:  # noqa: BLE001 - a tampered or foreign event: no name, no harm
-            return None
-        return reference if isinstance(reference, str) else None

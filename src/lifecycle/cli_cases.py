@@ -9,8 +9,6 @@ are imported from `lifecycle.cli` when a command runs. Every write names its act
 
 from __future__ import annotations
 
-import getpass
-import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -18,28 +16,15 @@ from typing import Any
 
 import click
 
+from lifecycle.actor import ACTOR_ENV, command_line_actor
 from lifecycle.cases.actions import REQUEST_ACTIONS, ActionResult
 from lifecycle.errors import LifecycleError
 
-ACTOR_ENV = "LIFECYCLE_ACTOR"
-
-
 def actor_of(given: str | None) -> str:
-    """Who is acting: the command's --actor, the main group's --actor where it has one,
-    $LIFECYCLE_ACTOR, or the operating-system user."""
-    if given:
-        return given
-    context = click.get_current_context(silent=True)
-    root = context.find_root() if context is not None else None
-    from_root = root.params.get("actor") if root is not None else None
-    if isinstance(from_root, str) and from_root:
-        return from_root
-    if os.environ.get(ACTOR_ENV):
-        return os.environ[ACTOR_ENV]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
+    """Who is acting: the command's --actor, else the main group's (`command_line_actor`)."""
+    from lifecycle.cli import given_actor
+
+    return command_line_actor(given or given_actor())
 
 
 actor_option = click.option("--actor", help=f"Who acts (default: ${ACTOR_ENV}, else the "

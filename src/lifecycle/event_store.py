@@ -379,7 +379,7 @@ def attach_signing_key(store: SubjectStore, settings: Settings) -> Signer:
     created = False
     if signer is None:
         if checkpoints:
-            raise missing_key_error(settings, recorder.checkpoints()[-1].key_id)
+            raise missing_key_error(settings, recorder.newest_key_id() or "?")
         stamped = (first_event_of_a_chaining_version(store)
                    if log_head and not chain_head else None)
         if stamped is not None:

@@ -6,16 +6,16 @@ same validation (format, policy, statutory guards), dedupe and report as a file 
 
 from __future__ import annotations
 
-import importlib
 import json
 import uuid
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 
+from lifecycle.actor import acting_as
 from lifecycle.errors import InvalidFact, LifecycleError, SubjectNotFound
 from lifecycle.ledger import Ledger
 from lifecycle.logs import get_logger
@@ -57,13 +57,8 @@ def new_fact_id(kind: str) -> str:
 
 
 def acting(actor: str) -> AbstractContextManager[Any]:
-    """Events stored in this context name `actor`, where the store records actors
-    (`lifecycle.actor.acting_as`); otherwise the actor is only logged."""
-    try:
-        module = importlib.import_module("lifecycle.actor")
-    except ModuleNotFoundError:
-        return nullcontext()
-    return cast(AbstractContextManager[Any], module.acting_as(actor))
+    """Events stored in this context name `actor`."""
+    return acting_as(actor)
 
 
 def record_fact(ledger: Ledger, fact: dict[str, Any], actor: str, now: datetime) -> ActionResult:

@@ -354,7 +354,9 @@ def _fact_lines(raw: bytes) -> list[str]:
         if not isinstance(items, list):
             raise HTTPException(422, "body: not a JSON array")
         return [json.dumps(item) for item in items]
-    return text.splitlines()
+    # Each line as the ingest will read it (a byte-order mark starts a line, never a fact),
+    # so the role check sees the same fact the ingest stores.
+    return [line.lstrip("\ufeff") for line in text.splitlines()]
 
 
 class _policy_file:
