@@ -74,10 +74,11 @@ def finish_interrupted(store: SubjectStore, vault: KeyVault, now: datetime) -> i
     by_subject: dict[str, list[Shred]] = {}
     for mark in marks:
         by_subject.setdefault(mark.subject_id, []).append(mark)
+    erased_by_subject = {subject.id: {key_id for erasure in subject.erasures
+                                           for key_id in erasure.key_ids}
+                         for subject in store.get_subjects([UUID(s) for s in by_subject])}
     for subject_id, subject_marks in by_subject.items():
-        subject = store.get_subject_by_id(UUID(subject_id))
-        erased = {key_id for erasure in (subject.erasures if subject else [])
-                  for key_id in erasure.key_ids}
+        erased = erased_by_subject.get(UUID(subject_id), set())
         for mark in subject_marks:
             if mark.key_ids[0] in erased:
                 recorded.append(mark)
