@@ -62,14 +62,13 @@ def read_key_file(path: Path, where: str, decode: Callable[[str, str], Key],
     file that cannot be read, holds no key or is open to others is one line naming it."""
     if not path.exists() and not path.is_symlink():
         return None
+    refuse_if_open(path, allow_open, where)  # before a byte of it is read
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not text"
         raise ConfigurationError(f"{where}: cannot be read ({reason})") from None
-    key = decode(text, where)
-    refuse_if_open(path, allow_open, where)
-    return key
+    return decode(text, where)
 
 
 def command_key(command: str) -> bytes:
