@@ -196,7 +196,8 @@ def test_cli_request_actions_with_actor_and_clear_refusals(
 
 
 def test_cli_subject_find_and_users(run: CliRunner, tmp_path: Path) -> None:
-    """`subject find --email` prints the subject (exit 0) or says none (exit 1);
+    """`subject find --email` prints the subject (exit 0) or says none (exit 1), with the
+    address given or read from standard input (`-`);
     `users add` prints a token once, `users list` never shows it, `users revoke` ends it."""
     cli_seed(run, tmp_path)
     result = run.invoke(cli, ["subject", "find", "--email", EMAIL.upper(), "--json"])
@@ -204,6 +205,10 @@ def test_cli_subject_find_and_users(run: CliRunner, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["subjects"] == [{"subject": "m:1", "records": ["signup"]}]
     result = run.invoke(cli, ["subject", "find", "--email", "no@example.org"])
     assert result.exit_code == 1 and "no subject holds this address" in result.stdout
+    piped = run.invoke(cli, ["subject", "find", "--email", "-", "--json"],
+                       input=f"  {EMAIL.upper()}\n")  # off the command line: from stdin
+    assert piped.exit_code == 0, piped.output
+    assert json.loads(piped.stdout)["subjects"][0]["subject"] == "m:1"
     result = run.invoke(cli, ["users", "add", "ana", "--role", "responder"])
     assert result.exit_code == 0
     token = result.stdout.strip()

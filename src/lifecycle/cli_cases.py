@@ -20,6 +20,7 @@ from lifecycle.actor import ACTOR_ENV, command_line_actor
 from lifecycle.cases.actions import REQUEST_ACTIONS, ActionResult
 from lifecycle.errors import LifecycleError
 
+
 def actor_of(given: str | None) -> str:
     """Who is acting: the command's --actor, else the main group's (`command_line_actor`)."""
     from lifecycle.cli import given_actor
@@ -164,7 +165,8 @@ def notifications_ack(erasure: str, recipient: str | None, subject: str | None,
 
 @click.command("find")
 @click.option("--email", "address", required=True, metavar="ADDR",
-              help="The address, in any spelling (case, sub-address, display name).")
+              help="The address, in any spelling (case, sub-address, display name); `-` "
+                   "reads it from standard input, keeping it out of shell history and ps.")
 @json_option
 def subject_find(address: str, as_json: bool) -> None:
     """The subjects whose live records hold the e-mail ADDR (through a keyed-hash index;
@@ -172,6 +174,8 @@ def subject_find(address: str, as_json: bool) -> None:
     from lifecycle.cases.address_index import AddressIndex
     from lifecycle.cli import EXIT_OK, EXIT_REFUSED, emit_json, open_ledger
 
+    if address == "-":
+        address = sys.stdin.readline().strip()
     with open_ledger() as ledger:
         result = AddressIndex(ledger).find(address)
     if as_json:
