@@ -12,7 +12,7 @@ into fresh stores, three sides per repeat (each side first in turn), medians com
   bare        ingest_bench's bare eventsourcing Application + AES cipher, the same facts
               as one event each, the same batches (the suite's ingest baseline).
 
-Then, on the last chained store, `lifecycle.audit.verify` against a bare read-and-decode
+Then, on the last chained store, `lifecycle.services.audit.verify` against a bare read-and-decode
 of the same log in verify's page size (`recorder.select_notifications` +
 `mapper.to_domain_event`), alternating, medians compared.
 """
@@ -40,9 +40,9 @@ from bench.suite import (
     fact_lines,
 )
 from bench.unchained import UnchainedPostgresRecorder, UnchainedSQLiteRecorder
-from lifecycle import audit, event_store
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.services import audit, event_store
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 
 
 @contextmanager

@@ -20,7 +20,7 @@ Measured, in one warm process:
      so both see the same load. p50 and p95 on each; ratios p50(L)/p50(S) and
      p95(L)/p95(S) (target <= 1.5: an export replays one subject, whatever the store size);
   2. on L: `AuditChain.catch_up` (chaining every event; for information), then --audit-runs
-     alternating runs of `lifecycle.audit.verify` and of the baseline, a bare read-and-decode
+     alternating runs of `lifecycle.services.audit.verify` and of the baseline, a bare read-and-decode
      of the same notification log (`recorder.select_notifications` in pages of 10,000,
      each notification through `mapper.to_domain_event`); events/s of each (medians) and
      the ratio verify / bare (target >= 0.5). For information: a pass that only reads the
@@ -56,8 +56,8 @@ from sweep_bench import (  # noqa: E402  (a sibling script, not a package)
     verdict,
 )
 
-from lifecycle.audit import AuditChain, VerifyReport, verify  # noqa: E402
-from lifecycle.ledger import Ledger  # noqa: E402
+from lifecycle.services.audit import AuditChain, VerifyReport, verify  # noqa: E402
+from lifecycle.services.ledger import Ledger  # noqa: E402
 
 AS_OF = datetime(2025, 6, 1, tzinfo=UTC)     # after every fact of every subject
 CHAINED_AT = datetime(2025, 6, 1, 6, tzinfo=UTC)

@@ -26,11 +26,11 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
 
 from bench.unchained import UnchainedPostgresRecorder
-from lifecycle.event_store import persistence_env
-from lifecycle.ingest import BATCH_LINES
-from lifecycle.ledger import Ledger
-from lifecycle.samples import generate_facts
-from lifecycle.settings import Settings
+from lifecycle.store.event_store import persistence_env
+from lifecycle.services.ingest import BATCH_LINES
+from lifecycle.services.ledger import Ledger
+from lifecycle.services.samples import generate_facts
+from lifecycle.store.settings import Settings
 
 
 class BareSubject(Aggregate):

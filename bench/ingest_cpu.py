@@ -24,8 +24,8 @@ from pathlib import Path
 
 from bench import ingest_bench
 from bench.suite import ADOPTED, INGESTED_AT, POLICY, fact_lines
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 
 
 def scratch_database(admin_url: str) -> tuple[str, str]:

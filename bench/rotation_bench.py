@@ -10,7 +10,7 @@ database, dropped afterwards) and N live keys are written straight into the vaul
 wrapped under epoch 0 as the vault wraps them. Then, in one process:
   baseline  unwrap (AES-GCM decrypt under the epoch-0 wrapping key) and wrap again (under
             a second key, fresh nonce) every key, in memory, keys/s;
-  rotation  `lifecycle.rotation.rotate` with the given batch: every key re-wrapped in
+  rotation  `lifecycle.services.rotation.rotate` with the given batch: every key re-wrapped in
             batches, the rotation recorded, the old key destroyed, keys/s (wall time).
 Two rotations (0 -> 1 -> 2) alternate with three baseline passes; each rate is the best of
 its runs, since other load on a shared machine only ever slows a run down.
@@ -41,11 +41,11 @@ from typing import Any
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lifecycle.crypto.master_key import derive_key
-from lifecycle.crypto.vault import NONCE_BYTES, data_keys
-from lifecycle.ledger import Ledger
-from lifecycle.rotation import BATCH, rotate
-from lifecycle.settings import Settings
+from lifecycle.store.master_key import derive_key
+from lifecycle.store.vault import NONCE_BYTES, data_keys
+from lifecycle.services.ledger import Ledger
+from lifecycle.services.rotation import BATCH, rotate
+from lifecycle.store.settings import Settings
 
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

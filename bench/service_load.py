@@ -36,11 +36,11 @@ from pathlib import Path
 import httpx
 
 from bench.sweep_memory import memory_facts
-from lifecycle.cases.users import UserBook
-from lifecycle.ledger import Ledger
+from lifecycle.services.cases.users import UserBook
+from lifecycle.services.ledger import Ledger
 from lifecycle.policy.loader import bundled_policy
-from lifecycle.samples import generate_facts
-from lifecycle.settings import Settings
+from lifecycle.services.samples import generate_facts
+from lifecycle.store.settings import Settings
 
 P95_RATIO_TARGET = 3.0
 PEAK_TARGET_MB = 500.0

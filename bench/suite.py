@@ -25,7 +25,7 @@ afterwards) and measures, each beside a baseline measured in the same run:
                       untimed run of each first. Target >= 0.5.
   DSAR export         `Ledger.dsar_export` of random subjects, p50 and p95 (ms); baseline:
                       a bare `store.events.get(id)` of the same subjects (alternating).
-  audit verify        `lifecycle.audit.verify` (every event, chain row and checkpoint
+  audit verify        `lifecycle.services.audit.verify` (every event, chain row and checkpoint
                       signature; the chain is written with the events), events/s;
                       baseline: bare read-and-decode in
                       verify's page size. Target >= 0.5 (from the audit issue).
@@ -44,7 +44,7 @@ afterwards) and measures, each beside a baseline measured in the same run:
                       medium), built by one process; the sweep runs in a fresh process and
                       reports its peak RSS (VmHWM), MB. Target < 500 MB (issue 11).
   key rotation        `bench.rotation_bench.measure`: Size.rotation_keys live data keys
-                      (50,000; 2,000 at tiny) re-wrapped by `lifecycle.rotation.rotate`,
+                      (50,000; 2,000 at tiny) re-wrapped by `lifecycle.services.rotation.rotate`,
                       keys/s; baseline: bare AES-GCM unwrap and wrap of the same keys in
                       memory. Target >= 0.3 (issue 14). 1,000,000 keys: by hand,
                       `python -m bench.rotation_bench --by-hand`.
@@ -103,19 +103,19 @@ from bench.sweep_bench import (
     subject_facts,
     time_catch_ups,
 )
-from lifecycle import audit
+from lifecycle.services import audit
 from lifecycle.aggregates.data_subject import DataSubject, key_scope
-from lifecycle.crypto.vault import data_keys
-from lifecycle.ledger import Ledger
+from lifecycle.store.vault import data_keys
+from lifecycle.services.ledger import Ledger
 from lifecycle.projections import runner
-from lifecycle.settings import (
+from lifecycle.store.settings import (
     DATABASE_URL_ENV,
     HOME_ENV,
     MASTER_KEY_ENV,
     Settings,
     load_settings,
 )
-from lifecycle.sweep import BATCH_SUBJECTS, due_items
+from lifecycle.services.sweep import BATCH_SUBJECTS, due_items
 
 MASTER_KEY = base64.b64encode(hashlib.sha256(b"lifecycle benchmark suite").digest()).decode()
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

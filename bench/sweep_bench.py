@@ -46,9 +46,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 from lifecycle.projections import tables
-from lifecycle.settings import Settings
+from lifecycle.store.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "config" / "hqip.toml"

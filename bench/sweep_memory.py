@@ -35,7 +35,7 @@ from bench.sweep_bench import (
     UNSUBSCRIBED_AT,
     settings_for,
 )
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 
 PEAK_TARGET_MB = 500.0
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from eventsourcing.persistence import StoredEvent
 
-from lifecycle.event_chain import Pending
-from lifecycle.postgres_recorder import LockLightPostgresRecorder
-from lifecycle.sqlite_recorder import ChainedSQLiteRecorder
+from lifecycle.store.event_chain import Pending
+from lifecycle.store.postgres_recorder import LockLightPostgresRecorder
+from lifecycle.store.sqlite_recorder import ChainedSQLiteRecorder
 
 
 class UnchainedSQLiteRecorder(ChainedSQLiteRecorder):

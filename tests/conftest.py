@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 
 POSTGRES_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -38,7 +38,7 @@ def postgres_unavailable() -> str | None:
 @pytest.fixture(scope="session", autouse=True)
 def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Tests (and the processes they start) keep the bank-holiday cache to themselves."""
-    from lifecycle.bank_holidays import CACHE_DIR_ENV
+    from lifecycle.domain.bank_holidays import CACHE_DIR_ENV
 
     before = os.environ.get(CACHE_DIR_ENV)
     os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("lifecycle-cache"))

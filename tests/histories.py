@@ -4,7 +4,7 @@ A history is a list of fact dicts (ingest format v1) for one to three subjects. 
 when ingested sorted by fact time: every fact's prerequisite (the record, the consent, the
 restriction, the hold) is strictly earlier in fact time, and no two facts share a time.
 A small model of each subject (consents, restrictions, holds, erasures) decides which
-facts are valid next, the processing limits included (lifecycle.limits: no consent-based
+facts are valid next, the processing limits included (lifecycle.domain.limits: no consent-based
 data without a consent in force, nothing new inside a restriction); personal values are
 distinctive strings so a byte search can find them.
 """
@@ -68,7 +68,7 @@ class SubjectModel:
     counter: int = 0
 
     def allowed(self, purpose: str, basis: str) -> bool:
-        """Processing limits (lifecycle.limits): consent-based data needs a consent in
+        """Processing limits (lifecycle.domain.limits): consent-based data needs a consent in
         force (an unsubscribe or marketing objection withdraws it); nothing new inside a
         restriction of its scope."""
         if basis == "consent" and purpose not in self.consents:

@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lifecycle.crypto.vault import data_keys
-from lifecycle.settings import Settings
+from lifecycle.store.vault import data_keys
+from lifecycle.store.settings import Settings
 
 _STORE_VARIABLES = ("LIFECYCLE_DATABASE_URL", "LIFECYCLE_MASTER_KEY",
                     "LIFECYCLE_MASTER_KEY_FILE", "LIFECYCLE_SWEEP_BATCH", "LIFECYCLE_ACTOR",

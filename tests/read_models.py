@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 
 
 def table_rows(engine: sa.Engine, table: sa.Table) -> list[tuple[str, ...]]:

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from lifecycle.actor import UNKNOWN, acting_as
+from lifecycle.store.actor import UNKNOWN, acting_as
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.daemon import Daemon
-from lifecycle.event_store import SubjectStore, attach_signing_key, persistence_env
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.store.event_store import SubjectStore, attach_signing_key, persistence_env
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.processes import env_for, json_of, lifecycle
 from tests.test_daemon_and_reports import HQIP, IHPA, NOW, prepare, unsubscriber_facts

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.processes import json_of, lifecycle
 from tests.test_daemon_and_reports import HQIP

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from lifecycle.audit import (
+from lifecycle.services.audit import (
     ALTERED,
     ANCHOR_MISMATCH,
     CHAIN_ALTERED,
@@ -37,10 +37,10 @@ from lifecycle.audit import (
     signed_head,
     verify,
 )
-from lifecycle.crypto.signing_key import Signer
-from lifecycle.crypto.vault import data_keys
-from lifecycle.errors import ConfigurationError
-from lifecycle.event_chain import (
+from lifecycle.store.signing_key import Signer
+from lifecycle.store.vault import data_keys
+from lifecycle.domain.errors import ConfigurationError
+from lifecycle.store.event_chain import (
     LOG_GENESIS,
     Checkpoint,
     event_digest,
@@ -49,15 +49,15 @@ from lifecycle.event_chain import (
     subject_genesis,
 )
 from lifecycle.aggregates.data_subject import DataSubject
-from lifecycle.event_store import (
+from lifecycle.store.event_store import (
     SubjectStore,
     attach_signing_key,
     chained_recorder,
     persistence_env,
 )
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 from lifecycle.projections import tables
-from lifecycle.settings import Settings
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -653,7 +653,7 @@ def test_audit_chain_refuses_to_rechain_events_a_chaining_version_stored(
     """`audit chain` on an emptied chain (its key kept) refuses, exit 1: events that name
     their actor were chained as they were stored, so their chain was removed; the log is
     left unchained and verify keeps reporting it."""
-    from lifecycle.cli import cli
+    from lifecycle.cli.main import cli
 
     ingested(cli_env, subjects=1)
     raw = RawStore(cli_env)
@@ -697,7 +697,7 @@ def cli_env(sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Setti
 def test_audit_verify_exits_0_untouched_and_1_naming_the_changed_event(
         cli_env: Settings) -> None:
     """`lifecycle audit verify` exits 0 on an untouched store, 1 naming an altered event."""
-    from lifecycle.cli import cli
+    from lifecycle.cli.main import cli
 
     ingested(cli_env)
     run = CliRunner()
@@ -717,7 +717,7 @@ def test_audit_anchor_prints_the_signed_head_that_verify_anchor_checks(
         cli_env: Settings) -> None:
     """`audit anchor` prints position, digest, signature and key fingerprint; its anchor
     line passes `audit verify --anchor`, and fails it once the log is rolled back."""
-    from lifecycle.cli import cli
+    from lifecycle.cli.main import cli
 
     ingested(cli_env, subjects=1)
     run = CliRunner()
@@ -742,7 +742,7 @@ def test_audit_anchor_prints_the_signed_head_that_verify_anchor_checks(
 
 def test_audit_chain_refuses_a_store_that_is_already_chained(cli_env: Settings) -> None:
     """`audit chain` only chains an older store's backlog: on a chained store it exits 1."""
-    from lifecycle.cli import cli
+    from lifecycle.cli.main import cli
 
     ingested(cli_env, subjects=1)
     result = CliRunner().invoke(cli, ["audit", "chain"])

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from lifecycle import facts as f
-from lifecycle.facts import MAX_DEPTH, parse_lines
-from lifecycle.ledger import Ledger
-from lifecycle.line_reader import MAX_LINE_BYTES, read_lines
-from lifecycle.settings import Settings
+from lifecycle.domain import facts as f
+from lifecycle.domain.facts import MAX_DEPTH, parse_lines
+from lifecycle.services.ledger import Ledger
+from lifecycle.services.line_reader import MAX_LINE_BYTES, read_lines
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.processes import env_for
 
@@ -166,7 +166,7 @@ def test_a_line_exactly_at_the_cap_is_read() -> None:
 
 _RSS_PROBE = """
 import resource, sys
-from lifecycle.cli import main
+from lifecycle.cli.main import main
 sys.argv = ["lifecycle", "ingest", sys.argv[1], "--json"]
 try:
     main()
@@ -337,7 +337,7 @@ def test_a_consent_method_is_a_slug(type_: str) -> None:
 def test_an_unsubscribe_channel_is_from_the_closed_vocabulary() -> None:
     """`channel` takes one of the documented channels; anything else is rejected naming the
     field and the allowed values, without echoing the text."""
-    from lifecycle.vocabulary import CHANNELS
+    from lifecycle.domain.vocabulary import CHANNELS
 
     assert {"email-link", "email-reply", "web-form", "phone", "post", "other"} <= set(CHANNELS)
     got = reasons(lines([

@@ -12,8 +12,8 @@ from pathlib import Path
 import holidays
 import pytest
 
-from lifecycle import bank_holidays
-from lifecycle.bank_holidays import CACHE_DIR_ENV, cache_path, england_and_wales
+from lifecycle.domain import bank_holidays
+from lifecycle.domain.bank_holidays import CACHE_DIR_ENV, cache_path, england_and_wales
 
 
 def library_calendar(year: int) -> dict[date, str]:
@@ -32,7 +32,7 @@ def test_a_new_process_reads_the_cache_instead_of_importing_every_country(
         cache_dir: Path) -> None:
     """The first lookup stores the library's dates; a later process gets the same dates
     from the file without importing the library's country data (the 0.25 s it saves)."""
-    script = ("import sys, json; from lifecycle.bank_holidays import england_and_wales; "
+    script = ("import sys, json; from lifecycle.domain.bank_holidays import england_and_wales; "
               "days = england_and_wales(2025); "
               "print(json.dumps([sorted(d.isoformat() for d in days), "
               "'holidays.countries' in sys.modules]))")

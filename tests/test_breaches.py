@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from lifecycle.breaches import breach_impact, list_breaches
-from lifecycle.breaches_cli import breaches as breaches_command
-from lifecycle.ledger import Ledger
-from lifecycle.logs import configure_logging
+from lifecycle.services.breaches import breach_impact, list_breaches
+from lifecycle.cli.breaches import breaches as breaches_command
+from lifecycle.services.ledger import Ledger
+from lifecycle.support.logs import configure_logging
 from tests.facts_builder import collected, fact, lines, t
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def invoke(args: list[str], ledger: Ledger) -> Result:
 
 def invoke_cli(args: list[str], ledger: Ledger) -> Result:
     """The whole command line (e.g. `report ropa`) on this ledger's store."""
-    from lifecycle.cli import cli
+    from lifecycle.cli.main import cli
 
     return CliRunner().invoke(cli, args, env=cli_env(ledger), catch_exceptions=False)
 
@@ -252,7 +252,7 @@ def test_impact_on_the_sample_data_matches_the_records_the_read_models_show(
     from dateutil.relativedelta import relativedelta
 
     from lifecycle.projections import tables
-    from lifecycle.samples import generate_facts
+    from lifecycle.services.samples import generate_facts
 
     ledger.adopt_policy(HQIP, t("2022-01-01T00:00:00Z"))
     report = ledger.ingest((json.dumps(f) for f in generate_facts("hqip", 120)), NOW)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from lifecycle.settings import Settings
+from lifecycle.store.settings import Settings
 from tests.processes import lifecycle
 from tests.test_audit_verify import RawStore, events_of, ingested
 

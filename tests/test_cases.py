@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from lifecycle.cases.actions import (ActionRefused, AmbiguousReference, acknowledge,
+from lifecycle.services.cases.actions import (ActionRefused, AmbiguousReference, acknowledge,
                                      act_on_request, place_hold, release_hold)
-from lifecycle.cases.address_index import AddressIndex, address_index
-from lifecycle.cases.users import UserBook, UserRefused, users
-from lifecycle.cli import cli
-from lifecycle.ledger import Ledger
+from lifecycle.services.cases.address_index import AddressIndex, address_index
+from lifecycle.services.cases.users import UserBook, UserRefused, users
+from lifecycle.cli.main import cli
+from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, fact, lines
 
 NOW = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lifecycle.crypto import vault as vault_module
-from lifecycle.crypto.vault import open_vault
-from lifecycle.errors import KeyDestroyed
-from lifecycle.settings import Settings
+from lifecycle.store import vault as vault_module
+from lifecycle.store.vault import open_vault
+from lifecycle.domain.errors import KeyDestroyed
+from lifecycle.store.settings import Settings
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

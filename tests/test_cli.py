@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lifecycle.cli import cli
+from lifecycle.cli.main import cli
 from tests.facts_builder import collected, fact, lines
 from tests.test_ingest import hundred_facts_with_five_bad
 

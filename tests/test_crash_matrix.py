@@ -1,6 +1,6 @@
 """The crash matrix: record before destroy, whatever step a process dies at.
 
-For each step of lifecycle.faults.STEPS, on SQLite and on PostgreSQL, a real
+For each step of lifecycle.support.faults.STEPS, on SQLite and on PostgreSQL, a real
 `lifecycle ingest` (and `lifecycle sweep`) is killed with SIGKILL at that step
 (LIFECYCLE_CRASH_AT), then run again without it. Afterwards:
 - the erasure request is recorded, and every record it covers is erased, the late one
@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.faults import CRASH_ENV, STEPS
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.support.faults import CRASH_ENV, STEPS
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.processes import env_for, wait_for
 
@@ -110,7 +110,7 @@ def run(settings: Settings, *args: str, crash_at: str | None = None
 # -- invariants --------------------------------------------------------------------------------
 
 def key_rows(ledger: Ledger) -> list[Any]:
-    from lifecycle.crypto.vault import data_keys
+    from lifecycle.store.vault import data_keys
 
     with ledger.vault.engine.connect() as conn:
         return list(conn.execute(sa.select(data_keys.c.key_id, data_keys.c.subject_id,
@@ -210,7 +210,7 @@ def test_an_ingest_killed_in_its_second_batch_is_completed_by_running_it_again(
     """Killed after saving its second batch's events (the first batch done, the second's
     keys not yet destroyed), an ingest run again destroys those keys and lands the rest:
     the erasure in the second batch holds and every line is stored once."""
-    from lifecycle.ingest import BATCH_LINES
+    from lifecycle.services.ingest import BATCH_LINES
 
     filler = [collected(f"member:filler-{n}", "2024-01-01T09:00:00Z", "file", {"n": n},
                         purpose="enquiries-complaints", basis="legitimate-interests")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from lifecycle.crypto.vault import data_keys
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.store.vault import data_keys
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

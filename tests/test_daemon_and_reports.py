@@ -28,11 +28,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from lifecycle.daemon import Daemon
-from lifecycle.forecast import monthly_forecast
-from lifecycle.ledger import Ledger
+from lifecycle.services.forecast import monthly_forecast
+from lifecycle.services.ledger import Ledger
 from lifecycle.policy.loader import load_policy
 from lifecycle.projections import parallel, tables
-from lifecycle.settings import Settings
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.processes import destroyed_keys, env_for, json_of, lifecycle, wait_for
 from tests.read_models import snapshot_views

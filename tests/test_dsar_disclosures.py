@@ -10,8 +10,8 @@ from pathlib import Path
 
 import jsonschema
 
-from lifecycle.dsar_render import to_html
-from lifecycle.ledger import Ledger
+from lifecycle.services.dsar_render import to_html
+from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, fact, lines
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"

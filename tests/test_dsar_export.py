@@ -11,8 +11,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from lifecycle.dsar_render import to_csv, to_html
-from lifecycle.ledger import Ledger
+from lifecycle.services.dsar_render import to_csv, to_html
+from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, fact, lines, t
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def test_no_csv_cell_starts_a_spreadsheet_formula(subscriber: Ledger, hostile: s
 
 def test_an_unknown_subject_is_refused(ledger: Ledger) -> None:
     """Exporting a subject with no facts raises SubjectNotFound."""
-    from lifecycle.errors import SubjectNotFound
+    from lifecycle.domain.errors import SubjectNotFound
 
     with pytest.raises(SubjectNotFound):
         ledger.dsar_export("nobody:1", NOW)

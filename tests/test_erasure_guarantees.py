@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.crypto.vault import data_keys
-from lifecycle.errors import KeyDestroyed
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.store.vault import data_keys
+from lifecycle.domain.errors import KeyDestroyed
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -174,8 +174,8 @@ def test_marks_of_an_erasure_never_recorded_are_dropped_after_the_grace(
         backend: Settings) -> None:
     """A mark whose erasure never reached the log (the run died before saving) destroys
     nothing; it is dropped once older than the grace, and the key stays live."""
-    from lifecycle.crypto.vault import Shred
-    from lifecycle.shredding import finish_interrupted
+    from lifecycle.store.vault import Shred
+    from lifecycle.services.shredding import finish_interrupted
 
     with Ledger(backend) as ledger:
         ledger.ingest(lines([
@@ -252,7 +252,7 @@ def test_an_unexpected_error_on_one_line_rejects_only_that_line(
         ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     """A line whose processing fails unexpectedly is rejected alone, with the error's type
     and no value; the batch is redone without it, so every valid line lands once."""
-    from lifecycle.ingest import FactApplier
+    from lifecycle.services.ingest import FactApplier
 
     original = FactApplier._activity
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.crypto.vault import data_keys
+from lifecycle.store.vault import data_keys
 from lifecycle.daemon import Daemon
-from lifecycle.errors import ConfigurationError
-from lifecycle.key_policy import load_key_policy
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.domain.errors import ConfigurationError
+from lifecycle.services.key_policy import load_key_policy
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)

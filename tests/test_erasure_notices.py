@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.bank_holidays import CACHE_DIR_ENV
-from lifecycle.errors import LifecycleError
-from lifecycle.ledger import Ledger
-from lifecycle.event_store import chained_recorder
-from lifecycle.settings import Settings
+from lifecycle.domain.bank_holidays import CACHE_DIR_ENV
+from lifecycle.domain.errors import LifecycleError
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.event_store import chained_recorder
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines, t
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.facts import parse_line
-from lifecycle.ingest import canonical
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.domain.facts import parse_line
+from lifecycle.services.ingest import canonical
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.processes import env_for
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, lines
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -19,7 +19,7 @@ def test_an_ingest_pauses_the_collector_per_batch_and_restores_it(
     """While a batch is applied and saved the collector is off; between batches and after
     the run it is on again, also when a batch fails; a collector the caller turned off
     stays off."""
-    from lifecycle import ingest
+    from lifecycle.services import ingest
 
     monkeypatch.setattr(ingest, "BATCH_LINES", 2)
     seen: list[bool] = []
@@ -57,7 +57,7 @@ def test_a_sweep_pauses_the_collector_per_batch_and_restores_it(
     the sweep."""
     from pathlib import Path
 
-    from lifecycle import sweep
+    from lifecycle.services import sweep
     from tests.facts_builder import fact
 
     ledger.adopt_policy(Path(__file__).resolve().parents[1] / "config" / "hqip.toml",

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from lifecycle import facts as f
-from lifecycle.ledger import Ledger
+from lifecycle.domain import facts as f
+from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, fact, lines
 from tests.processes import lifecycle
 
@@ -171,13 +171,13 @@ def test_a_fact_id_claimed_by_a_killed_run_does_not_outlive_it(backend: Any,
     wrong `at` fixed) is then accepted, since no fact of that id was ever recorded."""
     from datetime import UTC, datetime, timedelta
 
-    from lifecycle.crypto.vault import CLAIM_GRACE
+    from lifecycle.store.vault import CLAIM_GRACE
     import os
     import signal
     import subprocess
     import sys
 
-    from lifecycle.faults import CRASH_ENV
+    from lifecycle.support.faults import CRASH_ENV
     from tests.processes import env_for
 
     wrong = collected("m:crash", "2024-01-02T09:00:00Z", "signup", {"name": "C"},

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, fact, lines
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lifecycle.faults import CRASH_ENV
-from lifecycle.settings import Settings
+from lifecycle.support.faults import CRASH_ENV
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact
 from tests.processes import env_for, lifecycle
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.crypto.vault import CURRENT, RETIRED, data_keys, key_epochs
-from lifecycle.settings import Settings
+from lifecycle.store.vault import CURRENT, RETIRED, data_keys, key_epochs
+from lifecycle.store.settings import Settings
 from tests.conftest import _admin_connect
 from tests.facts_builder import collected, fact, lines
 from tests.processes import json_of, lifecycle

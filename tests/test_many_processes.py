@@ -24,9 +24,9 @@ from typing import IO, Any
 import pytest
 
 from lifecycle.daemon import Daemon
-from lifecycle.lease import lease_for
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.store.lease import lease_for
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.processes import destroyed_keys, env_for, json_of, lifecycle, wait_for
 from tests.read_models import snapshot_views

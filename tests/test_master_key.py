@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.crypto.master_key import key_check_value, key_fingerprint
-from lifecycle.crypto.vault import vault_meta
-from lifecycle.errors import ConfigurationError
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.store.master_key import key_check_value, key_fingerprint
+from lifecycle.store.vault import vault_meta
+from lifecycle.domain.errors import ConfigurationError
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, lines
 from tests.processes import env_for, lifecycle
 

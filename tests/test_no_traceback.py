@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.settings import Settings
+from lifecycle.store.settings import Settings
 from tests.processes import env_for
 
 ROOT = Path(__file__).resolve().parents[1]

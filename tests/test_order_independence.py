@@ -55,10 +55,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from lifecycle.aggregates.data_subject import DataSubject
-from lifecycle.crypto.vault import data_keys
-from lifecycle.errors import KeyDestroyed
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.store.vault import data_keys
+from lifecycle.domain.errors import KeyDestroyed
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.conftest import POSTGRES_URL, _admin_connect, require_postgres
 from tests.histories import (arrival_order, by_fact_time, canonical_view, chunks,
                              concurrent_pieces, histories, jsonl)

@@ -13,14 +13,14 @@ import pytest
 import sqlalchemy as sa
 
 from lifecycle.aggregates.policy_register import REGISTER_ID
-from lifecycle.engines import create_store_engine
-from lifecycle.errors import RebuildFailed
-from lifecycle.event_store import BUCKETS, Partition
-from lifecycle.ledger import Ledger
+from lifecycle.store.engines import create_store_engine
+from lifecycle.domain.errors import RebuildFailed
+from lifecycle.store.event_store import BUCKETS, Partition
+from lifecycle.services.ledger import Ledger
 from lifecycle.projections import parallel, tables
 from lifecycle.projections.runner import ProjectionRunner
-from lifecycle.samples import generate_facts
-from lifecycle.settings import Settings
+from lifecycle.services.samples import generate_facts
+from lifecycle.store.settings import Settings
 from tests.policies import CONFIG, revised_policy
 from tests.processes import lifecycle
 from tests.read_models import snapshot_views, table_rows

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from lifecycle.cli import cli
-from lifecycle.ledger import Ledger
+from lifecycle.cli.main import cli
+from lifecycle.services.ledger import Ledger
 from lifecycle.policy.loader import parse_policy
 from lifecycle.policy.notice import period_stated
 from tests.facts_builder import collected, fact, lines
@@ -225,7 +225,7 @@ def test_the_dsar_export_shows_the_deciding_rules_quote_and_the_controllers_choi
 def test_subject_show_csv_and_html_mark_the_controllers_choice(ledger: Ledger) -> None:
     """`subject show` (the subject view), the CSV and the HTML export carry the deciding
     rule's notice words apart from the controller's choice, marked as such."""
-    from lifecycle.dsar_render import to_csv, to_html
+    from lifecycle.services.dsar_render import to_csv, to_html
 
     ledger.adopt_policy(CONFIG / "ihpa.toml", datetime(2022, 1, 1, tzinfo=UTC))
     report = ledger.ingest(lines([

@@ -17,9 +17,9 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from lifecycle.event_store import SubjectStore, open_subject_store
-from lifecycle.postgres_recorder import LockLightPostgresRecorder
-from lifecycle.settings import load_settings
+from lifecycle.store.event_store import SubjectStore, open_subject_store
+from lifecycle.store.postgres_recorder import LockLightPostgresRecorder
+from lifecycle.store.settings import load_settings
 
 TOPIC = "lifecycle.aggregates.data_subject:DataSubject.FactRecorded"
 # States that text-mode bytea escaping has to get right, and binary mode must not mangle.

@@ -1,6 +1,6 @@
 """Processing limits enforced at ingest, on both notices (config/hqip.toml, ihpa.toml).
 
-Each limit rejects the fact with a reason naming it (lifecycle.limits): no direct
+Each limit rejects the fact with a reason naming it (lifecycle.domain.limits): no direct
 marketing after an unsubscribe or a marketing objection; nothing new on consent without a
 consent in force at the fact's time; no share or new collection inside a restriction
 without an Art 18(2) exception; shares only to recipients declared for their purpose.
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from lifecycle.ingest import IngestReport
-from lifecycle.ledger import Ledger
+from lifecycle.services.ingest import IngestReport
+from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, fact, lines
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"

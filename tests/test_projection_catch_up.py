@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 from lifecycle.projections import runner, tables
 from lifecycle.projections.bulk import insert_rows
-from lifecycle.samples import generate_facts
-from lifecycle.settings import Settings
+from lifecycle.services.samples import generate_facts
+from lifecycle.store.settings import Settings
 from tests.facts_builder import fact, lines
 from tests.policies import CONFIG, revised_policy
 from tests.read_models import snapshot_views

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from lifecycle.crypto.vault import data_keys, doomed_keys
-from lifecycle.ledger import Ledger
+from lifecycle.store.vault import data_keys, doomed_keys
+from lifecycle.services.ledger import Ledger
 from lifecycle.projections import tables
-from lifecycle.samples import generate_facts
-from lifecycle.settings import Settings
+from lifecycle.services.samples import generate_facts
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.read_models import snapshot_views
 

@@ -11,15 +11,15 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from lifecycle.auditor_cli import replay as replay_command
-from lifecycle.auditor_cli import report as report_command
-from lifecycle.ledger import Ledger
-from lifecycle.logs import configure_logging
+from lifecycle.cli.auditor import replay as replay_command
+from lifecycle.cli.auditor import report as report_command
+from lifecycle.services.ledger import Ledger
+from lifecycle.support.logs import configure_logging
 from lifecycle.projections import tables
 from lifecycle.projections.runner import create_views_engine
-from lifecycle.replay import VIEWS_FILE, replay
-from lifecycle.ropa import build_ropa, to_html
-from lifecycle.samples import generate_facts
+from lifecycle.services.replay import VIEWS_FILE, replay
+from lifecycle.services.ropa import build_ropa, to_html
+from lifecycle.services.samples import generate_facts
 from tests.facts_builder import collected, fact, lines, t
 from tests.read_models import table_rows
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lifecycle.dsar_render import to_html
-from lifecycle.ingest import IngestReport
-from lifecycle.ledger import Ledger
-from lifecycle.vocabulary import ERASURE_GROUNDS
+from lifecycle.services.dsar_render import to_html
+from lifecycle.services.ingest import IngestReport
+from lifecycle.services.ledger import Ledger
+from lifecycle.domain.vocabulary import ERASURE_GROUNDS
 from tests.facts_builder import collected, fact, lines, t
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"

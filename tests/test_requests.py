@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 import pytest
 
 from lifecycle.aggregates.request_case import RequestCase
-from lifecycle.bank_holidays import CACHE_DIR_ENV
-from lifecycle.ledger import Ledger
-from lifecycle.logs import configure_logging
-from lifecycle.settings import Settings
+from lifecycle.domain.bank_holidays import CACHE_DIR_ENV
+from lifecycle.services.ledger import Ledger
+from lifecycle.support.logs import configure_logging
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines, t
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, fact, lines, t
 
 IHPA = Path(__file__).resolve().parents[1] / "config" / "ihpa.toml"

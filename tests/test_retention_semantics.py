@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, fact, lines, t
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from lifecycle.ledger import Ledger
-from lifecycle.ropa import build_ropa, to_html
+from lifecycle.services.ledger import Ledger
+from lifecycle.services.ropa import build_ropa, to_html
 from tests.facts_builder import collected, fact, lines, t
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """`lifecycle keys rotate` killed at each of its steps, then run again.
 
-For each step of lifecycle.rotation.ROTATION_STEPS (and the second re-wrap batch), on
+For each step of lifecycle.services.rotation.ROTATION_STEPS (and the second re-wrap batch), on
 SQLite and on PostgreSQL, a real `lifecycle keys rotate --batch 40` is killed with
 SIGKILL at that step (LIFECYCLE_CRASH_AT), then run again without it. Afterwards every
 live data key is wrapped under the current epoch and opens, none is lost, every earlier
@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.crypto.epoch_keys import next_key_path
-from lifecycle.crypto.master_key import key_check_value
-from lifecycle.crypto.vault import CURRENT, RETIRED, data_keys
-from lifecycle.faults import CRASH_ENV
-from lifecycle.ledger import Ledger
-from lifecycle.rotation import ROTATION_STEPS, recorded_rotations
-from lifecycle.settings import Settings
+from lifecycle.store.epoch_keys import next_key_path
+from lifecycle.store.master_key import key_check_value
+from lifecycle.store.vault import CURRENT, RETIRED, data_keys
+from lifecycle.support.faults import CRASH_ENV
+from lifecycle.services.ledger import Ledger
+from lifecycle.services.rotation import ROTATION_STEPS, recorded_rotations
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.processes import env_for
 

@@ -9,14 +9,14 @@ import time
 
 import sqlalchemy as sa
 
-from lifecycle.crypto.vault import CURRENT, RETIRED, data_keys
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.store.vault import CURRENT, RETIRED, data_keys
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, lines
 from tests.processes import env_for, wait_for
 from tests.test_rotation_crashes import NOW
 
-FIRST, CHUNK = 100, 2000  # CHUNK: one ingest batch (lifecycle.ingest.BATCH_LINES)
+FIRST, CHUNK = 100, 2000  # CHUNK: one ingest batch (lifecycle.services.ingest.BATCH_LINES)
 
 
 def facts(start: int, stop: int) -> list[str]:
@@ -85,7 +85,7 @@ def test_keys_stored_while_a_rotation_runs_end_under_the_new_epoch(backend: Sett
 def test_a_vault_written_before_epochs_opens_and_rotates(backend: Settings) -> None:
     """A vault from before epochs (no epoch column, no epochs table) opens with its key,
     its keys count as epoch 0, and a rotation moves them all to epoch 1."""
-    from lifecycle.rotation import rotate
+    from lifecycle.services.rotation import rotate
 
     with Ledger(backend) as ledger:
         ledger.ingest(facts(0, 20), NOW)

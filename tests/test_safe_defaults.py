@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.crypto.vault import data_keys
-from lifecycle.errors import ArgumentRefused
-from lifecycle.facts import CLOCK_SKEW
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
-from lifecycle.sweep import Sweeper
+from lifecycle.store.vault import data_keys
+from lifecycle.domain.errors import ArgumentRefused
+from lifecycle.domain.facts import CLOCK_SKEW
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
+from lifecycle.services.sweep import Sweeper
 from tests.processes import destroyed_keys, json_of, lifecycle, wait_for
 from tests.test_daemon_and_reports import (
     NOW, SUBSCRIBERS, email, json_lines, prepare, record_data, start_daemon, stop_daemon,

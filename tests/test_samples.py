@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from lifecycle.facts import parse_line
-from lifecycle.ledger import Ledger
-from lifecycle.samples import ORGANISATIONS, generate_facts
+from lifecycle.domain.facts import parse_line
+from lifecycle.services.ledger import Ledger
+from lifecycle.services.samples import ORGANISATIONS, generate_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -113,7 +113,7 @@ def test_ingest_after_adopting_the_policy_rejects_nothing(ledger: Ledger, org: s
 @pytest.mark.parametrize("org", ORGANISATIONS)
 def test_committed_examples_are_what_the_generator_produces(org: str) -> None:
     """examples/<org>-facts.jsonl equals generate_facts(org, 600), one fact per line
-    (rewrite them with `python -m lifecycle.samples`)."""
+    (rewrite them with `python -m lifecycle.services.samples`)."""
     path = ROOT / "examples" / f"{org}-facts.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in lines] == generate_facts(org, 600)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle import statutory_clock as clock
+from lifecycle.domain import statutory_clock as clock
 from lifecycle.aggregates.request_case import (
     FULFILLED,
     OPEN,
@@ -19,7 +19,7 @@ from lifecycle.aggregates.request_case import (
     RequestStepRefused,
     UnknownRequestKind,
 )
-from lifecycle.errors import InvalidFact, LifecycleError
+from lifecycle.domain.errors import InvalidFact, LifecycleError
 
 
 def noon(day: str) -> datetime:

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lifecycle.aggregates.data_subject import DataSubject
-from lifecycle.crypto.vault import KeyVault, create_vault_engine
-from lifecycle.email_address import (AT_SIGNS, could_be_address, find_addresses, method_slug,
+from lifecycle.store.vault import KeyVault, create_vault_engine
+from lifecycle.domain.email_address import (AT_SIGNS, could_be_address, find_addresses, method_slug,
                                      normalise)
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 from lifecycle.policy.loader import parse_policy
 from tests.facts_builder import collected, fact, lines
 

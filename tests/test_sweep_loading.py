@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from lifecycle.aggregates.data_subject import DataSubject
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 from lifecycle.projections import runner, tables
-from lifecycle.sweep import Sweeper
+from lifecycle.services.sweep import Sweeper
 from tests.facts_builder import collected, fact, lines
 from tests.read_models import snapshot_views
 
@@ -141,8 +141,8 @@ def test_keys_of_batches_already_recorded_are_destroyed_when_a_later_batch_fails
     """A sweep saves batch after batch and destroys the recorded keys together; when a
     later batch fails, the keys whose erasure earlier batches recorded are still destroyed
     (and unmarked) before the error surfaces, and the failed batch destroys nothing."""
-    from lifecycle import sweep as sweep_module
-    from lifecycle.crypto.vault import doomed_keys
+    from lifecycle.services import sweep as sweep_module
+    from lifecycle.store.vault import doomed_keys
 
     ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
     refs = members(ledger, 8, 1)

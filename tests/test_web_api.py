@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.settings import Settings
+from lifecycle.store.settings import Settings
 from tests.facts_builder import fact, lines
 from tests.processes import lifecycle
 from tests.web_service import EMAIL, NAME, Service, signed_in, start_service
@@ -172,7 +172,7 @@ def test_an_ingest_token_cannot_record_what_only_a_dpo_may(service: Service) -> 
 def test_each_write_names_the_signed_in_user_as_its_actor(service: Service) -> None:
     """Where the store records actors, an identity verification through the API and a hold
     through it are stored naming the signed-in user (the history shows it)."""
-    pytest.importorskip("lifecycle.actor", reason="the store does not record actors yet")
+    pytest.importorskip("lifecycle.store.actor", reason="the store does not record actors yet")
     with service.client("responder") as api:
         assert api.post("/api/requests/SAR-1/verify", json={}).status_code == 200
     with service.client("dpo") as api:

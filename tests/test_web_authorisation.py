@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from lifecycle.settings import Settings
+from lifecycle.store.settings import Settings
 from lifecycle.web.app import PUBLIC, create_app
 from lifecycle.web.auth import Rule
 from tests.web_service import ROLES, Service, signed_in, start_service

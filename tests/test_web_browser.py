@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle.settings import Settings
+from lifecycle.store.settings import Settings
 from tests.web_service import EMAIL, NAME, Service, start_service
 
 CHROMIUM = "/usr/bin/chromium"

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.ledger import Ledger
+from lifecycle.services.ledger import Ledger
 from lifecycle.policy.loader import bundled_policy
 from lifecycle.projections import tables
-from lifecycle.samples import generate_facts
-from lifecycle.settings import Settings
+from lifecycle.services.samples import generate_facts
+from lifecycle.store.settings import Settings
 from tests.processes import lifecycle
 from tests.web_service import Service, signed_in, start_service
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lifecycle.settings import Settings
+from lifecycle.store.settings import Settings
 from tests.web_service import EMAIL, Service, self_signed, signed_in, start_service
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
-from lifecycle.settings import Settings
+from lifecycle.store.settings import Settings
 from tests.web_service import Service, start_service
 
 EXAMPLES = 15  # per operation: a bounded run for CI

@@ -14,9 +14,9 @@ from typing import IO, Any
 
 import httpx
 
-from lifecycle.cases.users import UserBook
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.services.cases.users import UserBook
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
 from tests.processes import env_for, wait_for
 

@@ -12,7 +12,7 @@ stops the scheduler's loop, tolerating a second signal or one that arrives befor
 runs (the next tick then stops it). run() waits for a running tick before it returns.
 
 Several daemons may run against one store (PostgreSQL; SQLite on one host): a lease
-(lifecycle.lease) lets only one of them catch up the projections, sweep and extend the
+(lifecycle.store.lease) lets only one of them catch up the projections, sweep and extend the
 audit chain; the others log each tick with `swept: false, lease: "held-elsewhere"` and the
 projection lag they see, and take over at their next tick once the holder is gone (its
 lease dies with its process or session, even under SIGKILL). Idempotent sweeps remain the
@@ -20,7 +20,7 @@ backstop.
 
 The lease holder also keeps erasures final in copies: each tick vacuums the vault table
 on PostgreSQL (`KeyVault.reclaim`), and rotates the master key when the `[keys]` policy
-says so (`lifecycle.key_policy`) or a rotation is under way, under the rotation lease too.
+says so (`lifecycle.services.key_policy`) or a rotation is under way, under the rotation lease too.
 """
 
 from __future__ import annotations
@@ -39,16 +39,16 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS
-from lifecycle.actor import daemon_actor
-from lifecycle.audit import AuditChain
-from lifecycle.breaches import flag_overdue_breaches
-from lifecycle.lease import SWEEP_LEASE, Lease, lease_for
-from lifecycle.ledger import Ledger
-from lifecycle.logs import get_logger
-from lifecycle.rotation import RotationBusy, rotate_if_due
+from lifecycle.store.actor import daemon_actor
+from lifecycle.services.audit import AuditChain
+from lifecycle.services.breaches import flag_overdue_breaches
+from lifecycle.store.lease import SWEEP_LEASE, Lease, lease_for
+from lifecycle.services.ledger import Ledger
+from lifecycle.support.logs import get_logger
+from lifecycle.services.rotation import RotationBusy, rotate_if_due
 
 if TYPE_CHECKING:
-    from lifecycle.key_policy import KeyPolicy
+    from lifecycle.services.key_policy import KeyPolicy
 
 log = get_logger("lifecycle.daemon")
 
@@ -71,7 +71,7 @@ class Daemon:
                  lease: Lease | None = None, due_soon_days: int = DUE_SOON_DAYS,
                  key_policy: KeyPolicy | None = None) -> None:
         self.ledger = ledger
-        from lifecycle.key_policy import load_key_policy
+        from lifecycle.services.key_policy import load_key_policy
 
         self.key_policy = (key_policy if key_policy is not None
                            else load_key_policy(ledger.settings.home))

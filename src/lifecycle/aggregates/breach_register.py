@@ -18,7 +18,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from lifecycle.aggregates.data_subject import SUBJECT_NAMESPACE
-from lifecycle.errors import InvalidFact
+from lifecycle.domain.errors import InvalidFact
 
 BREACH_REGISTER_ID = uuid5(SUBJECT_NAMESPACE, "breach-register")
 REPORT_WITHIN = timedelta(hours=72)  # Art 33(1), from awareness

@@ -14,7 +14,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from lifecycle.errors import (
+from lifecycle.domain.errors import (
     MissingSafeguard,
     NoSuchConsent,
     NoSuchHold,
@@ -26,7 +26,7 @@ from lifecycle.errors import (
     RequestExists,
     UnknownRecord,
 )
-from lifecycle.vocabulary import ALL_SCOPE, DIRECT_MARKETING, HOME_COUNTRY
+from lifecycle.domain.vocabulary import ALL_SCOPE, DIRECT_MARKETING, HOME_COUNTRY
 
 SUBJECT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lifecycle.invalid/subject")
 

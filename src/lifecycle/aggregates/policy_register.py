@@ -14,7 +14,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from lifecycle.aggregates.data_subject import SUBJECT_NAMESPACE
-from lifecycle.errors import LifecycleError
+from lifecycle.domain.errors import LifecycleError
 
 REGISTER_ID = uuid5(SUBJECT_NAMESPACE, "policy-register")
 

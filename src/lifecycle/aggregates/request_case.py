@@ -7,7 +7,7 @@ X, by the time each step took effect (its ``at``), not the time it was recorded 
 event also carries its recording ``timestamp``).
 
 Deadlines are calendar dates, answered by the end of that day Europe/London; the rules
-live in :mod:`lifecycle.statutory_clock`. Reasons are short codes or sealed strings:
+live in :mod:`lifecycle.domain.statutory_clock`. Reasons are short codes or sealed strings:
 never plaintext personal values.
 """
 
@@ -22,8 +22,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from lifecycle import statutory_clock as clock
-from lifecycle.errors import InvalidFact
+from lifecycle.domain import statutory_clock as clock
+from lifecycle.domain.errors import InvalidFact
 
 REQUEST_NAMESPACE: Final = uuid5(NAMESPACE_URL, "https://lifecycle.invalid/request")
 

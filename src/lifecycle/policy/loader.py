@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from lifecycle.errors import ConfigurationError
+from lifecycle.domain.errors import ConfigurationError
 from lifecycle.policy.model import Policy, PolicyFile
 
 

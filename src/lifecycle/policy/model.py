@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dateutil.relativedelta import relativedelta
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from lifecycle.vocabulary import HOME_COUNTRY, Basis, Category, Role, Source
+from lifecycle.domain.vocabulary import HOME_COUNTRY, Basis, Category, Role, Source
 
 Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]

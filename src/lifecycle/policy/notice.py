@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from lifecycle.policy.loader import Problem
 from lifecycle.policy.model import _DURATION, PolicyFile
-from lifecycle.vocabulary import HOME_COUNTRY
+from lifecycle.domain.vocabulary import HOME_COUNTRY
 
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                  "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen",

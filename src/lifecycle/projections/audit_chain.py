@@ -1,12 +1,12 @@
 """The audit chain's digests in hex, for documents that print them (the deletion certificate).
 
-The chain itself is written with the events (`lifecycle.event_chain`), not with the read
+The chain itself is written with the events (`lifecycle.store.event_chain`), not with the read
 models; these are the same functions over hex text.
 """
 
 from __future__ import annotations
 
-from lifecycle import event_chain
+from lifecycle.store import event_chain
 
 LOG_GENESIS = event_chain.LOG_GENESIS.hex()
 

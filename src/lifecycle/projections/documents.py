@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from lifecycle.aggregates.data_subject import DataSubject
-from lifecycle.limits import breaches
-from lifecycle.vocabulary import ERASURE_GROUNDS
+from lifecycle.domain.limits import breaches
+from lifecycle.domain.vocabulary import ERASURE_GROUNDS
 
 
 def _iso(value: datetime | None) -> str | None:

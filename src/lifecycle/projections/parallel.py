@@ -39,10 +39,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from lifecycle.engines import create_store_engine
-from lifecycle.errors import RebuildFailed
-from lifecycle.event_store import BUCKETS, Partition, SubjectStore
-from lifecycle.lease import AdvisoryLease, FileLease, Lease
+from lifecycle.store.engines import create_store_engine
+from lifecycle.domain.errors import RebuildFailed
+from lifecycle.store.event_store import BUCKETS, Partition, SubjectStore
+from lifecycle.store.lease import AdvisoryLease, FileLease, Lease
 from lifecycle.projections import tables
 from lifecycle.projections.runner import ProjectionRunner
 from lifecycle.projections.views import Projection

@@ -19,9 +19,9 @@ from eventsourcing.persistence import Notification
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
-from lifecycle.engines import create_store_engine
-from lifecycle.event_store import Partition, SubjectStore
-from lifecycle.gc_pause import cyclic_gc_paused
+from lifecycle.store.engines import create_store_engine
+from lifecycle.store.event_store import Partition, SubjectStore
+from lifecycle.support.gc_pause import cyclic_gc_paused
 from lifecycle.projections import tables
 from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionContext
 

@@ -140,4 +140,4 @@ sweep_runs = sa.Table(
     sa.Column("dry_run", sa.Boolean, nullable=False),
 )
 
-# The audit chain is not a read model: it lives beside the events (`lifecycle.event_chain`).
+# The audit chain is not a read model: it lives beside the events (`lifecycle.store.event_chain`).

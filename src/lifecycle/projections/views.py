@@ -13,12 +13,12 @@ from eventsourcing.utils import get_topic
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
-from lifecycle.event_store import Partition, SubjectStore
+from lifecycle.store.event_store import Partition, SubjectStore
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.projections import tables
 from lifecycle.projections.bulk import insert_rows
 from lifecycle.projections.documents import subject_document
-from lifecycle.retention import plan
+from lifecycle.domain.retention import plan
 
 # A sweep's own events: they mark records erased or flagged for review, and never change
 # a subject's consents, shares or suppression. The views built from those alone declare

@@ -12,10 +12,10 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from lifecycle.cases import actions
-from lifecycle.cases.users import User
-from lifecycle.ingest import IngestReport
-from lifecycle.ledger import Ledger
+from lifecycle.services.cases import actions
+from lifecycle.services.cases.users import User
+from lifecycle.services.ingest import IngestReport
+from lifecycle.services.ledger import Ledger
 from lifecycle.web.auth import (
     AUDIT,
     CASEWORK,
@@ -199,7 +199,7 @@ def certificate(request: Request, request_id: str,
 def audit_verify(request: Request,
                  anchor: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
     """Recomputes every digest of the log (and checks it against an anchor if given)."""
-    from lifecycle.audit import Anchor, verify
+    from lifecycle.services.audit import Anchor, verify
 
     try:
         parsed = Anchor.parse(anchor) if anchor else None
@@ -214,7 +214,7 @@ def replay(request: Request, until: Annotated[AwareDatetime | None, Query()] = N
            subject: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
     """The state as of `until` (default now), rebuilt from the log into fresh read models:
     never writes an event, never opens a key (values read "sealed" or "erased")."""
-    from lifecycle.replay import replay as run_replay
+    from lifecycle.services.replay import replay as run_replay
 
     at = until or _now(request)
     report = desk_of(request).run(lambda ledger: run_replay(ledger.store, at, None, subject))
@@ -232,7 +232,7 @@ def status(request: Request) -> dict[str, Any]:
 @router.get("/ropa", dependencies=[Depends(Rule(AUDIT))])
 def ropa(request: Request) -> dict[str, Any]:
     """The Art 30(1) record of processing activities."""
-    from lifecycle.ropa import build_ropa
+    from lifecycle.services.ropa import build_ropa
 
     now = _now(request)
     document: dict[str, Any] = desk_of(request).run(lambda ledger: build_ropa(ledger, None, now))
@@ -283,7 +283,7 @@ def sweep_dry_run(request: Request,
 def forecast(request: Request,
              months: Annotated[int, Query(ge=1, le=120)] = 12) -> dict[str, Any]:
     """Erasures due per month and per rule."""
-    from lifecycle.forecast import monthly_forecast
+    from lifecycle.services.forecast import monthly_forecast
 
     start = _now(request)
 

@@ -11,9 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lifecycle.cases.actions import ActionRefused, AmbiguousReference
-from lifecycle.errors import ArgumentRefused, InvalidFact, LifecycleError, SubjectNotFound
-from lifecycle.logs import get_logger
+from lifecycle.services.cases.actions import ActionRefused, AmbiguousReference
+from lifecycle.domain.errors import ArgumentRefused, InvalidFact, LifecycleError, SubjectNotFound
+from lifecycle.support.logs import get_logger
 from lifecycle.web import api, pages
 from lifecycle.web.auth import NotSignedIn, Rule
 from lifecycle.web.desk import Desk

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
-from lifecycle.cases.users import User
+from lifecycle.services.cases.users import User
 from lifecycle.web.desk import Desk, Session
 
 SESSION_COOKIE = "lc_session"

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from lifecycle.cases.address_index import AddressIndex
-from lifecycle.cases.users import User, UserBook
-from lifecycle.ledger import Ledger
-from lifecycle.settings import Settings
+from lifecycle.services.cases.address_index import AddressIndex
+from lifecycle.services.cases.users import User, UserBook
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
 
 T = TypeVar("T")
 SESSION_SECONDS = 8 * 3600

@@ -11,9 +11,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from lifecycle.cases import actions
-from lifecycle.cases.users import User
-from lifecycle.facts import EARLIEST
+from lifecycle.services.cases import actions
+from lifecycle.services.cases.users import User
+from lifecycle.domain.facts import EARLIEST
 from lifecycle.web.auth import (AUDIT, CASEWORK, DPO_ONLY, RECORDS, SESSION_COOKIE,
                                 SIGNED_IN, SIGNIN_COOKIE, Rule, check_csrf, desk_of,
                                 session_of)
@@ -287,7 +287,7 @@ def notification_ack(request: Request,
 
 @router.get("/audit", dependencies=[Depends(Rule(AUDIT, page=True))])
 def audit(request: Request) -> HTMLResponse:
-    from lifecycle.audit import verify
+    from lifecycle.services.audit import verify
 
     def gather(ledger: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         return verify(ledger.store, ledger.views).as_dict(), ledger.status()

@@ -29,7 +29,7 @@ def export_filename(reference: str, fmt: str) -> str:
 
 
 def export_response(document: dict[str, Any], fmt: str, reference: str) -> Response:
-    from lifecycle.dsar_render import to_csv, to_html
+    from lifecycle.services.dsar_render import to_csv, to_html
 
     if fmt == "json":
         body = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"

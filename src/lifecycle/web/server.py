@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from lifecycle.errors import ConfigurationError
-from lifecycle.logs import get_logger
-from lifecycle.settings import load_settings
+from lifecycle.domain.errors import ConfigurationError
+from lifecycle.support.logs import get_logger
+from lifecycle.store.settings import load_settings
 
 log = get_logger("lifecycle.web")
 

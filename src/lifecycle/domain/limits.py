@@ -1,0 +1,259 @@
+"""Processing limits: what the law forbids doing with a person's data from a moment on.
+
+Pure domain: a subject's state, the adopted policy and one fact in, a refusal naming the
+limit out. Each fact is judged against the state at its own time (`at`), folded from every
+fact known then (docs/guarantees.md, "Processing limits"):
+
+- direct-marketing-stopped: after an unsubscribe or an objection to direct marketing (and
+  until the person re-subscribes), no direct-marketing collection, activity or share
+  (UK GDPR Art 21(3), PECR reg 22);
+- consent-required: data processed on consent needs a consent for its purpose in force at
+  its time: none after a withdrawal (Art 7(3)), none before one is given (Art 6(1)(a));
+- restriction: while a restriction covers a purpose, no new collection or share for it,
+  except under an Art 18(2) exception recorded on the fact;
+- recipient-purpose: a share goes only to a recipient the policy declares for its purpose
+  (a recipient without `purposes` is declared for every purpose);
+- art-9-condition: a record of category `special` only for a purpose that names its
+  Art 9(2) condition; art-10-condition: a record of category `criminal-offence` only for
+  a purpose that declares criminal-offence data with its Art 10 condition.
+
+`breaches` finds accepted facts a limit dated before them bars, now that it is known (a
+limit that arrived after them): the same facts give the same list in any arrival order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from lifecycle.aggregates.data_subject import (
+    DataSubject, Record, _Preferences, fold_preferences,
+)
+from lifecycle.domain.errors import InvalidFact
+from lifecycle.policy.model import Policy
+from lifecycle.domain.vocabulary import ALL_SCOPE, DIRECT_MARKETING
+
+ART_18_2 = {
+    "consent": "with the data subject's consent",
+    "legal-claims": "for the establishment, exercise or defence of legal claims",
+    "protection-of-others": "for the protection of the rights of another person",
+    "public-interest": "for reasons of important public interest",
+}
+
+
+class ProcessingLimit(InvalidFact):
+    """A fact that a processing limit in force at its time forbids."""
+
+
+def _day(at: datetime) -> str:
+    return at.isoformat()
+
+
+class _Judge:
+    """One subject's limits at given times; the preference fold is cached per time."""
+
+    def __init__(self, subject: DataSubject) -> None:
+        self.subject = subject
+        self._folds: dict[datetime, _Preferences] = {}
+
+    def prefs(self, at: datetime) -> _Preferences:
+        found = self._folds.get(at)
+        if found is None:
+            log = self.subject.preference_log
+            if not log or max(entry[0] for entry in log) <= at:
+                # Every entry is in force by `at` (facts arriving in time order): the
+                # subject's own fold of its whole log, kept until the log changes. Read only.
+                found = self.subject._prefs
+            else:
+                found = fold_preferences(log, until=at)
+            self._folds[at] = found
+        return found
+
+    def marketing_stopped(self, at: datetime) -> str | None:
+        prefs = self.prefs(at)
+        if prefs.unsubscribed_at is not None:
+            return (f"limit direct-marketing-stopped: the person unsubscribed at "
+                    f"{_day(prefs.unsubscribed_at)} (Art 21(3), PECR reg 22); no new "
+                    "direct-marketing collection, activity or share until they re-subscribe")
+        objected = prefs.objected_at.get(DIRECT_MARKETING)
+        if objected is not None:
+            return (f"limit direct-marketing-stopped: the person objected to direct "
+                    f"marketing at {_day(objected)} (Art 21(3)); no new direct-marketing "
+                    "collection, activity or share until they re-subscribe")
+        return None
+
+    def consent_missing(self, purpose: str, at: datetime) -> str | None:
+        consent = self.prefs(at).consents.get(purpose)
+        if consent is None:
+            return (f"limit consent-required: no consent for purpose {purpose!r} was in "
+                    "force at the time of this fact (Art 6(1)(a)); record the "
+                    "consent-given first")
+        if consent.withdrawn_at is not None:
+            return (f"limit consent-required: consent for purpose {purpose!r} was "
+                    f"withdrawn at {_day(consent.withdrawn_at)} (Art 7(3)); no new "
+                    "processing for it on the consent basis")
+        return None
+
+    def restricted(self, purpose: str, purposes: set[str], at: datetime,
+                   exception: str | None, what: str) -> str | None:
+        for restriction in sorted(self.subject.restrictions, key=lambda r: r.placed_at):
+            if not (restriction.in_force(at) and (restriction.scope == ALL_SCOPE
+                                                  or restriction.scope in purposes)):
+                continue
+            if exception == "consent" and self.consent_missing(purpose, at) is not None:
+                # The one Art 18(2) exception the log can check: the consent itself.
+                return (f"limit restriction: processing of {restriction.scope!r} is "
+                        f"restricted since {_day(restriction.placed_at)}; the fact claims "
+                        f"the Art 18(2) consent exception but no consent for purpose "
+                        f"{purpose!r} was in force at its time")
+            if exception is None:
+                return (f"limit restriction: processing of {restriction.scope!r} is "
+                        f"restricted since {_day(restriction.placed_at)} "
+                        f"({restriction.reason}, Art 18(1)); no {what} in its scope unless "
+                        "the fact gives an Art 18(2) restriction_exception (consent, "
+                        "legal-claims, protection-of-others, public-interest)")
+            return None
+        return None
+
+    def judge(self, at: datetime, purpose: str, basis: str, purposes: set[str],
+              exception: str | None, what: str | None) -> str | None:
+        """The first limit that bars processing `purpose` on `basis` at `at`, if any;
+        `what` (a "collection", a "share") is checked against restrictions, None: not."""
+        if purpose == DIRECT_MARKETING:
+            reason = self.marketing_stopped(at)
+            if reason is not None:
+                return reason
+        if basis == "consent":
+            reason = self.consent_missing(purpose, at)
+            if reason is not None:
+                return reason
+        if what is not None:
+            return self.restricted(purpose, purposes, at, exception, what)
+        return None
+
+
+def _condition_missing(policy: Policy, category: str, purpose: str) -> str | None:
+    """Special-category and criminal-offence data need their condition on the purpose."""
+    declared = policy.purposes[purpose]
+    if category == "special" and not declared.special_category_condition:
+        return (f"category: limit art-9-condition: special-category data for purpose "
+                f"{purpose!r}, which names no Art 9(2) condition "
+                "(special_category_condition in the policy)")
+    if category == "criminal-offence" and not (declared.criminal_offence_data
+                                               and declared.criminal_offence_condition):
+        return (f"category: limit art-10-condition: criminal-offence data for purpose "
+                f"{purpose!r}, which declares no criminal-offence data with an Art 10 "
+                "condition (criminal_offence_condition in the policy)")
+    return None
+
+
+def check_limits(policy: Policy, subject: DataSubject, fact: Any,
+                 marketing_stop_only: bool = False) -> None:
+    """Raises ProcessingLimit, naming the limit, when one in force at the fact's time
+    forbids it (judged from the facts known when it arrives). `marketing_stop_only`: only
+    the person's own stop of direct marketing (checked before the suppression list)."""
+    judge = _Judge(subject)
+    reason: str | None = None
+    if marketing_stop_only:
+        if getattr(fact, "purpose", None) == DIRECT_MARKETING:
+            reason = judge.marketing_stopped(fact.at)
+    elif fact.type == "collected":
+        missing = _condition_missing(policy, fact.category, fact.purpose)
+        if missing is not None:
+            raise ProcessingLimit(missing)
+        reason = judge.judge(fact.at, fact.purpose, fact.basis, {fact.purpose},
+                             fact.restriction_exception, "new collection")
+    elif fact.type == "shared":
+        if not policy.may_receive(fact.recipient, fact.purpose):
+            declared = policy.recipients[fact.recipient].purposes
+            raise ProcessingLimit(
+                f"recipient: limit recipient-purpose: {fact.recipient!r} is declared for "
+                f"{', '.join(declared)}, not for purpose {fact.purpose!r}")
+        named = [subject.records[r] for r in fact.records or [] if r in subject.records]
+        # Special-category data keeps needing its condition when it leaves for another
+        # purpose, whether the share names the category or the records.
+        for category in sorted(set(fact.categories or []) | {r.category for r in named}):
+            missing = _condition_missing(policy, category, fact.purpose)
+            if missing is not None:
+                raise ProcessingLimit(missing)
+        purposes = _share_scope(subject, fact.purpose, named, fact.categories or [], fact.at)
+        reason = judge.judge(fact.at, fact.purpose, fact.basis, purposes,
+                             fact.restriction_exception, "share")
+    elif fact.type == "activity" and fact.record is not None:
+        record = subject.records.get(fact.record)
+        if record is not None:
+            reason = judge.judge(fact.at, record.purpose, record.basis, set(), None, None)
+    if reason is not None:
+        raise ProcessingLimit(f"{fact.type}: {reason}")
+
+
+def _share_scope(subject: DataSubject, purpose: str, named: list[Record],
+                 categories: list[str], at: datetime) -> set[str]:
+    """The purposes whose data a share carries, for restrictions: its own, its named
+    records', and for a category its purpose holds no record of at `at`, the purposes of
+    the person's records of that category held then (the data can only come from them)."""
+    scope = {purpose} | {r.purpose for r in named}
+    held = [r for r in subject.records.values()
+            if r.collected_at <= at and (r.erased_at is None or r.erased_at > at)]
+    for category in categories:
+        of_category = [r for r in held if r.category == category]
+        if not any(r.purpose == purpose for r in of_category):
+            scope |= {r.purpose for r in of_category}
+    return scope
+
+
+def _all_consented(subject: DataSubject) -> bool:
+    """The common case, without a fold: nothing was ever withdrawn, unsubscribed or
+    objected to, so a consent is in force from its first giving; every consent-based fact
+    came after one."""
+    first: dict[str, datetime] = {}
+    for at, _, kind, purpose, _ in subject.preference_log:
+        if kind in ("withdrawn", "unsubscribed", "objected"):
+            return False
+        if kind == "given" and (purpose not in first or at < first[purpose]):
+            first[purpose] = at
+
+    def consented(purpose: str, at: datetime) -> bool:
+        return purpose in first and first[purpose] <= at
+
+    records = subject.records
+    return (all(consented(r.purpose, r.collected_at) for r in records.values()
+                if r.basis == "consent")
+            and all(consented(sh.purpose, sh.at) for sh in subject.shares
+                    if sh.basis == "consent")
+            and all(consented(records[name].purpose, at) for at, name in subject.activities
+                    if name in records and records[name].basis == "consent"))
+
+
+def breaches(subject: DataSubject) -> list[dict[str, Any]]:
+    """Accepted facts a limit in force at their time bars, known only now (it arrived
+    after them): for the controller to act on (e.g. erase under Art 17(1)(d))."""
+    if not subject.restrictions and _all_consented(subject):
+        return []
+    judge = _Judge(subject)
+    found: list[dict[str, Any]] = []
+    for rec in subject.records.values():
+        reason = judge.judge(rec.collected_at, rec.purpose, rec.basis, {rec.purpose},
+                             rec.restriction_exception, "new collection")
+        if reason is not None:
+            found.append({"fact": "collected", "at": rec.collected_at.isoformat(),
+                          "record": rec.record, "limit": reason})
+    for share in subject.shares:
+        purposes = _share_scope(subject, share.purpose,
+                                [subject.records[r] for r in share.records
+                                 if r in subject.records], share.categories, share.at)
+        reason = judge.judge(share.at, share.purpose, share.basis, purposes,
+                             share.restriction_exception, "share")
+        if reason is not None:
+            found.append({"fact": "shared", "at": share.at.isoformat(),
+                          "recipient": share.recipient, "limit": reason})
+    for at, name in subject.activities:
+        about = subject.records.get(name) if name is not None else None
+        if about is None:
+            continue
+        reason = judge.judge(at, about.purpose, about.basis, set(), None, None)
+        if reason is not None:
+            found.append({"fact": "activity", "at": at.isoformat(), "record": name,
+                          "limit": reason})
+    return sorted(found, key=lambda b: (b["at"], b["fact"], b.get("record", ""),
+                                        b.get("recipient", "")))

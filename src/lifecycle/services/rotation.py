@@ -1,0 +1,225 @@
+"""`lifecycle keys rotate`: a new master-key epoch, every live data key re-wrapped under
+it, the rotation recorded, the old epoch's key destroyed.
+
+The steps, each safe to be killed after (LIFECYCLE_CRASH_AT names them, ROTATION_STEPS):
+
+1. rotate-key-written: the new key is written beside the key file;
+2. rotate-epoch-begun: the new epoch is current (new keys are wrapped under it), the old
+   one retiring; one transaction, which also stores the hash keys under the new epoch;
+3. rotate-batch (rotate-batch:N): each batch of live keys re-wrapped, one transaction;
+4. rotate-rewrapped: no live key is left under the old epoch;
+5. rotate-recorded: the KeysRotated event is saved;
+6. rotate-key-destroyed: the new key has replaced the old one in the key file;
+7. rotate-retired: the old epoch is marked retired.
+
+A run finds a retiring epoch (a rotation killed after step 2) and finishes it instead of
+starting another. A data key is wrapped under the retiring epoch or the current one until
+step 4, and only the current one after, so none is ever left under no live epoch. Online:
+ingest and the daemon keep running (their new keys go under the current epoch, see
+`lifecycle.store.vault`); one process rotates at a time (the rotation lease).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError
+
+from lifecycle.aggregates.key_rotations import ROTATIONS_ID, KeyRotations, Rotation
+from lifecycle.store.epoch_keys import (install_next_key, next_key_path,
+                                         operator_key_source, write_next_key)
+from lifecycle.store.vault import CURRENT, RETIRED, RETIRING, EpochRow, KeyVault
+from lifecycle.domain.errors import LifecycleError
+from lifecycle.store.event_store import SubjectStore
+from lifecycle.support.faults import crash_point
+from lifecycle.services.key_policy import KeyPolicy
+from lifecycle.store.lease import lease_for
+from lifecycle.store.settings import Settings
+
+ACTOR_ENV = "LIFECYCLE_ACTOR"
+ROTATION_LEASE = "rotation"
+BATCH = 20_000  # keys per transaction: about half a second of a writer's lock
+ROTATION_STEPS = ("rotate-key-written", "rotate-epoch-begun", "rotate-batch",
+                  "rotate-rewrapped", "rotate-recorded", "rotate-key-destroyed",
+                  "rotate-retired")
+
+
+class RotationBusy(LifecycleError):
+    """Another process is rotating the master key."""
+
+
+def default_actor() -> str:
+    """Who acts: $LIFECYCLE_ACTOR, else the operating-system user."""
+    actor = os.environ.get(ACTOR_ENV, "").strip()
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    old_epoch: int
+    new_epoch: int
+    old_fingerprint: str
+    new_fingerprint: str
+    resumed: bool          # this run finished a rotation an earlier run began
+    rewrapped: int         # live keys re-wrapped, by every run of this rotation
+    live_keys: int         # live keys under the new epoch when it was recorded
+    recorded: bool         # this run saved the KeysRotated event
+    destroyed: bool        # this run retired the old epoch (once per rotation)
+    at: datetime
+    by: str
+    operator_key: str | None  # where the operator supplies the old key, to retire it
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"old_epoch": self.old_epoch, "new_epoch": self.new_epoch,
+                "old_fingerprint": self.old_fingerprint,
+                "new_fingerprint": self.new_fingerprint, "resumed": self.resumed,
+                "rewrapped": self.rewrapped, "live_keys": self.live_keys,
+                "recorded": self.recorded, "old_epoch_destroyed": self.destroyed,
+                "at": self.at.isoformat(), "by": self.by,
+                "operator_key_to_retire": self.operator_key}
+
+
+def recorded_rotations(store: SubjectStore) -> list[Rotation]:
+    try:
+        found: Any = store.repository.get(ROTATIONS_ID)
+    except AggregateNotFoundError:
+        return []
+    assert isinstance(found, KeyRotations)
+    return list(found.rotations)
+
+
+def _record(store: SubjectStore, old: EpochRow, new: EpochRow, now: datetime, by: str,
+            live: int) -> bool:
+    try:
+        found: Any = store.repository.get(ROTATIONS_ID)
+    except AggregateNotFoundError:
+        found = KeyRotations()
+    assert isinstance(found, KeyRotations)
+    started = new.created_at or now
+    if not found.record(old.epoch, new.epoch, old.fingerprint, new.fingerprint, started,
+                        now, new.created_by or by, new.rewrapped, live):
+        return False
+    store.save(found)
+    return True
+
+
+def rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datetime,
+           actor: str | None = None, batch: int = BATCH) -> RotationReport:
+    """Rotates the master key, or finishes the rotation a killed run began (see the
+    module). Raises RotationBusy if another process is rotating."""
+    by = actor or default_actor()
+    lease = lease_for(settings, ROTATION_LEASE)
+    if not lease.acquire():
+        raise RotationBusy("another process is rotating the master key; nothing was done")
+    try:
+        return _rotate(settings, vault, store, now, by, batch)
+    finally:
+        lease.release()
+
+
+def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datetime,
+            by: str, batch: int) -> RotationReport:
+    epochs = vault.epochs()
+    retiring = next((e for e in epochs if e.state == RETIRING), None)
+    resumed = retiring is not None
+    if retiring is None:
+        key = write_next_key(settings)
+        crash_point("rotate-key-written")
+        vault.begin_epoch(key, now, by)
+        crash_point("rotate-epoch-begun")
+        epochs = vault.epochs()
+        retiring = next(e for e in epochs if e.state == RETIRING)
+    current = next(e for e in epochs if e.state == CURRENT)
+    vault.epoch_key(current.epoch, current.key_check)  # the new key must be at hand
+    after = ""
+    while True:
+        _, last = vault.rewrap_batch(retiring.epoch, current.epoch, after, batch)
+        if last is None:
+            if vault.live_keys_under(retiring.epoch) == 0:
+                break
+            after = ""  # keys stored just before the switch: one more pass
+            continue
+        crash_point("rotate-batch")
+        after = last
+    crash_point("rotate-rewrapped")
+    current = next(e for e in vault.epochs() if e.epoch == current.epoch)
+    live = vault.live_keys_under(current.epoch)
+    recorded = _record(store, retiring, current, now, by, live)
+    crash_point("rotate-recorded")
+    if not install_next_key(settings, current.key_check):
+        raise LifecycleError(
+            f"the new master key (fingerprint {current.fingerprint}) is in neither the key "
+            f"file {settings.master_key_file} nor {next_key_path(settings)}")
+    crash_point("rotate-key-destroyed")
+    destroyed = vault.retire_epoch(retiring.epoch, now)
+    vault.forget_epoch_key(retiring.epoch)
+    crash_point("rotate-retired")
+    vault.reclaim(force=True)
+    rotation = next(r for r in recorded_rotations(store) if r.new_epoch == current.epoch)
+    return RotationReport(retiring.epoch, current.epoch, retiring.fingerprint,
+                          current.fingerprint, resumed, rotation.rewrapped,
+                          rotation.live_keys, recorded, destroyed, rotation.at, rotation.by,
+                          operator_key_source(settings))
+
+
+def rotate_if_due(settings: Settings, vault: KeyVault, store: SubjectStore,
+                  policy: KeyPolicy, now: datetime, actor: str) -> RotationReport | None:
+    """Rotates when the `[keys]` policy says so or a rotation is under way (the daemon's
+    tick); None when neither. Raises RotationBusy if another process is rotating."""
+    under_way = any(e.state == RETIRING for e in vault.epochs())
+    if policy.rotate_every is None and policy.rotate_after_erasures is None and not under_way:
+        return None  # no policy and nothing to finish: no need to count erasures
+    keys = epoch_status(vault, now)
+    since = datetime.fromisoformat(keys["since"]) if keys["since"] else None
+    if policy.due(since, keys["unsealed_erasures"], under_way, now) is None:
+        return None
+    return rotate(settings, vault, store, now, actor)
+
+
+# -- when erasures hold in every copy ----------------------------------------------------
+#
+# A destroyed key keeps the epoch it was last wrapped under: every copy taken while it was
+# live holds it under that epoch or an earlier one, so its erasure is final in every copy
+# once that epoch is retired (no clock is compared: erasure times are fact times).
+
+def final_in_backups_of(vault: KeyVault, destroyed: dict[str, dict[str, Any]]
+                        ) -> str | None:
+    """For a certificate: from when every key it names (the `destroyed` mapping of
+    `KeyVault.destroyed`) is destroyed in every copy; None while any is not (yet)."""
+    if not destroyed or any(v.get("destroyed_at") is None for v in destroyed.values()):
+        return None
+    retired = {e.epoch: e.retired_at for e in vault.epochs() if e.state == RETIRED}
+    finals = [retired.get(epoch) for epoch in vault.epochs_of(destroyed).values()]
+    if not finals or any(f is None for f in finals):
+        return None
+    return max(f for f in finals if f is not None).isoformat()
+
+
+def epoch_status(vault: KeyVault, now: datetime) -> dict[str, Any]:
+    """The current epoch, its age, a rotation under way, and the erasures not yet final in
+    copies (still readable in a copy taken before them, with a key not yet retired)."""
+    epochs = vault.epochs()
+    current = next((e for e in epochs if e.state == CURRENT), None)
+    retiring = next((e for e in epochs if e.state == RETIRING), None)
+    count, oldest = vault.unsealed_destructions()
+    started = current.created_at if current is not None else None
+    if started is None:
+        started = vault.first_key_at()
+    return {
+        "epoch": current.epoch if current else 0,
+        "fingerprint": current.fingerprint if current else None,
+        "since": started.isoformat() if started else None,
+        "age_days": round((now - started).total_seconds() / 86400, 1) if started else None,
+        "rotation_under_way": retiring is not None,
+        "unsealed_erasures": count,
+        "oldest_unsealed_erasure": oldest.isoformat() if oldest else None,
+    }

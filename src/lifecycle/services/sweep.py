@@ -1,0 +1,196 @@
+"""Retention sweeps: erase (crypto-shred) or flag for review everything due at `at`.
+
+Idempotent and crash-safe: the due list comes from the schedule projection (an index on
+disposal time, so the cost follows the number of due items, not the store's size), and
+every item is re-checked against the subject's current state before anything is written.
+A second sweep at the same time therefore records nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from eventsourcing.persistence import IntegrityError
+
+from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.aggregates.policy_register import Adoption
+from lifecycle.store.vault import KeyVault, Shred
+from lifecycle.domain.errors import ArgumentRefused
+from lifecycle.store.event_store import SAVE_RETRIES, SubjectStore
+from lifecycle.domain.facts import CLOCK_SKEW
+from lifecycle.support.gc_pause import cyclic_gc_paused
+from lifecycle.policy.loader import policy_from_document
+from lifecycle.policy.model import Policy
+from lifecycle.projections import tables
+from lifecycle.domain.retention import pause_reason, plan
+from lifecycle.services.shredding import destroy_recorded, save_marked
+
+BATCH_SUBJECTS = int(os.environ.get("LIFECYCLE_SWEEP_BATCH", "200"))
+# Keys recorded as erased (events saved, keys marked) are destroyed together once this
+# many wait, and at the end of the sweep: one vault transaction for many batches.
+DESTROY_EVERY = 5_000
+
+
+@dataclass
+class SweepReport:
+    at: datetime
+    dry_run: bool
+    erased: list[dict[str, Any]] = field(default_factory=list)
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+    paused: list[dict[str, Any]] = field(default_factory=list)
+    # Subjects that could not be swept (reported by reference; the others went on).
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "dry_run": self.dry_run,
+                "erased": len(self.erased), "reviews": len(self.reviews),
+                "paused": len(self.paused), "failed": len(self.failed), "items": {
+                    "erased": self.erased, "reviews": self.reviews, "paused": self.paused,
+                    "failed": self.failed}}
+
+
+def refuse_future_sweep(at: datetime, now: datetime) -> None:
+    """An erasure cannot be undone, so a sweep never runs ahead of the clock by more than
+    CLOCK_SKEW (a mistyped year would shred what is not due); a dry run may (a what-if)."""
+    if at > now + CLOCK_SKEW:
+        minutes = int(CLOCK_SKEW.total_seconds()) // 60
+        raise ArgumentRefused(
+            f"sweep at {at.isoformat()}: later than now ({now.isoformat(timespec='seconds')}) "
+            f"by more than {minutes} minutes; an erasure cannot be undone, so nothing was "
+            "done (for a what-if use sweep --dry-run or forecast)")
+
+
+def due_items(engine: sa.Engine, at: datetime) -> dict[UUID, list[str]]:
+    """Records whose disposal time has come, grouped by subject (an index range scan)."""
+    query = (sa.select(tables.schedule.c.subject_id, tables.schedule.c.record)
+             .where(tables.schedule.c.done.is_(False))
+             .where(tables.schedule.c.dispose_at <= at)
+             .order_by(tables.schedule.c.dispose_at, tables.schedule.c.subject_id))
+    grouped: dict[UUID, list[str]] = {}
+    with engine.connect() as conn:
+        for subject_id, record in conn.execute(query):
+            grouped.setdefault(UUID(subject_id), []).append(record)
+    return grouped
+
+
+class Sweeper:
+    def __init__(self, store: SubjectStore, vault: KeyVault, engine: sa.Engine,
+                 on_saved: Callable[[list[DataSubject]], None] | None = None) -> None:
+        self.store = store
+        self.vault = vault
+        self.engine = engine
+        # Told of the subjects each batch saved (the projections reuse them, not reread).
+        self.on_saved = on_saved
+
+    def sweep(self, at: datetime, started: datetime, dry_run: bool = False,
+              on_item: Callable[[str, dict[str, Any]], None] | None = None) -> SweepReport:
+        if not dry_run:
+            refuse_future_sweep(at, started)
+        report = SweepReport(at, dry_run)
+        adoption = self.store.latest_adoption()
+        if adoption is None:
+            return report
+        policy = policy_from_document(adoption.document)
+        due = list(due_items(self.engine, at).items())
+        recorded: list[Shred] = []
+        try:
+            for start in range(0, len(due), BATCH_SUBJECTS):
+                # The collector would rescan every aggregate the process holds (the
+                # projections' cache) as a batch allocates; resumed between batches.
+                with cyclic_gc_paused():
+                    self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, started,
+                                      policy, adoption, report, dry_run, on_item, recorded)
+                if len(recorded) >= DESTROY_EVERY:
+                    destroy_recorded(self.vault, recorded)
+                    recorded.clear()
+        finally:
+            # Whatever stopped the loop, what is recorded is destroyed (record, then destroy).
+            if recorded:
+                destroy_recorded(self.vault, recorded)
+        if not dry_run:
+            with self.engine.begin() as conn:
+                conn.execute(tables.sweep_runs.insert().values(
+                    swept_at=at, started_at=started, erased=len(report.erased),
+                    reviews=len(report.reviews), paused=len(report.paused), dry_run=False))
+        return report
+
+    def _sweep_batch(self, batch: dict[UUID, list[str]], at: datetime, started: datetime,
+                     policy: Policy, adoption: Adoption, report: SweepReport, dry_run: bool,
+                     on_item: Callable[[str, dict[str, Any]], None] | None,
+                     recorded: list[Shred]) -> None:
+        """Sweeps one batch of subjects and saves its events; the keys its erasures decided
+        on are left marked, in `recorded`, for the caller to destroy."""
+        for attempt in range(SAVE_RETRIES):
+            outcome = SweepReport(at, dry_run)
+            shreds: list[Shred] = []
+            touched: list[DataSubject] = []
+            # the batch's subjects in one query (a replay each, not a round trip each)
+            loaded = {s.id: s for s in self.store.get_subjects(list(batch))}
+            for subject_id, records in batch.items():
+                subject = loaded.get(subject_id)
+                if subject is None:
+                    continue
+                shred: dict[str, str] = {}
+                try:
+                    self._sweep_subject(subject, records, at, policy, adoption, outcome, shred)
+                except Exception as error:  # noqa: BLE001 - one subject never stops the rest
+                    # Its events of this sweep are not saved, its keys not destroyed.
+                    outcome.failed.append({"subject": subject.reference,
+                                           "error": type(error).__name__})
+                    continue
+                shreds.extend(Shred(str(subject.id), [key_id], at, by)
+                              for key_id, by in shred.items())
+                if subject.pending_events:
+                    touched.append(subject)
+            if dry_run:
+                break
+            try:
+                # Record before destroy: the events first, the keys after (lifecycle.services.shredding).
+                save_marked(self.store, self.vault, touched, shreds, started)
+            except IntegrityError:
+                if attempt == SAVE_RETRIES - 1:
+                    raise
+                continue  # another sweeper or writer moved these subjects: redo the batch
+            recorded.extend(shreds)
+            if self.on_saved and touched:
+                self.on_saved(touched)
+            break
+        for kind in ("erased", "reviews", "paused", "failed"):
+            items: list[dict[str, Any]] = getattr(outcome, kind)
+            getattr(report, kind).extend(items)
+            for item in items:
+                if on_item:
+                    on_item(kind, item)
+
+    def _sweep_subject(self, subject: DataSubject, records: list[str], at: datetime,
+                       policy: Policy, adoption: Adoption, outcome: SweepReport,
+                       shred: dict[str, str]) -> None:
+        for name in records:
+            record = subject.records.get(name)
+            if record is None:
+                continue
+            if record.erased_at is not None:
+                continue
+            disposal = plan(subject, record, policy, adoption)
+            if disposal is None or disposal.dispose_at > at:
+                continue  # the schedule was behind the subject: not due after all
+            item = {"subject": subject.reference, **disposal.as_dict()}
+            paused_by = pause_reason(subject, record, at)
+            if paused_by is not None:
+                outcome.paused.append({**item, "paused_by": paused_by})
+            elif disposal.action == "review":
+                if subject.flag_review(at, name, disposal.rule, disposal.policy,
+                                       disposal.due_at):
+                    outcome.reviews.append(item)
+            else:
+                key_id = subject.expire(at, name, disposal.rule, disposal.policy,
+                                        disposal.trigger, disposal.due_at)
+                if key_id is not None:
+                    shred[key_id] = f"rule {disposal.rule} ({disposal.policy})"
+                    outcome.erased.append(item)

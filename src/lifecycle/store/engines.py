@@ -1,0 +1,28 @@
+"""SQLAlchemy engines for lifecycle's own tables, with per-store SQLite pragmas."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from lifecycle.store.settings import create_private_file
+
+
+def create_store_engine(url: str, metadata: sa.MetaData, sqlite_pragmas: Sequence[str]) -> sa.Engine:
+    """An engine whose SQLite connections run `sqlite_pragmas`; creates the tables (and a
+    SQLite file, mode 0600)."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        if engine.url.database and engine.url.database != ":memory:":
+            create_private_file(Path(engine.url.database))
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            for pragma in (*sqlite_pragmas, "busy_timeout=30000"):
+                cursor.execute(f"PRAGMA {pragma}")
+            cursor.close()
+    metadata.create_all(engine)
+    return engine

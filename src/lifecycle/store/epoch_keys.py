@@ -1,0 +1,128 @@
+"""Where the keys of master-key epochs live on disk during and after a rotation.
+
+A rotation writes its new key to a file beside the key file (`<key file>.next`, mode
+0600) before any data key is wrapped under it, so a run killed at any point leaves the
+key for the next run. Once every live data key is re-wrapped and the rotation recorded,
+`install_next_key` moves the new key over the key file in one rename and overwrites the
+old key's bytes: the old epoch's key is then gone from wherever lifecycle keeps it. A key
+the operator supplies (LIFECYCLE_MASTER_KEY, or LIFECYCLE_MASTER_KEY_COMMAND, which
+prints it) is the operator's to retire.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+from lifecycle.store.master_key import KEY_BYTES, command_key, key_check_value
+from lifecycle.domain.errors import ConfigurationError
+from lifecycle.store.settings import MASTER_KEY_COMMAND_ENV, MASTER_KEY_ENV, Settings
+
+
+def next_key_path(settings: Settings) -> Path:
+    path = settings.master_key_file
+    return path.with_name(f"{path.name}.next")
+
+
+def _read_key(path: Path) -> bytes | None:
+    """The key in a key file; None if there is no such file or it holds no valid key."""
+    try:
+        key = base64.b64decode(path.read_text().strip(), validate=True)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return key if len(key) == KEY_BYTES else None
+
+
+def _given_env_key(settings: Settings) -> bytes | None:
+    if not settings.master_key:
+        if settings.master_key_command:
+            try:
+                return command_key(settings.master_key_command)
+            except ConfigurationError:
+                return None
+        return None
+    try:
+        key = base64.b64decode(settings.master_key.strip(), validate=True)
+    except ValueError:
+        return None
+    return key if len(key) == KEY_BYTES else None
+
+
+def find_epoch_key(settings: Settings, key_check: str) -> bytes | None:
+    """The key whose check value is `key_check`, from the environment, the key file or
+    the rotation's file beside it; None if none of them holds it."""
+    for key in (_given_env_key(settings), _read_key(settings.master_key_file),
+                _read_key(next_key_path(settings))):
+        if key is not None and key_check_value(key) == key_check:
+            return key
+    return None
+
+
+def _write_private(path: Path, key: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(base64.b64encode(key).decode() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_next_key(settings: Settings) -> bytes:
+    """A new random key, written (0600, synced) beside the key file; a file left there by a
+    run killed before it recorded its epoch is replaced."""
+    path = next_key_path(settings)
+    where = f"key file {path}"
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        key = os.urandom(KEY_BYTES)
+        _write_private(path, key)
+        _sync_folder(path.parent)
+    except OSError as error:
+        raise ConfigurationError(f"{where}: cannot be written ({error.strerror})") from None
+    return key
+
+
+def install_next_key(settings: Settings, new_check: str) -> bool:
+    """Moves the rotation's new key over the key file (one rename) and overwrites the old
+    key file's bytes. Idempotent: True if the key file already holds, or now holds, the
+    key of check `new_check`; False if the new key is nowhere to be found."""
+    path, upcoming = settings.master_key_file, next_key_path(settings)
+    current = _read_key(path)
+    if current is not None and key_check_value(current) == new_check:
+        upcoming.unlink(missing_ok=True)
+        return True
+    new = _read_key(upcoming)
+    if new is None or key_check_value(new) != new_check:
+        return False
+    try:
+        old_fd = os.open(path, os.O_WRONLY) if path.exists() else None
+        try:
+            os.replace(upcoming, path)
+            _sync_folder(path.parent)
+            if old_fd is not None:  # the old key's inode, now unlinked: overwrite its bytes
+                size = os.fstat(old_fd).st_size
+                os.pwrite(old_fd, os.urandom(max(size, 1)), 0)
+                os.fsync(old_fd)
+        finally:
+            if old_fd is not None:
+                os.close(old_fd)
+    except OSError as error:
+        raise ConfigurationError(f"key file {path}: cannot be replaced ({error.strerror})"
+                                 ) from None
+    return True
+
+
+def operator_key_source(settings: Settings) -> str | None:
+    """The name of the place an operator supplies the key from (None: the key file)."""
+    if settings.master_key:
+        return MASTER_KEY_ENV
+    return MASTER_KEY_COMMAND_ENV if settings.master_key_command else None

@@ -1,0 +1,295 @@
+"""The audit chain, written with the events: digests, links and signed checkpoints.
+
+Every stored event (as the recorder holds it: originator id, version, topic and the raw
+`state` bytes, never decoded, so no key is needed and crypto-shredding changes nothing) gets
+a row in `lifecycle_event_chain`, in the same transaction as the event itself:
+
+- `event_digest`   = SHA-256 over its length-prefixed fields (see `event_digest`);
+- `subject_digest` = SHA-256(previous subject_digest of the same originator || event_digest),
+  a chain per aggregate, starting from a genesis bound to the originator id;
+- `log_digest`     = SHA-256(previous log_digest || event_digest), one chain over the whole
+  log in notification (position) order.
+
+Each transaction that stores events also appends one row to `lifecycle_event_checkpoints`:
+the checkpoint number (1, 2, 3 ... with no gap), the position and log digest of its last
+event, how many events are chained up to there, when, and an Ed25519 signature over all of
+these (`Checkpoint.message`) by the signing key kept outside the store
+(`lifecycle.store.signing_key`). The newest checkpoint is therefore always at the newest
+event. Both tables live beside the events (same database), not with the read models.
+
+The global chain needs one writer at a time: on PostgreSQL the events table's EXCLUSIVE
+lock (which the recorder takes anyway to keep notification ids in commit order), on SQLite
+the database's write lock, both held from the INSERT of the events to the commit. Event
+digests and the subjects' previous links are computed before the lock is taken; under it
+only the log links (one SHA-256 of 64 bytes per event) and one signature are computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent
+
+from lifecycle.store.signing_key import Signer, Verifier
+from lifecycle.domain.errors import ConfigurationError, LifecycleError
+
+CHAIN_TABLE = "lifecycle_event_chain"
+CHECKPOINT_TABLE = "lifecycle_event_checkpoints"
+SCHEME = b"lifecycle-audit-chain/v1"
+CHECKPOINT_SCHEME = b"lifecycle-audit-checkpoint/v1"
+LOG_GENESIS = hashlib.sha256(SCHEME + b"\x00log").digest()
+UPGRADE_PAGE = 5000  # events chained per transaction when an older store is chained
+
+_PREFIX = struct.pack(">Q", len(SCHEME)) + SCHEME
+_pack_q, _pack_qq = struct.Struct(">Q").pack, struct.Struct(">Qq").pack
+_pack_cp = struct.Struct(">QQQ").pack
+_sha256 = hashlib.sha256
+
+
+def originator_text(originator_id: object) -> str:
+    """The originator id as digests spell it (a UUID with hyphens)."""
+    if isinstance(originator_id, UUID):
+        return str(originator_id)
+    text = str(originator_id)
+    return str(UUID(text)) if len(text) == 32 else text
+
+
+def event_digest(originator: str, version: int, topic: str, state: bytes) -> bytes:
+    """SHA-256 over the stored event's fields, each length-prefixed (no ambiguity)."""
+    who, name = originator.encode(), topic.encode()
+    return _sha256(b"".join((
+        _PREFIX, _pack_q(len(who)), who, _pack_qq(8, int(version)),
+        _pack_q(len(name)), name, _pack_q(len(state)), state))).digest()
+
+
+def subject_genesis(originator: str) -> bytes:
+    return _sha256(SCHEME + b"\x00subject\x00" + originator.encode()).digest()
+
+
+def link(previous: bytes, digest: bytes) -> bytes:
+    """The next link of a chain: SHA-256(previous || digest)."""
+    return _sha256(previous + digest).digest()
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int            # 1, 2, 3 ... one per transaction that stored events
+    position: int       # the notification id of that transaction's last event
+    events: int         # events chained up to and including `position`
+    log_digest: bytes
+    signed_at: str      # RFC 3339, UTC
+    key_id: str         # the signing key's fingerprint
+    signature: bytes
+
+    @staticmethod
+    def message_of(seq: int, position: int, events: int, log_digest: bytes,
+                   signed_at: str) -> bytes:
+        return b"".join((CHECKPOINT_SCHEME, b"\x00", _pack_cp(seq, position, events),
+                         log_digest, signed_at.encode()))
+
+    @property
+    def message(self) -> bytes:
+        return self.message_of(self.seq, self.position, self.events, self.log_digest,
+                               self.signed_at)
+
+    @classmethod
+    def signed(cls, signer: Signer, seq: int, position: int, events: int,
+               log_digest: bytes, at: datetime | None = None) -> Checkpoint:
+        signed_at = (at or datetime.now(UTC)).astimezone(UTC).isoformat()
+        signature = signer.sign(cls.message_of(seq, position, events, log_digest, signed_at))
+        return cls(seq, position, events, log_digest, signed_at, signer.fingerprint,
+                   signature)
+
+    def verified_by(self, verifier: Verifier) -> bool:
+        return self.key_id == verifier.fingerprint and verifier.verifies(
+            self.message, self.signature)
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.seq, self.position, self.events, self.log_digest, self.signed_at,
+                self.key_id, self.signature)
+
+
+class ChainRow(NamedTuple):
+    position: int
+    originator: Any      # as the database returns it (hex text on SQLite, a UUID on PostgreSQL)
+    version: int
+    event_digest: bytes
+    subject_digest: bytes
+    log_digest: bytes
+
+
+@dataclass
+class Pending:
+    """A batch's digests, computed before the lock."""
+
+    originators: list[str]
+    versions: list[int]
+    digests: list[bytes]
+    # The subject link each originator continues from (its event before the batch's first).
+    previous: dict[str, bytes]
+
+    def wanted(self) -> list[tuple[str, int]]:
+        """(originator, version) of each stored event whose subject link the batch
+        continues: the one before each originator's first event in the batch."""
+        first: dict[str, int] = {}
+        for originator, version in zip(self.originators, self.versions, strict=True):
+            first.setdefault(originator, version)
+        return [(o, v - 1) for o, v in first.items() if v > 1]
+
+
+def prepare(events: Iterable[Any]) -> Pending:
+    """Digests of stored events (anything with originator_id, originator_version, topic
+    and state)."""
+    originators, versions, digests = [], [], []
+    texts: dict[Any, str] = {}  # an aggregate's events come together: spelt once
+    for event in events:
+        originator = texts.get(event.originator_id)
+        if originator is None:
+            originator = texts[event.originator_id] = originator_text(event.originator_id)
+        originators.append(originator)
+        versions.append(int(event.originator_version))
+        digests.append(event_digest(originator, event.originator_version, event.topic,
+                                    bytes(event.state)))
+    return Pending(originators, versions, digests, {})
+
+
+def extend(pending: Pending, positions: Sequence[int], head: Checkpoint | None,
+           signer: Signer, at: datetime | None = None) -> tuple[list[ChainRow], Checkpoint]:
+    """The chain rows of a batch stored at `positions` after `head`, and its checkpoint."""
+    log_digest = LOG_GENESIS if head is None else head.log_digest
+    subjects = dict(pending.previous)
+    rows = []
+    for position, originator, version, digest in zip(
+            positions, pending.originators, pending.versions, pending.digests, strict=True):
+        subject_digest = link(subjects.get(originator) or subject_genesis(originator), digest)
+        subjects[originator] = subject_digest
+        log_digest = link(log_digest, digest)
+        rows.append(ChainRow(int(position), originator, version, digest, subject_digest,
+                             log_digest))
+    seq = 1 if head is None else head.seq + 1
+    events = len(rows) + (0 if head is None else head.events)
+    return rows, Checkpoint.signed(signer, seq, int(positions[-1]), events, log_digest, at)
+
+
+def check_signing_key(signer: Signer, newest_key_id: str | None) -> None:
+    """Raises ConfigurationError when the chain's newest checkpoint was signed with another
+    key than `signer`: writing on would start a second chain that `audit verify` rejects."""
+    if newest_key_id is not None and newest_key_id != signer.fingerprint:
+        raise ConfigurationError(
+            f"the signing key ({signer.source}, fingerprint {signer.fingerprint}) is not "
+            f"the key the audit chain is signed with ({newest_key_id}): nothing was "
+            "written; restore that key, or run `lifecycle audit verify` if the chain was "
+            "re-signed behind the application's back")
+
+
+class BrokenEvent(LifecycleError):
+    """A stored event that does not decode or does not match its chain row: the log was
+    altered behind the application's back. Names the event (position, subject, version)."""
+
+    def __init__(self, position: int | None, originator: object, version: int, what: str,
+                 name: str | None = None) -> None:
+        self.position, self.originator, self.version = position, str(originator), version
+        where = f"position {position}: " if position is not None else ""
+        who = name or f"originator {originator}"
+        super().__init__(f"the stored event at {where}{who} v{version} {what}: the event "
+                         "log was altered; `lifecycle audit verify` lists every change")
+
+
+def check_page(page: Sequence[Any], chained: dict[int, bytes],
+               name_of: Callable[[Any], str | None] | None,
+               row_at: Callable[[int], ChainRow | None] | None = None) -> None:
+    """Raises BrokenEvent for the first notification of `page` whose digest differs from
+    its chain row's (`chained`: position -> event digest) or that has none. With `row_at`
+    (the page holds every stored event of the positions `chained` covers), also for a
+    chain row whose event is gone."""
+    for n in page:
+        digest = chained.pop(n.id, None)
+        found = event_digest(originator_text(n.originator_id), n.originator_version, n.topic,
+                             bytes(n.state))
+        if digest != found:
+            what = ("is not in the audit chain" if digest is None
+                    else "does not match its audit chain row")
+            raise BrokenEvent(n.id, originator_text(n.originator_id), n.originator_version,
+                              what, name_of(n.originator_id) if name_of else None)
+    if row_at is not None and chained:
+        position = min(chained)
+        row = row_at(position)
+        assert row is not None
+        raise BrokenEvent(position, originator_text(row.originator), row.version,
+                          "was removed (the audit chain has it)",
+                          name_of(row.originator) if name_of else None)
+
+
+class ChainNotReady(Exception):
+    """A recorder asked to store events before a signing key was attached to it."""
+
+
+class ChainingRecorder(ApplicationRecorder):
+    """What both chained recorders (SQLite, PostgreSQL) share: the signing key, a batch's
+    chain prepared before the lock, and reads of the log checked against the chain while
+    `checked_reads` is set (a rebuild, a replay): BrokenEvent names the first event that
+    does not match; `name_of` gives a subject's reference."""
+
+    signer: Signer | None = None
+    key_checked = False  # the newest checkpoint's key was compared with `signer`
+    checked_reads = False
+    name_of: Callable[[Any], str | None] | None = None
+
+    def _pending(self, stored_events: Sequence[StoredEvent]) -> Pending | None:
+        """The batch's digests and previous subject links, before the lock (None: nothing
+        to chain)."""
+        if not stored_events:
+            return None
+        if self.signer is None:
+            raise ChainNotReady("no signing key attached to the event recorder")
+        if not self.key_checked:
+            check_signing_key(self.signer, self.newest_key_id())
+            self.key_checked = True
+        pending = prepare(stored_events)
+        pending.previous = self.subject_links(pending.wanted())
+        return pending
+
+    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
+                             topics: Sequence[str] = (), *,
+                             inclusive_of_start: bool = True) -> Sequence[Notification]:
+        # The recorder this is mixed into (next in the MRO) does the reading.
+        page = super().select_notifications(  # type: ignore[safe-super]
+            start, limit, stop, topics, inclusive_of_start=inclusive_of_start)
+        if self.checked_reads and page:
+            after = page[0].id - 1 if start is None or inclusive_of_start else start
+            self.check(page, after, page[-1].id, whole_range=not topics)
+        return page
+
+    def check(self, page: Sequence[Notification], after: int, upto: int,
+              whole_range: bool) -> None:
+        """Raises BrokenEvent unless `page` matches the chain rows of (after, upto]."""
+        check_page(page, self.chain_digests(after, upto), self.name_of,
+                   self.chain_row if whole_range else None)
+
+    def chain_row(self, position: int) -> ChainRow | None:
+        rows = self.chain_rows(position - 1, position, 1)
+        return rows[0] if rows else None
+
+    def chain_digests(self, after: int, upto: int) -> dict[int, bytes]:
+        """Position -> event digest of the chain rows in (after, upto]."""
+        raise NotImplementedError
+
+    def chain_rows(self, after: int, upto: int, limit: int) -> list[ChainRow]:
+        """The chain rows in (after, upto], at most `limit`, in position order."""
+        raise NotImplementedError
+
+    def newest_key_id(self) -> str | None:
+        """The key id of the newest checkpoint, or None."""
+        raise NotImplementedError
+
+    def subject_links(self, wanted: list[tuple[str, int]]) -> dict[str, bytes]:
+        """The chained subject digest of each (originator, version) that has one."""
+        raise NotImplementedError

@@ -1,0 +1,175 @@
+"""SQLite application recorder that writes the audit chain with the events it stores.
+
+The chain rows and the batch's signed checkpoint (`lifecycle.store.event_chain`) go in the same
+transaction as the events, after their INSERT: that INSERT takes SQLite's write lock, so
+from there to the commit no other process can append, and the head read under it is the
+head the batch continues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+
+from lifecycle.store.signing_key import Signer
+from lifecycle.store.event_chain import (
+    ChainingRecorder,
+    CHAIN_TABLE,
+    CHECKPOINT_TABLE,
+    ChainRow,
+    Checkpoint,
+    Pending,
+    extend,
+    originator_text,
+    prepare,
+)
+
+_CHUNK = 400  # (id, version) pairs per lookup
+
+
+class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
+    """`SQLiteApplicationRecorder` that chains and signs every batch it stores."""
+
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(),
+                f"CREATE TABLE IF NOT EXISTS {CHAIN_TABLE} ("
+                "position INTEGER PRIMARY KEY, originator_id TEXT NOT NULL, "
+                "originator_version INTEGER NOT NULL, event_digest BLOB NOT NULL, "
+                "subject_digest BLOB NOT NULL, log_digest BLOB NOT NULL)",
+                f"CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} ("
+                "seq INTEGER PRIMARY KEY, position INTEGER NOT NULL, "
+                "events INTEGER NOT NULL, log_digest BLOB NOT NULL, signed_at TEXT NOT NULL, "
+                "key_id TEXT NOT NULL, signature BLOB NOT NULL)"]
+
+    # -- writing -------------------------------------------------------------------------
+
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        pending = self._pending(stored_events)
+        if pending is None:
+            return super().insert_events(stored_events, **kwargs)
+        signer = self.signer
+        assert signer is not None
+        with self.datastore.transaction(commit=True) as c:
+            ids = self._insert_events(c, stored_events, **kwargs)
+            assert ids is not None
+            self._append(c, pending, ids, signer)
+            return ids
+
+    def _append(self, c: SQLiteCursor, pending: Pending, ids: Sequence[int],
+                signer: Signer) -> list[ChainRow]:
+        rows, checkpoint = extend(pending, ids, self._head(c), signer)
+        c.executemany(f"INSERT INTO {CHAIN_TABLE} VALUES (?,?,?,?,?,?)",
+                      [(r.position, r.originator.replace("-", ""), r.version, r.event_digest,
+                        r.subject_digest, r.log_digest) for r in rows])
+        c.execute(f"INSERT INTO {CHECKPOINT_TABLE} VALUES (?,?,?,?,?,?,?)", checkpoint.row())
+        return rows
+
+    @staticmethod
+    def _head(c: SQLiteCursor) -> Checkpoint | None:
+        c.execute(f"SELECT * FROM {CHECKPOINT_TABLE} ORDER BY seq DESC LIMIT 1")
+        row = c.fetchone()
+        return None if row is None else _checkpoint(row)
+
+    def newest_key_id(self) -> str | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT key_id FROM {CHECKPOINT_TABLE} ORDER BY seq DESC LIMIT 1")
+            row = c.fetchone()
+            return None if row is None else str(row[0])
+
+    def subject_links(self, wanted: list[tuple[str, int]]) -> dict[str, bytes]:
+        """The chained subject digest of each (originator, version) that has one."""
+        found: dict[str, bytes] = {}
+        if not wanted:
+            return found
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start:start + _CHUNK]
+                pairs = ",".join("(?,?)" for _ in chunk)
+                params = [x for o, v in chunk for x in (o.replace("-", ""), v)]
+                c.execute(f"SELECT e.originator_id, c.subject_digest FROM "
+                          f"{self.events_table_name} e JOIN {CHAIN_TABLE} c "
+                          f"ON c.position = e.rowid WHERE (e.originator_id, "
+                          f"e.originator_version) IN (VALUES {pairs})", params)
+                found.update((originator_text(o), bytes(d)) for o, d in c.fetchall())
+        return found
+
+    def chain_backlog(self, signer: Signer, limit: int, subjects: dict[str, bytes]) -> int:
+        """Chains up to `limit` stored events after the chain's head (an older store's
+        events, once, on upgrade); returns how many. `subjects` holds each originator's
+        subject link so far (empty at first) and is kept up to date."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"DELETE FROM {CHECKPOINT_TABLE} WHERE 0")  # takes the write lock
+            head = self._head(c)
+            c.execute(f"SELECT rowid, * FROM {self.events_table_name} WHERE rowid > ? "
+                      "ORDER BY rowid LIMIT ?", (0 if head is None else head.position, limit))
+            batch = c.fetchall()
+            if not batch:
+                return 0
+            pending = prepare(StoredEvent(r["originator_id"], r["originator_version"],
+                                          r["topic"], r["state"]) for r in batch)
+            pending.previous = subjects
+            rows = self._append(c, pending, [r["rowid"] for r in batch], signer)
+        subjects.update((r.originator, r.subject_digest) for r in rows)
+        return len(batch)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def chain_heads(self) -> tuple[int, int, int]:
+        """(newest event position, newest chain position, newest checkpoint number), in one
+        snapshot (0 for none)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT (SELECT MAX(rowid) FROM {self.events_table_name}), "
+                      f"(SELECT MAX(position) FROM {CHAIN_TABLE}), "
+                      f"(SELECT MAX(seq) FROM {CHECKPOINT_TABLE})")
+            log_head, chain_head, checkpoints = c.fetchone()
+        return int(log_head or 0), int(chain_head or 0), int(checkpoints or 0)
+
+    def lowest_position(self) -> int:
+        """The lowest stored event position (1 for none): the application never stores one
+        below 1, but the database takes it, and a subject's history would load it."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT MIN(rowid) FROM {self.events_table_name}")
+            low = c.fetchone()[0]
+        return 1 if low is None else int(low)
+
+    def chained_events(self, originator_id: UUID) -> list[tuple[Notification, bytes | None]]:
+        """One originator's stored events in version order, each with its chained event
+        digest (None when the chain has no row at its position)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT e.rowid, e.originator_version, e.topic, e.state, "
+                      f"c.event_digest FROM {self.events_table_name} e LEFT JOIN "
+                      f"{CHAIN_TABLE} c ON c.position = e.rowid WHERE e.originator_id = ? "
+                      "ORDER BY e.originator_version", (originator_id.hex,))
+            return [(Notification(id=r[0], originator_id=originator_id,
+                                  originator_version=r[1], topic=r[2], state=r[3]),
+                     None if r[4] is None else bytes(r[4])) for r in c.fetchall()]
+
+    def chain_digests(self, after: int, upto: int) -> dict[int, bytes]:
+        """Position -> event digest of the chain rows in (after, upto]."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT position, event_digest FROM {CHAIN_TABLE} "
+                      "WHERE position > ? AND position <= ?", (after, upto))
+            return dict(c.fetchall())
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT * FROM {CHECKPOINT_TABLE} ORDER BY seq")
+            return [_checkpoint(row) for row in c.fetchall()]
+
+    def chain_rows(self, after: int, upto: int, limit: int) -> list[ChainRow]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT * FROM {CHAIN_TABLE} WHERE position > ? AND position <= ? "
+                      "ORDER BY position LIMIT ?", (after, upto, limit))
+            return [ChainRow(*row) for row in c.fetchall()]
+
+
+def _checkpoint(row: Any) -> Checkpoint:
+    seq, position, events, log_digest, signed_at, key_id, signature = tuple(row)
+    return Checkpoint(int(seq), int(position), int(events), bytes(log_digest), str(signed_at),
+                      str(key_id), bytes(signature))

@@ -1,0 +1,917 @@
+"""The key vault: per-subject data keys, wrapped by the master key, outside the event store.
+
+Destroying a key overwrites its wrapped bytes and, on SQLite, ``secure_delete`` zeroes the
+freed space and the rollback journal (not WAL) leaves no old page behind, so the raw
+file holds no trace of a destroyed key. On PostgreSQL `reclaim` vacuums the table after
+an erasure batch, so its live files stop holding the destroyed rows.
+
+Master-key epochs: the master key is the key of one epoch. Every data key records the
+epoch whose key wrapped it; `lifecycle.services.rotation` moves every live data key to a new
+epoch and then destroys the old epoch's key, so a copy of the vault taken before (a
+backup, a snapshot, WAL) opens nothing once its epoch is retired. Keys are wrapped when
+they are stored (`flush`), under the epoch current at that moment: the flush reads the
+current epoch under a lock the rotation's switch conflicts with, so no key is stored
+under an epoch that is retiring. The keyed-hash and fact-digest keys outlive epochs:
+derived from the first master key, then kept wrapped under the current epoch
+(`lifecycle_vault_secrets`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from lifecycle.store.master_key import (create_master_key, derive_key, given_master_key,
+                                         key_check_value, key_fingerprint)
+from lifecycle.domain.email_address import normalise
+from lifecycle.store.engines import create_store_engine
+from lifecycle.domain.errors import ConfigurationError, KeyDestroyed
+from lifecycle.store.settings import MASTER_KEY_ENV, Settings
+
+NONCE_BYTES = 12
+# Unwrapped keys kept per process (least recently used dropped first, keys not yet
+# stored never): a long-running service's memory does not grow with subjects served.
+CIPHER_CACHE = 50_000
+
+metadata = sa.MetaData()
+data_keys = sa.Table(
+    "lifecycle_data_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("subject_id", sa.String(36), nullable=False),
+    sa.Column("scope", sa.String(200), nullable=False),
+    sa.Column("wrapped", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("destroyed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("destroyed_by", sa.String(200), nullable=True),
+    # The master-key epoch whose key wrapped `wrapped` (0: the first master key).
+    sa.Column("epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_data_keys_subject_scope", "subject_id", "scope"),
+)
+# One row per master-key epoch. state: current (new keys are wrapped under it), retiring
+# (a rotation is moving its keys to the current epoch; its key still opens them) or
+# retired (its key is destroyed). created_at: when the rotation into it began (epoch 0:
+# None, the vault's first use).
+key_epochs = sa.Table(
+    "lifecycle_key_epochs",
+    metadata,
+    sa.Column("epoch", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("key_check", sa.String(64), nullable=False),
+    sa.Column("fingerprint", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("rewrapped", sa.Integer, nullable=False, server_default="0"),
+)
+CURRENT, RETIRING, RETIRED = "current", "retiring", "retired"
+# Keys that outlive epochs (the keyed-hash and fact-digest keys), wrapped under one epoch.
+vault_secrets = sa.Table(
+    "lifecycle_vault_secrets",
+    metadata,
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("wrapped", sa.LargeBinary, nullable=False),
+)
+# Each `lifecycle backup`, with the epoch it was taken in (status warns when the newest
+# predates the current epoch: it would open no personal value).
+backups = sa.Table(
+    "lifecycle_backups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("place", sa.String(500), nullable=False),
+    sa.Column("backend", sa.String(20), nullable=False),
+)
+# Keys an erasure decided on, written before the events that record it are saved and
+# removed when the keys are destroyed after the save: a run killed in between leaves
+# them here for the next run to finish (`lifecycle.services.shredding.finish_interrupted`).
+doomed_keys = sa.Table(
+    "lifecycle_doomed_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("subject_id", sa.String(36), nullable=False),
+    sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("erased_by", sa.String(200), nullable=False),
+    sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
+)
+# A fact id names one fact: the keyed digest of the first valid fact offered under it.
+fact_ids = sa.Table(
+    "lifecycle_fact_ids",
+    metadata,
+    sa.Column("fact_id", sa.String(200), primary_key=True),
+    sa.Column("subject_id", sa.String(36), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
+)
+_CLAIMED_AT = sa.bindparam("now", type_=sa.DateTime(timezone=True))
+_CLAIM_POSTGRES = sa.text(
+    "INSERT INTO lifecycle_fact_ids (fact_id, subject_id, digest, claimed_at) "
+    "SELECT u.f, u.s, u.d, :now FROM unnest(CAST(:ids AS text[]), CAST(:subjects AS text[]), "
+    "CAST(:digests AS text[])) AS u(f, s, d) "
+    "ON CONFLICT (fact_id) DO NOTHING RETURNING fact_id").bindparams(_CLAIMED_AT)
+_CLAIM_SQLITE = sa.text(
+    "INSERT INTO lifecycle_fact_ids (fact_id, subject_id, digest, claimed_at) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), :now FROM json_each(:rows) WHERE true "
+    "ON CONFLICT (fact_id) DO NOTHING RETURNING fact_id").bindparams(_CLAIMED_AT)
+# Batches of one long sweep vacuum the vault table at most this often (the daemon's tick
+# always does, so destroyed keys leave the live files within one tick).
+RECLAIM_EVERY_S = 2.0
+# PostgreSQL re-wraps a batch by pages: about this many key rows fit in one 8 kB page.
+ROWS_PER_PAGE = 50
+# A binding whose fact never reached its subject (its run was killed before saving) is
+# given up after this; younger, it may belong to a run still saving.
+CLAIM_GRACE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Binding:
+    subject_id: str
+    digest: str
+    claimed_at: datetime | None
+# Unrecorded marks younger than this may belong to a run still saving its events.
+DOOMED_GRACE = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Shred:
+    """Keys to destroy for one subject, once the event recording why is stored."""
+
+    subject_id: str
+    key_ids: list[str]
+    at: datetime
+    by: str
+
+# One row: the key-check value of the master key the vault was first used with.
+vault_meta = sa.Table(
+    "lifecycle_vault_meta",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("key_check", sa.String(64), nullable=False),
+    sa.Column("fingerprint", sa.String(16), nullable=False),
+)
+
+
+KEY_CHECK_ROW = 1
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A stored time, aware: SQLite gives back the UTC times it was given without zone."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    epoch: int
+    key_check: str
+    state: str
+    created_at: datetime | None
+    retired_at: datetime | None
+    created_by: str | None = None
+    rewrapped: int = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return key_fingerprint(self.key_check)
+
+
+@dataclass(frozen=True)
+class VaultKeyState:
+    """What a vault says about its master key: the recorded key-check value (None: none
+    recorded, as in a store written before checks were), whether it holds any data key,
+    and its epochs (none recorded before epochs were)."""
+
+    key_check: str | None
+    holds_keys: bool
+    epochs: tuple[EpochRow, ...] = ()
+
+    def epoch_of(self, key_check: str) -> EpochRow | None:
+        return next((e for e in self.epochs if e.key_check == key_check), None)
+
+
+def _epoch_rows(conn: sa.Connection) -> tuple[EpochRow, ...]:
+    rows = conn.execute(sa.select(key_epochs).order_by(key_epochs.c.epoch)).all()
+    return tuple(EpochRow(r.epoch, r.key_check, r.state, as_utc(r.created_at),
+                          as_utc(r.retired_at), r.created_by, r.rewrapped) for r in rows)
+
+
+def read_key_state(settings: Settings) -> VaultKeyState:
+    """The vault's key state, read without writing: a vault file or table that does not
+    exist yet reads as empty."""
+    path = settings.vault_path
+    if path is not None and not path.exists():
+        return VaultKeyState(None, False)
+    engine = sa.create_engine(settings.vault_url)
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            check = None
+            if inspector.has_table(vault_meta.name):
+                check = conn.execute(sa.select(vault_meta.c.key_check)
+                                     .where(vault_meta.c.id == KEY_CHECK_ROW)).scalar()
+            holds = inspector.has_table(data_keys.name) and conn.execute(
+                sa.select(data_keys.c.key_id).limit(1)).first() is not None
+            epochs = _epoch_rows(conn) if inspector.has_table(key_epochs.name) else ()
+        return VaultKeyState(check, holds, epochs)
+    finally:
+        engine.dispose()
+
+
+def open_vault(settings: Settings) -> KeyVault:
+    """The key vault, opened only with the master key it was first used with.
+
+    Before anything is written, the vault's recorded key check is read: a vault that holds
+    a check or any data key, opened without a master key or with another one, is a
+    ConfigurationError naming fingerprints only, and no key file, table or row is written.
+    Only an empty vault (first use) gets a new master key (file mode 0600). A vault written
+    before checks were recorded gets the check of the key it is opened with, once that key
+    is shown to unwrap a live data key. Callers hold the schema lock, so processes that
+    start together on a fresh store agree on one key.
+
+    The key of the current epoch opens the vault, and so does the key of an epoch a
+    rotation is retiring (the rotation's new key is then read from the key file or the
+    file beside it); the key of a retired epoch is refused, naming the epoch."""
+    from lifecycle.store.epoch_keys import find_epoch_key
+
+    state = read_key_state(settings)
+    recorded = key_fingerprint(state.key_check) if state.key_check else None
+    given = given_master_key(settings)
+    if given is None:
+        if state.key_check is not None or state.holds_keys:
+            used = (f"was first used with the master key of fingerprint {recorded}"
+                    if recorded else "holds data keys")
+            if state.epochs and len(state.epochs) > 1:
+                used = f"uses the master key of fingerprint {recorded}"
+            raise ConfigurationError(
+                f"{settings.vault_place}: {used}, but no master key is given "
+                f"(set {MASTER_KEY_ENV} or restore the key file {settings.master_key_file}); "
+                "nothing was written")
+        key, source = create_master_key(settings), f"master key file {settings.master_key_file}"
+    else:
+        key, source = given
+    check = key_check_value(key)
+    mismatch = ConfigurationError(
+        f"{settings.vault_place}: master key mismatch: the vault's key has fingerprint "
+        f"{recorded or '(none recorded)'}, the key from {source} has fingerprint "
+        f"{key_fingerprint(check)}; nothing was written")
+    epoch = 0
+    if state.key_check is not None and state.key_check != check:
+        row = state.epoch_of(check)
+        if row is None:
+            raise mismatch
+        if row.state == RETIRED:
+            retired = row.retired_at.isoformat() if row.retired_at else "(unknown)"
+            raise ConfigurationError(
+                f"{settings.vault_place}: the key from {source} (fingerprint "
+                f"{row.fingerprint}) is the key of master-key epoch {row.epoch}, retired by "
+                f"a key rotation at {retired}: it opens nothing now. Retire it and give the "
+                f"current key (fingerprint {recorded}), kept in the key file "
+                f"{settings.master_key_file}; nothing was written")
+        epoch = row.epoch
+    elif state.key_check is not None:
+        row = state.epoch_of(check)
+        epoch = row.epoch if row is not None else 0
+    if settings.vault_path is not None:
+        settings.ensure_home()
+    vault = KeyVault(create_vault_engine(settings.vault_url), key, epoch=epoch,
+                     find_key=lambda wanted: find_epoch_key(settings, wanted))
+    try:
+        if state.key_check is None:
+            if state.holds_keys and not vault.unwraps_a_live_key():
+                raise mismatch
+            if vault.record_key_check(check) != check:
+                raise mismatch  # another process recorded another key's check first
+        vault.record_first_epoch()
+        vault.load_secrets()
+    except BaseException:
+        vault.engine.dispose()
+        raise
+    return vault
+
+
+def create_vault_engine(url: str) -> sa.Engine:
+    # secure_delete zeroes freed pages; a rollback journal (not WAL) keeps no old page copy.
+    engine = create_store_engine(url, metadata, ("secure_delete=ON", "journal_mode=DELETE"))
+    with engine.begin() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns(data_keys.name)}
+        if "epoch" not in columns:  # a vault written before epochs: every key is epoch 0
+            conn.execute(sa.text(f"ALTER TABLE {data_keys.name} "
+                                 "ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
+        if conn.dialect.name == "postgresql" and not conn.execute(sa.text(
+                "SELECT reloptions IS NOT NULL FROM pg_class WHERE oid = "
+                f"'{data_keys.name}'::regclass")).scalar():
+            # Room on each page, so a re-wrap or a destroy updates in place (HOT): no new
+            # index entries, and VACUUM has less to do.
+            conn.execute(sa.text(f"ALTER TABLE {data_keys.name} SET (fillfactor = 70)"))
+    return engine
+
+
+class KeyVault:
+    """Creates, opens and destroys data keys; seals and opens personal values with them."""
+
+    def __init__(self, engine: sa.Engine, master_key: bytes, epoch: int = 0,
+                 find_key: Callable[[str], bytes | None] | None = None) -> None:
+        self.engine = engine
+        self.epoch = epoch  # the epoch of the key this vault was opened with
+        self._epoch_keys: dict[int, bytes] = {epoch: master_key}
+        self._wrappers: dict[int, AESGCM] = {
+            epoch: AESGCM(derive_key(master_key, "key-wrapping"))}
+        self._find_key = find_key
+        self._hash_key = derive_key(master_key, "suppression-hash")
+        self._digest_key = derive_key(master_key, "fact-digest")
+        self._secrets: dict[str, bytes] = {}  # pending keys' raw secrets, until flushed
+        self._retired: set[int] = set()  # epochs whose key is destroyed: their keys too
+        self._reclaimed_at = -RECLAIM_EVERY_S  # monotonic time of the last VACUUM
+        self._active: dict[tuple[str, str], str] = {}
+        self._slot_of: dict[str, tuple[str, str]] = {}  # key id -> its (subject, scope)
+        self._ciphers: OrderedDict[str, AESGCM] = OrderedDict()
+        self._destroyed: set[str] = set()
+        # A long-running reader (the service) asks the vault on every open whether another
+        # process destroyed the key since, so no cache outlives an erasure.
+        self.check_destroyed_on_open = False
+        self._pending: list[dict[str, Any]] = []
+        self._preloaded: set[str] = set()  # subjects whose live keys are all in _active
+
+    # -- keys ---------------------------------------------------------------------
+
+    def preload(self, subject_ids: Iterable[str]) -> None:
+        """Loads the live keys of many subjects in one query (ingest batches)."""
+        wanted = [s for s in set(subject_ids) if s not in self._preloaded]
+        with self.engine.connect() as conn:
+            for chunk_start in range(0, len(wanted), 500):
+                chunk = wanted[chunk_start:chunk_start + 500]
+                rows = conn.execute(
+                    sa.select(data_keys.c.key_id, data_keys.c.subject_id, data_keys.c.scope,
+                              data_keys.c.wrapped, data_keys.c.epoch)
+                    .where(data_keys.c.subject_id.in_(chunk))
+                    .where(data_keys.c.destroyed_at.is_(None))
+                    .where(data_keys.c.key_id.not_in(sa.select(doomed_keys.c.key_id)))
+                    .order_by(data_keys.c.created_at)
+                )
+                for key_id, subject_id, scope, wrapped, epoch in rows:
+                    if epoch in self._retired:
+                        continue  # opens nothing (a restored backup of a retired epoch)
+                    self._remember(subject_id, scope, key_id)
+                    self._ciphers[key_id] = AESGCM(self._unwrap(key_id, wrapped, epoch))
+            self._preloaded.update(wanted)
+        self._trim_ciphers()
+
+    def forget_loaded(self) -> None:
+        """Drops what preload learnt, so keys another writer created are read again."""
+        self._preloaded.clear()
+        self._active.clear()
+        self._slot_of.clear()
+        # Unwrapped keys too (read again when needed), except those not yet stored.
+        pending = {row["key_id"] for row in self._pending}
+        self._ciphers = OrderedDict((k, c) for k, c in self._ciphers.items() if k in pending)
+
+    def key_for(self, subject_id: str, scope: str, now: datetime) -> str:
+        """The live key for a subject's scope, created (pending until flush) if none."""
+        key_id = self._active.get((subject_id, scope))
+        if key_id is None and subject_id not in self._preloaded:
+            self.preload([subject_id])
+            key_id = self._active.get((subject_id, scope))
+        if key_id is None:
+            key_id = uuid.uuid4().hex
+            secret = AESGCM.generate_key(bit_length=256)
+            # Wrapped when stored, under the epoch current then (see the module).
+            self._pending.append({"key_id": key_id, "subject_id": subject_id, "scope": scope,
+                                  "created_at": now})
+            self._secrets[key_id] = secret
+            self._remember(subject_id, scope, key_id)
+            self._ciphers[key_id] = AESGCM(secret)
+        return key_id
+
+    def retire(self, key_ids: Iterable[str]) -> None:
+        """Stops handing out keys about to be destroyed, so new data gets a new key."""
+        for key_id in key_ids:
+            slot = self._slot_of.pop(key_id, None)
+            if slot is not None and self._active.get(slot) == key_id:
+                del self._active[slot]
+
+    def flush(self) -> None:
+        """Stores keys created since the last flush (before any event that uses them)."""
+        if not self._pending:
+            return
+        with self.engine.begin() as conn:
+            epoch = self._lock_current_epoch(conn)
+            rows = [{**row, "epoch": epoch,
+                     "wrapped": self._wrap(row["key_id"], self._secrets[row["key_id"]], epoch)}
+                    for row in self._pending]
+            conn.execute(data_keys.insert(), rows)
+        self._pending = []
+        self._secrets.clear()
+
+    def destroy(self, key_ids: Iterable[str], at: datetime, by: str) -> int:
+        """Destroys keys for good; idempotent. Returns how many were live."""
+        return self.destroy_all([(list(key_ids), at, by)])
+
+    def mark_doomed(self, shreds: Iterable[Shred], now: datetime) -> None:
+        """Notes the keys an erasure decided on, before its events are saved."""
+        rows = {key_id: {"key_id": key_id, "subject_id": s.subject_id, "erased_at": s.at,
+                         "erased_by": s.by[:200], "marked_at": now}
+                for s in shreds for key_id in s.key_ids}
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            ids = list(rows)
+            for start in range(0, len(ids), 500):
+                conn.execute(doomed_keys.delete().where(
+                    doomed_keys.c.key_id.in_(ids[start:start + 500])))
+            conn.execute(doomed_keys.insert(), list(rows.values()))
+        self.retire(rows)
+
+    def doomed(self) -> list[Shred]:
+        """Marks left by runs that did not get to destroy their keys, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(doomed_keys).order_by(doomed_keys.c.marked_at)).all()
+        return [Shred(r.subject_id, [r.key_id], r.erased_at, r.erased_by) for r in rows]
+
+    def drop_marks(self, key_ids: Iterable[str], older_than: datetime | None = None) -> None:
+        """Forgets marks whose erasure was never recorded (the run died before saving)."""
+        ids = list(key_ids)
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                query = doomed_keys.delete().where(
+                    doomed_keys.c.key_id.in_(ids[start:start + 500]))
+                if older_than is not None:
+                    query = query.where(doomed_keys.c.marked_at < older_than)
+                conn.execute(query)
+
+    def destroy_all(self, shreds: Iterable[tuple[list[str], datetime, str]]) -> int:
+        """Destroys each group of keys (at, by) in one transaction, and their marks;
+        idempotent. Returns how many were live."""
+        # One statement per (at, by) and 500 keys, not per group: a sweep's batch is
+        # hundreds of one-key groups sharing a rule.
+        # A key named twice keeps its first (at, by), as if destroyed group by group.
+        merged: dict[tuple[datetime, str], dict[str, None]] = {}
+        seen: set[str] = set()
+        for ids, at, by in shreds:
+            fresh = [key_id for key_id in ids if key_id not in seen]
+            if fresh:
+                seen.update(fresh)
+                merged.setdefault((at, by), {}).update(dict.fromkeys(fresh))
+        groups = [(list(ids), at, by) for (at, by), ids in merged.items()]
+        if not groups:
+            return 0
+        destroyed = 0
+        with self.engine.begin() as conn:
+            for ids, at, by in groups:
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    destroyed += conn.execute(
+                        data_keys.update()
+                        .where(data_keys.c.key_id.in_(chunk))
+                        .where(data_keys.c.destroyed_at.is_(None))
+                        .values(wrapped=None, destroyed_at=at, destroyed_by=by)
+                    ).rowcount
+                    conn.execute(doomed_keys.delete().where(doomed_keys.c.key_id.in_(chunk)))
+        for ids, _, _ in groups:
+            self.retire(ids)
+            for key_id in ids:
+                self._ciphers.pop(key_id, None)
+                self._destroyed.add(key_id)
+        return destroyed
+
+    def destroyed(self, key_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """When and why each of these keys was destroyed (absent: never existed)."""
+        ids = list(set(key_ids))
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(data_keys.c.key_id, data_keys.c.destroyed_at,
+                                          data_keys.c.destroyed_by)
+                                .where(data_keys.c.key_id.in_(ids)))
+            return {key_id: {"destroyed_at": at.isoformat() if at else None,
+                             "destroyed_by": by} for key_id, at, by in rows}
+
+    def live_key_ids(self, key_ids: Iterable[str]) -> set[str]:
+        ids = list(set(key_ids))
+        if not ids:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(data_keys.c.key_id)
+                                .where(data_keys.c.key_id.in_(ids))
+                                .where(data_keys.c.destroyed_at.is_(None)))
+            return {row[0] for row in rows}
+
+    def _remember(self, subject_id: str, scope: str, key_id: str) -> None:
+        self._active[(subject_id, scope)] = key_id
+        self._slot_of[key_id] = (subject_id, scope)
+
+    # -- epochs ---------------------------------------------------------------------
+
+    def epochs(self) -> tuple[EpochRow, ...]:
+        """Every master-key epoch, oldest first (none before the vault's first use)."""
+        with self.engine.connect() as conn:
+            return _epoch_rows(conn)
+
+    def epoch_key(self, epoch: int, key_check: str | None = None) -> bytes:
+        """The master key of `epoch`: the one this vault was opened with, or one found by
+        its check value (the key file, or the rotation's new key beside it)."""
+        key = self._epoch_keys.get(epoch)
+        if key is not None:
+            return key
+        if key_check is None:
+            with self.engine.connect() as conn:
+                key_check = conn.execute(sa.select(key_epochs.c.key_check)
+                                         .where(key_epochs.c.epoch == epoch)).scalar()
+        found = self._find_key(key_check) if self._find_key and key_check else None
+        if found is None or key_check_value(found) != key_check:
+            fingerprint = key_fingerprint(key_check) if key_check else "(none recorded)"
+            raise ConfigurationError(
+                f"the key of master-key epoch {epoch} (fingerprint {fingerprint}) is "
+                "neither the key given nor in the key file or the rotation's file beside it")
+        self._epoch_keys[epoch] = found
+        return found
+
+    def _lock_current_epoch(self, conn: sa.Connection) -> int:
+        """The current epoch, locked against a rotation's switch until `conn` commits."""
+        if conn.dialect.name == "sqlite":  # take the write lock first: no read-then-write race
+            conn.execute(key_epochs.update().where(key_epochs.c.epoch == -1)
+                         .values(state=key_epochs.c.state))
+        query = sa.select(key_epochs.c.epoch, key_epochs.c.key_check).where(
+            key_epochs.c.state == CURRENT)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(read=True)
+        row = conn.execute(query).first()
+        if row is None:
+            return self.epoch  # no epochs recorded (a vault not opened by open_vault)
+        self.epoch_key(row.epoch, row.key_check)
+        return int(row.epoch)
+
+    def record_first_epoch(self) -> None:
+        """Records epoch 0 (the key whose check the vault holds) unless epochs are recorded."""
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(sa.select(key_epochs.c.epoch).limit(1)).first() is not None:
+                    return
+                check = conn.execute(sa.select(vault_meta.c.key_check)
+                                     .where(vault_meta.c.id == KEY_CHECK_ROW)).scalar()
+                if check is None:
+                    return
+                conn.execute(key_epochs.insert().values(
+                    epoch=0, key_check=check, fingerprint=key_fingerprint(check),
+                    state=CURRENT, rewrapped=0))
+        except sa.exc.IntegrityError:
+            pass  # recorded by another process meanwhile
+
+    def load_secrets(self) -> None:
+        """The keyed-hash and fact-digest keys, once a rotation has stored them wrapped;
+        and which epochs are retired."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(vault_secrets)).all()
+            self._retired = set(conn.execute(sa.select(key_epochs.c.epoch).where(
+                key_epochs.c.state == RETIRED)).scalars())
+        for row in rows:
+            secret = self._unwrap(f"secret:{row.name}", row.wrapped, row.epoch)
+            if row.name == "suppression-hash":
+                self._hash_key = secret
+            elif row.name == "fact-digest":
+                self._digest_key = secret
+
+    def begin_epoch(self, new_key: bytes, now: datetime, by: str) -> tuple[int, int]:
+        """Makes `new_key` the key of a new current epoch and the current one retiring, in
+        one transaction (new data keys are wrapped under the new epoch from then on).
+        Returns (old epoch, new epoch)."""
+        check = key_check_value(new_key)
+        with self.engine.begin() as conn:
+            query = sa.select(key_epochs).where(key_epochs.c.state == CURRENT)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            current = conn.execute(query).one()
+            if conn.execute(sa.select(key_epochs.c.epoch)
+                            .where(key_epochs.c.state == RETIRING)).first() is not None:
+                raise ConfigurationError("a key rotation is already under way")
+            old, new = int(current.epoch), int(current.epoch) + 1
+            self._epoch_keys[new] = new_key
+            conn.execute(key_epochs.update().where(key_epochs.c.epoch == old)
+                         .values(state=RETIRING))
+            conn.execute(key_epochs.insert().values(
+                epoch=new, key_check=check, fingerprint=key_fingerprint(check),
+                state=CURRENT, created_at=now, created_by=by[:200], rewrapped=0))
+            conn.execute(vault_meta.update().where(vault_meta.c.id == KEY_CHECK_ROW)
+                         .values(key_check=check, fingerprint=key_fingerprint(check)))
+            conn.execute(vault_secrets.delete())
+            conn.execute(vault_secrets.insert(), [
+                {"name": name, "epoch": new,
+                 "wrapped": self._wrap(f"secret:{name}", secret, new)}
+                for name, secret in (("suppression-hash", self._hash_key),
+                                     ("fact-digest", self._digest_key))])
+        return old, new
+
+    def rewrap_batch(self, old: int, new: int, after: str, limit: int) -> tuple[int, str | None]:
+        """Re-wraps up to `limit` live keys of epoch `old` (after the place `after`, ""
+        for the start) under `new`, in one transaction; a key destroyed meanwhile stays
+        destroyed. Returns how many were re-wrapped and the place to go on from (None: no
+        key was left). Places follow the table's storage order (SQLite's rowid,
+        PostgreSQL's ctid), so a pass reads the table front to back.
+        On the driver's own connection: a million keys spend their time in AES and the
+        database, not in building statements."""
+        with self.engine.begin() as conn:
+            raw: Any = conn.connection.driver_connection
+            sqlite = conn.dialect.name == "sqlite"
+            cursor = raw.cursor()
+            if sqlite:
+                cursor.execute(
+                    f"SELECT rowid, key_id, wrapped FROM {data_keys.name} WHERE rowid > ? "
+                    "AND epoch = ? AND wrapped IS NOT NULL ORDER BY rowid LIMIT ?",
+                    (int(after or 0), old, limit))
+            else:  # a range of pages: a TID range scan, no sort
+                first = int(after or 0)
+                pages = max(1, limit // ROWS_PER_PAGE)
+                cursor.execute(
+                    f"SELECT NULL, d.key_id, d.wrapped FROM {data_keys.name} d "
+                    "WHERE d.ctid >= format('(%%s,0)', %s::bigint)::tid "
+                    "AND d.ctid < format('(%%s,0)', %s::bigint)::tid "
+                    "AND d.epoch = %s AND d.wrapped IS NOT NULL",
+                    (first, first + pages, old))
+                place = str(first + pages)
+            rows = cursor.fetchall()
+            if not rows and not sqlite:
+                cursor.execute("SELECT pg_relation_size(%s) / current_setting('block_size')::int",
+                               (data_keys.name,))
+                size = cursor.fetchone()[0]
+                return 0, (place if first + pages < int(size) else None)
+            if not rows:
+                return 0, None
+            unwrap, wrap = self._wrapper(old).decrypt, self._wrapper(new).encrypt
+            urandom, cut = os.urandom, NONCE_BYTES
+            wrapped: list[bytes] = []
+            try:
+                for _, key_id, sealed in rows:
+                    aad, sealed = key_id.encode(), bytes(sealed)
+                    secret = unwrap(sealed[:cut], sealed[cut:], aad)
+                    nonce = urandom(cut)
+                    wrapped.append(nonce + wrap(nonce, secret, aad))
+            except InvalidTag:
+                raise ConfigurationError(
+                    f"a data key of epoch {old} cannot be unwrapped with that epoch's key"
+                ) from None
+            if sqlite:
+                cursor.executemany(
+                    f"UPDATE {data_keys.name} SET wrapped = ?, epoch = ? "
+                    "WHERE rowid = ? AND epoch = ? AND destroyed_at IS NULL",
+                    [(w, new, r[0], old) for w, r in zip(wrapped, rows, strict=True)])
+            else:
+                cursor.execute(
+                    f"UPDATE {data_keys.name} AS d SET wrapped = u.w, epoch = %s "
+                    "FROM unnest(%b::text[], %b::bytea[]) AS u(k, w) "
+                    "WHERE d.key_id = u.k AND d.epoch = %s AND d.destroyed_at IS NULL "
+                    "AND d.ctid >= format('(%%s,0)', %s::bigint)::tid "
+                    "AND d.ctid < format('(%%s,0)', %s::bigint)::tid",
+                    (new, [r[1] for r in rows], wrapped, old, first, first + pages))
+            done = int(cursor.rowcount)
+            cursor.close()
+            conn.execute(key_epochs.update().where(key_epochs.c.epoch == new)
+                         .values(rewrapped=key_epochs.c.rewrapped + done))
+        return done, (str(rows[-1][0]) if sqlite else place)
+
+    def live_keys_under(self, epoch: int) -> int:
+        """How many live data keys are wrapped under `epoch`."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                sa.select(sa.func.count()).select_from(data_keys)
+                .where(data_keys.c.epoch == epoch)
+                .where(data_keys.c.wrapped.is_not(None))).scalar_one())
+
+    def retire_epoch(self, epoch: int, now: datetime) -> bool:
+        """Marks a retiring epoch retired (its key destroyed); True only the first time."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(
+                key_epochs.update().where(key_epochs.c.epoch == epoch)
+                .where(key_epochs.c.state == RETIRING)
+                .values(state=RETIRED, retired_at=now)).rowcount)
+
+    def forget_epoch_key(self, epoch: int) -> None:
+        """Drops a retired epoch's key from this process."""
+        self._epoch_keys.pop(epoch, None)
+        self._wrappers.pop(epoch, None)
+
+    def reclaim(self, force: bool = False) -> None:
+        """PostgreSQL: VACUUM the vault's data-key table (outside any transaction), so its
+        live files stop holding the rows of destroyed or re-wrapped keys. SQLite needs
+        nothing: secure_delete zeroes freed space as it is freed. A long sweep's batches
+        vacuum at most once per RECLAIM_EVERY_S; `force` (a daemon tick, a rotation's end)
+        always does."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        if not force and time.monotonic() - self._reclaimed_at < RECLAIM_EVERY_S:
+            return
+        self._reclaimed_at = time.monotonic()
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"VACUUM {data_keys.name}")
+
+    def first_key_at(self) -> datetime | None:
+        """When the first data key was created (epoch 0 has no recorded start)."""
+        first = sa.func.min(data_keys.c.created_at, type_=data_keys.c.created_at.type)
+        with self.engine.connect() as conn:
+            return as_utc(conn.execute(sa.select(first)).scalar())
+
+    def newest_backup(self) -> tuple[datetime, int, str] | None:
+        """When the newest `lifecycle backup` was taken, its epoch and where it went."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(backups).order_by(backups.c.taken_at.desc())
+                               .limit(1)).first()
+        if row is None:
+            return None
+        taken = as_utc(row.taken_at)
+        assert taken is not None
+        return taken, int(row.epoch), str(row.place)
+
+    def unsealed_destructions(self) -> tuple[int, datetime | None]:
+        """How many destroyed keys were last wrapped under an epoch that is not retired
+        (a copy taken before they were destroyed still opens them with a live key), and
+        the oldest of their destruction times (the erasures' times)."""
+        oldest_at = sa.func.min(data_keys.c.destroyed_at, type_=data_keys.c.destroyed_at.type)
+        retired = sa.select(key_epochs.c.epoch).where(key_epochs.c.state == RETIRED)
+        query = (sa.select(sa.func.count(), oldest_at)
+                 .where(data_keys.c.destroyed_at.is_not(None))
+                 .where(data_keys.c.epoch.not_in(retired)))
+        with self.engine.connect() as conn:
+            count, oldest = conn.execute(query).one()
+        return int(count), as_utc(oldest)
+
+    def epochs_of(self, key_ids: Iterable[str]) -> dict[str, int]:
+        """The epoch each key was last wrapped under (for a destroyed key: when destroyed)."""
+        ids = list(set(key_ids))
+        found: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                found.update((k, int(e)) for k, e in conn.execute(
+                    sa.select(data_keys.c.key_id, data_keys.c.epoch)
+                    .where(data_keys.c.key_id.in_(ids[start:start + 500]))))
+        return found
+
+    # -- fact ids -------------------------------------------------------------------
+
+    def fact_digest(self, canonical: bytes) -> str:
+        """Keyed digest of a fact's content: equal for the same fact, reveals nothing."""
+        return hmac.digest(self._digest_key, canonical, "sha256").hex()  # one C call
+
+    def claimed(self, ids: Iterable[str]) -> dict[str, Binding]:
+        """The binding of each of these fact ids, where there is one."""
+        wanted = list(set(ids))
+        found: dict[str, Binding] = {}
+        if not wanted:
+            return found
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                rows = conn.execute(sa.select(fact_ids).where(
+                    fact_ids.c.fact_id.in_(wanted[start:start + 500])))
+                found.update((r.fact_id, Binding(r.subject_id, r.digest, r.claimed_at))
+                             for r in rows)
+        return found
+
+    def claim(self, claims: dict[str, tuple[str, str]], now: datetime,
+              given_up: dict[str, str] | None = None) -> dict[str, Binding]:
+        """Binds each unbound fact id to (subject id, digest), first dropping the given-up
+        bindings (fact id -> digest) if still as they were. Returns the bindings of the ids
+        that were bound already (by this fact before, or by another writer's)."""
+        if not claims:
+            return {}
+        with self.engine.begin() as conn:
+            for fid, digest in (given_up or {}).items():
+                conn.execute(fact_ids.delete().where(fact_ids.c.fact_id == fid)
+                             .where(fact_ids.c.digest == digest))
+            # One statement whatever the batch size (arrays on PostgreSQL, a JSON array on
+            # SQLite): a many-row VALUES list costs more to build than to run.
+            rows = [[fid, subject, digest] for fid, (subject, digest) in claims.items()]
+            if self.engine.dialect.name == "postgresql":
+                statement = _CLAIM_POSTGRES
+                params: dict[str, Any] = {"ids": [r[0] for r in rows],
+                                          "subjects": [r[1] for r in rows],
+                                          "digests": [r[2] for r in rows], "now": now}
+            else:
+                statement = _CLAIM_SQLITE
+                params = {"rows": json.dumps(rows), "now": now}
+            inserted = set(conn.execute(statement, params).scalars())
+        return self.claimed(fid for fid in claims if fid not in inserted)
+
+    def unwraps_a_live_key(self) -> bool:
+        """Whether the master key unwraps a live data key (True if none is live)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(data_keys.c.key_id, data_keys.c.wrapped,
+                                         data_keys.c.epoch)
+                               .where(data_keys.c.wrapped.is_not(None)).limit(1)).first()
+        if row is None:
+            return True
+        try:
+            self._unwrap(row.key_id, row.wrapped, row.epoch)
+        except ConfigurationError:
+            return False
+        return True
+
+    def record_key_check(self, key_check: str) -> str:
+        """Records the master key's check value unless one is; returns the recorded one."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(vault_meta.insert().values(
+                    id=KEY_CHECK_ROW, key_check=key_check,
+                    fingerprint=key_fingerprint(key_check)))
+        except sa.exc.IntegrityError:
+            pass  # recorded by another process meanwhile
+        with self.engine.connect() as conn:
+            return str(conn.execute(sa.select(vault_meta.c.key_check)
+                                    .where(vault_meta.c.id == KEY_CHECK_ROW)).scalar_one())
+
+    # -- values -------------------------------------------------------------------
+
+    def seal(self, key_id: str, value: Any) -> str:
+        plaintext = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+        nonce = os.urandom(NONCE_BYTES)
+        box = self._cipher(key_id).encrypt(nonce, plaintext, key_id.encode())
+        return f"{key_id}.{base64.b64encode(nonce + box).decode()}"
+
+    def open(self, sealed: str) -> Any:
+        """The personal value inside a sealed string; raises KeyDestroyed once shredded."""
+        key_id, _, encoded = sealed.partition(".")
+        cipher = self._cipher(key_id)
+        raw = base64.b64decode(encoded)
+        plaintext = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], key_id.encode())
+        return json.loads(plaintext)
+
+    def email_hash(self, email: str, *, keep_subaddress: bool = False,
+                   legacy: bool = False) -> str:
+        """Keyed hash of the e-mail in its one spelling (`email_address.normalise`):
+        survives erasure, reveals nothing. A string that is not an address, or `legacy`,
+        is hashed as stores written before that normalisation did: trimmed and case-folded.
+        """
+        text = None if legacy else normalise(email, keep_subaddress=keep_subaddress)
+        if text is None:
+            text = email.strip().casefold()
+        return hmac.digest(self._hash_key, text.encode(), "sha256").hex()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _cipher(self, key_id: str) -> AESGCM:
+        if key_id in self._destroyed:
+            raise KeyDestroyed(f"data key {key_id} was destroyed")
+        cipher = self._ciphers.get(key_id)
+        if cipher is not None and not self.check_destroyed_on_open:
+            self._ciphers.move_to_end(key_id)
+            return cipher
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(data_keys.c.wrapped, data_keys.c.epoch)
+                               .where(data_keys.c.key_id == key_id)).first()
+        stored = row is not None and row.wrapped is not None and row.epoch not in self._retired
+        if not stored and not any(pending["key_id"] == key_id for pending in self._pending):
+            self._destroyed.add(key_id)
+            self._ciphers.pop(key_id, None)
+            raise KeyDestroyed(f"data key {key_id} was destroyed")
+        if cipher is None:
+            assert row is not None
+            cipher = AESGCM(self._unwrap(key_id, row.wrapped, row.epoch))
+            self._ciphers[key_id] = cipher
+            self._trim_ciphers()
+        self._ciphers.move_to_end(key_id)
+        return cipher
+
+    def _trim_ciphers(self) -> None:
+        """Drops the least recently used unwrapped keys beyond CIPHER_CACHE (a tenth more
+        at a time), never one not stored yet."""
+        if len(self._ciphers) <= CIPHER_CACHE:
+            return
+        pending = {row["key_id"] for row in self._pending}
+        for key_id in list(self._ciphers)[:len(self._ciphers) - CIPHER_CACHE * 9 // 10]:
+            if key_id not in pending:
+                del self._ciphers[key_id]
+        if len(self._destroyed) > CIPHER_CACHE:
+            self._destroyed.clear()  # only a memo of lookups: asked again when needed
+
+    def _wrap(self, key_id: str, secret: bytes, epoch: int) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._wrapper(epoch).encrypt(nonce, secret, key_id.encode())
+
+    def _unwrap(self, key_id: str, wrapped: bytes, epoch: int | None = None) -> bytes:
+        try:
+            return self._wrapper(self.epoch if epoch is None else epoch).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
+                                                key_id.encode())
+        except InvalidTag:
+            raise ConfigurationError(
+                f"data key {key_id} cannot be unwrapped: is this the right master key?"
+            ) from None
+
+    def _wrapper(self, epoch: int) -> AESGCM:
+        wrapper = self._wrappers.get(epoch)
+        if wrapper is None:
+            wrapper = AESGCM(derive_key(self.epoch_key(epoch), "key-wrapping"))
+            self._wrappers[epoch] = wrapper
+        return wrapper

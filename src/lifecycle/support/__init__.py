@@ -1,0 +1,1 @@
+"""Small cross-cutting helpers (logging, fault points, GC pauses) that import nothing else of lifecycle."""
