@@ -284,7 +284,7 @@ def dsar() -> None:
               help="Write to this file instead of standard output.")
 def dsar_export(reference: str, as_of_text: str | None, fmt: str, out: Path | None) -> None:
     """The subject access (and portability) export for REFERENCE."""
-    from lifecycle.services.dsar_render import to_csv, to_html
+    from lifecycle.services.dsar_render import render_export
 
     as_of = parse_time(as_of_text, "--as-of") or utc_now()
     check_output(out, "--out")
@@ -292,13 +292,7 @@ def dsar_export(reference: str, as_of_text: str | None, fmt: str, out: Path | No
         document = _or_exit(lambda: ledger.dsar_export(reference, as_of))
     log.info("dsar.exported", as_of=as_of.isoformat(), format=fmt,
              records=len(document["records"]))
-    if fmt == "json":
-        text = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
-    elif fmt == "csv":
-        text = to_csv(document)
-    else:
-        text = to_html(document)
-    write_output(text, out)
+    write_output(render_export(document, fmt), out)
 
 
 @cli.group()

@@ -51,3 +51,12 @@ def to_csv(document: dict[str, Any]) -> str:
 def to_html(document: dict[str, Any]) -> str:
     """A self-contained page: no scripts, no external resources."""
     return render("dsar.html", document)
+
+
+def render_export(document: dict[str, Any], fmt: str) -> str:
+    """The export in one of its formats: "json" (indented), "csv" or "html"."""
+    if fmt == "json":
+        return json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
+    if fmt == "csv":
+        return to_csv(document)
+    return to_html(document)

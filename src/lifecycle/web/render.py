@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,8 @@ def export_filename(reference: str, fmt: str) -> str:
 
 
 def export_response(document: dict[str, Any], fmt: str, reference: str) -> Response:
-    from lifecycle.services.dsar_render import to_csv, to_html
+    from lifecycle.services.dsar_render import render_export
 
-    if fmt == "json":
-        body = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
-    elif fmt == "csv":
-        body = to_csv(document)
-    else:
-        body = to_html(document)
-    return Response(body, media_type=MEDIA[fmt], headers={
+    return Response(render_export(document, fmt), media_type=MEDIA[fmt], headers={
         "Content-Disposition": f'attachment; filename="{export_filename(reference, fmt)}"',
         "Cache-Control": "no-store"})
