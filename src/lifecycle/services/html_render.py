@@ -7,7 +7,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-_environment = Environment(loader=PackageLoader("lifecycle", "templates"),
+_environment = Environment(loader=PackageLoader("lifecycle.services", "templates"),
                            autoescape=select_autoescape(["html"]), trim_blocks=True,
                            lstrip_blocks=True)
 
