@@ -138,9 +138,9 @@ def test_a_catch_up_of_a_sweep_made_elsewhere_matches_a_rebuild(ledger: Ledger) 
 
 def test_keys_of_batches_already_recorded_are_destroyed_when_a_later_batch_fails(
         ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A sweep saves batch after batch and destroys the recorded keys together; when a
-    later batch fails, the keys whose erasure earlier batches recorded are still destroyed
-    (and unmarked) before the error surfaces, and the failed batch destroys nothing."""
+    """A sweep saves batch after batch, destroying each batch's recorded keys; when a
+    later batch fails, the keys whose erasure earlier batches recorded are destroyed (and
+    unmarked) by the time the error surfaces, and the failed batch destroys nothing."""
     from lifecycle.services import sweep as sweep_module
     from lifecycle.store.vault import doomed_keys
 
@@ -177,3 +177,41 @@ def test_keys_of_batches_already_recorded_are_destroyed_when_a_later_batch_fails
     # The next sweep erases the rest.
     assert len(ledger.sweep(REVIEW, NOW).erased) == 4
     assert ledger.vault.live_key_ids(kept) == set()
+
+
+def test_keys_a_batch_recorded_are_destroyed_before_the_next_batch_is_read(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a batch's erasure events are saved, its keys are destroyed before the sweep
+    reads the next batch: a subject already recorded as erased leaves no key that another
+    process (`lifecycle serve`, an export) could still open while the sweep goes on."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    refs = members(ledger, 8, 1)
+    ledger.projections.catch_up()
+    from lifecycle.services import sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "BATCH_SUBJECTS", 4)
+    key_of = {}
+    for ref in refs[:8]:
+        subject = ledger.store.get_subject(ref)
+        assert subject is not None
+        key_of[subject.id] = subject.records["list-0"].key_id
+    seen_live: list[set[str]] = []  # at each batch's read, the live keys of subjects erased
+    get_subjects = ledger.store.get_subjects
+
+    def watching(ids: list[object], chunk: int = 500) -> Iterator[DataSubject]:
+        erased = []
+        for subject in get_subjects(list(key_of), chunk):
+            record = subject.records["list-0"]
+            if record.erased_at is not None:
+                erased.append(record.key_id)
+        seen_live.append(ledger.vault.live_key_ids(erased) if erased else set())
+        return get_subjects(ids, chunk)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger.store, "get_subjects", watching)
+    report = ledger.sweep(REVIEW, NOW)
+    monkeypatch.undo()
+    assert len(report.erased) == 8
+    assert len(seen_live) >= 2, "two batches, each read with get_subjects"
+    assert seen_live == [set()] * len(seen_live), \
+        "keys of subjects recorded as erased were still live when the next batch was read"
+    assert ledger.vault.live_key_ids(list(key_of.values())) == set()

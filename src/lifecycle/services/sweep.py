@@ -32,9 +32,6 @@ from lifecycle.domain.retention import pause_reason, plan
 from lifecycle.services.shredding import destroy_recorded, save_marked
 
 BATCH_SUBJECTS = int(os.environ.get("LIFECYCLE_SWEEP_BATCH", "200"))
-# Keys recorded as erased (events saved, keys marked) are destroyed together once this
-# many wait, and at the end of the sweep: one vault transaction for many batches.
-DESTROY_EVERY = 5_000
 
 
 @dataclass
@@ -98,21 +95,12 @@ class Sweeper:
             return report
         policy = policy_from_document(adoption.document)
         due = list(due_items(self.engine, at).items())
-        recorded: list[Shred] = []
-        try:
-            for start in range(0, len(due), BATCH_SUBJECTS):
-                # The collector would rescan every aggregate the process holds (the
-                # projections' cache) as a batch allocates; resumed between batches.
-                with cyclic_gc_paused():
-                    self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, started,
-                                      policy, adoption, report, dry_run, on_item, recorded)
-                if len(recorded) >= DESTROY_EVERY:
-                    destroy_recorded(self.vault, recorded)
-                    recorded.clear()
-        finally:
-            # Whatever stopped the loop, what is recorded is destroyed (record, then destroy).
-            if recorded:
-                destroy_recorded(self.vault, recorded)
+        for start in range(0, len(due), BATCH_SUBJECTS):
+            # The collector would rescan every aggregate the process holds (the
+            # projections' cache) as a batch allocates; resumed between batches.
+            with cyclic_gc_paused():
+                self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, started,
+                                  policy, adoption, report, dry_run, on_item)
         if not dry_run:
             with self.engine.begin() as conn:
                 conn.execute(tables.sweep_runs.insert().values(
@@ -122,10 +110,10 @@ class Sweeper:
 
     def _sweep_batch(self, batch: dict[UUID, list[str]], at: datetime, started: datetime,
                      policy: Policy, adoption: Adoption, report: SweepReport, dry_run: bool,
-                     on_item: Callable[[str, dict[str, Any]], None] | None,
-                     recorded: list[Shred]) -> None:
-        """Sweeps one batch of subjects and saves its events; the keys its erasures decided
-        on are left marked, in `recorded`, for the caller to destroy."""
+                     on_item: Callable[[str, dict[str, Any]], None] | None) -> None:
+        """Sweeps one batch of subjects, saves its events, then destroys the keys its
+        erasures decided on: once a batch is recorded, no key of it stays live while the
+        sweep goes on (a crash in between leaves marks that the next run destroys)."""
         for attempt in range(SAVE_RETRIES):
             outcome = SweepReport(at, dry_run)
             shreds: list[Shred] = []
@@ -157,7 +145,7 @@ class Sweeper:
                 if attempt == SAVE_RETRIES - 1:
                     raise
                 continue  # another sweeper or writer moved these subjects: redo the batch
-            recorded.extend(shreds)
+            destroy_recorded(self.vault, shreds)
             if self.on_saved and touched:
                 self.on_saved(touched)
             break
