@@ -612,8 +612,8 @@ class _FileOrder:
 
     def add(self, item: f.ParsedLine) -> None:
         self._order.append(_fact_time_order(item))
-        if len(self._held) < HELD_FACTS:  # without its text: the fact is all it needs
-            self._held[item.line] = f.ParsedLine(item.line, item.fact)
+        if len(self._held) < HELD_FACTS:
+            self._held[item.line] = item
             return
         if self._file is None:
             self._file = tempfile.TemporaryFile()
