@@ -598,8 +598,9 @@ class _FileOrder:
 
     Up to HELD_FACTS parsed facts are held in memory; the lines of any beyond wait in an
     unnamed temporary file, sealed (AES-GCM) under a key that exists only in this object,
-    and are parsed again when their turn comes (with the same `now`: the same fact). So
-    memory stays bounded for any file, and no personal value lies readable on disk, even
+    and are parsed again when their turn comes (with the same `now`: the same fact). So the
+    parsed facts in memory stay bounded for any file (each further line keeps only its
+    sort key and its place in the file), and no personal value lies readable on disk, even
     after a crash (the key dies with the process)."""
 
     def __init__(self, now: datetime) -> None:
@@ -619,7 +620,8 @@ class _FileOrder:
             self._file = tempfile.TemporaryFile()
             self._sealer = AESGCM(AESGCM.generate_key(bit_length=128))
         assert self._sealer is not None
-        sealed = self._sealer.encrypt(item.line.to_bytes(12, "big"), item.text.encode(), None)
+        plaintext = item.text.encode("utf-8", "surrogatepass")
+        sealed = self._sealer.encrypt(item.line.to_bytes(12, "big"), plaintext, None)
         self._spilled[item.line] = (self._file.seek(0, 2), len(sealed))
         self._file.write(sealed)
 
@@ -636,7 +638,7 @@ class _FileOrder:
         offset, length = self._spilled.pop(line)
         self._file.seek(offset)
         text = self._sealer.decrypt(line.to_bytes(12, "big"), self._file.read(length), None)
-        return f.ParsedLine(line, f.parse_line(text.decode(), self.now))
+        return f.ParsedLine(line, f.parse_line(text.decode("utf-8", "surrogatepass"), self.now))
 
     def close(self) -> None:
         if self._file is not None:
