@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import sqlalchemy as sa
 
@@ -17,6 +16,7 @@ from tests.processes import env_for, wait_for
 from tests.test_rotation_crashes import NOW
 
 FIRST, CHUNK = 100, 2000  # CHUNK: one ingest batch (lifecycle.services.ingest.BATCH_LINES)
+CHUNKS = 15
 
 
 def facts(start: int, stop: int) -> list[str]:
@@ -46,25 +46,15 @@ def test_keys_stored_while_a_rotation_runs_end_under_the_new_epoch(backend: Sett
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     assert ingest.stdin is not None
-    sent = FIRST
-
-    def send_batch() -> None:
-        nonlocal sent
-        assert ingest.stdin is not None
-        ingest.stdin.write("\n".join(facts(sent, sent + CHUNK)) + "\n")
-        ingest.stdin.flush()
-        sent += CHUNK
-
-    send_batch()
-    wait_for(lambda: stored_keys(backend) > FIRST, 60, "the ingest to store keys")
+    # An ingest reads its whole input before applying it in fact-time order: the file is
+    # long enough that it is still storing keys, batch after batch, while the rotation runs.
+    sent = FIRST + CHUNKS * CHUNK
+    ingest.stdin.write("\n".join(facts(FIRST, sent)) + "\n")
+    ingest.stdin.close()
+    wait_for(lambda: stored_keys(backend) > FIRST, 120, "the ingest to store keys")
     rotate = subprocess.Popen([sys.executable, "-m", "lifecycle", "keys", "rotate", "--batch",
                                "10", "--json"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    while rotate.poll() is None:
-        send_batch()
-        time.sleep(0.2)
-    send_batch()
-    ingest.stdin.close()
     out, err = rotate.communicate(timeout=120)
     assert rotate.returncode == 0, err
     assert ingest.wait(timeout=300) == 0, ingest.stderr.read() if ingest.stderr else ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -330,6 +330,7 @@ class Rejection:
 class ParsedLine:
     line: int
     fact: Any
+    text: str = field(default="", repr=False, compare=False)  # the line, as validated
 
 
 _SLUG_FORM = "a slug: lower-case letters, digits and hyphens (e.g. subscribe-form)"
@@ -446,7 +447,7 @@ def parse_lines(lines: Iterable[str], now: datetime) -> Iterator[ParsedLine | Re
             yield Rejection(number, f"line longer than {MAX_LINE_BYTES} bytes")
             continue
         try:
-            yield ParsedLine(number, parse_line(text, now))
+            yield ParsedLine(number, parse_line(text, now), text)
         except InvalidLine as error:
             yield Rejection(number, str(error))
         except Exception as error:  # noqa: BLE001 - one line, never a traceback

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import random
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 from uuid import UUID
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import IntegrityError
 
 from lifecycle.domain import facts as f
@@ -33,6 +35,9 @@ from lifecycle.services.shredding import save_then_destroy
 from lifecycle.domain.vocabulary import ALL_SCOPE, DIRECT_MARKETING
 
 BATCH_LINES = 2000
+# Parsed facts a run holds while it orders a file by fact time; beyond, lines wait sealed
+# in a temporary file (`_FileOrder`).
+HELD_FACTS = 100_000
 SAFEGUARD_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,59}")
 # Redos of a batch another writer got to first (several ingests of overlapping files).
 CONFLICT_RETRIES = 30
@@ -417,21 +422,24 @@ class Ingestor:
         self._bindings: dict[str, str] = {}
 
     def run(self, lines: Iterable[str]) -> IngestReport:
+        """Parses every line first, then applies the file's facts in fact-time order (at one
+        instant a `consent-given` first), one batch of BATCH_LINES at a time: whether a fact
+        lands depends on the file's facts, not on which batch it fell in."""
         report = IngestReport()
-        batch: list[f.ParsedLine] = []
+        pending = _FileOrder(self.now)
         breach_facts: list[f.ParsedLine] = []  # the breach register's: no subject
-        for item in f.parse_lines(lines, self.now):
-            if isinstance(item, f.Rejection):
-                self._reject(report, item)
-            elif isinstance(item.fact, f.BREACH_FACTS):
-                breach_facts.append(item)
-            else:
-                batch.append(item)
-            if len(batch) >= BATCH_LINES:
+        try:
+            for item in f.parse_lines(lines, self.now):
+                if isinstance(item, f.Rejection):
+                    self._reject(report, item)
+                elif isinstance(item.fact, f.BREACH_FACTS):
+                    breach_facts.append(item)
+                else:
+                    pending.add(item)
+            for batch in pending.batches(BATCH_LINES):
                 self._ingest_batch(batch, report)
-                batch = []
-        if batch:
-            self._ingest_batch(batch, report)
+        finally:
+            pending.close()
         if breach_facts:
             self._ingest_breach_facts(breach_facts, report)
         report.rejected.sort(key=lambda r: r.line)
@@ -538,9 +546,9 @@ class Ingestor:
         given_up: dict[str, str] = {}
         claims: dict[str, tuple[str, str]] = {}
         touched: dict[UUID, DataSubject] = {}
-        # In fact-time order (a consent before what it allows at the same instant), so a
-        # file's facts meet the processing limits as they happened, whatever the line order.
-        for item in sorted(batch, key=_fact_time_order):
+        # The batch comes in fact-time order (`_FileOrder`): a file's facts meet the
+        # processing limits as they happened, whatever the line order.
+        for item in batch:
             fact = item.fact
             subject_id = ids[fact.subject]
             subject = touched.get(subject_id) or self._cache[subject_id]
@@ -582,6 +590,60 @@ class Ingestor:
 
 def _fact_time_order(item: f.ParsedLine) -> tuple[datetime, int, int]:
     return item.fact.at, 0 if item.fact.type == "consent-given" else 1, item.line
+
+
+class _FileOrder:
+    """A file's parsed facts, handed back in fact-time order (a consent before what it
+    allows at the same instant; then line order), in batches.
+
+    Up to HELD_FACTS parsed facts are held in memory; the lines of any beyond wait in an
+    unnamed temporary file, sealed (AES-GCM) under a key that exists only in this object,
+    and are parsed again when their turn comes (with the same `now`: the same fact). So the
+    parsed facts in memory stay bounded for any file (each further line keeps only its
+    sort key and its place in the file), and no personal value lies readable on disk, even
+    after a crash (the key dies with the process)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self._order: list[tuple[datetime, int, int]] = []
+        self._held: dict[int, f.ParsedLine] = {}
+        self._spilled: dict[int, tuple[int, int]] = {}  # line: (offset, length)
+        self._file: IO[bytes] | None = None
+        self._sealer: AESGCM | None = None
+
+    def add(self, item: f.ParsedLine) -> None:
+        self._order.append(_fact_time_order(item))
+        if len(self._held) < HELD_FACTS:
+            self._held[item.line] = item
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile()
+            self._sealer = AESGCM(AESGCM.generate_key(bit_length=128))
+        assert self._sealer is not None
+        plaintext = item.text.encode("utf-8", "surrogatepass")
+        sealed = self._sealer.encrypt(item.line.to_bytes(12, "big"), plaintext, None)
+        self._spilled[item.line] = (self._file.seek(0, 2), len(sealed))
+        self._file.write(sealed)
+
+    def batches(self, size: int) -> Iterator[list[f.ParsedLine]]:
+        self._order.sort()
+        for start in range(0, len(self._order), size):
+            yield [self._take(line) for _, _, line in self._order[start:start + size]]
+
+    def _take(self, line: int) -> f.ParsedLine:
+        held = self._held.pop(line, None)
+        if held is not None:
+            return held
+        assert self._file is not None and self._sealer is not None
+        offset, length = self._spilled.pop(line)
+        self._file.seek(offset)
+        text = self._sealer.decrypt(line.to_bytes(12, "big"), self._file.read(length), None)
+        return f.ParsedLine(line, f.parse_line(text.decode("utf-8", "surrogatepass"), self.now))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class _ClaimedMeanwhile(Exception):

@@ -1,0 +1,58 @@
+"""The store's event transcoder: the library's JSON format, written by orjson when it can.
+
+Stored events keep exactly the library's `JSONTranscoder` format (a datetime as
+{"_type_": "datetime_iso", "_data_": ...}, a UUID as "uuid_hex", a Decimal as
+"decimal_str"), so stores written before and after read the same, by either code. Reading
+is the library's. Writing goes through orjson, with the same transcodings as `default`,
+only for a value made of the types both encoders spell alike (str, int, bool, None, a
+finite float, datetime, dict with string keys, list); anything else (a UUID, which orjson
+would write as a bare string; NaN, which it would write as null; a tuple, a Decimal, an
+enum, a subclass) and anything orjson refuses (an int beyond 64 bits, a lone surrogate)
+is written by the library's encoder, as before, errors included.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import orjson
+from eventsourcing.persistence import JSONTranscoder
+
+_LEAVES = frozenset({str, int, bool, type(None), datetime})
+_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+            | orjson.OPT_PASSTHROUGH_DATACLASS)
+
+
+def plain(value: Any) -> bool:
+    """Whether `value` (a dict or list) holds only types orjson writes as json does."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        for item in (node.values() if type(node) is dict else node):
+            kind = type(item)
+            if kind in _LEAVES:
+                continue
+            if kind is dict:
+                for key in item:
+                    if type(key) is not str:
+                        return False
+                stack.append(item)
+            elif kind is list:
+                stack.append(item)
+            elif kind is not float or not math.isfinite(item):
+                return False
+    return True
+
+
+class FastJSONTranscoder(JSONTranscoder):
+    """`JSONTranscoder` whose `encode` uses orjson for plain values (see the module)."""
+
+    def encode(self, obj: Any) -> bytes:
+        if type(obj) is dict and plain(obj):
+            try:
+                return orjson.dumps(obj, default=self._encode_obj, option=_OPTIONS)
+            except orjson.JSONEncodeError:
+                pass  # the library's encoder says what is wrong, as it always did
+        return super().encode(obj)
