@@ -3,7 +3,7 @@ against a bare AES-GCM unwrap and wrap of the same keys in the same run.
 
     PYTHONPATH=src python -m bench.rotation_bench [--keys 100000] [--backends sqlite,postgres]
                                                   [--postgres-url URL] [--batch 20000]
-                                                  [--workers 2]
+                                                  [--workers N]
     PYTHONPATH=src python -m bench.rotation_bench --by-hand     # 1,000,000 keys
 
 For each backend a fresh store is built (a temporary SQLite home; a scratch PostgreSQL
@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from lifecycle.store.master_key import derive_key
 from lifecycle.store.vault import NONCE_BYTES, data_keys
 from lifecycle.services.ledger import Ledger
-from lifecycle.services.rotation import BATCH, WORKERS, rotate
+from lifecycle.services.rotation import BATCH, rotate
 from lifecycle.store.settings import Settings
 
 
@@ -90,7 +90,7 @@ def bare(master_key: bytes, pairs: list[tuple[str, bytes]]) -> float:
     return time.perf_counter() - started
 
 
-def measure(settings: Settings, count: int, batch: int, workers: int = WORKERS
+def measure(settings: Settings, count: int, batch: int, workers: int | None = None
             ) -> dict[str, Any]:
     """Fills an empty store with `count` keys, then times the bare pass and the rotation."""
     baselines, elapsed = [], []
@@ -113,7 +113,7 @@ def measure(settings: Settings, count: int, batch: int, workers: int = WORKERS
 
 
 def run_backend(name: str, count: int, batch: int, postgres_url: str,
-                workers: int = WORKERS) -> dict[str, Any]:
+                workers: int | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lifecycle-rotation-bench-") as tmp:
         home = Path(tmp) / "home"
         database = None
@@ -142,7 +142,7 @@ def facts(start: int, stop: int) -> list[str]:
 
 
 def ingest_during_rotation(settings: Settings, count: int, batch: int,
-                           fact_count: int, workers: int = WORKERS) -> dict[str, Any]:
+                           fact_count: int, workers: int | None = None) -> dict[str, Any]:
     """Ingest of `fact_count` facts idle, then again (new subjects) while a `keys rotate`
     process re-wraps `count` keys: facts/s each, and whether the rotation outlasted it."""
     env = {**os.environ, "LIFECYCLE_HOME": str(settings.home)}
@@ -156,7 +156,8 @@ def ingest_during_rotation(settings: Settings, count: int, batch: int,
         ledger.ingest(facts(200, 200 + fact_count), NOW)
         idle = time.perf_counter() - started
         rotation = subprocess.Popen([sys.executable, "-m", "lifecycle", "keys", "rotate",
-                                     "--batch", str(batch), "--workers", str(workers)],
+                                     "--batch", str(batch),
+                                     *(["--workers", str(workers)] if workers else [])],
                                     env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         while ledger.vault.live_keys_under(1) == 0 and rotation.poll() is None:
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--by-hand", action="store_true", help="1,000,000 keys")
     parser.add_argument("--batch", type=int, default=BATCH)
-    parser.add_argument("--workers", type=int, default=WORKERS)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="threads (default: the backend's, see rotation.WORKERS)")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--postgres-url", default=DEFAULT_URL)
     parser.add_argument("--with-ingest", action="store_true",

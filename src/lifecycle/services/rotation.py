@@ -45,9 +45,11 @@ from lifecycle.store.settings import Settings
 ACTOR_ENV = "LIFECYCLE_ACTOR"
 ROTATION_LEASE = "rotation"
 BATCH = 20_000  # keys per transaction: about half a second of a writer's lock
-# Threads re-wrapping ranges at once (the crypto and the driver release the GIL while
-# the database works).
-WORKERS = 2
+# Threads re-wrapping ranges at once, by backend: on PostgreSQL each has its own server
+# process, which updates while the others wrap (the driver releases the GIL while it
+# waits); on SQLite one writes at a time and the GIL, taken back per row read, leaves
+# little of the wrapping to overlap, so one thread (measured: docs/performance.md).
+WORKERS = {"postgresql": 2, "sqlite": 1}
 ROTATION_STEPS = ("rotate-key-written", "rotate-epoch-begun", "rotate-batch",
                   "rotate-rewrapped", "rotate-recorded", "rotate-key-destroyed",
                   "rotate-retired")
@@ -119,11 +121,13 @@ def _record(store: SubjectStore, old: EpochRow, new: EpochRow, now: datetime, by
 
 def rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datetime,
            actor: str | None = None, batch: int = BATCH,
-           workers: int = WORKERS) -> RotationReport:
+           workers: int | None = None) -> RotationReport:
     """Rotates the master key, or finishes the rotation a killed run began (see the
-    module), re-wrapping batches of `batch` keys in `workers` threads. Raises
-    RotationBusy if another process is rotating."""
+    module), re-wrapping batches of `batch` keys in `workers` threads (None: WORKERS for
+    the backend). Raises RotationBusy if another process is rotating."""
     by = actor or default_actor()
+    if workers is None:
+        workers = WORKERS.get(vault.engine.dialect.name, 1)
     lease = lease_for(settings, ROTATION_LEASE)
     if not lease.acquire():
         raise RotationBusy("another process is rotating the master key; nothing was done")
