@@ -69,8 +69,8 @@ def keys() -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=20_000, show_default=True,
               help="Data keys re-wrapped per transaction.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Batches re-wrapped at once, each in its own transaction "
-                   "[default: 2 on PostgreSQL, 1 on SQLite].")
+              help="Batches re-wrapped at once, each in its own transaction [default: 1; "
+                   "2 is faster on PostgreSQL but slows ingest running beside it].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def keys_rotate(batch: int, workers: int | None, as_json: bool) -> None:
     """Start a new master-key epoch, re-wrap every live data key under it, record the

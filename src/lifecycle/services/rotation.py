@@ -45,11 +45,12 @@ from lifecycle.store.settings import Settings
 ACTOR_ENV = "LIFECYCLE_ACTOR"
 ROTATION_LEASE = "rotation"
 BATCH = 20_000  # keys per transaction: about half a second of a writer's lock
-# Threads re-wrapping ranges at once, by backend: on PostgreSQL each has its own server
-# process, which updates while the others wrap (the driver releases the GIL while it
-# waits); on SQLite one writes at a time and the GIL, taken back per row read, leaves
-# little of the wrapping to overlap, so one thread (measured: docs/performance.md).
-WORKERS = {"postgresql": 2, "sqlite": 1}
+# Threads re-wrapping ranges at once. More help on PostgreSQL (each has its own server
+# process, which updates while the others wrap) but take the cores ingest needs: with 2,
+# ingest during a rotation fell to 0.36 of idle (the guarantee is 0.5), with 1 it kept
+# 0.58; on SQLite one writes at a time and the GIL leaves little to overlap. 1 unless
+# the operator asks for more (`keys rotate --workers`, e.g. with ingest stopped).
+WORKERS = 1
 ROTATION_STEPS = ("rotate-key-written", "rotate-epoch-begun", "rotate-batch",
                   "rotate-rewrapped", "rotate-recorded", "rotate-key-destroyed",
                   "rotate-retired")
@@ -123,11 +124,11 @@ def rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: dateti
            actor: str | None = None, batch: int = BATCH,
            workers: int | None = None) -> RotationReport:
     """Rotates the master key, or finishes the rotation a killed run began (see the
-    module), re-wrapping batches of `batch` keys in `workers` threads (None: WORKERS for
-    the backend). Raises RotationBusy if another process is rotating."""
+    module), re-wrapping batches of `batch` keys in `workers` threads (None: WORKERS).
+    Raises RotationBusy if another process is rotating."""
     by = actor or default_actor()
     if workers is None:
-        workers = WORKERS.get(vault.engine.dialect.name, 1)
+        workers = WORKERS
     lease = lease_for(settings, ROTATION_LEASE)
     if not lease.acquire():
         raise RotationBusy("another process is rotating the master key; nothing was done")
