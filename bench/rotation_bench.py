@@ -3,6 +3,7 @@ against a bare AES-GCM unwrap and wrap of the same keys in the same run.
 
     PYTHONPATH=src python -m bench.rotation_bench [--keys 100000] [--backends sqlite,postgres]
                                                   [--postgres-url URL] [--batch 20000]
+                                                  [--workers N]
     PYTHONPATH=src python -m bench.rotation_bench --by-hand     # 1,000,000 keys
 
 For each backend a fresh store is built (a temporary SQLite home; a scratch PostgreSQL
@@ -10,8 +11,9 @@ database, dropped afterwards) and N live keys are written straight into the vaul
 wrapped under epoch 0 as the vault wraps them. Then, in one process:
   baseline  unwrap (AES-GCM decrypt under the epoch-0 wrapping key) and wrap again (under
             a second key, fresh nonce) every key, in memory, keys/s;
-  rotation  `lifecycle.services.rotation.rotate` with the given batch: every key re-wrapped in
-            batches, the rotation recorded, the old key destroyed, keys/s (wall time).
+  rotation  `lifecycle.services.rotation.rotate` with the given batch and workers: every key
+            re-wrapped in batches, the rotation recorded, the old key destroyed, keys/s
+            (wall time).
 Two rotations (0 -> 1 -> 2) alternate with three baseline passes; each rate is the best of
 its runs, since other load on a shared machine only ever slows a run down.
 Target: rotation >= 0.3 x baseline. The table is also printed as JSON.
@@ -88,7 +90,8 @@ def bare(master_key: bytes, pairs: list[tuple[str, bytes]]) -> float:
     return time.perf_counter() - started
 
 
-def measure(settings: Settings, count: int, batch: int) -> dict[str, Any]:
+def measure(settings: Settings, count: int, batch: int, workers: int | None = None
+            ) -> dict[str, Any]:
     """Fills an empty store with `count` keys, then times the bare pass and the rotation."""
     baselines, elapsed = [], []
     with Ledger(settings) as ledger:
@@ -97,17 +100,20 @@ def measure(settings: Settings, count: int, batch: int) -> dict[str, Any]:
         for _ in range(ROUNDS):  # alternating; the best of each (a shared machine is noisy)
             baselines.append(bare(first_key, pairs))
             started = time.perf_counter()
-            report = rotate(settings, ledger.vault, ledger.store, NOW, "bench", batch)
+            report = rotate(settings, ledger.vault, ledger.store, NOW, "bench", batch,
+                            workers)
             elapsed.append(time.perf_counter() - started)
             assert report.rewrapped == count, report
         baselines.append(bare(first_key, pairs))
     bare_rate, rate = count / min(baselines), count / min(elapsed)
-    return {"keys": count, "batch": batch, "bare_keys_per_s": round(bare_rate),
+    return {"keys": count, "batch": batch, "workers": workers,
+            "bare_keys_per_s": round(bare_rate),
             "rotation_keys_per_s": round(rate), "ratio": round(rate / bare_rate, 3),
             "target": TARGET}
 
 
-def run_backend(name: str, count: int, batch: int, postgres_url: str) -> dict[str, Any]:
+def run_backend(name: str, count: int, batch: int, postgres_url: str,
+                workers: int | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lifecycle-rotation-bench-") as tmp:
         home = Path(tmp) / "home"
         database = None
@@ -120,7 +126,7 @@ def run_backend(name: str, count: int, batch: int, postgres_url: str) -> dict[st
         settings = Settings(home=home, database_url=url, master_key=None,
                             master_key_file=home / "master.key")
         try:
-            return {"backend": name, **measure(settings, count, batch)}
+            return {"backend": name, **measure(settings, count, batch, workers)}
         finally:
             if database is not None:
                 with psycopg.connect(postgres_url, autocommit=True) as conn:
@@ -136,7 +142,7 @@ def facts(start: int, stop: int) -> list[str]:
 
 
 def ingest_during_rotation(settings: Settings, count: int, batch: int,
-                           fact_count: int) -> dict[str, Any]:
+                           fact_count: int, workers: int | None = None) -> dict[str, Any]:
     """Ingest of `fact_count` facts idle, then again (new subjects) while a `keys rotate`
     process re-wraps `count` keys: facts/s each, and whether the rotation outlasted it."""
     env = {**os.environ, "LIFECYCLE_HOME": str(settings.home)}
@@ -150,7 +156,9 @@ def ingest_during_rotation(settings: Settings, count: int, batch: int,
         ledger.ingest(facts(200, 200 + fact_count), NOW)
         idle = time.perf_counter() - started
         rotation = subprocess.Popen([sys.executable, "-m", "lifecycle", "keys", "rotate",
-                                     "--batch", str(batch)], env=env,
+                                     "--batch", str(batch),
+                                     *(["--workers", str(workers)] if workers else [])],
+                                    env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         while ledger.vault.live_keys_under(1) == 0 and rotation.poll() is None:
             time.sleep(0.01)  # the rotation's switch: its batches have begun
@@ -171,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--by-hand", action="store_true", help="1,000,000 keys")
     parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="threads (default: the backend's, see rotation.WORKERS)")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--postgres-url", default=DEFAULT_URL)
     parser.add_argument("--with-ingest", action="store_true",
@@ -192,13 +202,13 @@ def main(argv: list[str] | None = None) -> int:
                                     master_key_file=home / "master.key")
                 try:
                     print(json.dumps({"backend": name, **ingest_during_rotation(
-                        settings, count, args.batch, args.facts)}))
+                        settings, count, args.batch, args.facts, args.workers)}))
                 finally:
                     if database is not None:
                         with psycopg.connect(args.postgres_url, autocommit=True) as conn:
                             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         return 0
-    results = [run_backend(b, count, args.batch, args.postgres_url)
+    results = [run_backend(b, count, args.batch, args.postgres_url, args.workers)
                for b in args.backends.split(",")]
     print(f"{'backend':10} {'keys':>9} {'bare keys/s':>12} {'rotate keys/s':>14} {'ratio':>6}")
     for r in results:

@@ -132,8 +132,13 @@ _CLAIM_SQLITE = sa.text(
 # Batches of one long sweep vacuum the vault table at most this often (the daemon's tick
 # always does, so destroyed keys leave the live files within one tick).
 RECLAIM_EVERY_S = 2.0
-# PostgreSQL re-wraps a batch by pages: about this many key rows fit in one 8 kB page.
-ROWS_PER_PAGE = 50
+# PostgreSQL: the data-key table's pages are filled to this percentage by inserts, so a
+# key re-wrapped (or destroyed) gets its new row version on the same page (a HOT update:
+# no index entry, no new page), even when every key on a page is re-wrapped in one
+# transaction: the new versions take as much room as the old ones. Tables made with 70
+# (before rotation round 2) are moved to it; pages already filled keep their layout until
+# a rotation and VACUUM leave them half empty.
+FILLFACTOR = 45
 # A binding whose fact never reached its subject (its run was killed before saving) is
 # given up after this; younger, it may belong to a run still saving.
 CLAIM_GRACE = timedelta(minutes=5)
@@ -314,12 +319,13 @@ def create_vault_engine(url: str) -> sa.Engine:
         if "epoch" not in columns:  # a vault written before epochs: every key is epoch 0
             conn.execute(sa.text(f"ALTER TABLE {data_keys.name} "
                                  "ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
-        if conn.dialect.name == "postgresql" and not conn.execute(sa.text(
-                "SELECT reloptions IS NOT NULL FROM pg_class WHERE oid = "
-                f"'{data_keys.name}'::regclass")).scalar():
+        if conn.dialect.name == "postgresql" and conn.execute(sa.text(
+                "SELECT reloptions IS NULL OR reloptions = '{fillfactor=70}' FROM pg_class "
+                f"WHERE oid = '{data_keys.name}'::regclass")).scalar():
             # Room on each page, so a re-wrap or a destroy updates in place (HOT): no new
-            # index entries, and VACUUM has less to do.
-            conn.execute(sa.text(f"ALTER TABLE {data_keys.name} SET (fillfactor = 70)"))
+            # index entries, and VACUUM has less to do (see FILLFACTOR).
+            conn.execute(sa.text(
+                f"ALTER TABLE {data_keys.name} SET (fillfactor = {FILLFACTOR})"))
     return engine
 
 
@@ -617,72 +623,100 @@ class KeyVault:
                                      ("fact-digest", self._digest_key))])
         return old, new
 
-    def rewrap_batch(self, old: int, new: int, after: str, limit: int) -> tuple[int, str | None]:
-        """Re-wraps up to `limit` live keys of epoch `old` (after the place `after`, ""
-        for the start) under `new`, in one transaction; a key destroyed meanwhile stays
-        destroyed. Returns how many were re-wrapped and the place to go on from (None: no
-        key was left). Places follow the table's storage order (SQLite's rowid,
-        PostgreSQL's ctid), so a pass reads the table front to back.
+    def rewrap_extent(self, epoch: int) -> tuple[int, int]:
+        """Where the live keys of `epoch` lie, for `rewrap_range`: (the end of the table's
+        places, how many live keys `epoch` holds). Places follow the table's storage
+        order: SQLite's rowids, PostgreSQL's pages, so ranges of them are read front to
+        back and two ranges share no row."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                end = conn.execute(sa.text(
+                    "SELECT pg_relation_size(:t) / current_setting('block_size')::int"),
+                    {"t": data_keys.name}).scalar_one()
+            else:
+                end = conn.execute(sa.text(
+                    f"SELECT coalesce(max(rowid), 0) + 1 FROM {data_keys.name}")).scalar_one()
+        return int(end), self.live_keys_under(epoch)
+
+    def rewrap_range(self, old: int, new: int, start: int, stop: int,
+                     limit: int | None = None) -> int:
+        """Re-wraps the live keys of epoch `old` at the places [start, stop) (see
+        `rewrap_extent`) under `new`, at most `limit` keys per transaction (a range denser
+        than its share holds the writer's lock no longer); a key destroyed meanwhile stays
+        destroyed. Returns how many were re-wrapped. Safe to run in several threads at
+        once on disjoint ranges (each takes its own connection).
         On the driver's own connection: a million keys spend their time in AES and the
-        database, not in building statements."""
-        with self.engine.begin() as conn:
+        database, not in building statements. The keys are read before the writing
+        transaction and wrapped outside it, so a writer's lock (SQLite) is held only for
+        the update itself."""
+        sqlite = self.engine.dialect.name == "sqlite"
+        done = 0
+        with self.engine.connect() as conn:
             raw: Any = conn.connection.driver_connection
-            sqlite = conn.dialect.name == "sqlite"
             cursor = raw.cursor()
             if sqlite:
                 cursor.execute(
-                    f"SELECT rowid, key_id, wrapped FROM {data_keys.name} WHERE rowid > ? "
-                    "AND epoch = ? AND wrapped IS NOT NULL ORDER BY rowid LIMIT ?",
-                    (int(after or 0), old, limit))
-            else:  # a range of pages: a TID range scan, no sort
-                first = int(after or 0)
-                pages = max(1, limit // ROWS_PER_PAGE)
+                    f"SELECT rowid, key_id, wrapped FROM {data_keys.name} WHERE rowid >= ? "
+                    "AND rowid < ? AND epoch = ? AND wrapped IS NOT NULL", (start, stop, old))
+            else:  # a range of pages: a TID range scan
                 cursor.execute(
                     f"SELECT NULL, d.key_id, d.wrapped FROM {data_keys.name} d "
                     "WHERE d.ctid >= format('(%%s,0)', %s::bigint)::tid "
                     "AND d.ctid < format('(%%s,0)', %s::bigint)::tid "
-                    "AND d.epoch = %s AND d.wrapped IS NOT NULL",
-                    (first, first + pages, old))
-                place = str(first + pages)
-            rows = cursor.fetchall()
-            if not rows and not sqlite:
-                cursor.execute("SELECT pg_relation_size(%s) / current_setting('block_size')::int",
-                               (data_keys.name,))
-                size = cursor.fetchone()[0]
-                return 0, (place if first + pages < int(size) else None)
-            if not rows:
-                return 0, None
+                    "AND d.epoch = %s AND d.wrapped IS NOT NULL", (start, stop, old))
+            found = cursor.fetchall()
+            raw.rollback()  # no lock or snapshot held while wrapping
             unwrap, wrap = self._wrapper(old).decrypt, self._wrapper(new).encrypt
             urandom, cut = os.urandom, NONCE_BYTES
-            wrapped: list[bytes] = []
-            try:
-                for _, key_id, sealed in rows:
-                    aad, sealed = key_id.encode(), bytes(sealed)
-                    secret = unwrap(sealed[:cut], sealed[cut:], aad)
-                    nonce = urandom(cut)
-                    wrapped.append(nonce + wrap(nonce, secret, aad))
-            except InvalidTag:
-                raise ConfigurationError(
-                    f"a data key of epoch {old} cannot be unwrapped with that epoch's key"
-                ) from None
-            if sqlite:
-                cursor.executemany(
-                    f"UPDATE {data_keys.name} SET wrapped = ?, epoch = ? "
-                    "WHERE rowid = ? AND epoch = ? AND destroyed_at IS NULL",
-                    [(w, new, r[0], old) for w, r in zip(wrapped, rows, strict=True)])
-            else:
-                cursor.execute(
-                    f"UPDATE {data_keys.name} AS d SET wrapped = u.w, epoch = %s "
-                    "FROM unnest(%b::text[], %b::bytea[]) AS u(k, w) "
-                    "WHERE d.key_id = u.k AND d.epoch = %s AND d.destroyed_at IS NULL "
-                    "AND d.ctid >= format('(%%s,0)', %s::bigint)::tid "
-                    "AND d.ctid < format('(%%s,0)', %s::bigint)::tid",
-                    (new, [r[1] for r in rows], wrapped, old, first, first + pages))
-            done = int(cursor.rowcount)
+            step = limit or len(found) or 1
+            for first in range(0, len(found), step):
+                rows = found[first:first + step]
+                wrapped: list[bytes] = []
+                nonces = urandom(cut * len(rows))  # one call: a fresh nonce per key
+                try:
+                    for n, (_, key_id, sealed) in enumerate(rows):
+                        aad, sealed = key_id.encode(), bytes(sealed)
+                        secret = unwrap(sealed[:cut], sealed[cut:], aad)
+                        nonce = nonces[n * cut:(n + 1) * cut]
+                        wrapped.append(nonce + wrap(nonce, secret, aad))
+                except InvalidTag:
+                    raise ConfigurationError(
+                        f"a data key of epoch {old} cannot be unwrapped with that epoch's key"
+                    ) from None
+                with conn.begin():
+                    width = len(wrapped[0])
+                    if sqlite and all(len(w) == width for w in wrapped):
+                        # One statement: the wrapped keys as one blob, cut by position in
+                        # SQLite (no Python call per row).
+                        cursor.execute(
+                            f"UPDATE {data_keys.name} SET epoch = ?, "
+                            "wrapped = substr(?, j.key * ? + 1, ?) FROM json_each(?) AS j "
+                            f"WHERE {data_keys.name}.rowid = j.value "
+                            f"AND {data_keys.name}.epoch = ? "
+                            f"AND {data_keys.name}.destroyed_at IS NULL",
+                            (new, b"".join(wrapped), width, width,
+                             json.dumps([r[0] for r in rows]), old))
+                    elif sqlite:
+                        cursor.executemany(
+                            f"UPDATE {data_keys.name} SET wrapped = ?, epoch = ? "
+                            "WHERE rowid = ? AND epoch = ? AND destroyed_at IS NULL",
+                            [(w, new, r[0], old) for w, r in zip(wrapped, rows, strict=True)])
+                    else:
+                        # The keys' array hashed in memory, not spilled to a temporary file.
+                        cursor.execute("SET LOCAL work_mem = '64MB'")
+                        cursor.execute(
+                            f"UPDATE {data_keys.name} AS d SET wrapped = u.w, epoch = %s "
+                            "FROM unnest(%b::text[], %b::bytea[]) AS u(k, w) "
+                            "WHERE d.key_id = u.k AND d.epoch = %s AND d.destroyed_at IS NULL "
+                            "AND d.ctid >= format('(%%s,0)', %s::bigint)::tid "
+                            "AND d.ctid < format('(%%s,0)', %s::bigint)::tid",
+                            (new, [r[1] for r in rows], wrapped, old, start, stop))
+                    count = int(cursor.rowcount)
+                    conn.execute(key_epochs.update().where(key_epochs.c.epoch == new)
+                                 .values(rewrapped=key_epochs.c.rewrapped + count))
+                done += count
             cursor.close()
-            conn.execute(key_epochs.update().where(key_epochs.c.epoch == new)
-                         .values(rewrapped=key_epochs.c.rewrapped + done))
-        return done, (str(rows[-1][0]) if sqlite else place)
+        return done
 
     def live_keys_under(self, epoch: int) -> int:
         """How many live data keys are wrapped under `epoch`."""
