@@ -95,6 +95,10 @@ def chain_older_store(store: SubjectStore) -> int:
         raise ChainNotEmpty(f"the event at position {stamped} was stored by a version that "
                             "chains every event as it stores it: its missing chain was "
                             "removed (tampering), not never written")
+    recorder = chained_recorder(store)
+    assert recorder.signer is not None
+    log_head, _, _ = recorder.chain_heads()
+    recorder.begin_upgrade(recorder.signer, log_head)
     return chain_backlog(store)
 
 
