@@ -19,7 +19,7 @@ Measured, in one warm process:
      --seed) from each store, after --warmup exports; L and S alternate, one export each,
      so both see the same load. p50 and p95 on each; ratios p50(L)/p50(S) and
      p95(L)/p95(S) (target <= 1.5: an export replays one subject, whatever the store size);
-  2. on L: `AuditChain.catch_up` (chaining every event; for information), then --audit-runs
+  2. on L (chained as it was ingested: the chain is written with the events): --audit-runs
      alternating runs of `lifecycle.services.audit.verify` and of the baseline, a bare read-and-decode
      of the same notification log (`recorder.select_notifications` in pages of 10,000,
      each notification through `mapper.to_domain_event`); events/s of each (medians) and
@@ -56,11 +56,10 @@ from sweep_bench import (  # noqa: E402  (a sibling script, not a package)
     verdict,
 )
 
-from lifecycle.services.audit import AuditChain, VerifyReport, verify  # noqa: E402
+from lifecycle.services.audit import VerifyReport, verify  # noqa: E402
 from lifecycle.services.ledger import Ledger  # noqa: E402
 
 AS_OF = datetime(2025, 6, 1, tzinfo=UTC)     # after every fact of every subject
-CHAINED_AT = datetime(2025, 6, 1, 6, tzinfo=UTC)
 PAGE = 10_000                               # notifications per page, as `verify` reads them
 EXPORT_RATIO_TARGET = 1.5
 VERIFY_RATIO_TARGET = 0.5
@@ -178,8 +177,6 @@ def measure_exports(large: Store, small: Store, exports: int, warmup: int,
 
 @dataclass
 class Audit:
-    chained: int = 0
-    chain_s: float = 0.0
     verified: int = 0
     verify_s: list[float] = field(default_factory=list)
     decoded: int = 0
@@ -232,10 +229,6 @@ def timed_cpu(fn: Callable[[], object]) -> tuple[object, float, float]:
 def measure_audit(store: Store, runs: int, log: Callable[[str], None]) -> Audit:
     audit = Audit()
     with Ledger(settings_for(store.home)) as ledger:
-        chain = AuditChain(ledger.store, ledger.views)
-        audit.chained, audit.chain_s = timed(lambda: chain.catch_up(CHAINED_AT))
-        log(f"{store.name}: chained {audit.chained:,} events in {audit.chain_s:.1f} s "
-            f"({audit.chained / audit.chain_s:,.0f} events/s)")
         bare_pass(ledger)  # warm the process and the page cache
         for run in range(1, runs + 1):
             decoded, seconds, cpu = timed_cpu(lambda: bare_pass(ledger))
@@ -312,8 +305,6 @@ def main() -> None:
     log("")
     log(f"| on L ({large.events:,} events) | time (s) | events/s |")
     log("|---|---:|---:|")
-    log(f"| audit chain catch-up (informative) | {audit.chain_s:.1f} | "
-        f"{audit.chained / audit.chain_s:,.0f} |")
     log(f"| audit verify, median of {len(audit.verify_s)} | "
         f"{statistics.median(audit.verify_s):.1f} | {audit.verify_rate:,.0f} |")
     log(f"| bare read-and-decode (baseline), median of {len(audit.bare_s)} | "

@@ -32,7 +32,7 @@ from lifecycle.services.audit import (
     REORDERED,
     UNCHAINED,
     Anchor,
-    AuditChain,
+    chain_lag,
     VerifyReport,
     signed_head,
     verify,
@@ -42,6 +42,7 @@ from lifecycle.store.vault import data_keys
 from lifecycle.domain.errors import ConfigurationError
 from lifecycle.store.event_chain import (
     LOG_GENESIS,
+    ChainBroken,
     Checkpoint,
     event_digest,
     link,
@@ -239,7 +240,7 @@ def test_every_event_is_chained_and_signed_when_ingest_returns(backend: Settings
     assert report.checkpoint["log_digest"] == report.checkpoint["recomputed"]
     assert json.loads(json.dumps(report.as_dict()))["ok"] is True
     with Ledger(backend) as ledger:
-        assert AuditChain(ledger.store).status().lag == 0
+        assert chain_lag(ledger.store) == 0
 
 
 def test_each_transaction_leaves_one_signed_checkpoint_at_its_last_event(
@@ -343,20 +344,20 @@ def test_events_moved_to_other_positions_are_reported_as_reordered(backend: Sett
 
 
 def test_a_forged_event_appended_behind_the_application_is_caught(backend: Settings) -> None:
-    """An event appended with sqlite3 / psql is reported as unchained, also after the
-    application has stored more events behind it."""
+    """An event appended with sqlite3 / psql is reported as unchained; the application
+    refuses to write on after it (its events would be chained over the unchained one),
+    and the forged event stays reported."""
     ingested(backend, subjects=2)
     raw = RawStore(backend)
     forged = raw.forge(raw.ids()[0])
     assert problems(verify_now(backend)) == [(UNCHAINED, forged)]
-    with Ledger(backend) as ledger:  # the application writes on after it
+    with Ledger(backend) as ledger:  # the application would write on after it
         subject = ledger.subject("member:1")
         subject.record_activity("later", datetime(2024, 4, 1, tzinfo=UTC), None)
-        ledger.store.save(subject)
-    report = verify_now(backend)
-    assert (UNCHAINED, forged) in problems(report)
-    assert all(kind in (UNCHAINED, CHAIN_ALTERED) for kind, _ in problems(report))
-    assert report.log_head > forged
+        with pytest.raises(ChainBroken, match=f"position {forged} is not in it"):
+            ledger.store.save(subject)
+    assert max(raw.ids()) == forged
+    assert problems(verify_now(backend)) == [(UNCHAINED, forged)]
 
 
 @pytest.mark.parametrize("position", [0, -1])
@@ -460,6 +461,58 @@ def test_an_emptied_chain_is_reported_and_never_silently_rebuilt(backend: Settin
     assert {kind for kind, _ in problems(report)} == {UNCHAINED, CHAIN_ALTERED}
     assert report.unchained == len(raw.ids())
     assert verify_now(backend).unchained == len(raw.ids())  # still, after another open
+
+
+def test_a_missing_subject_link_refuses_to_extend_and_verify_reports_it(
+        backend: Settings) -> None:
+    """The chain row of a subject's latest event deleted: the subject's next event is not
+    chained from genesis over the gap; the write is refused naming the audit chain, nothing
+    is stored, and `audit verify` reports the same break as before the write."""
+    ingested(backend, subjects=2)
+    raw = RawStore(backend)
+    last_of_first = events_of(backend, "member:1")[-1][0]
+    raw.run("DELETE FROM lifecycle_event_chain WHERE position = ?", last_of_first)
+    stored, before = raw.ids(), problems(verify_now(backend))
+    assert (UNCHAINED, last_of_first) in before
+    with Ledger(backend) as ledger:
+        with pytest.raises(ChainBroken, match="audit chain") as refused:
+            ledger.ingest(lines([fact("activity", "member:1", "2024-04-01T10:00:00Z")]), NOW)
+    assert "audit verify" in str(refused.value) and "member" not in str(refused.value)
+    assert raw.ids() == stored
+    assert problems(verify_now(backend)) == before
+
+
+def test_deleted_checkpoints_refuse_to_restart_the_chain_at_genesis(backend: Settings) -> None:
+    """Every checkpoint deleted (chain rows kept): the next write is refused rather than
+    starting a second chain at genesis and checkpoint 1 after the existing events."""
+    ingested(backend, subjects=1)
+    raw = RawStore(backend)
+    raw.run("DELETE FROM lifecycle_event_checkpoints")
+    stored = raw.ids()
+    with Ledger(backend) as ledger:
+        with pytest.raises(ChainBroken, match="nothing was written"):
+            ledger.ingest(some_facts(1, 5), NOW)
+    assert raw.ids() == stored
+    assert raw.run("SELECT COUNT(*) FROM lifecycle_event_checkpoints")[0][0] == 0
+    assert not verify_now(backend).ok
+
+
+def test_a_refused_extension_exits_1_and_verify_exits_1(sqlite_settings: Settings,
+                                                        tmp_path: Any) -> None:
+    """On the command line the refused write is one line without a traceback, exit 1, and
+    `audit verify` exits 1 naming the break."""
+    from tests.processes import lifecycle
+
+    ingested(sqlite_settings, subjects=1)
+    RawStore(sqlite_settings).run("DELETE FROM lifecycle_event_checkpoints")
+    path = tmp_path / "more.jsonl"
+    path.write_text("\n".join(some_facts(1, 7)) + "\n")
+    result = lifecycle(sqlite_settings, "ingest", str(path))
+    assert result.returncode == 1, result.stderr
+    assert "audit chain" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    verified = lifecycle(sqlite_settings, "audit", "verify")
+    assert verified.returncode == 1 and CHECKPOINT in verified.stdout
 
 
 def test_truncating_the_chain_is_caught(backend: Settings) -> None:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from lifecycle.services.cases.actions import (ActionRefused, AmbiguousReference, acknowledge,
                                      act_on_request, place_hold, release_hold)
+from lifecycle.services.cases import actions
 from lifecycle.services.cases.address_index import AddressIndex, address_index
 from lifecycle.services.cases.users import UserBook, UserRefused, users
 from lifecycle.cli.main import cli
@@ -232,3 +233,46 @@ def test_cli_hold_and_notification_ack(run: CliRunner, tmp_path: Path) -> None:
     assert run.invoke(cli, ["hold", "release", "m:1", "LIT-1"]).exit_code == 1
     result = run.invoke(cli, ["notifications", "ack", "ER-404"])
     assert result.exit_code == 1 and "no open notification" in result.stderr
+
+
+def test_cli_a_retried_action_with_its_idempotency_key_records_nothing_twice(
+        run: CliRunner, tmp_path: Path) -> None:
+    """`--idempotency-key KEY` run again (a retry after a timeout, its time defaulting to a
+    later now) says `already recorded` and stores nothing; another key is another
+    action."""
+    cli_seed(run, tmp_path)
+    place = ["hold", "place", "m:1", "LIT-2", "--reason", "claim", "--idempotency-key", "t-1"]
+    first = run.invoke(cli, [*place, "--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["duplicate"] is False
+    events = len(json.loads(run.invoke(cli, ["history", "m:1", "--json"]).stdout)["events"])
+    again = run.invoke(cli, place)
+    assert again.exit_code == 0 and "already recorded" in again.stdout, again.output
+    verify = ["request", "pause", "SAR-1", "--subject", "m:1", "--idempotency-key", "v-1",
+              "--at", "2025-02-02T00:00:00Z"]
+    verified = run.invoke(cli, verify)
+    assert verified.exit_code == 0, verified.output
+    again = run.invoke(cli, verify)
+    assert again.exit_code == 0 and "already recorded" in again.stdout, again.output
+    history = json.loads(run.invoke(cli, ["history", "m:1", "--json"]).stdout)["events"]
+    assert len(history) == events + 1  # the pause (the hold was counted before)
+
+
+def test_a_retried_submission_is_one_fact_on_every_store(ledger: Ledger) -> None:
+    """The same submission key from the same actor names one fact (on SQLite and
+    PostgreSQL): the retry, at a later time, is a duplicate and stores nothing; the same
+    key from another actor is another fact."""
+    assert ledger.ingest(lines([
+        collected("m:1", "2025-01-02T10:00:00Z", "signup", {"email": EMAIL})]), NOW).ok
+    first = actions.place_hold(ledger, "m:1", "LIT-3", "all", "claim", NOW, NOW, "ana",
+                               submission="s-1")
+    later = NOW.replace(hour=NOW.hour + 1)
+    retry = actions.place_hold(ledger, "m:1", "LIT-3", "all", "claim", later, later, "ana",
+                               submission="s-1")
+    assert (first.duplicate, retry.duplicate) == (False, True)
+    assert retry.fact["id"] == first.fact["id"]
+    other = actions.place_hold(ledger, "m:1", "LIT-4", "all", "claim", later, later, "bo",
+                               submission="s-1")
+    assert other.fact["id"] != first.fact["id"] and not other.duplicate
+    holds = [h["hold"] for h in ledger.subject_view("m:1")["holds"]]
+    assert sorted(holds) == ["LIT-3", "LIT-4"]

@@ -398,3 +398,27 @@ def test_a_share_by_category_carries_the_restricted_purposes_data(ledger: Ledger
                                     purpose="surveys-feedback",
                                     basis="legitimate-interests")).ok
     assert ingest(ledger, share).accepted == 1
+
+
+def test_limits_are_checked_once_per_marketing_collection(
+        ledger: Ledger, notice: Notice, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A direct-marketing collection has its limits judged in one pass (the person's own
+    marketing stop first, then the suppression list, then the rest), not two: one
+    `check_limits` call per collected fact, whatever its purpose; the outcome is the same."""
+    import lifecycle.services.ingest as ingest_module
+
+    calls: list[str] = []
+    real = ingest_module.check_limits
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        calls.append(args[2].type)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "check_limits", counted)
+    subscriber(ledger, notice)  # a marketing collection and a share
+    assert calls.count("collected") == 1 and calls.count("shared") == 1, calls
+    assert ingest(ledger, fact("unsubscribed", WHO, "2024-04-01T09:00:00Z")).ok
+    calls.clear()
+    reason = one_rejection(ingest(ledger, marketing_after(notice, "2024-04-02T09:00:00Z")[0]))
+    assert "limit direct-marketing-stopped" in reason
+    assert calls == ["collected"]

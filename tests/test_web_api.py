@@ -209,3 +209,51 @@ def test_no_token_is_401_whatever_the_body(service: Service) -> None:
         answer = anonymous.post("/api/requests/SAR-1/verify", content=b"{not json",
                                 headers={"content-type": "application/json"})
         assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_retried_case_action_with_its_idempotency_key_records_one_fact(
+        service: Service) -> None:
+    """A case action sent again with the same Idempotency-Key (a client retrying after a
+    timeout) records nothing the second time and says duplicate; a retried hold, release
+    and acknowledgement alike. Without a key, each request is its own action."""
+    with service.client("dpo") as api:
+        def events() -> int:
+            return len(api.get("/api/subjects/m:1/history").json()["events"])
+
+        before = events()
+        for attempt in range(2):
+            done = api.post("/api/requests/SAR-1/verify", json={},
+                            headers={"Idempotency-Key": "verify-SAR-1-try"})
+            assert done.status_code == 200, done.text
+            assert done.json()["duplicate"] is (attempt == 1)
+        for path, body in (("/api/holds", {"subject": "m:1", "hold": "H-9", "reason": "r"}),
+                           ("/api/holds/release", {"subject": "m:1", "hold": "H-9"}),
+                           ("/api/notifications/ack", {"erasure": "ER-2"})):
+            answers = [api.post(path, json=body, headers={"Idempotency-Key": f"k{path}"})
+                       for _ in range(2)]
+            assert [a.status_code for a in answers] == [200, 200], answers[1].text
+            assert [a.json()["duplicate"] for a in answers] == [False, True], path
+        assert events() == before + 3  # verify, hold, release (the ack is on m:2's case)
+
+
+def test_a_facts_body_over_the_limit_is_413_naming_it_and_nothing_is_stored(
+        service: Service) -> None:
+    """POST /api/facts takes at most FACTS_BODY_LIMIT bytes: a larger body, with its
+    Content-Length or streamed without one, is 413 naming the limit; nothing is stored."""
+    from lifecycle.web.api import FACTS_BODY_LIMIT
+
+    line = lines([fact("activity", "m:9", "2025-01-01T00:00:00Z", id="big-1")])[0] + "\n"
+    body = line * (FACTS_BODY_LIMIT // len(line) + 1)
+    assert len(body) > FACTS_BODY_LIMIT
+
+    def streamed() -> Iterator[bytes]:
+        for start in range(0, len(body), 65536):
+            yield body[start:start + 65536].encode()
+
+    with service.client("ingest") as api:
+        for answer in (api.post("/api/facts", content=body),
+                       api.post("/api/facts", content=streamed())):
+            assert answer.status_code == 413, answer.text[:200]
+            assert f"{FACTS_BODY_LIMIT:,} bytes" in answer.json()["detail"]
+    with service.client("dpo") as api:
+        assert api.get("/api/subjects/m:9").status_code == 404

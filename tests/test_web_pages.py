@@ -127,3 +127,29 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2(sqlite_settings: Settings
     assert result.returncode == 2
     assert result.stderr.strip() == (f"lifecycle: serve: cannot listen on 127.0.0.1:{port}: "
                                      "Address already in use")
+
+
+def test_a_form_sent_twice_records_its_case_action_once(service: Service) -> None:
+    """Each rendered case-action form carries its own submission token; the same form
+    posted again (a browser retry, a double click) records nothing the second time, while
+    a form rendered afresh records a new action."""
+    client, csrf = signed_in(service, "dpo")
+    page = client.get("/subjects/m:1").text
+    tokens = re.findall(r'name="submission" value="([^"]+)"', page)
+    assert len(tokens) == len(set(tokens)) > 1  # one per form, each its own
+    before = history_length(service)
+    form = {"hold": "H-twice", "reason": "litigation", "csrf": csrf,
+            "submission": tokens[-1]}
+    for _ in range(2):
+        answer = client.post("/subjects/m:1/holds", data=form)
+        assert answer.status_code == 303, answer.text
+    assert history_length(service) == before + 1
+    release = re.findall(r'action="(/subjects/m%3A1/holds/H-twice/release)"[^>]*>\s*'
+                         r'<input type="hidden" name="csrf" value="[^"]+">'
+                         r'<input type="hidden" name="submission" value="([^"]+)"',
+                         client.get("/subjects/m:1").text)
+    assert len(release) == 1
+    for _ in range(2):
+        assert client.post(release[0][0].replace("%3A", ":"), data={
+            "csrf": csrf, "submission": release[0][1]}).status_code == 303
+    assert history_length(service) == before + 2

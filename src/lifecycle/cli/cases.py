@@ -32,6 +32,10 @@ actor_option = click.option("--actor", help=f"Who acts (default: ${ACTOR_ENV}, e
                                             "operating-system user).")
 at_option = click.option("--at", "at_text", help="When it happened (RFC 3339); default now.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+key_option = click.option(
+    "--idempotency-key", "submission", metavar="KEY",
+    help="Any text naming this submission: run again with the same KEY (a retry after a "
+         "timeout), it records nothing twice and says `already recorded`.")
 
 
 def _run(action: Callable[[Any, datetime], ActionResult], at_text: str | None,
@@ -51,7 +55,8 @@ def _run(action: Callable[[Any, datetime], ActionResult], at_text: str | None,
     else:
         fact = result.fact
         state = "already recorded" if result.duplicate else "recorded"
-        click.echo(f"{fact['type']} {state} for {fact['subject']} at {fact['at']} "
+        when = f" at {fact['at']}" if "at" in fact else ""
+        click.echo(f"{fact['type']} {state} for {fact['subject']}{when} "
                    f"by {result.actor} (fact {fact['id']})")
 
 
@@ -69,16 +74,18 @@ def _request_command(action: str) -> click.Command:
     @click.option("--subject", help="The subject, when the request id is not unique.")
     @actor_option
     @at_option
+    @key_option
     @json_option
     def command(request: str, subject: str | None, actor: str | None, at_text: str | None,
-                as_json: bool, reason: str | None = None, months: int | None = None) -> None:
+                submission: str | None, as_json: bool, reason: str | None = None,
+                months: int | None = None) -> None:
         from lifecycle.services.cases.actions import act_on_request
         from lifecycle.cli.main import utc_now
 
         who = actor_of(actor)
         _run(lambda ledger, at: act_on_request(
             ledger, action, request, subject=subject, at=at, now=utc_now(), actor=who,
-            reason=reason, months=months), at_text, as_json)
+            reason=reason, months=months, submission=submission), at_text, as_json)
 
     if action in ("extend", "pause", "refuse"):
         command = click.option("--reason", required=action == "refuse",
@@ -110,9 +117,11 @@ def hold_group() -> None:
 @click.option("--until", "until_text", help="When the hold ends (RFC 3339).")
 @actor_option
 @at_option
+@key_option
 @json_option
 def hold_place(subject: str, hold: str, scope: str, reason: str, until_text: str | None,
-               actor: str | None, at_text: str | None, as_json: bool) -> None:
+               actor: str | None, at_text: str | None, submission: str | None,
+               as_json: bool) -> None:
     """Place legal hold HOLD on SUBJECT (records `legal-hold-placed`)."""
     from lifecycle.services.cases.actions import place_hold
     from lifecycle.cli.main import parse_time, utc_now
@@ -120,7 +129,7 @@ def hold_place(subject: str, hold: str, scope: str, reason: str, until_text: str
     until = parse_time(until_text, "--until")
     who = actor_of(actor)
     _run(lambda ledger, at: place_hold(ledger, subject, hold, scope, reason, at, utc_now(),
-                                       who, until), at_text, as_json)
+                                       who, until, submission=submission), at_text, as_json)
 
 
 @hold_group.command("release")
@@ -128,16 +137,17 @@ def hold_place(subject: str, hold: str, scope: str, reason: str, until_text: str
 @click.argument("hold")
 @actor_option
 @at_option
+@key_option
 @json_option
 def hold_release(subject: str, hold: str, actor: str | None, at_text: str | None,
-                 as_json: bool) -> None:
+                 submission: str | None, as_json: bool) -> None:
     """Release legal hold HOLD of SUBJECT (records `legal-hold-released`)."""
     from lifecycle.services.cases.actions import release_hold
     from lifecycle.cli.main import utc_now
 
     who = actor_of(actor)
-    _run(lambda ledger, at: release_hold(ledger, subject, hold, at, utc_now(), who),
-         at_text, as_json)
+    _run(lambda ledger, at: release_hold(ledger, subject, hold, at, utc_now(), who,
+                                         submission=submission), at_text, as_json)
 
 
 # -- notifications ----------------------------------------------------------------------
@@ -148,9 +158,11 @@ def hold_release(subject: str, hold: str, actor: str | None, at_text: str | None
 @click.option("--subject", help="The subject, when the erasure id is not unique.")
 @actor_option
 @at_option
+@key_option
 @json_option
 def notifications_ack(erasure: str, recipient: str | None, subject: str | None,
-                      actor: str | None, at_text: str | None, as_json: bool) -> None:
+                      actor: str | None, at_text: str | None, submission: str | None,
+                      as_json: bool) -> None:
     """Record a recipient's acknowledgement of ERASURE (`erasure-acknowledged`); ERASURE is
     the erasure column of `notifications list`."""
     from lifecycle.services.cases.actions import acknowledge
@@ -158,7 +170,8 @@ def notifications_ack(erasure: str, recipient: str | None, subject: str | None,
 
     who = actor_of(actor)
     _run(lambda ledger, at: acknowledge(ledger, erasure, at, utc_now(), who,
-                                        recipient=recipient, subject=subject), at_text, as_json)
+                                        recipient=recipient, subject=subject,
+                                        submission=submission), at_text, as_json)
 
 
 # -- finding a person -------------------------------------------------------------------

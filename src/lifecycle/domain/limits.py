@@ -23,6 +23,7 @@ limit that arrived after them): the same facts give the same list in any arrival
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -148,16 +149,20 @@ def _condition_missing(policy: Policy, category: str, purpose: str) -> str | Non
 
 
 def check_limits(policy: Policy, subject: DataSubject, fact: Any,
-                 marketing_stop_only: bool = False) -> None:
+                 between: Callable[[], None] | None = None) -> None:
     """Raises ProcessingLimit, naming the limit, when one in force at the fact's time
-    forbids it (judged from the facts known when it arrives). `marketing_stop_only`: only
-    the person's own stop of direct marketing (checked before the suppression list)."""
+    forbids it (judged from the facts known when it arrives). With `between` (the
+    suppression list's check of a direct-marketing collection): the person's own stop of
+    direct marketing is judged first, then `between` runs, then the rest, in one pass."""
     judge = _Judge(subject)
     reason: str | None = None
-    if marketing_stop_only:
+    if between is not None:
         if getattr(fact, "purpose", None) == DIRECT_MARKETING:
             reason = judge.marketing_stopped(fact.at)
-    elif fact.type == "collected":
+            if reason is not None:
+                raise ProcessingLimit(f"{fact.type}: {reason}")
+        between()
+    if fact.type == "collected":
         missing = _condition_missing(policy, fact.category, fact.purpose)
         if missing is not None:
             raise ProcessingLimit(missing)

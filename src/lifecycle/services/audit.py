@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -52,30 +51,18 @@ from lifecycle.store.event_store import (
     first_event_of_a_chaining_version,
 )
 from lifecycle.projections import tables
-from lifecycle.projections.runner import ProjectionStatus
 
 PAGE = 10_000   # events read per page when verifying
-NAME = "audit-chain"
 
 ALTERED, REMOVED, UNCHAINED, REORDERED = "altered", "removed", "unchained", "reordered"
 CHAIN_ALTERED, CHECKPOINT, ANCHOR_MISMATCH = "chain-altered", "checkpoint", "anchor-mismatch"
 
 
-class AuditChain:
-    """The chain's state as the daemon and `audit chain` see it. Nothing to catch up: the
-    chain is written with the events; only a store written before that (on upgrade) has
-    a backlog, chained by `chain_backlog` on request."""
-
-    def __init__(self, store: SubjectStore, engine: sa.Engine | None = None) -> None:
-        self.store = store
-
-    def status(self) -> ProjectionStatus:
-        log_head, chain_head, _ = chained_recorder(self.store).chain_heads()
-        return ProjectionStatus(NAME, chain_head, log_head)
-
-    def catch_up(self, now: datetime | None = None) -> int:
-        """Kept for callers of the old, separately extended chain: chains nothing."""
-        return 0
+def chain_lag(store: SubjectStore) -> int:
+    """Stored events past the chain's newest row: 0 unless the log was altered or an
+    older store's upgrade is under way (the chain is written with the events)."""
+    log_head, chain_head, _ = chained_recorder(store).chain_heads()
+    return max(log_head - chain_head, 0)
 
 
 class ChainNotEmpty(Exception):
@@ -95,6 +82,10 @@ def chain_older_store(store: SubjectStore) -> int:
         raise ChainNotEmpty(f"the event at position {stamped} was stored by a version that "
                             "chains every event as it stores it: its missing chain was "
                             "removed (tampering), not never written")
+    recorder = chained_recorder(store)
+    assert recorder.signer is not None
+    log_head, _, _ = recorder.chain_heads()
+    recorder.begin_upgrade(recorder.signer, log_head)
     return chain_backlog(store)
 
 

@@ -2,7 +2,7 @@
 
 Built from the subject's state, the request case, the key vault's record of destroyed keys
 and the stored events, whose subject-chain digest (the same fold as the audit chain's, see
-`lifecycle.projections.audit_chain`) lets an auditor check it against `audit verify`.
+`lifecycle.store.event_chain`) lets an auditor check it against `audit verify`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from eventsourcing.persistence import StoredEvent
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.domain.errors import LifecycleError
-from lifecycle.projections.audit_chain import event_digest, link, subject_genesis
+from lifecycle.store.event_chain import event_digest, link, originator_text, subject_genesis
 from lifecycle.domain.vocabulary import ERASURE_GROUNDS
 
 
@@ -26,12 +26,13 @@ class NotAnErasureRequest(LifecycleError):
 
 def events_digest(subject: DataSubject, stored: Iterable[StoredEvent]) -> tuple[int, str]:
     """How many events, and the subject-chain digest over them (oldest first)."""
-    digest, count = subject_genesis(str(subject.id)), 0
+    digest, count = subject_genesis(originator_text(subject.id)), 0
     for event in stored:
-        digest = link(digest, event_digest(event.originator_id, event.originator_version,
-                                           event.topic, bytes(event.state)))
+        digest = link(digest, event_digest(originator_text(event.originator_id),
+                                           event.originator_version, event.topic,
+                                           bytes(event.state)))
         count += 1
-    return count, digest
+    return count, digest.hex()
 
 
 def deletion_certificate(subject: DataSubject, request: str, case: RequestCase | None,

@@ -122,10 +122,9 @@ class FactApplier:
     # One handler per fact type --------------------------------------------------------
 
     def _collected(self, s: DataSubject, fact: f.Collected) -> None:
-        if fact.purpose == DIRECT_MARKETING:
-            self._check_limits(s, fact, marketing_stop_only=True)
-            self._check_suppression(s, fact.data, fact.at)
-        self._check_limits(s, fact)
+        self._check_limits(s, fact, between=(
+            (lambda: self._check_suppression(s, fact.data, fact.at))
+            if fact.purpose == DIRECT_MARKETING else None))
         key_id = self.vault.key_for(str(s.id), key_scope(fact.record), self.now)
         s.collect(fact.id, fact.at, fact.record, fact.category, fact.purpose, fact.basis,
                   fact.source, key_id, self.vault.seal(key_id, fact.data),
@@ -261,11 +260,14 @@ class FactApplier:
 
     # Helpers ----------------------------------------------------------------------------
 
-    def _check_limits(self, s: DataSubject, fact: Any, marketing_stop_only: bool = False
-                      ) -> None:
-        """Processing limits (lifecycle.domain.limits) are the adopted policy's to enforce."""
+    def _check_limits(self, s: DataSubject, fact: Any,
+                      between: Callable[[], None] | None = None) -> None:
+        """Processing limits (lifecycle.domain.limits) are the adopted policy's to enforce;
+        `between` runs after the marketing-stop check (with no policy: alone)."""
         if self.policy is not None:
-            check_limits(self.policy, s, fact, marketing_stop_only)
+            check_limits(self.policy, s, fact, between)
+        elif between is not None:
+            between()
 
     def _consequences(self, s: DataSubject, right: str, at: datetime) -> None:
         """Records what the policy ties to exercising `right` (e.g. a suspended membership)."""

@@ -11,9 +11,10 @@ import sqlalchemy as sa
 from lifecycle.store.settings import create_private_file
 
 
-def create_store_engine(url: str, metadata: sa.MetaData, sqlite_pragmas: Sequence[str]) -> sa.Engine:
-    """An engine whose SQLite connections run `sqlite_pragmas`; creates the tables (and a
-    SQLite file, mode 0600)."""
+def create_store_engine(url: str, metadata: sa.MetaData, sqlite_pragmas: Sequence[str],
+                        create_tables: bool = True) -> sa.Engine:
+    """An engine whose SQLite connections run `sqlite_pragmas`; creates the tables (unless
+    `create_tables` is false: the caller does) and a SQLite file, mode 0600."""
     engine = sa.create_engine(url)
     if engine.dialect.name == "sqlite":
         if engine.url.database and engine.url.database != ":memory:":
@@ -24,5 +25,6 @@ def create_store_engine(url: str, metadata: sa.MetaData, sqlite_pragmas: Sequenc
             for pragma in (*sqlite_pragmas, "busy_timeout=30000"):
                 cursor.execute(f"PRAGMA {pragma}")
             cursor.close()
-    metadata.create_all(engine)
+    if create_tables:
+        metadata.create_all(engine)
     return engine

@@ -45,6 +45,11 @@ SCHEME = b"lifecycle-audit-chain/v1"
 CHECKPOINT_SCHEME = b"lifecycle-audit-checkpoint/v1"
 LOG_GENESIS = hashlib.sha256(SCHEME + b"\x00log").digest()
 UPGRADE_PAGE = 5000  # events chained per transaction when an older store is chained
+# The signed head an older store's backlog is chained up to (one row): an upgrade killed
+# midway, or run by several processes at once, is finished by whichever opens the store
+# next, and never beyond that head.
+UPGRADE_TABLE = "lifecycle_chain_upgrade"
+UPGRADE_SCHEME = b"lifecycle-chain-upgrade/v1"
 
 _PREFIX = struct.pack(">Q", len(SCHEME)) + SCHEME
 _pack_q, _pack_qq = struct.Struct(">Q").pack, struct.Struct(">Qq").pack
@@ -75,6 +80,22 @@ def subject_genesis(originator: str) -> bytes:
 def link(previous: bytes, digest: bytes) -> bytes:
     """The next link of a chain: SHA-256(previous || digest)."""
     return _sha256(previous + digest).digest()
+
+
+class ChainBroken(LifecycleError):
+    """The chain cannot be extended from where it stands (a link or checkpoint it would
+    continue from is missing, or stored events after its head are unchained): the write is
+    refused rather than chained over the gap; `audit verify` reports the break."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"the audit chain cannot be extended: {what}; nothing was written. "
+                         "`lifecycle audit verify` reports the break (exit 1); restore the "
+                         "store from a backup")
+
+
+def upgrade_message(target: int) -> bytes:
+    """What the signing key signs for an upgrade's backlog head."""
+    return UPGRADE_SCHEME + b"\x00" + _pack_q(target)
 
 
 # -- checkpoints ---------------------------------------------------------------------------
@@ -161,15 +182,47 @@ def prepare(events: Iterable[Any]) -> Pending:
     return Pending(originators, versions, digests, {})
 
 
+class Tail(NamedTuple):
+    """What the chain stands on, read under the write lock with the newest checkpoint."""
+    below: int       # the newest stored event before the batch (0: none)
+    chain_head: int  # the newest chain row (0: none)
+
+
+def check_tail(head: Checkpoint | None, tail: Tail) -> None:
+    """Raises ChainBroken unless the batch continues the chain at its signed head: the
+    newest checkpoint at the newest chain row, which is the newest stored event before the
+    batch (no checkpoint: no chain row and no event before it)."""
+    at = 0 if head is None else head.position
+    if tail.chain_head != at:
+        raise ChainBroken(
+            "its newest checkpoint is missing" if head is None and tail.chain_head else
+            f"its newest chain row (position {tail.chain_head}) is not at its newest "
+            f"checkpoint (position {at})")
+    if tail.below != at:
+        raise ChainBroken(
+            f"the stored event at position {tail.below} is not in it (its head is at "
+            f"position {at})" if tail.below > at else
+            f"the stored event at its head (position {at}) is missing")
+
+
 def extend(pending: Pending, positions: Sequence[int], head: Checkpoint | None,
-           signer: Signer, at: datetime | None = None) -> tuple[list[ChainRow], Checkpoint]:
-    """The chain rows of a batch stored at `positions` after `head`, and its checkpoint."""
+           signer: Signer, tail: Tail, at: datetime | None = None
+           ) -> tuple[list[ChainRow], Checkpoint]:
+    """The chain rows of a batch stored at `positions` after `head`, and its checkpoint.
+    Raises ChainBroken when the chain does not stand where the batch would continue it
+    (`check_tail`) or a subject's previous event has no link: never restarts at genesis
+    over a gap."""
+    check_tail(head, tail)
     log_digest = LOG_GENESIS if head is None else head.log_digest
     subjects = dict(pending.previous)
     rows = []
     for position, originator, version, digest in zip(
             positions, pending.originators, pending.versions, pending.digests, strict=True):
-        subject_digest = link(subjects.get(originator) or subject_genesis(originator), digest)
+        previous = subjects.get(originator)
+        if previous is None and version > 1:
+            raise ChainBroken(f"the event before the one at position {position} (version "
+                              f"{version - 1} of its originator) has no chain row")
+        subject_digest = link(previous or subject_genesis(originator), digest)
         subjects[originator] = subject_digest
         log_digest = link(log_digest, digest)
         rows.append(ChainRow(int(position), originator, version, digest, subject_digest,
@@ -288,6 +341,33 @@ class ChainingRecorder(ApplicationRecorder):
 
     def newest_key_id(self) -> str | None:
         """The key id of the newest checkpoint, or None."""
+        raise NotImplementedError
+
+    def upgrade_target(self, verifier: Verifier) -> int | None:
+        """The position an older store's backlog is chained up to, if an upgrade began
+        and its head is signed by `verifier`'s key (else None: nothing to resume)."""
+        found = self.upgrade_row()
+        if found is None:
+            return None
+        target, key_id, signature = found
+        if key_id != verifier.fingerprint or not verifier.verifies(
+                upgrade_message(target), signature):
+            return None
+        return target
+
+    def upgrade_row(self) -> tuple[int, str, bytes] | None:
+        """(target, key id, signature) of the upgrade row, if any."""
+        raise NotImplementedError
+
+    def begin_upgrade(self, signer: Signer, target: int) -> None:
+        """Records the signed head an older store's backlog is chained up to, unless an
+        upgrade began already (its head stands)."""
+        raise NotImplementedError
+
+    def chain_backlog(self, signer: Signer, limit: int, upto: int) -> int:
+        """Chains up to `limit` stored events after the chain's head and at most at `upto`,
+        in one transaction under the write lock; returns how many. The subjects' previous
+        links are read under that lock: processes that chain pages at once take turns."""
         raise NotImplementedError
 
     def subject_links(self, wanted: list[tuple[str, int]]) -> dict[str, bytes]:

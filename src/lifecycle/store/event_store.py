@@ -25,7 +25,7 @@ from lifecycle.store.signing_key import (
     missing_key_error,
 )
 from lifecycle.domain.errors import ConfigurationError
-from lifecycle.store.event_chain import UPGRADE_PAGE, BrokenEvent
+from lifecycle.store.event_chain import UPGRADE_PAGE, BrokenEvent, ChainBroken
 from lifecycle.store.fast_json import FastJSONTranscoder
 from lifecycle.support.logs import get_logger
 from lifecycle.store.postgres_recorder import LockLightPostgresRecorder
@@ -401,8 +401,19 @@ def attach_signing_key(store: SubjectStore, settings: Settings) -> Signer:
         signer, created = create_signing_key(settings), True
     recorder.signer = signer
     if created and log_head and not chain_head and not checkpoints:
-        chained = chain_backlog(store)
-        log.warning("audit.chained_on_upgrade", events=chained, key=signer.fingerprint)
+        recorder.begin_upgrade(signer, log_head)
+    if log_head > chain_head:
+        # An upgrade begun here, or begun by a process killed midway (or still at it):
+        # chained on up to the head it began with, a page per transaction.
+        target = recorder.upgrade_target(signer.verifier)
+        if target is not None and target > chain_head:
+            try:
+                chained = chain_backlog(store)
+            except ChainBroken as error:  # left as it is: `audit verify` reports it
+                log.error("audit.upgrade_refused", reason=str(error))
+            else:
+                log.warning("audit.chained_on_upgrade", events=chained,
+                            key=signer.fingerprint)
     return signer
 
 
@@ -426,12 +437,15 @@ def first_event_of_a_chaining_version(store: SubjectStore,
 
 
 def chain_backlog(store: SubjectStore, page: int = UPGRADE_PAGE) -> int:
-    """Chains every stored event after the chain's head, a page per transaction; returns
-    how many. Only for a store written before the chain was kept with its events."""
+    """Chains the stored events after the chain's head up to the signed head its upgrade
+    began with (`begin_upgrade`), a page per transaction; returns how many this process
+    chained. Only for a store written before the chain was kept with its events. Safe to
+    run again after a kill, and by several processes at once."""
     recorder = chained_recorder(store)
-    assert recorder.signer is not None
-    subjects: dict[str, bytes] = {}
+    signer = recorder.signer
+    assert signer is not None
+    target = recorder.upgrade_target(signer.verifier)
     total = 0
-    while chained := recorder.chain_backlog(recorder.signer, page, subjects):
+    while target is not None and (chained := recorder.chain_backlog(signer, page, target)):
         total += chained
     return total

@@ -36,11 +36,23 @@ from lifecycle.store.event_chain import (
     ChainRow,
     Checkpoint,
     Pending,
+    Tail,
+    UPGRADE_TABLE,
     extend,
     prepare,
+    upgrade_message,
 )
 
 Columns = tuple[list[UUID], list[int], list[str], list[bytes]]
+
+
+class _ChainFailed(BaseException):
+    """Carries an error of chaining a batch out of the library's transaction, rolling it
+    back (the library catches every Exception there and commits before raising it)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
@@ -67,6 +79,8 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
                                                     Identifier(CHECKPOINT_TABLE))
         self.events_table = SQL("{}.{}").format(Identifier(datastore.schema),
                                                 Identifier(self.events_table_name))
+        self.upgrade_table = SQL("{}.{}").format(Identifier(datastore.schema),
+                                                 Identifier(UPGRADE_TABLE))
         self.sql_create_statements += [
             SQL("CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, "
                 "originator_id uuid NOT NULL, originator_version bigint NOT NULL, "
@@ -75,15 +89,21 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
             SQL("CREATE TABLE IF NOT EXISTS {} (seq bigint PRIMARY KEY, "
                 "position bigint NOT NULL, events bigint NOT NULL, log_digest bytea NOT NULL, "
                 "signed_at text NOT NULL, key_id text NOT NULL, signature bytea NOT NULL)"
-                ).format(self.checkpoint_table)]
+                ).format(self.checkpoint_table),
+            SQL("CREATE TABLE IF NOT EXISTS {} (id integer PRIMARY KEY, target bigint NOT NULL, "
+                "key_id text NOT NULL, signature bytea NOT NULL)").format(self.upgrade_table)]
         self.insert_chain_statement = SQL(
             "INSERT INTO {} (position, originator_id, originator_version, event_digest, "
             "subject_digest, log_digest) SELECT * FROM unnest(%b::bigint[], %b::uuid[], "
             "%b::bigint[], %b::bytea[], %b::bytea[], %b::bytea[])").format(self.chain_table)
         self.insert_checkpoint_statement = SQL(
             "INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s)").format(self.checkpoint_table)
+        # The newest checkpoint (NULLs for none) with what the chain stands on (`Tail`).
         self.head_statement: Composed = SQL(
-            "SELECT * FROM {} ORDER BY seq DESC LIMIT 1").format(self.checkpoint_table)
+            "SELECT (SELECT MAX(notification_id) FROM {} WHERE notification_id < %s) AS below, "
+            "(SELECT MAX(position) FROM {}) AS chain_head, k.* FROM (SELECT 1) AS one "
+            "LEFT JOIN (SELECT * FROM {} ORDER BY seq DESC LIMIT 1) AS k ON true").format(
+            self.events_table, self.chain_table, self.checkpoint_table)
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
@@ -99,8 +119,11 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
             topics.append(event.topic)
             states.append(event.state)
         pending = self._pending(stored_events)
-        notification_ids: Sequence[int] | None = super().insert_events(
-            stored_events, lifecycle_columns=columns, lifecycle_chain=pending, **kwargs)
+        try:
+            notification_ids: Sequence[int] | None = super().insert_events(
+                stored_events, lifecycle_columns=columns, lifecycle_chain=pending, **kwargs)
+        except _ChainFailed as failed:
+            raise failed.error from None
         return notification_ids
 
     def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow],
@@ -112,15 +135,22 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
         columns: Columns | None = kwargs.get("lifecycle_columns")
         if pending is not None and notification_ids:  # still under the table lock
             assert self.signer is not None and columns is not None
-            self._append(curs, pending, notification_ids, columns[0], self.signer)
+            try:
+                self._append(curs, pending, notification_ids, columns[0], self.signer)
+            except Exception as error:
+                # The library keeps an Exception raised here until its transaction has
+                # committed the events: unchained. Not an Exception, this one rolls back.
+                raise _ChainFailed(error) from error
         return notification_ids
 
     def _append(self, curs: Cursor[DictRow], pending: Pending, positions: Sequence[int],
                 originators: list[UUID], signer: Signer) -> list[ChainRow]:
-        curs.execute(self.head_statement, prepare=True)
-        head = curs.fetchone()
-        rows, checkpoint = extend(pending, positions, None if head is None
-                                  else _checkpoint(head), signer)
+        curs.execute(self.head_statement, (positions[0],), prepare=True)
+        found = curs.fetchone()
+        assert found is not None
+        tail = Tail(int(found["below"] or 0), int(found["chain_head"] or 0))
+        head = None if found["seq"] is None else _checkpoint(found)
+        rows, checkpoint = extend(pending, positions, head, signer, tail)
         curs.execute(self.insert_chain_statement, (
             [r.position for r in rows], originators, [r.version for r in rows],
             [r.event_digest for r in rows], [r.subject_digest for r in rows],
@@ -139,37 +169,54 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
         """The chained subject digest of each (originator, version) that has one."""
         if not wanted:
             return {}
+        with self.datastore.transaction(commit=False) as curs:
+            return self._subject_links(curs, wanted)
+
+    def _subject_links(self, curs: Cursor[DictRow], wanted: list[tuple[str, int]]
+                       ) -> dict[str, bytes]:
+        if not wanted:
+            return {}
         statement = SQL(
             "SELECT e.originator_id, c.subject_digest FROM {} e JOIN {} c "
             "ON c.position = e.notification_id JOIN unnest(%s::uuid[], %s::bigint[]) "
             "AS w(id, v) ON e.originator_id = w.id AND e.originator_version = w.v"
         ).format(self.events_table, self.chain_table)
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(statement, ([UUID(o) for o, _ in wanted], [v for _, v in wanted]))
-            return {str(row["originator_id"]): bytes(row["subject_digest"])
-                    for row in curs.fetchall()}
+        curs.execute(statement, ([UUID(o) for o, _ in wanted], [v for _, v in wanted]))
+        return {str(row["originator_id"]): bytes(row["subject_digest"])
+                for row in curs.fetchall()}
 
-    def chain_backlog(self, signer: Signer, limit: int, subjects: dict[str, bytes]) -> int:
-        """Chains up to `limit` stored events after the chain's head (an older store's
-        events, once, on upgrade); returns how many. `subjects` holds each originator's
-        subject link so far (empty at first) and is kept up to date."""
+    def upgrade_row(self) -> tuple[int, str, bytes] | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT target, key_id, signature FROM {} WHERE id = 1").format(
+                self.upgrade_table))
+            row = curs.fetchone()
+        return None if row is None else (int(row["target"]), str(row["key_id"]),
+                                         bytes(row["signature"]))
+
+    def begin_upgrade(self, signer: Signer, target: int) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("INSERT INTO {} VALUES (1, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+                             ).format(self.upgrade_table),
+                         (target, signer.fingerprint, signer.sign(upgrade_message(target))))
+
+    def chain_backlog(self, signer: Signer, limit: int, upto: int) -> int:
         with self.datastore.transaction(commit=True) as curs:
             self._lock_table(curs)
-            curs.execute(self.head_statement)
+            curs.execute(self.head_statement, (0,))
             found = curs.fetchone()
-            head = None if found is None else _checkpoint(found)
-            curs.execute(SQL("SELECT * FROM {} WHERE notification_id > %s "
-                             "ORDER BY notification_id LIMIT %s").format(self.events_table),
-                         (0 if head is None else head.position, limit))
+            head = None if found is None or found["seq"] is None else _checkpoint(found)
+            curs.execute(SQL("SELECT * FROM {} WHERE notification_id > %s AND "
+                             "notification_id <= %s ORDER BY notification_id LIMIT %s"
+                             ).format(self.events_table),
+                         (0 if head is None else head.position, upto, limit))
             batch = curs.fetchall()
             if not batch:
                 return 0
             pending = prepare(StoredEvent(r["originator_id"], r["originator_version"],
                                           r["topic"], bytes(r["state"])) for r in batch)
-            pending.previous = subjects
-            rows = self._append(curs, pending, [r["notification_id"] for r in batch],
-                                [r["originator_id"] for r in batch], signer)
-        subjects.update((r.originator, r.subject_digest) for r in rows)
+            pending.previous = self._subject_links(curs, pending.wanted())
+            self._append(curs, pending, [r["notification_id"] for r in batch],
+                         [r["originator_id"] for r in batch], signer)
         return len(batch)
 
     # -- reading the chain -------------------------------------------------------------

@@ -23,9 +23,12 @@ from lifecycle.store.event_chain import (
     ChainRow,
     Checkpoint,
     Pending,
+    Tail,
+    UPGRADE_TABLE,
     extend,
     originator_text,
     prepare,
+    upgrade_message,
 )
 
 _CHUNK = 400  # (id, version) pairs per lookup
@@ -44,7 +47,9 @@ class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
                 f"CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} ("
                 "seq INTEGER PRIMARY KEY, position INTEGER NOT NULL, "
                 "events INTEGER NOT NULL, log_digest BLOB NOT NULL, signed_at TEXT NOT NULL, "
-                "key_id TEXT NOT NULL, signature BLOB NOT NULL)"]
+                "key_id TEXT NOT NULL, signature BLOB NOT NULL)",
+                f"CREATE TABLE IF NOT EXISTS {UPGRADE_TABLE} (id INTEGER PRIMARY KEY, "
+                "target INTEGER NOT NULL, key_id TEXT NOT NULL, signature BLOB NOT NULL)"]
 
     # -- writing -------------------------------------------------------------------------
 
@@ -63,7 +68,8 @@ class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
 
     def _append(self, c: SQLiteCursor, pending: Pending, ids: Sequence[int],
                 signer: Signer) -> list[ChainRow]:
-        rows, checkpoint = extend(pending, ids, self._head(c), signer)
+        head = self._head(c)
+        rows, checkpoint = extend(pending, ids, head, signer, self._tail(c, ids[0]))
         c.executemany(f"INSERT INTO {CHAIN_TABLE} VALUES (?,?,?,?,?,?)",
                       [(r.position, r.originator.replace("-", ""), r.version, r.event_digest,
                         r.subject_digest, r.log_digest) for r in rows])
@@ -76,6 +82,12 @@ class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
         row = c.fetchone()
         return None if row is None else _checkpoint(row)
 
+    def _tail(self, c: SQLiteCursor, first: int) -> Tail:
+        c.execute(f"SELECT (SELECT MAX(rowid) FROM {self.events_table_name} WHERE rowid < ?), "
+                  f"(SELECT MAX(position) FROM {CHAIN_TABLE})", (first,))
+        below, chain_head = c.fetchone()
+        return Tail(int(below or 0), int(chain_head or 0))
+
     def newest_key_id(self) -> str | None:
         with self.datastore.transaction(commit=False) as c:
             c.execute(f"SELECT key_id FROM {CHECKPOINT_TABLE} ORDER BY seq DESC LIMIT 1")
@@ -84,38 +96,50 @@ class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
 
     def subject_links(self, wanted: list[tuple[str, int]]) -> dict[str, bytes]:
         """The chained subject digest of each (originator, version) that has one."""
-        found: dict[str, bytes] = {}
         if not wanted:
-            return found
+            return {}
         with self.datastore.transaction(commit=False) as c:
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start:start + _CHUNK]
-                pairs = ",".join("(?,?)" for _ in chunk)
-                params = [x for o, v in chunk for x in (o.replace("-", ""), v)]
-                c.execute(f"SELECT e.originator_id, c.subject_digest FROM "
-                          f"{self.events_table_name} e JOIN {CHAIN_TABLE} c "
-                          f"ON c.position = e.rowid WHERE (e.originator_id, "
-                          f"e.originator_version) IN (VALUES {pairs})", params)
-                found.update((originator_text(o), bytes(d)) for o, d in c.fetchall())
+            return self._subject_links(c, wanted)
+
+    def _subject_links(self, c: SQLiteCursor, wanted: list[tuple[str, int]]
+                       ) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start:start + _CHUNK]
+            pairs = ",".join("(?,?)" for _ in chunk)
+            params = [x for o, v in chunk for x in (o.replace("-", ""), v)]
+            c.execute(f"SELECT e.originator_id, c.subject_digest FROM "
+                      f"{self.events_table_name} e JOIN {CHAIN_TABLE} c "
+                      f"ON c.position = e.rowid WHERE (e.originator_id, "
+                      f"e.originator_version) IN (VALUES {pairs})", params)
+            found.update((originator_text(o), bytes(d)) for o, d in c.fetchall())
         return found
 
-    def chain_backlog(self, signer: Signer, limit: int, subjects: dict[str, bytes]) -> int:
-        """Chains up to `limit` stored events after the chain's head (an older store's
-        events, once, on upgrade); returns how many. `subjects` holds each originator's
-        subject link so far (empty at first) and is kept up to date."""
+    def upgrade_row(self) -> tuple[int, str, bytes] | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT target, key_id, signature FROM {UPGRADE_TABLE} WHERE id = 1")
+            row = c.fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), bytes(row[2]))
+
+    def begin_upgrade(self, signer: Signer, target: int) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"INSERT OR IGNORE INTO {UPGRADE_TABLE} VALUES (1, ?, ?, ?)",
+                      (target, signer.fingerprint, signer.sign(upgrade_message(target))))
+
+    def chain_backlog(self, signer: Signer, limit: int, upto: int) -> int:
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"DELETE FROM {CHECKPOINT_TABLE} WHERE 0")  # takes the write lock
             head = self._head(c)
             c.execute(f"SELECT rowid, * FROM {self.events_table_name} WHERE rowid > ? "
-                      "ORDER BY rowid LIMIT ?", (0 if head is None else head.position, limit))
+                      "AND rowid <= ? ORDER BY rowid LIMIT ?",
+                      (0 if head is None else head.position, upto, limit))
             batch = c.fetchall()
             if not batch:
                 return 0
             pending = prepare(StoredEvent(r["originator_id"], r["originator_version"],
                                           r["topic"], r["state"]) for r in batch)
-            pending.previous = subjects
-            rows = self._append(c, pending, [r["rowid"] for r in batch], signer)
-        subjects.update((r.originator, r.subject_digest) for r in rows)
+            pending.previous = self._subject_links(c, pending.wanted())
+            self._append(c, pending, [r["rowid"] for r in batch], signer)
         return len(batch)
 
     # -- reading -------------------------------------------------------------------------

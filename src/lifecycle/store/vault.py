@@ -39,6 +39,7 @@ from lifecycle.store.master_key import (create_master_key, derive_key, given_mas
 from lifecycle.domain.email_address import normalise
 from lifecycle.store.engines import create_store_engine
 from lifecycle.domain.errors import ConfigurationError, KeyDestroyed
+from lifecycle.store.lease import advisory_key
 from lifecycle.store.settings import MASTER_KEY_ENV, Settings
 
 NONCE_BYTES = 12
@@ -173,6 +174,16 @@ vault_meta = sa.Table(
 
 
 KEY_CHECK_ROW = 1
+# The version of the vault's tables this code writes (every table of `metadata`, the epoch
+# column, PostgreSQL's fillfactor); recorded once they are there (`migrate_vault`). A
+# change to the vault's tables raises it and adds its step to `_migrate`.
+VAULT_SCHEMA = 1
+vault_schema = sa.Table(
+    "lifecycle_vault_schema",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -313,20 +324,68 @@ def open_vault(settings: Settings) -> KeyVault:
 
 def create_vault_engine(url: str) -> sa.Engine:
     # secure_delete zeroes freed pages; a rollback journal (not WAL) keeps no old page copy.
-    engine = create_store_engine(url, metadata, ("secure_delete=ON", "journal_mode=DELETE"))
-    with engine.begin() as conn:
-        columns = {c["name"] for c in sa.inspect(conn).get_columns(data_keys.name)}
-        if "epoch" not in columns:  # a vault written before epochs: every key is epoch 0
-            conn.execute(sa.text(f"ALTER TABLE {data_keys.name} "
-                                 "ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
-        if conn.dialect.name == "postgresql" and conn.execute(sa.text(
-                "SELECT reloptions IS NULL OR reloptions = '{fillfactor=70}' FROM pg_class "
-                f"WHERE oid = '{data_keys.name}'::regclass")).scalar():
-            # Room on each page, so a re-wrap or a destroy updates in place (HOT): no new
-            # index entries, and VACUUM has less to do (see FILLFACTOR).
-            conn.execute(sa.text(
-                f"ALTER TABLE {data_keys.name} SET (fillfactor = {FILLFACTOR})"))
+    engine = create_store_engine(url, metadata, ("secure_delete=ON", "journal_mode=DELETE"),
+                                 create_tables=False)
+    try:
+        if schema_version(engine) != VAULT_SCHEMA:
+            migrate_vault(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
+
+
+def schema_version(engine: sa.Engine) -> int | None:
+    """The vault schema version recorded in the vault (None: none recorded, or no vault)."""
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(sa.select(vault_schema.c.version)
+                                 .where(vault_schema.c.id == 1)).scalar()
+    except sa.exc.DBAPIError:  # no marker table: a new vault, or one older than it
+        return None
+    return None if found is None else int(found)
+
+
+def migrate_vault(engine: sa.Engine) -> None:
+    """Creates the vault's tables and brings an older vault's up to `VAULT_SCHEMA`, then
+    records that version; once per vault (later opens read the version only). Under a
+    lock held to the commit (SQLite's write lock, taken first; a PostgreSQL advisory
+    lock), so processes that open an older vault at once migrate it in turn: the second
+    finds the version recorded and does nothing."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                _migrate(conn)
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
+        return
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                     {"key": advisory_key("vault-schema")})
+        _migrate(conn)
+
+
+def _migrate(conn: sa.Connection) -> None:
+    metadata.create_all(conn)  # tables (and the marker table) a vault lacks
+    if conn.execute(sa.select(vault_schema.c.version)
+                    .where(vault_schema.c.id == 1)).scalar() == VAULT_SCHEMA:
+        return  # another process migrated it while this one waited for the lock
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(data_keys.name)}
+    if "epoch" not in columns:  # a vault written before epochs: every key is epoch 0
+        conn.execute(sa.text(f"ALTER TABLE {data_keys.name} "
+                             "ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
+    if conn.dialect.name == "postgresql" and conn.execute(sa.text(
+            "SELECT reloptions IS NULL OR reloptions = '{fillfactor=70}' FROM pg_class "
+            f"WHERE oid = '{data_keys.name}'::regclass")).scalar():
+        # Room on each page, so a re-wrap or a destroy updates in place (HOT): no new
+        # index entries, and VACUUM has less to do (see FILLFACTOR).
+        conn.execute(sa.text(
+            f"ALTER TABLE {data_keys.name} SET (fillfactor = {FILLFACTOR})"))
+    conn.execute(vault_schema.delete())
+    conn.execute(vault_schema.insert().values(id=1, version=VAULT_SCHEMA))
 
 
 class KeyVault:

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -32,8 +32,15 @@ from lifecycle.web.render import export_response
 Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 Action = Literal["verify", "extend", "pause", "resume", "refuse", "fulfil"]
+# A case action's idempotency key: the same key from the same user names the same fact, so
+# a retried request (after a timeout) records nothing twice and reports a duplicate.
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
+                                               max_length=200)]
 
 router = APIRouter(prefix="/api")
+# The largest body POST /api/facts takes (about 25,000 facts of a typical size): one
+# request's facts are parsed in memory, and the ingest holds the desk (below) meanwhile.
+FACTS_BODY_LIMIT = 8 * 1024 * 1024
 
 
 class Strict(BaseModel):
@@ -138,13 +145,15 @@ def list_requests(request: Request, overdue: bool = False,
 @router.post("/requests/{request_id}/{action}", dependencies=[Depends(Rule(CASEWORK))])
 def act_on_request(request: Request, request_id: str, action: Action,
                    user: Annotated[User, Depends(Rule(CASEWORK))],
-                   body: Annotated[RequestAction | None, Body()] = None) -> dict[str, Any]:
-    """Records a request step (identity-verified, request-extended, ...) as its fact."""
+                   body: Annotated[RequestAction | None, Body()] = None,
+                   key: IdempotencyKey = None) -> dict[str, Any]:
+    """Records a request step (identity-verified, request-extended, ...) as its fact.
+    With an Idempotency-Key, a retry of the same request records nothing twice."""
     given = body or RequestAction()
     now = _now(request)
     result = desk_of(request).write(lambda ledger: actions.act_on_request(
         ledger, action, request_id, subject=given.subject, at=given.at or now, now=now,
-        actor=user.name, reason=given.reason, months=given.months))
+        actor=user.name, reason=given.reason, months=given.months, submission=key))
     return result.as_dict()
 
 
@@ -152,19 +161,22 @@ def act_on_request(request: Request, request_id: str, action: Action,
 
 @router.post("/holds", dependencies=[Depends(Rule(DPO_ONLY))])
 def place_hold(request: Request, body: HoldPlace,
-               user: Annotated[User, Depends(Rule(DPO_ONLY))]) -> dict[str, Any]:
+               user: Annotated[User, Depends(Rule(DPO_ONLY))],
+               key: IdempotencyKey = None) -> dict[str, Any]:
     now = _now(request)
     return desk_of(request).write(lambda ledger: actions.place_hold(
         ledger, body.subject, body.hold, body.scope, body.reason, body.at or now, now,
-        user.name, body.until)).as_dict()
+        user.name, body.until, submission=key)).as_dict()
 
 
 @router.post("/holds/release", dependencies=[Depends(Rule(DPO_ONLY))])
 def release_hold(request: Request, body: HoldRelease,
-                 user: Annotated[User, Depends(Rule(DPO_ONLY))]) -> dict[str, Any]:
+                 user: Annotated[User, Depends(Rule(DPO_ONLY))],
+                 key: IdempotencyKey = None) -> dict[str, Any]:
     now = _now(request)
     return desk_of(request).write(lambda ledger: actions.release_hold(
-        ledger, body.subject, body.hold, body.at or now, now, user.name)).as_dict()
+        ledger, body.subject, body.hold, body.at or now, now, user.name,
+        submission=key)).as_dict()
 
 
 @router.get("/notifications", dependencies=[Depends(Rule(CASEWORK))])
@@ -176,11 +188,12 @@ def list_notifications(request: Request, all: bool = False) -> dict[str, Any]:
 
 @router.post("/notifications/ack", dependencies=[Depends(Rule(CASEWORK))])
 def acknowledge(request: Request, body: Acknowledge,
-                user: Annotated[User, Depends(Rule(CASEWORK))]) -> dict[str, Any]:
+                user: Annotated[User, Depends(Rule(CASEWORK))],
+                key: IdempotencyKey = None) -> dict[str, Any]:
     now = _now(request)
     return desk_of(request).write(lambda ledger: actions.acknowledge(
         ledger, body.erasure, body.at or now, now, user.name, recipient=body.recipient,
-        subject=body.subject)).as_dict()
+        subject=body.subject, submission=key)).as_dict()
 
 
 @router.get("/certificates/{request_id}", dependencies=[Depends(Rule(RECORDS))])
@@ -304,8 +317,9 @@ def forecast(request: Request,
 async def post_facts(request: Request,
                      user: Annotated[User, Depends(Rule(FACTS))]) -> dict[str, Any]:
     """Ingests facts: JSON Lines, or one JSON array of facts; the same validation, dedupe
-    and report as `lifecycle ingest`."""
-    raw = await request.body()
+    and report as `lifecycle ingest`. A body over FACTS_BODY_LIMIT bytes is 413, nothing
+    stored (split the facts over several requests, or use `lifecycle ingest`)."""
+    raw = await _capped_body(request, FACTS_BODY_LIMIT)
     lines = _fact_lines(raw)
     if user.role not in DPO_ONLY:
         _refuse_dpo_facts(lines, user.role)
@@ -317,6 +331,24 @@ async def post_facts(request: Request,
 
     report: IngestReport = await _in_thread(lambda: desk.write(ingest))
     return report.as_dict()
+
+
+async def _capped_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 naming the limit once it is over `limit` bytes
+    (by its Content-Length before reading, else while reading: never held whole)."""
+    too_large = HTTPException(413, f"body: larger than the limit of {limit:,} bytes for "
+                                   "POST /api/facts; send the facts in several requests "
+                                   "(or use `lifecycle ingest`); nothing was stored")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _in_thread(action: Any) -> Any:

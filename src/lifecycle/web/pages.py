@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -14,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from lifecycle.services.cases import actions
 from lifecycle.services.cases.users import User
 from lifecycle.domain.facts import EARLIEST
+from lifecycle.services.ledger import Ledger
 from lifecycle.web.auth import (AUDIT, CASEWORK, DPO_ONLY, RECORDS, SESSION_COOKIE,
                                 SIGNED_IN, SIGNIN_COOKIE, Rule, check_csrf, desk_of,
                                 session_of)
@@ -74,6 +76,16 @@ def parse_at(text: str | None, field: str) -> datetime | None:
     if parsed < EARLIEST:
         raise HTTPException(422, f"{field}: before 1900-01-01")
     return parsed
+
+
+def submit(request: Request,
+           action: Callable[[Ledger, datetime], actions.ActionResult]) -> actions.ActionResult:
+    """Runs a case action as the desk's write, at the desk clock's now. Each form carries
+    a fresh `submission` token (`new_submission`): a browser that sends the same form
+    again (a retry, a double click, a reload) records nothing twice."""
+    desk = desk_of(request)
+    now = desk.clock()
+    return desk.write(lambda ledger: action(ledger, now))
 
 
 def back_to(reference: str, done: str) -> RedirectResponse:
@@ -180,17 +192,18 @@ def request_action(request: Request, reference: str, request_id: str, action: st
                    csrf: Annotated[str, Form(max_length=100)] = "",
                    reason: Annotated[str, Form(max_length=120)] = "",
                    months: Annotated[str, Form(max_length=2)] = "",
-                   at: Annotated[str, Form(max_length=40)] = "") -> Response:
+                   at: Annotated[str, Form(max_length=40)] = "",
+                   submission: Annotated[str, Form(max_length=100)] = "") -> Response:
     check_csrf(request, csrf)
     if action not in actions.REQUEST_ACTIONS:
         raise HTTPException(404, f"action: {action!r} is not a request action")
     if months and months not in ("1", "2"):
         raise HTTPException(422, "months: 1 or 2")
-    now = desk_of(request).clock()
-    when = parse_at(at, "at") or now
-    result = desk_of(request).write(lambda ledger: actions.act_on_request(
-        ledger, action, request_id, subject=reference, at=when, now=now, actor=user.name,
-        reason=reason or None, months=int(months) if months else None))
+    when = parse_at(at, "at")
+    result = submit(request, lambda ledger, now: actions.act_on_request(
+        ledger, action, request_id, subject=reference, at=when or now, now=now,
+        actor=user.name, reason=reason or None, months=int(months) if months else None,
+        submission=submission or None))
     return back_to(reference, result.fact["type"])
 
 
@@ -201,16 +214,17 @@ def hold_place(request: Request, reference: str,
                hold: Annotated[str, Form(max_length=200)] = "",
                scope: Annotated[str, Form(max_length=120)] = "all",
                reason: Annotated[str, Form(max_length=2000)] = "",
-               until: Annotated[str, Form(max_length=40)] = "") -> Response:
+               until: Annotated[str, Form(max_length=40)] = "",
+               submission: Annotated[str, Form(max_length=100)] = "") -> Response:
     check_csrf(request, csrf)
     if not hold.strip():
         raise HTTPException(422, "hold: give the hold a name")
     if not reason.strip():
         raise HTTPException(422, "reason: say why the hold is placed")
-    now = desk_of(request).clock()
     ends = parse_at(until, "until")
-    desk_of(request).write(lambda ledger: actions.place_hold(
-        ledger, reference, hold.strip(), scope or "all", reason, now, now, user.name, ends))
+    submit(request, lambda ledger, now: actions.place_hold(
+        ledger, reference, hold.strip(), scope or "all", reason, now, now, user.name, ends,
+        submission=submission or None))
     return back_to(reference, "legal-hold-placed")
 
 
@@ -218,11 +232,11 @@ def hold_place(request: Request, reference: str,
              dependencies=[Depends(Rule(DPO_ONLY, page=True))])
 def hold_release(request: Request, reference: str, hold: str,
                  user: Annotated[User, Depends(Rule(DPO_ONLY, page=True))],
-                 csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
+                 csrf: Annotated[str, Form(max_length=100)] = "",
+                 submission: Annotated[str, Form(max_length=100)] = "") -> Response:
     check_csrf(request, csrf)
-    now = desk_of(request).clock()
-    desk_of(request).write(lambda ledger: actions.release_hold(
-        ledger, reference, hold, now, now, user.name))
+    submit(request, lambda ledger, now: actions.release_hold(
+        ledger, reference, hold, now, now, user.name, submission=submission or None))
     return back_to(reference, "legal-hold-released")
 
 
@@ -273,15 +287,15 @@ def notification_ack(request: Request,
                      erasure: Annotated[str, Form(max_length=200)] = "",
                      recipient: Annotated[str, Form(max_length=200)] = "",
                      subject: Annotated[str, Form(max_length=200)] = "",
-                     at: Annotated[str, Form(max_length=40)] = "") -> Response:
+                     at: Annotated[str, Form(max_length=40)] = "",
+                     submission: Annotated[str, Form(max_length=100)] = "") -> Response:
     check_csrf(request, csrf)
     if not erasure:
         raise HTTPException(422, "erasure: which erasure is acknowledged")
-    now = desk_of(request).clock()
-    when = parse_at(at, "at") or now
-    desk_of(request).write(lambda ledger: actions.acknowledge(
-        ledger, erasure, when, now, user.name, recipient=recipient or None,
-        subject=subject or None))
+    when = parse_at(at, "at")
+    submit(request, lambda ledger, now: actions.acknowledge(
+        ledger, erasure, when or now, now, user.name, recipient=recipient or None,
+        subject=subject or None, submission=submission or None))
     return RedirectResponse("/notifications?done=erasure-acknowledged", status_code=303)
 
 

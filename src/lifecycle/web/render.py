@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,14 @@ TEMPLATES = Path(__file__).parent / "templates"
 pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                     trim_blocks=True, lstrip_blocks=True)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def new_submission() -> str:
+    """A fresh token for one rendered case-action form (its idempotency key)."""
+    return secrets.token_urlsafe(18)
+
+
+pages.globals["new_submission"] = new_submission
 
 MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8",
          "html": "text/html; charset=utf-8"}

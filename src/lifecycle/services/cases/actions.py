@@ -6,6 +6,7 @@ same validation (format, policy, statutory guards), dedupe and report as a file 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from contextlib import AbstractContextManager
@@ -52,8 +53,20 @@ class ActionResult:
         return {"fact": self.fact, "duplicate": self.duplicate, "actor": self.actor}
 
 
-def new_fact_id(kind: str) -> str:
-    return f"desk:{kind}:{uuid.uuid4().hex}"
+def new_fact_id(kind: str, submission: str | None = None, actor: str = "") -> str:
+    """A fresh fact id, or with `submission` (the idempotency key of one submission: the
+    form's token, the API's Idempotency-Key, the command line's --idempotency-key) the
+    same id for every retry of it by the same actor, so a retry records nothing twice."""
+    if submission is None:
+        return f"desk:{kind}:{uuid.uuid4().hex}"
+    key = hashlib.sha256("\x00".join((actor, kind, submission)).encode()).hexdigest()
+    return f"desk:{kind}:{key[:32]}"
+
+
+def already_recorded(ledger: Ledger, fact: dict[str, Any]) -> bool:
+    """Whether the fact's subject has already recorded a fact under its id."""
+    subject = ledger.store.get_subject(str(fact["subject"]))
+    return subject is not None and fact["id"] in subject.fact_ids
 
 
 def acting(actor: str) -> AbstractContextManager[Any]:
@@ -65,9 +78,16 @@ def record_fact(ledger: Ledger, fact: dict[str, Any], actor: str, now: datetime)
     """Ingests one fact document as `actor`; raises ActionRefused with the ingest's reason.
 
     `actor` is the signed-in user or the command line's user: logged with the fact id, and
-    recorded on the event where the store records actors."""
+    recorded on the event where the store records actors. A retried submission (its fact
+    id already recorded: see `new_fact_id`) records nothing and reports a duplicate, even
+    when its time differs (an action's time defaults to when it is submitted)."""
+    if already_recorded(ledger, fact):
+        log.info("case.retried", type=fact["type"], fact=fact["id"], actor=actor)
+        return ActionResult(fact, True, actor)
     with acting(actor):
         report = ledger.ingest([json.dumps(fact, default=str)], now)
+    if report.rejected and already_recorded(ledger, fact):  # a retry racing the first
+        return ActionResult(fact, True, actor)
     if report.rejected:
         reason = report.rejected[0].reason
         raise ActionRefused(f"{fact['type']}: {reason}; nothing was stored")
@@ -93,11 +113,12 @@ def subject_of_request(ledger: Ledger, request: str, subject: str | None) -> str
 
 
 def request_fact(action: str, request: str, subject: str, at: datetime, *,
-                 reason: str | None = None, months: int | None = None) -> dict[str, Any]:
+                 reason: str | None = None, months: int | None = None,
+                 submission: str | None = None, actor: str = "") -> dict[str, Any]:
     """The fact of one request step; only the options that step takes are kept."""
     if action not in REQUEST_ACTIONS:
         raise InvalidFact(f"action: {action!r} is not one of {', '.join(REQUEST_ACTIONS)}")
-    fact: dict[str, Any] = {"id": new_fact_id(action), "type": REQUEST_ACTIONS[action],
+    fact: dict[str, Any] = {"id": new_fact_id(action, submission, actor), "type": REQUEST_ACTIONS[action],
                             "subject": subject, "at": at.isoformat(), "request": request}
     takes_reason = action in ("extend", "pause", "refuse")
     if reason is not None:
@@ -115,16 +136,17 @@ def request_fact(action: str, request: str, subject: str, at: datetime, *,
 
 def act_on_request(ledger: Ledger, action: str, request: str, *, subject: str | None,
                    at: datetime, now: datetime, actor: str, reason: str | None = None,
-                   months: int | None = None) -> ActionResult:
+                   months: int | None = None, submission: str | None = None) -> ActionResult:
     reference = subject_of_request(ledger, request, subject)
-    fact = request_fact(action, request, reference, at, reason=reason, months=months)
+    fact = request_fact(action, request, reference, at, reason=reason, months=months,
+                        submission=submission, actor=actor)
     return record_fact(ledger, fact, actor, now)
 
 
 def place_hold(ledger: Ledger, subject: str, hold: str, scope: str, reason: str,
                at: datetime, now: datetime, actor: str,
-               until: datetime | None = None) -> ActionResult:
-    fact: dict[str, Any] = {"id": new_fact_id("hold"), "type": "legal-hold-placed",
+               until: datetime | None = None, submission: str | None = None) -> ActionResult:
+    fact: dict[str, Any] = {"id": new_fact_id("hold", submission, actor), "type": "legal-hold-placed",
                             "subject": subject, "at": at.isoformat(), "hold": hold,
                             "scope": scope, "reason": reason}
     if until is not None:
@@ -133,8 +155,8 @@ def place_hold(ledger: Ledger, subject: str, hold: str, scope: str, reason: str,
 
 
 def release_hold(ledger: Ledger, subject: str, hold: str, at: datetime, now: datetime,
-                 actor: str) -> ActionResult:
-    fact = {"id": new_fact_id("release"), "type": "legal-hold-released", "subject": subject,
+                 actor: str, submission: str | None = None) -> ActionResult:
+    fact = {"id": new_fact_id("release", submission, actor), "type": "legal-hold-released", "subject": subject,
             "at": at.isoformat(), "hold": hold}
     return record_fact(ledger, fact, actor, now)
 
@@ -157,8 +179,29 @@ def open_notification(ledger: Ledger, erasure: str, recipient: str | None,
 
 
 def acknowledge(ledger: Ledger, erasure: str, at: datetime, now: datetime, actor: str, *,
-                recipient: str | None = None, subject: str | None = None) -> ActionResult:
+                recipient: str | None = None, subject: str | None = None,
+                submission: str | None = None) -> ActionResult:
+    if submission is not None:  # a retry: the item is acknowledged (no longer open)
+        retried = _retried_ack(ledger, erasure, actor, submission, recipient, subject)
+        if retried is not None:
+            return retried
     reference, told = open_notification(ledger, erasure, recipient, subject)
-    fact = {"id": new_fact_id("ack"), "type": "erasure-acknowledged", "subject": reference,
+    fact = {"id": new_fact_id("ack", submission, actor), "type": "erasure-acknowledged", "subject": reference,
             "at": at.isoformat(), "recipient": told, "erasure": erasure}
     return record_fact(ledger, fact, actor, now)
+
+
+def _retried_ack(ledger: Ledger, erasure: str, actor: str, submission: str,
+                 recipient: str | None, subject: str | None) -> ActionResult | None:
+    """The acknowledgement this submission already recorded, if it did."""
+    fact_id = new_fact_id("ack", submission, actor)
+    for row in ledger.notifications(open_only=False):
+        if row["erasure"] != erasure or (recipient is not None and row["recipient"] != recipient) \
+                or (subject is not None and row["subject"] != subject):
+            continue
+        fact = {"id": fact_id, "type": "erasure-acknowledged", "subject": row["subject"],
+                "recipient": row["recipient"], "erasure": erasure}
+        if already_recorded(ledger, fact):
+            log.info("case.retried", type=fact["type"], fact=fact_id, actor=actor)
+            return ActionResult(fact, True, actor)
+    return None
