@@ -16,6 +16,11 @@ Starts `lifecycle serve` in its own process, then:
   3. memory: GET /api/subjects/{ref} for every --viewed subject (8 clients), then the serve
      process's peak RSS (VmHWM; target < 500 MB).
 Everything lives in a temporary directory that is removed afterwards.
+
+--profile PATH runs the service under bench/sampled_serve.py (every thread's stack sampled):
+PATH.0 holds the warm-up, PATH.1 the idle phase, PATH.2 the phase under load, PATH the
+memory phase. --store DIR (SQLite only) keeps the built store in DIR and, when DIR already
+holds one, copies it instead of building (same --sample and --viewed).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import json
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -137,6 +143,13 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def next_phase(process: subprocess.Popen[bytes], profile: str | None) -> None:
+    """Tells a sampled service (--profile) that a phase ended."""
+    if profile:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,18 +159,35 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--port", type=int, default=18765)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--store", type=Path, default=None)
     args = parser.parse_args()
+    if args.store is not None and args.database_url:
+        parser.error("--store keeps an SQLite store only")
     home = Path(tempfile.mkdtemp(prefix="lifecycle-bench-"))
     settings = settings_for(home / "data", args.database_url)
     process = None
     try:
         started = time.perf_counter()
-        token, people = build(settings, args.sample, args.viewed)
-        print(f"store built in {time.perf_counter() - started:.1f} s "
-              f"({args.sample} sample subjects, {args.viewed} viewed subjects)")
+        kept = args.store / f"built-{args.sample}-{args.viewed}" if args.store else None
+        if kept is not None and (kept / "people.json").exists():
+            shutil.copytree(kept / "data", settings.home)
+            token, people = json.loads((kept / "people.json").read_text())
+            print(f"store copied from {kept}")
+        else:
+            token, people = build(settings, args.sample, args.viewed)
+            print(f"store built in {time.perf_counter() - started:.1f} s "
+                  f"({args.sample} sample subjects, {args.viewed} viewed subjects)")
+            if kept is not None:
+                shutil.copytree(settings.home, kept / "data")
+                (kept / "people.json").write_text(json.dumps([token, people]))
         url = f"http://127.0.0.1:{args.port}"
-        process = subprocess.Popen([sys.executable, "-m", "lifecycle", "serve", "--port",
-                                    str(args.port)], env=env_for(settings),
+        serve = [sys.executable, "-m", "lifecycle"]
+        serve_env = env_for(settings)
+        if args.profile:
+            serve = [sys.executable, str(Path(__file__).with_name("sampled_serve.py"))]
+            serve_env["LIFECYCLE_BENCH_STACKS"] = args.profile
+        process = subprocess.Popen([*serve, "serve", "--port", str(args.port)], env=serve_env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(300):
             try:
@@ -166,18 +196,27 @@ def main() -> int:
             except httpx.TransportError:
                 time.sleep(0.1)
         run_clients(url, token, people, args.clients, 2)  # warm-up
+        next_phase(process, args.profile)
         idle, idle_errors = run_clients(url, token, people, args.clients, args.rounds)
+        next_phase(process, args.profile)
         more = home / "more.jsonl"
-        more.write_text("\n".join(json.dumps(f) for f in generate_facts("hqip", args.sample,
-                                                                        seed=7)
+        # New fact ids: the sample's own ids are taken already (the ingest would refuse every
+        # fact, and write nothing), so the ingest under load really writes.
+        more.write_text("\n".join(json.dumps(dict(f, id=f"load-{f['id']}"))
+                                  for f in generate_facts("hqip", args.sample, seed=7)
                                   if not f["subject"].endswith("demo-1")) + "\n")
         env = env_for(settings)
+        outputs = [home / "ingest.out", home / "sweep.out"]
         background = [subprocess.Popen([sys.executable, "-m", "lifecycle", command, *extra],
-                                       env=env, stdout=subprocess.DEVNULL,
+                                       env=env, stdout=output.open("w"),
                                        stderr=subprocess.DEVNULL)
-                      for command, extra in (("ingest", [str(more)]), ("sweep", []))]
+                      for (command, extra), output in zip((("ingest", [str(more)]),
+                                                           ("sweep", [])), outputs)]
         loaded, load_errors = run_clients(url, token, people, args.clients, args.rounds)
+        next_phase(process, args.profile)
         codes = [p.wait() for p in background]
+        for output in outputs:
+            print(f"  {output.stem}: {output.read_text().strip().splitlines()[:1]}")
         ratio = percentile(loaded, 0.95) / percentile(idle, 0.95)
         print(f"idle: {len(idle)} requests, p50 {statistics.median(idle) * 1000:.1f} ms, "
               f"p95 {percentile(idle, 0.95) * 1000:.1f} ms, errors {idle_errors}")

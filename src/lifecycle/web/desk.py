@@ -1,5 +1,11 @@
 """What the service holds: one Ledger (behind a lock: its caches are not thread-safe), the
-users, the address index and the signed-in sessions."""
+users, the address index and the signed-in sessions.
+
+Reads catch the views up with the log (what other processes wrote) before they take the
+lock, through a projection runner of their own (its own store connection and caches): one
+request applies another process's events while the others are served, instead of all of
+them queueing behind it. Writes catch up under the lock, before and after (so the next
+read shows what was written)."""
 
 from __future__ import annotations
 
@@ -15,13 +21,16 @@ from typing import TypeVar
 
 from lifecycle.services.cases.address_index import AddressIndex
 from lifecycle.services.cases.users import User, UserBook
+from lifecycle.projections.runner import ProjectionRunner
 from lifecycle.services.ledger import Ledger
+from lifecycle.store.event_store import open_subject_store
 from lifecycle.store.settings import Settings
 
 T = TypeVar("T")
 SESSION_SECONDS = 8 * 3600
 # Reads catch the views up with the log at most this often (writes by this process always
-# first): under another process's ingest, a request does not apply its events one by one.
+# first and after): under another process's ingest, a request does not apply its events one
+# by one.
 CATCH_UP_SECONDS = 1.0
 MAX_SESSIONS = 10_000
 
@@ -71,7 +80,12 @@ class Desk:
         self.ledger.vault.check_destroyed_on_open = True
         self._catch_up = self.ledger.projections.catch_up
         self._caught_up_at = float("-inf")
-        self.ledger.projections.catch_up = self._throttled_catch_up  # type: ignore[method-assign]
+        self._writing = False
+        # Inside the lock the Ledger's own catch-ups run only for a write: a read's views
+        # were caught up before it took the lock.
+        self.ledger.projections.catch_up = self._catch_up_if_writing  # type: ignore[method-assign]
+        self._reader = ProjectionRunner(open_subject_store(settings), self.ledger.views)
+        self._reader_lock = threading.Lock()
         self.users = UserBook(self.ledger.vault.engine)
         self.index = AddressIndex(self.ledger)
         self.sessions = Sessions()
@@ -80,6 +94,7 @@ class Desk:
 
     @contextmanager
     def using(self) -> Iterator[Ledger]:
+        self._catch_up_for_reads()
         with self._lock:
             yield self.ledger
 
@@ -89,27 +104,40 @@ class Desk:
 
     def write(self, action: Callable[[Ledger], T]) -> T:
         """A write: it reads the views caught up (the suppression list of an ingest), and
-        the next read catches up first, so it shows what was written."""
+        catches them up again after, so the next read shows what was written."""
         with self.using() as ledger:
-            self._caught_up_at = float("-inf")
+            self._writing = True
             try:
                 return action(ledger)
             finally:
-                self._caught_up_at = float("-inf")
-                # What an ingest preloads (live keys by subject) is kept by the vault until
-                # told otherwise: a long-running process lets it go after each write.
-                ledger.vault.forget_loaded()
+                try:
+                    self._catch_up()
+                finally:
+                    self._writing = False
+                    # What an ingest preloads (live keys by subject) is kept by the vault
+                    # until told otherwise: a long-running process lets it go after each write.
+                    ledger.vault.forget_loaded()
 
-    def _throttled_catch_up(self, on_progress: Callable[[int], None] | None = None) -> int:
-        now = time.monotonic()
-        if now - self._caught_up_at < CATCH_UP_SECONDS:
-            return 0
-        processed = self._catch_up(on_progress)
-        self._caught_up_at = time.monotonic()
-        return processed
+    def _catch_up_if_writing(self, on_progress: Callable[[int], None] | None = None) -> int:
+        return self._catch_up(on_progress) if self._writing else 0
+
+    def _catch_up_for_reads(self) -> None:
+        """Catches the views up (at most once a CATCH_UP_SECONDS), outside the lock. While
+        one request does, the others read the views as they are rather than wait for it."""
+        if time.monotonic() - self._caught_up_at < CATCH_UP_SECONDS:
+            return
+        if not self._reader_lock.acquire(blocking=False):
+            return
+        try:
+            if time.monotonic() - self._caught_up_at >= CATCH_UP_SECONDS:
+                self._reader.catch_up()
+                self._caught_up_at = time.monotonic()
+        finally:
+            self._reader_lock.release()
 
     def user_still_active(self, user: User) -> bool:
         return self.users.is_active(user.name)
 
     def close(self) -> None:
+        self._reader.store.close()
         self.ledger.close()
