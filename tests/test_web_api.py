@@ -257,3 +257,27 @@ def test_a_facts_body_over_the_limit_is_413_naming_it_and_nothing_is_stored(
             assert f"{FACTS_BODY_LIMIT:,} bytes" in answer.json()["detail"]
     with service.client("dpo") as api:
         assert api.get("/api/subjects/m:9").status_code == 404
+
+
+def test_a_facts_body_cut_off_by_its_client_is_400_not_a_server_error() -> None:
+    """A client that goes away before its body ends (a timeout, or a Content-Length shorter
+    than what it sends, which the server answers 400 and closes) gets one clear line, 400:
+    it is not a server error (a 500 with a traceback in the log)."""
+    import asyncio
+
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    from lifecycle.web.api import _capped_body
+
+    messages = [{"type": "http.request", "body": b'{"id": "a"', "more_body": True},
+                {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    with pytest.raises(HTTPException) as refused:
+        asyncio.run(_capped_body(request, 1024))
+    assert refused.value.status_code == 400
+    assert "nothing was stored" in str(refused.value.detail)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from starlette.requests import ClientDisconnect
 
 from lifecycle.services.cases import actions
 from lifecycle.services.cases.users import User
@@ -343,11 +344,15 @@ async def _capped_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client went away (or sent more than its Content-Length)
+        raise HTTPException(400, "body: the client disconnected before the body ended; "
+                                 "nothing was stored") from None
     return b"".join(chunks)
 
 
