@@ -302,3 +302,16 @@ def test_a_key_reused_for_another_action_is_not_taken_for_a_retry(ledger: Ledger
                                  actor="ana", submission="p-1")
     assert (one.duplicate, two.duplicate) == (False, False)
     assert one.fact["id"] != two.fact["id"]
+
+
+def test_a_retried_acknowledgement_with_its_key_records_one_fact(ledger: Ledger) -> None:
+    """An Art 19 acknowledgement retried with its key (the item no longer open) reports a
+    duplicate and stores nothing, on SQLite and PostgreSQL."""
+    seed(ledger)
+    first = acknowledge(ledger, "ER-2", NOW, NOW, "ana", submission="a-1")
+    later = NOW.replace(hour=NOW.hour + 1)
+    retry = acknowledge(ledger, "ER-2", later, later, "ana", submission="a-1")
+    assert (first.duplicate, retry.duplicate) == (False, True)
+    assert retry.fact["id"] == first.fact["id"]
+    with pytest.raises(actions.SubjectNotFound):  # without the key: nothing left open
+        acknowledge(ledger, "ER-2", later, later, "ana")
