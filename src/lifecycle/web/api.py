@@ -33,8 +33,8 @@ from lifecycle.web.render import export_response
 Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 Action = Literal["verify", "extend", "pause", "resume", "refuse", "fulfil"]
-# A case action's idempotency key: the same key from the same user names the same fact, so
-# a retried request (after a timeout) records nothing twice and reports a duplicate.
+# A case action's idempotency key: the same key from the same user for the same action names
+# the same fact, so a retried request (after a timeout) records nothing twice.
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                max_length=200)]
 
