@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from datetime import datetime
@@ -17,6 +18,8 @@ from lifecycle.services.cases import actions
 from lifecycle.services.cases.users import User
 from lifecycle.services.ingest import IngestReport
 from lifecycle.services.ledger import Ledger
+from lifecycle.domain.facts import UnreadableLine
+from lifecycle.services.line_reader import read_lines
 from lifecycle.web.auth import (
     AUDIT,
     CASEWORK,
@@ -381,19 +384,20 @@ def _refuse_dpo_facts(lines: list[str], role: str) -> None:
 
 
 def _fact_lines(raw: bytes) -> list[str]:
-    text = raw.decode("utf-8", errors="replace")
-    stripped = text.lstrip("\ufeff \t\r\n")
-    if stripped.startswith("["):
+    stripped = raw.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith(b"["):
         try:
             items = json.loads(stripped)
-        except ValueError:
+        except ValueError:  # incl. bytes that are not UTF-8
             raise HTTPException(422, "body: not a JSON array (or JSON Lines)") from None
         if not isinstance(items, list):
             raise HTTPException(422, "body: not a JSON array")
         return [json.dumps(item) for item in items]
-    # Each line as the ingest will read it (a byte-order mark starts a line, never a fact),
+    # Each line as the ingest reads a file (`read_lines`: ended by a newline only, a line
+    # that is not UTF-8 rejected by number, a byte-order mark starts a line, never a fact),
     # so the role check sees the same fact the ingest stores.
-    return [line.lstrip("\ufeff") for line in text.splitlines()]
+    return [line if isinstance(line, UnreadableLine) else line.lstrip("\ufeff")
+            for line in read_lines(io.BytesIO(raw))]
 
 
 class _policy_file:
