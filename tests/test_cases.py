@@ -276,3 +276,42 @@ def test_a_retried_submission_is_one_fact_on_every_store(ledger: Ledger) -> None
     assert other.fact["id"] != first.fact["id"] and not other.duplicate
     holds = [h["hold"] for h in ledger.subject_view("m:1")["holds"]]
     assert sorted(holds) == ["LIT-3", "LIT-4"]
+
+
+def test_a_key_reused_for_another_action_is_not_taken_for_a_retry(ledger: Ledger) -> None:
+    """An idempotency key names one submission, not whatever is sent with it: the same key
+    and actor sent with another hold, or another request's step, records that action (on
+    SQLite and PostgreSQL), where it used to report `duplicate` and store nothing."""
+    assert ledger.ingest(lines([
+        collected("m:1", "2025-01-02T10:00:00Z", "signup", {"email": EMAIL}),
+        fact("access-requested", "m:1", "2025-02-01T09:00:00Z", request="SAR-1",
+             identity_check=True),
+        fact("access-requested", "m:1", "2025-02-01T09:30:00Z", request="SAR-2",
+             identity_check=True)]), NOW).ok
+    first = actions.place_hold(ledger, "m:1", "LIT-3", "all", "claim", NOW, NOW, "ana",
+                               submission="s-1")
+    other = actions.place_hold(ledger, "m:1", "LIT-5", "all", "another claim", NOW, NOW,
+                               "ana", submission="s-1")
+    assert (first.duplicate, other.duplicate) == (False, False)
+    holds = [h["hold"] for h in ledger.subject_view("m:1")["holds"]]
+    assert sorted(holds) == ["LIT-3", "LIT-5"]
+    at = datetime(2025, 2, 2, tzinfo=UTC)
+    one = actions.act_on_request(ledger, "verify", "SAR-1", subject="m:1", at=at, now=NOW,
+                                 actor="ana", submission="p-1")
+    two = actions.act_on_request(ledger, "verify", "SAR-2", subject="m:1", at=at, now=NOW,
+                                 actor="ana", submission="p-1")
+    assert (one.duplicate, two.duplicate) == (False, False)
+    assert one.fact["id"] != two.fact["id"]
+
+
+def test_a_retried_acknowledgement_with_its_key_records_one_fact(ledger: Ledger) -> None:
+    """An Art 19 acknowledgement retried with its key (the item no longer open) reports a
+    duplicate and stores nothing, on SQLite and PostgreSQL."""
+    seed(ledger)
+    first = acknowledge(ledger, "ER-2", NOW, NOW, "ana", submission="a-1")
+    later = NOW.replace(hour=NOW.hour + 1)
+    retry = acknowledge(ledger, "ER-2", later, later, "ana", submission="a-1")
+    assert (first.duplicate, retry.duplicate) == (False, True)
+    assert retry.fact["id"] == first.fact["id"]
+    with pytest.raises(actions.SubjectNotFound):  # without the key: nothing left open
+        acknowledge(ledger, "ER-2", later, later, "ana")

@@ -257,3 +257,51 @@ def test_a_facts_body_over_the_limit_is_413_naming_it_and_nothing_is_stored(
             assert f"{FACTS_BODY_LIMIT:,} bytes" in answer.json()["detail"]
     with service.client("dpo") as api:
         assert api.get("/api/subjects/m:9").status_code == 404
+
+
+def test_a_facts_body_cut_off_by_its_client_is_400_not_a_server_error() -> None:
+    """A client that goes away before its body ends (a timeout, or a Content-Length shorter
+    than what it sends, which the server answers 400 and closes) gets one clear line, 400:
+    it is not a server error (a 500 with a traceback in the log)."""
+    import asyncio
+
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    from lifecycle.web.api import _capped_body
+
+    messages = [{"type": "http.request", "body": b'{"id": "a"', "more_body": True},
+                {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    with pytest.raises(HTTPException) as refused:
+        asyncio.run(_capped_body(request, 1024))
+    assert refused.value.status_code == 400
+    assert "nothing was stored" in str(refused.value.detail)
+
+
+def test_posted_facts_are_read_line_by_line_as_the_ingest_reads_a_file(service: Service) -> None:
+    """POST /api/facts reads its JSON Lines as `lifecycle ingest` reads a file: a line that
+    is not UTF-8 is rejected by number (not stored with its bad bytes replaced), and a line
+    is ended by a newline only (a value holding U+2028 or U+0085, valid in JSON, is one
+    fact, not two broken lines)."""
+    from tests.facts_builder import collected
+
+    bad = json.dumps(collected("m:70", "2025-01-01T00:00:00Z", "signup", {"name": "Os@car"},
+                               id="web-utf-1"))
+    odd = json.dumps(collected("m:71", "2025-01-01T00:00:00Z", "signup",
+                               {"name": "Ana\u2028Lee\x85Bo"}, id="web-utf-2"),
+                     ensure_ascii=False)
+    body = bad.encode().replace(b"Os@car", b"Os\xffcar") + b"\n" + odd.encode() + b"\n"
+    with service.client("dpo") as api:
+        report = api.post("/api/facts", content=body,
+                          headers={"content-type": "application/x-ndjson"}).json()
+        assert report["accepted"] == 1, report
+        assert report["rejections"] == [{"line": 1, "fact": None,
+                                         "reason": "not valid UTF-8"}], report
+        assert api.get("/api/subjects/m:70").status_code == 404
+        stored = api.get("/api/subjects/m:71").json()["records"][0]["data"]
+        assert stored == {"name": "Ana\u2028Lee\x85Bo"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from datetime import datetime
@@ -11,11 +12,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from starlette.requests import ClientDisconnect
 
 from lifecycle.services.cases import actions
 from lifecycle.services.cases.users import User
 from lifecycle.services.ingest import IngestReport
 from lifecycle.services.ledger import Ledger
+from lifecycle.domain.facts import UnreadableLine
+from lifecycle.services.line_reader import read_lines
 from lifecycle.web.auth import (
     AUDIT,
     CASEWORK,
@@ -32,8 +36,8 @@ from lifecycle.web.render import export_response
 Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 Action = Literal["verify", "extend", "pause", "resume", "refuse", "fulfil"]
-# A case action's idempotency key: the same key from the same user names the same fact, so
-# a retried request (after a timeout) records nothing twice and reports a duplicate.
+# A case action's idempotency key: the same key from the same user for the same action names
+# the same fact, so a retried request (after a timeout) records nothing twice.
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                max_length=200)]
 
@@ -343,11 +347,15 @@ async def _capped_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client went away (or sent more than its Content-Length)
+        raise HTTPException(400, "body: the client disconnected before the body ended; "
+                                 "nothing was stored") from None
     return b"".join(chunks)
 
 
@@ -376,19 +384,20 @@ def _refuse_dpo_facts(lines: list[str], role: str) -> None:
 
 
 def _fact_lines(raw: bytes) -> list[str]:
-    text = raw.decode("utf-8", errors="replace")
-    stripped = text.lstrip("\ufeff \t\r\n")
-    if stripped.startswith("["):
+    stripped = raw.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith(b"["):
         try:
             items = json.loads(stripped)
-        except ValueError:
+        except ValueError:  # incl. bytes that are not UTF-8
             raise HTTPException(422, "body: not a JSON array (or JSON Lines)") from None
         if not isinstance(items, list):
             raise HTTPException(422, "body: not a JSON array")
         return [json.dumps(item) for item in items]
-    # Each line as the ingest will read it (a byte-order mark starts a line, never a fact),
+    # Each line as the ingest reads a file (`read_lines`: ended by a newline only, a line
+    # that is not UTF-8 rejected by number, a byte-order mark starts a line, never a fact),
     # so the role check sees the same fact the ingest stores.
-    return [line.lstrip("\ufeff") for line in text.splitlines()]
+    return [line if isinstance(line, UnreadableLine) else line.lstrip("\ufeff")
+            for line in read_lines(io.BytesIO(raw))]
 
 
 class _policy_file:

@@ -53,14 +53,25 @@ class ActionResult:
         return {"fact": self.fact, "duplicate": self.duplicate, "actor": self.actor}
 
 
-def new_fact_id(kind: str, submission: str | None = None, actor: str = "") -> str:
+def new_fact_id(kind: str, submission: str | None = None, actor: str = "",
+                content: dict[str, Any] | None = None) -> str:
     """A fresh fact id, or with `submission` (the idempotency key of one submission: the
     form's token, the API's Idempotency-Key, the command line's --idempotency-key) the
-    same id for every retry of it by the same actor, so a retry records nothing twice."""
+    same id for every retry of it by the same actor with the same `content` (the fact but
+    its id and its time, which defaults to when it is sent), so a retry records nothing
+    twice and a key reused for another action is not taken for a retry of the first."""
     if submission is None:
         return f"desk:{kind}:{uuid.uuid4().hex}"
-    key = hashlib.sha256("\x00".join((actor, kind, submission)).encode()).hexdigest()
+    body = json.dumps({k: v for k, v in (content or {}).items() if k not in ("id", "at")},
+                      sort_keys=True, default=str)
+    key = hashlib.sha256("\x00".join((actor, kind, submission, body)).encode()).hexdigest()
     return f"desk:{kind}:{key[:32]}"
+
+
+def _keyed(kind: str, fact: dict[str, Any], submission: str | None,
+           actor: str) -> dict[str, Any]:
+    """`fact` with its id first (see `new_fact_id`)."""
+    return {"id": new_fact_id(kind, submission, actor, fact), **fact}
 
 
 def already_recorded(ledger: Ledger, fact: dict[str, Any]) -> bool:
@@ -118,7 +129,7 @@ def request_fact(action: str, request: str, subject: str, at: datetime, *,
     """The fact of one request step; only the options that step takes are kept."""
     if action not in REQUEST_ACTIONS:
         raise InvalidFact(f"action: {action!r} is not one of {', '.join(REQUEST_ACTIONS)}")
-    fact: dict[str, Any] = {"id": new_fact_id(action, submission, actor), "type": REQUEST_ACTIONS[action],
+    fact: dict[str, Any] = {"type": REQUEST_ACTIONS[action],
                             "subject": subject, "at": at.isoformat(), "request": request}
     takes_reason = action in ("extend", "pause", "refuse")
     if reason is not None:
@@ -131,7 +142,7 @@ def request_fact(action: str, request: str, subject: str, at: datetime, *,
         if action != "extend":
             raise InvalidFact(f"months: only extend takes months, not {action}")
         fact["months"] = months
-    return fact
+    return _keyed(action, fact, submission, actor)
 
 
 def act_on_request(ledger: Ledger, action: str, request: str, *, subject: str | None,
@@ -146,19 +157,18 @@ def act_on_request(ledger: Ledger, action: str, request: str, *, subject: str | 
 def place_hold(ledger: Ledger, subject: str, hold: str, scope: str, reason: str,
                at: datetime, now: datetime, actor: str,
                until: datetime | None = None, submission: str | None = None) -> ActionResult:
-    fact: dict[str, Any] = {"id": new_fact_id("hold", submission, actor), "type": "legal-hold-placed",
-                            "subject": subject, "at": at.isoformat(), "hold": hold,
+    fact: dict[str, Any] = {"type": "legal-hold-placed", "subject": subject, "at": at.isoformat(), "hold": hold,
                             "scope": scope, "reason": reason}
     if until is not None:
         fact["until"] = until.isoformat()
-    return record_fact(ledger, fact, actor, now)
+    return record_fact(ledger, _keyed("hold", fact, submission, actor), actor, now)
 
 
 def release_hold(ledger: Ledger, subject: str, hold: str, at: datetime, now: datetime,
                  actor: str, submission: str | None = None) -> ActionResult:
-    fact = {"id": new_fact_id("release", submission, actor), "type": "legal-hold-released", "subject": subject,
-            "at": at.isoformat(), "hold": hold}
-    return record_fact(ledger, fact, actor, now)
+    fact = {"type": "legal-hold-released", "subject": subject, "at": at.isoformat(),
+            "hold": hold}
+    return record_fact(ledger, _keyed("release", fact, submission, actor), actor, now)
 
 
 def open_notification(ledger: Ledger, erasure: str, recipient: str | None,
@@ -186,22 +196,22 @@ def acknowledge(ledger: Ledger, erasure: str, at: datetime, now: datetime, actor
         if retried is not None:
             return retried
     reference, told = open_notification(ledger, erasure, recipient, subject)
-    fact = {"id": new_fact_id("ack", submission, actor), "type": "erasure-acknowledged", "subject": reference,
-            "at": at.isoformat(), "recipient": told, "erasure": erasure}
-    return record_fact(ledger, fact, actor, now)
+    fact = {"type": "erasure-acknowledged", "subject": reference, "at": at.isoformat(),
+            "recipient": told, "erasure": erasure}
+    return record_fact(ledger, _keyed("ack", fact, submission, actor), actor, now)
 
 
 def _retried_ack(ledger: Ledger, erasure: str, actor: str, submission: str,
                  recipient: str | None, subject: str | None) -> ActionResult | None:
     """The acknowledgement this submission already recorded, if it did."""
-    fact_id = new_fact_id("ack", submission, actor)
     for row in ledger.notifications(open_only=False):
         if row["erasure"] != erasure or (recipient is not None and row["recipient"] != recipient) \
                 or (subject is not None and row["subject"] != subject):
             continue
-        fact = {"id": fact_id, "type": "erasure-acknowledged", "subject": row["subject"],
-                "recipient": row["recipient"], "erasure": erasure}
+        fact = _keyed("ack", {"type": "erasure-acknowledged", "subject": row["subject"],
+                              "recipient": row["recipient"], "erasure": erasure},
+                      submission, actor)
         if already_recorded(ledger, fact):
-            log.info("case.retried", type=fact["type"], fact=fact_id, actor=actor)
+            log.info("case.retried", type=fact["type"], fact=fact["id"], actor=actor)
             return ActionResult(fact, True, actor)
     return None
