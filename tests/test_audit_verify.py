@@ -42,6 +42,7 @@ from lifecycle.store.vault import data_keys
 from lifecycle.domain.errors import ConfigurationError
 from lifecycle.store.event_chain import (
     LOG_GENESIS,
+    BrokenEvent,
     ChainBroken,
     Checkpoint,
     event_digest,
@@ -358,6 +359,21 @@ def test_a_forged_event_appended_behind_the_application_is_caught(backend: Setti
             ledger.store.save(subject)
     assert max(raw.ids()) == forged
     assert problems(verify_now(backend)) == [(UNCHAINED, forged)]
+
+
+def test_the_views_name_an_event_forged_behind_the_application(backend: Settings) -> None:
+    """Catching the views up over an event forged behind the application (a copy of another
+    subject's event under a new subject) stops with the broken event named by position,
+    not with an internal assertion; the views keep what they held before it."""
+    ingested(backend, subjects=2)
+    raw = RawStore(backend)
+    forged = raw.forge(raw.ids()[1])
+    with Ledger(backend) as ledger:
+        before = ledger.projections.positions()
+        with pytest.raises(BrokenEvent, match=f"position {forged}: .* does not follow"):
+            ledger.projections.catch_up()
+        assert max(ledger.projections.positions().values()) < forged
+        assert ledger.projections.positions() == before
 
 
 @pytest.mark.parametrize("position", [0, -1])

@@ -14,12 +14,14 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from eventsourcing.domain import OriginatorIDError, OriginatorVersionError
 from eventsourcing.persistence import Notification
 
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.store.engines import create_store_engine
+from lifecycle.store.event_chain import BrokenEvent
 from lifecycle.store.event_store import Partition, SubjectStore
 from lifecycle.support.gc_pause import cyclic_gc_paused
 from lifecycle.projections import tables
@@ -297,14 +299,21 @@ class ProjectionRunner:
         version = notification.originator_version
         decode: Callable[[Notification], Any] = self.store.mapper.to_domain_event
         cached = self._cache.get(aggregate_id)
-        if cached is not None and cached.version == version - 1:
-            decode(notification).mutate(cached)
-        elif cached is not None and version <= cached.version <= reach:
-            pass  # handed over by `remember`: holds this event, and no later than the batch
-        elif version == 1:
-            self._cache[aggregate_id] = decode(notification).mutate(None)
-        else:
-            self._cache[aggregate_id] = self.store.repository.get(aggregate_id, version=version)
+        try:
+            if cached is not None and cached.version == version - 1:
+                decode(notification).mutate(cached)
+            elif cached is not None and version <= cached.version <= reach:
+                pass  # handed over by `remember`: holds this event, and no later than the batch
+            elif version == 1:
+                self._cache[aggregate_id] = decode(notification).mutate(None)
+            else:
+                self._cache[aggregate_id] = self.store.repository.get(aggregate_id,
+                                                                      version=version)
+        except (AssertionError, OriginatorIDError, OriginatorVersionError) as error:
+            # Only an event stored behind the application's back gets here (e.g. a copy of
+            # an event under a new subject): name it, as the chain check would.
+            raise BrokenEvent(notification.id, notification.originator_id, version,
+                              "does not follow from its subject's events before it") from error
 
     def _write_positions(self, conn: sa.Connection, names: list[str], position: int,
                          stored: dict[str, int]) -> None:

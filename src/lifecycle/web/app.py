@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lifecycle.services.cases.actions import ActionRefused, AmbiguousReference
 from lifecycle.domain.errors import ArgumentRefused, InvalidFact, LifecycleError, SubjectNotFound
+from lifecycle.store.event_chain import BrokenEvent
 from lifecycle.support.logs import get_logger
 from lifecycle.web import api, pages
 from lifecycle.web.auth import NotSignedIn, Rule
@@ -52,6 +53,8 @@ def status_of(error: LifecycleError) -> int:
         return 409
     if isinstance(error, (ActionRefused, InvalidFact, ArgumentRefused)):
         return 422
+    if isinstance(error, BrokenEvent):  # the stored log, not the request, is at fault
+        return 500
     return 400
 
 
