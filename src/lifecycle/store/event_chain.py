@@ -88,7 +88,7 @@ class ChainBroken(LifecycleError):
     refused rather than chained over the gap; `audit verify` reports the break."""
 
     def __init__(self, what: str) -> None:
-        super().__init__(f"the audit chain cannot be extended: {what}; nothing was written. "
+        super().__init__(f"the audit chain cannot be extended: {what}; no event was stored. "
                          "`lifecycle audit verify` reports the break (exit 1); restore the "
                          "store from a backup")
 
