@@ -73,8 +73,8 @@ def test_keys_stored_while_a_rotation_runs_end_under_the_new_epoch(backend: Sett
 
 
 def test_a_vault_written_before_epochs_opens_and_rotates(backend: Settings) -> None:
-    """A vault from before epochs (no epoch column, no epochs table) opens with its key,
-    its keys count as epoch 0, and a rotation moves them all to epoch 1."""
+    """A vault from before epochs (no epoch column, no epochs table, no schema record)
+    opens with its key, its keys count as epoch 0, and a rotation moves them all to epoch 1."""
     from lifecycle.services.rotation import rotate
 
     with Ledger(backend) as ledger:
@@ -83,7 +83,8 @@ def test_a_vault_written_before_epochs_opens_and_rotates(backend: Settings) -> N
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE lifecycle_data_keys DROP COLUMN epoch")
-            for table in ("lifecycle_key_epochs", "lifecycle_vault_secrets"):
+            for table in ("lifecycle_key_epochs", "lifecycle_vault_secrets",
+                          "lifecycle_vault_schema"):
                 conn.exec_driver_sql(f"DROP TABLE {table}")
     finally:
         engine.dispose()

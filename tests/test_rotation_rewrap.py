@@ -120,8 +120,8 @@ def test_postgres_rewraps_each_key_in_place(postgres_database: str, tmp_path: Pa
 
 def test_a_postgres_table_filled_to_70_percent_is_moved_to_the_new_fillfactor(
         postgres_database: str) -> None:
-    """A vault table made with fillfactor 70 (before) is set to FILLFACTOR when opened; one
-    an operator set otherwise is left as it is."""
+    """A vault table made with fillfactor 70 (before, so with no schema record either) is
+    set to FILLFACTOR when opened; one an operator set otherwise is left as it is."""
     engine = create_vault_engine(postgres_database)
     try:
         def options() -> list[str] | None:
@@ -133,10 +133,12 @@ def test_a_postgres_table_filled_to_70_percent_is_moved_to_the_new_fillfactor(
         assert options() == [f"fillfactor={FILLFACTOR}"]
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE lifecycle_data_keys SET (fillfactor = 70)"))
+            conn.execute(sa.text("DROP TABLE lifecycle_vault_schema"))
         create_vault_engine(postgres_database).dispose()
         assert options() == [f"fillfactor={FILLFACTOR}"]
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE lifecycle_data_keys SET (fillfactor = 90)"))
+            conn.execute(sa.text("DROP TABLE lifecycle_vault_schema"))
         create_vault_engine(postgres_database).dispose()
         assert options() == ["fillfactor=90"]
     finally:
