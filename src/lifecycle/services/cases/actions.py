@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,24 +55,28 @@ class ActionResult:
 
 
 def new_fact_id(kind: str, submission: str | None = None, actor: str = "",
-                content: dict[str, Any] | None = None) -> str:
+                content: dict[str, Any] | None = None,
+                digest: Callable[[bytes], str] | None = None) -> str:
     """A fresh fact id, or with `submission` (the idempotency key of one submission: the
     form's token, the API's Idempotency-Key, the command line's --idempotency-key) the
     same id for every retry of it by the same actor with the same `content` (the fact but
     its id and its time, which defaults to when it is sent), so a retry records nothing
-    twice and a key reused for another action is not taken for a retry of the first."""
+    twice and a key reused for another action is not taken for a retry of the first.
+    `digest`: the vault's keyed digest (`KeyVault.fact_digest`), so the id, which outlives
+    an erasure, cannot confirm a guessed reason; plain SHA-256 only without a vault."""
     if submission is None:
         return f"desk:{kind}:{uuid.uuid4().hex}"
     body = json.dumps({k: v for k, v in (content or {}).items() if k not in ("id", "at")},
                       sort_keys=True, default=str)
-    key = hashlib.sha256("\x00".join((actor, kind, submission, body)).encode()).hexdigest()
+    canonical = "\x00".join((actor, kind, submission, body)).encode()
+    key = digest(canonical) if digest is not None else hashlib.sha256(canonical).hexdigest()
     return f"desk:{kind}:{key[:32]}"
 
 
-def _keyed(kind: str, fact: dict[str, Any], submission: str | None,
+def _keyed(ledger: Ledger, kind: str, fact: dict[str, Any], submission: str | None,
            actor: str) -> dict[str, Any]:
     """`fact` with its id first (see `new_fact_id`)."""
-    return {"id": new_fact_id(kind, submission, actor, fact), **fact}
+    return {"id": new_fact_id(kind, submission, actor, fact, ledger.vault.fact_digest), **fact}
 
 
 def already_recorded(ledger: Ledger, fact: dict[str, Any]) -> bool:
@@ -123,7 +128,7 @@ def subject_of_request(ledger: Ledger, request: str, subject: str | None) -> str
     return str(found[0])
 
 
-def request_fact(action: str, request: str, subject: str, at: datetime, *,
+def request_fact(ledger: Ledger, action: str, request: str, subject: str, at: datetime, *,
                  reason: str | None = None, months: int | None = None,
                  submission: str | None = None, actor: str = "") -> dict[str, Any]:
     """The fact of one request step; only the options that step takes are kept."""
@@ -142,14 +147,14 @@ def request_fact(action: str, request: str, subject: str, at: datetime, *,
         if action != "extend":
             raise InvalidFact(f"months: only extend takes months, not {action}")
         fact["months"] = months
-    return _keyed(action, fact, submission, actor)
+    return _keyed(ledger, action, fact, submission, actor)
 
 
 def act_on_request(ledger: Ledger, action: str, request: str, *, subject: str | None,
                    at: datetime, now: datetime, actor: str, reason: str | None = None,
                    months: int | None = None, submission: str | None = None) -> ActionResult:
     reference = subject_of_request(ledger, request, subject)
-    fact = request_fact(action, request, reference, at, reason=reason, months=months,
+    fact = request_fact(ledger, action, request, reference, at, reason=reason, months=months,
                         submission=submission, actor=actor)
     return record_fact(ledger, fact, actor, now)
 
@@ -161,14 +166,14 @@ def place_hold(ledger: Ledger, subject: str, hold: str, scope: str, reason: str,
                             "scope": scope, "reason": reason}
     if until is not None:
         fact["until"] = until.isoformat()
-    return record_fact(ledger, _keyed("hold", fact, submission, actor), actor, now)
+    return record_fact(ledger, _keyed(ledger, "hold", fact, submission, actor), actor, now)
 
 
 def release_hold(ledger: Ledger, subject: str, hold: str, at: datetime, now: datetime,
                  actor: str, submission: str | None = None) -> ActionResult:
     fact = {"type": "legal-hold-released", "subject": subject, "at": at.isoformat(),
             "hold": hold}
-    return record_fact(ledger, _keyed("release", fact, submission, actor), actor, now)
+    return record_fact(ledger, _keyed(ledger, "release", fact, submission, actor), actor, now)
 
 
 def open_notification(ledger: Ledger, erasure: str, recipient: str | None,
@@ -198,7 +203,7 @@ def acknowledge(ledger: Ledger, erasure: str, at: datetime, now: datetime, actor
     reference, told = open_notification(ledger, erasure, recipient, subject)
     fact = {"type": "erasure-acknowledged", "subject": reference, "at": at.isoformat(),
             "recipient": told, "erasure": erasure}
-    return record_fact(ledger, _keyed("ack", fact, submission, actor), actor, now)
+    return record_fact(ledger, _keyed(ledger, "ack", fact, submission, actor), actor, now)
 
 
 def _retried_ack(ledger: Ledger, erasure: str, actor: str, submission: str,
@@ -208,7 +213,7 @@ def _retried_ack(ledger: Ledger, erasure: str, actor: str, submission: str,
         if row["erasure"] != erasure or (recipient is not None and row["recipient"] != recipient) \
                 or (subject is not None and row["subject"] != subject):
             continue
-        fact = _keyed("ack", {"type": "erasure-acknowledged", "subject": row["subject"],
+        fact = _keyed(ledger, "ack", {"type": "erasure-acknowledged", "subject": row["subject"],
                               "recipient": row["recipient"], "erasure": erasure},
                       submission, actor)
         if already_recorded(ledger, fact):
