@@ -167,3 +167,29 @@ def test_an_insert_waits_for_the_exclusive_table_lock(store: SubjectStore,
         holder.commit()
     writer.join(10)
     assert outcome and isinstance(outcome[0], list) and len(outcome[0]) == 2
+
+
+def test_processes_opening_the_store_at_the_same_moment_all_succeed(
+        store: SubjectStore) -> None:
+    """Opening the store creates (or re-creates) its tables and functions; openers that run
+    it at the same moment take turns instead of one failing with "tuple concurrently
+    updated" (each thread here is its own database session, as a process would be)."""
+    recorder = recorder_of(store)
+    openers, rounds = 5, 15
+    barrier = threading.Barrier(openers)
+    failures: list[BaseException] = []
+
+    def open_repeatedly() -> None:
+        for _ in range(rounds):
+            barrier.wait(timeout=60)
+            try:
+                recorder.create_table()
+            except BaseException as error:  # noqa: BLE001 - collected for the assertion
+                failures.append(error)
+
+    threads = [threading.Thread(target=open_repeatedly) for _ in range(openers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []

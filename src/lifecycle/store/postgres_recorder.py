@@ -28,6 +28,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
+from lifecycle.store.lease import advisory_key
 from lifecycle.store.signing_key import Signer
 from lifecycle.store.event_chain import (
     ChainingRecorder,
@@ -44,6 +45,9 @@ from lifecycle.store.event_chain import (
 )
 
 Columns = tuple[list[UUID], list[int], list[str], list[bytes]]
+
+
+TABLES_LOCK = "event-tables"
 
 
 class _ChainFailed(BaseException):
@@ -104,6 +108,14 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
             "(SELECT MAX(position) FROM {}) AS chain_head, k.* FROM (SELECT 1) AS one "
             "LEFT JOIN (SELECT * FROM {} ORDER BY seq DESC LIMIT 1) AS k ON true").format(
             self.events_table, self.chain_table, self.checkpoint_table)
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        # Two processes opening a store at the same moment would run the library's
+        # `CREATE OR REPLACE FUNCTION` and `CREATE TABLE IF NOT EXISTS` together, and
+        # PostgreSQL fails one of them ("tuple concurrently updated"): a lock held to this
+        # transaction's end makes them take turns, whoever the caller.
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(TABLES_LOCK)])
+        super()._create_table(curs)
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
