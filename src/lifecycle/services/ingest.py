@@ -22,7 +22,7 @@ from eventsourcing.persistence import IntegrityError
 
 from lifecycle.domain import facts as f
 from lifecycle.aggregates.breach_register import BREACH_REGISTER_ID
-from lifecycle.aggregates.data_subject import DataSubject, Note, key_scope, note_scope
+from lifecycle.aggregates.data_subject import DataSubject, Note, key_scope, note_scope, register
 from lifecycle.store.vault import CLAIM_GRACE, KeyVault, Shred
 from lifecycle.domain.email_address import find_addresses, method_slug
 from lifecycle.aggregates.request_case import RequestCase
@@ -537,7 +537,7 @@ class Ingestor:
         for reference, subject_id in ids.items():
             if subject_id not in self._cache:
                 loaded = self.store.get_subject_by_id(subject_id) if subject_id in stored else None
-                self._cache[subject_id] = loaded or DataSubject(reference)
+                self._cache[subject_id] = loaded or register(reference)
         digests = {item.line: self.vault.fact_digest(canonical(item.fact)) for item in batch}
         # What a fact id is bound to matters before applying only when its subject has seen
         # it (a duplicate, or other content under a used id) or a claim found it taken.
