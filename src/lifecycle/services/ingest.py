@@ -102,6 +102,7 @@ class FactApplier:
         self.is_suppressed = is_suppressed or (lambda digest, at: False)
         self.shreds: list[Shred] = []
         self._hash_cache: dict[str, tuple[str, ...]] = {}
+        self._legacy_cache: dict[str, str] = {}
         # Hashes suppressed by facts of this run, before any projection has seen them.
         self.suppressed_now: dict[str, datetime] = {}
 
@@ -321,13 +322,22 @@ class FactApplier:
         # case-folded value: those match too. The sub-address form is kept on the list
         # besides the bare one, so a later keep_subaddress policy still finds it.
         own = s.suppressed_as_of(at) and s.suppression_hashes
-        for digest in (*self._hash_forms(email), self.vault.email_hash(email, legacy=True)):
+        for digest in (*self._hash_forms(email), self._legacy_hash(email)):
             if own and digest in s.suppression_hashes:
                 return True
             since = self.suppressed_now.get(digest)
             if (since is not None and since <= at) or self.is_suppressed(digest, at):
                 return True
         return False
+
+    def _legacy_hash(self, email: str) -> str:
+        """The hash of the address as stores before normalisation listed it; once each."""
+        found = self._legacy_cache.get(email)
+        if found is None:
+            found = self.vault.email_hash(email, legacy=True)
+            if len(self._legacy_cache) < 100_000:
+                self._legacy_cache[email] = found
+        return found
 
     def _hash_forms(self, email: str) -> tuple[str, ...]:
         """The hashes an address is listed under: its one spelling, and that spelling with
@@ -538,22 +548,24 @@ class Ingestor:
             if subject_id not in self._cache:
                 loaded = self.store.get_subject_by_id(subject_id) if subject_id in stored else None
                 self._cache[subject_id] = loaded or register(reference)
+        # By reference from here on: a str hashes in C, a UUID in Python.
+        subjects = {reference: self._cache[subject_id] for reference, subject_id in ids.items()}
+        id_texts = {reference: str(subject_id) for reference, subject_id in ids.items()}
         digests = {item.line: self.vault.fact_digest(canonical(item.fact)) for item in batch}
         # What a fact id is bound to matters before applying only when its subject has seen
         # it (a duplicate, or other content under a used id) or a claim found it taken.
         seen = [item.fact.id for item in batch
-                if self._cache[ids[item.fact.subject]].has_seen(item.fact.id)]
+                if subjects[item.fact.subject].has_seen(item.fact.id)]
         bound = {**self._bindings,
                  **{fid: b.digest for fid, b in self.vault.claimed(seen).items()}}
         given_up: dict[str, str] = {}
         claims: dict[str, tuple[str, str]] = {}
-        touched: dict[UUID, DataSubject] = {}
+        touched: dict[str, DataSubject] = {}
         # The batch comes in fact-time order (`_FileOrder`): a file's facts meet the
         # processing limits as they happened, whatever the line order.
         for item in batch:
             fact = item.fact
-            subject_id = ids[fact.subject]
-            subject = touched.get(subject_id) or self._cache[subject_id]
+            subject = subjects[fact.subject]
             digest = digests[item.line]
             known = bound.get(fact.id) or claims.get(fact.id, ("", None))[1]
             if known is not None and known != digest and self._orphaned(fact.id):
@@ -578,8 +590,8 @@ class Ingestor:
                 raise _FactFailed(f.Rejection(
                     item.line, f"could not be processed ({type(error).__name__}); "
                     "nothing of it was stored", fact.id)) from error
-            claims[fact.id] = (str(subject_id), digest)
-            touched[subject_id] = subject
+            claims[fact.id] = (id_texts[fact.subject], digest)
+            touched[fact.subject] = subject
             outcome.accepted += 1
         taken = {fid: b.digest for fid, b in
                  self.vault.claim(claims, self.now, given_up).items()
@@ -674,8 +686,7 @@ def canonical(fact: Any) -> bytes:
     elif fact.type == "identity-verified" and fact.received_at is not None:
         parts.append(_utc_text(fact.received_at))
     elif fact.type in ("collected", "rectified"):
-        parts.append(json.dumps(_json_numbers(fact.data), sort_keys=True,
-                                separators=(",", ":")))
+        parts.append(_CANONICAL_JSON.encode(_json_numbers(fact.data)))
     return "\x1f".join(parts).encode()
 
 
@@ -691,6 +702,8 @@ def _json_numbers(value: Any) -> Any:
 
 
 _SPELT_APART = {"at", "until", "data", "received_at"}
+# json.dumps(value, sort_keys=True, separators=(",", ":")), its encoder made once.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def _utc_text(value: datetime) -> str:

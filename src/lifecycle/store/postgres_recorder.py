@@ -136,6 +136,8 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
                 stored_events, lifecycle_columns=columns, lifecycle_chain=pending, **kwargs)
         except _ChainFailed as failed:
             raise failed.error from None
+        if pending is not None and pending.rows:
+            self._chained(pending.rows)  # committed
         return notification_ids
 
     def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow],
@@ -148,7 +150,8 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
         if pending is not None and notification_ids:  # still under the table lock
             assert self.signer is not None and columns is not None
             try:
-                self._append(curs, pending, notification_ids, columns[0], self.signer)
+                pending.rows = self._append(curs, pending, notification_ids, columns[0],
+                                            self.signer)
             except Exception as error:
                 # The library keeps an Exception raised here until its transaction has
                 # committed the events: unchained. Not an Exception, this one rolls back.

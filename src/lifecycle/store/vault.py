@@ -43,6 +43,8 @@ from lifecycle.store.lease import advisory_key
 from lifecycle.store.settings import MASTER_KEY_ENV, Settings
 
 NONCE_BYTES = 12
+# json.dumps(value, separators=(",", ":"), sort_keys=True), its encoder made once.
+_SEALED_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 # Unwrapped keys kept per process (least recently used dropped first, keys not yet
 # stored never): a long-running service's memory does not grow with subjects served.
 CIPHER_CACHE = 50_000
@@ -928,7 +930,7 @@ class KeyVault:
     # -- values -------------------------------------------------------------------
 
     def seal(self, key_id: str, value: Any) -> str:
-        plaintext = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+        plaintext = _SEALED_JSON.encode(value).encode()
         nonce = os.urandom(NONCE_BYTES)
         box = self._cipher(key_id).encrypt(nonce, plaintext, key_id.encode())
         return f"{key_id}.{base64.b64encode(nonce + box).decode()}"
