@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import IO, Any
 from uuid import UUID
 
@@ -441,13 +442,21 @@ class Ingestor:
         pending = _FileOrder(self.now)
         breach_facts: list[f.ParsedLine] = []  # the breach register's: no subject
         try:
-            for item in f.parse_lines(lines, self.now):
-                if isinstance(item, f.Rejection):
-                    self._reject(report, item)
-                elif isinstance(item.fact, f.BREACH_FACTS):
-                    breach_facts.append(item)
-                else:
-                    pending.add(item)
+            parsed = f.parse_lines(lines, self.now)
+            while True:
+                # The collector paused a batch of lines at a time, as for applying: the
+                # parsed facts held would have it rescan them again and again.
+                with cyclic_gc_paused():
+                    chunk = list(islice(parsed, BATCH_LINES))
+                    for item in chunk:
+                        if isinstance(item, f.Rejection):
+                            self._reject(report, item)
+                        elif isinstance(item.fact, f.BREACH_FACTS):
+                            breach_facts.append(item)
+                        else:
+                            pending.add(item)
+                if not chunk:
+                    break
             for batch in pending.batches(BATCH_LINES):
                 self._ingest_batch(batch, report)
         finally:
