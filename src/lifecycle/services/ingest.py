@@ -429,6 +429,7 @@ class Ingestor:
         self.on_progress = on_progress or (lambda n: None)
         self.on_rejected = on_rejected or (lambda r: None)
         self._cache: dict[UUID, DataSubject] = {}
+        self._ids: dict[str, UUID] = {}
         self._cases = CaseBook(store)
         self._suppressed_now: dict[str, datetime] = {}
         # Fact ids found bound to other content by a claim (checked first on a redo).
@@ -540,6 +541,15 @@ class Ingestor:
         subject = self.store.get_subject_by_id(UUID(binding.subject_id))
         return subject is None or not subject.has_seen(fact_id)
 
+    def _subject_id(self, reference: str) -> UUID:
+        """`DataSubject.create_id`, once per reference a run meets (a uuid5 each)."""
+        found = self._ids.get(reference)
+        if found is None:
+            found = DataSubject.create_id(reference)
+            if len(self._ids) < CACHE_SUBJECTS:
+                self._ids[reference] = found
+        return found
+
     def _forget(self) -> None:
         self._cache.clear()
         self._cases.clear()
@@ -549,7 +559,7 @@ class Ingestor:
                      outcome: IngestReport, failed: dict[int, f.Rejection]
                      ) -> list[DataSubject]:
         batch = [item for item in batch if item.line not in failed]
-        ids = {ref: DataSubject.create_id(ref) for ref in {item.fact.subject for item in batch}}
+        ids = {ref: self._subject_id(ref) for ref in {item.fact.subject for item in batch}}
         uncached = [i for i in ids.values() if i not in self._cache]
         self.vault.preload(str(i) for i in uncached)
         stored = self.store.existing(uncached)
