@@ -1,0 +1,131 @@
+"""Erasures made by other processes while `lifecycle serve` runs (a sweep, an ingest, another
+service, the daemon), against real processes on SQLite and PostgreSQL: once the log records
+an erasure, no page, export (HTML, JSON, CSV, also as of an earlier date), lookup by e-mail
+or history served by the running service shows the value or finds the person by the address,
+whatever the service cached before; the certificate states when each key was destroyed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
+from lifecycle.support.faults import CRASH_ENV
+from tests.facts_builder import collected, fact, lines
+from tests.policies import CONFIG
+from tests.processes import destroyed_keys, env_for, lifecycle, wait_for
+from tests.web_service import Service, free_port, signed_in, start_service
+
+EMAIL = "Ottoline.Brackenbury-Vane@example.net"
+NAME = "Ottoline Brackenbury-Vane"
+SUBJECT = "subscriber:ob"
+BEFORE_ERASURE = "2023-06-01T00:00:00Z"  # a date the record was live (as_of exports)
+
+
+def subscriber_facts() -> list[dict[str, Any]]:
+    """A subscriber who unsubscribed in 2024: hqip's 13-month rule has her record due."""
+    return [
+        fact("consent-given", SUBJECT, "2023-05-02T09:00:00+01:00",
+             purpose="direct-marketing", method="web-form"),
+        collected(SUBJECT, "2023-05-02T09:00:00+01:00", "newsletter-signup",
+                  {"email": EMAIL, "name": NAME}),
+        fact("unsubscribed", SUBJECT, "2024-03-10T10:00:00+00:00", channel="email-link"),
+    ]
+
+
+@pytest.fixture
+def service(backend: Settings, tmp_path: Path) -> Iterator[Service]:
+    with Ledger(backend) as ledger:
+        ledger.adopt_policy(CONFIG / "hqip.toml", datetime(2023, 1, 1, tzinfo=UTC))
+        assert ledger.ingest(lines(subscriber_facts()), datetime(2025, 1, 1, tzinfo=UTC)).ok
+    running = start_service(backend, tmp_path, seed=False)
+    yield running
+    running.stop()
+
+
+def everything_served(service: Service, browser: httpx.Client, csrf: str) -> dict[str, str]:
+    """Every answer the service gives about the subscriber, by name: API view, history and
+    lookup, exports in each format now and as of a date before the erasure, the person's
+    page, the page export and the find page."""
+    served: dict[str, str] = {}
+    with service.client("responder") as api:
+        served["api view"] = api.get(f"/api/subjects/{SUBJECT}").text
+        served["api history"] = api.get(f"/api/subjects/{SUBJECT}/history").text
+        served["api find"] = api.post("/api/subjects/find", json={"email": EMAIL}).text
+        for fmt in ("json", "csv", "html"):
+            served[f"api export {fmt}"] = api.get(f"/api/subjects/{SUBJECT}/export",
+                                                  params={"format": fmt}).text
+            served[f"api export {fmt} as of before"] = api.get(
+                f"/api/subjects/{SUBJECT}/export",
+                params={"format": fmt, "as_of": BEFORE_ERASURE}).text
+    served["page"] = browser.get(f"/subjects/{SUBJECT}").text
+    for fmt in ("json", "csv", "html"):
+        served[f"page export {fmt} as of before"] = browser.get(
+            f"/subjects/{SUBJECT}/export",
+            params={"format": fmt, "as_of": BEFORE_ERASURE[:10]}).text
+    served["page find"] = browser.post("/find", data={"email": EMAIL, "csrf": csrf}).text
+    return served
+
+
+def showing_the_value(served: dict[str, str]) -> list[str]:
+    return [name for name, text in served.items()
+            if NAME in text or "Brackenbury" in text]
+
+
+def found_by_address(service: Service) -> list[Any]:
+    with service.client("responder") as api:
+        subjects: list[Any] = api.post("/api/subjects/find",
+                                       json={"email": EMAIL.upper()}).json()["subjects"]
+    return subjects
+
+
+def run_killed_at(settings: Settings, step: str, *args: str) -> int:
+    env = env_for(settings)
+    env[CRASH_ENV] = step
+    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env,
+                          capture_output=True, text=True, timeout=120).returncode
+
+
+def test_a_sweep_killed_before_destroying_the_key_leaves_nothing_served(
+        service: Service) -> None:
+    """A `lifecycle sweep` in another process records the erasure and is killed before it
+    destroys the key (the next sweep, ingest or daemon tick finishes it; the service is
+    none of those). From then on the running service serves the value nowhere: the erasure
+    the log records counts, not whether its key is destroyed yet, so the export as of a
+    date before the erasure (which replays the record as live) reads "erased" in JSON, CSV
+    and HTML, as the page and the view do, and the lookup finds nobody."""
+    browser, csrf = signed_in(service, "responder")
+    before = everything_served(service, browser, csrf)
+    assert {"api view", "api export json as of before", "page export csv as of before",
+            "page"} <= set(showing_the_value(before))
+    assert found_by_address(service) == [{"subject": SUBJECT,
+                                          "records": ["newsletter-signup"]}]
+
+    assert run_killed_at(service.settings, "events-saved", "sweep") == -9
+    assert destroyed_keys(service.settings) == 0  # recorded, not yet destroyed
+
+    def views_caught_up() -> bool:  # the views follow the log within about a second
+        with service.client("responder") as api:
+            view = api.get(f"/api/subjects/{SUBJECT}").json()
+        return view["records"][0]["erased_at"] is not None
+    wait_for(views_caught_up, 10, "the service to see the erasure")
+    after = everything_served(service, browser, csrf)
+    assert showing_the_value(after) == [], showing_the_value(after)
+    early = json.loads(after["api export json as of before"])
+    assert early["records"][0]["data"] == "erased"
+    assert found_by_address(service) == []
+
+    result = lifecycle(service.settings, "sweep", "--json")  # finishes the erasure
+    assert result.returncode == 0, result.stderr
+    assert destroyed_keys(service.settings) == 1
+    assert showing_the_value(everything_served(service, browser, csrf)) == []
+    browser.close()
