@@ -23,8 +23,8 @@ from lifecycle.aggregates.policy_register import REGISTER_ID, Adoption, PolicyRe
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS, RequestCase
 from lifecycle.services.audit import check_originators
 from lifecycle.services.certificate import deletion_certificate
-from lifecycle.store.vault import open_vault
-from lifecycle.services.dsar import access_document, subject_as_of
+from lifecycle.store.vault import key_of, open_vault
+from lifecycle.services.dsar import access_document, erased_key_ids, subject_as_of
 from lifecycle.domain.errors import KeyDestroyed, SubjectNotFound
 from lifecycle.store.event_store import SAVE_RETRIES, SubjectStore, open_subject_store
 from lifecycle.domain.facts import Rejection
@@ -350,16 +350,30 @@ class Ledger:
         now read as erased even for earlier dates."""
         check_originators(self.store, [DataSubject.create_id(reference), REGISTER_ID],
                           reference)
-        subject = subject_as_of(self.store.events.get(DataSubject.create_id(reference)),
-                                as_of)
+        events = list(self.store.events.get(DataSubject.create_id(reference)))
+        subject = subject_as_of(events, as_of)
         if subject is None:
             raise SubjectNotFound(f"no facts recorded for subject {reference!r}")
+        # Keys whose erasure the log records (whatever the erasure's time): their values
+        # read as erased even before the keys are destroyed (a run killed in between
+        # leaves that to the next ingest, sweep or daemon tick).
+        erased = erased_key_ids(events)
+
+        def open_values(sealed: list[str]) -> dict[str, Any] | str:
+            if any(key_of(value) in erased for value in sealed):
+                return ERASED
+            return self.open_sealed(sealed)
+
+        def open_note(sealed: str | None) -> str | None:
+            return ERASED if sealed is not None and key_of(sealed) in erased \
+                else self.open_note(sealed)
+
         register = self.store.get_register()
         adoption = register.in_force_or_none(as_of) if register is not None else None
         policy = policy_from_document(adoption.document) if adoption else None
         deadlines, timelines = self._requests_as_of(subject, as_of)
-        return access_document(subject, as_of, policy, adoption, self.open_sealed,
-                               self.open_note, deadlines, timelines)
+        return access_document(subject, as_of, policy, adoption, open_values, open_note,
+                               deadlines, timelines)
 
     def _requests_as_of(self, subject: DataSubject, as_of: datetime
                         ) -> tuple[dict[str, str | None], dict[str, list[dict[str, Any]]]]:

@@ -388,6 +388,11 @@ def _migrate(conn: sa.Connection) -> None:
     conn.execute(vault_schema.insert().values(id=1, version=VAULT_SCHEMA))
 
 
+def key_of(sealed: str) -> str:
+    """The id of the data key a sealed value (`KeyVault.seal`) was sealed with."""
+    return sealed.partition(".")[0]
+
+
 class KeyVault:
     """Creates, opens and destroys data keys; seals and opens personal values with them."""
 
