@@ -129,3 +129,23 @@ def test_a_sweep_killed_before_destroying_the_key_leaves_nothing_served(
     assert destroyed_keys(service.settings) == 1
     assert showing_the_value(everything_served(service, browser, csrf)) == []
     browser.close()
+
+
+def test_the_certificate_states_when_each_key_was_destroyed_as_an_instant(
+        service: Service) -> None:
+    """An erasure request ingested by another process while the service runs, its time
+    given with a UTC offset other than zero: the certificate the service issues names each
+    destroyed key with the instant of its destruction (the erasure's time, with an offset),
+    the same instant on SQLite and PostgreSQL, never a wall-clock time without a zone."""
+    erasure = lines([fact("erasure-requested", SUBJECT, "2025-06-01T10:00:00+01:00",
+                          request="ER-7")])
+    result = lifecycle(service.settings, "ingest", "-", stdin="\n".join(erasure) + "\n")
+    assert result.returncode == 0, result.stderr
+    with service.client("auditor") as api:
+        certificate = api.get("/api/certificates/ER-7").json()
+    assert certificate["all_keys_destroyed"], certificate
+    erased_at = datetime.fromisoformat(certificate["erased"][0]["erased_at"])
+    for key in certificate["keys_destroyed"]:
+        destroyed_at = datetime.fromisoformat(key["destroyed_at"])
+        assert destroyed_at.tzinfo is not None, key
+        assert destroyed_at == erased_at == datetime(2025, 6, 1, 9, 0, tzinfo=UTC), key
