@@ -193,6 +193,12 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
+def in_utc(moment: datetime) -> datetime:
+    """A time to store, in UTC: SQLite keeps a time's wall clock and drops its offset, so a
+    fact time at +01:00 (an erasure's) would read back an hour off."""
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment
+
+
 @dataclass(frozen=True)
 class EpochRow:
     epoch: int
@@ -495,8 +501,9 @@ class KeyVault:
 
     def mark_doomed(self, shreds: Iterable[Shred], now: datetime) -> None:
         """Notes the keys an erasure decided on, before its events are saved."""
-        rows = {key_id: {"key_id": key_id, "subject_id": s.subject_id, "erased_at": s.at,
-                         "erased_by": s.by[:200], "marked_at": now}
+        rows = {key_id: {"key_id": key_id, "subject_id": s.subject_id,
+                         "erased_at": in_utc(s.at), "erased_by": s.by[:200],
+                         "marked_at": in_utc(now)}
                 for s in shreds for key_id in s.key_ids}
         if not rows:
             return
@@ -512,7 +519,8 @@ class KeyVault:
         """Marks left by runs that did not get to destroy their keys, oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(doomed_keys).order_by(doomed_keys.c.marked_at)).all()
-        return [Shred(r.subject_id, [r.key_id], r.erased_at, r.erased_by) for r in rows]
+        return [Shred(r.subject_id, [r.key_id], as_utc(r.erased_at) or r.erased_at, r.erased_by)
+                for r in rows]
 
     def drop_marks(self, key_ids: Iterable[str], older_than: datetime | None = None) -> None:
         """Forgets marks whose erasure was never recorded (the run died before saving)."""
@@ -522,7 +530,7 @@ class KeyVault:
                 query = doomed_keys.delete().where(
                     doomed_keys.c.key_id.in_(ids[start:start + 500]))
                 if older_than is not None:
-                    query = query.where(doomed_keys.c.marked_at < older_than)
+                    query = query.where(doomed_keys.c.marked_at < in_utc(older_than))
                 conn.execute(query)
 
     def destroy_all(self, shreds: Iterable[tuple[list[str], datetime, str]]) -> int:
@@ -550,7 +558,7 @@ class KeyVault:
                         data_keys.update()
                         .where(data_keys.c.key_id.in_(chunk))
                         .where(data_keys.c.destroyed_at.is_(None))
-                        .values(wrapped=None, destroyed_at=at, destroyed_by=by)
+                        .values(wrapped=None, destroyed_at=in_utc(at), destroyed_by=by)
                     ).rowcount
                     conn.execute(doomed_keys.delete().where(doomed_keys.c.key_id.in_(chunk)))
         for ids, _, _ in groups:
@@ -569,7 +577,7 @@ class KeyVault:
             rows = conn.execute(sa.select(data_keys.c.key_id, data_keys.c.destroyed_at,
                                           data_keys.c.destroyed_by)
                                 .where(data_keys.c.key_id.in_(ids)))
-            return {key_id: {"destroyed_at": at.isoformat() if at else None,
+            return {key_id: {"destroyed_at": (as_utc(at) or at).isoformat() if at else None,
                              "destroyed_by": by} for key_id, at, by in rows}
 
     def live_key_ids(self, key_ids: Iterable[str]) -> set[str]:
