@@ -95,6 +95,97 @@ def run_killed_at(settings: Settings, step: str, *args: str) -> int:
                           capture_output=True, text=True, timeout=120).returncode
 
 
+def test_a_sweep_in_another_process_leaves_nothing_served(service: Service) -> None:
+    """The service has shown the subscriber everywhere (her key unwrapped and cached, her
+    address in the lookup index); `lifecycle sweep` in another process erases her record
+    under the retention rule. From then on no page, API view, history, export (any format,
+    also as of a date before the erasure) or lookup shows her values or finds her by the
+    address."""
+    browser, csrf = signed_in(service, "responder")
+    assert len(showing_the_value(everything_served(service, browser, csrf))) >= 8
+    assert found_by_address(service) != []
+    result = lifecycle(service.settings, "sweep", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["erased"] == 1
+    after = everything_served(service, browser, csrf)
+    assert showing_the_value(after) == [], showing_the_value(after)
+    assert json.loads(after["api export json as of before"])["records"][0]["data"] == "erased"
+    assert found_by_address(service) == []
+    browser.close()
+
+
+def another_service(first: Service, log_dir: Path) -> Service:
+    """A second `lifecycle serve` process on the first one's store (its users too)."""
+    port = free_port()
+    log_path = log_dir / "serve-2.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lifecycle", "serve", "--port", str(port)],
+        env=env_for(first.settings), stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL)
+    second = Service(first.settings, f"http://127.0.0.1:{port}", first.tokens, log_path,
+                     process, log)
+
+    def up() -> bool:
+        assert process.poll() is None, second.log_text()
+        try:
+            return httpx.get(f"{second.url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(up, 30, "the second service to answer /healthz")
+    return second
+
+
+def test_an_erasure_through_one_service_is_served_by_none_on_the_same_store(
+        service: Service, tmp_path: Path) -> None:
+    """Two services on one store. The second has shown the subscriber everywhere (key
+    cached, address indexed); an erasure request posted to the first erases her. The
+    second then serves her values nowhere, finds nobody by her address, and issues the
+    certificate with her key destroyed."""
+    second = another_service(service, tmp_path)
+    try:
+        browser, csrf = signed_in(second, "responder")
+        assert len(showing_the_value(everything_served(second, browser, csrf))) >= 8
+        assert found_by_address(second) != []
+        erasure = lines([fact("erasure-requested", SUBJECT, "2025-03-01T00:00:00Z",
+                              request="ER-2")])
+        with service.client("dpo") as api:
+            posted = api.post("/api/facts", content="\n".join(erasure) + "\n",
+                              headers={"content-type": "application/x-ndjson"})
+            assert posted.status_code == 200 and posted.json()["accepted"] == 1, posted.text
+        after = everything_served(second, browser, csrf)
+        assert showing_the_value(after) == [], showing_the_value(after)
+        assert found_by_address(second) == []
+        with second.client("auditor") as api:
+            certificate = api.get("/api/certificates/ER-2").json()
+        assert certificate["all_keys_destroyed"] and certificate["keys_destroyed"]
+        browser.close()
+    finally:
+        second.stop()
+
+
+def test_a_daemon_beside_the_service_erases_and_nothing_is_served_after(
+        service: Service) -> None:
+    """`lifecycle daemon` runs beside the service and sweeps the subscriber's record on its
+    first tick. From the moment her key is destroyed, whatever the service had cached, no
+    answer it gives shows her values or finds her by the address."""
+    browser, csrf = signed_in(service, "responder")
+    assert len(showing_the_value(everything_served(service, browser, csrf))) >= 8
+    daemon = subprocess.Popen([sys.executable, "-m", "lifecycle", "daemon", "--interval", "1"],
+                              env=env_for(service.settings), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: destroyed_keys(service.settings) == 1, 30, "the daemon's sweep")
+        after = everything_served(service, browser, csrf)
+        assert showing_the_value(after) == [], showing_the_value(after)
+        assert found_by_address(service) == []
+    finally:
+        daemon.terminate()
+        daemon.wait(20)
+        browser.close()
+
+
 def test_a_sweep_killed_before_destroying_the_key_leaves_nothing_served(
         service: Service) -> None:
     """A `lifecycle sweep` in another process records the erasure and is killed before it
@@ -149,3 +240,34 @@ def test_the_certificate_states_when_each_key_was_destroyed_as_an_instant(
         destroyed_at = datetime.fromisoformat(key["destroyed_at"])
         assert destroyed_at.tzinfo is not None, key
         assert destroyed_at == erased_at == datetime(2025, 6, 1, 9, 0, tzinfo=UTC), key
+
+
+def test_while_the_desks_views_lag_an_erasure_its_value_still_reads_erased(
+        backend: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The desk (what `lifecycle serve` holds) catches its views up with other processes at
+    most once a CATCH_UP_SECONDS: in between, a subject's projected document can still list
+    a record another process's ingest has just erased. Its value reads "erased" all the same (every
+    open asks the vault whether the key still lives), and the lookup, which follows the
+    log itself, finds nobody."""
+    from lifecycle.web import desk as desk_module
+    from lifecycle.web.desk import Desk
+
+    with Ledger(backend) as ledger:
+        ledger.adopt_policy(CONFIG / "hqip.toml", datetime(2023, 1, 1, tzinfo=UTC))
+        assert ledger.ingest(lines(subscriber_facts()), datetime(2025, 1, 1, tzinfo=UTC)).ok
+    desk = Desk(backend)
+    try:
+        view = desk.run(lambda ledger: ledger.subject_view(SUBJECT))
+        assert view["records"][0]["data"]["name"] == NAME  # the key unwrapped and cached
+        assert desk.run(lambda ledger: desk.index.find(EMAIL)).subjects != []
+        monkeypatch.setattr(desk_module, "CATCH_UP_SECONDS", 3600.0)  # the views lag now
+        erasure = lines([fact("erasure-requested", SUBJECT, "2025-03-01T00:00:00Z",
+                              request="ER-3")])  # an ingest leaves the views behind
+        result = lifecycle(backend, "ingest", "-", stdin="\n".join(erasure) + "\n")
+        assert result.returncode == 0, result.stderr
+        view = desk.run(lambda ledger: ledger.subject_view(SUBJECT))
+        assert view["records"][0]["erased_at"] is None  # the lagging document
+        assert view["records"][0]["data"] == "erased"
+        assert desk.run(lambda ledger: desk.index.find(EMAIL)).subjects == []
+    finally:
+        desk.close()
