@@ -271,3 +271,33 @@ def test_while_the_desks_views_lag_an_erasure_its_value_still_reads_erased(
         assert desk.run(lambda ledger: desk.index.find(EMAIL)).subjects == []
     finally:
         desk.close()
+
+
+def test_a_certificate_issued_while_an_erasure_is_unfinished_says_so(service: Service) -> None:
+    """An ingest of an erasure request is killed after recording the erasure and before
+    destroying the key. The certificate the running service issues meanwhile lists the key
+    as not destroyed (`all_keys_destroyed` false), while the values read erased everywhere;
+    once the next run finishes the erasure, the certificate names the key's destruction."""
+    browser, csrf = signed_in(service, "responder")
+    erasure = lines([fact("erasure-requested", SUBJECT, "2025-03-01T00:00:00Z",
+                          request="ER-5")])
+    env = env_for(service.settings)
+    env[CRASH_ENV] = "events-saved"
+    killed = subprocess.run([sys.executable, "-m", "lifecycle", "ingest", "-"], env=env,
+                            input="\n".join(erasure) + "\n", capture_output=True, text=True,
+                            timeout=120)
+    assert killed.returncode == -9 and destroyed_keys(service.settings) == 0
+    with service.client("auditor") as api:
+        certificate = api.get("/api/certificates/ER-5", params={"subject": SUBJECT}).json()
+    assert certificate["erased"] and not certificate["all_keys_destroyed"], certificate
+    assert [k["destroyed_at"] for k in certificate["keys_destroyed"]] == [None]
+    wait_for(lambda: not showing_the_value(everything_served(service, browser, csrf)), 10,
+             "the service's views to follow the log")
+
+    result = lifecycle(service.settings, "sweep")  # the next run finishes the erasure
+    assert result.returncode == 0, result.stderr
+    with service.client("auditor") as api:
+        certificate = api.get("/api/certificates/ER-5", params={"subject": SUBJECT}).json()
+    assert certificate["all_keys_destroyed"], certificate
+    assert showing_the_value(everything_served(service, browser, csrf)) == []
+    browser.close()
