@@ -27,6 +27,7 @@ from lifecycle.store.vault import key_of, open_vault
 from lifecycle.services.dsar import access_document, erased_key_ids, subject_as_of
 from lifecycle.domain.errors import KeyDestroyed, SubjectNotFound
 from lifecycle.store.event_store import SAVE_RETRIES, SubjectStore, open_subject_store
+from lifecycle.store.engines import reads_of
 from lifecycle.domain.facts import Rejection
 from lifecycle.services.ingest import Ingestor, IngestReport
 from lifecycle.store.lease import schema_lock
@@ -54,6 +55,7 @@ class Ledger:
                 self.vault = open_vault(settings)
                 self.store: SubjectStore = open_subject_store(settings)
                 self.views = create_views_engine(settings.views_url)
+                self.view_reads = reads_of(self.views)
         except (OSError, sa.exc.OperationalError, psycopg.Error, PersistenceError) as error:
             raise settings.open_error(error) from None
         self.projections = ProjectionRunner(self.store, self.views)
@@ -161,7 +163,7 @@ class Ledger:
         """The last sweep, the next items due, projection lag and the policy in force."""
         self.projections.catch_up()
         sched, runs = tables.schedule, tables.sweep_runs
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             last = conn.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(1)).first()
             pending = conn.execute(sa.select(sa.func.count()).select_from(sched)
                                    .where(sched.c.done.is_(False))).scalar_one()
@@ -210,7 +212,7 @@ class Ledger:
         query = sa.select(n).order_by(n.c.erased_at, n.c.reference, n.c.recipient)
         if open_only:
             query = query.where(n.c.acknowledged_at.is_(None))
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             rows = conn.execute(query).all()
         return [{"subject": r.reference, "erasure": r.erasure, "recipient": r.recipient,
                  "records": r.records, "erased_at": r.erased_at.isoformat(),
@@ -222,7 +224,7 @@ class Ledger:
         id unless given)."""
         if reference is None:
             self.projections.catch_up()
-            with self.views.connect() as conn:
+            with self.view_reads.connect() as conn:
                 found = conn.execute(sa.select(tables.requests.c.reference)
                                      .where(tables.requests.c.request == request)).scalars().all()
             if len(found) != 1:
@@ -254,7 +256,7 @@ class Ledger:
             query = query.where(req.c.deadline < today)
         elif due_within is not None:
             query = query.where(req.c.deadline <= today + timedelta(days=due_within))
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             rows = conn.execute(query).all()
         return [{
             "case_id": r.case_id, "request": r.request, "subject": r.reference, "kind": r.kind,
@@ -277,7 +279,7 @@ class Ledger:
     def suppression_since(self) -> dict[str, datetime]:
         """Each keyed hash on the suppression list, with when it was first suppressed."""
         s = tables.suppression
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             first = sa.func.min(s.c.since, type_=s.c.since.type)
             rows = conn.execute(sa.select(s.c.email_hash, first).group_by(s.c.email_hash))
             return {digest: since for digest, since in rows}
@@ -312,7 +314,7 @@ class Ledger:
     def subject_document(self, reference: str) -> dict[str, Any]:
         """The subject's projected document (values sealed), after catching up."""
         self.projections.catch_up()
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             row = conn.execute(sa.select(tables.subjects.c.document)
                                .where(tables.subjects.c.reference == reference)).first()
         if row is None:
@@ -338,7 +340,7 @@ class Ledger:
     def retention_of(self, reference: str) -> dict[str, dict[str, Any]]:
         """Per record: rule, trigger, policy and due date ("why and when deleted?")."""
         sched = tables.schedule
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             # By the primary key's subject id (reference has no index: a scan per subject).
             subject_id = str(DataSubject.create_id(reference))
             rows = conn.execute(sa.select(sched).where(sched.c.subject_id == subject_id)).all()

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from lifecycle.store.master_key import (create_master_key, derive_key, given_master_key,
                                          key_check_value, key_fingerprint)
 from lifecycle.domain.email_address import normalise
-from lifecycle.store.engines import create_store_engine
+from lifecycle.store.engines import create_store_engine, reads_of
 from lifecycle.domain.errors import ConfigurationError, KeyDestroyed
 from lifecycle.store.lease import advisory_key
 from lifecycle.store.settings import MASTER_KEY_ENV, Settings
@@ -405,6 +405,7 @@ class KeyVault:
     def __init__(self, engine: sa.Engine, master_key: bytes, epoch: int = 0,
                  find_key: Callable[[str], bytes | None] | None = None) -> None:
         self.engine = engine
+        self._reads = reads_of(engine)
         self.epoch = epoch  # the epoch of the key this vault was opened with
         self._epoch_keys: dict[int, bytes] = {epoch: master_key}
         self._wrappers: dict[int, AESGCM] = {
@@ -974,7 +975,7 @@ class KeyVault:
         if cipher is not None and not self.check_destroyed_on_open:
             self._ciphers.move_to_end(key_id)
             return cipher
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             row = conn.execute(sa.select(data_keys.c.wrapped, data_keys.c.epoch)
                                .where(data_keys.c.key_id == key_id)).first()
         stored = row is not None and row.wrapped is not None and row.epoch not in self._retired
