@@ -39,6 +39,8 @@ from lifecycle.store.settings import Settings
 from lifecycle.services.shredding import finish_interrupted
 from lifecycle.domain.statutory_clock import days_left, is_overdue, london_date
 from lifecycle.services.sweep import Sweeper, SweepReport, refuse_future_sweep
+from lifecycle.services.suppression_flags import holds_marketing, with_suppression_breaches
+from lifecycle.domain.vocabulary import DIRECT_MARKETING
 
 
 class Ledger:
@@ -324,6 +326,16 @@ class Ledger:
         """Everything held about one subject now, values opened where keys survive."""
         document = self.subject_document(reference)
         schedule = self.retention_of(reference)
+        if any(r["purpose"] == DIRECT_MARKETING and not r["erased_at"]
+               for r in document["records"]):
+            # Marketing kept before its address was suppressed (by another subject too):
+            # read against the suppression list as it stands, never stored in a view.
+            subject = self.store.get_subject(reference)
+            if subject is not None:
+                adoption = self.store.latest_adoption()
+                policy = policy_from_document(adoption.document) if adoption else None
+                document["limit_breaches"] = with_suppression_breaches(
+                    subject, document["limit_breaches"], policy, self.vault, self.views)
         open_document(document, self.open_sealed, self.open_note)
         register = self.store.get_register()
         policies = {a.label: policy_from_document(a.document)
@@ -372,8 +384,20 @@ class Ledger:
         adoption = register.in_force_or_none(as_of) if register is not None else None
         policy = policy_from_document(adoption.document) if adoption else None
         deadlines, timelines = self._requests_as_of(subject, as_of)
-        return access_document(subject, as_of, policy, adoption, open_values, open_note,
-                               deadlines, timelines)
+        document = access_document(subject, as_of, policy, adoption, open_values, open_note,
+                                   deadlines, timelines)
+
+        def open_value(sealed: str) -> Any:
+            if key_of(sealed) in erased:
+                raise KeyDestroyed("erased")
+            return self.vault.open(sealed)
+
+        if holds_marketing(subject):
+            self.projections.catch_up()  # the suppression list, as of every stored event
+            document["limit_breaches"] = with_suppression_breaches(
+                subject, document["limit_breaches"], policy, self.vault, self.views,
+                open_value, until=as_of)
+        return document
 
     def _requests_as_of(self, subject: DataSubject, as_of: datetime
                         ) -> tuple[dict[str, str | None], dict[str, list[dict[str, Any]]]]:
