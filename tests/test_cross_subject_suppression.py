@@ -27,6 +27,7 @@ from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
 from tests.conftest import POSTGRES_URL, _admin_connect, require_postgres
 from tests.facts_builder import collected, fact, lines
+from tests.web_service import signed_in, start_service
 
 HQIP = Path(__file__).resolve().parents[1] / "config" / "hqip.toml"
 ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)
@@ -159,6 +160,7 @@ def test_the_dsar_export_lists_the_flag(ledger: Ledger) -> None:
     is dated after it), one as of before the record does not hold the record at all."""
     b_first_then_a(ledger)
     export = ledger.dsar_export(B, NOW)
+    assert [b["record"] for b in export["limit_breaches"]] == ["crm-row"]
     assert export["limit_breaches"] == ledger.subject_view(B)["limit_breaches"]
     assert_no_personal_value(export["limit_breaches"])
     assert ledger.dsar_export(B, datetime(2024, 5, 1, tzinfo=UTC))["limit_breaches"] == []
@@ -269,3 +271,48 @@ def test_bs_flag_is_the_fact_time_answer_for_any_arrival_order_postgres(
         order: list[int]) -> None:
     """PostgreSQL: the same property as on SQLite, on a fresh database per example."""
     check_any_order("postgres", tmp_path, unsubscribed, marketing, opt_in, order)
+
+
+def test_another_subjects_objection_or_exclusion_flags_it_too(ledger: Ledger) -> None:
+    """Whatever put the address on the list (A's direct-marketing objection, A's
+    exclusion), B's marketing dated after it and kept because it arrived first is
+    flagged."""
+    ledger.adopt_policy(HQIP, ADOPTED)
+    assert ingest(ledger, b_consents_by_list_import(), b_marketing()).accepted == 2
+    assert ingest(ledger, *a_holds_the_address(),
+                  fact("objected", A, UNSUBSCRIBED, purpose="direct-marketing")).ok
+    assert [f for f, _, _ in flagged(ledger)] == ["collected"]
+
+
+def test_the_subjects_own_late_exclusion_flags_its_marketing(ledger: Ledger) -> None:
+    """B's own exclusion (which suppresses B's addresses but is no marketing objection)
+    dated before B's marketing and arriving after it: the record is flagged once."""
+    ledger.adopt_policy(HQIP, ADOPTED)
+    assert ingest(ledger, b_consents_by_list_import(),
+                  collected(B, "2024-02-01T09:00:00Z", "account", {"email": ADDRESS},
+                            purpose="enquiries-complaints", basis="legitimate-interests"),
+                  b_marketing()).accepted == 3
+    assert ingest(ledger, fact("excluded", B, UNSUBSCRIBED, reason="code of conduct")).ok
+    assert [(f, r) for f, r, _ in flagged(ledger)] == [("collected", "crm-row")]
+
+
+def test_the_desk_shows_the_flag_on_the_person_page_and_api(backend: Settings,
+                                                             tmp_path: Path) -> None:
+    """The desk's GET /api/subjects/{reference} lists the flag as `subject show` does, and
+    the person page shows it under its processing-limit breaches."""
+    with Ledger(backend) as ledger:
+        b_first_then_a(ledger)
+        expected = ledger.subject_view(B)["limit_breaches"]
+    service = start_service(backend, tmp_path, seed=False)
+    try:
+        with service.client("responder") as api:
+            assert api.get(f"/api/subjects/{B}").json()["limit_breaches"] == expected
+        browser, _ = signed_in(service, "responder")
+        try:
+            page = browser.get(f"/subjects/{B}").text
+        finally:
+            browser.close()
+        section = page.split("Processing-limit breaches", 1)[1]
+        assert "crm-row" in section and "direct-marketing-stopped" in section
+    finally:
+        service.stop()

@@ -56,36 +56,39 @@ def listed_since(views: sa.Engine, digests: set[str],
     return found
 
 
-def holds_marketing(subject: DataSubject) -> bool:
-    """Whether the subject has a live direct-marketing record (else nothing to flag)."""
-    return any(r.purpose == DIRECT_MARKETING and r.erased_at is None
-               for r in subject.records.values())
+def marketing_values(subject: DataSubject) -> list[tuple[str, str]]:
+    """Each live direct-marketing record of the subject, with its collected value (sealed)."""
+    return [(r.record, r.values[0]) for r in subject.records.values()
+            if r.purpose == DIRECT_MARKETING and r.erased_at is None]
 
 
-def with_suppression_breaches(subject: DataSubject, known: list[dict[str, Any]],
+def with_suppression_breaches(known: list[dict[str, Any]],
+                              marketing: list[tuple[str, str]],
+                              load_subject: Callable[[], DataSubject | None],
                               policy: Policy | None, vault: KeyVault, views: sa.Engine,
                               open_value: Callable[[str], Any] | None = None,
                               until: datetime | None = None) -> list[dict[str, Any]]:
     """`known` (the subject's limit_breaches) with its direct-marketing records that hold
-    an address suppressed from before their time. `open_value` opens a sealed value
-    (default: the vault), raising KeyDestroyed for an erased one (not flagged: its
-    addresses can no longer be read, and erasing it was the remedy)."""
-    records = [r for r in subject.records.values()
-               if r.purpose == DIRECT_MARKETING and r.erased_at is None]
-    if not records:
+    an address suppressed from before their time. `marketing`: each live direct-marketing
+    record with its collected value, sealed; `open_value` opens one (default: the vault),
+    raising KeyDestroyed for an erased one (not flagged: its addresses can no longer be
+    read, and erasing it was the remedy). The subject is loaded only when one of its
+    addresses is listed."""
+    if not marketing:
         return known
     opener = open_value or vault.open
     keep = policy is not None and policy.suppression.keep_subaddress
     held: dict[str, set[str]] = {}
-    for record in records:
+    for record, sealed in marketing:
         try:
-            value = opener(record.values[0])
+            value = opener(sealed)
         except KeyDestroyed:
             continue
-        held[record.record] = {digest for address in find_addresses(value)
-                               for digest in address_hashes(vault, address, keep)}
+        held[record] = {digest for address in find_addresses(value)
+                        for digest in address_hashes(vault, address, keep)}
     digests = set().union(*held.values()) if held else set()
-    if not digests:
+    listed = listed_since(views, digests, until) if digests else {}
+    subject = load_subject() if listed else None
+    if subject is None:
         return known
-    return suppression_breaches(subject, policy, held, listed_since(views, digests, until),
-                                known)
+    return suppression_breaches(subject, policy, held, listed, known)
