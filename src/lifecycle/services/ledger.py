@@ -40,6 +40,8 @@ from lifecycle.store.settings import Settings
 from lifecycle.services.shredding import finish_interrupted
 from lifecycle.domain.statutory_clock import days_left, is_overdue, london_date
 from lifecycle.services.sweep import Sweeper, SweepReport, refuse_future_sweep
+from lifecycle.services.suppression_flags import marketing_values, with_suppression_breaches
+from lifecycle.domain.vocabulary import DIRECT_MARKETING
 
 
 class Ledger:
@@ -290,14 +292,16 @@ class Ledger:
             raise SubjectNotFound(f"no facts recorded for subject {reference!r}")
         return subject
 
-    def open_sealed(self, sealed: list[str]) -> dict[str, Any] | str:
+    def open_sealed(self, sealed: list[str],
+                    opener: Callable[[str], Any] | None = None) -> dict[str, Any] | str:
         """The record's current values (rectifications applied), or "erased"."""
         if not sealed:
             return ERASED
         merged: dict[str, Any] = {}
+        open_one = opener or self.vault.open
         try:
             for value in sealed:
-                merged.update(self.vault.open(value))
+                merged.update(open_one(value))
         except KeyDestroyed:
             return ERASED
         return merged
@@ -326,10 +330,22 @@ class Ledger:
         """Everything held about one subject now, values opened where keys survive."""
         document = self.subject_document(reference)
         schedule = self.retention_of(reference)
-        open_document(document, self.open_sealed, self.open_note)
         register = self.store.get_register()
         policies = {a.label: policy_from_document(a.document)
                     for a in (register.adoptions if register else [])}
+        latest = register.latest() if register is not None else None
+        # Marketing kept before its address was suppressed (by another subject too): read
+        # against the suppression list as it stands, never stored in a view.
+        open_one = _opened_once(self.vault.open)
+        document["limit_breaches"] = with_suppression_breaches(
+            document["limit_breaches"],
+            [(r["record"], r["sealed"][0]) for r in document["records"]
+             if r["purpose"] == DIRECT_MARKETING and not r["erased_at"] and r["sealed"]],
+            lambda: self.store.get_subject(reference),
+            policies[latest.label] if latest is not None else None, self.vault, self.views,
+            open_one)
+        open_document(document, lambda sealed: self.open_sealed(sealed, open_one),
+                      self.open_note)
         for record in document["records"]:
             record["retention"] = schedule.get(record["record"])
             if record["retention"] is not None and record["retention"]["policy"] in policies:
@@ -349,7 +365,9 @@ class Ledger:
     def dsar_export(self, reference: str, as_of: datetime) -> dict[str, Any]:
         """The Art 15 answer for one subject as it stood at `as_of` (replayed from events,
         so no snapshot, cache or projection can make it wrong); values that are shredded
-        now read as erased even for earlier dates."""
+        now read as erased even for earlier dates. Only `limit_breaches` reads a view: the
+        suppression list, caught up first, for marketing kept before its address was
+        listed (by this subject or another)."""
         check_originators(self.store, [DataSubject.create_id(reference), REGISTER_ID],
                           reference)
         events = list(self.store.events.get(DataSubject.create_id(reference)))
@@ -361,10 +379,12 @@ class Ledger:
         # leaves that to the next ingest, sweep or daemon tick).
         erased = erased_key_ids(events)
 
+        open_one = _opened_once(self.vault.open)
+
         def open_values(sealed: list[str]) -> dict[str, Any] | str:
             if any(key_of(value) in erased for value in sealed):
                 return ERASED
-            return self.open_sealed(sealed)
+            return self.open_sealed(sealed, open_one)
 
         def open_note(sealed: str | None) -> str | None:
             return ERASED if sealed is not None and key_of(sealed) in erased \
@@ -374,8 +394,21 @@ class Ledger:
         adoption = register.in_force_or_none(as_of) if register is not None else None
         policy = policy_from_document(adoption.document) if adoption else None
         deadlines, timelines = self._requests_as_of(subject, as_of)
-        return access_document(subject, as_of, policy, adoption, open_values, open_note,
-                               deadlines, timelines)
+        document = access_document(subject, as_of, policy, adoption, open_values, open_note,
+                                   deadlines, timelines)
+
+        def open_value(sealed: str) -> Any:
+            if key_of(sealed) in erased:
+                raise KeyDestroyed("erased")
+            return open_one(sealed)
+
+        marketing = marketing_values(subject)
+        if marketing:
+            self.projections.catch_up()  # the suppression list, as of every stored event
+            document["limit_breaches"] = with_suppression_breaches(
+                document["limit_breaches"], marketing, lambda: subject, policy, self.vault,
+                self.views, open_value, until=as_of)
+        return document
 
     def _requests_as_of(self, subject: DataSubject, as_of: datetime
                         ) -> tuple[dict[str, str | None], dict[str, list[dict[str, Any]]]]:
@@ -417,3 +450,15 @@ class Ledger:
             timeline.append(entry)
         return timeline
 
+
+def _opened_once(open_value: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`open_value` remembering what it opened, for one read (a value checked against the
+    suppression list and then shown is decrypted once). Read only: callers copy."""
+    opened: dict[str, Any] = {}
+
+    def open_one(sealed: str) -> Any:
+        if sealed not in opened:
+            opened[sealed] = open_value(sealed)
+        return opened[sealed]
+
+    return open_one
