@@ -25,12 +25,12 @@ from lifecycle.domain import facts as f
 from lifecycle.aggregates.breach_register import BREACH_REGISTER_ID
 from lifecycle.aggregates.data_subject import DataSubject, Note, key_scope, note_scope, register
 from lifecycle.store.vault import CLAIM_GRACE, KeyVault, Shred
-from lifecycle.domain.email_address import find_addresses, method_slug
+from lifecycle.domain.email_address import find_addresses
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.domain.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
 from lifecycle.support.gc_pause import cyclic_gc_paused
 from lifecycle.store.event_store import SubjectStore
-from lifecycle.domain.limits import check_limits
+from lifecycle.domain.limits import check_limits, own_opt_in, resubscribed
 from lifecycle.policy.model import Policy
 from lifecycle.services.shredding import save_then_destroy
 from lifecycle.domain.vocabulary import ALL_SCOPE, DIRECT_MARKETING
@@ -308,15 +308,11 @@ class FactApplier:
         return list(hashes)
 
     def _resubscribed(self, s: DataSubject, at: datetime) -> bool:
-        consent = s.consent_as_of(DIRECT_MARKETING, at)
-        return (consent is not None and consent.withdrawn_at is None
-                and self._own_opt_in(consent.method))
+        return resubscribed(s, self.policy, at)
 
     def _own_opt_in(self, method: str | None) -> bool:
         """Without a policy no method lifts suppression."""
-        if method is None or self.policy is None:
-            return False
-        return method_slug(method) in self.policy.suppression.resubscribe_methods
+        return own_opt_in(self.policy, method)
 
     def _suppressed(self, s: DataSubject, email: str, at: datetime) -> bool:
         # Stores written before addresses were normalised hold hashes of the trimmed,
