@@ -54,9 +54,9 @@ ROTATION_LEASE = "rotation"
 BATCH = 20_000  # keys per transaction: about half a second of a writer's lock
 # Threads re-wrapping ranges at once. More help on PostgreSQL (each has its own server
 # process, which updates while the others wrap) but take the cores ingest needs: with 2,
-# ingest during a rotation fell to 0.36 of idle (the guarantee is 0.5), with 1 it kept
-# 0.58; on SQLite one writes at a time and the GIL leaves little to overlap. 1 unless
-# the operator asks for more (`keys rotate --workers`, e.g. with ingest stopped).
+# ingest during a rotation fell to 0.36 of idle (the guarantee is 0.5). One worker
+# pipelines on PostgreSQL and makes room while others write (`_paced`): the default,
+# unless the operator asks for more (`keys rotate --workers`, e.g. with ingest stopped).
 WORKERS = 1
 # While other processes write events (ingest, sweeps), a rotation with one worker goes
 # range by range and pauses YIELD_PAUSE times each range's time after it (see `_paced`),
