@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lifecycle.services import rotation
 from lifecycle.services.ledger import Ledger
-from lifecycle.services.rotation import YIELD_HOLD_S, YIELD_PAUSE, Pacer, rotate
+from lifecycle.services.rotation import (YIELD_HOLD_S, YIELD_PAUSE, YIELD_SPAN, Pacer,
+                                         rotate)
 from lifecycle.store.settings import Settings
 from lifecycle.store.vault import KeyVault, RewrapBatch, data_keys
 from tests.facts_builder import collected, lines
@@ -74,6 +75,24 @@ def test_the_pacer_sees_others_write_while_the_event_log_moves_and_a_hold_after(
         clock[0] += YIELD_HOLD_S / 2
         assert pacer.others_writing()
         clock[0] += YIELD_HOLD_S / 2
+        assert not pacer.others_writing()
+
+
+def test_the_pacer_holds_longer_for_a_writer_that_moves_the_log_seldom(
+        backend: Settings) -> None:
+    """A writer whose batches land 10 s apart (a slow ingest) is still seen between them:
+    the hold after a move is YIELD_SPAN times the last gap between moves (here 15 s)."""
+    clock = [100.0]
+    with Ledger(backend) as ledger:
+        pacer = Pacer(ledger.store, lambda: clock[0])
+        for n in range(2):
+            ledger.ingest(lines([collected(f"subscriber:slow-{n}", "2024-01-01T09:00:00+00:00",
+                                           "rec-1", {"name": "S"}, id=f"slow-{n}")]), NOW)
+            assert pacer.others_writing()
+            clock[0] += 10
+        assert YIELD_SPAN * 10 > 10 + YIELD_HOLD_S
+        assert pacer.others_writing()  # 10 s after the last move: within 15
+        clock[0] += YIELD_SPAN * 10 - 10
         assert not pacer.others_writing()
 
 

@@ -60,9 +60,11 @@ BATCH = 20_000  # keys per transaction: about half a second of a writer's lock
 WORKERS = 1
 # While other processes write events (ingest, sweeps), a rotation with one worker goes
 # range by range and pauses YIELD_PAUSE times each range's time after it (see `_paced`),
-# until YIELD_HOLD_S after the event log last moved: alone it pipelines at full speed.
+# until a while after the event log last moved (`Pacer`): alone it pipelines at full speed.
 YIELD_PAUSE = 1.0
 YIELD_HOLD_S = 2.0
+YIELD_SPAN = 1.5
+YIELD_HOLD_MAX_S = 60.0
 ROTATION_STEPS = ("rotate-key-written", "rotate-epoch-begun", "rotate-batch-read",
                   "rotate-batch", "rotate-rewrapped", "rotate-recorded", "rotate-key-destroyed",
                   "rotate-retired")
@@ -153,7 +155,9 @@ def rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: dateti
 class Pacer:
     """Whether a rotation should make room for others: yes while the event log moves (an
     ingest, a sweep, the desk's writes: every writer saves events; the rotation saves
-    none until it has re-wrapped every key), and for YIELD_HOLD_S after it last moved.
+    none until it has re-wrapped every key), and for a hold after it last moved: at
+    least YIELD_HOLD_S, and YIELD_SPAN times the last gap between two moves (a slow
+    ingest commits a batch every few seconds), at most YIELD_HOLD_MAX_S.
     `clock`: seconds, monotonic."""
 
     def __init__(self, store: SubjectStore, clock: Callable[[], float] = time.monotonic
@@ -161,6 +165,7 @@ class Pacer:
         self._store, self._clock = store, clock
         self._mark = self._high_water()
         self._moved_at: float | None = None
+        self._hold = YIELD_HOLD_S
 
     def _high_water(self) -> int:
         recorder: Any = self._store.recorder
@@ -169,8 +174,11 @@ class Pacer:
     def others_writing(self) -> bool:
         mark, now = self._high_water(), self._clock()
         if mark != self._mark:
+            if self._moved_at is not None:
+                self._hold = min(YIELD_HOLD_MAX_S,
+                                 max(YIELD_HOLD_S, YIELD_SPAN * (now - self._moved_at)))
             self._mark, self._moved_at = mark, now
-        return self._moved_at is not None and now - self._moved_at < YIELD_HOLD_S
+        return self._moved_at is not None and now - self._moved_at < self._hold
 
 
 def _rewrap_pass(vault: KeyVault, old: int, new: int, batch: int, workers: int,
