@@ -62,6 +62,9 @@ WORKERS = 1
 # range by range and pauses YIELD_PAUSE times each range's time after it (see `_paced`),
 # until a while after the event log last moved (`Pacer`): alone it pipelines at full speed.
 YIELD_PAUSE = 1.0
+# Alone on PostgreSQL: batches stored at once by one worker (each its own transaction and
+# server process), while the next range is read and wrapped (see `_paced`).
+STORES = 2
 YIELD_HOLD_S = 2.0
 YIELD_SPAN = 1.5
 YIELD_HOLD_MAX_S = 60.0
@@ -218,17 +221,28 @@ def _read(vault: KeyVault, old: int, new: int, place: tuple[int, int], batch: in
 
 def _paced(vault: KeyVault, old: int, new: int, ranges: list[tuple[int, int]], batch: int,
            pacer: Pacer | None, sleep: Callable[[float], None] = time.sleep) -> None:
-    """The ranges in order, one writing transaction at a time. Alone (the pacer sees no
-    other writer), and where a read does not wait for a commit (`vault.overlaps_reads`:
-    PostgreSQL), pipelined: range n+1 is read and wrapped in a reader thread while range n
-    is stored (psycopg releases the GIL while it waits), so AES-GCM in the client
-    overlaps the server's update. While others write: range by range, and after each a
-    pause of YIELD_PAUSE times its time (the rotation takes at most about half of one
-    core, and on SQLite leaves the write lock free as long as it held it). Killed
-    anywhere, what was read ahead is lost work only: a key stays under `old`, live,
-    until the transaction storing its new wrapping commits."""
+    """The ranges in order. Alone (the pacer sees no other writer), and where a read does
+    not wait for a commit (`vault.overlaps_reads`: PostgreSQL), pipelined: range n+1 is
+    read and wrapped in a reader thread while the batches before are stored, STORES
+    transactions at a time, each on its own connection (psycopg releases the GIL while
+    it waits), so AES-GCM in the client overlaps the server's updates, which run in
+    parallel. On SQLite alone: range by range (a reader and a committing writer wait for
+    each other). While others write: the stores in flight finish, then range by range,
+    one transaction at a time, each range followed by a pause of YIELD_PAUSE times its
+    time (the rotation takes at most about half of one core, and on SQLite leaves the
+    write lock free as long as it held it). Killed anywhere, what was read ahead is lost
+    work only: a key stays under `old`, live, until the transaction storing its new
+    wrapping commits."""
     ahead: Future[list[RewrapBatch]] | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewrap-read") as reader:
+    stores: list[Future[int]] = []
+
+    def settle(keep: int) -> None:  # at most `keep` stores left in flight
+        while len(stores) > keep:
+            stores.pop(0).result()
+            crash_point("rotate-batch")
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewrap-read") as reader, \
+            ThreadPoolExecutor(max_workers=STORES, thread_name_prefix="rewrap-store") as writer:
         try:
             for n, place in enumerate(ranges):
                 started = time.monotonic()
@@ -236,15 +250,23 @@ def _paced(vault: KeyVault, old: int, new: int, ranges: list[tuple[int, int]], b
                            else _read(vault, old, new, place, batch))
                 polite = pacer is not None and pacer.others_writing()
                 ahead = None
-                if n + 1 < len(ranges) and vault.overlaps_reads and not polite:
+                if polite or not vault.overlaps_reads:
+                    settle(0)
+                    for one in batches:
+                        vault.apply_rewrap(one)
+                        crash_point("rotate-batch")
+                    if polite:
+                        sleep(YIELD_PAUSE * (time.monotonic() - started))
+                    continue
+                if n + 1 < len(ranges):
                     ahead = reader.submit(_read, vault, old, new, ranges[n + 1], batch)
                 for one in batches:
-                    vault.apply_rewrap(one)
-                    crash_point("rotate-batch")
-                if polite:
-                    sleep(YIELD_PAUSE * (time.monotonic() - started))
+                    settle(STORES - 1)
+                    stores.append(writer.submit(vault.apply_rewrap, one))
+            settle(0)
         except BaseException:
             reader.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True, cancel_futures=True)
             raise
 
 
