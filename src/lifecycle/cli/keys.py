@@ -70,7 +70,7 @@ def keys() -> None:
               help="Data keys re-wrapped per transaction.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Batches re-wrapped at once, each in its own transaction [default: 1, "
-                   "which on PostgreSQL reads the next batch while one is stored and, while "
+                   "which on PostgreSQL stores two while it reads the next and, while "
                    "other processes write, pauses between batches; more make no room for "
                    "ingest running beside them].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

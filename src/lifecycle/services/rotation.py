@@ -7,8 +7,8 @@ The steps, each safe to be killed after (LIFECYCLE_CRASH_AT names them, ROTATION
 2. rotate-epoch-begun: the new epoch is current (new keys are wrapped under it), the old
    one retiring; one transaction, which also stores the hash keys under the new epoch;
 3. rotate-batch-read (rotate-batch-read:N): a range of live keys read and wrapped under
-   the new epoch, nothing written (with one worker, on PostgreSQL, while the range
-   before is being stored);
+   the new epoch, nothing written (with one worker, on PostgreSQL, while the batches
+   before are being stored);
    rotate-batch (rotate-batch:N): each batch of live keys re-wrapped, one transaction
    (batches of disjoint ranges of the table; see `_paced` for one worker, the default,
    which makes room for other writers);
@@ -62,12 +62,12 @@ WORKERS = 1
 # range by range and pauses YIELD_PAUSE times each range's time after it (see `_paced`),
 # until a while after the event log last moved (`Pacer`): alone it pipelines at full speed.
 YIELD_PAUSE = 1.0
-# Alone on PostgreSQL: batches stored at once by one worker (each its own transaction and
-# server process), while the next range is read and wrapped (see `_paced`).
-STORES = 2
 YIELD_HOLD_S = 2.0
 YIELD_SPAN = 1.5
 YIELD_HOLD_MAX_S = 60.0
+# Alone on PostgreSQL: batches stored at once by one worker (each its own transaction and
+# server process), while the next range is read and wrapped (see `_paced`).
+STORES = 2
 ROTATION_STEPS = ("rotate-key-written", "rotate-epoch-begun", "rotate-batch-read",
                   "rotate-batch", "rotate-rewrapped", "rotate-recorded", "rotate-key-destroyed",
                   "rotate-retired")
