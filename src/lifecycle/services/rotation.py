@@ -61,7 +61,7 @@ WORKERS = 1
 # While other processes write events (ingest, sweeps), a rotation with one worker goes
 # range by range and pauses YIELD_PAUSE times each range's time after it (see `_paced`),
 # until a while after the event log last moved (`Pacer`): alone it pipelines at full speed.
-YIELD_PAUSE = 1.0
+YIELD_PAUSE = 2.0
 YIELD_HOLD_S = 2.0
 YIELD_SPAN = 1.5
 YIELD_HOLD_MAX_S = 60.0
@@ -229,8 +229,9 @@ def _paced(vault: KeyVault, old: int, new: int, ranges: list[tuple[int, int]], b
     parallel. On SQLite alone: range by range (a reader and a committing writer wait for
     each other). While others write: the stores in flight finish, then range by range,
     one transaction at a time, each range followed by a pause of YIELD_PAUSE times its
-    time (the rotation takes at most about half of one core, and on SQLite leaves the
-    write lock free as long as it held it). Killed anywhere, what was read ahead is lost
+    time (the rotation takes at most about a third of one core, and on SQLite leaves the
+    write lock free twice as long as it held it: SQLite's busy wait retries up to 100 ms
+    apart, and with a pause as long as the hold ingest kept only 0.47-0.77 of its rate). Killed anywhere, what was read ahead is lost
     work only: a key stays under `old`, live, until the transaction storing its new
     wrapping commits."""
     ahead: Future[list[RewrapBatch]] | None = None
