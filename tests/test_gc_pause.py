@@ -51,6 +51,39 @@ def test_an_ingest_pauses_the_collector_per_batch_and_restores_it(
         gc.enable()
 
 
+def test_an_ingest_parses_with_the_collector_paused_a_batch_of_lines_at_a_time(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing holds every parsed fact of the file: each line is parsed with the collector
+    off, which is on again between batches of lines (cyclic garbage of bad lines stays
+    bounded) and after the run."""
+    from lifecycle.domain import facts as fact_module
+    from lifecycle.services import ingest
+
+    monkeypatch.setattr(ingest, "BATCH_LINES", 2)
+    parsed: list[bool] = []
+    parse_line = fact_module.parse_line
+
+    def recording(text: str, now: Any = None) -> Any:
+        parsed.append(gc.isenabled())
+        return parse_line(text, now)
+
+    monkeypatch.setattr(fact_module, "parse_line", recording)
+    enabled_between: list[bool] = []
+    islice = ingest.islice
+
+    def watching(iterable: Any, *args: Any) -> Any:
+        enabled_between.append(gc.isenabled())
+        return islice(iterable, *args)
+
+    monkeypatch.setattr(ingest, "islice", watching)
+    facts = [collected(f"member:gc-p{n}", "2024-01-01T09:00:00Z", "r", {"n": n})
+             for n in range(5)]
+    assert ledger.ingest(lines(facts) + ["not json"], NOW).accepted == 5
+    assert parsed and not any(parsed)
+    assert len(enabled_between) == 4  # 6 lines, 2 a batch, then the empty end
+    assert gc.isenabled()
+
+
 def test_a_sweep_pauses_the_collector_per_batch_and_restores_it(
         ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each sweep batch is planned and saved with the collector off; it is on again after

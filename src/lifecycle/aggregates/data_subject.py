@@ -26,6 +26,7 @@ from lifecycle.domain.errors import (
     RequestExists,
     UnknownRecord,
 )
+from lifecycle.aggregates.fast_events import FastCreate, fast_commands
 from lifecycle.domain.vocabulary import ALL_SCOPE, DIRECT_MARKETING, HOME_COUNTRY
 
 SUBJECT_NAMESPACE = uuid5(NAMESPACE_URL, "https://lifecycle.invalid/subject")
@@ -816,6 +817,19 @@ class DataSubject(Aggregate):
         for digest in email_hashes:
             if digest not in self.suppression_hashes:
                 self.suppression_hashes.append(digest)
+
+
+# Commands trigger their events directly (lifecycle.aggregates.fast_events): the same
+# event classes and stored bytes, without the library's per-command machinery.
+fast_commands(DataSubject)
+_register = FastCreate(DataSubject)
+
+
+def register(reference: str) -> DataSubject:
+    """A new subject: `DataSubject(reference)`, its Registered event built directly."""
+    subject = _register(reference)
+    assert isinstance(subject, DataSubject)
+    return subject
 
 
 def event_summary(domain_event: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from lifecycle.aggregates.fast_events import FastCreate, fast_commands
 from lifecycle.domain import statutory_clock as clock
 from lifecycle.domain.errors import InvalidFact
 
@@ -78,8 +79,10 @@ class RequestCase(Aggregate):
     def receive(cls, request: str, subject: str, kind: str, received_at: datetime,
                 awaiting_identity: bool = False) -> RequestCase:
         """Opens the case (command form of the constructor)."""
-        return cls(request=request, subject=subject, kind=kind, received_at=received_at,
-                   awaiting_identity=awaiting_identity)
+        case = _receive(request=request, subject=subject, kind=kind,
+                        received_at=received_at, awaiting_identity=awaiting_identity)
+        assert isinstance(case, cls)
+        return case
 
     @event("Received")
     def __init__(self, request: str, subject: str, kind: str, received_at: datetime,
@@ -338,3 +341,9 @@ class RequestCase(Aggregate):
         due = self._computed_deadline(at)
         if not self.deadline_changes or self.deadline_changes[-1][1] != due:
             self.deadline_changes.append((at, due))
+
+
+# Commands trigger their events directly (lifecycle.aggregates.fast_events): the same
+# event classes and stored bytes, without the library's per-command machinery.
+fast_commands(RequestCase)
+_receive = FastCreate(RequestCase)

@@ -19,17 +19,21 @@ fact known then (docs/guarantees.md, "Processing limits"):
 
 `breaches` finds accepted facts a limit dated before them bars, now that it is known (a
 limit that arrived after them): the same facts give the same list in any arrival order.
+`suppression_breaches` adds the direct-marketing records holding an address the
+suppression list (any subject's unsubscribe, marketing objection or exclusion) bars from
+before their time, given the list and the records' address hashes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
 from lifecycle.aggregates.data_subject import (
     DataSubject, Record, _Preferences, fold_preferences,
 )
+from lifecycle.domain.email_address import method_slug
 from lifecycle.domain.errors import InvalidFact
 from lifecycle.policy.model import Policy
 from lifecycle.domain.vocabulary import ALL_SCOPE, DIRECT_MARKETING
@@ -260,5 +264,55 @@ def breaches(subject: DataSubject) -> list[dict[str, Any]]:
         if reason is not None:
             found.append({"fact": "activity", "at": at.isoformat(), "record": name,
                           "limit": reason})
+    return _in_order(found)
+
+
+def _in_order(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(found, key=lambda b: (b["at"], b["fact"], b.get("record", ""),
                                         b.get("recipient", "")))
+
+
+def own_opt_in(policy: Policy | None, method: str | None) -> bool:
+    """A consent method the policy names as the person's own opt-in ([suppression]
+    resubscribe_methods): the one thing that lifts suppression. Without a policy, none."""
+    if method is None or policy is None:
+        return False
+    return method_slug(method) in policy.suppression.resubscribe_methods
+
+
+def resubscribed(subject: DataSubject, policy: Policy | None, at: datetime) -> bool:
+    """The subject's own opt-in to direct marketing is in force at `at` (fact time)."""
+    consent = subject.consent_as_of(DIRECT_MARKETING, at)
+    return (consent is not None and consent.withdrawn_at is None
+            and own_opt_in(policy, consent.method))
+
+
+def suppression_breaches(subject: DataSubject, policy: Policy | None,
+                         held: Mapping[str, Collection[str]],
+                         listed: Mapping[str, datetime],
+                         known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`known` (the subject's `breaches`) with each direct-marketing record whose collected
+    value held an address on the suppression list from before the record's time, the
+    subject's own opt-in not in force then: what ingest refuses when the suppression
+    arrives first. `held`: each record's keyed address hashes; `listed`: each hash on the
+    list with the earliest time it is suppressed from (any subject's). No value, and no
+    word of the subject that suppressed it, goes into the entry."""
+    flagged = {b.get("record") for b in known if b["fact"] == "collected"}
+    found = list(known)
+    for name, hashes in sorted(held.items()):
+        record = subject.records.get(name)
+        if record is None or record.purpose != DIRECT_MARKETING or name in flagged:
+            continue
+        since = min((listed[h] for h in hashes if h in listed), default=None)
+        if since is None or since > record.collected_at:
+            continue
+        if resubscribed(subject, policy, record.collected_at):
+            continue
+        found.append({
+            "fact": "collected", "at": record.collected_at.isoformat(), "record": name,
+            "limit": (f"limit direct-marketing-stopped: an e-mail in it is on the "
+                      f"suppression list since {_day(since)} (Art 21(3), PECR reg 22); no "
+                      "new direct-marketing collection holding it until the person's own "
+                      "opt-in (a direct-marketing consent-given by one of the policy's "
+                      "resubscribe_methods)")})
+    return _in_order(found)

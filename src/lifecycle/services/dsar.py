@@ -9,7 +9,7 @@ docs/dsar-export.schema.json.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from lifecycle.aggregates.data_subject import DataSubject
@@ -45,6 +45,15 @@ def subject_as_of(events: Iterable[Any], as_of: datetime) -> DataSubject | None:
         domain_event.apply(subject)
         subject.version = domain_event.originator_version
     return subject
+
+
+def erased_key_ids(events: Iterable[Any]) -> set[str]:
+    """The keys of every erasure the subject's events record, whatever its fact time: what
+    they sealed reads as erased in an export as of any date, even while a run killed after
+    recording the erasure has left the keys undestroyed (the next run destroys them)."""
+    subject = subject_as_of(events, datetime.max.replace(tzinfo=UTC))
+    return {key_id for erasure in (subject.erasures if subject else ())
+            for key_id in erasure.key_ids}
 
 
 def _retention(subject: DataSubject, policy: Policy | None,

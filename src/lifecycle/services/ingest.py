@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import IO, Any
 from uuid import UUID
 
@@ -22,14 +23,14 @@ from eventsourcing.persistence import IntegrityError
 
 from lifecycle.domain import facts as f
 from lifecycle.aggregates.breach_register import BREACH_REGISTER_ID
-from lifecycle.aggregates.data_subject import DataSubject, Note, key_scope, note_scope
+from lifecycle.aggregates.data_subject import DataSubject, Note, key_scope, note_scope, register
 from lifecycle.store.vault import CLAIM_GRACE, KeyVault, Shred
-from lifecycle.domain.email_address import find_addresses, method_slug
+from lifecycle.domain.email_address import find_addresses
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.domain.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
 from lifecycle.support.gc_pause import cyclic_gc_paused
 from lifecycle.store.event_store import SubjectStore
-from lifecycle.domain.limits import check_limits
+from lifecycle.domain.limits import check_limits, own_opt_in, resubscribed
 from lifecycle.policy.model import Policy
 from lifecycle.services.shredding import save_then_destroy
 from lifecycle.domain.vocabulary import ALL_SCOPE, DIRECT_MARKETING
@@ -102,6 +103,7 @@ class FactApplier:
         self.is_suppressed = is_suppressed or (lambda digest, at: False)
         self.shreds: list[Shred] = []
         self._hash_cache: dict[str, tuple[str, ...]] = {}
+        self._legacy_cache: dict[str, str] = {}
         # Hashes suppressed by facts of this run, before any projection has seen them.
         self.suppressed_now: dict[str, datetime] = {}
 
@@ -306,28 +308,33 @@ class FactApplier:
         return list(hashes)
 
     def _resubscribed(self, s: DataSubject, at: datetime) -> bool:
-        consent = s.consent_as_of(DIRECT_MARKETING, at)
-        return (consent is not None and consent.withdrawn_at is None
-                and self._own_opt_in(consent.method))
+        return resubscribed(s, self.policy, at)
 
     def _own_opt_in(self, method: str | None) -> bool:
         """Without a policy no method lifts suppression."""
-        if method is None or self.policy is None:
-            return False
-        return method_slug(method) in self.policy.suppression.resubscribe_methods
+        return own_opt_in(self.policy, method)
 
     def _suppressed(self, s: DataSubject, email: str, at: datetime) -> bool:
         # Stores written before addresses were normalised hold hashes of the trimmed,
         # case-folded value: those match too. The sub-address form is kept on the list
         # besides the bare one, so a later keep_subaddress policy still finds it.
         own = s.suppressed_as_of(at) and s.suppression_hashes
-        for digest in (*self._hash_forms(email), self.vault.email_hash(email, legacy=True)):
+        for digest in (*self._hash_forms(email), self._legacy_hash(email)):
             if own and digest in s.suppression_hashes:
                 return True
             since = self.suppressed_now.get(digest)
             if (since is not None and since <= at) or self.is_suppressed(digest, at):
                 return True
         return False
+
+    def _legacy_hash(self, email: str) -> str:
+        """The hash of the address as stores before normalisation listed it; once each."""
+        found = self._legacy_cache.get(email)
+        if found is None:
+            found = self.vault.email_hash(email, legacy=True)
+            if len(self._legacy_cache) < 100_000:
+                self._legacy_cache[email] = found
+        return found
 
     def _hash_forms(self, email: str) -> tuple[str, ...]:
         """The hashes an address is listed under: its one spelling, and that spelling with
@@ -418,6 +425,7 @@ class Ingestor:
         self.on_progress = on_progress or (lambda n: None)
         self.on_rejected = on_rejected or (lambda r: None)
         self._cache: dict[UUID, DataSubject] = {}
+        self._ids: dict[str, UUID] = {}
         self._cases = CaseBook(store)
         self._suppressed_now: dict[str, datetime] = {}
         # Fact ids found bound to other content by a claim (checked first on a redo).
@@ -431,13 +439,21 @@ class Ingestor:
         pending = _FileOrder(self.now)
         breach_facts: list[f.ParsedLine] = []  # the breach register's: no subject
         try:
-            for item in f.parse_lines(lines, self.now):
-                if isinstance(item, f.Rejection):
-                    self._reject(report, item)
-                elif isinstance(item.fact, f.BREACH_FACTS):
-                    breach_facts.append(item)
-                else:
-                    pending.add(item)
+            parsed = f.parse_lines(lines, self.now)
+            while True:
+                # The collector paused a batch of lines at a time, as for applying: the
+                # parsed facts held would have it rescan them again and again.
+                with cyclic_gc_paused():
+                    chunk = list(islice(parsed, BATCH_LINES))
+                    for item in chunk:
+                        if isinstance(item, f.Rejection):
+                            self._reject(report, item)
+                        elif isinstance(item.fact, f.BREACH_FACTS):
+                            breach_facts.append(item)
+                        else:
+                            pending.add(item)
+                if not chunk:
+                    break
             for batch in pending.batches(BATCH_LINES):
                 self._ingest_batch(batch, report)
         finally:
@@ -521,6 +537,15 @@ class Ingestor:
         subject = self.store.get_subject_by_id(UUID(binding.subject_id))
         return subject is None or not subject.has_seen(fact_id)
 
+    def _subject_id(self, reference: str) -> UUID:
+        """`DataSubject.create_id`, once per reference a run meets (a uuid5 each)."""
+        found = self._ids.get(reference)
+        if found is None:
+            found = DataSubject.create_id(reference)
+            if len(self._ids) < CACHE_SUBJECTS:
+                self._ids[reference] = found
+        return found
+
     def _forget(self) -> None:
         self._cache.clear()
         self._cases.clear()
@@ -530,30 +555,32 @@ class Ingestor:
                      outcome: IngestReport, failed: dict[int, f.Rejection]
                      ) -> list[DataSubject]:
         batch = [item for item in batch if item.line not in failed]
-        ids = {ref: DataSubject.create_id(ref) for ref in {item.fact.subject for item in batch}}
+        ids = {ref: self._subject_id(ref) for ref in {item.fact.subject for item in batch}}
         uncached = [i for i in ids.values() if i not in self._cache]
         self.vault.preload(str(i) for i in uncached)
         stored = self.store.existing(uncached)
         for reference, subject_id in ids.items():
             if subject_id not in self._cache:
                 loaded = self.store.get_subject_by_id(subject_id) if subject_id in stored else None
-                self._cache[subject_id] = loaded or DataSubject(reference)
+                self._cache[subject_id] = loaded or register(reference)
+        # By reference from here on: a str hashes in C, a UUID in Python.
+        subjects = {reference: self._cache[subject_id] for reference, subject_id in ids.items()}
+        id_texts = {reference: str(subject_id) for reference, subject_id in ids.items()}
         digests = {item.line: self.vault.fact_digest(canonical(item.fact)) for item in batch}
         # What a fact id is bound to matters before applying only when its subject has seen
         # it (a duplicate, or other content under a used id) or a claim found it taken.
         seen = [item.fact.id for item in batch
-                if self._cache[ids[item.fact.subject]].has_seen(item.fact.id)]
+                if subjects[item.fact.subject].has_seen(item.fact.id)]
         bound = {**self._bindings,
                  **{fid: b.digest for fid, b in self.vault.claimed(seen).items()}}
         given_up: dict[str, str] = {}
         claims: dict[str, tuple[str, str]] = {}
-        touched: dict[UUID, DataSubject] = {}
+        touched: dict[str, DataSubject] = {}
         # The batch comes in fact-time order (`_FileOrder`): a file's facts meet the
         # processing limits as they happened, whatever the line order.
         for item in batch:
             fact = item.fact
-            subject_id = ids[fact.subject]
-            subject = touched.get(subject_id) or self._cache[subject_id]
+            subject = subjects[fact.subject]
             digest = digests[item.line]
             known = bound.get(fact.id) or claims.get(fact.id, ("", None))[1]
             if known is not None and known != digest and self._orphaned(fact.id):
@@ -578,8 +605,8 @@ class Ingestor:
                 raise _FactFailed(f.Rejection(
                     item.line, f"could not be processed ({type(error).__name__}); "
                     "nothing of it was stored", fact.id)) from error
-            claims[fact.id] = (str(subject_id), digest)
-            touched[subject_id] = subject
+            claims[fact.id] = (id_texts[fact.subject], digest)
+            touched[fact.subject] = subject
             outcome.accepted += 1
         taken = {fid: b.digest for fid, b in
                  self.vault.claim(claims, self.now, given_up).items()
@@ -674,8 +701,7 @@ def canonical(fact: Any) -> bytes:
     elif fact.type == "identity-verified" and fact.received_at is not None:
         parts.append(_utc_text(fact.received_at))
     elif fact.type in ("collected", "rectified"):
-        parts.append(json.dumps(_json_numbers(fact.data), sort_keys=True,
-                                separators=(",", ":")))
+        parts.append(_CANONICAL_JSON.encode(_json_numbers(fact.data)))
     return "\x1f".join(parts).encode()
 
 
@@ -691,6 +717,8 @@ def _json_numbers(value: Any) -> Any:
 
 
 _SPELT_APART = {"at", "until", "data", "received_at"}
+# json.dumps(value, sort_keys=True, separators=(",", ":")), its encoder made once.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def _utc_text(value: datetime) -> str:

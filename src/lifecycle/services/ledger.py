@@ -23,10 +23,11 @@ from lifecycle.aggregates.policy_register import REGISTER_ID, Adoption, PolicyRe
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS, RequestCase
 from lifecycle.services.audit import check_originators
 from lifecycle.services.certificate import deletion_certificate
-from lifecycle.store.vault import open_vault
-from lifecycle.services.dsar import access_document, subject_as_of
+from lifecycle.store.vault import key_of, open_vault
+from lifecycle.services.dsar import access_document, erased_key_ids, subject_as_of
 from lifecycle.domain.errors import KeyDestroyed, SubjectNotFound
 from lifecycle.store.event_store import SAVE_RETRIES, SubjectStore, open_subject_store
+from lifecycle.store.engines import reads_of
 from lifecycle.domain.facts import Rejection
 from lifecycle.services.ingest import Ingestor, IngestReport
 from lifecycle.store.lease import schema_lock
@@ -39,6 +40,8 @@ from lifecycle.store.settings import Settings
 from lifecycle.services.shredding import finish_interrupted
 from lifecycle.domain.statutory_clock import days_left, is_overdue, london_date
 from lifecycle.services.sweep import Sweeper, SweepReport, refuse_future_sweep
+from lifecycle.services.suppression_flags import marketing_values, with_suppression_breaches
+from lifecycle.domain.vocabulary import DIRECT_MARKETING
 
 
 class Ledger:
@@ -54,6 +57,7 @@ class Ledger:
                 self.vault = open_vault(settings)
                 self.store: SubjectStore = open_subject_store(settings)
                 self.views = create_views_engine(settings.views_url)
+                self.view_reads = reads_of(self.views)
         except (OSError, sa.exc.OperationalError, psycopg.Error, PersistenceError) as error:
             raise settings.open_error(error) from None
         self.projections = ProjectionRunner(self.store, self.views)
@@ -161,7 +165,7 @@ class Ledger:
         """The last sweep, the next items due, projection lag and the policy in force."""
         self.projections.catch_up()
         sched, runs = tables.schedule, tables.sweep_runs
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             last = conn.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(1)).first()
             pending = conn.execute(sa.select(sa.func.count()).select_from(sched)
                                    .where(sched.c.done.is_(False))).scalar_one()
@@ -210,7 +214,7 @@ class Ledger:
         query = sa.select(n).order_by(n.c.erased_at, n.c.reference, n.c.recipient)
         if open_only:
             query = query.where(n.c.acknowledged_at.is_(None))
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             rows = conn.execute(query).all()
         return [{"subject": r.reference, "erasure": r.erasure, "recipient": r.recipient,
                  "records": r.records, "erased_at": r.erased_at.isoformat(),
@@ -222,7 +226,7 @@ class Ledger:
         id unless given)."""
         if reference is None:
             self.projections.catch_up()
-            with self.views.connect() as conn:
+            with self.view_reads.connect() as conn:
                 found = conn.execute(sa.select(tables.requests.c.reference)
                                      .where(tables.requests.c.request == request)).scalars().all()
             if len(found) != 1:
@@ -254,7 +258,7 @@ class Ledger:
             query = query.where(req.c.deadline < today)
         elif due_within is not None:
             query = query.where(req.c.deadline <= today + timedelta(days=due_within))
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             rows = conn.execute(query).all()
         return [{
             "case_id": r.case_id, "request": r.request, "subject": r.reference, "kind": r.kind,
@@ -277,7 +281,7 @@ class Ledger:
     def suppression_since(self) -> dict[str, datetime]:
         """Each keyed hash on the suppression list, with when it was first suppressed."""
         s = tables.suppression
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             first = sa.func.min(s.c.since, type_=s.c.since.type)
             rows = conn.execute(sa.select(s.c.email_hash, first).group_by(s.c.email_hash))
             return {digest: since for digest, since in rows}
@@ -288,14 +292,16 @@ class Ledger:
             raise SubjectNotFound(f"no facts recorded for subject {reference!r}")
         return subject
 
-    def open_sealed(self, sealed: list[str]) -> dict[str, Any] | str:
+    def open_sealed(self, sealed: list[str],
+                    opener: Callable[[str], Any] | None = None) -> dict[str, Any] | str:
         """The record's current values (rectifications applied), or "erased"."""
         if not sealed:
             return ERASED
         merged: dict[str, Any] = {}
+        open_one = opener or self.vault.open
         try:
             for value in sealed:
-                merged.update(self.vault.open(value))
+                merged.update(open_one(value))
         except KeyDestroyed:
             return ERASED
         return merged
@@ -312,7 +318,7 @@ class Ledger:
     def subject_document(self, reference: str) -> dict[str, Any]:
         """The subject's projected document (values sealed), after catching up."""
         self.projections.catch_up()
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             row = conn.execute(sa.select(tables.subjects.c.document)
                                .where(tables.subjects.c.reference == reference)).first()
         if row is None:
@@ -324,10 +330,22 @@ class Ledger:
         """Everything held about one subject now, values opened where keys survive."""
         document = self.subject_document(reference)
         schedule = self.retention_of(reference)
-        open_document(document, self.open_sealed, self.open_note)
         register = self.store.get_register()
         policies = {a.label: policy_from_document(a.document)
                     for a in (register.adoptions if register else [])}
+        latest = register.latest() if register is not None else None
+        # Marketing kept before its address was suppressed (by another subject too): read
+        # against the suppression list as it stands, never stored in a view.
+        open_one = _opened_once(self.vault.open)
+        document["limit_breaches"] = with_suppression_breaches(
+            document["limit_breaches"],
+            [(r["record"], r["sealed"][0]) for r in document["records"]
+             if r["purpose"] == DIRECT_MARKETING and not r["erased_at"] and r["sealed"]],
+            lambda: self.store.get_subject(reference),
+            policies[latest.label] if latest is not None else None, self.vault, self.views,
+            open_one)
+        open_document(document, lambda sealed: self.open_sealed(sealed, open_one),
+                      self.open_note)
         for record in document["records"]:
             record["retention"] = schedule.get(record["record"])
             if record["retention"] is not None and record["retention"]["policy"] in policies:
@@ -338,7 +356,7 @@ class Ledger:
     def retention_of(self, reference: str) -> dict[str, dict[str, Any]]:
         """Per record: rule, trigger, policy and due date ("why and when deleted?")."""
         sched = tables.schedule
-        with self.views.connect() as conn:
+        with self.view_reads.connect() as conn:
             # By the primary key's subject id (reference has no index: a scan per subject).
             subject_id = str(DataSubject.create_id(reference))
             rows = conn.execute(sa.select(sched).where(sched.c.subject_id == subject_id)).all()
@@ -347,19 +365,50 @@ class Ledger:
     def dsar_export(self, reference: str, as_of: datetime) -> dict[str, Any]:
         """The Art 15 answer for one subject as it stood at `as_of` (replayed from events,
         so no snapshot, cache or projection can make it wrong); values that are shredded
-        now read as erased even for earlier dates."""
+        now read as erased even for earlier dates. Only `limit_breaches` reads a view: the
+        suppression list, caught up first, for marketing kept before its address was
+        listed (by this subject or another)."""
         check_originators(self.store, [DataSubject.create_id(reference), REGISTER_ID],
                           reference)
-        subject = subject_as_of(self.store.events.get(DataSubject.create_id(reference)),
-                                as_of)
+        events = list(self.store.events.get(DataSubject.create_id(reference)))
+        subject = subject_as_of(events, as_of)
         if subject is None:
             raise SubjectNotFound(f"no facts recorded for subject {reference!r}")
+        # Keys whose erasure the log records (whatever the erasure's time): their values
+        # read as erased even before the keys are destroyed (a run killed in between
+        # leaves that to the next ingest, sweep or daemon tick).
+        erased = erased_key_ids(events)
+
+        open_one = _opened_once(self.vault.open)
+
+        def open_values(sealed: list[str]) -> dict[str, Any] | str:
+            if any(key_of(value) in erased for value in sealed):
+                return ERASED
+            return self.open_sealed(sealed, open_one)
+
+        def open_note(sealed: str | None) -> str | None:
+            return ERASED if sealed is not None and key_of(sealed) in erased \
+                else self.open_note(sealed)
+
         register = self.store.get_register()
         adoption = register.in_force_or_none(as_of) if register is not None else None
         policy = policy_from_document(adoption.document) if adoption else None
         deadlines, timelines = self._requests_as_of(subject, as_of)
-        return access_document(subject, as_of, policy, adoption, self.open_sealed,
-                               self.open_note, deadlines, timelines)
+        document = access_document(subject, as_of, policy, adoption, open_values, open_note,
+                                   deadlines, timelines)
+
+        def open_value(sealed: str) -> Any:
+            if key_of(sealed) in erased:
+                raise KeyDestroyed("erased")
+            return open_one(sealed)
+
+        marketing = marketing_values(subject)
+        if marketing:
+            self.projections.catch_up()  # the suppression list, as of every stored event
+            document["limit_breaches"] = with_suppression_breaches(
+                document["limit_breaches"], marketing, lambda: subject, policy, self.vault,
+                self.views, open_value, until=as_of)
+        return document
 
     def _requests_as_of(self, subject: DataSubject, as_of: datetime
                         ) -> tuple[dict[str, str | None], dict[str, list[dict[str, Any]]]]:
@@ -401,3 +450,15 @@ class Ledger:
             timeline.append(entry)
         return timeline
 
+
+def _opened_once(open_value: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`open_value` remembering what it opened, for one read (a value checked against the
+    suppression list and then shown is decrypted once). Read only: callers copy."""
+    opened: dict[str, Any] = {}
+
+    def open_one(sealed: str) -> Any:
+        if sealed not in opened:
+            opened[sealed] = open_value(sealed)
+        return opened[sealed]
+
+    return open_one

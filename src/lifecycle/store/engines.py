@@ -28,3 +28,13 @@ def create_store_engine(url: str, metadata: sa.MetaData, sqlite_pragmas: Sequenc
     if create_tables:
         metadata.create_all(engine)
     return engine
+
+
+def reads_of(engine: sa.Engine) -> sa.Engine:
+    """The engine for reads that change nothing: on PostgreSQL its connections run each
+    statement on its own (no BEGIN and ROLLBACK round trips around a read; under READ
+    COMMITTED a read transaction gives no snapshot beyond its statement anyway); on SQLite
+    the engine itself."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -50,6 +50,7 @@ UPGRADE_PAGE = 5000  # events chained per transaction when an older store is cha
 # next, and never beyond that head.
 UPGRADE_TABLE = "lifecycle_chain_upgrade"
 UPGRADE_SCHEME = b"lifecycle-chain-upgrade/v1"
+LINKS_KEPT = 200_000  # subject links a recorder remembers (see `ChainingRecorder._chained`)
 
 _PREFIX = struct.pack(">Q", len(SCHEME)) + SCHEME
 _pack_q, _pack_qq = struct.Struct(">Q").pack, struct.Struct(">Qq").pack
@@ -156,6 +157,8 @@ class Pending:
     digests: list[bytes]
     # The subject link each originator continues from (its event before the batch's first).
     previous: dict[str, bytes]
+    # The chain rows written for the batch (PostgreSQL: handed out of the transaction).
+    rows: list[ChainRow] = field(default_factory=list)
 
     def wanted(self) -> list[tuple[str, int]]:
         """(originator, version) of each stored event whose subject link the batch
@@ -171,10 +174,15 @@ def prepare(events: Iterable[Any]) -> Pending:
     and state)."""
     originators, versions, digests = [], [], []
     texts: dict[Any, str] = {}  # an aggregate's events come together: spelt once
+    last_id: Any = None
+    originator = ""
     for event in events:
-        originator = texts.get(event.originator_id)
-        if originator is None:
-            originator = texts[event.originator_id] = originator_text(event.originator_id)
+        if event.originator_id is not last_id:  # (the same object: no UUID hash)
+            last_id = event.originator_id
+            found = texts.get(last_id)
+            if found is None:
+                found = texts[last_id] = originator_text(last_id)
+            originator = found
         originators.append(originator)
         versions.append(int(event.originator_version))
         digests.append(event_digest(originator, event.originator_version, event.topic,
@@ -292,9 +300,15 @@ class ChainingRecorder(ApplicationRecorder):
     does not match; `name_of` gives a subject's reference."""
 
     signer: Signer | None = None
+    # originator -> (version, subject digest) of its newest event this recorder chained
+    _links: dict[str, tuple[int, bytes]]
     key_checked = False  # the newest checkpoint's key was compared with `signer`
     checked_reads = False
     name_of: Callable[[Any], str | None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._links = {}
 
     def _pending(self, stored_events: Sequence[StoredEvent]) -> Pending | None:
         """The batch's digests and previous subject links, before the lock (None: nothing
@@ -307,8 +321,25 @@ class ChainingRecorder(ApplicationRecorder):
             check_signing_key(self.signer, self.newest_key_id())
             self.key_checked = True
         pending = prepare(stored_events)
-        pending.previous = self.subject_links(pending.wanted())
+        wanted = pending.wanted()
+        links = self._links
+        if links:
+            known = {o: links[o][1] for o, v in wanted if links.get(o, (0,))[0] == v}
+            wanted = [(o, v) for o, v in wanted if o not in known]
+            pending.previous.update(known)
+        pending.previous.update(self.subject_links(wanted))
         return pending
+
+    def _chained(self, rows: Sequence[ChainRow]) -> None:
+        """Remembers the subject links of a batch this recorder has committed: its next
+        batch continues them without reading them back (a subject saved in several
+        batches of one ingest). An event at (originator, version) never changes; a batch
+        that continues an older version than the newest stored conflicts on its insert."""
+        links = self._links
+        if len(links) > LINKS_KEPT:
+            links.clear()
+        for row in rows:
+            links[row.originator] = (row.version, row.subject_digest)
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
                              topics: Sequence[str] = (), *,

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from eventsourcing.persistence import JSONTranscoder
+from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder
 
 _LEAVES = frozenset({str, int, bool, type(None), datetime})
 _OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
@@ -49,10 +49,18 @@ def plain(value: Any) -> bool:
 class FastJSONTranscoder(JSONTranscoder):
     """`JSONTranscoder` whose `encode` uses orjson for plain values (see the module)."""
 
+    def _default(self, o: Any) -> Any:
+        """orjson's `default`: a datetime (the one type a plain value passes to it) as the
+        library's `DatetimeAsISO` writes it, without the library's lookup, when that is
+        the registered transcoding; anything else as the library's `_encode_obj`."""
+        if type(o) is datetime and type(self.types.get(datetime)) is DatetimeAsISO:
+            return {"_type_": "datetime_iso", "_data_": o.isoformat()}
+        return self._encode_obj(o)
+
     def encode(self, obj: Any) -> bytes:
         if type(obj) is dict and plain(obj):
             try:
-                return orjson.dumps(obj, default=self._encode_obj, option=_OPTIONS)
+                return orjson.dumps(obj, default=self._default, option=_OPTIONS)
             except orjson.JSONEncodeError:
                 pass  # the library's encoder says what is wrong, as it always did
         return super().encode(obj)

@@ -18,7 +18,8 @@ makes the chain's writers take turns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -109,6 +110,15 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
             "LEFT JOIN (SELECT * FROM {} ORDER BY seq DESC LIMIT 1) AS k ON true").format(
             self.events_table, self.chain_table, self.checkpoint_table)
 
+    @contextmanager
+    def reading(self) -> Iterator[Cursor[DictRow]]:
+        """A cursor for one read statement on the pool's autocommit connection: no BEGIN
+        and ROLLBACK around it (two round trips of three; a read transaction under READ
+        COMMITTED gives no snapshot beyond its statement anyway), and the connection's
+        prepared statements survive (a rolled-back read transaction drops them all)."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            yield curs
+
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         # Two processes opening a store at the same moment would run the library's
         # `CREATE OR REPLACE FUNCTION` and `CREATE TABLE IF NOT EXISTS` together, and
@@ -136,6 +146,8 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
                 stored_events, lifecycle_columns=columns, lifecycle_chain=pending, **kwargs)
         except _ChainFailed as failed:
             raise failed.error from None
+        if pending is not None and pending.rows:
+            self._chained(pending.rows)  # committed
         return notification_ids
 
     def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow],
@@ -148,7 +160,8 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
         if pending is not None and notification_ids:  # still under the table lock
             assert self.signer is not None and columns is not None
             try:
-                self._append(curs, pending, notification_ids, columns[0], self.signer)
+                pending.rows = self._append(curs, pending, notification_ids, columns[0],
+                                            self.signer)
             except Exception as error:
                 # The library keeps an Exception raised here until its transaction has
                 # committed the events: unchained. Not an Exception, this one rolls back.
@@ -171,7 +184,7 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
         return rows
 
     def newest_key_id(self) -> str | None:
-        with self.datastore.transaction(commit=False) as curs:
+        with self.reading() as curs:
             curs.execute(SQL("SELECT key_id FROM {} ORDER BY seq DESC LIMIT 1").format(
                 self.checkpoint_table))
             row = curs.fetchone()
@@ -181,7 +194,7 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
         """The chained subject digest of each (originator, version) that has one."""
         if not wanted:
             return {}
-        with self.datastore.transaction(commit=False) as curs:
+        with self.reading() as curs:
             return self._subject_links(curs, wanted)
 
     def _subject_links(self, curs: Cursor[DictRow], wanted: list[tuple[str, int]]
@@ -198,7 +211,7 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
                 for row in curs.fetchall()}
 
     def upgrade_row(self) -> tuple[int, str, bytes] | None:
-        with self.datastore.transaction(commit=False) as curs:
+        with self.reading() as curs:
             curs.execute(SQL("SELECT target, key_id, signature FROM {} WHERE id = 1").format(
                 self.upgrade_table))
             row = curs.fetchone()
@@ -236,7 +249,7 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
     def chain_heads(self) -> tuple[int, int, int]:
         """(newest event position, newest chain position, newest checkpoint number), in one
         snapshot (0 for none)."""
-        with self.datastore.transaction(commit=False) as curs:
+        with self.reading() as curs:
             curs.execute(SQL("SELECT (SELECT MAX(notification_id) FROM {}) AS log, "
                              "(SELECT MAX(position) FROM {}) AS chain, "
                              "(SELECT MAX(seq) FROM {}) AS marks").format(
@@ -248,7 +261,7 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
     def lowest_position(self) -> int:
         """The lowest stored event position (1 for none): the application never stores one
         below 1, but the database takes it, and a subject's history would load it."""
-        with self.datastore.transaction(commit=False) as curs:
+        with self.reading() as curs:
             curs.execute(SQL("SELECT MIN(notification_id) AS low FROM {}").format(
                 self.events_table))
             row = curs.fetchone()
@@ -257,7 +270,7 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
     def chained_events(self, originator_id: UUID) -> list[tuple[Notification, bytes | None]]:
         """One originator's stored events in version order, each with its chained event
         digest (None when the chain has no row at its position)."""
-        with self.datastore.transaction(commit=False) as curs:
+        with self.reading() as curs:
             curs.execute(SQL("SELECT e.notification_id, e.originator_version, e.topic, "
                              "e.state, c.event_digest FROM {} e LEFT JOIN {} c "
                              "ON c.position = e.notification_id WHERE e.originator_id = %s "
@@ -278,12 +291,12 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
             return {row["position"]: bytes(row["event_digest"]) for row in curs.fetchall()}
 
     def checkpoints(self) -> list[Checkpoint]:
-        with self.datastore.transaction(commit=False) as curs:
+        with self.reading() as curs:
             curs.execute(SQL("SELECT * FROM {} ORDER BY seq").format(self.checkpoint_table))
             return [_checkpoint(row) for row in curs.fetchall()]
 
     def chain_rows(self, after: int, upto: int, limit: int) -> list[ChainRow]:
-        with self.datastore.transaction(commit=False) as curs:
+        with self.reading() as curs:
             curs.execute(SQL("SELECT * FROM {} WHERE position > %s AND position <= %s "
                              "ORDER BY position LIMIT %s").format(self.chain_table),
                          (after, upto, limit), prepare=True)

@@ -63,8 +63,9 @@ class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
         with self.datastore.transaction(commit=True) as c:
             ids = self._insert_events(c, stored_events, **kwargs)
             assert ids is not None
-            self._append(c, pending, ids, signer)
-            return ids
+            rows = self._append(c, pending, ids, signer)
+        self._chained(rows)  # committed
+        return ids
 
     def _append(self, c: SQLiteCursor, pending: Pending, ids: Sequence[int],
                 signer: Signer) -> list[ChainRow]:

@@ -37,12 +37,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from lifecycle.store.master_key import (create_master_key, derive_key, given_master_key,
                                          key_check_value, key_fingerprint)
 from lifecycle.domain.email_address import normalise
-from lifecycle.store.engines import create_store_engine
+from lifecycle.store.engines import create_store_engine, reads_of
 from lifecycle.domain.errors import ConfigurationError, KeyDestroyed
 from lifecycle.store.lease import advisory_key
 from lifecycle.store.settings import MASTER_KEY_ENV, Settings
 
 NONCE_BYTES = 12
+# json.dumps(value, separators=(",", ":"), sort_keys=True), its encoder made once.
+_SEALED_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 # Unwrapped keys kept per process (least recently used dropped first, keys not yet
 # stored never): a long-running service's memory does not grow with subjects served.
 CIPHER_CACHE = 50_000
@@ -205,6 +207,12 @@ def as_utc(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+def in_utc(moment: datetime) -> datetime:
+    """A time to store, in UTC: SQLite keeps a time's wall clock and drops its offset, so a
+    fact time at +01:00 (an erasure's) would read back an hour off."""
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment
 
 
 @dataclass(frozen=True)
@@ -402,12 +410,18 @@ def _migrate(conn: sa.Connection) -> None:
     conn.execute(vault_schema.insert().values(id=1, version=VAULT_SCHEMA))
 
 
+def key_of(sealed: str) -> str:
+    """The id of the data key a sealed value (`KeyVault.seal`) was sealed with."""
+    return sealed.partition(".")[0]
+
+
 class KeyVault:
     """Creates, opens and destroys data keys; seals and opens personal values with them."""
 
     def __init__(self, engine: sa.Engine, master_key: bytes, epoch: int = 0,
                  find_key: Callable[[str], bytes | None] | None = None) -> None:
         self.engine = engine
+        self._reads = reads_of(engine)
         self.epoch = epoch  # the epoch of the key this vault was opened with
         self._epoch_keys: dict[int, bytes] = {epoch: master_key}
         self._wrappers: dict[int, AESGCM] = {
@@ -504,8 +518,9 @@ class KeyVault:
 
     def mark_doomed(self, shreds: Iterable[Shred], now: datetime) -> None:
         """Notes the keys an erasure decided on, before its events are saved."""
-        rows = {key_id: {"key_id": key_id, "subject_id": s.subject_id, "erased_at": s.at,
-                         "erased_by": s.by[:200], "marked_at": now}
+        rows = {key_id: {"key_id": key_id, "subject_id": s.subject_id,
+                         "erased_at": in_utc(s.at), "erased_by": s.by[:200],
+                         "marked_at": in_utc(now)}
                 for s in shreds for key_id in s.key_ids}
         if not rows:
             return
@@ -521,7 +536,8 @@ class KeyVault:
         """Marks left by runs that did not get to destroy their keys, oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(doomed_keys).order_by(doomed_keys.c.marked_at)).all()
-        return [Shred(r.subject_id, [r.key_id], r.erased_at, r.erased_by) for r in rows]
+        return [Shred(r.subject_id, [r.key_id], as_utc(r.erased_at) or r.erased_at, r.erased_by)
+                for r in rows]
 
     def drop_marks(self, key_ids: Iterable[str], older_than: datetime | None = None) -> None:
         """Forgets marks whose erasure was never recorded (the run died before saving)."""
@@ -531,7 +547,7 @@ class KeyVault:
                 query = doomed_keys.delete().where(
                     doomed_keys.c.key_id.in_(ids[start:start + 500]))
                 if older_than is not None:
-                    query = query.where(doomed_keys.c.marked_at < older_than)
+                    query = query.where(doomed_keys.c.marked_at < in_utc(older_than))
                 conn.execute(query)
 
     def destroy_all(self, shreds: Iterable[tuple[list[str], datetime, str]]) -> int:
@@ -559,7 +575,7 @@ class KeyVault:
                         data_keys.update()
                         .where(data_keys.c.key_id.in_(chunk))
                         .where(data_keys.c.destroyed_at.is_(None))
-                        .values(wrapped=None, destroyed_at=at, destroyed_by=by)
+                        .values(wrapped=None, destroyed_at=in_utc(at), destroyed_by=by)
                     ).rowcount
                     conn.execute(doomed_keys.delete().where(doomed_keys.c.key_id.in_(chunk)))
         for ids, _, _ in groups:
@@ -578,7 +594,7 @@ class KeyVault:
             rows = conn.execute(sa.select(data_keys.c.key_id, data_keys.c.destroyed_at,
                                           data_keys.c.destroyed_by)
                                 .where(data_keys.c.key_id.in_(ids)))
-            return {key_id: {"destroyed_at": at.isoformat() if at else None,
+            return {key_id: {"destroyed_at": (as_utc(at) or at).isoformat() if at else None,
                              "destroyed_by": by} for key_id, at, by in rows}
 
     def live_key_ids(self, key_ids: Iterable[str]) -> set[str]:
@@ -989,7 +1005,7 @@ class KeyVault:
     # -- values -------------------------------------------------------------------
 
     def seal(self, key_id: str, value: Any) -> str:
-        plaintext = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+        plaintext = _SEALED_JSON.encode(value).encode()
         nonce = os.urandom(NONCE_BYTES)
         box = self._cipher(key_id).encrypt(nonce, plaintext, key_id.encode())
         return f"{key_id}.{base64.b64encode(nonce + box).decode()}"
@@ -1022,7 +1038,7 @@ class KeyVault:
         if cipher is not None and not self.check_destroyed_on_open:
             self._ciphers.move_to_end(key_id)
             return cipher
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             row = conn.execute(sa.select(data_keys.c.wrapped, data_keys.c.epoch)
                                .where(data_keys.c.key_id == key_id)).first()
         stored = row is not None and row.wrapped is not None and row.epoch not in self._retired

@@ -1,0 +1,94 @@
+"""Marketing kept before another subject's suppression of its address, flagged on read.
+
+Ingest refuses direct-marketing data holding an address on the suppression list from
+before the data's time (unless the person's own opt-in is in force then). When the data
+arrives first and the suppression later, possibly from another subject, the data is kept;
+this lists it in the subject's `limit_breaches` (lifecycle.domain.limits
+`suppression_breaches`). It is worked out when the subject is read, from the suppression
+list as it stands and the record's address hashes, never stored in a view: so it does not
+depend on the order subjects were projected or facts arrived in, and a rebuild gives it
+back unchanged. Only keyed hashes of addresses are compared; no address leaves the vault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.domain.email_address import find_addresses
+from lifecycle.domain.errors import KeyDestroyed
+from lifecycle.domain.limits import suppression_breaches
+from lifecycle.domain.vocabulary import DIRECT_MARKETING
+from lifecycle.policy.model import Policy
+from lifecycle.projections import tables
+from lifecycle.store.vault import KeyVault
+
+CHUNK = 500
+
+
+def address_hashes(vault: KeyVault, address: str, keep_subaddress: bool) -> set[str]:
+    """Every hash ingest looks an address up under: its one spelling (by the policy's
+    keep_subaddress), that spelling with any tag kept, and the older trimmed form."""
+    return {vault.email_hash(address, keep_subaddress=keep_subaddress),
+            vault.email_hash(address, keep_subaddress=True),
+            vault.email_hash(address, legacy=True)}
+
+
+def listed_since(views: sa.Engine, digests: set[str],
+                 until: datetime | None = None) -> dict[str, datetime]:
+    """Each of `digests` on the suppression list, with the earliest time any subject
+    suppressed it from (up to `until`, when given)."""
+    s = tables.suppression
+    found: dict[str, datetime] = {}
+    ordered = sorted(digests)
+    with views.connect() as conn:
+        for begin in range(0, len(ordered), CHUNK):
+            query = (sa.select(s.c.email_hash, sa.func.min(s.c.since, type_=s.c.since.type))
+                     .where(s.c.email_hash.in_(ordered[begin:begin + CHUNK]))
+                     .group_by(s.c.email_hash))
+            for digest, since in conn.execute(query):
+                if until is None or since <= until:
+                    found[digest] = since
+    return found
+
+
+def marketing_values(subject: DataSubject) -> list[tuple[str, str]]:
+    """Each live direct-marketing record of the subject, with its collected value (sealed)."""
+    return [(r.record, r.values[0]) for r in subject.records.values()
+            if r.purpose == DIRECT_MARKETING and r.erased_at is None]
+
+
+def with_suppression_breaches(known: list[dict[str, Any]],
+                              marketing: list[tuple[str, str]],
+                              load_subject: Callable[[], DataSubject | None],
+                              policy: Policy | None, vault: KeyVault, views: sa.Engine,
+                              open_value: Callable[[str], Any] | None = None,
+                              until: datetime | None = None) -> list[dict[str, Any]]:
+    """`known` (the subject's limit_breaches) with its direct-marketing records that hold
+    an address suppressed from before their time. `marketing`: each live direct-marketing
+    record with its collected value, sealed; `open_value` opens one (default: the vault),
+    raising KeyDestroyed for an erased one (not flagged: its addresses can no longer be
+    read, and erasing it was the remedy). The subject is loaded only when one of its
+    addresses is listed."""
+    if not marketing:
+        return known
+    opener = open_value or vault.open
+    keep = policy is not None and policy.suppression.keep_subaddress
+    held: dict[str, set[str]] = {}
+    for record, sealed in marketing:
+        try:
+            value = opener(sealed)
+        except KeyDestroyed:
+            continue
+        held[record] = {digest for address in find_addresses(value)
+                        for digest in address_hashes(vault, address, keep)}
+    digests = set().union(*held.values()) if held else set()
+    listed = listed_since(views, digests, until) if digests else {}
+    subject = load_subject() if listed else None
+    if subject is None:
+        return known
+    return suppression_breaches(subject, policy, held, listed, known)

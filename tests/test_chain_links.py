@@ -1,0 +1,76 @@
+"""A recorder continues the subject links of the batches it committed without reading them
+back, and never chains over a link it does not have.
+
+Each stored event's subject digest links it to the subject's previous event. A subject an
+ingest saves in several batches (its facts spread in fact-time order) continues from the
+link of its own last batch: the recorder remembers the links of what it committed. What
+another writer stored in between is read from the store, as before, and the chain verifies
+whatever the interleaving.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from lifecycle.services.audit import verify
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.event_store import chained_recorder
+from lifecycle.store.settings import Settings
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def activity(n: int, subject: str = "person-1") -> str:
+    at = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=n)
+    return json.dumps({"id": f"{subject}/a{n}", "type": "activity", "subject": subject,
+                       "at": at.isoformat()})
+
+
+def spy_links(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """The (originator, version) pairs each batch read back from the store."""
+    recorder = chained_recorder(ledger.store)
+    asked: list[list[Any]] = []
+    original = recorder.subject_links
+
+    def subject_links(wanted: list[tuple[str, int]]) -> dict[str, bytes]:
+        asked.append(list(wanted))
+        return original(wanted)
+
+    monkeypatch.setattr(recorder, "subject_links", subject_links)
+    return asked
+
+
+def test_a_subject_saved_again_continues_its_own_link_without_reading_it(
+        backend: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second save of a subject by the same process reads no link back; the chain
+    verifies."""
+    with Ledger(backend) as ledger:
+        asked = spy_links(ledger, monkeypatch)
+        assert ledger.ingest([activity(1), activity(2)], NOW).ok
+        assert ledger.ingest([activity(3)], NOW).ok
+        assert ledger.ingest([activity(4), activity(5, "person-2")], NOW).ok
+        assert all(wanted == [] for wanted in asked), asked
+        assert verify(ledger.store, ledger.views).ok
+
+
+def test_a_link_another_writer_moved_on_is_read_from_the_store(
+        backend: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two writers take turns on one subject: each continues from what the other stored
+    (read back, not remembered), every fact lands once and the chain verifies."""
+    with Ledger(backend) as first, Ledger(backend) as second:
+        asked = spy_links(first, monkeypatch)
+        assert first.ingest([activity(1)], NOW).ok
+        assert second.ingest([activity(2)], NOW).ok
+        assert first.ingest([activity(3)], NOW).ok
+        assert second.ingest([activity(4)], NOW).ok
+        assert first.ingest([activity(5)], NOW).ok
+        assert any(wanted for wanted in asked)  # what `second` stored was read back
+        subject = first.subject("person-1")
+        assert subject is not None
+        assert [at for at, _ in subject.activities] == [
+            datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=n) for n in range(1, 6)]
+        assert verify(first.store, first.views).ok
