@@ -231,9 +231,9 @@ def _paced(vault: KeyVault, old: int, new: int, ranges: list[tuple[int, int]], b
     one transaction at a time, each range followed by a pause of YIELD_PAUSE times its
     time (the rotation takes at most about a third of one core, and on SQLite leaves the
     write lock free twice as long as it held it: SQLite's busy wait retries up to 100 ms
-    apart, and with a pause as long as the hold ingest kept only 0.47-0.77 of its rate). Killed anywhere, what was read ahead is lost
-    work only: a key stays under `old`, live, until the transaction storing its new
-    wrapping commits."""
+    apart, and with a pause as long as the hold ingest kept only 0.47-0.77 of its rate).
+    Killed anywhere, what was read ahead is lost work only: a key stays under `old`,
+    live, until the transaction storing its new wrapping commits."""
     ahead: Future[list[RewrapBatch]] | None = None
     stores: list[Future[int]] = []
 
