@@ -1,7 +1,8 @@
 """`lifecycle keys rotate` killed at each of its steps, then run again.
 
-For each step of lifecycle.services.rotation.ROTATION_STEPS (and the second re-wrap batch), on
-SQLite and on PostgreSQL, a real `lifecycle keys rotate --batch 40` is killed with
+For each step of lifecycle.services.rotation.ROTATION_STEPS (and the second re-wrap batch;
+the second and third range read and wrapped: on PostgreSQL read ahead while the range
+before is being stored), on SQLite and on PostgreSQL, a real `lifecycle keys rotate --batch 40` is killed with
 SIGKILL at that step (LIFECYCLE_CRASH_AT), then run again without it. Afterwards every
 live data key is wrapped under the current epoch and opens, none is lost, every earlier
 epoch is retired and recorded by exactly one KeysRotated event, the key file holds the
@@ -32,7 +33,7 @@ from tests.processes import env_for
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 SUBJECTS = [f"subscriber:rot-{n}" for n in range(150)]  # several pages on PostgreSQL
 CRASH_STEPS = [s for s in ROTATION_STEPS if s != "rotate-batch"] + [
-    "rotate-batch:1", "rotate-batch:2"]
+    "rotate-batch:1", "rotate-batch:2", "rotate-batch-read:2", "rotate-batch-read:3"]
 
 
 def populate(settings: Settings) -> int:

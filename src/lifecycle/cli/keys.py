@@ -69,8 +69,10 @@ def keys() -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=20_000, show_default=True,
               help="Data keys re-wrapped per transaction.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Batches re-wrapped at once, each in its own transaction [default: 1; "
-                   "2 is faster on PostgreSQL but slows ingest running beside it].")
+              help="Batches re-wrapped at once, each in its own transaction [default: 1, "
+                   "which on PostgreSQL stores two while it reads the next and, while "
+                   "other processes write, pauses between batches; more make no room for "
+                   "ingest running beside them].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def keys_rotate(batch: int, workers: int | None, as_json: bool) -> None:
     """Start a new master-key epoch, re-wrap every live data key under it, record the

@@ -6,8 +6,12 @@ The steps, each safe to be killed after (LIFECYCLE_CRASH_AT names them, ROTATION
 1. rotate-key-written: the new key is written beside the key file;
 2. rotate-epoch-begun: the new epoch is current (new keys are wrapped under it), the old
    one retiring; one transaction, which also stores the hash keys under the new epoch;
-3. rotate-batch (rotate-batch:N): each batch of live keys re-wrapped, one transaction
-   (batches of disjoint ranges of the table, WORKERS threads at a time);
+3. rotate-batch-read (rotate-batch-read:N): a range of live keys read and wrapped under
+   the new epoch, nothing written (with one worker, on PostgreSQL, while the batches
+   before are being stored);
+   rotate-batch (rotate-batch:N): each batch of live keys re-wrapped, one transaction
+   (batches of disjoint ranges of the table; see `_paced` for one worker, the default,
+   which makes room for other writers);
 4. rotate-rewrapped: no live key is left under the old epoch;
 5. rotate-recorded: the KeysRotated event is saved;
 6. rotate-key-destroyed: the new key has replaced the old one in the key file;
@@ -24,7 +28,9 @@ from __future__ import annotations
 
 import getpass
 import os
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,7 +40,8 @@ from eventsourcing.application import AggregateNotFoundError
 from lifecycle.aggregates.key_rotations import ROTATIONS_ID, KeyRotations, Rotation
 from lifecycle.store.epoch_keys import (install_next_key, next_key_path,
                                          operator_key_source, write_next_key)
-from lifecycle.store.vault import CURRENT, RETIRED, RETIRING, EpochRow, KeyVault
+from lifecycle.store.vault import (CURRENT, RETIRED, RETIRING, EpochRow, KeyVault,
+                                   RewrapBatch)
 from lifecycle.domain.errors import LifecycleError
 from lifecycle.store.event_store import SubjectStore
 from lifecycle.support.faults import crash_point
@@ -47,12 +54,22 @@ ROTATION_LEASE = "rotation"
 BATCH = 20_000  # keys per transaction: about half a second of a writer's lock
 # Threads re-wrapping ranges at once. More help on PostgreSQL (each has its own server
 # process, which updates while the others wrap) but take the cores ingest needs: with 2,
-# ingest during a rotation fell to 0.36 of idle (the guarantee is 0.5), with 1 it kept
-# 0.58; on SQLite one writes at a time and the GIL leaves little to overlap. 1 unless
-# the operator asks for more (`keys rotate --workers`, e.g. with ingest stopped).
+# ingest during a rotation fell to 0.36 of idle (the guarantee is 0.5). One worker
+# pipelines on PostgreSQL and makes room while others write (`_paced`): the default,
+# unless the operator asks for more (`keys rotate --workers`, e.g. with ingest stopped).
 WORKERS = 1
-ROTATION_STEPS = ("rotate-key-written", "rotate-epoch-begun", "rotate-batch",
-                  "rotate-rewrapped", "rotate-recorded", "rotate-key-destroyed",
+# While other processes write events (ingest, sweeps), a rotation with one worker goes
+# range by range and pauses YIELD_PAUSE times each range's time after it (see `_paced`),
+# until a while after the event log last moved (`Pacer`): alone it pipelines at full speed.
+YIELD_PAUSE = 2.0
+YIELD_HOLD_S = 2.0
+YIELD_SPAN = 1.5
+YIELD_HOLD_MAX_S = 60.0
+# Alone on PostgreSQL: batches stored at once by one worker (each its own transaction and
+# server process), while the next range is read and wrapped (see `_paced`).
+STORES = 2
+ROTATION_STEPS = ("rotate-key-written", "rotate-epoch-begun", "rotate-batch-read",
+                  "rotate-batch", "rotate-rewrapped", "rotate-recorded", "rotate-key-destroyed",
                   "rotate-retired")
 
 
@@ -138,21 +155,49 @@ def rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: dateti
         lease.release()
 
 
-def _rewrap_pass(vault: KeyVault, old: int, new: int, batch: int, workers: int) -> bool:
+class Pacer:
+    """Whether a rotation should make room for others: yes while the event log moves (an
+    ingest, a sweep, the desk's writes: every writer saves events; the rotation saves
+    none until it has re-wrapped every key), and for a hold after it last moved: at
+    least YIELD_HOLD_S, and YIELD_SPAN times the last gap between two moves (a slow
+    ingest commits a batch every few seconds), at most YIELD_HOLD_MAX_S.
+    `clock`: seconds, monotonic."""
+
+    def __init__(self, store: SubjectStore, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self._store, self._clock = store, clock
+        self._mark = self._high_water()
+        self._moved_at: float | None = None
+        self._hold = YIELD_HOLD_S
+
+    def _high_water(self) -> int:
+        recorder: Any = self._store.recorder
+        return int(recorder.max_notification_id() or 0)
+
+    def others_writing(self) -> bool:
+        mark, now = self._high_water(), self._clock()
+        if mark != self._mark:
+            if self._moved_at is not None:
+                self._hold = min(YIELD_HOLD_MAX_S,
+                                 max(YIELD_HOLD_S, YIELD_SPAN * (now - self._moved_at)))
+            self._mark, self._moved_at = mark, now
+        return self._moved_at is not None and now - self._moved_at < self._hold
+
+
+def _rewrap_pass(vault: KeyVault, old: int, new: int, batch: int, workers: int,
+                 pacer: Pacer | None) -> bool:
     """One pass over the vault table: every live key of epoch `old` re-wrapped under
-    `new`, in ranges of places holding about `batch` keys each, one transaction per range,
-    `workers` ranges at a time (each thread on its own connection: on PostgreSQL the
-    server updates in several backends at once; on SQLite one thread reads and wraps while
-    another writes). False when no key of `old` was left to begin with."""
+    `new`, in ranges of places holding about `batch` keys each, one transaction per range.
+    One worker: see `_paced`. More workers re-wrap `workers` ranges at a time, each thread
+    on its own connection, making no room for others. False when no key of `old` was left
+    to begin with."""
     end, live = vault.rewrap_extent(old)
     if live == 0:
         return False
     step = max(1, end * batch // live)  # places per range: about `batch` keys
     ranges = [(start, min(start + step, end)) for start in range(0, end, step)]
-    if workers <= 1 or len(ranges) == 1:
-        for start, stop in ranges:
-            vault.rewrap_range(old, new, start, stop, batch)
-            crash_point("rotate-batch")
+    if workers <= 1:
+        _paced(vault, old, new, ranges, batch, pacer)
         return True
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rewrap") as pool:
         try:
@@ -165,6 +210,65 @@ def _rewrap_pass(vault: KeyVault, old: int, new: int, batch: int, workers: int) 
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return True
+
+
+def _read(vault: KeyVault, old: int, new: int, place: tuple[int, int], batch: int
+          ) -> list[RewrapBatch]:
+    found = vault.read_rewrap(old, new, place[0], place[1], batch)
+    crash_point("rotate-batch-read")
+    return found
+
+
+def _paced(vault: KeyVault, old: int, new: int, ranges: list[tuple[int, int]], batch: int,
+           pacer: Pacer | None, sleep: Callable[[float], None] = time.sleep) -> None:
+    """The ranges in order. Alone (the pacer sees no other writer), and where a read does
+    not wait for a commit (`vault.overlaps_reads`: PostgreSQL), pipelined: range n+1 is
+    read and wrapped in a reader thread while the batches before are stored, STORES
+    transactions at a time, each on its own connection (psycopg releases the GIL while
+    it waits), so AES-GCM in the client overlaps the server's updates, which run in
+    parallel. On SQLite alone: range by range (a reader and a committing writer wait for
+    each other). While others write: the stores in flight finish, then range by range,
+    one transaction at a time, each range followed by a pause of YIELD_PAUSE times its
+    time (the rotation takes at most about a third of one core, and on SQLite leaves the
+    write lock free twice as long as it held it: SQLite's busy wait retries up to 100 ms
+    apart, and with a pause as long as the hold ingest kept only 0.47-0.77 of its rate).
+    Killed anywhere, what was read ahead is lost work only: a key stays under `old`,
+    live, until the transaction storing its new wrapping commits."""
+    ahead: Future[list[RewrapBatch]] | None = None
+    stores: list[Future[int]] = []
+
+    def settle(keep: int) -> None:  # at most `keep` stores left in flight
+        while len(stores) > keep:
+            stores.pop(0).result()
+            crash_point("rotate-batch")
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewrap-read") as reader, \
+            ThreadPoolExecutor(max_workers=STORES, thread_name_prefix="rewrap-store") as writer:
+        try:
+            for n, place in enumerate(ranges):
+                started = time.monotonic()
+                batches = (ahead.result() if ahead is not None
+                           else _read(vault, old, new, place, batch))
+                polite = pacer is not None and pacer.others_writing()
+                ahead = None
+                if polite or not vault.overlaps_reads:
+                    settle(0)
+                    for one in batches:
+                        vault.apply_rewrap(one)
+                        crash_point("rotate-batch")
+                    if polite:
+                        sleep(YIELD_PAUSE * (time.monotonic() - started))
+                    continue
+                if n + 1 < len(ranges):
+                    ahead = reader.submit(_read, vault, old, new, ranges[n + 1], batch)
+                for one in batches:
+                    settle(STORES - 1)
+                    stores.append(writer.submit(vault.apply_rewrap, one))
+            settle(0)
+        except BaseException:
+            reader.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datetime,
@@ -181,7 +285,8 @@ def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datet
         retiring = next(e for e in epochs if e.state == RETIRING)
     current = next(e for e in epochs if e.state == CURRENT)
     vault.epoch_key(current.epoch, current.key_check)  # the new key must be at hand
-    while _rewrap_pass(vault, retiring.epoch, current.epoch, batch, workers):
+    pacer = Pacer(store)
+    while _rewrap_pass(vault, retiring.epoch, current.epoch, batch, workers, pacer):
         pass  # keys stored just before the switch, past the pass's end: one more pass
     crash_point("rotate-rewrapped")
     current = next(e for e in vault.epochs() if e.epoch == current.epoch)

@@ -188,6 +188,20 @@ vault_schema = sa.Table(
 )
 
 
+@dataclass(frozen=True)
+class RewrapBatch:
+    """Keys of one range read under epoch `old` and wrapped under `new`, not yet stored
+    (`KeyVault.read_rewrap`, `KeyVault.apply_rewrap`): the places [start, stop) they were
+    read from, their SQLite rowids (None on PostgreSQL), ids and new wrappings."""
+    old: int
+    new: int
+    start: int
+    stop: int
+    rowids: list[int] | None
+    key_ids: list[str]
+    wrapped: list[bytes]
+
+
 def as_utc(moment: datetime | None) -> datetime | None:
     """A stored time, aware: SQLite gives back the UTC times it was given without zone."""
     if moment is None or moment.tzinfo is not None:
@@ -698,6 +712,13 @@ class KeyVault:
                                      ("fact-digest", self._digest_key))])
         return old, new
 
+    @property
+    def overlaps_reads(self) -> bool:
+        """Whether reading a range of keys while another connection commits a batch costs
+        neither a wait: on PostgreSQL (MVCC); not on SQLite, whose rollback journal makes
+        a commit wait for every reader and a new reader for the commit."""
+        return self.engine.dialect.name == "postgresql"
+
     def rewrap_extent(self, epoch: int) -> tuple[int, int]:
         """Where the live keys of `epoch` lie, for `rewrap_range`: (the end of the table's
         places, how many live keys `epoch` holds). Places follow the table's storage
@@ -719,13 +740,18 @@ class KeyVault:
         `rewrap_extent`) under `new`, at most `limit` keys per transaction (a range denser
         than its share holds the writer's lock no longer); a key destroyed meanwhile stays
         destroyed. Returns how many were re-wrapped. Safe to run in several threads at
-        once on disjoint ranges (each takes its own connection).
-        On the driver's own connection: a million keys spend their time in AES and the
-        database, not in building statements. The keys are read before the writing
-        transaction and wrapped outside it, so a writer's lock (SQLite) is held only for
-        the update itself."""
+        once on disjoint ranges (each takes its own connection). `read_rewrap` then
+        `apply_rewrap` of each batch it returns (a caller can overlap the two)."""
+        return sum(self.apply_rewrap(batch)
+                   for batch in self.read_rewrap(old, new, start, stop, limit))
+
+    def read_rewrap(self, old: int, new: int, start: int, stop: int,
+                    limit: int | None = None) -> list[RewrapBatch]:
+        """The live keys of epoch `old` at the places [start, stop), read (no lock or
+        snapshot kept) and wrapped under `new`, in batches of at most `limit` keys for
+        `apply_rewrap`. Writes nothing. On the driver's own connection: a million keys
+        spend their time in AES and the database, not in building statements."""
         sqlite = self.engine.dialect.name == "sqlite"
-        done = 0
         with self.engine.connect() as conn:
             raw: Any = conn.connection.driver_connection
             cursor = raw.cursor()
@@ -733,65 +759,100 @@ class KeyVault:
                 cursor.execute(
                     f"SELECT rowid, key_id, wrapped FROM {data_keys.name} WHERE rowid >= ? "
                     "AND rowid < ? AND epoch = ? AND wrapped IS NOT NULL", (start, stop, old))
-            else:  # a range of pages: a TID range scan
+            else:  # a range of pages: a TID range scan; binary rows (no hex to parse)
                 cursor.execute(
                     f"SELECT NULL, d.key_id, d.wrapped FROM {data_keys.name} d "
                     "WHERE d.ctid >= format('(%%s,0)', %s::bigint)::tid "
                     "AND d.ctid < format('(%%s,0)', %s::bigint)::tid "
-                    "AND d.epoch = %s AND d.wrapped IS NOT NULL", (start, stop, old))
+                    "AND d.epoch = %s AND d.wrapped IS NOT NULL", (start, stop, old),
+                    binary=True)
             found = cursor.fetchall()
+            cursor.close()
             raw.rollback()  # no lock or snapshot held while wrapping
-            unwrap, wrap = self._wrapper(old).decrypt, self._wrapper(new).encrypt
-            urandom, cut = os.urandom, NONCE_BYTES
-            step = limit or len(found) or 1
-            for first in range(0, len(found), step):
-                rows = found[first:first + step]
-                wrapped: list[bytes] = []
-                nonces = urandom(cut * len(rows))  # one call: a fresh nonce per key
-                try:
-                    for n, (_, key_id, sealed) in enumerate(rows):
-                        aad, sealed = key_id.encode(), bytes(sealed)
-                        secret = unwrap(sealed[:cut], sealed[cut:], aad)
-                        nonce = nonces[n * cut:(n + 1) * cut]
-                        wrapped.append(nonce + wrap(nonce, secret, aad))
-                except InvalidTag:
-                    raise ConfigurationError(
-                        f"a data key of epoch {old} cannot be unwrapped with that epoch's key"
-                    ) from None
-                with conn.begin():
-                    width = len(wrapped[0])
-                    if sqlite and all(len(w) == width for w in wrapped):
-                        # One statement: the wrapped keys as one blob, cut by position in
-                        # SQLite (no Python call per row).
+        unwrap, wrap = self._wrapper(old).decrypt, self._wrapper(new).encrypt
+        urandom, cut = os.urandom, NONCE_BYTES
+        step = limit or len(found) or 1
+        batches: list[RewrapBatch] = []
+        for first in range(0, len(found), step):
+            rows = found[first:first + step]
+            wrapped: list[bytes] = []
+            append = wrapped.append
+            nonces = urandom(cut * len(rows))  # one call: a fresh nonce per key
+            at = 0
+            try:
+                for _, key_id, sealed in rows:
+                    aad = key_id.encode()
+                    secret = unwrap(sealed[:cut], sealed[cut:], aad)
+                    nonce = nonces[at:at + cut]
+                    at += cut
+                    append(nonce + wrap(nonce, secret, aad))
+            except InvalidTag:
+                raise ConfigurationError(
+                    f"a data key of epoch {old} cannot be unwrapped with that epoch's key"
+                ) from None
+            batches.append(RewrapBatch(old, new, start, stop,
+                                       [r[0] for r in rows] if sqlite else None,
+                                       [r[1] for r in rows], wrapped))
+        return batches
+
+    def apply_rewrap(self, batch: RewrapBatch) -> int:
+        """Stores one batch of `read_rewrap` in one transaction: each key still live and
+        still under the old epoch takes its new wrapping (a key destroyed or re-wrapped
+        since it was read is left as it is). Returns how many were re-wrapped."""
+        if not batch.key_ids:
+            return 0
+        old, new, wrapped = batch.old, batch.new, batch.wrapped
+        width = len(wrapped[0])
+        same_width = all(len(w) == width for w in wrapped)
+        with self.engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection
+            cursor = raw.cursor()
+            with conn.begin():
+                if batch.rowids is not None and same_width:
+                    # One statement: the wrapped keys as one blob, cut by position in
+                    # SQLite (no Python call per row).
+                    cursor.execute(
+                        f"UPDATE {data_keys.name} SET epoch = ?, "
+                        "wrapped = substr(?, j.key * ? + 1, ?) FROM json_each(?) AS j "
+                        f"WHERE {data_keys.name}.rowid = j.value "
+                        f"AND {data_keys.name}.epoch = ? "
+                        f"AND {data_keys.name}.destroyed_at IS NULL",
+                        (new, b"".join(wrapped), width, width, json.dumps(batch.rowids), old))
+                elif batch.rowids is not None:
+                    cursor.executemany(
+                        f"UPDATE {data_keys.name} SET wrapped = ?, epoch = ? "
+                        "WHERE rowid = ? AND epoch = ? AND destroyed_at IS NULL",
+                        [(w, new, r, old) for w, r in zip(wrapped, batch.rowids, strict=True)])
+                else:
+                    # The keys' ids as one string and the wrapped keys as one blob, cut
+                    # in the server: sending arrays cost psycopg a Python call per
+                    # element. The keys hashed in memory, not spilled to a temporary file.
+                    cursor.execute("SET LOCAL work_mem = '64MB'")
+                    ids = " ".join(batch.key_ids)
+                    if same_width and ids.count(" ") == len(batch.key_ids) - 1:
                         cursor.execute(
-                            f"UPDATE {data_keys.name} SET epoch = ?, "
-                            "wrapped = substr(?, j.key * ? + 1, ?) FROM json_each(?) AS j "
-                            f"WHERE {data_keys.name}.rowid = j.value "
-                            f"AND {data_keys.name}.epoch = ? "
-                            f"AND {data_keys.name}.destroyed_at IS NULL",
-                            (new, b"".join(wrapped), width, width,
-                             json.dumps([r[0] for r in rows]), old))
-                    elif sqlite:
-                        cursor.executemany(
-                            f"UPDATE {data_keys.name} SET wrapped = ?, epoch = ? "
-                            "WHERE rowid = ? AND epoch = ? AND destroyed_at IS NULL",
-                            [(w, new, r[0], old) for w, r in zip(wrapped, rows, strict=True)])
+                            f"UPDATE {data_keys.name} AS d SET epoch = %s, "
+                            "wrapped = substring(%b::bytea FROM (u.i::int - 1) * %s + 1 FOR %s) "
+                            "FROM unnest(string_to_array(%s::text, ' ')) "
+                            "WITH ORDINALITY AS u(k, i) "
+                            "WHERE d.key_id = u.k AND d.epoch = %s AND d.destroyed_at IS NULL "
+                            "AND d.ctid >= format('(%%s,0)', %s::bigint)::tid "
+                            "AND d.ctid < format('(%%s,0)', %s::bigint)::tid",
+                            (new, b"".join(wrapped), width, width, ids, old, batch.start,
+                             batch.stop))
                     else:
-                        # The keys' array hashed in memory, not spilled to a temporary file.
-                        cursor.execute("SET LOCAL work_mem = '64MB'")
                         cursor.execute(
                             f"UPDATE {data_keys.name} AS d SET wrapped = u.w, epoch = %s "
                             "FROM unnest(%b::text[], %b::bytea[]) AS u(k, w) "
                             "WHERE d.key_id = u.k AND d.epoch = %s AND d.destroyed_at IS NULL "
                             "AND d.ctid >= format('(%%s,0)', %s::bigint)::tid "
                             "AND d.ctid < format('(%%s,0)', %s::bigint)::tid",
-                            (new, [r[1] for r in rows], wrapped, old, start, stop))
-                    count = int(cursor.rowcount)
-                    conn.execute(key_epochs.update().where(key_epochs.c.epoch == new)
-                                 .values(rewrapped=key_epochs.c.rewrapped + count))
-                done += count
+                            (new, batch.key_ids, wrapped, old, batch.start, batch.stop))
+                count = int(cursor.rowcount)
+                conn.execute(key_epochs.update().where(key_epochs.c.epoch == new)
+                             .values(rewrapped=key_epochs.c.rewrapped + count))
             cursor.close()
-        return done
+        return count
 
     def live_keys_under(self, epoch: int) -> int:
         """How many live data keys are wrapped under `epoch`."""
