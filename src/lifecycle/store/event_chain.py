@@ -159,6 +159,11 @@ class Pending:
     previous: dict[str, bytes]
     # The chain rows written for the batch (PostgreSQL: handed out of the transaction).
     rows: list[ChainRow] = field(default_factory=list)
+    # The (originator, version) links taken from the recorder's memory, not the store, and
+    # the (position, log digest) of its newest committed chain row they stand on: checked
+    # under the write lock (`ChainingRecorder._recheck`).
+    remembered: list[tuple[str, int]] = field(default_factory=list)
+    anchor: tuple[int, bytes] | None = None
 
     def wanted(self) -> list[tuple[str, int]]:
         """(originator, version) of each stored event whose subject link the batch
@@ -302,6 +307,9 @@ class ChainingRecorder(ApplicationRecorder):
     signer: Signer | None = None
     # originator -> (version, subject digest) of its newest event this recorder chained
     _links: dict[str, tuple[int, bytes]]
+    # (position, log digest) of the newest chain row this recorder committed: while the
+    # store still holds it, it holds every row before it, so every remembered link
+    _anchor: tuple[int, bytes] | None
     key_checked = False  # the newest checkpoint's key was compared with `signer`
     checked_reads = False
     name_of: Callable[[Any], str | None] | None = None
@@ -309,6 +317,7 @@ class ChainingRecorder(ApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._links = {}
+        self._anchor = None
 
     def _pending(self, stored_events: Sequence[StoredEvent]) -> Pending | None:
         """The batch's digests and previous subject links, before the lock (None: nothing
@@ -325,16 +334,48 @@ class ChainingRecorder(ApplicationRecorder):
         links = self._links
         if links:
             known = {o: links[o][1] for o, v in wanted if links.get(o, (0,))[0] == v}
-            wanted = [(o, v) for o, v in wanted if o not in known]
-            pending.previous.update(known)
+            if known:
+                # Read after the links: `_chained` moves the anchor on before them.
+                pending.anchor = self._anchor
+                pending.remembered = [(o, v) for o, v in wanted if o in known]
+                wanted = [(o, v) for o, v in wanted if o not in known]
+                pending.previous.update(known)
         pending.previous.update(self.subject_links(wanted))
         return pending
+
+    def _anchor_position(self, pending: Pending) -> int:
+        """The chain position whose log digest `_recheck` needs (0: none)."""
+        return pending.anchor[0] if pending.remembered and pending.anchor else 0
+
+    def _recheck(self, pending: Pending, anchored: bytes | None,
+                 read: Callable[[list[tuple[str, int]]], dict[str, bytes]]) -> None:
+        """Under the write lock, before the batch is chained: the links it took from
+        memory stand only if the store still holds the chain row they were anchored on
+        (`anchored`: its log digest there now, None if no row). A store put back to an
+        older state under this recorder (a restore), where others may have stored other
+        events since, has its links read again (`read`, in the transaction) and the
+        memory is dropped."""
+        if not pending.remembered:
+            return
+        if pending.anchor is not None and anchored == pending.anchor[1]:
+            return
+        self._links.clear()
+        self._anchor = None
+        for originator, _ in pending.remembered:
+            pending.previous.pop(originator, None)
+        pending.previous.update(read(pending.remembered))
+        pending.remembered = []
 
     def _chained(self, rows: Sequence[ChainRow]) -> None:
         """Remembers the subject links of a batch this recorder has committed: its next
         batch continues them without reading them back (a subject saved in several
         batches of one ingest). An event at (originator, version) never changes; a batch
         that continues an older version than the newest stored conflicts on its insert."""
+        if not rows:
+            return
+        newest = max(rows, key=lambda row: row.position)
+        if self._anchor is None or newest.position > self._anchor[0]:
+            self._anchor = (newest.position, newest.log_digest)  # before the links
         links = self._links
         if len(links) > LINKS_KEPT:
             links.clear()

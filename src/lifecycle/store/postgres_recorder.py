@@ -106,9 +106,11 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
         # The newest checkpoint (NULLs for none) with what the chain stands on (`Tail`).
         self.head_statement: Composed = SQL(
             "SELECT (SELECT MAX(notification_id) FROM {} WHERE notification_id < %s) AS below, "
-            "(SELECT MAX(position) FROM {}) AS chain_head, k.* FROM (SELECT 1) AS one "
+            "(SELECT MAX(position) FROM {}) AS chain_head, "
+            "(SELECT log_digest FROM {} WHERE position = %s) AS anchor_digest, "
+            "k.* FROM (SELECT 1) AS one "
             "LEFT JOIN (SELECT * FROM {} ORDER BY seq DESC LIMIT 1) AS k ON true").format(
-            self.events_table, self.chain_table, self.checkpoint_table)
+            self.events_table, self.chain_table, self.chain_table, self.checkpoint_table)
 
     @contextmanager
     def reading(self) -> Iterator[Cursor[DictRow]]:
@@ -170,9 +172,13 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
 
     def _append(self, curs: Cursor[DictRow], pending: Pending, positions: Sequence[int],
                 originators: list[UUID], signer: Signer) -> list[ChainRow]:
-        curs.execute(self.head_statement, (positions[0],), prepare=True)
+        curs.execute(self.head_statement, (positions[0], self._anchor_position(pending)),
+                     prepare=True)
         found = curs.fetchone()
         assert found is not None
+        anchored = found["anchor_digest"]
+        self._recheck(pending, None if anchored is None else bytes(anchored),
+                      lambda wanted: self._subject_links(curs, wanted))
         tail = Tail(int(found["below"] or 0), int(found["chain_head"] or 0))
         head = None if found["seq"] is None else _checkpoint(found)
         rows, checkpoint = extend(pending, positions, head, signer, tail)
@@ -227,7 +233,7 @@ class LockLightPostgresRecorder(ChainingRecorder, PostgresApplicationRecorder):
     def chain_backlog(self, signer: Signer, limit: int, upto: int) -> int:
         with self.datastore.transaction(commit=True) as curs:
             self._lock_table(curs)
-            curs.execute(self.head_statement, (0,))
+            curs.execute(self.head_statement, (0, 0))
             found = curs.fetchone()
             head = None if found is None or found["seq"] is None else _checkpoint(found)
             curs.execute(SQL("SELECT * FROM {} WHERE notification_id > %s AND "

@@ -70,6 +70,12 @@ class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
     def _append(self, c: SQLiteCursor, pending: Pending, ids: Sequence[int],
                 signer: Signer) -> list[ChainRow]:
         head = self._head(c)
+        anchor = self._anchor_position(pending)
+        if anchor:
+            c.execute(f"SELECT log_digest FROM {CHAIN_TABLE} WHERE position = ?", (anchor,))
+            found = c.fetchone()
+            self._recheck(pending, None if found is None else bytes(found[0]),
+                          lambda wanted: self._subject_links(c, wanted))
         rows, checkpoint = extend(pending, ids, head, signer, self._tail(c, ids[0]))
         c.executemany(f"INSERT INTO {CHAIN_TABLE} VALUES (?,?,?,?,?,?)",
                       [(r.position, r.originator.replace("-", ""), r.version, r.event_digest,
