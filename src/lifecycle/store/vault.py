@@ -829,7 +829,8 @@ class KeyVault:
                     # element. The keys hashed in memory, not spilled to a temporary file.
                     cursor.execute("SET LOCAL work_mem = '64MB'")
                     ids = " ".join(batch.key_ids)
-                    if same_width and ids.count(" ") == len(batch.key_ids) - 1:
+                    # string_to_array('', ' ') is empty: a lone key of id '' goes per key.
+                    if same_width and ids and ids.count(" ") == len(batch.key_ids) - 1:
                         cursor.execute(
                             f"UPDATE {data_keys.name} AS d SET epoch = %s, "
                             "wrapped = substring(%b::bytea FROM (u.i::int - 1) * %s + 1 FOR %s) "
