@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lifecycle.services import rotation
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
-from lifecycle.store.vault import KeyVault, RewrapBatch
-from tests.test_rotation_pacing import FakePacer, put, ranges_of
+from lifecycle.store.vault import KeyVault, RewrapBatch, data_keys
+from tests.processes import wait_for
+from tests.test_rotation_pacing import FakePacer, postgres_at, put, ranges_of
 from tests.test_rotation_rewrap import NOW, fill, stored
 
 
@@ -109,3 +112,52 @@ def test_batches_of_hostile_ids_are_rewrapped(backend: Settings, ids: list[str])
         end, _ = vault.rewrap_extent(0)
         assert vault.rewrap_range(0, 1, 0, end, 20) == len(ids)
         assert vault.live_keys_under(0) == 0
+
+
+def waiting_on_locks(vault: KeyVault) -> int:
+    with vault.engine.connect() as conn:
+        return int(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")).scalar_one())
+
+
+def test_an_erasure_of_keys_a_rewrap_batch_is_storing_waits_and_succeeds(
+        postgres_database: str, tmp_path: Path) -> None:
+    """On PostgreSQL an erasure destroying several keys (in one transaction, in any
+    order) while a re-wrap batch is storing them is not refused (no deadlock between
+    the two): it waits for the batch, then destroys them; they stay destroyed."""
+    with Ledger(postgres_at(postgres_database, tmp_path / "home")) as ledger:
+        vault = ledger.vault
+        keys = list(fill(ledger, 150))
+        first, middle, last = keys[0], keys[75], keys[149]  # in the table's order
+        vault.begin_epoch(AESGCM.generate_key(bit_length=256), NOW, "test")
+        end, _ = vault.rewrap_extent(0)
+        [batch] = vault.read_rewrap(0, 1, 0, end, 1000)
+        errors: list[BaseException] = []
+
+        def run(work: Callable[[], object]) -> threading.Thread:
+            def body() -> None:
+                try:
+                    work()
+                except BaseException as error:  # noqa: BLE001 - reported below
+                    errors.append(error)
+            thread = threading.Thread(target=body)
+            thread.start()
+            return thread
+
+        with vault.engine.connect() as holder:
+            holder.execute(sa.select(data_keys.c.key_id).where(data_keys.c.key_id == middle)
+                           .with_for_update())
+            store = run(lambda: vault.apply_rewrap(batch))  # locks `first`, waits on `middle`
+            wait_for(lambda: waiting_on_locks(vault) == 1, 30, "the store to wait")
+            erasure = run(lambda: vault.destroy_all([([last], NOW, "erasure 1"),
+                                                     ([first], NOW, "erasure 2")]))
+            wait_for(lambda: waiting_on_locks(vault) == 2, 30, "the erasure to wait")
+            holder.rollback()
+        store.join(30)
+        erasure.join(30)
+        assert errors == []
+        after = stored(ledger)
+        assert after[first][0] is None and after[last][0] is None
+        assert vault.live_keys_under(0) == 0
+        assert vault.live_keys_under(1) == 148
