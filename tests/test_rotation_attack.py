@@ -8,6 +8,9 @@ the vault under epoch 0, as the rotation benchmark does.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +22,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lifecycle.services import rotation
 from lifecycle.services.ledger import Ledger
+from lifecycle.support.faults import CRASH_ENV
 from lifecycle.store.settings import Settings
-from lifecycle.store.vault import KeyVault, RewrapBatch, data_keys
-from tests.processes import wait_for
+from lifecycle.services.rotation import recorded_rotations
+from lifecycle.store.vault import CURRENT, RETIRED, KeyVault, RewrapBatch, data_keys
+from tests.facts_builder import collected, fact, lines
+from tests.processes import env_for, wait_for
+from tests.test_rotation_crashes import SUBJECTS, live_keys, populate
 from tests.test_rotation_pacing import FakePacer, postgres_at, put, ranges_of
 from tests.test_rotation_rewrap import NOW, fill, stored
 
@@ -161,3 +168,93 @@ def test_an_erasure_of_keys_a_rewrap_batch_is_storing_waits_and_succeeds(
         assert after[first][0] is None and after[last][0] is None
         assert vault.live_keys_under(0) == 0
         assert vault.live_keys_under(1) == 148
+
+
+def test_two_rotations_started_at_once_end_in_one_consistent_state(backend: Settings) -> None:
+    """Two `lifecycle keys rotate` processes started at once: each either rotates or says
+    in one line that another process is rotating (no traceback); afterwards one epoch is
+    current, every other retired and recorded once, and every live key opens under the
+    current epoch."""
+    before = populate(backend)
+    env = env_for(backend)
+    runs = [subprocess.Popen([sys.executable, "-m", "lifecycle", "keys", "rotate", "--batch",
+                              "40"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    results = [(run.wait(timeout=120), run.communicate()[1]) for run in runs]
+    assert any(code == 0 for code, _ in results), results
+    for code, err in results:
+        assert "Traceback" not in err
+        if code != 0:
+            assert "another process is rotating" in err and len(err.strip().splitlines()) == 1
+    with Ledger(backend) as ledger:
+        epochs = ledger.vault.epochs()
+        current = [e for e in epochs if e.state == CURRENT]
+        assert len(current) == 1
+        assert all(e.state == RETIRED for e in epochs if e is not current[0])
+        rotations = recorded_rotations(ledger.store)
+        assert sorted(r.old_epoch for r in rotations) == sorted(
+            e.epoch for e in epochs if e.state == RETIRED)
+        assert live_keys(ledger) == before
+        with ledger.vault.engine.connect() as conn:
+            under = set(conn.execute(sa.select(data_keys.c.epoch).distinct()
+                                     .where(data_keys.c.wrapped.is_not(None))).scalars())
+        assert under == {current[0].epoch}
+        for n, reference in list(enumerate(SUBJECTS))[1::15]:
+            assert ledger.subject_view(reference)["records"][0]["data"] == {"name": f"Name {n}"}
+
+
+MANY = [f"subscriber:busy-{n}" for n in range(3000)]
+
+
+@pytest.mark.parametrize("crash_at", [None, "rotate-batch:4", "rotate-batch-read:5"])
+def test_erasures_during_a_killed_or_whole_rotation_stay_erased(
+        backend: Settings, crash_at: str | None) -> None:
+    """An ingest erasing a third of the subjects runs while a real `lifecycle keys rotate`
+    re-wraps (whole, or killed with SIGKILL mid-way and run again): afterwards every erased
+    subject's key is destroyed (no re-wrap brought it back), every other key opens under
+    the current epoch, and the old epoch is retired."""
+    with Ledger(backend) as ledger:
+        ledger.ingest(lines(collected(s, "2024-01-01T09:00:00+00:00", "rec-1",
+                                      {"name": f"Busy {n}"}, id=f"busy-{n}")
+                            for n, s in enumerate(MANY)), NOW)
+    erased = MANY[::3]
+    env = env_for(backend)
+    rotate_env = dict(env)
+    if crash_at:
+        rotate_env[CRASH_ENV] = crash_at
+    rotate_run = subprocess.Popen([sys.executable, "-m", "lifecycle", "keys", "rotate",
+                                   "--batch", "5", "--json"], env=rotate_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for first in range(0, len(erased), 100):  # erasures in several runs, while it rotates
+        ingest = subprocess.run(
+            [sys.executable, "-m", "lifecycle", "ingest", "-"], env=env, text=True,
+            capture_output=True, timeout=300,
+            input="\n".join(lines(fact("erasure-requested", s, "2024-02-01T09:00:00+00:00",
+                                        request=f"ER-{n}", id=f"busy-erase-{n}")
+                                   for n, s in list(enumerate(erased))[first:first + 100])))
+        assert ingest.returncode == 0, ingest.stderr
+    _, rotate_err = rotate_run.communicate(timeout=300)
+    if crash_at:
+        assert rotate_run.returncode == -signal.SIGKILL, rotate_err
+        again = subprocess.run([sys.executable, "-m", "lifecycle", "keys", "rotate"], env=env,
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+    else:
+        assert rotate_run.returncode == 0, rotate_err
+    with Ledger(backend) as ledger:
+        vault = ledger.vault
+        epochs = {e.epoch: e.state for e in vault.epochs()}
+        assert epochs == {0: RETIRED, 1: CURRENT}
+        with vault.engine.connect() as conn:
+            rows = conn.execute(sa.select(data_keys.c.subject_id, data_keys.c.wrapped,
+                                          data_keys.c.epoch, data_keys.c.destroyed_at)).all()
+        by_subject: dict[str, list[tuple[bytes | None, int, object]]] = {}
+        for subject_id, wrapped, epoch, destroyed_at in rows:
+            by_subject.setdefault(subject_id, []).append((wrapped, epoch, destroyed_at))
+        views = {s: ledger.subject_view(s)["records"][0]["data"] for s in MANY[:60]}
+    live = [r for keys in by_subject.values() for r in keys if r[0] is not None]
+    assert all(epoch == 1 and destroyed is None for _, epoch, destroyed in live)
+    assert len(live) == len(MANY) - len(erased)
+    assert sum(1 for keys in by_subject.values() for r in keys if r[0] is None) == len(erased)
+    for n, s in enumerate(MANY[:60]):
+        assert views[s] == ("erased" if n % 3 == 0 else {"name": f"Busy {n}"})
