@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,11 +22,12 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lifecycle.services import rotation
+from lifecycle.domain.errors import LifecycleError
 from lifecycle.services.ledger import Ledger
 from lifecycle.support.faults import CRASH_ENV
 from lifecycle.store.settings import Settings
 from lifecycle.services.rotation import recorded_rotations
-from lifecycle.store.vault import CURRENT, RETIRED, KeyVault, RewrapBatch, data_keys
+from lifecycle.store.vault import CURRENT, RETIRED, RETIRING, KeyVault, RewrapBatch, data_keys
 from tests.facts_builder import collected, fact, lines
 from tests.processes import env_for, wait_for
 from tests.test_rotation_crashes import SUBJECTS, live_keys, populate
@@ -258,3 +260,36 @@ def test_erasures_during_a_killed_or_whole_rotation_stay_erased(
     assert sum(1 for keys in by_subject.values() for r in keys if r[0] is None) == len(erased)
     for n, s in enumerate(MANY[:60]):
         assert views[s] == ("erased" if n % 3 == 0 else {"name": f"Busy {n}"})
+
+
+def test_a_rotation_that_cannot_move_a_key_stops_with_an_error_instead_of_spinning(
+        backend: Settings) -> None:
+    """A live key of the retiring epoch that a pass cannot re-wrap (here a row marked
+    destroyed whose wrapping was left behind, as a hand-edited vault might hold) stops the
+    rotation with one clear error naming only a count: it never passes over the table
+    again and again; the epoch stays retiring for a later run."""
+    with Ledger(backend) as ledger:
+        vault = ledger.vault
+        fill(ledger, 20)
+        stuck = uuid.uuid4().hex
+        put(vault, {stuck: AESGCM.generate_key(bit_length=256)}, 0)
+        with vault.engine.begin() as conn:
+            conn.execute(data_keys.update().where(data_keys.c.key_id == stuck)
+                         .values(destroyed_at=NOW))
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                rotation.rotate(backend, vault, ledger.store, NOW, "test", 1000)
+                outcome.append(None)
+            except BaseException as error:  # noqa: BLE001 - reported below
+                outcome.append(error)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive(), "the rotation is still passing over the table"
+        [error] = outcome
+        assert isinstance(error, LifecycleError)
+        assert stuck not in str(error) and "1 live key" in str(error)
+        assert {e.epoch: e.state for e in vault.epochs()} == {0: RETIRING, 1: CURRENT}
