@@ -293,3 +293,43 @@ def test_a_rotation_that_cannot_move_a_key_stops_with_an_error_instead_of_spinni
         assert isinstance(error, LifecycleError)
         assert stuck not in str(error) and "1 live key" in str(error)
         assert {e.epoch: e.state for e in vault.epochs()} == {0: RETIRING, 1: CURRENT}
+
+
+@pytest.mark.parametrize("odd", [False, True])
+def test_a_key_destroyed_while_its_batch_waits_to_store_it_stays_destroyed(
+        postgres_database: str, tmp_path: Path, odd: bool) -> None:
+    """On PostgreSQL a batch whose store waits for an erasure holding one of its keys (the
+    erasure commits while the store waits) leaves that key destroyed: the store re-checks
+    the row it waited for and brings no wrapping back; the others are re-wrapped. Both
+    ways of sending a batch (one string and one blob; per key, `odd`: an id with a space)."""
+    with Ledger(postgres_at(postgres_database, tmp_path / "home")) as ledger:
+        vault = ledger.vault
+        keys = list(fill(ledger, 59))
+        extra = "odd key" if odd else uuid.uuid4().hex
+        put(vault, {extra: AESGCM.generate_key(bit_length=256)}, 0)
+        keys.append(extra)
+        victim = keys[30]
+        vault.begin_epoch(AESGCM.generate_key(bit_length=256), NOW, "test")
+        end, _ = vault.rewrap_extent(0)
+        [batch] = vault.read_rewrap(0, 1, 0, end, 1000)
+        errors: list[BaseException] = []
+        counted: list[int] = []
+
+        def store() -> None:
+            try:
+                counted.append(vault.apply_rewrap(batch))
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+
+        with vault.engine.connect() as erasure:
+            erasure.execute(data_keys.update().where(data_keys.c.key_id == victim)
+                            .values(wrapped=None, destroyed_at=NOW, destroyed_by="erasure"))
+            thread = threading.Thread(target=store)
+            thread.start()
+            wait_for(lambda: waiting_on_locks(vault) == 1, 30, "the store to wait")
+            erasure.commit()
+        thread.join(30)
+        assert errors == [] and counted == [59]
+        after = stored(ledger)
+        assert after[victim] == (None, 0)
+        assert vault.live_keys_under(0) == 0 and vault.live_keys_under(1) == 59
