@@ -185,20 +185,20 @@ class Pacer:
 
 
 def _rewrap_pass(vault: KeyVault, old: int, new: int, batch: int, workers: int,
-                 pacer: Pacer | None) -> bool:
+                 pacer: Pacer | None) -> int:
     """One pass over the vault table: every live key of epoch `old` re-wrapped under
     `new`, in ranges of places holding about `batch` keys each, one transaction per range.
     One worker: see `_paced`. More workers re-wrap `workers` ranges at a time, each thread
-    on its own connection, making no room for others. False when no key of `old` was left
-    to begin with."""
+    on its own connection, making no room for others. Returns how many live keys of `old`
+    there were to begin with (0: none, nothing done)."""
     end, live = vault.rewrap_extent(old)
     if live == 0:
-        return False
+        return 0
     step = max(1, end * batch // live)  # places per range: about `batch` keys
     ranges = [(start, min(start + step, end)) for start in range(0, end, step)]
     if workers <= 1:
         _paced(vault, old, new, ranges, batch, pacer)
-        return True
+        return live
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rewrap") as pool:
         try:
             futures = [pool.submit(vault.rewrap_range, old, new, start, stop, batch)
@@ -209,7 +209,7 @@ def _rewrap_pass(vault: KeyVault, old: int, new: int, batch: int, workers: int,
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-    return True
+    return live
 
 
 def _read(vault: KeyVault, old: int, new: int, place: tuple[int, int], batch: int
@@ -286,8 +286,17 @@ def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datet
     current = next(e for e in epochs if e.state == CURRENT)
     vault.epoch_key(current.epoch, current.key_check)  # the new key must be at hand
     pacer = Pacer(store)
-    while _rewrap_pass(vault, retiring.epoch, current.epoch, batch, workers, pacer):
-        pass  # keys stored just before the switch, past the pass's end: one more pass
+    before = 0
+    # Keys stored just before the switch, past a pass's end: one more pass. No key of the
+    # retiring epoch is stored after the switch, so a pass that leaves as many as it found
+    # moved none and the next would too: stop rather than pass over the table forever.
+    while left := _rewrap_pass(vault, retiring.epoch, current.epoch, batch, workers, pacer):
+        if left == before:
+            raise LifecycleError(
+                f"the key rotation cannot re-wrap {left} live key{'s' if left != 1 else ''} "
+                f"of master-key epoch {retiring.epoch} (a pass over the vault moved none); "
+                "the rotation is still under way: check the vault's data-key table")
+        before = left
     crash_point("rotate-rewrapped")
     current = next(e for e in vault.epochs() if e.epoch == current.epoch)
     live = vault.live_keys_under(current.epoch)

@@ -132,6 +132,9 @@ _CLAIM_SQLITE = sa.text(
     "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
     "json_extract(value, '$[2]'), :now FROM json_each(:rows) WHERE true "
     "ON CONFLICT (fact_id) DO NOTHING RETURNING fact_id").bindparams(_CLAIMED_AT)
+_LOCK_TO_DESTROY = sa.text(
+    "SELECT key_id FROM lifecycle_data_keys WHERE key_id = ANY(CAST(:ids AS text[])) "
+    "AND destroyed_at IS NULL ORDER BY ctid FOR UPDATE")
 # Batches of one long sweep vacuum the vault table at most this often (the daemon's tick
 # always does, so destroyed keys leave the live files within one tick).
 RECLAIM_EVERY_S = 2.0
@@ -568,6 +571,11 @@ class KeyVault:
             return 0
         destroyed = 0
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Every key locked first, in the table's order: a rotation's re-wrap batch
+                # locks its keys in that order too, so the two never wait for each other
+                # in a cycle (a deadlock, which PostgreSQL breaks by failing the erasure).
+                conn.execute(_LOCK_TO_DESTROY, {"ids": list(seen)})
             for ids, at, by in groups:
                 for start in range(0, len(ids), 500):
                     chunk = ids[start:start + 500]
@@ -829,7 +837,8 @@ class KeyVault:
                     # element. The keys hashed in memory, not spilled to a temporary file.
                     cursor.execute("SET LOCAL work_mem = '64MB'")
                     ids = " ".join(batch.key_ids)
-                    if same_width and ids.count(" ") == len(batch.key_ids) - 1:
+                    # string_to_array('', ' ') is empty: a lone key of id '' goes per key.
+                    if same_width and ids and ids.count(" ") == len(batch.key_ids) - 1:
                         cursor.execute(
                             f"UPDATE {data_keys.name} AS d SET epoch = %s, "
                             "wrapped = substring(%b::bytea FROM (u.i::int - 1) * %s + 1 FOR %s) "
