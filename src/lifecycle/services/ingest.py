@@ -342,9 +342,7 @@ class FactApplier:
         found = self._hash_cache.get(email)
         if found is None:
             keep = self.policy is not None and self.policy.suppression.keep_subaddress
-            bare = self.vault.email_hash(email, keep_subaddress=keep)
-            tagged = bare if keep else self.vault.email_hash(email, keep_subaddress=True)
-            found = (bare,) if tagged == bare else (bare, tagged)
+            found = self.vault.listing_hashes(email, keep)
             if len(self._hash_cache) < 100_000:
                 self._hash_cache[email] = found
         return found

@@ -342,8 +342,8 @@ class Ledger:
             [(r["record"], r["sealed"][0]) for r in document["records"]
              if r["purpose"] == DIRECT_MARKETING and not r["erased_at"] and r["sealed"]],
             lambda: self.store.get_subject(reference),
-            policies[latest.label] if latest is not None else None, self.vault, self.views,
-            open_one)
+            policies[latest.label] if latest is not None else None, self.vault,
+            self.view_reads, open_one)
         open_document(document, lambda sealed: self.open_sealed(sealed, open_one),
                       self.open_note)
         for record in document["records"]:
@@ -407,7 +407,7 @@ class Ledger:
             self.projections.catch_up()  # the suppression list, as of every stored event
             document["limit_breaches"] = with_suppression_breaches(
                 document["limit_breaches"], marketing, lambda: subject, policy, self.vault,
-                self.views, open_value, until=as_of)
+                self.view_reads, open_value, until=as_of)
         return document
 
     def _requests_as_of(self, subject: DataSubject, as_of: datetime

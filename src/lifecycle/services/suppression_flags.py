@@ -33,8 +33,7 @@ CHUNK = 500
 def address_hashes(vault: KeyVault, address: str, keep_subaddress: bool) -> set[str]:
     """Every hash ingest looks an address up under: its one spelling (by the policy's
     keep_subaddress), that spelling with any tag kept, and the older trimmed form."""
-    return {vault.email_hash(address, keep_subaddress=keep_subaddress),
-            vault.email_hash(address, keep_subaddress=True),
+    return {*vault.listing_hashes(address, keep_subaddress),
             vault.email_hash(address, legacy=True)}
 
 

@@ -1027,6 +1027,14 @@ class KeyVault:
         plaintext = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], key_id.encode())
         return json.loads(plaintext)
 
+    def listing_hashes(self, email: str, keep_subaddress: bool) -> tuple[str, ...]:
+        """The hashes an address is listed under on the suppression list: its one spelling
+        (by the policy's `keep_subaddress`), and that spelling with any sub-address tag
+        kept (one hash when the two are the same)."""
+        bare = self.email_hash(email, keep_subaddress=keep_subaddress)
+        tagged = bare if keep_subaddress else self.email_hash(email, keep_subaddress=True)
+        return (bare,) if tagged == bare else (bare, tagged)
+
     def email_hash(self, email: str, *, keep_subaddress: bool = False,
                    legacy: bool = False) -> str:
         """Keyed hash of the e-mail in its one spelling (`email_address.normalise`):
