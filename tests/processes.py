@@ -46,6 +46,27 @@ def lifecycle(settings: Settings, *args: str, stdin: str | None = None
                           input=stdin, capture_output=True, text=True, timeout=60)
 
 
+def run_together(settings: Settings, commands: list[list[str]], timeout: float
+                 ) -> list[subprocess.CompletedProcess[str]]:
+    """Starts every command (argv after the interpreter) at once against `settings`' store
+    and waits for all; a process still running when the test fails is killed."""
+    started = [subprocess.Popen([sys.executable, *argv], env=env_for(settings),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for argv in commands]
+    done: list[subprocess.CompletedProcess[str]] = []
+    try:
+        for process in started:
+            stdout, stderr = process.communicate(timeout=timeout)
+            done.append(subprocess.CompletedProcess(process.args, process.returncode,
+                                                    stdout, stderr))
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return done
+
+
 def json_of(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)

@@ -11,7 +11,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from lifecycle.services.backup import PG_DUMP_FILE, libpq_env
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
 from tests.facts_builder import fact, lines
-from tests.processes import env_for, lifecycle
+from tests.processes import lifecycle, run_together
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 HQIP = CONFIG / "hqip.toml"
@@ -69,21 +68,11 @@ def test_writers_saving_the_same_subjects_in_many_batches_leave_a_verified_chain
         path = tmp_path / f"writer-{index}.jsonl"
         path.write_text("\n".join(lines(facts)) + "\n", encoding="utf-8")
         paths.append(path)
-    writers = [subprocess.Popen([sys.executable, "-c", SMALL_BATCHES, "ingest", str(path),
-                                 "--json"], env=env_for(store), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for path in paths]
-    outputs = []
-    try:
-        for writer in writers:
-            outputs.append(writer.communicate(timeout=120))
-    finally:
-        for writer in writers:
-            if writer.poll() is None:
-                writer.kill()
-                writer.communicate()
-    for writer, (_, stderr) in zip(writers, outputs, strict=True):
-        assert writer.returncode == 0, stderr
-    reports = [json.loads(stdout) for stdout, _ in outputs]
+    outputs = run_together(store, [["-c", SMALL_BATCHES, "ingest", str(path), "--json"]
+                                   for path in paths], timeout=120)
+    for output in outputs:
+        assert output.returncode == 0, output.stderr
+    reports = [json.loads(output.stdout) for output in outputs]
     assert sum(r["accepted"] for r in reports) == SUBJECTS * FACTS_PER_SUBJECT
     verified = lifecycle(store, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr

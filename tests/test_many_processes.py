@@ -28,7 +28,7 @@ from lifecycle.store.lease import lease_for
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
-from tests.processes import destroyed_keys, env_for, json_of, lifecycle, wait_for
+from tests.processes import destroyed_keys, env_for, json_of, lifecycle, run_together, wait_for
 from tests.read_models import snapshot_views
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -109,21 +109,11 @@ def test_four_writers_on_overlapping_subjects_store_every_fact_exactly_once(
         path = tmp_path / f"writer-{index}.jsonl"
         path.write_text("\n".join(lines(facts)) + "\n", encoding="utf-8")
         paths.append(path)
-    writers = [subprocess.Popen([sys.executable, "-m", "lifecycle", "ingest", str(path), "--json"],
-                                env=env_for(store), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for path in paths]
-    outputs = []
-    try:
-        for writer in writers:
-            outputs.append(writer.communicate(timeout=60))
-    finally:
-        for writer in writers:
-            if writer.poll() is None:
-                writer.kill()
-                writer.communicate()
-    for writer, (stdout, stderr) in zip(writers, outputs):
-        assert writer.returncode == 0, stderr
-    reports = [json.loads(stdout) for stdout, _ in outputs]
+    outputs = run_together(store, [["-m", "lifecycle", "ingest", str(path), "--json"]
+                                   for path in paths], timeout=60)
+    for output in outputs:
+        assert output.returncode == 0, output.stderr
+    reports = [json.loads(output.stdout) for output in outputs]
     expected = [f["id"] for facts in files for f in facts]
     assert [r["accepted"] for r in reports] == [len(facts) for facts in files]
     assert sum(r["accepted"] for r in reports) == len(expected) == SUBJECTS * FACTS_PER_SUBJECT
