@@ -3,15 +3,18 @@ leave the pools as writers need them and fail with the errors the transaction pa
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from eventsourcing.persistence import PersistenceError, ProgrammingError
 
+from lifecycle.domain.errors import KeyDestroyed
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.event_store import chained_recorder
 from lifecycle.store.settings import Settings
+from lifecycle.store.vault import open_vault
 
 
 def _settings(tmp_path: Path, url: str) -> Settings:
@@ -70,3 +73,28 @@ def test_a_failed_recorder_read_raises_the_store_error(postgres_database: str,
             curs.execute("SELECT to_regclass('probe_rows') AS found")
             row = curs.fetchone()
             assert row is not None and row["found"] is None
+
+
+def test_the_key_check_sees_an_erasure_committed_elsewhere(postgres_database: str,
+                                                          tmp_path: Path) -> None:
+    """A long-running reader that checks its keys on every open (its check now an autocommit
+    read) refuses a value once another vault has committed the key's destruction, though it
+    had the key unwrapped in memory; its own writes afterwards still store whole."""
+    settings = _settings(tmp_path, postgres_database)
+    now = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    reader, eraser = open_vault(settings), open_vault(settings)
+    try:
+        reader.check_destroyed_on_open = True
+        key_id = reader.key_for("subject-1", "contact", now)
+        reader.flush()
+        sealed = reader.seal(key_id, "value")
+        assert reader.open(sealed) == "value"
+        assert eraser.destroy([key_id], now, "test") == 1
+        with pytest.raises(KeyDestroyed):
+            reader.open(sealed)
+        other = reader.key_for("subject-2", "contact", now)
+        reader.flush()
+        assert eraser.open(eraser.seal(other, "kept")) == "kept"
+    finally:
+        reader.engine.dispose()
+        eraser.engine.dispose()
