@@ -136,3 +136,33 @@ def test_facts_for_many_subjects_across_batches_all_land(ledger: Ledger) -> None
     report = ledger.ingest(lines(facts), NOW)
     assert report.accepted == 2500
     assert len(ledger.subject("s:5").records) == len(range(5, 2500, 700))
+
+
+def test_a_long_ingest_collects_its_garbage_now_and_then_and_restores_the_collector(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ingest runs with the cyclic collector paused but collects fully every
+    COLLECT_EVERY_BATCHES batches (its garbage stays bounded however long the file), and
+    leaves the collector enabled as it found it."""
+    import gc
+
+    from lifecycle.services import ingest
+
+    monkeypatch.setattr(ingest, "BATCH_LINES", 10)
+    monkeypatch.setattr(ingest, "COLLECT_EVERY_BATCHES", 3)
+    full: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    facts = lines([fact("activity", f"member:{n}", "2024-02-01T10:00:00Z", id=f"a{n}")
+                   for n in range(60)])  # 6 batches to parse, 6 to apply: 4 collections
+    assert gc.isenabled()
+    gc.callbacks.append(count)
+    try:
+        report = ledger.ingest(facts, NOW)
+    finally:
+        gc.callbacks.remove(count)
+    assert report.accepted == 60
+    assert len(full) >= 4
+    assert gc.isenabled()

@@ -28,7 +28,7 @@ from lifecycle.store.vault import CLAIM_GRACE, KeyVault, Shred
 from lifecycle.domain.email_address import find_addresses
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.domain.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
-from lifecycle.support.gc_pause import cyclic_gc_paused
+from lifecycle.support.gc_pause import PeriodicCollection, cyclic_gc_paused
 from lifecycle.store.event_store import SubjectStore
 from lifecycle.domain.limits import check_limits, own_opt_in, resubscribed
 from lifecycle.policy.model import Policy
@@ -36,6 +36,8 @@ from lifecycle.services.shredding import save_then_destroy
 from lifecycle.domain.vocabulary import ALL_SCOPE, DIRECT_MARKETING
 
 BATCH_LINES = 2000
+# The run's collector pause is broken by a full collection every so many batches.
+COLLECT_EVERY_BATCHES = 50
 # Parsed facts a run holds while it orders a file by fact time; beyond, lines wait sealed
 # in a temporary file (`_FileOrder`).
 HELD_FACTS = 100_000
@@ -436,12 +438,13 @@ class Ingestor:
         report = IngestReport()
         pending = _FileOrder(self.now)
         breach_facts: list[f.ParsedLine] = []  # the breach register's: no subject
+        # The collector paused for the whole run: the parsed facts and cached subjects it
+        # holds would have it rescan them again and again (`PeriodicCollection`).
+        collection = PeriodicCollection(COLLECT_EVERY_BATCHES)
         try:
-            parsed = f.parse_lines(lines, self.now)
-            while True:
-                # The collector paused a batch of lines at a time, as for applying: the
-                # parsed facts held would have it rescan them again and again.
-                with cyclic_gc_paused():
+            with cyclic_gc_paused():
+                parsed = f.parse_lines(lines, self.now)
+                while True:
                     chunk = list(islice(parsed, BATCH_LINES))
                     for item in chunk:
                         if isinstance(item, f.Rejection):
@@ -450,10 +453,12 @@ class Ingestor:
                             breach_facts.append(item)
                         else:
                             pending.add(item)
-                if not chunk:
-                    break
-            for batch in pending.batches(BATCH_LINES):
-                self._ingest_batch(batch, report)
+                    if not chunk:
+                        break
+                    collection.step()
+                for batch in pending.batches(BATCH_LINES):
+                    self._ingest_batch(batch, report)
+                    collection.step()
         finally:
             pending.close()
         if breach_facts:
@@ -476,10 +481,6 @@ class Ingestor:
         self.on_rejected(rejection)
 
     def _ingest_batch(self, batch: list[f.ParsedLine], report: IngestReport) -> None:
-        with cyclic_gc_paused():  # resumed between batches: garbage stays bounded
-            self._ingest_batch_now(batch, report)
-
-    def _ingest_batch_now(self, batch: list[f.ParsedLine], report: IngestReport) -> None:
         # Lines whose processing raised something unexpected: rejected alone, and the batch
         # is redone from the store without them, so nothing valid is lost with them.
         failed: dict[int, f.Rejection] = {}
