@@ -84,6 +84,20 @@ def test_any_event_reads_back_as_the_library_would_have_written_it(event: Any) -
     assert json.loads(written) == json.loads(expected) or written == expected
 
 
+@pytest.mark.parametrize("moment", [
+    datetime(1, 1, 1, tzinfo=UTC), datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(2024, 2, 29, 0, 0, 0, 1, tzinfo=UTC), datetime(2024, 6, 1, 12, 30, tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 59, 59, 100000, tzinfo=UTC, fold=1),
+    datetime(2024, 6, 1, 12, 30, tzinfo=timezone(timedelta(seconds=30))),
+    datetime(2024, 6, 1, 12, 30, 0, 5)])
+def test_a_datetime_is_spelt_as_isoformat_spells_it(moment: datetime) -> None:
+    """A UTC time's text is written by orjson, not `isoformat`: the same characters, from
+    year 1 to 9999, with or without microseconds; any other zone (orjson rounds an offset
+    with seconds) or none is `isoformat`'s own."""
+    event = {"at": moment, "nested": [{"until": moment}]}
+    assert FAST.encode(event) == LIBRARY.encode(event)
+
+
 def test_a_uuid_is_not_written_as_a_bare_string() -> None:
     """orjson would write a UUID as a plain string (it would read back as a str): it is the
     library's {"_type_": "uuid_hex"}, as before."""

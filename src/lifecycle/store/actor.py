@@ -25,6 +25,7 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.utils import get_topic
 
 from lifecycle.domain.errors import ArgumentRefused
 
@@ -94,10 +95,23 @@ class ActorMapper(Mapper[UUID]):
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         actor = _current.get() or self.default_actor
-        if actor is not None and ACTOR_ATTRIBUTE not in vars(domain_event):
+        attributes = vars(domain_event)
+        if actor is not None and ACTOR_ATTRIBUTE not in attributes:
             # On the event object too, so it reads as it will when decoded (frozen class).
             object.__setattr__(domain_event, ACTOR_ATTRIBUTE, actor)
-        return super().to_stored_event(domain_event)
+        if self.compressor is not None or self.cipher is not None:
+            return super().to_stored_event(domain_event)
+        # The library's `to_stored_event` (same state, same bytes) in one call: about a
+        # tenth of an ingest's CPU goes through here, once per stored event.
+        kind = type(domain_event)
+        state = dict(attributes)
+        originator_id = state.pop("originator_id")
+        originator_version = state.pop("originator_version")
+        class_version = getattr(kind, "class_version", 1)
+        if class_version > 1:
+            state["class_version"] = class_version
+        return StoredEvent(originator_id, originator_version, get_topic(kind),
+                           self.transcoder.encode(state))
 
 
 def actor_of(domain_event: Any) -> str:

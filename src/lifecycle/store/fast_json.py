@@ -14,13 +14,20 @@ is written by the library's encoder, as before, errors included.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder
 
 _LEAVES = frozenset({str, int, bool, type(None), datetime})
+# A UTC datetime as the library's DatetimeAsISO writes it, its ISO text by orjson: the same
+# characters as `datetime.isoformat` for a UTC time (tests/test_fast_events.py), in a
+# tenth of the time.
+_ISO_OPEN = b'{"_type_":"datetime_iso","_data_":'
+_Fragment = orjson.Fragment
+_dumps = orjson.dumps
+_UTC = timezone.utc
 _OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
             | orjson.OPT_PASSTHROUGH_DATACLASS)
 
@@ -54,6 +61,8 @@ class FastJSONTranscoder(JSONTranscoder):
         library's `DatetimeAsISO` writes it, without the library's lookup, when that is
         the registered transcoding; anything else as the library's `_encode_obj`."""
         if type(o) is datetime and type(self.types.get(datetime)) is DatetimeAsISO:
+            if o.tzinfo is _UTC:
+                return _Fragment(_ISO_OPEN + _dumps(o) + b"}")
             return {"_type_": "datetime_iso", "_data_": o.isoformat()}
         return self._encode_obj(o)
 
