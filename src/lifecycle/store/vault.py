@@ -132,6 +132,14 @@ _CLAIM_SQLITE = sa.text(
     "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
     "json_extract(value, '$[2]'), :now FROM json_each(:rows) WHERE true "
     "ON CONFLICT (fact_id) DO NOTHING").bindparams(_CLAIMED_AT)
+# New data keys, wrapped (`KeyVault._insert_pending`).
+_STORE_KEYS_POSTGRES = sa.text(
+    "INSERT INTO lifecycle_data_keys (key_id, subject_id, scope, wrapped, created_at, epoch) "
+    "SELECT e->>0, e->>1, e->>2, decode(e->>3, 'hex'), CAST(e->>4 AS timestamptz), :epoch "
+    "FROM json_array_elements(CAST(:rows AS json)) AS e")
+_STORE_KEYS_SQLITE = (
+    "INSERT INTO lifecycle_data_keys (key_id, subject_id, scope, wrapped, created_at, epoch) "
+    "VALUES (?, ?, ?, ?, ?, ?)")
 _LOCK_TO_DESTROY = sa.text(
     "SELECT key_id FROM lifecycle_data_keys WHERE key_id = ANY(CAST(:ids AS text[])) "
     "AND destroyed_at IS NULL ORDER BY ctid FOR UPDATE")
@@ -543,12 +551,34 @@ class KeyVault:
             return
         with self.engine.begin() as conn:
             epoch = self._lock_current_epoch(conn)
-            rows = [{**row, "epoch": epoch,
-                     "wrapped": self._wrap(row["key_id"], self._secrets[row["key_id"]], epoch)}
-                    for row in self._pending]
-            conn.execute(data_keys.insert(), rows)
+            self._insert_pending(conn, epoch)
         self._pending = []
         self._secrets.clear()
+
+    def _insert_pending(self, conn: sa.Connection, epoch: int) -> None:
+        """The pending keys' rows, wrapped under `epoch`, handed to the driver as they are
+        (the table's insert through SQLAlchemy processed every value of every row in
+        Python: a third of a flush): on PostgreSQL one JSON array (as fact-id claims),
+        on SQLite the driver's executemany, times in SQLAlchemy's own text for them."""
+        secrets = self._secrets
+        if conn.dialect.name == "postgresql":
+            conn.execute(_STORE_KEYS_POSTGRES, {"epoch": epoch, "rows": _json_rows([
+                [row["key_id"], row["subject_id"], row["scope"],
+                 self._wrap(row["key_id"], secrets[row["key_id"]], epoch).hex(),
+                 row["created_at"].isoformat()] for row in self._pending])})
+            return
+        column_type = data_keys.c.created_at.type
+        spelt = column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        times: dict[datetime, Any] = {}
+        rows = []
+        for row in self._pending:
+            created_at = row["created_at"]
+            if created_at not in times:
+                times[created_at] = spelt(created_at) if spelt else created_at
+            rows.append((row["key_id"], row["subject_id"], row["scope"],
+                         self._wrap(row["key_id"], secrets[row["key_id"]], epoch),
+                         times[created_at], epoch))
+        conn.exec_driver_sql(_STORE_KEYS_SQLITE, rows)
 
     def destroy(self, key_ids: Iterable[str], at: datetime, by: str) -> int:
         """Destroys keys for good; idempotent. Returns how many were live."""
