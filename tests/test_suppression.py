@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.store.vault import KeyVault, create_vault_engine
 from lifecycle.domain.email_address import (AT_SIGNS, could_be_address, find_addresses, method_slug,
-                                     normalise)
+                                     normalise, spellings)
 from lifecycle.services.ledger import Ledger
 from lifecycle.policy.loader import parse_policy
 from tests.facts_builder import collected, fact, lines
@@ -204,6 +204,22 @@ def test_random_spellings_of_one_address_hash_equal(data: st.DataObject,
     spelling = data.draw(spelling_of(address))
     assert _VAULT.email_hash(spelling) == _VAULT.email_hash(address)
     assert normalise(normalise(spelling) or "") == normalise(spelling)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), _ADDRESS | st.text(max_size=30), st.booleans())
+def test_both_listing_spellings_come_from_one_pass(data: st.DataObject, address: str,
+                                                   keep_subaddress: bool) -> None:
+    """`spellings` is `normalise` without and with the +tag, and the listing hashes (made
+    from it, normalising once) are `email_hash` of each spelling, one hash when they are
+    the same: for addresses, their spellings and any text."""
+    value = data.draw(spelling_of(address)) if "@" in address else address
+    untagged, tagged = normalise(value), normalise(value, keep_subaddress=True)
+    assert spellings(value) == (None if untagged is None else (untagged, tagged))
+    bare = _VAULT.email_hash(value, keep_subaddress=keep_subaddress)
+    with_tag = _VAULT.email_hash(value, keep_subaddress=True)
+    assert _VAULT.listing_hashes(value, keep_subaddress) == (
+        (bare,) if with_tag == bare else (bare, with_tag))
 
 
 @settings(max_examples=300, deadline=None)

@@ -53,6 +53,30 @@ def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
     dot(s) and non-ASCII domains become their IDNA (xn--) form; `local+tag@` becomes
     `local@` unless `keep_subaddress`.
     """
+    parts = _mailbox(value)
+    if parts is None:
+        return None
+    local, domain = parts
+    return f"{local if keep_subaddress else _untagged(local)}@{domain}"
+
+
+def spellings(value: str) -> tuple[str, str] | None:
+    """`normalise(value)` and `normalise(value, keep_subaddress=True)`, in one pass (the
+    suppression list holds an address under both); None if it is not an address."""
+    parts = _mailbox(value)
+    if parts is None:
+        return None
+    local, domain = parts
+    return f"{_untagged(local)}@{domain}", f"{local}@{domain}"
+
+
+def _untagged(local: str) -> str:
+    base, plus, _ = local.partition("+")
+    return base if plus and base else local
+
+
+def _mailbox(value: str) -> tuple[str, str] | None:
+    """`normalise` up to the sub-address tag: (local part, domain), or None."""
     value = value.translate(CONTROLS)
     if not value.isascii():
         value = value.translate(INVISIBLE)
@@ -93,11 +117,7 @@ def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
     labels = domain.split(".")
     if len(labels) < 2 or not all(labels):
         return None
-    if not keep_subaddress:
-        base, plus, _ = local.partition("+")
-        if plus and base:
-            local = base
-    return f"{local}@{domain}"
+    return local, domain
 
 
 def find_addresses(data: Any) -> Iterator[str]:

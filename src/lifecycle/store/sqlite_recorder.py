@@ -67,6 +67,28 @@ class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
         self._chained(rows)  # committed
         return ids
 
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> Sequence[int] | None:
+        """The library's: one INSERT per event, its id from `lastrowid`, but on the
+        driver's cursor itself (not through the library's wrapper, a Python call per
+        event) and each originator's hex spelt once (an aggregate's events come
+        together)."""
+        cursor = c.sqlite_cursor
+        execute, statement = cursor.execute, self.insert_events_statement
+        ids: list[int] = []
+        last: Any = None
+        originator: Any = None
+        for event in stored_events:
+            if event.originator_id is not last:
+                last = event.originator_id
+                originator = last.hex if isinstance(last, UUID) else last
+            execute(statement, (originator, event.originator_version, event.topic,
+                                event.state))
+            rowid = cursor.lastrowid
+            assert rowid is not None  # (an INSERT that succeeded)
+            ids.append(rowid)
+        return ids
+
     def _append(self, c: SQLiteCursor, pending: Pending, ids: Sequence[int],
                 signer: Signer) -> list[ChainRow]:
         head = self._head(c)
