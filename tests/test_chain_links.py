@@ -13,12 +13,18 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from eventsourcing.persistence import StoredEvent
 
 from lifecycle.services.audit import verify
 from lifecycle.services.ledger import Ledger
+from lifecycle.store.event_chain import (LOG_GENESIS, Tail, event_digest, extend, link,
+                                         originator_text, prepare, subject_genesis)
 from lifecycle.store.event_store import chained_recorder
+from lifecycle.store.signing_key import Signer
 from lifecycle.store.settings import Settings
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
@@ -74,3 +80,26 @@ def test_a_link_another_writer_moved_on_is_read_from_the_store(
         assert [at for at, _ in subject.activities] == [
             datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=n) for n in range(1, 6)]
         assert verify(first.store, first.views).ok
+
+
+def test_a_batch_is_digested_and_linked_as_the_chain_defines_it() -> None:
+    """`prepare` and `extend` pack an originator's and a topic's fields once per batch and
+    write the links out: each event digest is still `event_digest` of its fields, each
+    subject digest the link from its subject's previous one (from genesis for a version
+    1), each log digest the link from the one before."""
+    first, second = UUID(int=1), UUID(int=2)
+    events = [StoredEvent(first, 1, "a:Created", b"{}"), StoredEvent(first, 2, "a:Done", b"x"),
+              StoredEvent(second.hex, 1, "a:Created", b"{}"),
+              StoredEvent(str(second), 2, "b:Other", bytearray(b"y" * 300)),
+              StoredEvent(first, 3, "a:Done", b"")]
+    pending = prepare(events)
+    texts = [originator_text(e.originator_id) for e in events]
+    assert pending.digests == [event_digest(t, e.originator_version, e.topic, bytes(e.state))
+                               for t, e in zip(texts, events, strict=True)]
+    rows, _ = extend(pending, [1, 2, 3, 4, 5], None, Signer(Ed25519PrivateKey.generate(), "test"), Tail(0, 0))
+    log, subjects = LOG_GENESIS, {}
+    for row, text, digest in zip(rows, texts, pending.digests, strict=True):
+        log = link(log, digest)
+        subjects[text] = link(subjects.get(text) or subject_genesis(text), digest)
+        assert (row.event_digest, row.subject_digest, row.log_digest) == (
+            digest, subjects[text], log)

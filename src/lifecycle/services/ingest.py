@@ -18,6 +18,7 @@ from itertools import islice
 from typing import IO, Any
 from uuid import UUID
 
+import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import IntegrityError
 
@@ -721,4 +722,6 @@ _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def _utc_text(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
+    """`value.astimezone(UTC).isoformat()`: orjson spells a UTC time as isoformat does
+    (tests/test_fast_json.py), in a quarter of the time."""
+    return orjson.dumps(value.astimezone(UTC))[1:-1].decode()

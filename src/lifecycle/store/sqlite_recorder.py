@@ -99,9 +99,12 @@ class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
             self._recheck(pending, None if found is None else bytes(found[0]),
                           lambda wanted: self._subject_links(c, wanted))
         rows, checkpoint = extend(pending, ids, head, signer, self._tail(c, ids[0]))
+        hexes: dict[str, str] = {}  # each originator's stored spelling, made once
         c.executemany(f"INSERT INTO {CHAIN_TABLE} VALUES (?,?,?,?,?,?)",
-                      [(r.position, r.originator.replace("-", ""), r.version, r.event_digest,
-                        r.subject_digest, r.log_digest) for r in rows])
+                      [(r.position, hexes.get(r.originator)
+                        or hexes.setdefault(r.originator, r.originator.replace("-", "")),
+                        r.version, r.event_digest, r.subject_digest, r.log_digest)
+                       for r in rows])
         c.execute(f"INSERT INTO {CHECKPOINT_TABLE} VALUES (?,?,?,?,?,?,?)", checkpoint.row())
         return rows
 
