@@ -309,3 +309,26 @@ def test_commands_bind_arguments_as_the_library_does() -> None:
     with pytest.raises(TypeError, match="positional arguments"):
         subject.record_activity("a4", T0, None, None)
     assert subject.collect_events() == []
+
+
+def test_keyword_arguments_in_any_order_store_the_fields_in_the_events_order() -> None:
+    """A command given its arguments by keyword, in another order than its parameters',
+    or leaning on a default, builds the event the library builds: the same stored bytes
+    (the event's fields in their declared order), as a call by position does."""
+    def stored_state(call: Any) -> bytes:
+        subject = subject_with_history()
+        with fixed_clock(T0):
+            call(subject)
+        (event,) = subject.collect_events()
+        state = dict(vars(event))
+        state.pop("originator_id")
+        state.pop("originator_version")
+        return TRANSCODER.encode(state)
+
+    calls = [lambda s: s.record_activity(record=None, at=T0, fact_id="a1"),
+             lambda s: s.request_access(request="q9", at=T0, fact_id="a3"),
+             lambda s: s.record_activity("a1", T0, None)]
+    fast = [stored_state(call) for call in calls]
+    with library_commands(DataSubject):
+        library = [stored_state(call) for call in calls]
+    assert fast == library

@@ -57,8 +57,14 @@ class _Signature:
         self.positional = tuple(p.name for p in params
                                 if p.kind is p.POSITIONAL_OR_KEYWORD)
         self.defaults = {p.name: p.default for p in params if p.default is not _EMPTY}
+        # Every parameter can be given by position: a call that gives them all so binds
+        # them by zipping (most calls).
+        self.all_positional = self.positional == self.names
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments by name, in the parameters' order."""
+        if not kwargs and self.all_positional and len(args) == len(self.names):
+            return dict(zip(self.names, args))
         if len(args) > len(self.positional):
             raise TypeError(f"{self.qualname}() takes {len(self.positional)} positional "
                             f"arguments but {len(args)} were given")
@@ -79,7 +85,7 @@ class _Signature:
                 unknown = sorted(set(values) - set(self.names))
                 raise TypeError(f"{self.qualname}() got an unexpected keyword argument "
                                 f"{unknown[0]!r}")
-        return values
+        return {name: values[name] for name in self.names}
 
 
 def _check_fields(event_cls: type, names: tuple[str, ...], base: tuple[str, ...]) -> None:
@@ -117,8 +123,7 @@ class FastCommand:
         state["originator_id"] = aggregate._id
         state["originator_version"] = version
         state["timestamp"] = timestamp
-        for name in self.signature.names:
-            state[name] = values[name]
+        state.update(values)  # in the parameters' order: the event's field order
         self.func(aggregate, **values)  # as `mutate` applies it (the library's apply)
         aggregate._version = version
         aggregate._modified_on = timestamp
@@ -168,8 +173,7 @@ class FastCreate:
         state["originator_version"] = cls.INITIAL_VERSION
         state["timestamp"] = timestamp
         state["originator_topic"] = self.topic
-        for name in self.signature.names:
-            state[name] = values[name]
+        state.update(values)  # in the parameters' order: the event's field order
         aggregate = cls.__new__(cls)
         aggregate.__base_init__(originator_id, cls.INITIAL_VERSION, timestamp)
         aggregate.__init__(**values)  # the library's mutate calls it so (its original body)
