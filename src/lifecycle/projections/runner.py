@@ -8,7 +8,7 @@ position. Views are rebuilt from subject state, so a rebuild from zero gives the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -176,6 +176,27 @@ class ProjectionRunner:
                 and len(self._cache) + len(aggregates) <= CACHE_LIMIT):
             self._cache.update((a.id, a) for a in aggregates)
             self._handed_over = handed
+
+    def lend(self, ids: Iterable[UUID]) -> dict[UUID, DataSubject]:
+        """The subjects among `ids` this runner holds, each exactly as stored at its
+        `version` (the cache's own objects, not copies), so that a writer in this process
+        decides on them without reading them again. A subject the writer changes must be
+        saved and handed back (`remember`), or `evict`ed if it is not saved. One behind
+        the store (another process wrote since) is safe to decide on: saving its next
+        version fails, as after any stale read. A partition's runner lends nothing."""
+        if self.partition is not None:
+            return {}
+        found: dict[UUID, DataSubject] = {}
+        for aggregate_id in ids:
+            cached = self._cache.get(aggregate_id)
+            if isinstance(cached, DataSubject):
+                found[aggregate_id] = cached
+        return found
+
+    def evict(self, ids: Iterable[UUID]) -> None:
+        """Drops these aggregates from the cache (changed by a writer and not saved)."""
+        for aggregate_id in ids:
+            self._cache.pop(aggregate_id, None)
 
     def forget(self) -> None:
         """Drops what this runner cached, for when the views were replaced under it."""
