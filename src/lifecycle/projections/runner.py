@@ -25,7 +25,12 @@ from lifecycle.store.event_chain import BrokenEvent
 from lifecycle.store.event_store import Partition, SubjectStore
 from lifecycle.support.gc_pause import cyclic_gc_paused
 from lifecycle.projections import tables
-from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionContext
+from lifecycle.projections.views import (
+    PROJECTIONS,
+    RETENTION_EXPIRED,
+    Projection,
+    ProjectionContext,
+)
 
 BATCH = 1000            # events per read of the notification log
 WRITE_BATCH = 10_000    # events applied per read-model transaction (at most)
@@ -54,6 +59,8 @@ class _Touched:
     subjects: list[DataSubject]
     cases: list[RequestCase]
     fresh: set[UUID]
+    # Subjects whose every event after the position is a RetentionExpired.
+    expired_only: set[UUID]
 
 
 def create_views_engine(url: str) -> sa.Engine:
@@ -263,7 +270,8 @@ class ProjectionRunner:
                 context = ProjectionContext(
                     conn=conn, store=self.store, register=register,
                     policy_changed=policy_changed_at is not None and policy_changed_at > seen,
-                    cases=touched.cases, fresh=touched.fresh, partition=self.partition)
+                    cases=touched.cases, fresh=touched.fresh,
+                    expired_only=touched.expired_only, partition=self.partition)
                 projection.update(context, touched.subjects)
                 moved.append(projection.name)
             self._write_positions(conn, moved, last, stored)
@@ -275,7 +283,13 @@ class ProjectionRunner:
         """The aggregates with events after `seen`, leaving out those whose every such
         event is one of `unchanged_by` (topics that cannot change the projection's rows:
         a sweep's erasure does not touch consents, shares or suppression)."""
-        touched = _Touched([], [], {aid for aid, nid in created_at.items() if nid > seen})
+        fresh = {aid for aid, nid in created_at.items() if nid > seen}
+        expired: set[UUID] = set()
+        other_events: set[UUID] = set()
+        for nid, aid, topic in touched_after:
+            if nid > seen:
+                (expired if topic == RETENTION_EXPIRED else other_events).add(aid)
+        touched = _Touched([], [], fresh, expired - other_events - fresh)
         for aggregate_id in dict.fromkeys(aid for nid, aid, topic in touched_after
                                           if nid > seen and topic not in unchanged_by):
             aggregate = self._cache[aggregate_id]
