@@ -22,6 +22,7 @@ from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.store.engines import create_store_engine
 from lifecycle.store.event_chain import BrokenEvent
+from lifecycle.store import fast_replay
 from lifecycle.store.event_store import Partition, SubjectStore
 from lifecycle.support.gc_pause import cyclic_gc_paused
 from lifecycle.projections import tables
@@ -336,11 +337,11 @@ class ProjectionRunner:
         cached = self._cache.get(aggregate_id)
         try:
             if cached is not None and cached.version == version - 1:
-                decode(notification).mutate(cached)
+                fast_replay.mutate(decode(notification), cached)
             elif cached is not None and version <= cached.version <= reach:
                 pass  # handed over by `remember`: holds this event, and no later than the batch
             elif version == 1:
-                self._cache[aggregate_id] = decode(notification).mutate(None)
+                self._cache[aggregate_id] = fast_replay.mutate(decode(notification), None)
             else:
                 self._cache[aggregate_id] = self.store.repository.get(aggregate_id,
                                                                       version=version)
