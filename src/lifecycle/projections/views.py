@@ -8,6 +8,7 @@ from typing import Protocol
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from eventsourcing.utils import get_topic
 
 from lifecycle.aggregates.data_subject import DataSubject
@@ -62,8 +63,13 @@ class Projection(Protocol):
 
 def _replace(conn: sa.Connection, table: sa.Table, stale_ids: list[str],
              rows: list[dict[str, object]], key: str = "subject_id") -> None:
-    for start in range(0, len(stale_ids), 500):
-        conn.execute(table.delete().where(table.c[key].in_(stale_ids[start:start + 500])))
+    if conn.dialect.name == "postgresql":
+        if stale_ids:  # one array parameter: the same statement whatever the count
+            conn.execute(table.delete().where(table.c[key] == sa.any_(
+                sa.bindparam("stale", stale_ids, type_=ARRAY(sa.String)))))
+    else:
+        for start in range(0, len(stale_ids), 500):
+            conn.execute(table.delete().where(table.c[key].in_(stale_ids[start:start + 500])))
     insert_rows(conn, table, rows)
 
 
@@ -113,13 +119,21 @@ class ScheduleProjection:
         rows go (an erased record has no disposal). The other rows stay as they are: a
         record's plan reads its own erasure, never another record's, so they would be
         written again unchanged."""
-        erased = [{"subject_id": str(s.id), "record": r.record}
+        erased = [(str(s.id), r.record)
                   for s in subjects for r in s.records.values() if r.erased_at is not None]
-        if erased:
-            table = tables.schedule
-            ctx.conn.execute(table.delete().where(
-                table.c.subject_id == sa.bindparam("subject_id"),
-                table.c.record == sa.bindparam("record")), erased)
+        if not erased:
+            return
+        table, conn = tables.schedule, ctx.conn
+        if conn.dialect.name == "postgresql":  # two array parameters, one statement
+            quote = conn.dialect.identifier_preparer.quote
+            conn.execute(sa.text(
+                f"DELETE FROM {quote(table.name)} WHERE (subject_id, record) IN "
+                "(SELECT * FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:records AS VARCHAR[])))"),
+                {"ids": [i for i, _ in erased], "records": [r for _, r in erased]})
+            return
+        for start in range(0, len(erased), 500):  # one statement, not one per row
+            conn.execute(table.delete().where(sa.tuple_(
+                table.c.subject_id, table.c.record).in_(erased[start:start + 500])))
 
     @staticmethod
     def _known_subjects(ctx: ProjectionContext) -> list[UUID]:
