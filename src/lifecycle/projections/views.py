@@ -131,9 +131,9 @@ class ScheduleProjection:
                 "(SELECT * FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:records AS VARCHAR[])))"),
                 {"ids": [i for i, _ in erased], "records": [r for _, r in erased]})
             return
-        for start in range(0, len(erased), 500):  # one statement, not one per row
-            conn.execute(table.delete().where(sa.tuple_(
-                table.c.subject_id, table.c.record).in_(erased[start:start + 500])))
+        conn.execute(table.delete().where(  # SQLite: one executemany, a key lookup each
+            table.c.subject_id == sa.bindparam("id"), table.c.record == sa.bindparam("record")),
+            [{"id": i, "record": r} for i, r in erased])
 
     @staticmethod
     def _known_subjects(ctx: ProjectionContext) -> list[UUID]:
