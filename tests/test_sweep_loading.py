@@ -310,3 +310,55 @@ def test_a_dry_run_leaves_the_held_subjects_as_stored(
     swept = snapshot_views(ledger)
     ledger.projections.rebuild()
     assert snapshot_views(ledger) == swept
+
+
+def test_the_collector_stays_paused_across_a_sweeps_batches(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep keeps the cyclic collector paused from its first batch to its last (each
+    resume would rescan every aggregate the process holds), collects in full every
+    COLLECT_EVERY_BATCHES batches, and leaves the collector on after, also when a batch
+    fails."""
+    import gc
+
+    from lifecycle.services import sweep as sweep_module
+
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    members(ledger, 5, 1)
+    ledger.projections.catch_up()
+    monkeypatch.setattr(sweep_module, "BATCH_SUBJECTS", 2)
+    monkeypatch.setattr(sweep_module, "COLLECT_EVERY_BATCHES", 2)
+    enabled: list[bool] = []
+    sweep_batch = Sweeper._sweep_batch
+
+    def recording(self: Sweeper, *args: object) -> None:
+        enabled.append(gc.isenabled())
+        sweep_batch(self, *args)  # type: ignore[arg-type]
+
+    collections: list[int] = []
+    resumed: list[int] = []
+    enable = gc.enable
+    monkeypatch.setattr(Sweeper, "_sweep_batch", recording)
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(len(enabled)) or 0)
+    monkeypatch.setattr(gc, "enable", lambda: (resumed.append(len(enabled)), enable())[1])
+    report = Sweeper(ledger.store, ledger.vault, ledger.views,
+                     cache=ledger.projections).sweep(REVIEW, NOW)
+    assert len(report.erased) == 5
+    assert enabled == [False, False, False], "paused from the first batch to the last"
+    assert resumed == [3], "resumed once, after the last batch"
+    assert collections == [2], "a full collection after every second batch"
+    assert gc.isenabled()
+
+    def failing(self: Sweeper, *args: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Sweeper, "_sweep_batch", failing)
+    ingested = ledger.ingest(lines([fact("consent-given", "member:late", "2023-05-02T09:00:00Z",
+                                         purpose="direct-marketing"),
+                                    collected("member:late", "2023-05-02T09:01:00Z", "list-0",
+                                              {"x": 1}),
+                                    fact("unsubscribed", "member:late",
+                                         "2024-03-10T10:00:00Z")]), NOW)
+    assert ingested.accepted == 3
+    with pytest.raises(RuntimeError, match="disk full"):
+        ledger.sweep(REVIEW, NOW)
+    assert gc.isenabled()

@@ -24,7 +24,7 @@ from lifecycle.store.vault import KeyVault, Shred
 from lifecycle.domain.errors import ArgumentRefused
 from lifecycle.store.event_store import SAVE_RETRIES, SubjectStore
 from lifecycle.domain.facts import CLOCK_SKEW
-from lifecycle.support.gc_pause import cyclic_gc_paused
+from lifecycle.support.gc_pause import PeriodicCollection, cyclic_gc_paused
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.policy.model import Policy
 from lifecycle.projections import tables
@@ -32,6 +32,8 @@ from lifecycle.domain.retention import pause_reason, plan
 from lifecycle.services.shredding import destroy_recorded, save_marked
 
 BATCH_SUBJECTS = int(os.environ.get("LIFECYCLE_SWEEP_BATCH", "200"))
+# The sweep's collector pause is broken by a full collection every so many batches.
+COLLECT_EVERY_BATCHES = 50
 
 
 @dataclass
@@ -110,12 +112,15 @@ class Sweeper:
             return report
         policy = policy_from_document(adoption.document)
         due = list(due_items(self.engine, at).items())
-        for start in range(0, len(due), BATCH_SUBJECTS):
-            # The collector would rescan every aggregate the process holds (the
-            # projections' cache) as a batch allocates; resumed between batches.
-            with cyclic_gc_paused():
+        # The collector would rescan every aggregate the process holds (the projections'
+        # cache) as a batch allocates, and again at each resume: paused for the whole
+        # sweep, with a full collection every so many batches (`PeriodicCollection`).
+        collection = PeriodicCollection(COLLECT_EVERY_BATCHES)
+        with cyclic_gc_paused():
+            for start in range(0, len(due), BATCH_SUBJECTS):
                 self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, started,
                                   policy, adoption, report, dry_run, on_item)
+                collection.step()
         if not dry_run:
             with self.engine.begin() as conn:
                 conn.execute(tables.sweep_runs.insert().values(
