@@ -74,3 +74,33 @@ def test_a_link_another_writer_moved_on_is_read_from_the_store(
         assert [at for at, _ in subject.activities] == [
             datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=n) for n in range(1, 6)]
         assert verify(first.store, first.views).ok
+
+
+def test_links_are_read_by_key_not_by_a_scan_of_the_events_sqlite(
+        sqlite_settings: Settings) -> None:
+    """SQLite reads the links a batch needs by looking each wanted event up in the
+    events' key: its query plan scans no index or table of events (a scan grows with the
+    store, not with the batch). The links read are those of the wanted events."""
+    import sqlite3
+
+    with Ledger(sqlite_settings) as ledger:
+        assert ledger.ingest([activity(n, f"person-{n}") for n in range(6)], NOW).ok
+        recorder = chained_recorder(ledger.store)
+        events = ledger.store.recorder.select_notifications(1, 100)
+        wanted = [(str(n.originator_id), n.originator_version) for n in events[:3]]
+        statements: list[tuple[str, list[Any]]] = []
+
+        class Recording:
+            def execute(self, statement: str, params: list[Any]) -> None:
+                statements.append((statement, params))
+
+            def fetchall(self) -> list[Any]:
+                return []
+
+        recorder._subject_links(Recording(), wanted)  # type: ignore[arg-type]
+        links = recorder.subject_links(wanted)
+        assert set(links) == {o for o, _ in wanted}
+    ((statement, params),) = statements
+    with sqlite3.connect(sqlite_settings.events_path) as conn:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}", params)]
+    assert not [step for step in plan if step.startswith("SCAN e")], plan
