@@ -96,10 +96,41 @@ def test_a_batch_is_digested_and_linked_as_the_chain_defines_it() -> None:
     texts = [originator_text(e.originator_id) for e in events]
     assert pending.digests == [event_digest(t, e.originator_version, e.topic, bytes(e.state))
                                for t, e in zip(texts, events, strict=True)]
-    rows, _ = extend(pending, [1, 2, 3, 4, 5], None, Signer(Ed25519PrivateKey.generate(), "test"), Tail(0, 0))
+    signer = Signer(Ed25519PrivateKey.generate(), "test")
+    rows, _ = extend(pending, [1, 2, 3, 4, 5], None, signer, Tail(0, 0))
     log, subjects = LOG_GENESIS, {}
     for row, text, digest in zip(rows, texts, pending.digests, strict=True):
         log = link(log, digest)
         subjects[text] = link(subjects.get(text) or subject_genesis(text), digest)
         assert (row.event_digest, row.subject_digest, row.log_digest) == (
             digest, subjects[text], log)
+
+
+def test_links_are_read_by_key_not_by_a_scan_of_the_events_sqlite(
+        sqlite_settings: Settings) -> None:
+    """SQLite reads the links a batch needs by looking each wanted event up in the
+    events' key: its query plan scans no index or table of events (a scan grows with the
+    store, not with the batch). The links read are those of the wanted events."""
+    import sqlite3
+
+    with Ledger(sqlite_settings) as ledger:
+        assert ledger.ingest([activity(n, f"person-{n}") for n in range(6)], NOW).ok
+        recorder = chained_recorder(ledger.store)
+        events = ledger.store.recorder.select_notifications(1, 100)
+        wanted = [(str(n.originator_id), n.originator_version) for n in events[:3]]
+        statements: list[tuple[str, list[Any]]] = []
+
+        class Recording:
+            def execute(self, statement: str, params: list[Any]) -> None:
+                statements.append((statement, params))
+
+            def fetchall(self) -> list[Any]:
+                return []
+
+        recorder._subject_links(Recording(), wanted)  # type: ignore[arg-type]
+        links = recorder.subject_links(wanted)
+        assert set(links) == {o for o, _ in wanted}
+    ((statement, params),) = statements
+    with sqlite3.connect(sqlite_settings.events_path) as conn:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}", params)]
+    assert not [step for step in plan if step.startswith("SCAN e")], plan

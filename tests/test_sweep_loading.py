@@ -215,3 +215,150 @@ def test_keys_a_batch_recorded_are_destroyed_before_the_next_batch_is_read(
     assert seen_live == [set()] * len(seen_live), \
         "keys of subjects recorded as erased were still live when the next batch was read"
     assert ledger.vault.live_key_ids(list(key_of.values())) == set()
+
+
+def reads_of(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many aggregates each batched read of the store asks for, from now on."""
+    read: list[int] = []
+    get_aggregates = ledger.store.get_aggregates
+
+    def counting(ids: list[object], chunk: int = 500) -> Iterator[object]:
+        read.append(len(ids))
+        return get_aggregates(ids, chunk)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger.store, "get_aggregates", counting)
+    return read
+
+
+def test_a_sweep_decides_on_the_subjects_the_projections_hold_without_reading_them(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subjects the projection runner holds (each exactly as stored at its version) are
+    swept without being read again; the stored events and the views equal those of a
+    sweep in a process that held none of them."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    refs = members(ledger, 6, 2)
+    ledger.projections.catch_up()
+    held = ledger.projections.lend(DataSubject.create_id(ref) for ref in refs)
+    assert len(held) == len(refs), "the catch-up holds every subject it applied"
+    read = reads_of(ledger, monkeypatch)
+    report = ledger.sweep(REVIEW, NOW)
+    monkeypatch.undo()
+    assert len(report.erased) == 12
+    assert sum(read) == 0, "no swept subject was read from the store"
+    for ref in refs:
+        stored = ledger.store.get_subject(ref)
+        assert stored is not None
+        assert stored.version == held[stored.id].version
+        assert stored.consents == held[stored.id].consents  # (folds the cached preferences)
+        assert vars(stored) == vars(held[stored.id])
+    swept = snapshot_views(ledger)
+    ledger.projections.rebuild()
+    assert snapshot_views(ledger) == swept
+
+
+def test_a_held_subject_another_process_changed_is_decided_again_on_what_is_stored(
+        ledger: Ledger, backend: object) -> None:
+    """A held subject can be behind the store (another process wrote since the last
+    catch-up): what the sweep decides on it is never saved (its next version is taken),
+    the batch is redone on the subjects as stored, and nothing the stale state decided is
+    erased: here a legal hold placed meanwhile pauses the erasure."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    refs = members(ledger, 3, 1)
+    ledger.projections.catch_up()
+    with Ledger(backend) as other:  # type: ignore[arg-type]
+        report = other.ingest(lines([fact("legal-hold-placed", refs[0], "2024-06-01T09:00:00Z",
+                                          hold="H-1", scope="direct-marketing",
+                                          reason="claim")]), NOW)
+        assert report.accepted == 1, report.rejected
+    held = ledger.projections.lend([DataSubject.create_id(refs[0])])
+    assert not held[DataSubject.create_id(refs[0])].holds, "held as before the hold"
+    swept = Sweeper(ledger.store, ledger.vault, ledger.views,
+                    cache=ledger.projections).sweep(REVIEW, NOW)
+    assert [p["subject"] for p in swept.paused] == [refs[0]]
+    assert sorted(e["subject"] for e in swept.erased) == sorted(refs[1:3])
+    stored = ledger.store.get_subject(refs[0])
+    assert stored is not None and stored.records["list-0"].erased_at is None
+    assert ledger.vault.live_key_ids([stored.records["list-0"].key_id]) == {
+        stored.records["list-0"].key_id}
+    ledger.projections.catch_up()
+    views = snapshot_views(ledger)
+    ledger.projections.rebuild()
+    assert snapshot_views(ledger) == views
+
+
+def test_a_dry_run_leaves_the_held_subjects_as_stored(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dry run changes the held subjects it decides on without saving them: it drops
+    them from the cache, so the real sweep after it reads them as stored and records
+    every erasure; the views equal a rebuild."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    refs = members(ledger, 4, 1)
+    ledger.projections.catch_up()
+    ids = [DataSubject.create_id(ref) for ref in refs]
+    dry = ledger.sweep(REVIEW, NOW, dry_run=True)
+    assert len(dry.erased) == 4
+    for subject in ledger.projections.lend(ids).values():
+        assert not subject.pending_events
+        assert all(r.erased_at is None for r in subject.records.values())
+    read = reads_of(ledger, monkeypatch)
+    report = ledger.sweep(REVIEW, NOW)
+    monkeypatch.undo()
+    assert len(report.erased) == 4 and sum(read) >= 4
+    for ref in refs[:4]:
+        stored = ledger.store.get_subject(ref)
+        assert stored is not None and stored.records["list-0"].erased_at is not None
+    swept = snapshot_views(ledger)
+    ledger.projections.rebuild()
+    assert snapshot_views(ledger) == swept
+
+
+def test_the_collector_stays_paused_across_a_sweeps_batches(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep keeps the cyclic collector paused from its first batch to its last (each
+    resume would rescan every aggregate the process holds), collects in full every
+    COLLECT_EVERY_BATCHES batches, and leaves the collector on after, also when a batch
+    fails."""
+    import gc
+
+    from lifecycle.services import sweep as sweep_module
+
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    members(ledger, 5, 1)
+    ledger.projections.catch_up()
+    monkeypatch.setattr(sweep_module, "BATCH_SUBJECTS", 2)
+    monkeypatch.setattr(sweep_module, "COLLECT_EVERY_BATCHES", 2)
+    enabled: list[bool] = []
+    sweep_batch = Sweeper._sweep_batch
+
+    def recording(self: Sweeper, *args: object) -> None:
+        enabled.append(gc.isenabled())
+        sweep_batch(self, *args)  # type: ignore[arg-type]
+
+    collections: list[int] = []
+    resumed: list[int] = []
+    enable = gc.enable
+    monkeypatch.setattr(Sweeper, "_sweep_batch", recording)
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(len(enabled)) or 0)
+    monkeypatch.setattr(gc, "enable", lambda: (resumed.append(len(enabled)), enable())[1])
+    report = Sweeper(ledger.store, ledger.vault, ledger.views,
+                     cache=ledger.projections).sweep(REVIEW, NOW)
+    assert len(report.erased) == 5
+    assert enabled == [False, False, False], "paused from the first batch to the last"
+    assert resumed == [3], "resumed once, after the last batch"
+    assert collections == [2], "a full collection after every second batch"
+    assert gc.isenabled()
+
+    def failing(self: Sweeper, *args: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Sweeper, "_sweep_batch", failing)
+    ingested = ledger.ingest(lines([fact("consent-given", "member:late", "2023-05-02T09:00:00Z",
+                                         purpose="direct-marketing"),
+                                    collected("member:late", "2023-05-02T09:01:00Z", "list-0",
+                                              {"x": 1}),
+                                    fact("unsubscribed", "member:late",
+                                         "2024-03-10T10:00:00Z")]), NOW)
+    assert ingested.accepted == 3
+    with pytest.raises(RuntimeError, match="disk full"):
+        ledger.sweep(REVIEW, NOW)
+    assert gc.isenabled()

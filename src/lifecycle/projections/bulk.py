@@ -3,7 +3,8 @@
 A projection catch-up writes tens of thousands of rows per transaction. SQLAlchemy's
 executemany spends more time per row than the database does, and on PostgreSQL each row
 is still a statement. Values go through the same bind processors SQLAlchemy would use
-(UTC datetimes, JSON), so the rows read back exactly as if inserted the ordinary way.
+(UTC datetimes), so the rows read back exactly as if inserted the ordinary way; JSON
+values are written by orjson where it writes what json does (read back the same value).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from psycopg import sql
 
 from lifecycle.projections.tables import UTCDateTime
+from lifecycle.store.fast_json import plain
 
 Converter = Callable[[Any], Any]
 
@@ -32,10 +35,23 @@ def _converters(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect
             processor = None  # both drivers take Python booleans as they are
         elif isinstance(column_type, UTCDateTime) and dialect.name == "sqlite":
             processor = _sqlite_utc_text
-        elif processor is None and isinstance(column_type, sa.JSON):
-            processor = json.dumps
+        elif isinstance(column_type, sa.JSON):
+            processor = json_text  # (SQLAlchemy's, on SQLite: json.dumps; none on PostgreSQL)
         found.append(processor)
     return found
+
+
+def json_text(value: Any) -> str:
+    """The JSON text of a column value: what json.dumps writes, read back as the same
+    value, written by orjson (compact, non-ASCII characters as they are) when the value
+    holds only types both spell alike (lifecycle.store.fast_json.plain); otherwise, or
+    if orjson refuses it, by json.dumps."""
+    if type(value) in (dict, list) and plain(value):
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            pass
+    return json.dumps(value)
 
 
 def _sqlite_utc_text(value: datetime) -> str:

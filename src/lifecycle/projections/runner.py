@@ -8,7 +8,7 @@ position. Views are rebuilt from subject state, so a rebuild from zero gives the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -22,10 +22,16 @@ from lifecycle.aggregates.policy_register import REGISTER_ID, PolicyRegister
 from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.store.engines import create_store_engine
 from lifecycle.store.event_chain import BrokenEvent
+from lifecycle.store import fast_replay
 from lifecycle.store.event_store import Partition, SubjectStore
 from lifecycle.support.gc_pause import cyclic_gc_paused
 from lifecycle.projections import tables
-from lifecycle.projections.views import PROJECTIONS, Projection, ProjectionContext
+from lifecycle.projections.views import (
+    PROJECTIONS,
+    RETENTION_EXPIRED,
+    Projection,
+    ProjectionContext,
+)
 
 BATCH = 1000            # events per read of the notification log
 WRITE_BATCH = 10_000    # events applied per read-model transaction (at most)
@@ -54,6 +60,8 @@ class _Touched:
     subjects: list[DataSubject]
     cases: list[RequestCase]
     fresh: set[UUID]
+    # Subjects whose every event after the position is a RetentionExpired.
+    expired_only: set[UUID]
 
 
 def create_views_engine(url: str) -> sa.Engine:
@@ -177,6 +185,27 @@ class ProjectionRunner:
             self._cache.update((a.id, a) for a in aggregates)
             self._handed_over = handed
 
+    def lend(self, ids: Iterable[UUID]) -> dict[UUID, DataSubject]:
+        """The subjects among `ids` this runner holds, each exactly as stored at its
+        `version` (the cache's own objects, not copies), so that a writer in this process
+        decides on them without reading them again. A subject the writer changes must be
+        saved and handed back (`remember`), or `evict`ed if it is not saved. One behind
+        the store (another process wrote since) is safe to decide on: saving its next
+        version fails, as after any stale read. A partition's runner lends nothing."""
+        if self.partition is not None:
+            return {}
+        found: dict[UUID, DataSubject] = {}
+        for aggregate_id in ids:
+            cached = self._cache.get(aggregate_id)
+            if isinstance(cached, DataSubject):
+                found[aggregate_id] = cached
+        return found
+
+    def evict(self, ids: Iterable[UUID]) -> None:
+        """Drops these aggregates from the cache (changed by a writer and not saved)."""
+        for aggregate_id in ids:
+            self._cache.pop(aggregate_id, None)
+
     def forget(self) -> None:
         """Drops what this runner cached, for when the views were replaced under it."""
         self._cache.clear()
@@ -242,7 +271,8 @@ class ProjectionRunner:
                 context = ProjectionContext(
                     conn=conn, store=self.store, register=register,
                     policy_changed=policy_changed_at is not None and policy_changed_at > seen,
-                    cases=touched.cases, fresh=touched.fresh, partition=self.partition)
+                    cases=touched.cases, fresh=touched.fresh,
+                    expired_only=touched.expired_only, partition=self.partition)
                 projection.update(context, touched.subjects)
                 moved.append(projection.name)
             self._write_positions(conn, moved, last, stored)
@@ -254,7 +284,13 @@ class ProjectionRunner:
         """The aggregates with events after `seen`, leaving out those whose every such
         event is one of `unchanged_by` (topics that cannot change the projection's rows:
         a sweep's erasure does not touch consents, shares or suppression)."""
-        touched = _Touched([], [], {aid for aid, nid in created_at.items() if nid > seen})
+        fresh = {aid for aid, nid in created_at.items() if nid > seen}
+        expired: set[UUID] = set()
+        other_events: set[UUID] = set()
+        for nid, aid, topic in touched_after:
+            if nid > seen:
+                (expired if topic == RETENTION_EXPIRED else other_events).add(aid)
+        touched = _Touched([], [], fresh, expired - other_events - fresh)
         for aggregate_id in dict.fromkeys(aid for nid, aid, topic in touched_after
                                           if nid > seen and topic not in unchanged_by):
             aggregate = self._cache[aggregate_id]
@@ -301,11 +337,11 @@ class ProjectionRunner:
         cached = self._cache.get(aggregate_id)
         try:
             if cached is not None and cached.version == version - 1:
-                decode(notification).mutate(cached)
+                fast_replay.mutate(decode(notification), cached)
             elif cached is not None and version <= cached.version <= reach:
                 pass  # handed over by `remember`: holds this event, and no later than the batch
             elif version == 1:
-                self._cache[aggregate_id] = decode(notification).mutate(None)
+                self._cache[aggregate_id] = fast_replay.mutate(decode(notification), None)
             else:
                 self._cache[aggregate_id] = self.store.repository.get(aggregate_id,
                                                                       version=version)

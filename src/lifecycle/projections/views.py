@@ -8,6 +8,7 @@ from typing import Protocol
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from eventsourcing.utils import get_topic
 
 from lifecycle.aggregates.data_subject import DataSubject
@@ -25,6 +26,7 @@ from lifecycle.domain.retention import plan
 # them `unchanged_by`, so a sweep does not rewrite their rows for every subject it erases.
 SWEEP_EVENTS = frozenset(
     get_topic(getattr(DataSubject, name)) for name in ("RetentionExpired", "ReviewDue"))
+RETENTION_EXPIRED = get_topic(getattr(DataSubject, "RetentionExpired"))
 
 
 @dataclass
@@ -40,6 +42,9 @@ class ProjectionContext:
     # A partition of a parallel rebuild: its rows only (on PostgreSQL the other partitions
     # write the same scratch tables).
     partition: Partition | None = None
+    # Subjects whose every event after this projection's position is a RetentionExpired
+    # (a sweep's erasure of records): only which records are erased changed.
+    expired_only: Collection[UUID] = frozenset()
 
     def stale_ids(self, aggregates: Iterable[DataSubject | RequestCase]) -> list[str]:
         """The ids whose existing rows must be deleted before the new ones go in."""
@@ -58,8 +63,13 @@ class Projection(Protocol):
 
 def _replace(conn: sa.Connection, table: sa.Table, stale_ids: list[str],
              rows: list[dict[str, object]], key: str = "subject_id") -> None:
-    for start in range(0, len(stale_ids), 500):
-        conn.execute(table.delete().where(table.c[key].in_(stale_ids[start:start + 500])))
+    if conn.dialect.name == "postgresql":
+        if stale_ids:  # one array parameter: the same statement whatever the count
+            conn.execute(table.delete().where(table.c[key] == sa.any_(
+                sa.bindparam("stale", stale_ids, type_=ARRAY(sa.String)))))
+    else:
+        for start in range(0, len(stale_ids), 500):
+            conn.execute(table.delete().where(table.c[key].in_(stale_ids[start:start + 500])))
     insert_rows(conn, table, rows)
 
 
@@ -98,7 +108,32 @@ class ScheduleProjection:
             for chunk in self._other_subjects(ctx, known, {s.id for s in subjects}):
                 self._write(ctx, chunk, replace=False)
         else:
-            self._write(ctx, list(subjects), replace=True)
+            expired = [s for s in subjects if s.id in ctx.expired_only]
+            self._drop_erased(ctx, expired)
+            self._write(ctx, [s for s in subjects if s.id not in ctx.expired_only],
+                        replace=True)
+
+    @staticmethod
+    def _drop_erased(ctx: ProjectionContext, subjects: list[DataSubject]) -> None:
+        """Subjects whose only change is records erased by retention: those records'
+        rows go (an erased record has no disposal). The other rows stay as they are: a
+        record's plan reads its own erasure, never another record's, so they would be
+        written again unchanged."""
+        erased = [(str(s.id), r.record)
+                  for s in subjects for r in s.records.values() if r.erased_at is not None]
+        if not erased:
+            return
+        table, conn = tables.schedule, ctx.conn
+        if conn.dialect.name == "postgresql":  # two array parameters, one statement
+            quote = conn.dialect.identifier_preparer.quote
+            conn.execute(sa.text(
+                f"DELETE FROM {quote(table.name)} WHERE (subject_id, record) IN "
+                "(SELECT * FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:records AS VARCHAR[])))"),
+                {"ids": [i for i, _ in erased], "records": [r for _, r in erased]})
+            return
+        conn.execute(table.delete().where(  # SQLite: one executemany, a key lookup each
+            table.c.subject_id == sa.bindparam("id"), table.c.record == sa.bindparam("record")),
+            [{"id": i, "record": r} for i, r in erased])
 
     @staticmethod
     def _known_subjects(ctx: ProjectionContext) -> list[UUID]:
@@ -190,6 +225,9 @@ class NotificationsProjection:
     tables = (tables.notifications,)
 
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
+        # An erasure by retention of a subject that shared nothing has no one to tell:
+        # its rows, none before, stay none.
+        subjects = [s for s in subjects if s.shares or s.id not in ctx.expired_only]
         rows: list[dict[str, object]] = [
             {"subject_id": str(s.id), "erasure": n.erasure, "recipient": n.recipient,
              "reference": s.reference, "records": n.records, "erased_at": n.erased_at,

@@ -145,7 +145,7 @@ class Ledger:
             finish_interrupted(self.store, self.vault, now)
         self.projections.catch_up()
         report = Sweeper(self.store, self.vault, self.views,
-                         on_saved=self.projections.remember).sweep(at, now, dry_run, on_item)
+                         cache=self.projections).sweep(at, now, dry_run, on_item)
         if not dry_run:
             self.projections.catch_up()
         return report

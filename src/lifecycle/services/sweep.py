@@ -9,10 +9,10 @@ A second sweep at the same time therefore records nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -24,7 +24,7 @@ from lifecycle.store.vault import KeyVault, Shred
 from lifecycle.domain.errors import ArgumentRefused
 from lifecycle.store.event_store import SAVE_RETRIES, SubjectStore
 from lifecycle.domain.facts import CLOCK_SKEW
-from lifecycle.support.gc_pause import cyclic_gc_paused
+from lifecycle.support.gc_pause import PeriodicCollection, cyclic_gc_paused
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.policy.model import Policy
 from lifecycle.projections import tables
@@ -32,6 +32,8 @@ from lifecycle.domain.retention import pause_reason, plan
 from lifecycle.services.shredding import destroy_recorded, save_marked
 
 BATCH_SUBJECTS = int(os.environ.get("LIFECYCLE_SWEEP_BATCH", "200"))
+# The sweep's collector pause is broken by a full collection every so many batches.
+COLLECT_EVERY_BATCHES = 50
 
 
 @dataclass
@@ -76,14 +78,29 @@ def due_items(engine: sa.Engine, at: datetime) -> dict[UUID, list[str]]:
     return grouped
 
 
+class SubjectCache(Protocol):
+    """Subjects this process already holds at a stored version (the projection runner's):
+    `lend` gives those it has, `remember` takes back the ones saved, `evict` drops the ones
+    changed and not saved."""
+
+    def lend(self, ids: Iterable[UUID]) -> dict[UUID, DataSubject]: ...
+
+    def remember(self, aggregates: Sequence[DataSubject]) -> None: ...
+
+    def evict(self, ids: Iterable[UUID]) -> None: ...
+
+
 class Sweeper:
     def __init__(self, store: SubjectStore, vault: KeyVault, engine: sa.Engine,
-                 on_saved: Callable[[list[DataSubject]], None] | None = None) -> None:
+                 on_saved: Callable[[list[DataSubject]], None] | None = None,
+                 cache: SubjectCache | None = None) -> None:
         self.store = store
         self.vault = vault
         self.engine = engine
         # Told of the subjects each batch saved (the projections reuse them, not reread).
         self.on_saved = on_saved
+        # Subjects held already are not read again; the saved ones go back to it.
+        self.cache = cache
 
     def sweep(self, at: datetime, started: datetime, dry_run: bool = False,
               on_item: Callable[[str, dict[str, Any]], None] | None = None) -> SweepReport:
@@ -95,12 +112,15 @@ class Sweeper:
             return report
         policy = policy_from_document(adoption.document)
         due = list(due_items(self.engine, at).items())
-        for start in range(0, len(due), BATCH_SUBJECTS):
-            # The collector would rescan every aggregate the process holds (the
-            # projections' cache) as a batch allocates; resumed between batches.
-            with cyclic_gc_paused():
+        # The collector would rescan every aggregate the process holds (the projections'
+        # cache) as a batch allocates, and again at each resume: paused for the whole
+        # sweep, with a full collection every so many batches (`PeriodicCollection`).
+        collection = PeriodicCollection(COLLECT_EVERY_BATCHES)
+        with cyclic_gc_paused():
+            for start in range(0, len(due), BATCH_SUBJECTS):
                 self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, started,
                                   policy, adoption, report, dry_run, on_item)
+                collection.step()
         if not dry_run:
             with self.engine.begin() as conn:
                 conn.execute(tables.sweep_runs.insert().values(
@@ -118,36 +138,56 @@ class Sweeper:
             outcome = SweepReport(at, dry_run)
             shreds: list[Shred] = []
             touched: list[DataSubject] = []
-            # the batch's subjects in one query (a replay each, not a round trip each)
-            loaded = {s.id: s for s in self.store.get_subjects(list(batch))}
-            for subject_id, records in batch.items():
-                subject = loaded.get(subject_id)
-                if subject is None:
-                    continue
-                shred: dict[str, str] = {}
-                try:
-                    self._sweep_subject(subject, records, at, policy, adoption, outcome, shred)
-                except Exception as error:  # noqa: BLE001 - one subject never stops the rest
-                    # Its events of this sweep are not saved, its keys not destroyed.
-                    outcome.failed.append({"subject": subject.reference,
-                                           "error": type(error).__name__})
-                    continue
-                shreds.extend(Shred(str(subject.id), [key_id], at, by)
-                              for key_id, by in shred.items())
-                if subject.pending_events:
-                    touched.append(subject)
-            if dry_run:
-                break
+            # Subjects the cache holds are not read again (a retry reads them all); the
+            # rest in one query (a replay each, not a round trip each).
+            cache = self.cache if attempt == 0 else None
+            lent = cache.lend(batch) if cache is not None else {}
+            loaded = dict(lent)
+            loaded.update((s.id, s) for s in self.store.get_subjects(
+                [i for i in batch if i not in lent]))
+            spoiled: list[UUID] = []  # lent subjects changed here and not saved
+            saved = False
             try:
-                # Record before destroy: the events first, the keys after (lifecycle.services.shredding).
-                save_marked(self.store, self.vault, touched, shreds, started)
-            except IntegrityError:
-                if attempt == SAVE_RETRIES - 1:
-                    raise
-                continue  # another sweeper or writer moved these subjects: redo the batch
+                for subject_id, records in batch.items():
+                    subject = loaded.get(subject_id)
+                    if subject is None:
+                        continue
+                    shred: dict[str, str] = {}
+                    try:
+                        self._sweep_subject(subject, records, at, policy, adoption, outcome,
+                                            shred)
+                    except Exception as error:  # noqa: BLE001 - one subject never stops the rest
+                        # Its events of this sweep are not saved, its keys not destroyed.
+                        outcome.failed.append({"subject": subject.reference,
+                                               "error": type(error).__name__})
+                        spoiled.append(subject_id)
+                        continue
+                    shreds.extend(Shred(str(subject.id), [key_id], at, by)
+                                  for key_id, by in shred.items())
+                    if subject.pending_events:
+                        touched.append(subject)
+                if dry_run:
+                    break
+                try:
+                    # Record before destroy: the events first, the keys after
+                    # (lifecycle.services.shredding).
+                    save_marked(self.store, self.vault, touched, shreds, started)
+                except IntegrityError:
+                    if attempt == SAVE_RETRIES - 1:
+                        raise
+                    continue  # another sweeper or writer moved these subjects: redo the batch
+                saved = True
+            finally:
+                if cache is not None and lent:
+                    if not saved:
+                        spoiled.extend(s.id for s in touched)
+                    cache.evict(i for i in spoiled if i in lent)
             destroy_recorded(self.vault, shreds)
-            if self.on_saved and touched:
-                self.on_saved(touched)
+            if touched:
+                if self.cache is not None:
+                    self.cache.remember(touched)
+                if self.on_saved:
+                    self.on_saved(touched)
             break
         for kind in ("erased", "reviews", "paused", "failed"):
             items: list[dict[str, Any]] = getattr(outcome, kind)

@@ -2,13 +2,17 @@
 
 Stored events keep exactly the library's `JSONTranscoder` format (a datetime as
 {"_type_": "datetime_iso", "_data_": ...}, a UUID as "uuid_hex", a Decimal as
-"decimal_str"), so stores written before and after read the same, by either code. Reading
-is the library's. Writing goes through orjson, with the same transcodings as `default`,
-only for a value made of the types both encoders spell alike (str, int, bool, None, a
-finite float, datetime, dict with string keys, list); anything else (a UUID, which orjson
+"decimal_str"), so stores written before and after read the same, by either code.
+Writing goes through orjson, with the same transcodings as `default`, only for a value
+made of the types both encoders spell alike (str, int, bool, None, a finite float,
+datetime, dict with string keys, list); anything else (a UUID, which orjson
 would write as a bare string; NaN, which it would write as null; a tuple, a Decimal, an
 enum, a subclass) and anything orjson refuses (an int beyond 64 bits, a lone surrogate)
 is written by the library's encoder, as before, errors included.
+
+Reading goes through orjson too, giving what the library's decoder gives: the objects
+then pass through the same transcoding hook, innermost first; a value orjson could read
+otherwise (anything with a float in it) or refuses is read by the library's decoder.
 """
 
 from __future__ import annotations
@@ -53,8 +57,54 @@ def plain(value: Any) -> bool:
     return True
 
 
+class _NotPlain(Exception):
+    """A decoded value orjson may read otherwise than json (a float: see `decode`)."""
+
+
 class FastJSONTranscoder(JSONTranscoder):
-    """`JSONTranscoder` whose `encode` uses orjson for plain values (see the module)."""
+    """`JSONTranscoder` whose `encode` uses orjson for plain values and whose `decode`
+    reads with orjson (see the module)."""
+
+    def decode(self, data: bytes) -> Any:
+        """The library's decoding: every JSON object through the transcodings' hook,
+        innermost first. orjson reads the text; what it refuses (NaN, a lone surrogate,
+        a number beyond the double range) and anything holding a float (orjson reads an
+        integer beyond 64 bits as one, and parses floats by its own code) is read by the
+        library's decoder instead, as before, errors included."""
+        try:
+            value = orjson.loads(data)
+            kind = type(value)
+            if kind is dict or kind is list:
+                iso = type(self.names.get("datetime_iso")) is DatetimeAsISO
+                return self._revive(value, iso)
+            if kind is float:
+                raise _NotPlain
+            return value
+        except (orjson.JSONDecodeError, _NotPlain):
+            return super().decode(data)
+
+    def _revive(self, node: Any, iso: bool) -> Any:
+        """`node` (a dict or list orjson read) as json with the hook as object_hook
+        gives it: each object through the hook, after the objects inside it. `iso`: the
+        datetime transcoding is the library's DatetimeAsISO (its objects, holding no
+        other, are decoded here directly, as its `decode` does)."""
+        items = enumerate(node) if type(node) is list else node.items()
+        for key, item in items:
+            kind = type(item)
+            if kind is dict:
+                data = item.get("_data_")
+                if (iso and type(data) is str and len(item) == 2
+                        and item.get("_type_") == "datetime_iso"):
+                    node[key] = datetime.fromisoformat(data)
+                else:
+                    node[key] = self._revive(item, iso)
+            elif kind is list:
+                node[key] = self._revive(item, iso)
+            elif kind is float:
+                raise _NotPlain
+        if type(node) is dict and len(node) == 2 and "_type_" in node and "_data_" in node:
+            return self._decode_obj(node)
+        return node  # what the hook gives any other object (a list: untouched by it)
 
     def _default(self, o: Any) -> Any:
         """orjson's `default`: a datetime (the one type a plain value passes to it) as the

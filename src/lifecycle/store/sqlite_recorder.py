@@ -140,10 +140,13 @@ class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
             chunk = wanted[start:start + _CHUNK]
             pairs = ",".join("(?,?)" for _ in chunk)
             params = [x for o, v in chunk for x in (o.replace("-", ""), v)]
-            c.execute(f"SELECT e.originator_id, c.subject_digest FROM "
-                      f"{self.events_table_name} e JOIN {CHAIN_TABLE} c "
-                      f"ON c.position = e.rowid WHERE (e.originator_id, "
-                      f"e.originator_version) IN (VALUES {pairs})", params)
+            # The wanted pairs drive the join, each a lookup in the events' key: a row-value
+            # IN (VALUES ...) had SQLite scan the whole index of events for every chunk.
+            c.execute(f"WITH wanted(o, v) AS (VALUES {pairs}) "
+                      f"SELECT e.originator_id, c.subject_digest FROM wanted CROSS JOIN "
+                      f"{self.events_table_name} e ON e.originator_id = wanted.o AND "
+                      f"e.originator_version = wanted.v JOIN {CHAIN_TABLE} c "
+                      f"ON c.position = e.rowid", params)
             found.update((originator_text(o), bytes(d)) for o, d in c.fetchall())
         return found
 
