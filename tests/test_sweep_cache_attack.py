@@ -114,3 +114,20 @@ def test_the_next_tick_decides_on_what_another_process_recorded(
             assert records == []
         else:
             assert [p["subject"] for p in report.paused] == ["member:0"]
+
+
+def test_stored_versions_are_the_latest_of_each_aggregate(ledger: Ledger) -> None:
+    """`stored_versions` gives each aggregate's latest stored version, and nothing for an
+    id without events (what `lend` checks a cached subject against)."""
+    from uuid import uuid4
+
+    assert ledger.ingest(lines(member("member:0", 0) + member("member:1", 1)[:2]), NOW).ok
+    ids = [DataSubject.create_id(f"member:{n}") for n in range(2)]
+    expected = {}
+    for subject_id in ids:
+        subject = ledger.store.get_subject_by_id(subject_id)
+        assert subject is not None
+        expected[subject_id] = subject.version
+    assert expected[ids[0]] != expected[ids[1]]
+    assert ledger.store.stored_versions([*ids, uuid4()]) == expected
+    assert ledger.store.stored_versions([]) == {}

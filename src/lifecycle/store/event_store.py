@@ -358,15 +358,17 @@ class SubjectStore(Application[UUID]):
                         "GROUP BY originator_id", list(by_hex))
                     found.update((by_hex[row[0]], int(row[1])) for row in cursor.fetchall())
             elif isinstance(recorder, PostgresAggregateRecorder):
-                statement = SQL("SELECT originator_id, MAX(originator_version) AS version "
-                                "FROM {}.{} WHERE originator_id = ANY(%s) "
-                                "GROUP BY originator_id").format(
+                # A subquery per id (a backward lookup in the key): with `= ANY ... GROUP
+                # BY` the planner scans the whole table.
+                statement = SQL("SELECT u.id, (SELECT MAX(e.originator_version) FROM {}.{} e "
+                                "WHERE e.originator_id = u.id) AS version "
+                                "FROM unnest(%s::uuid[]) AS u(id)").format(
                     Identifier(recorder.datastore.schema),
                     Identifier(recorder.events_table_name))
                 with reading(recorder) as cursor:
                     cursor.execute(statement, [chunk])
-                    found.update((UUID(str(row["originator_id"])), int(row["version"]))
-                                 for row in cursor.fetchall())
+                    found.update((UUID(str(row["id"])), int(row["version"]))
+                                 for row in cursor.fetchall() if row["version"] is not None)
             else:
                 for aggregate_id in chunk:
                     last = recorder.select_events(aggregate_id, desc=True, limit=1)
