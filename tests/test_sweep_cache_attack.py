@@ -131,3 +131,32 @@ def test_stored_versions_are_the_latest_of_each_aggregate(ledger: Ledger) -> Non
     assert expected[ids[0]] != expected[ids[1]]
     assert ledger.store.stored_versions([*ids, uuid4()]) == expected
     assert ledger.store.stored_versions([]) == {}
+
+
+def test_the_desks_dry_run_decides_on_what_is_stored(
+        backend: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lifecycle serve`'s desk catches its writer's runner up only for writes; a dry run
+    (the web's sweep preview) through it must still say what a sweep would do now: a
+    record whose hold another process released is shown as erased, not paused, and the
+    real sweep through the desk erases it."""
+    from lifecycle.web import desk as desk_module
+    from lifecycle.web.desk import Desk
+
+    monkeypatch.setattr(desk_module, "CATCH_UP_SECONDS", 0.0)
+    with Ledger(backend) as setup:
+        setup.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    desk = Desk(backend)
+    try:
+        facts = member("member:held", 0) + [fact(
+            "legal-hold-placed", "member:held", "2024-06-01T09:00:00Z", hold="H-1",
+            scope="direct-marketing", reason="claim")]
+        assert desk.write(lambda ledger: ledger.ingest(lines(facts), NOW)).ok
+        ingest_elsewhere(backend, tmp_path, [fact(
+            "legal-hold-released", "member:held", "2025-08-01T09:00:00Z", hold="H-1")])
+        preview = desk.run(lambda ledger: ledger.sweep(NOW, NOW, dry_run=True))
+        assert [e["subject"] for e in preview.erased] == ["member:held"], preview.as_dict()
+        assert preview.paused == []
+        swept = desk.write(lambda ledger: ledger.sweep(NOW, NOW))
+        assert [e["subject"] for e in swept.erased] == ["member:held"]
+    finally:
+        desk.close()
