@@ -357,9 +357,13 @@ class ProjectionRunner:
             else:
                 self._cache[aggregate_id] = self.store.repository.get(aggregate_id,
                                                                       version=version)
-        except (AssertionError, OriginatorIDError, OriginatorVersionError) as error:
+        except (AssertionError, OriginatorIDError, OriginatorVersionError, TypeError,
+                KeyError) as error:
             # Only an event stored behind the application's back gets here (e.g. a copy of
-            # an event under a new subject): name it, as the chain check would.
+            # an event under a new subject, or one without the attributes its method
+            # takes): name it, as the chain check would. The copy it may have half changed
+            # is not kept.
+            self._cache.pop(aggregate_id, None)
             raise BrokenEvent(notification.id, notification.originator_id, version,
                               "does not follow from its subject's events before it") from error
 
