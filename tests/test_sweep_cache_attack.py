@@ -4,7 +4,6 @@ another process changed. Real stores, real child processes, both backends."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -160,3 +159,46 @@ def test_the_desks_dry_run_decides_on_what_is_stored(
         assert [e["subject"] for e in swept.erased] == ["member:held"]
     finally:
         desk.close()
+
+
+def test_a_subject_that_fails_half_way_leaves_no_change_in_the_cache(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A held subject whose sweep fails after one of its records was decided (its first
+    erasure pending, the second raising) is reported failed and nothing else (not as
+    erasing its first record), nothing of it is saved or destroyed, and the runner keeps no copy carrying the unsaved erasure: another
+    writer's next event for it is applied to the subject as stored, the next sweep erases
+    both records, and the views equal a rebuild."""
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    facts = member("member:0", 0) + [collected("member:0", "2023-05-02T09:02:00Z", "list-1",
+                                               {"email": "second@e.org"})]
+    assert ledger.ingest(lines(facts + member("member:1", 1)), NOW).ok
+    ledger.projections.catch_up()
+    subject_id = DataSubject.create_id("member:0")
+    expire = DataSubject.expire
+
+    def failing(self: DataSubject, at: datetime, record: str, *args: Any) -> str | None:
+        if self.id == subject_id and record == "list-1":
+            raise RuntimeError("disk full")
+        return expire(self, at, record, *args)
+
+    monkeypatch.setattr(DataSubject, "expire", failing)
+    report = ledger.sweep(REVIEW, NOW)
+    monkeypatch.undo()
+    assert [f["subject"] for f in report.failed] == ["member:0"]
+    assert [e["subject"] for e in report.erased] == ["member:1"]
+    stored = ledger.store.get_subject("member:0")
+    assert stored is not None and all(r.erased_at is None for r in stored.records.values())
+    keys = [r.key_id for r in stored.records.values()]
+    assert ledger.vault.live_key_ids(keys) == set(keys)
+    for held in ledger.projections.lend([subject_id]).values():
+        assert not held.pending_events and held.version == stored.version
+        assert all(r.erased_at is None for r in held.records.values())
+    # Another writer's next event (the version the unsaved erasure had taken).
+    assert ledger.ingest(lines([fact("activity", "member:0", "2025-06-01T09:00:00Z")]),
+                         NOW).ok
+    ledger.projections.catch_up()
+    report = ledger.sweep(REVIEW, NOW)
+    assert sorted(e["record"] for e in report.erased) == ["list-0", "list-1"]
+    views = snapshot_views(ledger)
+    ledger.projections.rebuild()
+    assert snapshot_views(ledger) == views

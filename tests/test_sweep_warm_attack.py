@@ -5,7 +5,6 @@ between. Both backends."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
