@@ -257,29 +257,51 @@ def test_a_sweep_decides_on_the_subjects_the_projections_hold_without_reading_th
 
 
 def test_a_held_subject_another_process_changed_is_decided_again_on_what_is_stored(
-        ledger: Ledger, backend: object) -> None:
+        ledger: Ledger, backend: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """A held subject can be behind the store (another process wrote since the last
-    catch-up): what the sweep decides on it is never saved (its next version is taken),
-    the batch is redone on the subjects as stored, and nothing the stale state decided is
-    erased: here a legal hold placed meanwhile pauses the erasure."""
+    catch-up): it is not lent (its cached version is not the stored one). One another
+    process changes after it was lent is decided on, but what the sweep decides on it is
+    never saved (its next version is taken): the batch is redone on the subjects as
+    stored, and nothing the stale state decided is erased: here a legal hold placed
+    meanwhile pauses the erasure."""
     ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
     refs = members(ledger, 3, 1)
     ledger.projections.catch_up()
-    with Ledger(backend) as other:  # type: ignore[arg-type]
-        report = other.ingest(lines([fact("legal-hold-placed", refs[0], "2024-06-01T09:00:00Z",
-                                          hold="H-1", scope="direct-marketing",
-                                          reason="claim")]), NOW)
-        assert report.accepted == 1, report.rejected
-    held = ledger.projections.lend([DataSubject.create_id(refs[0])])
-    assert not held[DataSubject.create_id(refs[0])].holds, "held as before the hold"
+    subject_id = DataSubject.create_id(refs[0])
+
+    def hold(ref: str, name: str) -> None:
+        with Ledger(backend) as other:  # type: ignore[arg-type]
+            report = other.ingest(lines([fact(
+                "legal-hold-placed", ref, "2024-06-01T09:00:00Z", hold=name,
+                scope="direct-marketing", reason="claim")]), NOW)
+            assert report.accepted == 1, report.rejected
+
+    hold(refs[0], "H-1")
+    assert not ledger.projections._cache[subject_id].holds, "cached as before the hold"
+    assert ledger.projections.lend([subject_id]) == {}, "a copy behind the store is not lent"
+    ledger.projections.catch_up()  # holds it again, hold and all
+    lend = ledger.projections.lend
+    lent: list[set[str]] = []
+
+    def lend_then_hold(ids: object) -> dict[object, DataSubject]:
+        given = lend(ids)  # type: ignore[arg-type]
+        lent.append({s.reference for s in given.values()})
+        if len(lent) == 1:
+            hold(refs[1], "H-2")  # after the check: the lent copy is now behind the store
+        return given  # type: ignore[return-value]
+
+    monkeypatch.setattr(ledger.projections, "lend", lend_then_hold)
     swept = Sweeper(ledger.store, ledger.vault, ledger.views,
                     cache=ledger.projections).sweep(REVIEW, NOW)
-    assert [p["subject"] for p in swept.paused] == [refs[0]]
-    assert sorted(e["subject"] for e in swept.erased) == sorted(refs[1:3])
-    stored = ledger.store.get_subject(refs[0])
-    assert stored is not None and stored.records["list-0"].erased_at is None
-    assert ledger.vault.live_key_ids([stored.records["list-0"].key_id]) == {
-        stored.records["list-0"].key_id}
+    monkeypatch.undo()
+    assert lent == [set(refs[:3])], "lent once (the retry reads every subject)"
+    assert sorted(p["subject"] for p in swept.paused) == sorted(refs[:2])
+    assert [e["subject"] for e in swept.erased] == [refs[2]]
+    for ref in refs[:2]:
+        stored = ledger.store.get_subject(ref)
+        assert stored is not None and stored.records["list-0"].erased_at is None
+        assert ledger.vault.live_key_ids([stored.records["list-0"].key_id]) == {
+            stored.records["list-0"].key_id}
     ledger.projections.catch_up()
     views = snapshot_views(ledger)
     ledger.projections.rebuild()

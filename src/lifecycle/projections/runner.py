@@ -186,12 +186,18 @@ class ProjectionRunner:
             self._handed_over = handed
 
     def lend(self, ids: Iterable[UUID]) -> dict[UUID, DataSubject]:
-        """The subjects among `ids` this runner holds, each exactly as stored at its
-        `version` (the cache's own objects, not copies), so that a writer in this process
-        decides on them without reading them again. A subject the writer changes must be
-        saved and handed back (`remember`), or `evict`ed if it is not saved. One behind
-        the store (another process wrote since) is safe to decide on: saving its next
-        version fails, as after any stale read. A partition's runner lends nothing."""
+        """The subjects among `ids` this runner holds at the version the store holds now
+        (the cache's own objects, not copies), so that a writer in this process decides
+        on them without reading them again. A subject the writer changes must be saved
+        and handed back (`remember`), or `evict`ed if it is not saved.
+
+        Each is checked against the store's latest version (one key lookup each, no
+        event read): a cached subject can be behind the store for as long as this
+        process lives, not only since its last catch-up, because another process that
+        catches the shared views up moves their positions past events this runner then
+        never applies. Deciding on such a copy would keep what is due (a hold released,
+        a record collected, elsewhere): those are dropped and not lent. A partition's
+        runner lends nothing."""
         if self.partition is not None:
             return {}
         found: dict[UUID, DataSubject] = {}
@@ -199,6 +205,12 @@ class ProjectionRunner:
             cached = self._cache.get(aggregate_id)
             if isinstance(cached, DataSubject):
                 found[aggregate_id] = cached
+        if found:
+            stored = self.store.stored_versions(list(found))
+            for aggregate_id, subject in list(found.items()):
+                if stored.get(aggregate_id) != subject.version:
+                    del found[aggregate_id]
+                    self._cache.pop(aggregate_id, None)
         return found
 
     def evict(self, ids: Iterable[UUID]) -> None:
@@ -345,9 +357,13 @@ class ProjectionRunner:
             else:
                 self._cache[aggregate_id] = self.store.repository.get(aggregate_id,
                                                                       version=version)
-        except (AssertionError, OriginatorIDError, OriginatorVersionError) as error:
+        except (AssertionError, OriginatorIDError, OriginatorVersionError, TypeError,
+                KeyError) as error:
             # Only an event stored behind the application's back gets here (e.g. a copy of
-            # an event under a new subject): name it, as the chain check would.
+            # an event under a new subject, or one without the attributes its method
+            # takes): name it, as the chain check would. The copy it may have half changed
+            # is not kept.
+            self._cache.pop(aggregate_id, None)
             raise BrokenEvent(notification.id, notification.originator_id, version,
                               "does not follow from its subject's events before it") from error
 

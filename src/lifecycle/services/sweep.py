@@ -153,15 +153,19 @@ class Sweeper:
                     if subject is None:
                         continue
                     shred: dict[str, str] = {}
+                    decided = SweepReport(at, dry_run)  # reported only if it all holds
                     try:
-                        self._sweep_subject(subject, records, at, policy, adoption, outcome,
+                        self._sweep_subject(subject, records, at, policy, adoption, decided,
                                             shred)
                     except Exception as error:  # noqa: BLE001 - one subject never stops the rest
-                        # Its events of this sweep are not saved, its keys not destroyed.
+                        # Its events of this sweep are not saved, its keys not destroyed,
+                        # and what it decided before failing is not reported as done.
                         outcome.failed.append({"subject": subject.reference,
                                                "error": type(error).__name__})
                         spoiled.append(subject_id)
                         continue
+                    for kind in ("erased", "reviews", "paused"):
+                        getattr(outcome, kind).extend(getattr(decided, kind))
                     shreds.extend(Shred(str(subject.id), [key_id], at, by)
                                   for key_id, by in shred.items())
                     if subject.pending_events:

@@ -340,6 +340,42 @@ class SubjectStore(Application[UUID]):
         if aggregate is not None:
             yield aggregate
 
+    def stored_versions(self, aggregate_ids: Collection[UUID]) -> dict[UUID, int]:
+        """The latest stored version of each of these aggregates that has events: one
+        query per 500 ids, each a lookup in the events' key (no event is read)."""
+        wanted = list(aggregate_ids)
+        found: dict[UUID, int] = {}
+        recorder = self.recorder
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            if isinstance(recorder, SQLiteAggregateRecorder):
+                marks = ",".join("?" * len(chunk))
+                by_hex = {i.hex: i for i in chunk}  # stored as hex text
+                with recorder.datastore.transaction(commit=False) as cursor:
+                    cursor.execute(
+                        f"SELECT originator_id, MAX(originator_version) FROM "
+                        f"{recorder.events_table_name} WHERE originator_id IN ({marks}) "
+                        "GROUP BY originator_id", list(by_hex))
+                    found.update((by_hex[row[0]], int(row[1])) for row in cursor.fetchall())
+            elif isinstance(recorder, PostgresAggregateRecorder):
+                # A subquery per id (a backward lookup in the key): with `= ANY ... GROUP
+                # BY` the planner scans the whole table.
+                statement = SQL("SELECT u.id, (SELECT MAX(e.originator_version) FROM {}.{} e "
+                                "WHERE e.originator_id = u.id) AS version "
+                                "FROM unnest(%s::uuid[]) AS u(id)").format(
+                    Identifier(recorder.datastore.schema),
+                    Identifier(recorder.events_table_name))
+                with reading(recorder) as cursor:
+                    cursor.execute(statement, [chunk])
+                    found.update((UUID(str(row["id"])), int(row["version"]))
+                                 for row in cursor.fetchall() if row["version"] is not None)
+            else:
+                for aggregate_id in chunk:
+                    last = recorder.select_events(aggregate_id, desc=True, limit=1)
+                    if last:
+                        found[aggregate_id] = last[0].originator_version
+        return found
+
     def existing(self, subject_ids: Collection[UUID]) -> set[UUID]:
         """Which of these aggregates have events: one query per 500 ids, not one each
         (ingest meets thousands of new subjects). Uses the recorder's own table."""
