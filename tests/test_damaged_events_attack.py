@@ -39,16 +39,10 @@ def damaged(state: bytes, how: str) -> bytes:
 
 HOWS = ["list", "string", "attributes-missing", "unknown-transcoding", "class-version-text",
         "time-not-text"]
-UNNAMED = pytest.mark.xfail(strict=True, reason=(
-    "replay, history and dsar export apply events through dsar.subject_as_of, which "
-    "names no event whose method refuses its attributes (a TypeError: 'unexpected "
-    "error'); so before ea7827e too"))
 
 
-@pytest.mark.parametrize("how,command", [
-    pytest.param(how, command, marks=[UNNAMED] if how == "attributes-missing" and command[0] != "projections"
-                      else [])
-    for how in HOWS for command in COMMANDS])
+@pytest.mark.parametrize("how,command", [(how, command) for how in HOWS
+                                         for command in COMMANDS])
 def test_a_damaged_event_behind_a_rewritten_chain_is_named(
         sqlite_settings: Settings, how: str, command: tuple[str, ...]) -> None:
     """See the module: exit 1, one `lifecycle:` line naming position and `member:2 vN`."""

@@ -27,31 +27,39 @@ def applies_at(domain_event: Any, as_of: datetime) -> bool:
     return not (isinstance(at, datetime) and at > as_of)
 
 
-def subject_as_of(events: Iterable[Any], as_of: datetime) -> DataSubject | None:
+def subject_as_of(events: Iterable[Any], as_of: datetime,
+                  broken: Callable[[Any], Exception] | None = None) -> DataSubject | None:
     """The subject as it stood at `as_of`: every event whose fact time is not later.
 
     Fact time (`at`) decides, not recording time, so a fact ingested late still counts from
-    when it happened. Events are applied in stored order.
+    when it happened. Events are applied in stored order. `broken` gives the error naming
+    an event its method cannot take (`SubjectStore.broken`), raised in its place.
     """
     subject: DataSubject | None = None
     for domain_event in events:
-        if subject is None:
-            created = domain_event.mutate(None)
-            assert isinstance(created, DataSubject)
-            subject = created
-            continue
-        if not applies_at(domain_event, as_of):
-            continue
-        domain_event.apply(subject)
+        try:
+            if subject is None:
+                created = domain_event.mutate(None)
+                assert isinstance(created, DataSubject)
+                subject = created
+                continue
+            if not applies_at(domain_event, as_of):
+                continue
+            domain_event.apply(subject)
+        except (TypeError, KeyError) as error:
+            if broken is None:
+                raise
+            raise broken(domain_event) from error
         subject.version = domain_event.originator_version
     return subject
 
 
-def erased_key_ids(events: Iterable[Any]) -> set[str]:
+def erased_key_ids(events: Iterable[Any],
+                   broken: Callable[[Any], Exception] | None = None) -> set[str]:
     """The keys of every erasure the subject's events record, whatever its fact time: what
     they sealed reads as erased in an export as of any date, even while a run killed after
     recording the erasure has left the keys undestroyed (the next run destroys them)."""
-    subject = subject_as_of(events, datetime.max.replace(tzinfo=UTC))
+    subject = subject_as_of(events, datetime.max.replace(tzinfo=UTC), broken)
     return {key_id for erasure in (subject.erasures if subject else ())
             for key_id in erasure.key_ids}
 

@@ -371,13 +371,13 @@ class Ledger:
         check_originators(self.store, [DataSubject.create_id(reference), REGISTER_ID],
                           reference)
         events = list(self.store.events.get(DataSubject.create_id(reference)))
-        subject = subject_as_of(events, as_of)
+        subject = subject_as_of(events, as_of, self.store.broken)
         if subject is None:
             raise SubjectNotFound(f"no facts recorded for subject {reference!r}")
         # Keys whose erasure the log records (whatever the erasure's time): their values
         # read as erased even before the keys are destroyed (a run killed in between
         # leaves that to the next ingest, sweep or daemon tick).
-        erased = erased_key_ids(events)
+        erased = erased_key_ids(events, self.store.broken)
 
         open_one = _opened_once(self.vault.open)
 

@@ -184,8 +184,10 @@ class Rebuilt:
     later: int
 
 
-def rebuild_subjects(contents: LogContents, as_of: datetime) -> Rebuilt:
-    """Every subject with a fact at or before `as_of`, rebuilt by `subject_as_of`."""
+def rebuild_subjects(contents: LogContents, as_of: datetime,
+                     broken: Callable[[Any], Exception] | None = None) -> Rebuilt:
+    """Every subject with a fact at or before `as_of`, rebuilt by `subject_as_of` (an event
+    its method cannot take raises `broken`'s error)."""
     subjects: list[DataSubject] = []
     applied = later = 0
     for events in contents.subjects.values():
@@ -193,7 +195,7 @@ def rebuild_subjects(contents: LogContents, as_of: datetime) -> Rebuilt:
         if counted == 0:
             later += len(events)  # no fact by then: the subject did not exist yet
             continue
-        subject = subject_as_of(events, as_of)
+        subject = subject_as_of(events, as_of, broken)
         assert subject is not None
         subjects.append(subject)
         applied += 1 + counted
@@ -309,7 +311,7 @@ def replayed(store: SubjectStore, until: datetime, into: Path | None = None,
         store.check_reads()  # nothing is built from an event that does not match its chain
         contents = read_log(store, on_progress)
         adoption = adoption_in_force(contents.register, until)
-        rebuilt = rebuild_subjects(contents, until)
+        rebuilt = rebuild_subjects(contents, until, store.broken)
         engine = create_views_engine(f"sqlite:///{target}")
         try:
             write_read_models(engine, store, rebuilt.subjects,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -143,6 +143,8 @@ _read_plans: dict[tuple[str, type], tuple[type, Callable[[Any], Any], int]] = {}
 # Per mapper class: whether it decodes as the library's Mapper does.
 _plain_classes: dict[type, bool] = {}
 _naming_classes: dict[type[Any], type[Any]] = {}
+# What applying an event raises when it was stored without what its method takes.
+APPLY_ERRORS = (TypeError, KeyError)
 
 
 def _naming(mapper: Mapper[UUID]) -> Mapper[UUID]:
@@ -264,11 +266,31 @@ class SubjectStore(Application[UUID]):
     def _get(self, aggregate_id: UUID, kind: type[T], version: int | None = None) -> T | None:
         """The aggregate (at `version`, default its latest), or None if it has no events."""
         try:
-            found: object = self.repository.get(aggregate_id, version=version)
+            found: object = self.repository.get(aggregate_id, version=version,
+                                                projector_func=self._project_naming)
         except AggregateNotFoundError:
             return None
         assert isinstance(found, kind)
         return found
+
+    def _project_naming(self, aggregate: Any, events: Iterable[Any]) -> Any:
+        """The library's projector, naming an event its method cannot take (`broken`)."""
+        for domain_event in events:
+            try:
+                aggregate = domain_event.mutate(aggregate)
+            except APPLY_ERRORS as error:
+                raise self.broken(domain_event) from error
+        return aggregate
+
+    def broken(self, domain_event: Any) -> BrokenEvent:
+        """The error naming (position, subject, version) an event its method could not
+        take: stored without the attributes the method needs (TypeError) or naming what
+        its subject lacks (KeyError). Only an event written behind the application's back
+        gets there."""
+        originator, version = domain_event.originator_id, domain_event.originator_version
+        return BrokenEvent(self.position_of(originator, version), originator, version,
+                           "does not follow from its subject's events before it",
+                           name=self.reference_of(originator))
 
     def get_subject(self, reference: str) -> DataSubject | None:
         return self._get(DataSubject.create_id(reference), DataSubject)
