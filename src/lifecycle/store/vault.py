@@ -589,15 +589,20 @@ class KeyVault:
             return
         column_type = data_keys.c.created_at.type
         spelt = column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-        times: dict[datetime, Any] = {}
+        # Spelt once per run of keys made at the same time object (an ingest's keys share
+        # its `now`). Not a dict of times: datetimes equal as instants at other offsets
+        # are spelt apart (SQLite keeps a time's wall clock).
+        last: Any = None
+        text: Any = None
         rows = []
         for row in self._pending:
             created_at = row["created_at"]
-            if created_at not in times:
-                times[created_at] = spelt(created_at) if spelt else created_at
+            if created_at is not last:
+                last = created_at
+                text = spelt(created_at) if spelt else created_at
             rows.append((row["key_id"], row["subject_id"], row["scope"],
                          self._wrap(row["key_id"], secrets[row["key_id"]], epoch),
-                         times[created_at], epoch))
+                         text, epoch))
         conn.exec_driver_sql(_STORE_KEYS_SQLITE, rows)
 
     def destroy(self, key_ids: Iterable[str], at: datetime, by: str) -> int:
