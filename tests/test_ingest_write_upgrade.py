@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,8 @@ def test_a_store_written_before_the_cuts_continues_under_them(
     """Rule: facts the old code stored are duplicates to the new code (same digests), their
     ids reused with other content are rejected naming the id (exit 1, nothing stored),
     new facts continue the old chain, `audit verify` exits 0 under both codes, and every
-    value reads back as written, whichever code sealed it."""
+    value reads back as written, whichever code sealed it, before and after a key rotation;
+    an erasure then erases the subject's records (old and new keys alike)."""
     here = ROOT / "src"
     assert run(store, before_src, "policy", "adopt", str(HQIP), "--at",
                "2020-01-01").returncode == 0
@@ -160,3 +162,20 @@ def test_a_store_written_before_the_cuts_continues_under_them(
                     assert values[key] == repr(ordered(data)), key
                     checked += 1
     assert checked == 4 * len(TIMES) * 2
+
+    # keys flushed by both codes rotate, still open, and erase
+    rotated = run(store, here, "keys", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    store = replace(store, master_key=None)  # the new master key is in the key file
+    assert values_of(store) == values
+    erase = [fact("erasure-requested", "member:3", "2025-06-01T00:00:00Z", id="erase-3",
+                  request="ER-3")]
+    code, report = ingest(store, here, write(tmp_path / "erase.jsonl", erase))
+    assert (code, report["accepted"]) == (0, 1), report
+    after = values_of(store)
+    erased = {key for key in after if key.startswith("3/")}
+    assert erased and all(after[key] == repr("erased") for key in erased), after
+    assert {k: v for k, v in after.items() if k not in erased} == {
+        k: v for k, v in values.items() if k not in erased}
+    verified = run(store, here, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout
