@@ -47,7 +47,7 @@ def file_for(writer: int) -> list[dict[str, Any]]:
     own = [record(f"own-{writer}-{k}", k % SUBJECTS, {"k": k}) for k in range(OWN)]
     breaches = [detected(id="b-shared", breach="BR-S"),
                 detected(id="b-clash", breach=f"BR-{writer}")]
-    facts = [*shared, *clashing, *own, *breaches, shared[0], own[0]]  # two repeats
+    facts = [*shared, *clashing, *own, *breaches, shared[0], own[0], breaches[0]]  # repeats
     return facts[::-1] if writer % 2 else facts  # writers meet the ids in other orders
 
 
@@ -88,7 +88,7 @@ def test_concurrent_claims_bind_each_id_once(store: Settings, tmp_path: Path,
         winners[fact_id] = accepted_by[0]
     distinct = SHARED + CLASHING + writers * OWN + 2
     assert sum(r["accepted"] for r in reports) == distinct
-    assert sum(r["duplicates"] for r in reports) == (writers - 1) * (SHARED + 1) + 2 * writers
+    assert sum(r["duplicates"] for r in reports) == (writers - 1) * (SHARED + 1) + 3 * writers
 
     stored: Counter[str] = Counter()
     with Ledger(store) as ledger:
