@@ -582,22 +582,39 @@ class KeyVault:
         on SQLite the driver's executemany, times in SQLAlchemy's own text for them."""
         secrets = self._secrets
         if conn.dialect.name == "postgresql":
-            conn.execute(_STORE_KEYS_POSTGRES, {"epoch": epoch, "rows": _json_rows([
-                [row["key_id"], row["subject_id"], row["scope"],
-                 self._wrap(row["key_id"], secrets[row["key_id"]], epoch).hex(),
-                 row["created_at"].isoformat()] for row in self._pending])})
+            # The instant in UTC (a timestamptz keeps only that): PostgreSQL reads no offset
+            # below a second, which a datetime may have. A naive time stays naive (the
+            # session's zone places it, as for the driver's own parameter).
+            last: Any = None
+            spelt_pg = ""
+            texts = []
+            for row in self._pending:
+                created_at = row["created_at"]
+                if created_at is not last:  # an ingest's keys share its `now`: spelt once
+                    last = created_at
+                    spelt_pg = (created_at if created_at.tzinfo is None
+                                else created_at.astimezone(UTC)).isoformat()
+                texts.append([row["key_id"], row["subject_id"], row["scope"],
+                              self._wrap(row["key_id"], secrets[row["key_id"]], epoch).hex(),
+                              spelt_pg])
+            conn.execute(_STORE_KEYS_POSTGRES, {"epoch": epoch, "rows": _json_rows(texts)})
             return
         column_type = data_keys.c.created_at.type
         spelt = column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-        times: dict[datetime, Any] = {}
+        # Spelt once per run of keys made at the same time object (an ingest's keys share
+        # its `now`). Not a dict of times: datetimes equal as instants at other offsets
+        # are spelt apart (SQLite keeps a time's wall clock).
+        last = None
+        text: Any = None
         rows = []
         for row in self._pending:
             created_at = row["created_at"]
-            if created_at not in times:
-                times[created_at] = spelt(created_at) if spelt else created_at
+            if created_at is not last:
+                last = created_at
+                text = spelt(created_at) if spelt else created_at
             rows.append((row["key_id"], row["subject_id"], row["scope"],
                          self._wrap(row["key_id"], secrets[row["key_id"]], epoch),
-                         times[created_at], epoch))
+                         text, epoch))
         conn.exec_driver_sql(_STORE_KEYS_SQLITE, rows)
 
     def destroy(self, key_ids: Iterable[str], at: datetime, by: str) -> int:
