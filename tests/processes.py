@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -89,3 +91,28 @@ def destroyed_keys(settings: Settings) -> int:
                                     .where(data_keys.c.destroyed_at.is_not(None))).scalar_one())
     finally:
         engine.dispose()
+
+
+def keyed_store(backend: str, tmp_path: Path, master_key: str,
+                postgres_url: Callable[[], str]) -> Settings:
+    """Settings for a clean store with a fixed master key: the embedded SQLite default, or a
+    fresh PostgreSQL database (`postgres_url` gives it) when `backend` is "postgres"."""
+    home = tmp_path / "lifecycle-data"
+    url = postgres_url() if backend == "postgres" else None
+    return Settings(home=home, database_url=url, master_key=master_key,
+                    master_key_file=home / "master.key")
+
+
+@contextmanager
+def checked_out(repository: Path, revision: str, where: Path) -> Iterator[Path]:
+    """`revision` of `repository` as a detached worktree at `where`, removed afterwards;
+    raises LookupError (git's reason) where the clone does not hold it."""
+    made = subprocess.run(["git", "-C", str(repository), "worktree", "add", "--detach",
+                           str(where), revision], capture_output=True, text=True)
+    if made.returncode != 0:
+        raise LookupError(made.stderr.strip())
+    try:
+        yield where
+    finally:
+        subprocess.run(["git", "-C", str(repository), "worktree", "remove", "--force",
+                        str(where)], capture_output=True)

@@ -22,7 +22,7 @@ from lifecycle.services.backup import PG_DUMP_FILE, libpq_env
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
 from tests.facts_builder import fact, lines
-from tests.processes import lifecycle, run_together
+from tests.processes import keyed_store, lifecycle, run_together
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 HQIP = CONFIG / "hqip.toml"
@@ -38,10 +38,8 @@ SMALL_BATCHES = ("import sys, runpy, lifecycle.services.ingest as ingest; "
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    home = tmp_path / "lifecycle-data"
-    url = request.getfixturevalue("postgres_database") if request.param == "postgres" else None
-    return Settings(home=home, database_url=url, master_key=MASTER_KEY,
-                    master_key_file=home / "master.key")
+    return keyed_store(request.param, tmp_path, MASTER_KEY,
+                       lambda: request.getfixturevalue("postgres_database"))
 
 
 def interleaved() -> list[list[dict[str, Any]]]:

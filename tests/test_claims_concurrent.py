@@ -17,7 +17,7 @@ import pytest
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, lines
-from tests.processes import lifecycle, run_together
+from tests.processes import keyed_store, lifecycle, run_together
 from tests.test_breaches import detected
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,10 +29,8 @@ AT = "2024-05-0{}T10:00:00Z"
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    home = tmp_path / "lifecycle-data"
-    url = request.getfixturevalue("postgres_database") if request.param == "postgres" else None
-    return Settings(home=home, database_url=url, master_key=MASTER_KEY,
-                    master_key_file=home / "master.key")
+    return keyed_store(request.param, tmp_path, MASTER_KEY,
+                       lambda: request.getfixturevalue("postgres_database"))
 
 
 def record(fact_id: str, subject: int, data: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
 from lifecycle.support.faults import STEPS
 from tests.facts_builder import collected
-from tests.processes import lifecycle
+from tests.processes import keyed_store, lifecycle
 from tests.test_crash_matrix import (ERASED_VALUES, FOUND_NAME, SUBJECT, assert_no_plaintext,
                                      assert_recorded_before_destroyed, crash_facts, run)
 from tests.test_ingest_write_upgrade import (HQIP, MASTER_KEY, before_src,  # noqa: F401
@@ -25,10 +25,8 @@ OLD_SUBJECT = "member:old-1"
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    home = tmp_path / "lifecycle-data"
-    url = request.getfixturevalue("postgres_database") if request.param == "postgres" else None
-    return Settings(home=home, database_url=url, master_key=MASTER_KEY,
-                    master_key_file=home / "master.key")
+    return keyed_store(request.param, tmp_path, MASTER_KEY,
+                       lambda: request.getfixturevalue("postgres_database"))
 
 
 def older(n: int) -> dict[str, object]:

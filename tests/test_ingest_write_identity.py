@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import checked_out
+
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = "15dfe5d"
 
@@ -168,16 +170,11 @@ print(json.dumps(out, sort_keys=True))
 @pytest.fixture(scope="module")
 def before_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The code before the cuts, as a detached worktree of this repository."""
-    where = tmp_path_factory.mktemp("before") / "tree"
-    made = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where),
-                           BEFORE], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot check out {BEFORE}: {made.stderr.strip()}")
     try:
-        yield where
-    finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)],
-                       capture_output=True)
+        with checked_out(ROOT, BEFORE, tmp_path_factory.mktemp("before") / "tree") as tree:
+            yield tree
+    except LookupError as missing:
+        pytest.skip(f"cannot check out {BEFORE}: {missing}")
 
 
 def probe(tree: Path) -> dict[str, object]:

@@ -21,7 +21,7 @@ import pytest
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact
-from tests.processes import env_for
+from tests.processes import checked_out, env_for, keyed_store
 from tests.test_ingest_write_identity import BEFORE, ROOT
 
 HQIP = ROOT / "config" / "hqip.toml"
@@ -42,24 +42,17 @@ TIMES = ["2024-01-02T03:04:05Z", "2024-01-02T03:04:05.000001+05:30",
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    home = tmp_path / "lifecycle-data"
-    url = request.getfixturevalue("postgres_database") if request.param == "postgres" else None
-    return Settings(home=home, database_url=url, master_key=MASTER_KEY,
-                    master_key_file=home / "master.key")
+    return keyed_store(request.param, tmp_path, MASTER_KEY,
+                       lambda: request.getfixturevalue("postgres_database"))
 
 
 @pytest.fixture(scope="module")
 def before_src(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    where = tmp_path_factory.mktemp("before-upgrade") / "tree"
-    made = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where),
-                           BEFORE], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot check out {BEFORE}: {made.stderr.strip()}")
     try:
-        yield where / "src"
-    finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)],
-                       capture_output=True)
+        with checked_out(ROOT, BEFORE, tmp_path_factory.mktemp("before-upgrade") / "tree") as tree:
+            yield tree / "src"
+    except LookupError as missing:
+        pytest.skip(f"cannot check out {BEFORE}: {missing}")
 
 
 def run(settings: Settings, src: Path, *args: str) -> subprocess.CompletedProcess[str]:

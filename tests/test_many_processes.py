@@ -28,7 +28,8 @@ from lifecycle.store.lease import lease_for
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact, lines
-from tests.processes import destroyed_keys, env_for, json_of, lifecycle, run_together, wait_for
+from tests.processes import (destroyed_keys, env_for, json_of, keyed_store, lifecycle,
+                             run_together, wait_for)
 from tests.read_models import snapshot_views
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -49,10 +50,8 @@ INTERVAL = 1.0  # seconds between daemon ticks
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """A clean store (SQLite or a fresh PostgreSQL database) with a fixed master key."""
-    home = tmp_path / "lifecycle-data"
-    url = request.getfixturevalue("postgres_database") if request.param == "postgres" else None
-    return Settings(home=home, database_url=url, master_key=MASTER_KEY,
-                    master_key_file=home / "master.key")
+    return keyed_store(request.param, tmp_path, MASTER_KEY,
+                       lambda: request.getfixturevalue("postgres_database"))
 
 
 

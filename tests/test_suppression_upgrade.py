@@ -16,6 +16,7 @@ import pytest
 
 from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact
+from tests.processes import keyed_store
 from tests.test_ingest_write_upgrade import (MASTER_KEY, before_src, ingest,  # noqa: F401
                                              run, write)
 from tests.test_suppression import policy_variant
@@ -42,10 +43,8 @@ KEEP = {False: "keep_subaddress = false", True: "keep_subaddress = true"}
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    home = tmp_path / "lifecycle-data"
-    url = request.getfixturevalue("postgres_database") if request.param == "postgres" else None
-    return Settings(home=home, database_url=url, master_key=MASTER_KEY,
-                    master_key_file=home / "master.key")
+    return keyed_store(request.param, tmp_path, MASTER_KEY,
+                       lambda: request.getfixturevalue("postgres_database"))
 
 
 def unsubscribes(subject: str, email: str) -> list[dict[str, Any]]:
