@@ -92,14 +92,12 @@ class SubjectCache(Protocol):
 
 class Sweeper:
     def __init__(self, store: SubjectStore, vault: KeyVault, engine: sa.Engine,
-                 on_saved: Callable[[list[DataSubject]], None] | None = None,
                  cache: SubjectCache | None = None) -> None:
         self.store = store
         self.vault = vault
         self.engine = engine
-        # Told of the subjects each batch saved (the projections reuse them, not reread).
-        self.on_saved = on_saved
-        # Subjects held already are not read again; the saved ones go back to it.
+        # Subjects held already are not read again; the saved ones go back to it (the
+        # projections then apply their events without reading them).
         self.cache = cache
 
     def sweep(self, at: datetime, started: datetime, dry_run: bool = False,
@@ -187,11 +185,8 @@ class Sweeper:
                         spoiled.extend(s.id for s in touched)
                     cache.evict(i for i in spoiled if i in lent)
             destroy_recorded(self.vault, shreds)
-            if touched:
-                if self.cache is not None:
-                    self.cache.remember(touched)
-                if self.on_saved:
-                    self.on_saved(touched)
+            if touched and self.cache is not None:
+                self.cache.remember(touched)
             break
         for kind in ("erased", "reviews", "paused", "failed"):
             items: list[dict[str, Any]] = getattr(outcome, kind)
