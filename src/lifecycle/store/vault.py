@@ -191,34 +191,15 @@ def _sealed_json(value: Any) -> bytes:
 _SEALED_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
-def _copied(conn: sa.Connection, statement: str, types: tuple[str, ...],
-            rows: Iterable[tuple[Any, ...]]) -> bool:
-    """Whether `rows` went in by one binary COPY, in a savepoint of `conn`'s transaction
-    (PostgreSQL); False, with nothing of them written, if a row broke a unique key."""
+def _copy(conn: sa.Connection, statement: str, types: tuple[str, ...],
+          rows: Iterable[tuple[Any, ...]]) -> None:
+    """Writes `rows` by one binary COPY in `conn`'s transaction (PostgreSQL)."""
     driver = conn.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
-    try:
-        with conn.begin_nested(), driver.cursor() as cursor, cursor.copy(statement) as copy:
-            copy.set_types(list(types))
-            for row in rows:
-                copy.write_row(row)
-    except psycopg.errors.UniqueViolation:
-        return False
-    return True
-
-
-def _claim_postgres(conn: sa.Connection, rows: list[tuple[str, str, str]],
-                    now: datetime) -> int:
-    """Binds the unbound ids among `rows` (fact id, subject id, digest); returns how many.
-    Usually none is bound: one COPY. Otherwise, or for a naive `now` (which the COPY
-    cannot place in the session's zone as a parameter is), one statement that skips the
-    bound ids, its rows one JSON array (a many-row VALUES list costs more to build than
-    to run; text arrays are dumped element by element in Python)."""
-    if now.tzinfo is not None and _copied(conn, _COPY_CLAIMS, _CLAIM_TYPES,
-                                           ((*row, now) for row in rows)):
-        return len(rows)
-    return int(conn.execute(_CLAIM_POSTGRES, {"rows": _json_rows([list(r) for r in rows]),
-                                              "now": now}).rowcount)
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
 
 
 def _json_rows(rows: list[list[str]]) -> str:
@@ -622,16 +603,16 @@ class KeyVault:
         """The pending keys' rows, wrapped under `epoch`, handed to the driver as they are
         (the table's insert through SQLAlchemy processed every value of every row in
         Python: a third of a flush): on PostgreSQL one binary COPY (exact instants at any
-        offset; a naive time, which it cannot place in the session's zone, or a key id
-        taken already, goes as one JSON array, as before), on SQLite the driver's
-        executemany, times in SQLAlchemy's own text for them."""
+        offset; a naive time, which it cannot place in the session's zone, goes as one
+        JSON array, as before), on SQLite the driver's executemany, times in
+        SQLAlchemy's own text for them."""
         secrets = self._secrets
         if conn.dialect.name == "postgresql" and all(
-                row["created_at"].tzinfo is not None for row in self._pending) and _copied(
-                conn, _COPY_KEYS, _KEY_TYPES,
-                ((row["key_id"], row["subject_id"], row["scope"],
-                  self._wrap(row["key_id"], secrets[row["key_id"]], epoch),
-                  row["created_at"], epoch) for row in self._pending)):
+                row["created_at"].tzinfo is not None for row in self._pending):
+            _copy(conn, _COPY_KEYS, _KEY_TYPES, (
+                (row["key_id"], row["subject_id"], row["scope"],
+                 self._wrap(row["key_id"], secrets[row["key_id"]], epoch),
+                 row["created_at"], epoch) for row in self._pending))
             return
         if conn.dialect.name == "postgresql":
             # The instant in UTC (a timestamptz keeps only that): PostgreSQL reads no offset
@@ -1140,6 +1121,12 @@ class KeyVault:
                              for r in rows)
         return found
 
+    @staticmethod
+    def _give_up(conn: sa.Connection, given_up: dict[str, str] | None) -> None:
+        for fid, digest in (given_up or {}).items():
+            conn.execute(fact_ids.delete().where(fact_ids.c.fact_id == fid)
+                         .where(fact_ids.c.digest == digest))
+
     def claim(self, claims: dict[str, tuple[str, str]], now: datetime,
               given_up: dict[str, str] | None = None) -> dict[str, Binding]:
         """Binds each unbound fact id to (subject id, digest), first dropping the given-up
@@ -1149,19 +1136,34 @@ class KeyVault:
         subject and digest offered): callers compare digests."""
         if not claims:
             return {}
+        rows = [(fid, subject, digest) for fid, (subject, digest) in claims.items()]
+        if self.engine.dialect.name == "postgresql" and now.tzinfo is not None:
+            # Usually no id is bound: the batch goes in by one COPY (a third of the server
+            # time of the statement below). An id bound already fails it, and the whole
+            # transaction (the given-up bindings' drop too) is undone and done that way.
+            try:
+                with self.engine.begin() as conn:
+                    self._give_up(conn, given_up)
+                    _copy(conn, _COPY_CLAIMS, _CLAIM_TYPES, ((*row, now) for row in rows))
+                return {}
+            except psycopg.errors.UniqueViolation:
+                pass
         with self.engine.begin() as conn:
-            for fid, digest in (given_up or {}).items():
-                conn.execute(fact_ids.delete().where(fact_ids.c.fact_id == fid)
-                             .where(fact_ids.c.digest == digest))
-            rows = [(fid, subject, digest) for fid, (subject, digest) in claims.items()]
+            self._give_up(conn, given_up)
             if conn.dialect.name == "postgresql":
-                inserted = _claim_postgres(conn, rows, now)
-            else:  # the count of rows inserted says whether any id was bound already
+                # One statement whatever the batch size, its rows one JSON array (a
+                # many-row VALUES list costs more to build than to run, and text arrays
+                # are dumped element by element in Python); a naive `now` is placed in
+                # the session's zone, as the driver places a parameter.
+                inserted = conn.execute(_CLAIM_POSTGRES, {
+                    "rows": _json_rows([list(r) for r in rows]), "now": now}).rowcount
+            else:
                 claimed_at = _CLAIMED_AT.type.dialect_impl(conn.dialect).bind_processor(
                     conn.dialect)
                 spelt = claimed_at(now) if claimed_at else now
                 inserted = conn.exec_driver_sql(
                     _CLAIM_SQLITE, [(*row, spelt) for row in rows]).rowcount
+        # The count of rows inserted says whether any id was bound already.
         if inserted == len(rows):
             return {}
         return self.claimed(claims)
