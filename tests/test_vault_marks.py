@@ -9,6 +9,9 @@ from lifecycle.store.vault import Shred, open_vault
 
 FIRST = datetime(2025, 7, 1, tzinfo=timezone(timedelta(hours=1)))
 LATER = datetime(2025, 7, 2, 6, 30, tzinfo=UTC)
+# An offset of seconds and microseconds, which PostgreSQL's text input does not take.
+ODD = datetime(2025, 7, 3, 1, 2, 3, 456789,
+               tzinfo=timezone(timedelta(hours=5, minutes=30, seconds=15, microseconds=7)))
 
 
 def test_marking_a_key_again_replaces_its_mark(backend: Settings) -> None:
@@ -27,3 +30,15 @@ def test_marking_a_key_again_replaces_its_mark(backend: Settings) -> None:
                      "k2": ("s1", LATER, "rule b (policy)"),
                      "k3": ("s3", LATER, "request r")}
     assert all(at.utcoffset() == timedelta(0) for _, at, _ in marks.values())
+
+
+def test_a_mark_keeps_the_erasure_instant_at_any_offset(backend: Settings) -> None:
+    """Rule: a mark keeps the instant its erasure was decided at, whatever offset (of
+    seconds or microseconds too) it was given at; read back in UTC."""
+    vault = open_vault(backend)
+    try:
+        vault.mark_doomed([Shred("s1", ["k1"], ODD, "rule a (policy)")], ODD)
+        (mark,) = vault.doomed()
+    finally:
+        vault.engine.dispose()
+    assert mark.at == ODD and mark.at.utcoffset() == timedelta(0)

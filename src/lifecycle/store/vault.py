@@ -154,6 +154,13 @@ _MARK_DOOMED_SQLITE = (
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET subject_id = excluded.subject_id, "
     "erased_at = excluded.erased_at, erased_by = excluded.erased_by, "
     "marked_at = excluded.marked_at")
+_MARK_DOOMED_POSTGRES = sa.text(
+    "INSERT INTO lifecycle_doomed_keys (key_id, subject_id, erased_at, erased_by, marked_at) "
+    "SELECT e->>0, e->>1, CAST(e->>2 AS timestamptz), e->>3, :marked_at "
+    "FROM json_array_elements(CAST(:rows AS json)) AS e ON CONFLICT (key_id) DO UPDATE SET "
+    "subject_id = excluded.subject_id, erased_at = excluded.erased_at, "
+    "erased_by = excluded.erased_by, marked_at = excluded.marked_at").bindparams(
+    sa.bindparam("marked_at", type_=sa.DateTime(timezone=True)))
 _LOCK_TO_DESTROY = sa.text(
     "SELECT key_id FROM lifecycle_data_keys WHERE key_id = ANY(CAST(:ids AS text[])) "
     "AND destroyed_at IS NULL ORDER BY ctid FOR UPDATE")
@@ -200,6 +207,13 @@ def _copy(conn: sa.Connection, statement: str, types: tuple[str, ...],
         copy.set_types(list(types))
         for row in rows:
             copy.write_row(row)
+
+
+def _postgres_time(moment: datetime) -> str:
+    """A time as PostgreSQL's timestamptz input reads it: the instant in UTC (it takes no
+    offset below a second, which a datetime may have); a naive time stays naive (the
+    session's zone places it, as it places the driver's parameter)."""
+    return (moment if moment.tzinfo is None else moment.astimezone(UTC)).isoformat()
 
 
 def _json_rows(rows: list[list[str]]) -> str:
@@ -656,10 +670,10 @@ class KeyVault:
 
     def mark_doomed(self, shreds: Iterable[Shred], now: datetime) -> None:
         """Notes the keys an erasure decided on, before its events are saved."""
-        rows = {key_id: {"key_id": key_id, "subject_id": s.subject_id,
-                         "erased_at": in_utc(s.at), "erased_by": s.by[:200],
-                         "marked_at": in_utc(now)}
-                for s in shreds for key_id in s.key_ids}
+        rows: dict[str, dict[str, Any]] = {
+            key_id: {"key_id": key_id, "subject_id": s.subject_id, "erased_at": in_utc(s.at),
+                     "erased_by": s.by[:200], "marked_at": in_utc(now)}
+            for s in shreds for key_id in s.key_ids}
         if not rows:
             return
         with self.engine.begin() as conn:
@@ -673,12 +687,11 @@ class KeyVault:
                 conn.exec_driver_sql(_MARK_DOOMED_SQLITE, [
                     (r["key_id"], r["subject_id"], spell(r["erased_at"]), r["erased_by"],
                      spell(r["marked_at"])) for r in rows.values()])
-            else:
-                ids = list(rows)
-                for start in range(0, len(ids), 500):
-                    conn.execute(doomed_keys.delete().where(
-                        doomed_keys.c.key_id.in_(ids[start:start + 500])))
-                conn.execute(doomed_keys.insert(), list(rows.values()))
+            else:  # one upsert whatever the count, its rows one JSON array (as claims)
+                marks = [[r["key_id"], r["subject_id"], _postgres_time(r["erased_at"]),
+                          r["erased_by"]] for r in rows.values()]
+                conn.execute(_MARK_DOOMED_POSTGRES, {"marked_at": in_utc(now),
+                                                     "rows": _json_rows(marks)})
         self.retire(rows)
 
     def doomed(self) -> list[Shred]:
