@@ -177,6 +177,9 @@ FILLFACTOR = 45
 # A binding whose fact never reached its subject (its run was killed before saving) is
 # given up after this; younger, it may belong to a run still saving.
 CLAIM_GRACE = timedelta(minutes=5)
+# A claim the server undid to break a deadlock (given-up bindings against other writers'
+# claims) is redone, up to this many tries in all.
+_CLAIM_ATTEMPTS = 5
 
 
 def _sealed_json(value: Any) -> bytes:
@@ -1136,7 +1139,7 @@ class KeyVault:
 
     @staticmethod
     def _give_up(conn: sa.Connection, given_up: dict[str, str] | None) -> None:
-        for fid, digest in (given_up or {}).items():
+        for fid, digest in sorted((given_up or {}).items()):
             conn.execute(fact_ids.delete().where(fact_ids.c.fact_id == fid)
                          .where(fact_ids.c.digest == digest))
 
@@ -1149,7 +1152,23 @@ class KeyVault:
         subject and digest offered): callers compare digests."""
         if not claims:
             return {}
-        rows = [(fid, subject, digest) for fid, (subject, digest) in claims.items()]
+        # In one order of ids for every writer: two claims taking the same ids in their
+        # files' orders each waited for an id the other held (PostgreSQL: a deadlock).
+        rows = sorted((fid, subject, digest) for fid, (subject, digest) in claims.items())
+        for attempt in range(_CLAIM_ATTEMPTS):
+            try:
+                return self._claim(claims, rows, now, given_up)
+            except (psycopg.errors.DeadlockDetected, sa.exc.OperationalError) as error:
+                deadlock = isinstance(error, psycopg.errors.DeadlockDetected) or isinstance(
+                    getattr(error, "orig", None), psycopg.errors.DeadlockDetected)
+                if not deadlock or attempt == _CLAIM_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _claim(self, claims: dict[str, tuple[str, str]], rows: list[tuple[str, str, str]],
+               now: datetime, given_up: dict[str, str] | None) -> dict[str, Binding]:
+        """`claim` once, in its own transaction(s): redone whole if the server undid it
+        (given-up bindings still as they were, unbound ids only: the same outcome)."""
         if self.engine.dialect.name == "postgresql" and now.tzinfo is not None:
             # Usually no id is bound: the batch goes in by one COPY (a third of the server
             # time of the statement below). An id bound already fails it, and the whole
