@@ -1207,7 +1207,9 @@ class KeyVault:
             else:
                 claimed_at = _CLAIMED_AT.type.dialect_impl(conn.dialect).bind_processor(
                     conn.dialect)
-                spelt = claimed_at(now) if claimed_at else now
+                # In UTC, as read back: SQLite keeps a time's wall clock, not its offset
+                # (a claim at -05:00 looked five hours old, past its grace).
+                spelt = claimed_at(in_utc(now)) if claimed_at else now
                 inserted = conn.exec_driver_sql(
                     _CLAIM_SQLITE, [(*row, spelt) for row in rows]).rowcount
         # The count of rows inserted says whether any id was bound already.
