@@ -119,3 +119,81 @@ def test_claims_of_the_same_ids_in_opposite_orders_at_once_all_complete(
             bound = ledger.vault.claimed(ids)
             assert set(bound) == set(ids)
             assert {b.digest for b in bound.values()} <= {"0" * 64, "1" * 64}
+
+
+_INGEST_AT = """
+import sys
+from datetime import datetime
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import load_settings
+with Ledger(load_settings()) as ledger:
+    report = ledger.ingest(open(sys.argv[2], encoding="utf-8").read().splitlines(),
+                           datetime.fromisoformat(sys.argv[1]))
+print(json.dumps({"accepted": report.accepted, "duplicates": report.duplicates,
+                  "rejected": sorted(str(r.fact_id) for r in report.rejected),
+                  "named": all(str(r.fact_id) in r.reason for r in report.rejected)}))
+""".replace("import sys", "import json, sys", 1)
+
+ORPHANS = 300
+
+
+@pytest.mark.parametrize("writers", [3])
+def test_writers_giving_up_the_same_orphaned_bindings_at_once_bind_each_id_once(
+        store: Settings, tmp_path: Path, writers: int) -> None:
+    """Rule: bindings left by a run killed after its claims (its facts never saved) are
+    given up once older than CLAIM_GRACE; writers that meet them at once, each with other
+    content under the ids on its own subjects (one COPY, met by a bound id, redone by the
+    statement that skips bound ids), bind each id exactly once: one writer's fact stored
+    under it, every other writer's rejected naming the id, no error; the chain verifies."""
+    import os
+    import subprocess
+    import sys
+
+    from lifecycle.support.faults import CRASH_ENV
+    from tests.processes import env_for
+
+    with Ledger(store) as ledger:
+        ledger.adopt_policy(HQIP, datetime(2020, 1, 1, tzinfo=UTC))
+    claimed_at = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    later = datetime(2025, 3, 1, 12, 10, tzinfo=UTC)
+
+    def file(name: str, writer: int) -> Path:
+        path = tmp_path / f"{name}.jsonl"
+        facts = [record(f"orphan-{k}", 1000 * writer + k % 50, {"writer": writer})
+                 for k in range(ORPHANS)]
+        facts = facts[::-1] if writer % 2 else facts
+        path.write_text("\n".join(lines(facts)) + "\n", encoding="utf-8")
+        return path
+
+    env = {**env_for(store), CRASH_ENV: "keys-stored"}
+    killed = subprocess.run([sys.executable, "-c", _INGEST_AT, claimed_at.isoformat(),
+                             str(file("first", 0))], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    assert os.environ.get(CRASH_ENV) is None
+    outputs = run_together(store, [["-c", _INGEST_AT, later.isoformat(),
+                                    str(file(f"w{w}", w))] for w in range(1, writers + 1)],
+                           timeout=240)
+    reports = []
+    for output in outputs:
+        assert output.returncode == 0, output.stderr
+        reports.append(json.loads(output.stdout))
+    ids = {f"orphan-{k}" for k in range(ORPHANS)}
+    for report in reports:
+        assert report["named"]
+        assert report["accepted"] + len(report["rejected"]) == ORPHANS
+    accepted_by = Counter(fid for report in reports for fid in ids - set(report["rejected"]))
+    assert accepted_by == Counter({fid: 1 for fid in ids})
+    stored: Counter[str] = Counter()
+    with Ledger(store) as ledger:
+        for writer in range(1, writers + 1):
+            for n in range(50):
+                try:
+                    history = ledger.history(f"member:{1000 * writer + n}")
+                except Exception:  # noqa: BLE001 - a subject whose every fact lost
+                    continue
+                stored.update(e["fact_id"] for e in history if "fact_id" in e)
+        bound = ledger.vault.claimed(ids)
+    assert stored == Counter({fid: 1 for fid in ids})
+    assert set(bound) == ids
+    assert lifecycle(store, "audit", "verify").returncode == 0
