@@ -197,3 +197,48 @@ def test_writers_giving_up_the_same_orphaned_bindings_at_once_bind_each_id_once(
     assert stored == Counter({fid: 1 for fid in ids})
     assert set(bound) == ids
     assert lifecycle(store, "audit", "verify").returncode == 0
+
+
+def test_a_claim_undone_to_break_a_deadlock_is_redone(postgres_database: str,
+                                                      tmp_path: Path) -> None:
+    """Rule: a claim that PostgreSQL undoes to break a deadlock (another transaction held
+    an id the claim waited for, and waited for an id the claim held) is redone whole, not
+    reported as an error: once the other transaction is gone, every id is bound to the
+    claim's fact and the claim reports them all new."""
+    import threading
+
+    import psycopg
+
+    settings = keyed_store("postgres", tmp_path, MASTER_KEY, lambda: postgres_database)
+    outcome: dict[str, Any] = {}
+    with Ledger(settings) as ledger:
+        other = psycopg.connect(postgres_database)
+        try:
+            other.execute("INSERT INTO lifecycle_fact_ids (fact_id, subject_id, digest) "
+                          "VALUES ('id-b', 'other', 'other')")
+
+            def claim() -> None:
+                try:
+                    outcome["result"] = ledger.vault.claim(
+                        {"id-b": ("mine", "d" * 64), "id-a": ("mine", "d" * 64)},
+                        datetime.now(UTC))
+                except Exception as error:  # noqa: BLE001 - what the test reports
+                    outcome["error"] = error
+
+            thread = threading.Thread(target=claim)
+            thread.start()
+            # The claim binds id-a, then waits for id-b; this takes id-a in turn: a cycle,
+            # which PostgreSQL breaks by undoing the claim (it waited first).
+            import time
+            time.sleep(0.5)
+            other.execute("INSERT INTO lifecycle_fact_ids (fact_id, subject_id, digest) "
+                          "VALUES ('id-a', 'other', 'other')")
+            other.rollback()
+            thread.join(timeout=60)
+        finally:
+            other.close()
+        assert "error" not in outcome, outcome
+        assert outcome["result"] == {}
+        bound = ledger.vault.claimed(["id-a", "id-b"])
+        assert {fid: b.subject_id for fid, b in bound.items()} == {"id-a": "mine",
+                                                                   "id-b": "mine"}

@@ -75,3 +75,51 @@ def test_marks_of_the_same_keys_in_opposite_orders_at_once_all_complete(
         writer = int(row.erased_by[-1])
         assert row.erased_at.second == writer
         assert row.subject_id.endswith(f"{int(row.key_id[4:]):012d}")
+
+
+def test_a_marking_undone_to_break_a_deadlock_is_redone(postgres_database: str,
+                                                        tmp_path: Path) -> None:
+    """Rule: marks of doomed keys that PostgreSQL undoes to break a deadlock (another
+    transaction held a key's mark the marking waited for, and waited for one it held) are
+    written again, not reported as an error (the erasure's events would not be saved):
+    once the other transaction is gone, every key holds the marking's mark."""
+    import threading
+    from datetime import UTC, datetime
+    from typing import Any
+
+    import psycopg
+
+    from lifecycle.store.vault import Shred
+
+    settings = keyed_store("postgres", tmp_path, MASTER_KEY, lambda: postgres_database)
+    outcome: dict[str, Any] = {}
+    subject = "00000000-0000-0000-0000-000000000001"
+    with Ledger(settings) as ledger:
+        other = psycopg.connect(postgres_database)
+        try:
+            insert = ("INSERT INTO lifecycle_doomed_keys (key_id, subject_id, erased_at, "
+                      "erased_by, marked_at) VALUES (%s, 'other', now(), 'other', now())")
+            other.execute(insert, ("key-b",))
+
+            def mark() -> None:
+                try:
+                    ledger.vault.mark_doomed(
+                        [Shred(subject, ["key-b", "key-a"], datetime(2024, 1, 1, tzinfo=UTC),
+                               "sweeper")], datetime.now(UTC))
+                except Exception as error:  # noqa: BLE001 - what the test reports
+                    outcome["error"] = error
+
+            thread = threading.Thread(target=mark)
+            thread.start()
+            time.sleep(0.5)  # the marking holds key-a and waits for key-b
+            other.execute(insert, ("key-a",))
+            other.rollback()
+            thread.join(timeout=60)
+        finally:
+            other.close()
+        assert "error" not in outcome, outcome
+        with ledger.vault.engine.connect() as conn:
+            rows = conn.execute(sa.select(doomed_keys.c.key_id, doomed_keys.c.subject_id,
+                                          doomed_keys.c.erased_by)).all()
+        assert sorted(tuple(r) for r in rows) == [("key-a", subject, "sweeper"),
+                                                  ("key-b", subject, "sweeper")]
