@@ -79,7 +79,7 @@ import sys, time
 from datetime import UTC, datetime
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import load_settings
-writer, start, rounds, size = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+writer, start, rounds, size = int(sys.argv[1]), float(sys.argv[2]), *map(int, sys.argv[3:5])
 errors = []
 with Ledger(load_settings()) as ledger:
     for turn in range(rounds):

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import load_settings
 from lifecycle.store.vault import Shred
-writer, start, rounds, size = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+writer, start, rounds, size = int(sys.argv[1]), float(sys.argv[2]), *map(int, sys.argv[3:5])
 errors = []
 with Ledger(load_settings()) as ledger:
     for turn in range(rounds):

@@ -212,10 +212,10 @@ def _copy(conn: sa.Connection, statement: str, types: tuple[str, ...],
             copy.write_row(row)
 
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
-def _redone_on_deadlock(work: Callable[[], T]) -> T:
+def _redone_on_deadlock(work: Callable[[], _T]) -> _T:
     """`work()`, a whole transaction of its own, redone if PostgreSQL undid it to break
     a deadlock (what it writes must come out the same when redone)."""
     for attempt in range(_DEADLOCK_ATTEMPTS):
