@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -177,6 +177,9 @@ FILLFACTOR = 45
 # A binding whose fact never reached its subject (its run was killed before saving) is
 # given up after this; younger, it may belong to a run still saving.
 CLAIM_GRACE = timedelta(minutes=5)
+# Tries in all of a claim or a marking that PostgreSQL undid to break a deadlock (rows are
+# written in key order, but another writer's deletes may lock them in another).
+_DEADLOCK_ATTEMPTS = 5
 
 
 def _sealed_json(value: Any) -> bytes:
@@ -207,6 +210,23 @@ def _copy(conn: sa.Connection, statement: str, types: tuple[str, ...],
         copy.set_types(list(types))
         for row in rows:
             copy.write_row(row)
+
+
+_T = TypeVar("_T")
+
+
+def _redone_on_deadlock(work: Callable[[], _T]) -> _T:
+    """`work()`, a whole transaction of its own, redone if PostgreSQL undid it to break
+    a deadlock (what it writes must come out the same when redone)."""
+    for attempt in range(_DEADLOCK_ATTEMPTS):
+        try:
+            return work()
+        except (psycopg.errors.DeadlockDetected, sa.exc.OperationalError) as error:
+            deadlock = isinstance(error, psycopg.errors.DeadlockDetected) or isinstance(
+                getattr(error, "orig", None), psycopg.errors.DeadlockDetected)
+            if not deadlock or attempt == _DEADLOCK_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _postgres_time(moment: datetime) -> str:
@@ -676,6 +696,13 @@ class KeyVault:
             for s in shreds for key_id in s.key_ids}
         if not rows:
             return
+        _redone_on_deadlock(lambda: self._mark(rows, now))
+        self.retire(rows)
+
+    def _mark(self, rows: dict[str, dict[str, Any]], now: datetime) -> None:
+        # In key order: two runs marking the same keys each in its own order each waited
+        # for a key the other held (PostgreSQL: a deadlock).
+        ordered = [rows[key_id] for key_id in sorted(rows)]
         with self.engine.begin() as conn:
             if conn.dialect.name == "sqlite":
                 # A mark left for a key is replaced: one upsert through the driver, times
@@ -686,13 +713,12 @@ class KeyVault:
                 assert spell is not None
                 conn.exec_driver_sql(_MARK_DOOMED_SQLITE, [
                     (r["key_id"], r["subject_id"], spell(r["erased_at"]), r["erased_by"],
-                     spell(r["marked_at"])) for r in rows.values()])
+                     spell(r["marked_at"])) for r in ordered])
             else:  # one upsert whatever the count, its rows one JSON array (as claims)
                 marks = [[r["key_id"], r["subject_id"], _postgres_time(r["erased_at"]),
-                          r["erased_by"]] for r in rows.values()]
+                          r["erased_by"]] for r in ordered]
                 conn.execute(_MARK_DOOMED_POSTGRES, {"marked_at": in_utc(now),
                                                      "rows": _json_rows(marks)})
-        self.retire(rows)
 
     def doomed(self) -> list[Shred]:
         """Marks left by runs that did not get to destroy their keys, oldest first."""
@@ -1136,7 +1162,7 @@ class KeyVault:
 
     @staticmethod
     def _give_up(conn: sa.Connection, given_up: dict[str, str] | None) -> None:
-        for fid, digest in (given_up or {}).items():
+        for fid, digest in sorted((given_up or {}).items()):
             conn.execute(fact_ids.delete().where(fact_ids.c.fact_id == fid)
                          .where(fact_ids.c.digest == digest))
 
@@ -1149,7 +1175,15 @@ class KeyVault:
         subject and digest offered): callers compare digests."""
         if not claims:
             return {}
-        rows = [(fid, subject, digest) for fid, (subject, digest) in claims.items()]
+        # In one order of ids for every writer: two claims taking the same ids in their
+        # files' orders each waited for an id the other held (PostgreSQL: a deadlock).
+        rows = sorted((fid, subject, digest) for fid, (subject, digest) in claims.items())
+        return _redone_on_deadlock(lambda: self._claim(claims, rows, now, given_up))
+
+    def _claim(self, claims: dict[str, tuple[str, str]], rows: list[tuple[str, str, str]],
+               now: datetime, given_up: dict[str, str] | None) -> dict[str, Binding]:
+        """`claim` once, in its own transaction(s): redone whole if the server undid it
+        (given-up bindings still as they were, unbound ids only: the same outcome)."""
         if self.engine.dialect.name == "postgresql" and now.tzinfo is not None:
             # Usually no id is bound: the batch goes in by one COPY (a third of the server
             # time of the statement below). An id bound already fails it, and the whole
@@ -1173,7 +1207,9 @@ class KeyVault:
             else:
                 claimed_at = _CLAIMED_AT.type.dialect_impl(conn.dialect).bind_processor(
                     conn.dialect)
-                spelt = claimed_at(now) if claimed_at else now
+                # In UTC, as read back: SQLite keeps a time's wall clock, not its offset
+                # (a claim at -05:00 looked five hours old, past its grace).
+                spelt = claimed_at(in_utc(now)) if claimed_at else now
                 inserted = conn.exec_driver_sql(
                     _CLAIM_SQLITE, [(*row, spelt) for row in rows]).rowcount
         # The count of rows inserted says whether any id was bound already.
