@@ -17,8 +17,8 @@ from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.store.event_store import Partition, SubjectStore
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.projections import tables
-from lifecycle.projections.bulk import insert_rows
-from lifecycle.projections.documents import subject_document
+from lifecycle.projections.bulk import insert_rows, json_text, update_rows
+from lifecycle.projections.documents import document_after_erasures, subject_document
 from lifecycle.domain.retention import plan
 
 # A sweep's own events: they mark records erased or flagged for review, and never change
@@ -62,7 +62,8 @@ class Projection(Protocol):
 
 
 def _replace(conn: sa.Connection, table: sa.Table, stale_ids: list[str],
-             rows: list[dict[str, object]], key: str = "subject_id") -> None:
+             rows: list[dict[str, object]], key: str = "subject_id",
+             encoded: Collection[str] = ()) -> None:
     if conn.dialect.name == "postgresql":
         if stale_ids:  # one array parameter: the same statement whatever the count
             conn.execute(table.delete().where(table.c[key] == sa.any_(
@@ -70,7 +71,7 @@ def _replace(conn: sa.Connection, table: sa.Table, stale_ids: list[str],
     else:
         for start in range(0, len(stale_ids), 500):
             conn.execute(table.delete().where(table.c[key].in_(stale_ids[start:start + 500])))
-    insert_rows(conn, table, rows)
+    insert_rows(conn, table, rows, encoded)
 
 
 class SubjectsProjection:
@@ -80,15 +81,61 @@ class SubjectsProjection:
     tables = (tables.subjects,)
 
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
-        rows: list[dict[str, object]] = [{
+        after_erasures = self._after_erasures(ctx, subjects)
+        rest = subjects
+        if after_erasures and ctx.conn.dialect.name == "sqlite":
+            # Updated in place (one statement a row, not two): of a row, an erasure by
+            # retention changes only these (`records` counts the erased ones too).
+            update_rows(ctx.conn, tables.subjects, [{
+                "subject_id": str(s.id), "version": s.version,
+                "erased": sum(1 for r in s.records.values() if r.erased_at is not None),
+                "document": after_erasures[s.id],
+            } for s in subjects if s.id in after_erasures], key="subject_id",
+                encoded=("document",))
+            rest = [s for s in subjects if s.id not in after_erasures]
+        _replace(ctx.conn, tables.subjects, ctx.stale_ids(rest), [
+            self._row(s, after_erasures.get(s.id) or json_text(subject_document(s)))
+            for s in rest], encoded=("document",))
+
+    @staticmethod
+    def _row(s: DataSubject, document: str) -> dict[str, object]:
+        return {
             "subject_id": str(s.id), "reference": s.reference, "version": s.version,
             "records": len(s.records),
             "erased": sum(1 for r in s.records.values() if r.erased_at is not None),
             "suppressed": s.suppressed_at is not None,
             "last_activity_at": s.last_activity_at,
-            "document": subject_document(s),
-        } for s in subjects]
-        _replace(ctx.conn, tables.subjects, ctx.stale_ids(subjects), rows)
+            "document": document,
+        }
+
+    @staticmethod
+    def _after_erasures(ctx: ProjectionContext, subjects: Sequence[DataSubject]
+                        ) -> dict[UUID, str]:
+        """The document texts of the subjects whose only events since are erasures by
+        retention, from their stored ones where `document_after_erasures` can tell."""
+        if ctx.partition is not None or not ctx.expired_only:
+            return {}
+        ids = [str(s.id) for s in subjects if s.id in ctx.expired_only]
+        if not ids:
+            return {}
+        table, conn = tables.subjects, ctx.conn
+        query = sa.select(table.c.subject_id, sa.cast(table.c.document, sa.Text))
+        stored: dict[str, str] = {}
+        if conn.dialect.name == "postgresql":
+            stored.update(conn.execute(query.where(table.c.subject_id == sa.any_(
+                sa.bindparam("ids", ids, type_=ARRAY(sa.String))))).all())
+        else:
+            for start in range(0, len(ids), 500):
+                stored.update(conn.execute(query.where(
+                    table.c.subject_id.in_(ids[start:start + 500]))).all())
+        found: dict[UUID, str] = {}
+        for s in subjects:
+            text = stored.get(str(s.id))
+            if text is not None and s.id in ctx.expired_only:
+                document = document_after_erasures(text, s)
+                if document is not None:
+                    found[s.id] = document
+        return found
 
 
 class ScheduleProjection:
