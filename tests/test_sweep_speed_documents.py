@@ -217,3 +217,47 @@ def test_an_erasure_by_retention_changes_only_the_records_of_an_unrestricted_doc
                 assert breaches(after) == breaches(subject)
                 assert {k: v for k, v in document.items() if k != "records"} == {
                     k: v for k, v in before.items() if k != "records"}, (ref, name, at)
+
+
+def test_notification_rows_of_a_second_erasure_by_retention_are_added_to_the_first(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subject that shared two records has the first erased by retention (and its
+    notification acknowledged), then the second: the second sweep's catch-up adds the new
+    erasure's row and deletes none (the acknowledged row stays as it was); the
+    notifications view, and every other, equals a rebuild."""
+    from tests.read_models import snapshot_views
+
+    ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
+    ref = "member:two"
+    facts = marketing(ref) + [
+        share(ref, "2023-06-01T00:00:00Z", records=["newsletter"]),
+        collected(ref, "2024-08-01T09:00:00Z", "ev", {"seat": "zq"}, purpose="events",
+                  basis="contract"),
+        fact("shared", ref, "2024-08-02T00:00:00Z", recipient="Clarity Marketing",
+             role="processor", purpose="events", basis="contract", country="GB",
+             records=["ev"])]
+    report = ledger.ingest(lines(facts), NOW)
+    assert report.ok, report.rejected
+    assert [e["record"] for e in ledger.sweep(REVIEW, NOW).erased] == ["newsletter"]
+    assert ledger.ingest(lines([fact(
+        "erasure-acknowledged", ref, "2025-07-02T09:00:00Z", recipient="Clarity Marketing",
+        erasure="retention:newsletter")]), NOW).ok
+    ledger.projections.catch_up()
+    deleted: list[list[str]] = []
+    replace = views._replace
+
+    def recording(conn: sa.Connection, table: sa.Table, stale_ids: list[str],
+                  *args: Any, **kwargs: Any) -> None:
+        if table is tables.notifications:
+            deleted.append(stale_ids)
+        replace(conn, table, stale_ids, *args, **kwargs)
+
+    monkeypatch.setattr(views, "_replace", recording)
+    assert [e["record"] for e in ledger.sweep(NOW, NOW).erased] == ["ev"]
+    assert deleted == [[]]
+    monkeypatch.undo()
+    swept = snapshot_views(ledger)
+    rows = swept["lifecycle_erasure_notifications"]
+    assert len(rows) == 2 and sum(1 for row in rows if row[-1] != "null") == 1, rows
+    ledger.projections.rebuild()
+    assert snapshot_views(ledger) == swept

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
@@ -43,8 +43,9 @@ class ProjectionContext:
     # write the same scratch tables).
     partition: Partition | None = None
     # Subjects whose every event after this projection's position is a RetentionExpired
-    # (a sweep's erasure of records): only which records are erased changed.
-    expired_only: Collection[UUID] = frozenset()
+    # (a sweep's erasure of records): only which records are erased changed. With the
+    # number of those events, where known (each appended one erasure).
+    expired_only: Collection[UUID] | Mapping[UUID, int] = frozenset()
 
     def stale_ids(self, aggregates: Iterable[DataSubject | RequestCase]) -> list[str]:
         """The ids whose existing rows must be deleted before the new ones go in."""
@@ -275,12 +276,34 @@ class NotificationsProjection:
         # An erasure by retention of a subject that shared nothing has no one to tell:
         # its rows, none before, stay none.
         subjects = [s for s in subjects if s.shares or s.id not in ctx.expired_only]
-        rows: list[dict[str, object]] = [
-            {"subject_id": str(s.id), "erasure": n.erasure, "recipient": n.recipient,
-             "reference": s.reference, "records": n.records, "erased_at": n.erased_at,
-             "acknowledged_at": n.acknowledged_at}
-            for s in subjects for n in s.notifications()]
-        _replace(ctx.conn, tables.notifications, ctx.stale_ids(subjects), rows)
+        replaced: list[DataSubject] = []
+        rows: list[dict[str, object]] = []
+        for s in subjects:
+            new = self._new_erasures(ctx, s)
+            if new is None:
+                replaced.append(s)
+            rows.extend(
+                {"subject_id": str(s.id), "erasure": n.erasure, "recipient": n.recipient,
+                 "reference": s.reference, "records": n.records, "erased_at": n.erased_at,
+                 "acknowledged_at": n.acknowledged_at}
+                for n in s.notifications() if new is None or n.erasure in new)
+        _replace(ctx.conn, tables.notifications, ctx.stale_ids(replaced), rows)
+
+    @staticmethod
+    def _new_erasures(ctx: ProjectionContext, s: DataSubject) -> set[str] | None:
+        """For a subject whose only events since are erasures by retention, the erasures
+        they added (their rows are added; the rows there stay as they are: a notification
+        reads the subject's shares, acknowledgements and records' categories, which those
+        events leave alone, and its own erasure's); None where a row there could change
+        (an erasure merged into an earlier one of the same name) or the count is unknown."""
+        counts = ctx.expired_only
+        count = counts.get(s.id, 0) if isinstance(counts, Mapping) else 0
+        if not 0 < count <= len(s.erasures):
+            return None
+        new = {e.ref for e in s.erasures[-count:]}
+        if len(new) < count or any(e.ref in new for e in s.erasures[:-count]):
+            return None
+        return new
 
 
 class RequestsProjection:
