@@ -84,9 +84,9 @@ class SubjectsProjection:
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
         after_erasures = self._after_erasures(ctx, subjects)
         rest = subjects
-        if after_erasures and ctx.conn.dialect.name == "sqlite":
-            # Updated in place (one statement a row, not two): of a row, an erasure by
-            # retention changes only these (`records` counts the erased ones too).
+        if after_erasures:
+            # Updated in place (on SQLite one statement a row, not two): of a row, an
+            # erasure by retention changes only these (`records` counts erased ones too).
             update_rows(ctx.conn, tables.subjects, [{
                 "subject_id": str(s.id), "version": s.version,
                 "erased": sum(1 for r in s.records.values() if r.erased_at is not None),
