@@ -95,8 +95,7 @@ class SubjectsProjection:
                 encoded=("document",))
             rest = [s for s in subjects if s.id not in after_erasures]
         _replace(ctx.conn, tables.subjects, ctx.stale_ids(rest), [
-            self._row(s, after_erasures.get(s.id) or json_text(subject_document(s)))
-            for s in rest], encoded=("document",))
+            self._row(s, json_text(subject_document(s))) for s in rest], encoded=("document",))
 
     @staticmethod
     def _row(s: DataSubject, document: str) -> dict[str, object]:
@@ -132,7 +131,7 @@ class SubjectsProjection:
         found: dict[UUID, str] = {}
         for s in subjects:
             text = stored.get(str(s.id))
-            if text is not None and s.id in ctx.expired_only:
+            if text is not None:
                 document = document_after_erasures(text, s)
                 if document is not None:
                     found[s.id] = document
