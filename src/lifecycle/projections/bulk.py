@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,12 +75,18 @@ def _tuples(rows: Sequence[dict[str, Any]], columns: Sequence[str],
     return result
 
 
-def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Inserts `rows` (every row with the same keys) into `table` in `conn`'s transaction."""
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
+                encoded: Collection[str] = ()) -> None:
+    """Inserts `rows` (every row with the same keys) into `table` in `conn`'s transaction.
+    `encoded`: JSON columns whose values are given as their text (`json_text`'s)."""
     if not rows:
         return
     columns = list(rows[0])
-    values = _tuples(rows, columns, _converters(table, columns, conn.dialect))
+    converters = _converters(table, columns, conn.dialect)
+    for index, name in enumerate(columns):
+        if name in encoded:
+            converters[index] = None
+    values = _tuples(rows, columns, converters)
     if conn.dialect.name == "postgresql":
         copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
             sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns)))
@@ -94,4 +100,49 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
                      f"VALUES ({', '.join('?' * len(columns))})")
         conn.exec_driver_sql(statement, values)
     else:
-        conn.execute(table.insert(), list(rows))
+        conn.execute(table.insert(), [{name: json.loads(value) if name in encoded else value
+                                       for name, value in row.items()} for row in rows])
+
+
+def update_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
+                key: str, encoded: Collection[str] = ()) -> None:
+    """Sets the other columns of `rows` (every row with the same keys, `key` among them,
+    no column all None) on the rows of `table` with their `key`, in `conn`'s transaction:
+    on PostgreSQL one statement over arrays (sent in binary: no text array quoting), on
+    SQLite one executemany. `encoded`: as for `insert_rows`."""
+    if not rows:
+        return
+    columns = [*(name for name in rows[0] if name != key), key]
+    converters = _converters(table, columns, conn.dialect)
+    for index, name in enumerate(columns):
+        if name in encoded:
+            converters[index] = None
+    values = _tuples(rows, columns, converters)
+    quote = conn.dialect.identifier_preparer.quote
+    if conn.dialect.name == "postgresql":
+        def array(name: str) -> str:
+            column_type = table.c[name].type
+            element = ("TEXT" if isinstance(column_type, sa.JSON)
+                       else column_type.compile(dialect=conn.dialect))
+            return f"CAST(%b AS {element}[])"
+
+        def assign(name: str) -> str:
+            if isinstance(table.c[name].type, sa.JSON):
+                return f"{quote(name)} = CAST(v.{quote(name)} AS JSON)"
+            return f"{quote(name)} = v.{quote(name)}"
+
+        statement = (
+            f"UPDATE {quote(table.name)} AS t SET {', '.join(map(assign, columns[:-1]))} "
+            f"FROM unnest({', '.join(map(array, columns))}) "
+            f"AS v({', '.join(map(quote, columns))}) WHERE t.{quote(key)} = v.{quote(key)}")
+        with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(statement, [list(column) for column in zip(*values)])
+    elif conn.dialect.name == "sqlite":
+        sets = ", ".join(f"{quote(name)} = ?" for name in columns[:-1])
+        conn.exec_driver_sql(f"UPDATE {quote(table.name)} SET {sets} WHERE {quote(key)} = ?",
+                             values)
+    else:
+        for row in rows:
+            conn.execute(table.update().where(table.c[key] == row[key]).values(
+                {name: json.loads(value) if name in encoded else value
+                 for name, value in row.items() if name != key}))

@@ -10,29 +10,37 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.domain.limits import breaches
 from lifecycle.domain.vocabulary import ERASURE_GROUNDS
+from lifecycle.store.fast_json import plain
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def record_entries(s: DataSubject) -> list[dict[str, Any]]:
+    """The document's "records" (the one part an erasure by retention changes)."""
+    return [
+        {
+            "record": r.record, "category": r.category, "purpose": r.purpose,
+            "basis": r.basis, "source": r.source, "source_name": r.source_name,
+            "collected_at": r.collected_at.isoformat(),
+            "restriction_exception": r.restriction_exception,
+            "sealed": [] if r.erased_at else list(r.values),
+            "erased_at": _iso(r.erased_at), "erased_by": r.erased_by,
+        }
+        for r in s.records.values()
+    ]
+
+
 def subject_document(s: DataSubject) -> dict[str, Any]:
     return {
         "subject": s.reference,
-        "records": [
-            {
-                "record": r.record, "category": r.category, "purpose": r.purpose,
-                "basis": r.basis, "source": r.source, "source_name": r.source_name,
-                "collected_at": r.collected_at.isoformat(),
-                "restriction_exception": r.restriction_exception,
-                "sealed": [] if r.erased_at else list(r.values),
-                "erased_at": _iso(r.erased_at), "erased_by": r.erased_by,
-            }
-            for r in s.records.values()
-        ],
+        "records": record_entries(s),
         "consents": [
             {"purpose": c.purpose, "given_at": _iso(c.given_at), "method": c.method,
              "withdrawn_at": _iso(c.withdrawn_at), "in_force": c.withdrawn_at is None}
@@ -88,6 +96,51 @@ def subject_document(s: DataSubject) -> dict[str, Any]:
         "relationship_ended_at": _iso(s.relationship_ended_at),
         "last_activity_at": _iso(s.last_activity_at),
     }
+
+
+# The keys of `subject_document`, in its order (tests/test_sweep_speed_documents.py).
+DOCUMENT_KEYS = (
+    "subject", "records", "consents", "recipients", "restrictions", "objections", "holds",
+    "requests", "activities", "consequences", "limit_breaches", "erasure_refusals",
+    "suppressed", "suppressed_at", "unsubscribed_at", "excluded_at",
+    "relationship_ended_at", "last_activity_at")
+# How the stored text of a document written by orjson begins (json.dumps writes a space
+# after the colon): see `bulk.json_text`.
+_ORJSON_OPENING = '{"subject":"'
+
+
+def document_after_erasures(stored: str, s: DataSubject) -> str | None:
+    """The text `bulk.json_text(subject_document(s))` gives, from `stored` (the text stored
+    for `s` before events that were all erasures by retention), without building the rest
+    of the document again; None where that cannot be shown (then build it in full).
+
+    An erasure by retention changes a record's erased_at and erased_by (and so its
+    sealed values), nothing else the document shows; the limit breaches read a record's
+    erasure only through the purposes a share carries, which only a restriction looks at,
+    so for a subject without restrictions they stay as stored. A stored text orjson wrote
+    held only values it writes as json does (`json_text`): it reads back as those values
+    and is written again as the same characters; the new records are checked alike."""
+    if s.restrictions or not stored.startswith(_ORJSON_OPENING):
+        return None
+    try:
+        document = orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        return None
+    if (type(document) is not dict or tuple(document) != DOCUMENT_KEYS
+            or document["subject"] != s.reference):
+        return None
+    records = record_entries(s)
+    before = document["records"]
+    if (type(before) is not list or len(before) != len(records)
+            or any(type(old) is not dict or old.get("record") != new["record"]
+                   for old, new in zip(before, records))
+            or not plain(records)):
+        return None
+    document["records"] = records
+    try:
+        return orjson.dumps(document).decode()
+    except orjson.JSONEncodeError:
+        return None
 
 
 ERASED = "erased"  # what a value whose key was destroyed reads as

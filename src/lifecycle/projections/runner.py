@@ -60,8 +60,8 @@ class _Touched:
     subjects: list[DataSubject]
     cases: list[RequestCase]
     fresh: set[UUID]
-    # Subjects whose every event after the position is a RetentionExpired.
-    expired_only: set[UUID]
+    # Subjects whose every event after the position is a RetentionExpired: how many.
+    expired_only: dict[UUID, int]
 
 
 def create_views_engine(url: str) -> sa.Engine:
@@ -297,12 +297,16 @@ class ProjectionRunner:
         event is one of `unchanged_by` (topics that cannot change the projection's rows:
         a sweep's erasure does not touch consents, shares or suppression)."""
         fresh = {aid for aid, nid in created_at.items() if nid > seen}
-        expired: set[UUID] = set()
+        expired: dict[UUID, int] = {}
         other_events: set[UUID] = set()
         for nid, aid, topic in touched_after:
             if nid > seen:
-                (expired if topic == RETENTION_EXPIRED else other_events).add(aid)
-        touched = _Touched([], [], fresh, expired - other_events - fresh)
+                if topic == RETENTION_EXPIRED:
+                    expired[aid] = expired.get(aid, 0) + 1
+                else:
+                    other_events.add(aid)
+        touched = _Touched([], [], fresh, {aid: n for aid, n in expired.items()
+                                           if aid not in other_events and aid not in fresh})
         for aggregate_id in dict.fromkeys(aid for nid, aid, topic in touched_after
                                           if nid > seen and topic not in unchanged_by):
             aggregate = self._cache[aggregate_id]

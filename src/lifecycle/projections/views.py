@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
@@ -17,8 +17,8 @@ from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.store.event_store import Partition, SubjectStore
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.projections import tables
-from lifecycle.projections.bulk import insert_rows
-from lifecycle.projections.documents import subject_document
+from lifecycle.projections.bulk import insert_rows, json_text, update_rows
+from lifecycle.projections.documents import document_after_erasures, subject_document
 from lifecycle.domain.retention import plan
 
 # A sweep's own events: they mark records erased or flagged for review, and never change
@@ -43,8 +43,9 @@ class ProjectionContext:
     # write the same scratch tables).
     partition: Partition | None = None
     # Subjects whose every event after this projection's position is a RetentionExpired
-    # (a sweep's erasure of records): only which records are erased changed.
-    expired_only: Collection[UUID] = frozenset()
+    # (a sweep's erasure of records): only which records are erased changed. With the
+    # number of those events, where known (each appended one erasure).
+    expired_only: Collection[UUID] | Mapping[UUID, int] = frozenset()
 
     def stale_ids(self, aggregates: Iterable[DataSubject | RequestCase]) -> list[str]:
         """The ids whose existing rows must be deleted before the new ones go in."""
@@ -62,7 +63,8 @@ class Projection(Protocol):
 
 
 def _replace(conn: sa.Connection, table: sa.Table, stale_ids: list[str],
-             rows: list[dict[str, object]], key: str = "subject_id") -> None:
+             rows: list[dict[str, object]], key: str = "subject_id",
+             encoded: Collection[str] = ()) -> None:
     if conn.dialect.name == "postgresql":
         if stale_ids:  # one array parameter: the same statement whatever the count
             conn.execute(table.delete().where(table.c[key] == sa.any_(
@@ -70,7 +72,7 @@ def _replace(conn: sa.Connection, table: sa.Table, stale_ids: list[str],
     else:
         for start in range(0, len(stale_ids), 500):
             conn.execute(table.delete().where(table.c[key].in_(stale_ids[start:start + 500])))
-    insert_rows(conn, table, rows)
+    insert_rows(conn, table, rows, encoded)
 
 
 class SubjectsProjection:
@@ -80,15 +82,60 @@ class SubjectsProjection:
     tables = (tables.subjects,)
 
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
-        rows: list[dict[str, object]] = [{
+        after_erasures = self._after_erasures(ctx, subjects)
+        rest = subjects
+        if after_erasures:
+            # Updated in place (on SQLite one statement a row, not two): of a row, an
+            # erasure by retention changes only these (`records` counts erased ones too).
+            update_rows(ctx.conn, tables.subjects, [{
+                "subject_id": str(s.id), "version": s.version,
+                "erased": sum(1 for r in s.records.values() if r.erased_at is not None),
+                "document": after_erasures[s.id],
+            } for s in subjects if s.id in after_erasures], key="subject_id",
+                encoded=("document",))
+            rest = [s for s in subjects if s.id not in after_erasures]
+        _replace(ctx.conn, tables.subjects, ctx.stale_ids(rest), [
+            self._row(s, json_text(subject_document(s))) for s in rest], encoded=("document",))
+
+    @staticmethod
+    def _row(s: DataSubject, document: str) -> dict[str, object]:
+        return {
             "subject_id": str(s.id), "reference": s.reference, "version": s.version,
             "records": len(s.records),
             "erased": sum(1 for r in s.records.values() if r.erased_at is not None),
             "suppressed": s.suppressed_at is not None,
             "last_activity_at": s.last_activity_at,
-            "document": subject_document(s),
-        } for s in subjects]
-        _replace(ctx.conn, tables.subjects, ctx.stale_ids(subjects), rows)
+            "document": document,
+        }
+
+    @staticmethod
+    def _after_erasures(ctx: ProjectionContext, subjects: Sequence[DataSubject]
+                        ) -> dict[UUID, str]:
+        """The document texts of the subjects whose only events since are erasures by
+        retention, from their stored ones where `document_after_erasures` can tell."""
+        if ctx.partition is not None or not ctx.expired_only:
+            return {}
+        ids = [str(s.id) for s in subjects if s.id in ctx.expired_only]
+        if not ids:
+            return {}
+        table, conn = tables.subjects, ctx.conn
+        query = sa.select(table.c.subject_id, sa.cast(table.c.document, sa.Text))
+        stored: dict[str, str] = {}
+        if conn.dialect.name == "postgresql":
+            stored.update(conn.execute(query.where(table.c.subject_id == sa.any_(
+                sa.bindparam("ids", ids, type_=ARRAY(sa.String))))).all())
+        else:
+            for start in range(0, len(ids), 500):
+                stored.update(conn.execute(query.where(
+                    table.c.subject_id.in_(ids[start:start + 500]))).all())
+        found: dict[UUID, str] = {}
+        for s in subjects:
+            text = stored.get(str(s.id))
+            if text is not None:
+                document = document_after_erasures(text, s)
+                if document is not None:
+                    found[s.id] = document
+        return found
 
 
 class ScheduleProjection:
@@ -228,12 +275,34 @@ class NotificationsProjection:
         # An erasure by retention of a subject that shared nothing has no one to tell:
         # its rows, none before, stay none.
         subjects = [s for s in subjects if s.shares or s.id not in ctx.expired_only]
-        rows: list[dict[str, object]] = [
-            {"subject_id": str(s.id), "erasure": n.erasure, "recipient": n.recipient,
-             "reference": s.reference, "records": n.records, "erased_at": n.erased_at,
-             "acknowledged_at": n.acknowledged_at}
-            for s in subjects for n in s.notifications()]
-        _replace(ctx.conn, tables.notifications, ctx.stale_ids(subjects), rows)
+        replaced: list[DataSubject] = []
+        rows: list[dict[str, object]] = []
+        for s in subjects:
+            new = self._new_erasures(ctx, s)
+            if new is None:
+                replaced.append(s)
+            rows.extend(
+                {"subject_id": str(s.id), "erasure": n.erasure, "recipient": n.recipient,
+                 "reference": s.reference, "records": n.records, "erased_at": n.erased_at,
+                 "acknowledged_at": n.acknowledged_at}
+                for n in s.notifications() if new is None or n.erasure in new)
+        _replace(ctx.conn, tables.notifications, ctx.stale_ids(replaced), rows)
+
+    @staticmethod
+    def _new_erasures(ctx: ProjectionContext, s: DataSubject) -> set[str] | None:
+        """For a subject whose only events since are erasures by retention, the erasures
+        they added (their rows are added; the rows there stay as they are: a notification
+        reads the subject's shares, acknowledgements and records' categories, which those
+        events leave alone, and its own erasure's); None where a row there could change
+        (an erasure merged into an earlier one of the same name) or the count is unknown."""
+        counts = ctx.expired_only
+        count = counts.get(s.id, 0) if isinstance(counts, Mapping) else 0
+        if not 0 < count <= len(s.erasures):
+            return None
+        new = {e.ref for e in s.erasures[-count:]}
+        if len(new) < count or any(e.ref in new for e in s.erasures[:-count]):
+            return None
+        return new
 
 
 class RequestsProjection:
