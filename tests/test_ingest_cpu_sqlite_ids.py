@@ -52,7 +52,7 @@ def insert(recorder: ChainedSQLiteRecorder, events: list[StoredEvent]) -> list[i
     return list(ids)
 
 
-def rows(path: Path) -> list[tuple[object, ...]]:
+def rows(path: Path) -> list[tuple[Any, ...]]:
     with sqlite3.connect(path) as connection:
         return connection.execute(
             f"SELECT rowid, originator_id, originator_version, topic, state FROM {TABLE} "
@@ -98,8 +98,8 @@ def test_ids_and_rows_are_the_librarys(tmp_path_factory: pytest.TempPathFactory,
             assert got == theirs.insert_events(events)
             assert got is not None and len(got) == len(events)
             stored = {(o, v): rowid for rowid, o, v, _, _ in rows(ours_path)}
-            assert list(got) == [stored[(e.originator_id.hex, e.originator_version)]
-                                 for e in events]
+            assert list(got) == [stored[(UUID(str(e.originator_id)).hex,
+                                         e.originator_version)] for e in events]
         elif kind == "delete":
             for rank in argument:
                 for path in (ours_path, theirs_path):
@@ -157,11 +157,11 @@ def test_processes_writing_at_once_get_their_rows_ids(tmp_path: Path) -> None:
     started = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), "60"], cwd=root,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(3)]
-    given_ids: list[list[object]] = []
+    given_ids: list[tuple[str, int, int]] = []
     for process in started:
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
-        given_ids += json.loads(out)
+        given_ids += [(o, v, i) for o, v, i in json.loads(out)]
     stored = {(o, v): rowid for rowid, o, v, _, _ in rows(path)}
     assert len(stored) == len(given_ids) == 3 * sum(b % 7 + 1 for b in range(60))
     assert sorted(i for _, _, i in given_ids) == sorted(stored.values())
