@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 import re
 import tempfile
 import time
@@ -701,12 +702,18 @@ def canonical(fact: Any) -> bytes:
     elif fact.type == "identity-verified" and fact.received_at is not None:
         parts.append(_utc_text(fact.received_at))
     elif fact.type in ("collected", "rectified"):
-        parts.append(_CANONICAL_JSON.encode(_json_numbers(fact.data)))
+        parts.append("".join(_CANONICAL_DATA(_json_numbers(fact.data), 0)))
     return "\x1f".join(parts).encode()
 
 
 def _json_numbers(value: Any) -> Any:
     """JSON has one number type: 1 and 1.0 are the same value."""
+    if type(value) is dict:
+        for item in value.values():
+            if type(item) is not str:
+                break
+        else:
+            return value  # strings only (most data): nothing to change
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
@@ -719,6 +726,12 @@ def _json_numbers(value: Any) -> Any:
 _SPELT_APART = {"at", "until", "data", "received_at"}
 # json.dumps(value, sort_keys=True, separators=(",", ":")), its encoder made once.
 _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+# What that encoder's `encode` runs for a dict, made once too (no check for circular
+# values: a fact's data is parsed JSON); "".join of its chunks is the same text.
+_CANONICAL_DATA: Callable[[Any, int], list[str]] = (
+    c_make_encoder(None, _CANONICAL_JSON.default, encode_basestring_ascii, None, ":", ",",
+                   True, False, True) if c_make_encoder is not None
+    else lambda value, _: [_CANONICAL_JSON.encode(value)])
 
 
 def _utc_text(value: datetime) -> str:
