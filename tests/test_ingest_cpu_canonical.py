@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from hypothesis import assume, given, settings as hsettings, strategies as st
@@ -91,3 +92,20 @@ def test_canonical_bytes_are_as_before(kind: str, value: dict[str, Any]) -> None
     except InvalidLine:
         assume(False)
     assert canonical(parsed) == old_canonical(parsed)
+
+
+def test_every_example_fact_is_as_before() -> None:
+    """Every fact of the example files (19 types, optional fields present and absent) and
+    of the benchmark's file: the same canonical bytes as before."""
+    from bench.suite import fact_lines
+
+    root = Path(__file__).resolve().parents[1]
+    lines = [line for name in ("hqip-facts.jsonl", "ihpa-facts.jsonl")
+             for line in (root / "examples" / name).read_text().splitlines() if line.strip()]
+    lines += list(fact_lines(0, 200, 200, 20))
+    kinds = set()
+    for line in lines:
+        fact = parse_line(line, NOW)
+        kinds.add(fact.type)
+        assert canonical(fact) == old_canonical(fact)
+    assert len(kinds) >= 19

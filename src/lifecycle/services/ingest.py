@@ -690,18 +690,22 @@ def canonical(fact: Any) -> bytes:
     """A fact's content in one spelling (same fact, same bytes), for its digest: times in
     UTC, whatever offset they were written with; `data` with its keys sorted; defaults
     filled in as ingest fills them."""
-    if fact.type == "erasure-requested" and fact.request is None:
+    kind = fact.type
+    if kind == "erasure-requested" and fact.request is None:
         fact = fact.model_copy(update={"request": f"erasure:{fact.id}"})
-    elif fact.type == "shared":  # lists without order; empty is the same as absent
+    elif kind == "shared":  # lists without order; empty is the same as absent
         fact = fact.model_copy(update={"categories": sorted(fact.categories or []) or None,
                                        "records": sorted(fact.records or []) or None})
-    parts = [fact.model_dump_json(exclude=_SPELT_APART, exclude_none=True),
+    # `model_dump_json(exclude=..., exclude_none=True)`: the call it makes, without its
+    # wrapper (every other argument its default there and here).
+    parts = [fact.__pydantic_serializer__.to_json(fact, exclude=_SPELT_APART,
+                                                  exclude_none=True).decode(),
              _utc_text(fact.at)]
-    if fact.type == "legal-hold-placed" and fact.until is not None:
+    if kind == "legal-hold-placed" and fact.until is not None:
         parts.append(_utc_text(fact.until))
-    elif fact.type == "identity-verified" and fact.received_at is not None:
+    elif kind == "identity-verified" and fact.received_at is not None:
         parts.append(_utc_text(fact.received_at))
-    elif fact.type in ("collected", "rectified"):
+    elif kind == "collected" or kind == "rectified":
         parts.append("".join(_CANONICAL_DATA(_json_numbers(fact.data), 0)))
     return "\x1f".join(parts).encode()
 
