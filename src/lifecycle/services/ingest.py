@@ -94,6 +94,10 @@ class CaseBook:
         self._cases.clear()
 
 
+# Each fact type's handler on FactApplier ("consent-given": "_consent_given"), spelt once.
+_HANDLER_NAMES = {kind: "_" + kind.replace("-", "_") for kind in f.FACT_TYPES}
+
+
 class FactApplier:
     """Turns one validated fact into commands on its subject, sealing personal values."""
 
@@ -114,12 +118,15 @@ class FactApplier:
     def apply(self, subject: DataSubject, fact: Any) -> None:
         if self.policy is not None:
             check_against_policy(self.policy, fact)
+        kind = fact.type
         handler: Callable[[DataSubject, Any], None] = getattr(
-            self, "_" + fact.type.replace("-", "_"))
+            self, _HANDLER_NAMES.get(kind) or "_" + kind.replace("-", "_"))
         handler(subject, fact)
         # Whatever arrived, every erasure request covers what was collected before it.
-        self.shreds.extend(Shred(str(subject.id), key_ids, at, by)
-                           for key_ids, at, by in subject.settle_erasures())
+        settled = subject.settle_erasures()
+        if settled:
+            self.shreds.extend(Shred(str(subject.id), key_ids, at, by)
+                               for key_ids, at, by in settled)
         since = subject.suppressed_at
         if since is not None:
             for digest in subject.suppression_hashes:
