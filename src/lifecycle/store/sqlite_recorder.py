@@ -71,10 +71,11 @@ class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         """The library's ids without its statement per event: one `executemany`, then the
-        newest rowid. The table has no AUTOINCREMENT, so SQLite gives each row the largest
-        rowid + 1 while none is MAX_ROWID; the first INSERT takes the write lock, so only
-        these rows go in until the commit: they hold (top - n, top]. A top of MAX_ROWID
-        (SQLite then picks rowids at random) falls back to looking each row up."""
+        newest rowid. SQLite gives each new row one more than the largest rowid (with or
+        without AUTOINCREMENT) while none is MAX_ROWID, and the first INSERT takes the
+        write lock, so only these rows go in until the commit: they hold (top - n, top].
+        A top of MAX_ROWID (SQLite may then pick rowids at random) falls back to looking
+        each row up."""
         if not stored_events:
             return []
         params: list[tuple[Any, int, str, bytes]] = []
