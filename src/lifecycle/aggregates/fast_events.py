@@ -65,6 +65,13 @@ class _Signature:
         """The arguments by name, in the parameters' order."""
         if not kwargs and self.all_positional and len(args) == len(self.names):
             return dict(zip(self.names, args))
+        if not args and len(kwargs) == len(self.names):
+            # Every parameter by keyword (most calls of an aggregate's own event methods):
+            # as many names as parameters, so all of them exactly, or one unknown.
+            try:
+                return {name: kwargs[name] for name in self.names}
+            except KeyError:
+                pass  # an unknown keyword: the error below names it
         if len(args) > len(self.positional):
             raise TypeError(f"{self.qualname}() takes {len(self.positional)} positional "
                             f"arguments but {len(args)} were given")

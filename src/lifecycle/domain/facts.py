@@ -370,6 +370,12 @@ def _describe(error: ValidationError) -> str:
 def _data_problem(value: Any, levels: int) -> str | None:
     """What is wrong with a parsed `data` value: nesting more than `levels` levels (itself
     is level 1), or NaN/Infinity, which JSON does not have (exports could not carry them)."""
+    if type(value) is dict and levels >= 1:
+        for child in value.values():
+            if type(child) is not str:
+                break
+        else:
+            return None  # strings only (most data): nothing nested, no number
     stack = [(value, 1)]
     while stack:
         node, level = stack.pop()
@@ -438,7 +444,7 @@ def parse_lines(lines: Iterable[str], now: datetime) -> Iterator[ParsedLine | Re
             continue
         if number == 1:
             text = text.removeprefix("\ufeff")
-        if not text.strip():
+        if not text or text.isspace():  # (`not text.strip()`, without a copy)
             continue
         # Text handed over directly (not through line_reader) obeys the same size cap;
         # a character is at most 4 bytes, so only long lines are measured.

@@ -54,6 +54,67 @@ def _day(at: datetime) -> str:
     return at.isoformat()
 
 
+def _prefs_at(subject: DataSubject, at: datetime) -> _Preferences:
+    """The subject's preferences in force at `at`: when every entry is in force by then
+    (facts arriving in time order), the subject's own fold of its whole log, kept until
+    the log changes (read only)."""
+    log = subject.preference_log
+    for entry in log:
+        if entry[0] > at:
+            return fold_preferences(log, until=at)
+    return subject._prefs
+
+
+def _marketing_stopped(prefs: _Preferences) -> str | None:
+    if prefs.unsubscribed_at is not None:
+        return (f"limit direct-marketing-stopped: the person unsubscribed at "
+                f"{_day(prefs.unsubscribed_at)} (Art 21(3), PECR reg 22); no new "
+                "direct-marketing collection, activity or share until they re-subscribe")
+    objected = prefs.objected_at.get(DIRECT_MARKETING)
+    if objected is not None:
+        return (f"limit direct-marketing-stopped: the person objected to direct "
+                f"marketing at {_day(objected)} (Art 21(3)); no new direct-marketing "
+                "collection, activity or share until they re-subscribe")
+    return None
+
+
+def _consent_missing(prefs: _Preferences, purpose: str) -> str | None:
+    consent = prefs.consents.get(purpose)
+    if consent is None:
+        return (f"limit consent-required: no consent for purpose {purpose!r} was in "
+                "force at the time of this fact (Art 6(1)(a)); record the "
+                "consent-given first")
+    if consent.withdrawn_at is not None:
+        return (f"limit consent-required: consent for purpose {purpose!r} was "
+                f"withdrawn at {_day(consent.withdrawn_at)} (Art 7(3)); no new "
+                "processing for it on the consent basis")
+    return None
+
+
+def _restricted(subject: DataSubject, prefs: _Preferences | None, purpose: str,
+                purposes: set[str], at: datetime, exception: str | None, what: str
+                ) -> str | None:
+    for restriction in sorted(subject.restrictions, key=lambda r: r.placed_at):
+        if not (restriction.in_force(at) and (restriction.scope == ALL_SCOPE
+                                              or restriction.scope in purposes)):
+            continue
+        if exception == "consent" and _consent_missing(
+                _prefs_at(subject, at) if prefs is None else prefs, purpose) is not None:
+            # The one Art 18(2) exception the log can check: the consent itself.
+            return (f"limit restriction: processing of {restriction.scope!r} is "
+                    f"restricted since {_day(restriction.placed_at)}; the fact claims "
+                    f"the Art 18(2) consent exception but no consent for purpose "
+                    f"{purpose!r} was in force at its time")
+        if exception is None:
+            return (f"limit restriction: processing of {restriction.scope!r} is "
+                    f"restricted since {_day(restriction.placed_at)} "
+                    f"({restriction.reason}, Art 18(1)); no {what} in its scope unless "
+                    "the fact gives an Art 18(2) restriction_exception (consent, "
+                    "legal-claims, protection-of-others, public-interest)")
+        return None
+    return None
+
+
 class _Judge:
     """One subject's limits at given times; the preference fold is cached per time."""
 
@@ -61,80 +122,36 @@ class _Judge:
         self.subject = subject
         self._folds: dict[datetime, _Preferences] = {}
 
-    def prefs(self, at: datetime) -> _Preferences:
-        found = self._folds.get(at)
-        if found is None:
-            log = self.subject.preference_log
-            if not log or max(entry[0] for entry in log) <= at:
-                # Every entry is in force by `at` (facts arriving in time order): the
-                # subject's own fold of its whole log, kept until the log changes. Read only.
-                found = self.subject._prefs
-            else:
-                found = fold_preferences(log, until=at)
-            self._folds[at] = found
-        return found
-
-    def marketing_stopped(self, at: datetime) -> str | None:
-        prefs = self.prefs(at)
-        if prefs.unsubscribed_at is not None:
-            return (f"limit direct-marketing-stopped: the person unsubscribed at "
-                    f"{_day(prefs.unsubscribed_at)} (Art 21(3), PECR reg 22); no new "
-                    "direct-marketing collection, activity or share until they re-subscribe")
-        objected = prefs.objected_at.get(DIRECT_MARKETING)
-        if objected is not None:
-            return (f"limit direct-marketing-stopped: the person objected to direct "
-                    f"marketing at {_day(objected)} (Art 21(3)); no new direct-marketing "
-                    "collection, activity or share until they re-subscribe")
-        return None
-
-    def consent_missing(self, purpose: str, at: datetime) -> str | None:
-        consent = self.prefs(at).consents.get(purpose)
-        if consent is None:
-            return (f"limit consent-required: no consent for purpose {purpose!r} was in "
-                    "force at the time of this fact (Art 6(1)(a)); record the "
-                    "consent-given first")
-        if consent.withdrawn_at is not None:
-            return (f"limit consent-required: consent for purpose {purpose!r} was "
-                    f"withdrawn at {_day(consent.withdrawn_at)} (Art 7(3)); no new "
-                    "processing for it on the consent basis")
-        return None
-
-    def restricted(self, purpose: str, purposes: set[str], at: datetime,
-                   exception: str | None, what: str) -> str | None:
-        for restriction in sorted(self.subject.restrictions, key=lambda r: r.placed_at):
-            if not (restriction.in_force(at) and (restriction.scope == ALL_SCOPE
-                                                  or restriction.scope in purposes)):
-                continue
-            if exception == "consent" and self.consent_missing(purpose, at) is not None:
-                # The one Art 18(2) exception the log can check: the consent itself.
-                return (f"limit restriction: processing of {restriction.scope!r} is "
-                        f"restricted since {_day(restriction.placed_at)}; the fact claims "
-                        f"the Art 18(2) consent exception but no consent for purpose "
-                        f"{purpose!r} was in force at its time")
-            if exception is None:
-                return (f"limit restriction: processing of {restriction.scope!r} is "
-                        f"restricted since {_day(restriction.placed_at)} "
-                        f"({restriction.reason}, Art 18(1)); no {what} in its scope unless "
-                        "the fact gives an Art 18(2) restriction_exception (consent, "
-                        "legal-claims, protection-of-others, public-interest)")
-            return None
-        return None
-
     def judge(self, at: datetime, purpose: str, basis: str, purposes: set[str],
               exception: str | None, what: str | None) -> str | None:
         """The first limit that bars processing `purpose` on `basis` at `at`, if any;
         `what` (a "collection", a "share") is checked against restrictions, None: not."""
+        return _first_limit(self.subject, self._folds.get(at), at, purpose, basis, purposes,
+                            exception, what, self._folds)
+
+
+def _first_limit(subject: DataSubject, prefs: _Preferences | None, at: datetime,
+                 purpose: str, basis: str, purposes: set[str], exception: str | None,
+                 what: str | None, folds: dict[datetime, _Preferences] | None = None
+                 ) -> str | None:
+    """`_Judge.judge` given the preferences at `at` (None: folded here when needed, and
+    kept in `folds` if given)."""
+    if purpose == DIRECT_MARKETING or basis == "consent":
+        if prefs is None:
+            prefs = _prefs_at(subject, at)
+            if folds is not None:
+                folds[at] = prefs
         if purpose == DIRECT_MARKETING:
-            reason = self.marketing_stopped(at)
+            reason = _marketing_stopped(prefs)
             if reason is not None:
                 return reason
         if basis == "consent":
-            reason = self.consent_missing(purpose, at)
+            reason = _consent_missing(prefs, purpose)
             if reason is not None:
                 return reason
-        if what is not None:
-            return self.restricted(purpose, purposes, at, exception, what)
-        return None
+    if what is not None and subject.restrictions:
+        return _restricted(subject, prefs, purpose, purposes, at, exception, what)
+    return None
 
 
 def _condition_missing(policy: Policy, category: str, purpose: str) -> str | None:
@@ -158,21 +175,23 @@ def check_limits(policy: Policy, subject: DataSubject, fact: Any,
     forbids it (judged from the facts known when it arrives). With `between` (the
     suppression list's check of a direct-marketing collection): the person's own stop of
     direct marketing is judged first, then `between` runs, then the rest, in one pass."""
-    judge = _Judge(subject)
-    reason: str | None = None
+    at = fact.at
+    prefs: _Preferences | None = None  # the preferences at `at`, folded once if needed
     if between is not None:
         if getattr(fact, "purpose", None) == DIRECT_MARKETING:
-            reason = judge.marketing_stopped(fact.at)
+            prefs = _prefs_at(subject, at)
+            reason = _marketing_stopped(prefs)
             if reason is not None:
                 raise ProcessingLimit(f"{fact.type}: {reason}")
         between()
-    if fact.type == "collected":
+    kind = fact.type
+    if kind == "collected":
         missing = _condition_missing(policy, fact.category, fact.purpose)
         if missing is not None:
             raise ProcessingLimit(missing)
-        reason = judge.judge(fact.at, fact.purpose, fact.basis, {fact.purpose},
-                             fact.restriction_exception, "new collection")
-    elif fact.type == "shared":
+        reason = _first_limit(subject, prefs, at, fact.purpose, fact.basis, {fact.purpose},
+                              fact.restriction_exception, "new collection")
+    elif kind == "shared":
         if not policy.may_receive(fact.recipient, fact.purpose):
             declared = policy.recipients[fact.recipient].purposes
             raise ProcessingLimit(
@@ -185,15 +204,19 @@ def check_limits(policy: Policy, subject: DataSubject, fact: Any,
             missing = _condition_missing(policy, category, fact.purpose)
             if missing is not None:
                 raise ProcessingLimit(missing)
-        purposes = _share_scope(subject, fact.purpose, named, fact.categories or [], fact.at)
-        reason = judge.judge(fact.at, fact.purpose, fact.basis, purposes,
-                             fact.restriction_exception, "share")
-    elif fact.type == "activity" and fact.record is not None:
+        purposes = _share_scope(subject, fact.purpose, named, fact.categories or [], at)
+        reason = _first_limit(subject, prefs, at, fact.purpose, fact.basis, purposes,
+                              fact.restriction_exception, "share")
+    elif kind == "activity" and fact.record is not None:
         record = subject.records.get(fact.record)
-        if record is not None:
-            reason = judge.judge(fact.at, record.purpose, record.basis, set(), None, None)
+        if record is None:
+            return
+        reason = _first_limit(subject, prefs, at, record.purpose, record.basis, set(), None,
+                              None)
+    else:
+        return
     if reason is not None:
-        raise ProcessingLimit(f"{fact.type}: {reason}")
+        raise ProcessingLimit(f"{kind}: {reason}")
 
 
 def _share_scope(subject: DataSubject, purpose: str, named: list[Record],

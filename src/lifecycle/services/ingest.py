@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 import re
 import tempfile
 import time
@@ -93,6 +94,10 @@ class CaseBook:
         self._cases.clear()
 
 
+# Each fact type's handler on FactApplier ("consent-given": "_consent_given"), spelt once.
+_HANDLER_NAMES = {kind: "_" + kind.replace("-", "_") for kind in f.FACT_TYPES}
+
+
 class FactApplier:
     """Turns one validated fact into commands on its subject, sealing personal values."""
 
@@ -113,12 +118,15 @@ class FactApplier:
     def apply(self, subject: DataSubject, fact: Any) -> None:
         if self.policy is not None:
             check_against_policy(self.policy, fact)
+        kind = fact.type
         handler: Callable[[DataSubject, Any], None] = getattr(
-            self, "_" + fact.type.replace("-", "_"))
+            self, _HANDLER_NAMES.get(kind) or "_" + kind.replace("-", "_"))
         handler(subject, fact)
         # Whatever arrived, every erasure request covers what was collected before it.
-        self.shreds.extend(Shred(str(subject.id), key_ids, at, by)
-                           for key_ids, at, by in subject.settle_erasures())
+        settled = subject.settle_erasures()
+        if settled:
+            self.shreds.extend(Shred(str(subject.id), key_ids, at, by)
+                               for key_ids, at, by in settled)
         since = subject.suppressed_at
         if since is not None:
             for digest in subject.suppression_hashes:
@@ -689,24 +697,34 @@ def canonical(fact: Any) -> bytes:
     """A fact's content in one spelling (same fact, same bytes), for its digest: times in
     UTC, whatever offset they were written with; `data` with its keys sorted; defaults
     filled in as ingest fills them."""
-    if fact.type == "erasure-requested" and fact.request is None:
+    kind = fact.type
+    if kind == "erasure-requested" and fact.request is None:
         fact = fact.model_copy(update={"request": f"erasure:{fact.id}"})
-    elif fact.type == "shared":  # lists without order; empty is the same as absent
+    elif kind == "shared":  # lists without order; empty is the same as absent
         fact = fact.model_copy(update={"categories": sorted(fact.categories or []) or None,
                                        "records": sorted(fact.records or []) or None})
-    parts = [fact.model_dump_json(exclude=_SPELT_APART, exclude_none=True),
+    # `model_dump_json(exclude=..., exclude_none=True)`: the call it makes, without its
+    # wrapper (every other argument its default there and here).
+    parts = [fact.__pydantic_serializer__.to_json(fact, exclude=_SPELT_APART,
+                                                  exclude_none=True).decode(),
              _utc_text(fact.at)]
-    if fact.type == "legal-hold-placed" and fact.until is not None:
+    if kind == "legal-hold-placed" and fact.until is not None:
         parts.append(_utc_text(fact.until))
-    elif fact.type == "identity-verified" and fact.received_at is not None:
+    elif kind == "identity-verified" and fact.received_at is not None:
         parts.append(_utc_text(fact.received_at))
-    elif fact.type in ("collected", "rectified"):
-        parts.append(_CANONICAL_JSON.encode(_json_numbers(fact.data)))
+    elif kind == "collected" or kind == "rectified":
+        parts.append("".join(_CANONICAL_DATA(_json_numbers(fact.data), 0)))
     return "\x1f".join(parts).encode()
 
 
 def _json_numbers(value: Any) -> Any:
     """JSON has one number type: 1 and 1.0 are the same value."""
+    if type(value) is dict:
+        for item in value.values():
+            if type(item) is not str:
+                break
+        else:
+            return value  # strings only (most data): nothing to change
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
@@ -719,6 +737,12 @@ def _json_numbers(value: Any) -> Any:
 _SPELT_APART = {"at", "until", "data", "received_at"}
 # json.dumps(value, sort_keys=True, separators=(",", ":")), its encoder made once.
 _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+# What that encoder's `encode` runs for a dict, made once too (no check for circular
+# values: a fact's data is parsed JSON); "".join of its chunks is the same text.
+_CANONICAL_DATA: Callable[[Any, int], list[str]] = (
+    c_make_encoder(None, _CANONICAL_JSON.default, encode_basestring_ascii, None, ":", ",",
+                   True, False, True) if c_make_encoder is not None
+    else lambda value, _: [_CANONICAL_JSON.encode(value)])
 
 
 def _utc_text(value: datetime) -> str:

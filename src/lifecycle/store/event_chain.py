@@ -54,6 +54,7 @@ LINKS_KEPT = 200_000  # subject links a recorder remembers (see `ChainingRecorde
 
 _PREFIX = struct.pack(">Q", len(SCHEME)) + SCHEME
 _pack_q, _pack_qq = struct.Struct(">Q").pack, struct.Struct(">Qq").pack
+_new_row = tuple.__new__  # a ChainRow without its NamedTuple __new__ (a Python call)
 _pack_cp = struct.Struct(">QQQ").pack
 _sha256 = hashlib.sha256
 
@@ -259,8 +260,8 @@ def extend(pending: Pending, positions: Sequence[int], head: Checkpoint | None,
         subject_digest = sha256(previous + digest).digest()
         subjects[originator] = subject_digest
         log_digest = sha256(log_digest + digest).digest()
-        rows.append(ChainRow(int(position), originator, version, digest, subject_digest,
-                             log_digest))
+        rows.append(_new_row(ChainRow, (int(position), originator, version, digest,
+                                        subject_digest, log_digest)))
     seq = 1 if head is None else head.seq + 1
     events = len(rows) + (0 if head is None else head.events)
     return rows, Checkpoint.signed(signer, seq, int(positions[-1]), events, log_digest, at)

@@ -32,6 +32,7 @@ from lifecycle.store.event_chain import (
 )
 
 _CHUNK = 400  # (id, version) pairs per lookup
+_MAX_ROWID = 2**63 - 1
 
 
 class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
@@ -69,25 +70,34 @@ class ChainedSQLiteRecorder(ChainingRecorder, SQLiteApplicationRecorder):
 
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
-        """The library's: one INSERT per event, its id from `lastrowid`, but on the
-        driver's cursor itself (not through the library's wrapper, a Python call per
-        event) and each originator's hex spelt once (an aggregate's events come
-        together)."""
-        cursor = c.sqlite_cursor
-        execute, statement = cursor.execute, self.insert_events_statement
-        ids: list[int] = []
+        """The library's ids without its statement per event: one `executemany`, then the
+        newest rowid. SQLite gives each new row one more than the largest rowid (with or
+        without AUTOINCREMENT) while none is MAX_ROWID, and the first INSERT takes the
+        write lock, so only these rows go in until the commit: they hold (top - n, top].
+        A top of MAX_ROWID (SQLite may then pick rowids at random) falls back to looking
+        each row up."""
+        if not stored_events:
+            return []
+        params: list[tuple[Any, int, str, bytes]] = []
         last: Any = None
         originator: Any = None
-        for event in stored_events:
+        for event in stored_events:  # each originator's hex spelt once (its events together)
             if event.originator_id is not last:
                 last = event.originator_id
                 originator = last.hex if isinstance(last, UUID) else last
-            execute(statement, (originator, event.originator_version, event.topic,
-                                event.state))
-            rowid = cursor.lastrowid
-            assert rowid is not None  # (an INSERT that succeeded)
-            ids.append(rowid)
-        return ids
+            params.append((originator, event.originator_version, event.topic, event.state))
+        cursor = c.sqlite_cursor
+        cursor.executemany(self.insert_events_statement, params)
+        cursor.execute(f"SELECT MAX(rowid) FROM {self.events_table_name}")
+        top = int(cursor.fetchone()[0])
+        if top < _MAX_ROWID:
+            return list(range(top - len(params) + 1, top + 1))
+        return [self._rowid(cursor, p[0], p[1]) for p in params]
+
+    def _rowid(self, cursor: Any, originator: str, version: int) -> int:
+        cursor.execute(f"SELECT rowid FROM {self.events_table_name} WHERE originator_id = ? "
+                       "AND originator_version = ?", (originator, version))
+        return int(cursor.fetchone()[0])
 
     def _append(self, c: SQLiteCursor, pending: Pending, ids: Sequence[int],
                 signer: Signer) -> list[ChainRow]:
