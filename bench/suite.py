@@ -164,7 +164,7 @@ SIZES = {
     "tiny": Size(subjects=400, due=40, exports=20, idle_runs=5, repeats=1, ingest_repeats=1,
                  memory_subjects=400, memory_records=5, rotation_keys=2_000),  # smoke test
     "small": Size(subjects=4_000, due=400, exports=100, idle_runs=20, repeats=2,
-                   ingest_repeats=2, memory_subjects=20_000, memory_records=5),
+                   ingest_repeats=3, memory_subjects=20_000, memory_records=5),
     "medium": Size(subjects=12_000, due=1_000, exports=200, idle_runs=30, repeats=3,
                     ingest_repeats=3, memory_subjects=20_000, memory_records=5),
 }
