@@ -113,3 +113,60 @@ def test_writers_sweep_and_rotation_at_once_leave_a_verified_log_and_rebuilt_vie
 def datetime_of(text: str) -> Any:
     from datetime import datetime
     return datetime.fromisoformat(text)
+
+
+def test_a_writer_killed_mid_write_beside_others_leaves_ids_and_chain_whole(
+        store: Settings, tmp_path: Path) -> None:
+    """Rule: three `lifecycle ingest` processes at once, one of them SIGKILLed while the
+    others write (its transaction, maybe holding the write lock, dies with it); then its
+    file ingested again. Every fact is stored once, `audit verify` is ok (the ids the
+    survivors worked out after the dead writer's rows were rolled back are their rows'),
+    and the views equal a rebuild."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.processes import env_for, wait_for
+
+    with Ledger(store) as ledger:
+        ledger.adopt_policy(HQIP, datetime_of("2023-01-01T00:00:00+00:00"))
+    paths = []
+    for w in range(3):
+        facts = [f for n in range(w * 400, (w + 1) * 400) for f in early(n)]
+        paths.append(tmp_path / f"k{w}.jsonl")
+        paths[-1].write_text("\n".join(lines(facts)) + "\n", encoding="utf-8")
+    started = [subprocess.Popen([sys.executable, "-m", "lifecycle", "ingest", str(p), "--json"],
+                                env=env_for(store), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for p in paths]
+    try:
+        def writing() -> bool:
+            with Ledger(store) as ledger:
+                return (ledger.store.recorder.max_notification_id() or 0) > 10
+        wait_for(lambda: started[1].poll() is not None or writing(), 60, "events")
+        time.sleep(0.3)
+        started[1].send_signal(signal.SIGKILL)
+        results = [p.communicate(timeout=120) for p in started]
+    finally:
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert started[1].returncode == -signal.SIGKILL  # killed, not finished
+    assert started[0].returncode == 0 and started[2].returncode == 0, [r[1][-2000:]
+                                                                        for r in results]
+    redo = lifecycle(store, "ingest", str(paths[1]), "--json")
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    verified = lifecycle(store, "audit", "verify", "--json")
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
+    expected = Counter(f["id"] for n in range(1200) for f in early(n))
+    stored: Counter[str] = Counter()
+    with Ledger(store) as ledger:
+        for n in range(1200):
+            stored.update(e["fact_id"] for e in ledger.history(f"subscriber:{n}")
+                          if "fact_id" in e)
+        ledger.projections.catch_up()
+        incremental = snapshot_views(ledger)
+        ledger.projections.rebuild()
+        assert snapshot_views(ledger) == incremental
+    assert stored == expected
