@@ -125,3 +125,35 @@ def test_sweeps_between_late_facts_leave_views_a_rebuild_gives(
         backend: Settings, seed: int) -> None:
     """(module docstring) Both backends."""
     run_program(backend, seed, 36)
+
+
+def run_two_writers(settings: Settings, seed: int, months: int) -> None:
+    """The program's batches, sweeps and catch-ups dealt at random to two ledgers on one
+    store (two processes: each its own runner and cache, one moving the shared views past
+    events the other's cache never applied)."""
+    rng = random.Random(seed)
+    with Ledger(settings) as first, Ledger(settings) as second:
+        first.adopt_policy(HQIP, datetime(2020, 1, 1, tzinfo=UTC))
+        ledgers = [first, second]
+        for month, batch in enumerate(program(seed, months)):
+            rng.choice(ledgers).ingest([json.dumps(f) for f in batch], NOW)
+            if rng.random() < 0.5:
+                rng.choice(ledgers).projections.catch_up()
+            rng.choice(ledgers).sweep(START + timedelta(days=30 * month + 29), NOW)
+            if rng.random() < 0.5:
+                rng.choice(ledgers).projections.catch_up()
+        first.projections.catch_up()
+        second.projections.catch_up()
+        incremental = snapshot_views(first)
+        first.projections.rebuild()
+        rebuilt = snapshot_views(first)
+    for name in rebuilt:
+        assert incremental[name] == rebuilt[name], (seed, name)
+
+
+@pytest.mark.parametrize("seed", [int(s) for s in os.environ.get(
+    "ATTACK_SEEDS", "300 301 302").split()])
+def test_two_processes_sweeping_and_writing_leave_views_a_rebuild_gives(
+        backend: Settings, seed: int) -> None:
+    """(module docstring) Two ledgers (processes) taking turns at random, both backends."""
+    run_two_writers(backend, seed, 36)
