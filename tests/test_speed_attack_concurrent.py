@@ -141,9 +141,12 @@ def test_a_writer_killed_mid_write_beside_others_leaves_ids_and_chain_whole(
 
     with Ledger(store) as ledger:
         ledger.adopt_policy(HQIP, datetime_of("2023-01-01T00:00:00+00:00"))
+    # The writer to be killed has four times the others' subjects, so that it is still
+    # writing when the kill comes, however fast or loaded the machine.
+    bounds = [(0, 400), (400, 2000), (2000, 2400)]
     paths = []
-    for w in range(3):
-        facts = [f for n in range(w * 400, (w + 1) * 400) for f in early(n)]
+    for w, (first, stop) in enumerate(bounds):
+        facts = [f for n in range(first, stop) for f in early(n)]
         paths.append(tmp_path / f"k{w}.jsonl")
         paths[-1].write_text("\n".join(lines(facts)) + "\n", encoding="utf-8")
     started = [subprocess.Popen([sys.executable, "-m", "lifecycle", "ingest", str(p), "--json"],
@@ -169,10 +172,10 @@ def test_a_writer_killed_mid_write_beside_others_leaves_ids_and_chain_whole(
     assert redo.returncode == 0, redo.stderr[-3000:]
     verified = lifecycle(store, "audit", "verify", "--json")
     assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
-    expected = Counter(f["id"] for n in range(1200) for f in early(n))
+    expected = Counter(f["id"] for n in range(2400) for f in early(n))
     stored: Counter[str] = Counter()
     with Ledger(store) as ledger:
-        for n in range(1200):
+        for n in range(2400):
             stored.update(e["fact_id"] for e in ledger.history(f"subscriber:{n}")
                           if "fact_id" in e)
         ledger.projections.catch_up()
