@@ -406,3 +406,38 @@ def test_marketing_collected_while_consent_was_in_force_lands_whenever_it_arrive
                    "at": "2024-01-04T09:00:00+00:00"}
     _ingest_in_turn(ledger, first, consent, unsubscribe, marketing)
     assert "rec-news" in ledger.subject(ref).records
+
+
+def test_a_refusal_voided_by_a_late_release_leaves_the_state_of_the_fact_time_order(
+        tmp_path: Path) -> None:
+    """Rule (found by the property above): a later erasure request that refused a record
+    under a legal hold whose release had not yet arrived keeps no refusal once the
+    release arrives and an earlier request erases the record; the subject reads as the
+    facts in time order make it (no refusal at all)."""
+    subject = "member:refusal-1"
+    data = {"email": "zq.refusal@example.org"}
+    facts = [
+        {"type": "collected", "subject": subject, "record": "r1", "category": "contact",
+         "purpose": "surveys-feedback", "basis": "legitimate-interests",
+         "source": "data-subject", "data": data, "id": "rf-1",
+         "at": "2023-03-01T00:21:39+00:00"},
+        {"type": "legal-hold-placed", "subject": subject, "hold": "h1", "scope": "all",
+         "reason": "claims", "id": "rf-2", "at": "2023-03-01T00:28:52+00:00"},
+        {"type": "legal-hold-released", "subject": subject, "hold": "h1", "id": "rf-3",
+         "at": "2023-03-01T00:36:05+00:00"},
+        {"type": "erasure-requested", "subject": subject, "request": "ER-a", "id": "rf-4",
+         "at": "2023-03-01T01:33:49+00:00"},
+        {"type": "erasure-requested", "subject": subject, "request": "ER-b", "id": "rf-5",
+         "at": "2023-03-01T02:09:54+00:00"},
+    ]
+    with fresh_store("sqlite", tmp_path) as reference:
+        expected = reference_views(reference, facts)
+    with fresh_store("sqlite", tmp_path) as store:
+        with Ledger(store) as ledger:
+            # The later request first (the hold still in force as far as is known), then
+            # the earlier one, then the release.
+            for index in (0, 1, 4, 3, 2):
+                assert ingest_all(ledger, [facts[index]]) == []
+            got = views(ledger, facts)
+    assert got == expected
+    assert got[subject]["erasure_refusals"] == []

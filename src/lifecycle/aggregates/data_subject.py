@@ -724,8 +724,11 @@ class DataSubject(Aggregate):
             rec.erased_by = by
         for key_id in key_ids:
             self.note_keys.pop(key_id, None)
-        gone = set(records)  # a refusal whose ground turned out void: the record went
-        self.refusals = [x for x in self.refusals if not (x.request == by and x.record in gone)]
+        # A refusal of a record now erased is void, whichever request refused it: a
+        # later request that refused it while a hold released earlier had not yet arrived
+        # would otherwise keep a refusal that the facts in time order never make.
+        gone = set(records)
+        self.refusals = [x for x in self.refusals if x.record not in gone]
 
     @event("ErasureRefused")
     def _erasure_refused(self, at: datetime, by: str, record: str, ground: str) -> None:
