@@ -116,3 +116,14 @@ def checked_out(repository: Path, revision: str, where: Path) -> Iterator[Path]:
     finally:
         subprocess.run(["git", "-C", str(repository), "worktree", "remove", "--force",
                         str(where)], capture_output=True)
+
+
+def old_source(factory: Any, repository: Path, revision: str, label: str) -> Iterator[Path]:
+    """For a module fixture: the `src` folder of `revision` checked out in a temporary
+    worktree (removed afterwards); skips the test where the clone does not hold it."""
+    import pytest
+    try:
+        with checked_out(repository, revision, factory.mktemp(label) / "tree") as tree:
+            yield tree / "src"
+    except LookupError as missing:
+        pytest.skip(f"cannot check out {revision}: {missing}")

@@ -21,7 +21,7 @@ import pytest
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact
-from tests.processes import checked_out, env_for, keyed_store
+from tests.processes import env_for, keyed_store, old_source
 from tests.test_ingest_write_identity import BEFORE, ROOT
 
 HQIP = ROOT / "config" / "hqip.toml"
@@ -48,17 +48,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def before_src(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    try:
-        with checked_out(ROOT, BEFORE, tmp_path_factory.mktemp("before-upgrade") / "tree") as tree:
-            yield tree / "src"
-    except LookupError as missing:
-        pytest.skip(f"cannot check out {BEFORE}: {missing}")
+    yield from old_source(tmp_path_factory, ROOT, BEFORE, "before-upgrade")
 
 
 def run(settings: Settings, src: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**env_for(settings), "PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
     return subprocess.run([sys.executable, "-m", "lifecycle", "--log-level", "ERROR", *args],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
 def ingest(settings: Settings, src: Path, path: Path) -> tuple[int, dict[str, Any]]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,8 @@ import pytest
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact
-from tests.processes import checked_out, env_for, keyed_store
+from tests.processes import keyed_store, old_source
+from tests.test_ingest_write_upgrade import run
 from tests.read_models import snapshot_views
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,17 +55,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def before_src(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    try:
-        with checked_out(ROOT, BEFORE, tmp_path_factory.mktemp("speed-before") / "tree") as tree:
-            yield tree / "src"
-    except LookupError as missing:
-        pytest.skip(f"cannot check out {BEFORE}: {missing}")
-
-
-def run(settings: Settings, src: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**env_for(settings), "PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
-    return subprocess.run([sys.executable, "-m", "lifecycle", "--log-level", "ERROR", *args],
-                          env=env, capture_output=True, text=True, timeout=300)
+    yield from old_source(tmp_path_factory, ROOT, BEFORE, "speed-before")
 
 
 def ingest(settings: Settings, src: Path, path: Path) -> dict[str, Any]:
