@@ -441,3 +441,34 @@ def test_a_refusal_voided_by_a_late_release_leaves_the_state_of_the_fact_time_or
             got = views(ledger, facts)
     assert got == expected
     assert got[subject]["erasure_refusals"] == []
+
+
+def test_an_earlier_requests_refusal_under_a_hold_stands_after_a_later_erasure(
+        tmp_path: Path) -> None:
+    """Rule: a request that refused a record while a hold was in force keeps that refusal
+    after the hold is released and a later request erases the record (it was right when
+    made), in fact-time order and in any arrival order tried."""
+    subject = "member:refusal-2"
+    facts = [
+        {"type": "collected", "subject": subject, "record": "r1", "category": "contact",
+         "purpose": "surveys-feedback", "basis": "legitimate-interests",
+         "source": "data-subject", "data": {"email": "zq.refusal2@example.org"},
+         "id": "rs-1", "at": "2023-03-01T01:00:00+00:00"},
+        {"type": "legal-hold-placed", "subject": subject, "hold": "h1", "scope": "all",
+         "reason": "claims", "id": "rs-2", "at": "2023-03-01T02:00:00+00:00"},
+        {"type": "erasure-requested", "subject": subject, "request": "ER-a", "id": "rs-3",
+         "at": "2023-03-01T03:00:00+00:00"},
+        {"type": "legal-hold-released", "subject": subject, "hold": "h1", "id": "rs-4",
+         "at": "2023-03-01T04:00:00+00:00"},
+        {"type": "erasure-requested", "subject": subject, "request": "ER-b", "id": "rs-5",
+         "at": "2023-03-01T05:00:00+00:00"},
+    ]
+    with fresh_store("sqlite", tmp_path) as reference:
+        expected = reference_views(reference, facts)
+    assert [x["request"] for x in expected[subject]["erasure_refusals"]] == ["ER-a"]
+    for order in ((4, 3, 0, 1, 2), (0, 1, 4, 2, 3), (2, 4, 0, 3, 1)):
+        with fresh_store("sqlite", tmp_path) as store:
+            with Ledger(store) as ledger:
+                rejected = ingest_all(ledger, [facts[i] for i in order])
+                assert resubmit(ledger, rejected) == []
+                assert views(ledger, facts) == expected, order

@@ -724,11 +724,13 @@ class DataSubject(Aggregate):
             rec.erased_by = by
         for key_id in key_ids:
             self.note_keys.pop(key_id, None)
-        # A refusal of a record now erased is void, whichever request refused it: a
-        # later request that refused it while a hold released earlier had not yet arrived
-        # would otherwise keep a refusal that the facts in time order never make.
+        # A refusal of a record now erased is void if this request made it, or a request
+        # made at or after this erasure (taken in time order, the record was gone by
+        # then: it refused under a hold whose earlier release had not yet arrived). An
+        # earlier request's refusal stands: it was right when made.
         gone = set(records)
-        self.refusals = [x for x in self.refusals if x.record not in gone]
+        self.refusals = [x for x in self.refusals
+                         if not (x.record in gone and (x.request == by or x.at >= at))]
 
     @event("ErasureRefused")
     def _erasure_refused(self, at: datetime, by: str, record: str, ground: str) -> None:
