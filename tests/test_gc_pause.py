@@ -114,3 +114,47 @@ def test_a_sweep_pauses_the_collector_per_batch_and_restores_it(
     report = ledger.sweep(datetime(2025, 7, 1, tzinfo=UTC), NOW)
     assert len(report.erased) == 3
     assert seen == [False, False] and gc.isenabled()
+
+
+def _full_collections_during(action: Any) -> list[int]:
+    """Runs `action`; returns the generations of the collections that ran meanwhile."""
+    generations: list[int] = []
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop":
+            generations.append(int(info["generation"]))
+
+    gc.callbacks.append(watch)
+    try:
+        action()
+    finally:
+        gc.callbacks.remove(watch)
+    return generations
+
+
+def _young_objects() -> int:
+    """Objects the collector tracks in its two younger generations."""
+    return len(gc.get_objects(generation=0)) + len(gc.get_objects(generation=1))
+
+
+def test_a_catch_up_that_fills_its_cache_collects_once_as_it_ends(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catch-up that leaves more new objects alive than SETTLE_OBJECTS collects them
+    fully before it returns, so the collection its pause put off does not fall on the next
+    operation (a sweep scanned them all); one that leaves fewer does not collect."""
+    from lifecycle.projections import runner
+
+    facts = [collected(f"member:gc-settle-{n}", "2024-01-01T09:00:00Z", "r", {"n": n})
+             for n in range(60)]
+    assert ledger.ingest(lines(facts), NOW).accepted == 60
+    gc.collect()
+    monkeypatch.setattr(runner, "SETTLE_OBJECTS", 10**9)
+    generations = _full_collections_during(ledger.projections.rebuild)
+    assert 2 not in generations
+    assert _young_objects() > 1_000  # the rebuilt cache is still young
+
+    gc.collect()
+    monkeypatch.setattr(runner, "SETTLE_OBJECTS", 1_000)
+    generations = _full_collections_during(ledger.projections.rebuild)
+    assert generations.count(2) == 1
+    assert _young_objects() < 1_000 and gc.isenabled()

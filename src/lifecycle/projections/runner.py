@@ -38,6 +38,9 @@ WRITE_BATCH = 10_000    # events applied per read-model transaction (at most)
 CACHE_LIMIT = 10_000  # aggregates kept between catch-ups (bounds a long sweep's memory)
 HANDOVER_LIMIT = 5_000  # aggregates a writer may hand over between two catch-ups
 VIEWS_LOCK = 0x6C69666563796331  # advisory lock key: one view writer at a time
+# A catch-up that leaves more new objects than this in the cache collects them as it ends
+# (`cyclic_gc_paused`): about a thousand subjects of ten events.
+SETTLE_OBJECTS = 50_000
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ class ProjectionRunner:
         self._handed_over = 0
         # Another process may have adopted a policy (and projected it) since the last call.
         self._register_loaded = False
-        with cyclic_gc_paused():
+        with cyclic_gc_paused(settle_above=SETTLE_OBJECTS):
             while True:
                 batch = self._read(start)
                 if not batch:
