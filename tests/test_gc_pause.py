@@ -158,3 +158,26 @@ def test_a_catch_up_that_fills_its_cache_collects_once_as_it_ends(
     generations = _full_collections_during(ledger.projections.rebuild)
     assert generations.count(2) == 1
     assert _young_objects() < 1_000 and gc.isenabled()
+
+
+def test_a_rebuild_workers_catch_up_does_not_collect_before_it_exits(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """A partition's runner (a parallel rebuild's worker, which exits after its catch-up)
+    leaves its objects as they are, however many: a full collection would be wasted."""
+    from lifecycle.projections import runner
+    from lifecycle.store.event_store import BUCKETS, Partition
+
+    facts = [collected(f"member:gc-share-{n}", "2024-01-01T09:00:00Z", "r", {"n": n})
+             for n in range(60)]
+    assert ledger.ingest(lines(facts), NOW).accepted == 60
+    monkeypatch.setattr(runner, "SETTLE_OBJECTS", 1_000)
+    scratch = runner.create_views_engine(f"sqlite:///{tmp_path / 'scratch.sqlite'}")
+    share = runner.ProjectionRunner(ledger.store, scratch,
+                                    partition=Partition(frozenset(range(BUCKETS))),
+                                    stop=ledger.projections.head())
+    try:
+        gc.collect()
+        generations = _full_collections_during(share.catch_up)
+    finally:
+        scratch.dispose()
+    assert 2 not in generations and _young_objects() > 1_000

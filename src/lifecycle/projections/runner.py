@@ -39,7 +39,7 @@ CACHE_LIMIT = 10_000  # aggregates kept between catch-ups (bounds a long sweep's
 HANDOVER_LIMIT = 5_000  # aggregates a writer may hand over between two catch-ups
 VIEWS_LOCK = 0x6C69666563796331  # advisory lock key: one view writer at a time
 # A catch-up that leaves more new objects than this in the cache collects them as it ends
-# (`cyclic_gc_paused`): about a thousand subjects of ten events.
+# (`cyclic_gc_paused`): about a thousand subjects of ten events. Not in a rebuild worker.
 SETTLE_OBJECTS = 50_000
 
 
@@ -139,7 +139,9 @@ class ProjectionRunner:
         self._handed_over = 0
         # Another process may have adopted a policy (and projected it) since the last call.
         self._register_loaded = False
-        with cyclic_gc_paused(settle_above=SETTLE_OBJECTS):
+        # A partition's runner is a rebuild worker's, which exits after it: nothing to settle.
+        settle = SETTLE_OBJECTS if self.partition is None else None
+        with cyclic_gc_paused(settle_above=settle):
             while True:
                 batch = self._read(start)
                 if not batch:
