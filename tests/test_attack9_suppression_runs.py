@@ -1,0 +1,104 @@
+"""Attack 9: the suppression list across runs and across subjects.
+
+Rules (README "Suppressed means suppressed", docs/guarantees.md "Processing limits and
+arrival order"): the same facts give the same result in any order and however they are
+split into runs or processes; the suppression list is checked "as it stands" (a listing
+the listing subject's own opt-in has lifted no longer counts); a suppressed address is
+never accepted for marketing, under any subject.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lifecycle.services.ledger import Ledger
+from tests.facts_builder import collected, fact, lines
+
+HQIP = Path(__file__).resolve().parents[1] / "config" / "hqip.toml"
+ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def hqip(ledger: Ledger) -> Ledger:
+    ledger.adopt_policy(HQIP, ADOPTED)
+    return ledger
+
+
+def unsubscribe_then_own_opt_in(tag: str) -> list[dict[str, Any]]:
+    """Alice subscribes, unsubscribes, then re-subscribes by her own opt-in (the
+    Subscribe form): her listing is lifted."""
+    alice = f"s:alice-{tag}"
+    return [
+        collected(alice, "2023-05-02T09:00:00Z", "newsletter",
+                  {"email": f"alice.{tag}@example.org"}, id=f"{tag}-1"),
+        fact("consent-given", alice, "2023-05-02T09:00:00Z", purpose="direct-marketing",
+             method="subscribe-form", id=f"{tag}-2"),
+        fact("unsubscribed", alice, "2024-03-10T10:00:00Z", id=f"{tag}-3"),
+        fact("consent-given", alice, "2024-08-01T10:00:00Z", purpose="direct-marketing",
+             method="subscribe-form", id=f"{tag}-4"),
+    ]
+
+
+def crm_import_after_the_opt_in(tag: str) -> list[dict[str, Any]]:
+    """Another subject's CRM marketing row with Alice's address, dated after her own
+    opt-in lifted her listing: lawful in fact time."""
+    crm = f"crm:b-{tag}"
+    return [
+        fact("consent-given", crm, "2024-09-01T00:00:00Z", purpose="direct-marketing",
+             method="crm-import", id=f"{tag}-5"),
+        collected(crm, "2024-09-01T09:00:00Z", "crm-row",
+                  {"email": f"Alice.{tag}@example.org"}, source="third-party", id=f"{tag}-6"),
+    ]
+
+
+@pytest.mark.xfail(strict=True, reason="the run's own cache of suppressed hashes "
+                   "(FactApplier.suppressed_now) keeps a listing after the subject's own "
+                   "opt-in lifted it in the same run; the projection (another run) drops it")
+def test_a_lifted_listing_decides_the_same_in_one_run_as_in_two(hqip: Ledger) -> None:
+    """The same facts ingested as one file, or as two files (Alice's history, then the
+    CRM import), decide the CRM row the same way: here, with Alice's listing lifted by her
+    own opt-in before the row's time, the row lands either way (the list as it stands)."""
+    one = hqip.ingest(lines(unsubscribe_then_own_opt_in("one")
+                            + crm_import_after_the_opt_in("one")), NOW)
+    first = hqip.ingest(lines(unsubscribe_then_own_opt_in("two")), NOW)
+    second = hqip.ingest(lines(crm_import_after_the_opt_in("two")), NOW)
+    assert first.ok and second.ok, (first.as_dict(), second.as_dict())
+    assert (one.accepted, len(one.rejected)) == (6, 0), one.as_dict()
+
+
+@pytest.mark.xfail(strict=True, reason="nothing checks the suppression list for an "
+                   "activity or a direct-marketing share of another subject's record: "
+                   "both land and no limit_breaches entry names them")
+def test_a_listed_address_is_not_marketed_to_through_another_subjects_record(
+        hqip: Ledger) -> None:
+    """Subject B's CRM row holds Alice's address (collected before Alice unsubscribed, so
+    it was kept). After Alice's unsubscribe puts the address on the list, a marketing
+    e-mail to it (an `activity` on B's direct-marketing row) and a direct-marketing share
+    of the row to the mailing house are marketing of a suppressed address: refused as
+    the same facts are for Alice's own records, or at least listed under B's
+    `limit_breaches` (limit direct-marketing-stopped)."""
+    assert hqip.ingest(lines([
+        collected("s:alice", "2023-05-02T09:00:00Z", "newsletter",
+                  {"email": "alice.smith@example.org"}),
+        fact("consent-given", "s:alice", "2023-05-02T09:00:00Z", purpose="direct-marketing",
+             method="subscribe-form"),
+        fact("consent-given", "crm:c", "2023-06-01T00:00:00Z", purpose="direct-marketing",
+             method="crm-import"),
+        collected("crm:c", "2023-06-01T09:00:00Z", "crm-row",
+                  {"email": "Alice.Smith@Example.org"}, source="third-party"),
+        fact("unsubscribed", "s:alice", "2024-03-10T10:00:00Z"),
+    ]), NOW).ok
+    report = hqip.ingest(lines([
+        fact("activity", "crm:c", "2024-05-01T09:00:00Z", record="crm-row"),
+        fact("shared", "crm:c", "2024-05-02T09:00:00Z", recipient="Clarity Marketing",
+             role="processor", purpose="direct-marketing", basis="consent",
+             records=["crm-row"], country="GB"),
+    ]), NOW)
+    flagged = {b["fact"] for b in hqip.subject_view("crm:c")["limit_breaches"]}
+    refused = {r.line for r in report.rejected}
+    assert refused | {{"activity": 1, "shared": 2}[f] for f in flagged} == {1, 2}
