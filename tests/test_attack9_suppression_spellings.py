@@ -59,8 +59,6 @@ ADDRESS_LISTS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="normalise() takes the last <...> of the whole "
-                   "value: an RFC 5322 address list normalises to its last address only")
 @pytest.mark.parametrize("listed", ADDRESS_LISTS)
 def test_every_address_of_a_list_ending_in_a_bracketed_address_is_found(listed: str) -> None:
     """A value that is a list of addresses holds each of them (README: "a value that is a
@@ -70,8 +68,6 @@ def test_every_address_of_a_list_ending_in_a_bracketed_address_is_found(listed: 
     assert ALICE in found
 
 
-@pytest.mark.xfail(strict=True, reason="marketing data whose address list is "
-                   "'alice..., Bob <bob@...>' is accepted though alice is suppressed")
 @pytest.mark.parametrize("listed", ADDRESS_LISTS)
 def test_a_suppressed_address_first_in_a_list_ending_in_a_bracketed_one_is_refused(
         hqip: Ledger, listed: str) -> None:
@@ -100,8 +96,6 @@ INVISIBLE_SPELLINGS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="default-ignorable characters other than those in "
-                   "INVISIBLE (U+034F, U+180B, U+FE0F, U+17B4, tags, U+3164) are kept")
 @pytest.mark.parametrize("spelling", INVISIBLE_SPELLINGS)
 def test_invisible_characters_do_not_make_a_new_address(spelling: str) -> None:
     """Invisible characters do not make a new address (README: "case, full-width letters,
@@ -110,8 +104,6 @@ def test_invisible_characters_do_not_make_a_new_address(spelling: str) -> None:
     assert normalise(spelling) == ALICE
 
 
-@pytest.mark.xfail(strict=True, reason="a suppressed address with an invisible U+034F or "
-                   "U+FE0F in it is accepted for marketing")
 def test_a_suppressed_address_with_an_invisible_character_is_refused(hqip: Ledger) -> None:
     """Marketing data holding the suppressed address with a zero-width default-ignorable
     character in it (it renders, and reads, as the same address) is refused."""
@@ -130,8 +122,6 @@ def test_a_suppressed_address_with_an_invisible_character_is_refused(hqip: Ledge
 
 # -- 3. mailto: URIs with percent-encoding ----------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="mailto: is stripped but its percent-encoding is "
-                   "not decoded: %2B (+tag) and %2E make another hash")
 @pytest.mark.parametrize("spelling", [
     "mailto:alice.smith%2Bnews@example.org",
     "mailto:alice%2Esmith@example.org",
@@ -145,8 +135,6 @@ def test_a_percent_encoded_mailto_is_the_same_address(spelling: str) -> None:
 
 # -- 4. RFC 5322 comments nest -------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="only one level of RFC 5322 comment is removed: "
-                   "'addr (Alice (work))' is not an address")
 def test_a_nested_comment_does_not_hide_an_address() -> None:
     """Comments ("a@b.org (Alice)") no longer hide an address (commit abc3465); RFC 5322
     comments nest, so "alice.smith@example.org (Alice (work))" is alice's address."""

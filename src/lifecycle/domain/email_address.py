@@ -7,7 +7,7 @@ key, for string values that are addresses.
 What counts as an address: the whole string value, once normalised, has exactly one "@",
 a non-empty local part, a domain with a dot and no empty label, and no white space or
 angle bracket; control characters do not count. A value that is a list of addresses
-("a@b.org; c@d.org") holds each of them; an address inside free text ("write to a@b.org")
+("a@b.org; c@d.org", "Alice <a@b.org>, Bob <c@d.org>") holds each of them; an address inside free text ("write to a@b.org")
 is not one.
 """
 
@@ -17,15 +17,20 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 # The characters whose NFKC form contains "@" (a test checks this against every code
 # point): the cheap test before any normalisation.
 AT_SIGNS = ("@", "\ufe6b", "\uff20")
 
-# Zero-width, bidi control and other invisible characters: removed before anything else.
+# Unicode's default-ignorable code points (zero-width, bidi controls, variation selectors,
+# fillers, tags: DerivedCoreProperties.txt, Default_Ignorable_Code_Point): invisible,
+# removed before anything else (and again after NFKC, which maps some fillers to others).
 INVISIBLE = dict.fromkeys(
-    [0x00AD, 0x061C, 0x180E, *range(0x200B, 0x2010), *range(0x202A, 0x202F),
-     *range(0x2060, 0x2065), *range(0x2066, 0x206A), 0xFEFF])
+    [0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, *range(0x180B, 0x1810),
+     *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2070), 0x3164,
+     *range(0xFE00, 0xFE10), 0xFEFF, 0xFFA0, *range(0xFFF0, 0xFFF9),
+     *range(0x1BCA0, 0x1BCA4), *range(0x1D173, 0x1D17B), *range(0xE0000, 0xE1000)])
 
 # Control characters that are not white space (NUL, ESC, DEL, C1): a mail system drops
 # them, so they do not make another address.
@@ -34,6 +39,7 @@ CONTROLS = dict.fromkeys(
 
 _LIST_SEPARATORS = re.compile("[,;\uff0c\uff1b\ufe50\ufe54]")
 _DISPLAY_NAME = re.compile(r"<([^<>]*)>$")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')  # a quoted display name: "Smith, Alice"
 _NOT_PLAIN = re.compile(r'[\s<>",]')
 _COMMENT = re.compile(r"\([^()]*\)")  # RFC 5322 comments: "a@b.org (Alice)"
 _QUOTED_ATOMS = re.compile(r'"([a-z0-9!#$%&\'*+/=?^_`{|}~.-]+)"')  # "alice.smith"@...
@@ -81,20 +87,31 @@ def _mailbox(value: str) -> tuple[str, str] | None:
     if not value.isascii():
         value = value.translate(INVISIBLE)
         value = unicodedata.normalize("NFKC", value)
-        value = unicodedata.normalize("NFKC", value.casefold())
+        value = unicodedata.normalize("NFKC", value.casefold()).translate(INVISIBLE)
         value = value.replace("\u3002", ".")  # the ideographic full stop ends a domain too
     else:
         value = value.casefold()
     value = value.strip()
-    if "(" in value:
-        value = _COMMENT.sub("", value).strip()
-    value = value.rstrip(";,").strip()  # a list separator left behind by a mail client
+    while "(" in value:  # innermost first: "(Alice (work))" nests
+        uncommented = _COMMENT.sub("", value)
+        if uncommented == value:
+            break
+        value = uncommented
+    value = value.strip().rstrip(";,").strip()  # a list separator left by a mail client
     if value.endswith(">"):
         bracketed = _DISPLAY_NAME.search(value)
         if bracketed is not None:
+            name = _QUOTED.sub("", value[:bracketed.start()])
+            if "@" in name or "<" in name or ">" in name or _LIST_SEPARATORS.search(name):
+                return None  # more than one mailbox: a list, which `find_addresses` splits
             value = bracketed.group(1).strip()
     if value.startswith("mailto:"):
-        value = value[len("mailto:"):].strip()
+        value = value[len("mailto:"):]
+        if "%" in value:
+            # A mailto URI's address is percent-encoded (RFC 6068): %2B is "+", %2E ".";
+            # what it decodes to is normalised as any value is.
+            return _mailbox(unquote(value))
+        value = value.strip()
     at = value.find("@")
     if at < 0:
         return None
@@ -143,7 +160,7 @@ def _listed(value: str) -> list[str]:
     commas, semicolons or white space, as mail clients and CSV exports write them); none
     when any part is not an address (free text that mentions one is not a list)."""
     found: list[str] = []
-    for part in _LIST_SEPARATORS.split(value):
+    for part in _list_parts(value):
         if not part.strip():
             continue
         if normalise(part) is not None:
@@ -154,6 +171,25 @@ def _listed(value: str) -> list[str]:
             return []
         found.extend(words)
     return found if len(found) >= 2 else []
+
+
+def _list_parts(value: str) -> list[str]:
+    """`value` split at its list separators, except those inside a quoted display name
+    ("Smith, Alice" <a@b.org>) or angle brackets."""
+    parts: list[str] = []
+    start, quoted, bracketed = 0, False, False
+    for index, char in enumerate(value):
+        if char == '"' and not bracketed:
+            quoted = not quoted
+        elif char == "<" and not quoted:
+            bracketed = True
+        elif char == ">" and not quoted:
+            bracketed = False
+        elif not quoted and not bracketed and _LIST_SEPARATORS.match(char):
+            parts.append(value[start:index])
+            start = index + 1
+    parts.append(value[start:])
+    return parts
 
 
 def method_slug(method: str) -> str:
