@@ -19,9 +19,6 @@ from tests.facts_builder import collected, fact, lines
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.mark.xfail(strict=True, reason="fractional seconds beyond microseconds are "
-                   "dropped: 09:00:00.0000009Z reads as 09:00:00Z, at the request, and "
-                   "the record collected after the request is erased (keys destroyed)")
 def test_a_record_collected_nanoseconds_after_the_request_is_not_erased(
         ledger: Ledger) -> None:
     """A record collected 900 ns after the erasure request is not covered by it: it is

@@ -35,12 +35,19 @@ EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # for `at` and `until`
 CLOCK_SKEW = timedelta(minutes=5)  # `at` may be this far past the ingest's now
 LATEST_UNTIL = datetime(2200, 1, 1, tzinfo=UTC)
 _RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+_FRACTION = re.compile(r"[Tt ]\d{2}:\d{2}:\d{2}[.,](\d+)")
 
 
 def _rfc3339_text(value: Any) -> Any:
     """A time is an RFC 3339 string; pydantic would also take "1704099600" as a Unix time."""
     if not isinstance(value, str) or _RFC3339_START.match(value) is None:
         raise ValueError("must be an RFC 3339 date-time with a UTC offset, as a string")
+    fraction = _FRACTION.match(value, 10)
+    if fraction is not None and fraction.group(1)[6:].strip("0"):
+        # Read as it stands, it would be rounded down into the past (a record collected
+        # 900 ns after an erasure request would fall under it).
+        raise ValueError("is finer than a microsecond, the precision lifecycle keeps: give "
+                         "at most 6 fractional digits")
     try:
         return datetime.fromisoformat(value)
     except ValueError:
