@@ -56,9 +56,6 @@ def crm_import_after_the_opt_in(tag: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="the run's own cache of suppressed hashes "
-                   "(FactApplier.suppressed_now) keeps a listing after the subject's own "
-                   "opt-in lifted it in the same run; the projection (another run) drops it")
 def test_a_lifted_listing_decides_the_same_in_one_run_as_in_two(hqip: Ledger) -> None:
     """The same facts ingested as one file, or as two files (Alice's history, then the
     CRM import), decide the CRM row the same way: here, with Alice's listing lifted by her
@@ -102,3 +99,24 @@ def test_a_listed_address_is_not_marketed_to_through_another_subjects_record(
     flagged = {b["fact"] for b in hqip.subject_view("crm:c")["limit_breaches"]}
     refused = {r.line for r in report.rejected}
     assert refused | {{"activity": 1, "shared": 2}[f] for f in flagged} == {1, 2}
+
+
+def test_a_stored_listing_lifted_in_a_run_stops_counting_in_that_run(hqip: Ledger) -> None:
+    """A listing the store holds, lifted by the person's own opt-in in a later run, no
+    longer counts for the rest of that run: the CRM row dated after the opt-in lands in
+    the run that carries the opt-in as it does in a run after it. A row in that run dated
+    while the listing stood (before the opt-in, in fact-time order) is still refused."""
+    history = unsubscribe_then_own_opt_in("st")
+    assert hqip.ingest(lines(history[:3]), NOW).ok  # stored: Alice listed
+    crm = crm_import_after_the_opt_in("st")
+    report = hqip.ingest(lines([history[3], *crm]), NOW)
+    assert (report.accepted, len(report.rejected)) == (3, 0), report.as_dict()
+
+    history = unsubscribe_then_own_opt_in("st2")
+    assert hqip.ingest(lines(history[:3]), NOW).ok
+    early = fact("consent-given", "crm:early", "2024-05-01T00:00:00Z",
+                 purpose="direct-marketing", method="crm-import", id="st2-e1")
+    row = collected("crm:early", "2024-05-01T09:00:00Z", "crm-row",
+                    {"email": "alice.st2@example.org"}, source="third-party", id="st2-e2")
+    report = hqip.ingest(lines([history[3], early, row]), NOW)
+    assert [r.line for r in report.rejected] == [3], report.as_dict()

@@ -12,7 +12,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -98,22 +98,60 @@ class CaseBook:
 _HANDLER_NAMES = {kind: "_" + kind.replace("-", "_") for kind in f.FACT_TYPES}
 
 
+class RunListings:
+    """The suppression list as this run's facts leave it, before any projection has seen
+    them: each subject the run touched that lists (or listed) addresses, with its current
+    hashes and since when (None: lifted by the person's own opt-in). Such a subject's
+    state here replaces its rows in the projection, so a listing lifted in the run stops
+    counting in the run, as it does in a later one."""
+
+    def __init__(self) -> None:
+        self._subjects: dict[str, tuple[datetime | None, frozenset[str]]] = {}
+        self._by_hash: dict[str, set[str]] = {}  # may name subjects that no longer list it
+
+    def copy(self) -> RunListings:
+        copied = RunListings()
+        copied._subjects = dict(self._subjects)
+        copied._by_hash = {digest: set(ids) for digest, ids in self._by_hash.items()}
+        return copied
+
+    def note(self, subject: DataSubject) -> None:
+        since = subject.suppressed_at
+        state = (since, frozenset(subject.suppression_hashes) if since is not None
+                 else frozenset())
+        subject_id = str(subject.id)
+        if self._subjects.get(subject_id) != state:
+            self._subjects[subject_id] = state
+            for digest in state[1]:
+                self._by_hash.setdefault(digest, set()).add(subject_id)
+
+    def lists(self, digest: str, at: datetime, stored: Mapping[str, datetime]) -> bool:
+        """Whether a subject lists `digest` by `at`: from this run's state of the subjects
+        it touched, from `stored` (the projection's rows: subject -> since) for the rest."""
+        for subject_id in self._by_hash.get(digest, ()):
+            since, hashes = self._subjects[subject_id]
+            if since is not None and since <= at and digest in hashes:
+                return True
+        return any(since <= at for subject_id, since in stored.items()
+                   if subject_id not in self._subjects)
+
+
 class FactApplier:
     """Turns one validated fact into commands on its subject, sealing personal values."""
 
     def __init__(self, vault: KeyVault, now: datetime, cases: CaseBook,
                  policy: Policy | None = None,
-                 is_suppressed: Callable[[str, datetime], bool] | None = None) -> None:
+                 listed: Callable[[str], Mapping[str, datetime]] | None = None) -> None:
         self.vault = vault
         self.cases = cases
         self.now = now
         self.policy = policy
-        self.is_suppressed = is_suppressed or (lambda digest, at: False)
+        # The subjects listing a hash as the store stood before the run (the projection).
+        self.listed = listed or (lambda digest: {})
         self.shreds: list[Shred] = []
         self._hash_cache: dict[str, tuple[str, ...]] = {}
         self._legacy_cache: dict[str, str] = {}
-        # Hashes suppressed by facts of this run, before any projection has seen them.
-        self.suppressed_now: dict[str, datetime] = {}
+        self.run_listings = RunListings()
 
     def apply(self, subject: DataSubject, fact: Any) -> None:
         if self.policy is not None:
@@ -127,10 +165,8 @@ class FactApplier:
         if settled:
             self.shreds.extend(Shred(str(subject.id), key_ids, at, by)
                                for key_ids, at, by in settled)
-        since = subject.suppressed_at
-        if since is not None:
-            for digest in subject.suppression_hashes:
-                self.suppressed_now[digest] = min(since, self.suppressed_now.get(digest, since))
+        if subject.suppression_hashes:  # listed now, or once (then perhaps lifted)
+            self.run_listings.note(subject)
 
     # One handler per fact type --------------------------------------------------------
 
@@ -333,8 +369,7 @@ class FactApplier:
         for digest in (*self._hash_forms(email), self._legacy_hash(email)):
             if own and digest in s.suppression_hashes:
                 return True
-            since = self.suppressed_now.get(digest)
-            if (since is not None and since <= at) or self.is_suppressed(digest, at):
+            if self.run_listings.lists(digest, at, self.listed(digest)):
                 return True
         return False
 
@@ -425,18 +460,18 @@ class Ingestor:
                  on_progress: Callable[[int], None] | None = None,
                  on_rejected: Callable[[f.Rejection], None] | None = None,
                  policy: Policy | None = None,
-                 is_suppressed: Callable[[str, datetime], bool] | None = None) -> None:
+                 listed: Callable[[str], Mapping[str, datetime]] | None = None) -> None:
         self.store = store
         self.vault = vault
         self.now = now
         self.policy = policy
-        self.is_suppressed = is_suppressed
+        self.listed = listed
         self.on_progress = on_progress or (lambda n: None)
         self.on_rejected = on_rejected or (lambda r: None)
         self._cache: dict[UUID, DataSubject] = {}
         self._ids: dict[str, UUID] = {}
         self._cases = CaseBook(store)
-        self._suppressed_now: dict[str, datetime] = {}
+        self._run_listings = RunListings()
         # Fact ids found bound to other content by a claim (checked first on a redo).
         self._bindings: dict[str, str] = {}
 
@@ -497,9 +532,9 @@ class Ingestor:
         while True:
             outcome = IngestReport()
             applier = FactApplier(self.vault, self.now, self._cases, self.policy,
-                                  self.is_suppressed)
+                                  self.listed)
             # A copy: an attempt that is redone must not leave its suppressions behind.
-            applier.suppressed_now = dict(self._suppressed_now)
+            applier.run_listings = self._run_listings.copy()
             try:
                 touched = self._apply_batch(batch, applier, outcome, failed)
                 outcome.erased_keys += save_then_destroy(
@@ -519,7 +554,7 @@ class Ingestor:
                 self._forget()
                 continue
             break
-        self._suppressed_now = applier.suppressed_now
+        self._run_listings = applier.run_listings
         report.accepted += outcome.accepted
         report.duplicates += outcome.duplicates
         report.erased_keys += outcome.erased_keys

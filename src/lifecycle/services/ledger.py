@@ -5,7 +5,7 @@ Thin methods: references and values in, get -> command -> save, results out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -95,20 +95,20 @@ class Ledger:
                on_rejected: Callable[[Rejection], None] | None = None) -> IngestReport:
         adoption = self.store.latest_adoption()
         policy = policy_from_document(adoption.document) if adoption else None
-        suppressed: dict[str, datetime] | None = None
+        listings: dict[str, dict[str, datetime]] | None = None
 
-        def is_suppressed(email_hash: str, at: datetime) -> bool:
-            """On the list by `at` (fact time): a value from before anyone asked stays."""
-            nonlocal suppressed
-            if suppressed is None:  # read once per run, after every stored event is projected
+        def listed(email_hash: str) -> Mapping[str, datetime]:
+            """The subjects that list the hash as the store stands before this run (read
+            once per run, after every stored event is projected), each with its since."""
+            nonlocal listings
+            if listings is None:
                 self.projections.catch_up()
-                suppressed = self.suppression_since()
-            since = suppressed.get(email_hash)
-            return since is not None and since <= at
+                listings = self.suppression_listings()
+            return listings.get(email_hash, {})
 
         finish_interrupted(self.store, self.vault, now)
         return Ingestor(self.store, self.vault, now, on_progress, on_rejected, policy,
-                        is_suppressed).run(lines)
+                        listed).run(lines)
 
     def adopt_policy(self, path: Path, at: datetime) -> tuple[Adoption, bool]:
         """Adopts the policy file from `at`; returns the adoption and whether it is new."""
@@ -285,6 +285,17 @@ class Ledger:
             first = sa.func.min(s.c.since, type_=s.c.since.type)
             rows = conn.execute(sa.select(s.c.email_hash, first).group_by(s.c.email_hash))
             return {digest: since for digest, since in rows}
+
+    def suppression_listings(self) -> dict[str, dict[str, datetime]]:
+        """Each keyed hash on the suppression list, with each subject that lists it and
+        since when."""
+        s = tables.suppression
+        found: dict[str, dict[str, datetime]] = {}
+        with self.view_reads.connect() as conn:
+            for digest, subject_id, since in conn.execute(
+                    sa.select(s.c.email_hash, s.c.subject_id, s.c.since)):
+                found.setdefault(digest, {})[subject_id] = since
+        return found
 
     def subject(self, reference: str) -> DataSubject:
         subject = self.store.get_subject(reference)
