@@ -35,9 +35,6 @@ def arrival_flags(certificate: dict[str, Any]) -> dict[str, bool]:
     return {r["record"]: r["erased_on_arrival"] for r in certificate["erased"]}
 
 
-@pytest.mark.xfail(strict=True, reason="erased_on_arrival is 'not the request's first "
-                   "Erased event': a request that erased nothing when carried out makes "
-                   "the late record's act its first, so it reads False")
 def test_a_late_record_is_certified_erased_on_arrival_when_the_request_came_first(
         ledger: Ledger) -> None:
     """An erasure request that arrives before any record of the subject (nothing to erase
@@ -55,9 +52,6 @@ def test_a_late_record_is_certified_erased_on_arrival_when_the_request_came_firs
     assert arrival_flags(certificate) == {"late": True}
 
 
-@pytest.mark.xfail(strict=True, reason="same cause: a request whose only decision was a "
-                   "refusal (legal obligation) certifies the late record as not erased "
-                   "on arrival")
 def test_a_late_record_is_certified_erased_on_arrival_after_a_request_that_kept_all(
         ledger: Ledger) -> None:
     """The request kept everything it found (legal-obligation data, Art 17(3)(b)); a
@@ -76,8 +70,6 @@ def test_a_late_record_is_certified_erased_on_arrival_after_a_request_that_kept_
     assert arrival_flags(certificate) == {"late": True}
 
 
-@pytest.mark.xfail(strict=True, reason="a record held all along, erased when a release "
-                   "dated before the request arrives, is certified erased_on_arrival")
 def test_a_record_freed_by_a_late_release_is_not_certified_as_arriving_late(
         ledger: Ledger) -> None:
     """A record present when the request was carried out, kept under a hold whose release

@@ -291,6 +291,10 @@ class DataSubject(Aggregate):
         self.note_keys: dict[str, Note] = {}
         self.erasures: list[Erasure] = []
         self.acknowledgements: dict[tuple[str, str], datetime] = {}
+        # Records recorded after erasure requests (in recording order, not fact time):
+        # the requests each found already there. Such a record erased under one of them
+        # was erased on arrival.
+        self.recorded_after_requests: dict[str, frozenset[str]] = {}
 
     # -- queries -----------------------------------------------------------------
 
@@ -396,6 +400,11 @@ class DataSubject(Aggregate):
                         self.acknowledgements.get((erasure.ref, recipient))))
         return items
 
+    def erased_on_arrival(self, record: str, request: str) -> bool:
+        """Whether the record was recorded after the erasure request (whatever its fact
+        time): erased under it, it was erased as it arrived."""
+        return request in self.recorded_after_requests.get(record, ())
+
     def erasures_by_ref(self) -> list[Erasure]:
         """One entry per act of erasure: a request's later erasures (of records that arrived
         after it) are merged into its first."""
@@ -483,6 +492,9 @@ class DataSubject(Aggregate):
         self.records[record] = Record(record, category, purpose, basis, source, at, key_id,
                                       [values], source_name=source_name,
                                       restriction_exception=restriction_exception)
+        requested = frozenset(q.request for q in self.requests.values() if q.kind == "erasure")
+        if requested:
+            self.recorded_after_requests[record] = requested
         self._touch(at)
 
     def rectify(self, fact_id: str, at: datetime, record: str, values: Sealed | None) -> None:

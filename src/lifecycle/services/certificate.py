@@ -45,13 +45,14 @@ def deletion_certificate(subject: DataSubject, request: str, case: RequestCase |
         raise NotAnErasureRequest(f"request {request!r} is not an erasure request of this "
                                   "subject")
     acts = [e for e in subject.erasures if e.ref == request]
-    # Records collected before the request but recorded after it were erased on arrival,
-    # by a later act under the same request.
+    # Records collected before the request but recorded after it were erased on arrival
+    # (a record there all along but kept until a late release was not).
     erased = [
         {"record": r, "category": subject.records[r].category,
          "purpose": subject.records[r].purpose, "basis": subject.records[r].basis,
-         "erased_at": act.at.isoformat(), "erased_on_arrival": number > 0}
-        for number, act in enumerate(acts) for r in act.records]
+         "erased_at": act.at.isoformat(),
+         "erased_on_arrival": subject.erased_on_arrival(r, request)}
+        for act in acts for r in act.records]
     keys = [
         {"key_id": k, **destroyed_keys.get(k, {"destroyed_at": None, "destroyed_by": None})}
         for act in acts for k in act.key_ids]
