@@ -315,27 +315,45 @@ def suppression_breaches(subject: DataSubject, policy: Policy | None,
                          listed: Mapping[str, datetime],
                          known: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`known` (the subject's `breaches`) with each direct-marketing record whose collected
-    value held an address on the suppression list from before the record's time, the
-    subject's own opt-in not in force then: what ingest refuses when the suppression
-    arrives first. `held`: each record's keyed address hashes; `listed`: each hash on the
-    list with the earliest time it is suppressed from (any subject's). No value, and no
-    word of the subject that suppressed it, goes into the entry."""
-    flagged = {b.get("record") for b in known if b["fact"] == "collected"}
+    value held an address on the suppression list from before the record's time, and each
+    marketing use of such a record from the address's listing on (an `activity` on it, a
+    direct-marketing `shared` of it), the subject's own opt-in not in force then: what
+    ingest refuses when the suppression arrives first (the record), and what marketing
+    to a listed address is (its uses). `held`: each record's keyed address hashes;
+    `listed`: each hash on the list with the earliest time it is suppressed from (any
+    subject's). No value, and no word of the subject that suppressed it, goes into the
+    entry."""
+    flagged = {(b["fact"], b["at"], b.get("record"), b.get("recipient")) for b in known}
     found = list(known)
+
+    def flag(fact: str, at: datetime, since: datetime, what: str, **about: str) -> None:
+        key = (fact, at.isoformat(), about.get("record"), about.get("recipient"))
+        if key in flagged or resubscribed(subject, policy, at):
+            return
+        flagged.add(key)
+        found.append({
+            "fact": fact, "at": at.isoformat(), **about,
+            "limit": (f"limit direct-marketing-stopped: an e-mail in it is on the "
+                      f"suppression list since {_day(since)} (Art 21(3), PECR reg 22); "
+                      f"{what} until the person's own opt-in (a direct-marketing "
+                      "consent-given by one of the policy's resubscribe_methods)")})
+
+    collected = {b.get("record") for b in known if b["fact"] == "collected"}
     for name, hashes in sorted(held.items()):
         record = subject.records.get(name)
-        if record is None or record.purpose != DIRECT_MARKETING or name in flagged:
+        if record is None or record.purpose != DIRECT_MARKETING:
             continue
         since = min((listed[h] for h in hashes if h in listed), default=None)
-        if since is None or since > record.collected_at:
+        if since is None:
             continue
-        if resubscribed(subject, policy, record.collected_at):
-            continue
-        found.append({
-            "fact": "collected", "at": record.collected_at.isoformat(), "record": name,
-            "limit": (f"limit direct-marketing-stopped: an e-mail in it is on the "
-                      f"suppression list since {_day(since)} (Art 21(3), PECR reg 22); no "
-                      "new direct-marketing collection holding it until the person's own "
-                      "opt-in (a direct-marketing consent-given by one of the policy's "
-                      "resubscribe_methods)")})
+        if since <= record.collected_at and name not in collected:
+            flag("collected", record.collected_at, since,
+                 "no new direct-marketing collection holding it", record=name)
+        for at, about in subject.activities:
+            if about == name and since <= at:
+                flag("activity", at, since, "no direct marketing to it", record=name)
+        for share in subject.shares:
+            if share.purpose == DIRECT_MARKETING and name in share.records and since <= share.at:
+                flag("shared", share.at, since, "no direct-marketing disclosure of it",
+                     recipient=share.recipient)
     return _in_order(found)
