@@ -35,19 +35,27 @@ EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # for `at` and `until`
 CLOCK_SKEW = timedelta(minutes=5)  # `at` may be this far past the ingest's now
 LATEST_UNTIL = datetime(2200, 1, 1, tzinfo=UTC)
 _RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
-_FRACTION = re.compile(r"[Tt ]\d{2}:\d{2}:\d{2}[.,](\d+)")
+# The fraction of the seconds, and the offset (whatever follows the time).
+_TIME_PARTS = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,](\d+))?)?(.*)",
+                         re.DOTALL)
+_OFFSET = re.compile(r"[+-]\d{2}(?::?\d{2})?")
 
 
 def _rfc3339_text(value: Any) -> Any:
     """A time is an RFC 3339 string; pydantic would also take "1704099600" as a Unix time."""
     if not isinstance(value, str) or _RFC3339_START.match(value) is None:
         raise ValueError("must be an RFC 3339 date-time with a UTC offset, as a string")
-    fraction = _FRACTION.match(value, 10)
-    if fraction is not None and fraction.group(1)[6:].strip("0"):
-        # Read as it stands, it would be rounded down into the past (a record collected
-        # 900 ns after an erasure request would fall under it).
-        raise ValueError("is finer than a microsecond, the precision lifecycle keeps: give "
-                         "at most 6 fractional digits")
+    parts = _TIME_PARTS.match(value)
+    if parts is not None:
+        fraction, offset = parts.group(1) or "", parts.group(2)
+        if fraction[6:].strip("0"):
+            # Read as it stands, it would be rounded down into the past (a record collected
+            # 900 ns after an erasure request would fall under it).
+            raise ValueError("is finer than a microsecond, the precision lifecycle keeps: "
+                             "give at most 6 fractional digits")
+        if offset not in ("", "Z", "z") and _OFFSET.fullmatch(offset) is None:
+            # Python would take an offset with seconds and drop their fraction.
+            raise ValueError("must have a UTC offset of hours and minutes (Z or ±HH:MM)")
     try:
         return datetime.fromisoformat(value)
     except ValueError:
