@@ -145,3 +145,23 @@ def test_uses_of_another_subjects_record_are_flagged_only_from_the_listing_on(
     assert [(b["fact"], b["at"][:10], b["record"]) for b in breaches] == [
         ("activity", "2024-04-01", "crm-row")]
     assert "alice" not in str(breaches).lower()
+
+
+def test_a_cross_subject_entry_gives_the_listing_day_not_the_other_subjects_time(
+        hqip: Ledger) -> None:
+    """B's limit_breaches entry says since which day the address is listed, not the time
+    of the other subject's unsubscribe (a fact of that other person)."""
+    assert hqip.ingest(lines([
+        collected("s:alice3", "2023-05-02T09:00:00Z", "newsletter",
+                  {"email": "alice.three@example.org"}),
+        fact("consent-given", "s:alice3", "2023-05-02T09:00:00Z",
+             purpose="direct-marketing", method="subscribe-form"),
+        fact("consent-given", "crm:e", "2023-06-01T00:00:00Z", purpose="direct-marketing",
+             method="crm-import"),
+        collected("crm:e", "2023-06-01T09:00:00Z", "crm-row",
+                  {"email": "alice.three@example.org"}, source="third-party"),
+        fact("unsubscribed", "s:alice3", "2024-03-10T10:17:42Z"),
+        fact("activity", "crm:e", "2024-04-01T09:00:00Z", record="crm-row"),
+    ]), NOW).ok
+    [entry] = hqip.subject_view("crm:e")["limit_breaches"]
+    assert "since 2024-03-10 " in entry["limit"] and "10:17" not in entry["limit"]

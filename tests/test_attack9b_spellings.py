@@ -8,7 +8,6 @@ a list of addresses holds each of them; a hostile value cannot stop or stall an 
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,9 +61,6 @@ SINGLE_MAILBOXES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="fix 4b93fff: an unquoted ',' ';' or '@' in the "
-                   "display name makes the single mailbox a 'list' whose parts are not all "
-                   "addresses, so no address is found (before the fix it was found)")
 @pytest.mark.parametrize("value", SINGLE_MAILBOXES)
 def test_a_single_mailbox_with_a_comma_or_at_in_its_display_name_is_found(value: str) -> None:
     """One mailbox `Smith, Alice <alice.smith@example.org>` (unquoted display name, as
@@ -73,8 +69,6 @@ def test_a_single_mailbox_with_a_comma_or_at_in_its_display_name_is_found(value:
     assert ALICE in found(value)
 
 
-@pytest.mark.xfail(strict=True, reason="fix 4b93fff regression: 'Smith, Alice <addr>' "
-                   "is not recognised, so the suppressed address is accepted for marketing")
 def test_a_suppressed_address_behind_a_last_first_display_name_is_refused(
         hqip: Ledger) -> None:
     """Suppressed means suppressed: a CRM row `Smith, Alice <alice.smith@example.org>`
@@ -95,9 +89,6 @@ HIDDEN_IN_LISTS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="_list_parts splits at commas inside comments and "
-                   "toggles 'quoted' at an escaped \\\" so the list falls apart and no "
-                   "address is found")
 @pytest.mark.parametrize("value", HIDDEN_IN_LISTS)
 def test_every_address_of_a_list_with_comments_or_escaped_quotes_is_found(value: str) -> None:
     """A value that is a list of addresses holds each of them: a comma inside a comment
@@ -105,8 +96,6 @@ def test_every_address_of_a_list_with_comments_or_escaped_quotes_is_found(value:
     assert ALICE in found(value)
 
 
-@pytest.mark.xfail(strict=True, reason="a comment with a comma hides the suppressed "
-                   "address of a list: the CRM row is accepted")
 def test_a_suppressed_address_in_a_list_with_a_commented_entry_is_refused(
         hqip: Ledger) -> None:
     """Suppressed means suppressed: `alice... (Smith, Alice), bob@...` is refused."""
@@ -130,9 +119,6 @@ MAILTO_SPELLINGS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="%40 is decoded by normalise but skipped by "
-                   "could_be_address; %2C is decoded after the list split; the query's "
-                   "to=/cc= addresses are dropped or read as a local part '?to=alice.smith'")
 @pytest.mark.parametrize("value", MAILTO_SPELLINGS)
 def test_every_address_a_mailto_uri_sends_to_is_found(value: str) -> None:
     """`mailto:` does not make a new address (RFC 6068 percent-decoding since 4b93fff):
@@ -140,8 +126,6 @@ def test_every_address_a_mailto_uri_sends_to_is_found(value: str) -> None:
     assert ALICE in found(value)
 
 
-@pytest.mark.xfail(strict=True, reason="mailto:alice.smith%40example.org: accepted for "
-                   "marketing though normalise() reads it as the suppressed address")
 def test_a_suppressed_address_as_a_percent_encoded_mailto_is_refused(hqip: Ledger) -> None:
     """Suppressed means suppressed: `mailto:alice.smith%40example.org` (normalise says:
     alice.smith@example.org) in a CRM row after the unsubscribe is refused."""
@@ -153,9 +137,6 @@ def test_a_suppressed_address_as_a_percent_encoded_mailto_is_refused(hqip: Ledge
 
 # -- 4. Hostile values: recursion and quadratic time ----------------------------------
 
-@pytest.mark.xfail(strict=True, reason="_mailbox recurses once per 'mailto:' layer when "
-                   "the value keeps a '%' (e.g. an undecodable %zz): RecursionError "
-                   "escapes find_addresses")
 def test_many_mailto_layers_do_not_raise() -> None:
     """A hostile value is an address or not, never an exception: 1,200 `mailto:` prefixes
     before `a%zz@b.org` (8 kB, far under the 1 MiB line cap)."""
@@ -163,9 +144,6 @@ def test_many_mailto_layers_do_not_raise() -> None:
     list(find_addresses({"x": value}))
 
 
-@pytest.mark.xfail(strict=True, reason="the unsubscribe collects the subject's addresses "
-                   "(find_addresses over its records): the RecursionError rejects the "
-                   "unsubscribe as 'could not be processed (RecursionError)'")
 def test_a_value_in_the_persons_record_cannot_block_their_unsubscribe(hqip: Ledger) -> None:
     """A person's unsubscribe is always recorded (suppression acts at once, README
     "Suppressed means suppressed"): text the person wrote in an enquiry (stored under a
@@ -183,22 +161,25 @@ def test_a_value_in_the_persons_record_cannot_block_their_unsubscribe(hqip: Ledg
     assert report.rejected == [], report.as_dict()
 
 
+# At the line cap's size a pass that restarts at each character (as the comment loop and
+# the quoted-name pattern did, 64 kB taking 13-23 s) would run for hours: this test then
+# never ends instead of asserting a time (speed is measured in bench/, not here).
+HOSTILE_SIZE = 256 * 1024
 HOSTILE = {
-    # nested comments: each pass of the comment loop removes one level (O(depth * n))
-    "nested-comments": "(" * 16000 + ")" * 16000 + ALICE,
-    # a display name of escaped quotes: _QUOTED restarts at every '"' (O(n^2))
-    "escaped-quotes": '"\\' * 16000 + " <" + ALICE + ">",
+    "nested-comments": "(" * (HOSTILE_SIZE // 2) + ")" * (HOSTILE_SIZE // 2) + ALICE,
+    "escaped-quotes": '"\\' * (HOSTILE_SIZE // 2) + " <" + ALICE + ">",
+    "unclosed-comments": "(" * HOSTILE_SIZE + ALICE,
+    "many-mailto": "mailto:" * (HOSTILE_SIZE // 7) + ALICE,
 }
 
 
-@pytest.mark.xfail(strict=True, reason="quadratic: 32 kB takes seconds (64 kB ~13-23 s; "
-                   "a 1 MiB line ~hours), so one line stalls an ingest")
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_a_hostile_value_is_read_in_linear_time(name: str) -> None:
-    """Reading a value for addresses takes time proportional to its length: a 32 kB
-    value (1/32 of the line cap) is read in well under a second (a linear pass over it
-    takes microseconds)."""
-    value = HOSTILE[name]
-    started = time.perf_counter()
-    list(find_addresses({"x": value}))
-    assert time.perf_counter() - started < 0.5
+def test_a_hostile_value_is_read_in_one_pass(name: str) -> None:
+    """A value of a quarter of the line cap made to defeat the reader (nested or unclosed
+    comments, escaped quotes, thousands of mailto: prefixes) is read without error, and
+    the address it ends with is found where it is one."""
+    found = {normalise(x) for x in find_addresses({"x": HOSTILE[name]})}
+    expected = {"nested-comments": {ALICE}, "many-mailto": {ALICE}}
+    assert found == expected.get(name, found)
+    if name in expected:
+        assert normalise(HOSTILE[name]) == ALICE

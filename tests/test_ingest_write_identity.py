@@ -200,6 +200,13 @@ def test_the_cut_code_writes_what_the_code_before_wrote(
     same refusal), the same stored event bytes and the same chain event digests as the code
     before the cuts."""
     before, after = answers
+    if part == "hashes":
+        # Round 9 changed one spelling on purpose: a mailto: address is percent-decoded
+        # (RFC 6068; tests/test_attack9_suppression_spellings.py), so its hashes differ.
+        assert isinstance(before[part], dict) and isinstance(after[part], dict)
+        before = {**before, part: {k: v for k, v in before[part].items() if "%" not in k}}
+        after = {**after, part: {k: v for k, v in after[part].items() if "%" not in k}}
+        assert len(after[part]) == len(before[part]) > 90  # type: ignore[arg-type]
     assert after[part] == before[part]
 
 

@@ -17,7 +17,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 # The characters whose NFKC form contains "@" (a test checks this against every code
 # point): the cheap test before any normalisation.
@@ -38,17 +38,17 @@ CONTROLS = dict.fromkeys(
     c for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if not chr(c).isspace())
 
 _LIST_SEPARATORS = re.compile("[,;\uff0c\uff1b\ufe50\ufe54]")
+_MAY_LIST = re.compile("[,;\uff0c\uff1b\ufe50\ufe54\\s]")  # what a list's parts are split at
 _DISPLAY_NAME = re.compile(r"<([^<>]*)>$")
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')  # a quoted display name: "Smith, Alice"
 _NOT_PLAIN = re.compile(r'[\s<>",]')
-_COMMENT = re.compile(r"\([^()]*\)")  # RFC 5322 comments: "a@b.org (Alice)"
 _QUOTED_ATOMS = re.compile(r'"([a-z0-9!#$%&\'*+/=?^_`{|}~.-]+)"')  # "alice.smith"@...
 _SLUG_GAP = re.compile(r"[^a-z0-9]+")
 
 
 def could_be_address(value: str) -> bool:
     """False for most strings that are not addresses, at the cost of a substring search."""
-    return "@" in value or "\uff20" in value or "\ufe6b" in value
+    return ("@" in value or "\uff20" in value or "\ufe6b" in value
+            or "%40" in value)  # a percent-encoded mailto: address
 
 
 def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
@@ -81,8 +81,8 @@ def _untagged(local: str) -> str:
     return base if plus and base else local
 
 
-def _mailbox(value: str) -> tuple[str, str] | None:
-    """`normalise` up to the sub-address tag: (local part, domain), or None."""
+def _clean(value: str) -> str:
+    """Controls and invisible characters gone, NFKC, case-folded, trimmed."""
     value = value.translate(CONTROLS)
     if not value.isascii():
         value = value.translate(INVISIBLE)
@@ -91,27 +91,66 @@ def _mailbox(value: str) -> tuple[str, str] | None:
         value = value.replace("\u3002", ".")  # the ideographic full stop ends a domain too
     else:
         value = value.casefold()
-    value = value.strip()
-    while "(" in value:  # innermost first: "(Alice (work))" nests
-        uncommented = _COMMENT.sub("", value)
-        if uncommented == value:
-            break
-        value = uncommented
-    value = value.strip().rstrip(";,").strip()  # a list separator left by a mail client
+    return value.strip()
+
+
+def _without_comments(value: str) -> str:
+    """`value` without its RFC 5322 comments ("(Alice (work))", nested, outside quotes),
+    in one pass; an unclosed "(" and what follows it are kept as they are."""
+    if "(" not in value:
+        return value
+    kept: list[str] = []
+    depth, opened, quoted, escaped = 0, 0, False, False
+    for index, char in enumerate(value):
+        if depth == 0:
+            if escaped:
+                escaped = False
+            elif quoted and char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = not quoted
+            elif char == "(" and not quoted:
+                depth, opened = 1, index
+                continue
+            kept.append(char)
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+    if depth:
+        kept.append(value[opened:])
+    return "".join(kept)
+
+
+def _after_mailto(value: str) -> tuple[str, bool]:
+    """`value` without its `mailto:` prefix, percent-decoded (RFC 6068) and cleaned again,
+    and whether it had one. Once per `mailto:` layer (an encoded `mailto%3A` inside is
+    another), in a loop, never recursively: each decoding shrinks the value."""
+    had = False
+    while True:
+        stripped = False
+        while value.startswith("mailto:"):
+            value, stripped = value[len("mailto:"):].lstrip(), True
+        if not stripped or "%" not in value:
+            return value, had or stripped
+        had = True
+        decoded = _clean(unquote(value))
+        if decoded == value:
+            return value, True
+        value = decoded
+
+
+def _mailbox(value: str) -> tuple[str, str] | None:
+    """`normalise` up to the sub-address tag: (local part, domain), or None."""
+    value = _without_comments(_clean(value)).strip()
+    value = value.rstrip(";,").strip()  # a list separator left by a mail client
     if value.endswith(">"):
         bracketed = _DISPLAY_NAME.search(value)
         if bracketed is not None:
-            name = _QUOTED.sub("", value[:bracketed.start()])
-            if "@" in name or "<" in name or ">" in name or _LIST_SEPARATORS.search(name):
-                return None  # more than one mailbox: a list, which `find_addresses` splits
             value = bracketed.group(1).strip()
-    if value.startswith("mailto:"):
-        value = value[len("mailto:"):]
-        if "%" in value:
-            # A mailto URI's address is percent-encoded (RFC 6068): %2B is "+", %2E ".";
-            # what it decodes to is normalised as any value is.
-            return _mailbox(unquote(value))
-        value = value.strip()
+    value, was_uri = _after_mailto(value)
+    if was_uri:
+        value = value.partition("?")[0]  # its headers (?cc=...): `mailto_targets`
     at = value.find("@")
     if at < 0:
         return None
@@ -139,20 +178,48 @@ def _mailbox(value: str) -> tuple[str, str] | None:
 
 def find_addresses(data: Any) -> Iterator[str]:
     """Every string value in `data` (nested dicts and lists, any key) that is an address,
-    as written (normalise it to compare). Keys are not searched, only values."""
+    as written (normalise it to compare), and every address in a value that is a list of
+    addresses or a `mailto:` URI (all it sends to). Keys are not searched, only values."""
     stack = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if could_be_address(item):
-                if normalise(item) is not None:
-                    yield item
-                else:
-                    yield from _listed(item)
+                yield from _addresses_in(item)
         elif isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def _addresses_in(value: str) -> list[str]:
+    """The value if it is an address; each address of it read as a list (a value such as
+    `a@b.org, Bob <c@d.org>` is both: the one and the other reading are checked); and
+    each address a `mailto:` URI in it sends to."""
+    found = [value] if normalise(value) is not None else []
+    if not found or _MAY_LIST.search(value) is not None:
+        found += _listed(value)
+    if "mailto:" in value.casefold():
+        found += mailto_targets(value)
+    return found
+
+
+def mailto_targets(value: str) -> list[str]:
+    """The addresses a `mailto:` URI value sends to: those before its `?` and those of its
+    to, cc and bcc headers (RFC 6068), each percent-decoded once; none if it is not one."""
+    text = _without_comments(_clean(value)).strip().removeprefix("<").removesuffix(">")
+    text = text.strip()
+    if not text.startswith("mailto:"):
+        return []
+    path, _, headers = text.partition("?")
+    path, _ = _after_mailto(path)
+    found = [part for part in _list_parts(path) if normalise(part) is not None]
+    # A "+" in a header is a plus sign (RFC 6068), not the form encoding's space.
+    for name, content in parse_qsl(headers.replace("+", "%2B")):
+        if name in ("to", "cc", "bcc"):
+            found += [part for part in _list_parts(_clean(content))
+                      if normalise(part) is not None]
+    return found
 
 
 def _listed(value: str) -> list[str]:
@@ -175,17 +242,28 @@ def _listed(value: str) -> list[str]:
 
 def _list_parts(value: str) -> list[str]:
     """`value` split at its list separators, except those inside a quoted display name
-    ("Smith, Alice" <a@b.org>) or angle brackets."""
+    ("Smith, Alice" <a@b.org>, escapes included), a comment or angle brackets."""
     parts: list[str] = []
-    start, quoted, bracketed = 0, False, False
+    start, quoted, escaped, bracketed, depth = 0, False, False, False, 0
     for index, char in enumerate(value):
-        if char == '"' and not bracketed:
-            quoted = not quoted
-        elif char == "<" and not quoted:
+        if escaped:
+            escaped = False
+        elif quoted:
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif depth:
+            depth += 1 if char == "(" else -1 if char == ")" else 0
+        elif char == '"' and not bracketed:
+            quoted = True
+        elif char == "(" and not bracketed:
+            depth = 1
+        elif char == "<":
             bracketed = True
-        elif char == ">" and not quoted:
+        elif char == ">":
             bracketed = False
-        elif not quoted and not bracketed and _LIST_SEPARATORS.match(char):
+        elif not bracketed and _LIST_SEPARATORS.match(char):
             parts.append(value[start:index])
             start = index + 1
     parts.append(value[start:])

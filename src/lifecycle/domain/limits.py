@@ -322,7 +322,7 @@ def suppression_breaches(subject: DataSubject, policy: Policy | None,
     to a listed address is (its uses). `held`: each record's keyed address hashes;
     `listed`: each hash on the list with the earliest time it is suppressed from (any
     subject's). No value, and no word of the subject that suppressed it, goes into the
-    entry."""
+    entry: not even the time of its unsubscribe, only the day."""
     flagged = {(b["fact"], b["at"], b.get("record"), b.get("recipient")) for b in known}
     found = list(known)
 
@@ -334,7 +334,8 @@ def suppression_breaches(subject: DataSubject, policy: Policy | None,
         found.append({
             "fact": fact, "at": at.isoformat(), **about,
             "limit": (f"limit direct-marketing-stopped: an e-mail in it is on the "
-                      f"suppression list since {_day(since)} (Art 21(3), PECR reg 22); "
+                      f"suppression list since {since.date().isoformat()} (Art 21(3), "
+                      f"PECR reg 22); "
                       f"{what} until the person's own opt-in (a direct-marketing "
                       "consent-given by one of the policy's resubscribe_methods)")})
 
