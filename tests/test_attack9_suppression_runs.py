@@ -9,24 +9,13 @@ never accepted for marketing, under any subject.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 
 from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, fact, lines
 
-HQIP = Path(__file__).resolve().parents[1] / "config" / "hqip.toml"
-ADOPTED = datetime(2023, 1, 1, tzinfo=UTC)
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def hqip(ledger: Ledger) -> Ledger:
-    ledger.adopt_policy(HQIP, ADOPTED)
-    return ledger
+from tests.suppression_setup import NOW, hqip  # noqa: F401 - hqip is a fixture
 
 
 def unsubscribe_then_own_opt_in(tag: str) -> list[dict[str, Any]]:
