@@ -7,8 +7,8 @@ key, for string values that are addresses.
 What counts as an address: the whole string value, once normalised, has exactly one "@",
 a non-empty local part, a domain with a dot and no empty label, and no white space or
 angle bracket; control characters do not count. A value that is a list of addresses
-("a@b.org; c@d.org", "Alice <a@b.org>, Bob <c@d.org>") holds each of them; an address inside free text ("write to a@b.org")
-is not one.
+("a@b.org; c@d.org", "Alice <a@b.org>, Bob <c@d.org>") holds each of them, and a `mailto:`
+URI every address it sends to; an address inside free text ("write to a@b.org") is not one.
 """
 
 from __future__ import annotations
