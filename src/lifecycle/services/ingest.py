@@ -107,12 +107,13 @@ class RunListings:
 
     def __init__(self) -> None:
         self._subjects: dict[str, tuple[datetime | None, frozenset[str]]] = {}
-        self._by_hash: dict[str, set[str]] = {}  # may name subjects that no longer list it
+        # May name subjects that no longer list it; frozen, so a copy can share them.
+        self._by_hash: dict[str, frozenset[str]] = {}
 
     def copy(self) -> RunListings:
         copied = RunListings()
         copied._subjects = dict(self._subjects)
-        copied._by_hash = {digest: set(ids) for digest, ids in self._by_hash.items()}
+        copied._by_hash = dict(self._by_hash)
         return copied
 
     def note(self, subject: DataSubject) -> None:
@@ -123,7 +124,9 @@ class RunListings:
         if self._subjects.get(subject_id) != state:
             self._subjects[subject_id] = state
             for digest in state[1]:
-                self._by_hash.setdefault(digest, set()).add(subject_id)
+                named = self._by_hash.get(digest, frozenset())
+                if subject_id not in named:
+                    self._by_hash[digest] = named | {subject_id}
 
     def lists(self, digest: str, at: datetime, stored: Mapping[str, datetime]) -> bool:
         """Whether a subject lists `digest` by `at`: from this run's state of the subjects
