@@ -208,3 +208,17 @@ def test_a_percent_encoded_mailto_normalises_as_before(value: str) -> None:
     any value is (before 7bfd370 it was: `Alice <addr>` gives addr, a comment goes, a
     "?" in the local part, legal when encoded as %3F per RFC 6068, is kept)."""
     assert normalise(value) == NORMALISE_REGRESSIONS[value]
+
+
+# -- 7. RFC 5322 group syntax ------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="a group 'Team: a, b;' is not read as a list")
+@pytest.mark.parametrize("value", [
+    "Team: alice.smith@example.org, bob@example.org;",
+    "undisclosed-recipients:;, alice.smith@example.org",
+])
+def test_an_address_list_with_a_group_holds_each_address(value: str) -> None:
+    """An RFC 5322 address list may hold groups (`display-name: mailbox-list;`, and the
+    empty `undisclosed-recipients:;` mail clients write): such a value is a list of
+    addresses and holds alice's."""
+    assert ALICE in found(value)
