@@ -15,13 +15,9 @@ import pytest
 
 from lifecycle.domain.email_address import find_addresses, normalise
 from lifecycle.services.ledger import Ledger
-from tests.test_attack9b_spellings import ADOPTED, ALICE, HQIP, alice_unsubscribes, crm_marketing
-
-
-@pytest.fixture
-def hqip(ledger: Ledger) -> Ledger:
-    ledger.adopt_policy(HQIP, ADOPTED)
-    return ledger
+from tests.suppression_setup import (  # noqa: F401 - hqip is a fixture
+    ALICE, alice_unsubscribes, crm_marketing, hqip,
+)
 
 
 def found(value: str) -> set[str | None]:
@@ -43,8 +39,6 @@ OUTLOOK_LISTS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="a list holding an unquoted 'Last, First <addr>' "
-                   "entry loses every address but the last bracketed one")
 @pytest.mark.parametrize("value", OUTLOOK_LISTS)
 def test_every_address_of_a_list_of_last_first_entries_is_found(value: str) -> None:
     """A value that is a list of addresses holds each of them; `Smith, Alice <addr>` is one
@@ -53,7 +47,6 @@ def test_every_address_of_a_list_of_last_first_entries_is_found(value: str) -> N
     assert ALICE in found(value)
 
 
-@pytest.mark.xfail(strict=True, reason="Outlook 'Last, First <addr>; ...' list: alice missed")
 def test_a_suppressed_address_first_in_an_outlook_list_is_refused(hqip: Ledger) -> None:
     """Suppressed means suppressed: a CRM row whose To: line is Outlook's
     `Smith, Alice <alice.smith@example.org>; Jones, Bob <bob@example.org>` after Alice
@@ -76,8 +69,6 @@ UNICODE_QUOTED_LISTS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="lists are split before NFKC / without typographic "
-                   "quotes: a comma in a full-width or curly-quoted name splits the entry")
 @pytest.mark.parametrize("value", UNICODE_QUOTED_LISTS)
 def test_a_list_with_unicode_quotes_or_parentheses_holds_each_address(value: str) -> None:
     """Full-width `＂Smith, Alice＂` is `"Smith, Alice"` after NFKC (docs/policy.md: NFKC
@@ -86,7 +77,6 @@ def test_a_list_with_unicode_quotes_or_parentheses_holds_each_address(value: str
     assert ALICE in found(value)
 
 
-@pytest.mark.xfail(strict=True, reason="curly-quoted display names in a list hide alice")
 def test_a_suppressed_address_behind_curly_quotes_in_a_list_is_refused(hqip: Ledger) -> None:
     """Suppressed means suppressed: `“Smith, Alice” <alice...>, “Jones, Bob” <bob...>`
     (an autocorrected To: line) after Alice unsubscribed is refused."""
@@ -97,8 +87,6 @@ def test_a_suppressed_address_behind_curly_quotes_in_a_list_is_refused(hqip: Led
 
 # -- 3. Unbalanced brackets that swallow the rest of a list ---------------------------------
 
-@pytest.mark.xfail(strict=True, reason="regression: an unclosed '(' in an earlier entry now "
-                   "swallows the rest of the list (found before 7bfd370)")
 def test_an_unclosed_parenthesis_does_not_hide_the_rest_of_a_list() -> None:
     """A list holds each of its addresses. Before the rewrite (9335b9b)
     `Bob (work <bob@example.org>, alice.smith@example.org` gave both addresses; an unclosed
@@ -107,7 +95,6 @@ def test_an_unclosed_parenthesis_does_not_hide_the_rest_of_a_list() -> None:
     assert ALICE in found("Bob (work <bob@example.org>, alice.smith@example.org")
 
 
-@pytest.mark.xfail(strict=True, reason="a quoted-pair \\) in a comment closes it early")
 def test_an_escaped_parenthesis_in_a_comment_does_not_hide_a_list() -> None:
     """RFC 5322 comments may hold a quoted-pair (`\\)`), which does not close the comment:
     `alice.smith@example.org (Smith \\) x), bob@example.org` is a list of two addresses."""
@@ -135,7 +122,6 @@ MAILTO_MISSED = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="mailto: headers missed (see MAILTO_MISSED comments)")
 @pytest.mark.parametrize("name", sorted(MAILTO_MISSED))
 def test_every_address_a_mailto_uri_sends_to_is_found(name: str) -> None:
     """A `mailto:` URI holds every address it sends to (docs/policy.md: `?to=`, `?cc=`,
@@ -144,7 +130,6 @@ def test_every_address_a_mailto_uri_sends_to_is_found(name: str) -> None:
     assert ALICE in found(MAILTO_MISSED[name])
 
 
-@pytest.mark.xfail(strict=True, reason="'Name <mailto:...?cc=alice>' bypasses suppression")
 def test_a_suppressed_address_in_a_named_mailto_cc_is_refused(hqip: Ledger) -> None:
     """Suppressed means suppressed: a CRM row `List <mailto:bob@...?cc=alice...>` after
     Alice unsubscribed is refused."""
@@ -153,7 +138,6 @@ def test_a_suppressed_address_in_a_named_mailto_cc_is_refused(hqip: Ledger) -> N
     assert [r.line for r in report.rejected] == [2], report.as_dict()
 
 
-@pytest.mark.xfail(strict=True, reason="a full-width mailto: URI bypasses suppression")
 def test_a_suppressed_address_in_a_full_width_mailto_is_refused(hqip: Ledger) -> None:
     """Suppressed means suppressed: `ｍａｉｌｔｏ:?to=alice.smith@example.org` (NFKC:
     `mailto:?to=alice...`) after Alice unsubscribed is refused."""
@@ -171,7 +155,6 @@ NORMALISED_BUT_NOT_FOUND = [
 
 
 @pytest.mark.parametrize("value", NORMALISED_BUT_NOT_FOUND)
-@pytest.mark.xfail(strict=True, reason="could_be_address only sees a literal '@' or '%40'")
 def test_what_normalise_reads_as_an_address_is_found(value: str) -> None:
     """`normalise` decodes a `mailto:` address once per `mailto:` layer after NFKC
     (docs/policy.md), and says this value is alice's address; `find_addresses`, which
@@ -180,7 +163,6 @@ def test_what_normalise_reads_as_an_address_is_found(value: str) -> None:
     assert ALICE in found(value)
 
 
-@pytest.mark.xfail(strict=True, reason="full-width %40 in a mailto: bypasses suppression")
 def test_a_suppressed_address_with_a_full_width_percent_is_refused(hqip: Ledger) -> None:
     """Suppressed means suppressed: a CRM row whose e-mail normalise() reads as alice's
     (`mailto:alice.smith％４０example.org`) is refused after Alice unsubscribed."""
@@ -200,8 +182,6 @@ NORMALISE_REGRESSIONS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="regression: the decoded mailto: address is no "
-                   "longer read as a value (name, comments) and is cut at its first '?'")
 @pytest.mark.parametrize("value", sorted(NORMALISE_REGRESSIONS))
 def test_a_percent_encoded_mailto_normalises_as_before(value: str) -> None:
     """One spelling per address: the percent-decoded `mailto:` address is normalised as
@@ -212,7 +192,6 @@ def test_a_percent_encoded_mailto_normalises_as_before(value: str) -> None:
 
 # -- 7. RFC 5322 group syntax ------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a group 'Team: a, b;' is not read as a list")
 @pytest.mark.parametrize("value", [
     "Team: alice.smith@example.org, bob@example.org;",
     "undisclosed-recipients:;, alice.smith@example.org",

@@ -38,6 +38,11 @@ CONTROLS = dict.fromkeys(
     c for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if not chr(c).isspace())
 
 _LIST_SEPARATORS = re.compile("[,;\uff0c\uff1b\ufe50\ufe54]")
+# An address-shaped token: no white space, brackets, quotes or list punctuation in it.
+_ADDRESS_TOKEN = re.compile(r"[^\s@<>()\[\]{},;:\"'`|\\]+@[^\s@<>()\[\]{},;:\"'`|\\?&/=]+")
+_HEADER_MARK = re.compile(r"[?=&/]")
+_GROUP = re.compile(r":[^@;]*@[^;]*;|:\s*;")  # an RFC 5322 group: "Team: a@b.org, c@d.org;"
+_URI_END = re.compile(r"[\s>]")
 _MAY_LIST = re.compile("[,;\uff0c\uff1b\ufe50\ufe54\\s]")  # what a list's parts are split at
 _DISPLAY_NAME = re.compile(r"<([^<>]*)>$")
 _NOT_PLAIN = re.compile(r'[\s<>",]')
@@ -48,7 +53,7 @@ _SLUG_GAP = re.compile(r"[^a-z0-9]+")
 def could_be_address(value: str) -> bool:
     """False for most strings that are not addresses, at the cost of a substring search."""
     return ("@" in value or "\uff20" in value or "\ufe6b" in value
-            or "%40" in value)  # a percent-encoded mailto: address
+            or "%" in value or "\uff05" in value)  # a percent-encoded mailto: address
 
 
 def normalise(value: str, *, keep_subaddress: bool = False) -> str | None:
@@ -113,6 +118,10 @@ def _without_comments(value: str) -> str:
                 depth, opened = 1, index
                 continue
             kept.append(char)
+        elif escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
         elif char == "(":
             depth += 1
         elif char == ")":
@@ -122,35 +131,51 @@ def _without_comments(value: str) -> str:
     return "".join(kept)
 
 
-def _after_mailto(value: str) -> tuple[str, bool]:
-    """`value` without its `mailto:` prefix, percent-decoded (RFC 6068) and cleaned again,
-    and whether it had one. Once per `mailto:` layer (an encoded `mailto%3A` inside is
-    another), in a loop, never recursively: each decoding shrinks the value."""
-    had = False
-    while True:
-        stripped = False
-        while value.startswith("mailto:"):
-            value, stripped = value[len("mailto:"):].lstrip(), True
-        if not stripped or "%" not in value:
-            return value, had or stripped
-        had = True
-        decoded = _clean(unquote(value))
-        if decoded == value:
-            return value, True
-        value = decoded
+def _skip_mailto(value: str, start: int = 0) -> int:
+    """Where `value` goes on after its `mailto:` prefixes from `start` (in one pass)."""
+    index = start
+    while value.startswith("mailto:", index):
+        index += len("mailto:")
+        while index < len(value) and value[index].isspace():
+            index += 1
+    return index
 
 
-def _mailbox(value: str) -> tuple[str, str] | None:
-    """`normalise` up to the sub-address tag: (local part, domain), or None."""
-    value = _without_comments(_clean(value)).strip()
+def _mailto_path(value: str) -> tuple[str, bool]:
+    """The address part of a `mailto:` URI (before its literal `?`), percent-decoded and
+    cleaned once per `mailto:` layer (RFC 6068: `%3F` is a "?" of the address, an encoded
+    `mailto%3A` another layer); and whether `value` is one."""
+    index = _skip_mailto(value)
+    if index == 0:
+        return value, False
+    path = value[index:].partition("?")[0]
+    while "%" in path:
+        decoded = _clean(unquote(path))
+        index = _skip_mailto(decoded)
+        path = decoded[index:]
+        if index == 0:
+            break
+    return path, True
+
+
+def _mailbox_text(value: str) -> str:
+    """A cleaned value without its comments, a trailing list separator and a display name
+    (`Name <addr>` gives addr)."""
+    value = _without_comments(value).strip()
     value = value.rstrip(";,").strip()  # a list separator left by a mail client
     if value.endswith(">"):
         bracketed = _DISPLAY_NAME.search(value)
         if bracketed is not None:
             value = bracketed.group(1).strip()
-    value, was_uri = _after_mailto(value)
-    if was_uri:
-        value = value.partition("?")[0]  # its headers (?cc=...): `mailto_targets`
+    return value
+
+
+def _mailbox(value: str) -> tuple[str, str] | None:
+    """`normalise` up to the sub-address tag: (local part, domain), or None."""
+    value = _mailbox_text(_clean(value))
+    value, was_uri = _mailto_path(value)
+    if was_uri:  # the decoded address is read as any value is (name, comments)
+        value = _mailbox_text(value)
     at = value.find("@")
     if at < 0:
         return None
@@ -194,31 +219,61 @@ def find_addresses(data: Any) -> Iterator[str]:
 
 def _addresses_in(value: str) -> list[str]:
     """The value if it is an address; each address of it read as a list (a value such as
-    `a@b.org, Bob <c@d.org>` is both: the one and the other reading are checked); and
-    each address a `mailto:` URI in it sends to."""
+    `a@b.org, Bob <c@d.org>` is both: the one and the other reading are checked); and,
+    in a value that holds an address, a mailbox in angle brackets, a `mailto:` URI or an
+    address group, every address-shaped token in it (whatever a list's punctuation)."""
+    cleaned = _clean(value)
     found = [value] if normalise(value) is not None else []
-    if not found or _MAY_LIST.search(value) is not None:
-        found += _listed(value)
-    if "mailto:" in value.casefold():
-        found += mailto_targets(value)
+    if not found or _MAY_LIST.search(cleaned) is not None:
+        found += _listed(cleaned)
+    if found or "<" in cleaned or "mailto:" in cleaned or _GROUP.search(cleaned):
+        found += mailto_targets(cleaned) + _scanned(cleaned)
+    distinct: dict[str | None, str] = {}  # each address once, as first written
+    for address in found:
+        distinct.setdefault(normalise(address), address)
+    return list(distinct.values())
+
+
+def _scanned(cleaned: str) -> list[str]:
+    """Every address-shaped token of a cleaned value, percent-decoded too: a token's local
+    part is also tried after each of its last few `?`, `=`, `&` or `/` (a header such as
+    `?cc=alice@...` glued to it)."""
+    texts = [cleaned]
+    for _ in range(2):
+        if "%" not in texts[-1]:
+            break
+        texts.append(_clean(unquote(texts[-1])))
+    found: list[str] = []
+    for text in texts:
+        for match in _ADDRESS_TOKEN.finditer(text):
+            local, _, domain = match.group(0).rpartition("@")
+            cuts = [0, *(mark.end() for mark in _HEADER_MARK.finditer(local))][-4:]
+            for cut in cuts:
+                candidate = f"{local[cut:]}@{domain}"
+                if cut < len(local) and normalise(candidate) is not None:
+                    found.append(candidate)
     return found
 
 
 def mailto_targets(value: str) -> list[str]:
-    """The addresses a `mailto:` URI value sends to: those before its `?` and those of its
-    to, cc and bcc headers (RFC 6068), each percent-decoded once; none if it is not one."""
-    text = _without_comments(_clean(value)).strip().removeprefix("<").removesuffix(">")
-    text = text.strip()
-    if not text.startswith("mailto:"):
-        return []
-    path, _, headers = text.partition("?")
-    path, _ = _after_mailto(path)
-    found = [part for part in _list_parts(path) if normalise(part) is not None]
-    # A "+" in a header is a plus sign (RFC 6068), not the form encoding's space.
-    for name, content in parse_qsl(headers.replace("+", "%2B")):
-        if name in ("to", "cc", "bcc"):
-            found += [part for part in _list_parts(_clean(content))
-                      if normalise(part) is not None]
+    """The addresses each `mailto:` URI in a value sends to: those before its `?` and
+    those of its to, cc and bcc headers (RFC 6068), percent-decoded once."""
+    text = _clean(value)
+    found: list[str] = []
+    start = text.find("mailto:")
+    while start >= 0:
+        end = _URI_END.search(text, start)
+        uri = text[start:end.start() if end else len(text)]
+        start = text.find("mailto:", _skip_mailto(text, start))
+        path, _ = _mailto_path(uri)
+        found += [part for part in _list_parts(path) if normalise(part) is not None]
+        headers = uri[_skip_mailto(uri):].partition("?")[2]
+        # A "+" in a header is a plus sign (RFC 6068), not the form encoding's space; an
+        # href copied from HTML may still have its "&amp;".
+        for name, content in parse_qsl(headers.replace("&amp;", "&").replace("+", "%2B")):
+            if name.casefold() in ("to", "cc", "bcc"):
+                found += [part for part in _list_parts(_clean(content))
+                          if normalise(part) is not None]
     return found
 
 
@@ -254,7 +309,10 @@ def _list_parts(value: str) -> list[str]:
             elif char == '"':
                 quoted = False
         elif depth:
-            depth += 1 if char == "(" else -1 if char == ")" else 0
+            if char == "\\":
+                escaped = True
+            else:
+                depth += 1 if char == "(" else -1 if char == ")" else 0
         elif char == '"' and not bracketed:
             quoted = True
         elif char == "(" and not bracketed:
@@ -267,6 +325,8 @@ def _list_parts(value: str) -> list[str]:
             parts.append(value[start:index])
             start = index + 1
     parts.append(value[start:])
+    if quoted or depth or bracketed:  # unbalanced: split at every separator instead
+        return _LIST_SEPARATORS.split(value)
     return parts
 
 
