@@ -41,6 +41,7 @@ _LIST_SEPARATORS = re.compile("[,;\uff0c\uff1b\ufe50\ufe54]")
 # An address-shaped token: no white space, brackets, quotes or list punctuation in it.
 _ADDRESS_TOKEN = re.compile(r"[^\s@<>()\[\]{},;:\"'`|\\]+@[^\s@<>()\[\]{},;:\"'`|\\?&/=]+")
 _HEADER_MARK = re.compile(r"[?=&/]")
+_BARE_ADDRESS = re.compile(r"[^\s@<>()\[\]{},;:\"'`|\\?&/=%]+@[^\s@<>()\[\]{},;:\"'`|\\?&/=%]+")
 _GROUP = re.compile(r":[^@;]*@[^;]*;|:\s*;")  # an RFC 5322 group: "Team: a@b.org, c@d.org;"
 _URI_END = re.compile(r"[\s>]")
 _MAY_LIST = re.compile("[,;\uff0c\uff1b\ufe50\ufe54\\s]")  # what a list's parts are split at
@@ -224,6 +225,8 @@ def _addresses_in(value: str) -> list[str]:
     address group, every address-shaped token in it (whatever a list's punctuation)."""
     cleaned = _clean(value)
     found = [value] if normalise(value) is not None else []
+    if found and _BARE_ADDRESS.fullmatch(cleaned) is not None:
+        return found  # one address and nothing else: no other reading can add one
     if not found or _MAY_LIST.search(cleaned) is not None:
         found += _listed(cleaned)
     if found or "<" in cleaned or "mailto:" in cleaned or _GROUP.search(cleaned):
