@@ -201,3 +201,13 @@ def test_an_address_list_with_a_group_holds_each_address(value: str) -> None:
     empty `undisclosed-recipients:;` mail clients write): such a value is a list of
     addresses and holds alice's."""
     assert ALICE in found(value)
+
+
+@pytest.mark.parametrize("value", [
+    "\u2039alice.smith@example.org\u203a", "Alice \u00abalice.smith@example.org\u00bb",
+    "\u201cSmith, Alice\u201d \u2039alice.smith@example.org\u203a"])
+def test_typographic_brackets_and_quotes_read_as_ascii_ones(value: str) -> None:
+    """Guillemets and curly quotes, as word processors write `<`, `>` and `"`, give the
+    same address as the ASCII ones (not a different one holding the bracket)."""
+    assert normalise(value) == ALICE
+    assert found(value) == {ALICE}

@@ -32,6 +32,11 @@ INVISIBLE = dict.fromkeys(
      *range(0xFE00, 0xFE10), 0xFEFF, 0xFFA0, *range(0xFFF0, 0xFFF9),
      *range(0x1BCA0, 0x1BCA4), *range(0x1D173, 0x1D17B), *range(0xE0000, 0xE1000)])
 
+# Typographic angle brackets and double quotes (guillemets, curly quotes, as word
+# processors write them): the ASCII ones they stand for.
+TYPOGRAPHIC = str.maketrans({"\u2039": "<", "\u203a": ">", "\u00ab": "<", "\u00bb": ">",
+                             "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"'})
+
 # Control characters that are not white space (NUL, ESC, DEL, C1): a mail system drops
 # them, so they do not make another address.
 CONTROLS = dict.fromkeys(
@@ -95,6 +100,7 @@ def _clean(value: str) -> str:
         value = unicodedata.normalize("NFKC", value)
         value = unicodedata.normalize("NFKC", value.casefold()).translate(INVISIBLE)
         value = value.replace("\u3002", ".")  # the ideographic full stop ends a domain too
+        value = value.translate(TYPOGRAPHIC)
     else:
         value = value.casefold()
     return value.strip()
