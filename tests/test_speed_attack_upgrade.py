@@ -159,6 +159,22 @@ def shuffled_histories(seed: int, count: int) -> list[str]:
     return out
 
 
+def _refused_only_for_a_lifted_listing(facts: list[str], old: dict[str, Any],
+                                       new: dict[str, Any]) -> set[str]:
+    """The facts the old code refused as a suppressed address's direct-marketing consent
+    and this code accepted, each of a subject whose own opt-in (subscribe-form) is dated
+    before it: the one decision round 9 changed on purpose."""
+    refused_before = {r["fact"] for r in old["rejections"]
+                      if "suppression list" in r["reason"]}
+    refused_now = {r["fact"] for r in new["rejections"]}
+    parsed = [json.loads(line) for line in facts]
+    own_opt_ins = [(f["subject"], f["at"]) for f in parsed
+                   if f["type"] == "consent-given" and f.get("method") == "subscribe-form"]
+    return {f["id"] for f in parsed
+            if f["id"] in refused_before - refused_now and f["type"] == "consent-given"
+            and any(subject == f["subject"] and at < f["at"] for subject, at in own_opt_ins)}
+
+
 def decisions(report: dict[str, Any]) -> list[tuple[Any, ...]]:
     return sorted((r["fact"], r["reason"]) for r in report["rejections"])
 
@@ -196,7 +212,21 @@ def test_random_histories_are_decided_as_before(before_src: Path, tmp_path: Path
                         "suppressed_at", "unsubscribed_at", "consequences")}
             documents.append(found)
     old, new = reports
-    assert (old["accepted"], old["rejected"]) == (new["accepted"], new["rejected"])
+    # Round 9 changed one decision on purpose (tests/test_attack9_suppression_runs.py): a
+    # listing lifted by the person's own opt-in (HQIP: subscribe-form) no longer counts
+    # for the rest of the run that lifted it, as it did not in a later run. Facts the old
+    # code refused for that listing alone, after such an opt-in, are left out of the
+    # comparison, with their subjects' documents; anything else must read as before.
+    lifted = _refused_only_for_a_lifted_listing(facts, old, new)
+    for report in reports:
+        report["rejections"] = [r for r in report["rejections"] if r["fact"] not in lifted]
+    changed = {json.loads(line)["subject"] for line in facts
+               if json.loads(line)["id"] in lifted}
+    for found in documents:
+        for n in [n for n in found if f"subscriber:rh-{n}" in changed]:
+            del found[n]
+    assert (old["accepted"], old["rejected"] - len(lifted)) == (
+        new["accepted"] - len(lifted), new["rejected"])
     assert decisions(old) == decisions(new)
     assert documents[0] == documents[1]
     print(seed, old["accepted"], old["rejected"], sum(
