@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 
 from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, fact, lines
@@ -48,10 +47,6 @@ def crm_row_while_listed(tag: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="the cross-subject check uses the listing subject's "
-                   "final state (RunListings / the projection: lifted = no rows), not the "
-                   "list as it stood at the row's time: in a later run the row is accepted "
-                   "and not flagged, in one run it is refused")
 def test_a_row_dated_while_listed_is_refused_or_flagged_however_the_runs_are_split(
         hqip: Ledger) -> None:
     """The same facts in one run and split into runs: a CRM row dated while Alice's

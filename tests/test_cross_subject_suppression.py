@@ -189,6 +189,7 @@ def fresh_store(kind: str, root: Path) -> Iterator[Settings]:
 
 
 DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
 BASE = datetime(2024, 3, 1, 9, tzinfo=UTC)
 days = st.integers(0, 6)
 
@@ -197,21 +198,33 @@ def iso(day: int) -> str:
     return (BASE + day * DAY).isoformat()
 
 
-def expected_flag(unsubscribed: int, marketing: int, opt_in: int | None) -> bool:
-    """In fact time: B's record is barred when the address was suppressed by its time and
-    B's own opt-in was not in force then."""
-    return unsubscribed <= marketing and not (opt_in is not None and opt_in <= marketing)
+def a_opts_in_again(day: int) -> dict[str, Any]:
+    """A's own opt-in, in the evening (never at the same time as another fact): it lifts
+    A's listing from then on, not before."""
+    return fact("consent-given", A, (BASE + day * DAY + 12 * HOUR).isoformat(),
+                purpose="direct-marketing", method="subscribe-form")
+
+
+def expected_flag(unsubscribed: int, marketing: int, opt_in: int | None,
+                  a_lift: int | None = None) -> bool:
+    """In fact time: B's record is barred when the address was listed at its time (A's
+    unsubscribe by then, A's own opt-in after it not yet) and B's own opt-in was not in
+    force then."""
+    lifted = a_lift is not None and unsubscribed <= a_lift and a_lift < marketing
+    return (unsubscribed <= marketing and not lifted
+            and not (opt_in is not None and opt_in <= marketing))
 
 
 def arrival_run(kind: str, root: Path, unsubscribed: int, marketing: int,
-                opt_in: int | None, order: list[int]) -> tuple[bool, list[Any]]:
-    """A's and B's history, the three facts that matter arriving in `order`, each in its
-    own run, rejected ones re-submitted until nothing more lands; whether B's record was
-    kept, and B's limit_breaches (the same after a rebuild)."""
-    late = [a_unsubscribes(iso(unsubscribed)), b_marketing(iso(marketing))]
-    if opt_in is not None:
-        late.append(b_opts_in(iso(opt_in)))
-    arriving = [late[i] for i in order if i < len(late)]
+                opt_in: int | None, order: list[int],
+                a_lift: int | None = None) -> tuple[bool, list[Any]]:
+    """A's and B's history, the facts that matter arriving in `order`, each in its own
+    run, rejected ones re-submitted until nothing more lands; whether B's record was kept,
+    and B's limit_breaches (the same after a rebuild)."""
+    late = [a_unsubscribes(iso(unsubscribed)), b_marketing(iso(marketing)),
+            b_opts_in(iso(opt_in)) if opt_in is not None else None,
+            a_opts_in_again(a_lift) if a_lift is not None else None]
+    arriving = [one for one in (late[i] for i in order) if one is not None]
     with fresh_store(kind, root) as store, Ledger(store) as ledger:
         ledger.adopt_policy(HQIP, ADOPTED)
         assert ingest(ledger, *a_holds_the_address(), b_consents_by_list_import()).ok
@@ -233,9 +246,9 @@ def arrival_run(kind: str, root: Path, unsubscribed: int, marketing: int,
 
 
 def check_any_order(kind: str, root: Path, unsubscribed: int, marketing: int,
-                    opt_in: int | None, order: list[int]) -> None:
-    kept, breaches = arrival_run(kind, root, unsubscribed, marketing, opt_in, order)
-    barred = expected_flag(unsubscribed, marketing, opt_in)
+                    opt_in: int | None, order: list[int], a_lift: int | None = None) -> None:
+    kept, breaches = arrival_run(kind, root, unsubscribed, marketing, opt_in, order, a_lift)
+    barred = expected_flag(unsubscribed, marketing, opt_in, a_lift)
     if not barred:
         assert kept and breaches == []
         return
@@ -249,28 +262,30 @@ def check_any_order(kind: str, root: Path, unsubscribed: int, marketing: int,
     assert_no_personal_value(breaches)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=HEALTH)
+@settings(max_examples=30, deadline=None, suppress_health_check=HEALTH)
 @given(unsubscribed=days, marketing=days, opt_in=st.none() | days,
-       order=st.permutations([0, 1, 2]))
+       a_lift=st.none() | days, order=st.permutations([0, 1, 2, 3]))
 def test_bs_flag_is_the_fact_time_answer_for_any_arrival_order_sqlite(
         tmp_path: Path, unsubscribed: int, marketing: int, opt_in: int | None,
-        order: list[int]) -> None:
-    """Whatever order A's unsubscribe, B's marketing and B's own opt-in arrive in (each in
-    its own run): a kept record of B is flagged exactly when, in fact time, the address was
-    suppressed by its time and B's opt-in was not in force then; the same list after a
-    rebuild and in the DSAR export. A refused one arrived after the unsubscribe."""
-    check_any_order("sqlite", tmp_path, unsubscribed, marketing, opt_in, order)
+        a_lift: int | None, order: list[int]) -> None:
+    """Whatever order A's unsubscribe, B's marketing, B's own opt-in and A's own opt-in
+    (lifting A's listing) arrive in (each in its own run): a kept record of B is flagged
+    exactly when, in fact time, the address was listed at its time (a listing lifted
+    later still counts before its lift) and B's opt-in was not in force then; the same
+    list after a rebuild and in the DSAR export. A refused one arrived after the
+    unsubscribe."""
+    check_any_order("sqlite", tmp_path, unsubscribed, marketing, opt_in, order, a_lift)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=HEALTH,
+@settings(max_examples=8, deadline=None, suppress_health_check=HEALTH,
           phases=(Phase.explicit, Phase.reuse, Phase.generate))
 @given(unsubscribed=days, marketing=days, opt_in=st.none() | days,
-       order=st.permutations([0, 1, 2]))
+       a_lift=st.none() | days, order=st.permutations([0, 1, 2, 3]))
 def test_bs_flag_is_the_fact_time_answer_for_any_arrival_order_postgres(
         tmp_path: Path, unsubscribed: int, marketing: int, opt_in: int | None,
-        order: list[int]) -> None:
+        a_lift: int | None, order: list[int]) -> None:
     """PostgreSQL: the same property as on SQLite, on a fresh database per example."""
-    check_any_order("postgres", tmp_path, unsubscribed, marketing, opt_in, order)
+    check_any_order("postgres", tmp_path, unsubscribed, marketing, opt_in, order, a_lift)
 
 
 def test_another_subjects_objection_or_exclusion_flags_it_too(ledger: Ledger) -> None:

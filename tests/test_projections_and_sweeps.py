@@ -53,30 +53,39 @@ def test_rebuilding_one_projection_leaves_the_others(ledger: Ledger) -> None:
     assert snapshot_views(ledger) == before
 
 
-def test_a_store_from_before_the_suppression_list_gets_it_built(backend: Settings) -> None:
-    """Opening a store whose views still have the retired one-subject-per-hash suppression
-    table drops it (and its position) and builds the suppression list from the log."""
+def test_a_store_from_before_the_suppression_listings_gets_them_built(
+        backend: Settings) -> None:
+    """Opening a store whose views still have a retired suppression table (one subject
+    per hash; then the listings in force only, without lifted ones) drops it and its
+    position, and builds the suppression listings from the log."""
     with Ledger(backend) as ledger:
         ledger.adopt_policy(CONFIG / "hqip.toml", ADOPTED)
         ledger.ingest([json.dumps(f) for f in generate_facts("hqip", 60)], NOW)
         ledger.projections.catch_up()
         suppressed = ledger.suppressed_hashes()
+        listings = ledger.suppression_listings()
         assert suppressed
         head = ledger.projections.head()
-        with ledger.views.begin() as conn:  # the views as the previous version left them
+        with ledger.views.begin() as conn:  # the views as earlier versions left them
             conn.execute(tables.suppression.delete())
             conn.execute(tables.positions.delete()
-                         .where(tables.positions.c.name == "suppression-list"))
+                         .where(tables.positions.c.name == "suppression-listings"))
             conn.execute(sa.text("CREATE TABLE lifecycle_suppression (email_hash "
                                  "VARCHAR(64) PRIMARY KEY, subject_id VARCHAR(36))"))
-            conn.execute(tables.positions.insert().values(name="suppression", position=head))
+            conn.execute(sa.text("CREATE TABLE lifecycle_suppression_list (email_hash "
+                                 "VARCHAR(64), subject_id VARCHAR(36), since TIMESTAMP, "
+                                 "PRIMARY KEY (email_hash, subject_id))"))
+            for name in ("suppression", "suppression-list"):
+                conn.execute(tables.positions.insert().values(name=name, position=head))
     with Ledger(backend) as reopened:
-        assert not sa.inspect(reopened.views).has_table("lifecycle_suppression")
+        for table in ("lifecycle_suppression", "lifecycle_suppression_list"):
+            assert not sa.inspect(reopened.views).has_table(table)
         with reopened.views.connect() as conn:
             names = set(conn.execute(sa.select(tables.positions.c.name)).scalars())
-        assert "suppression" not in names
+        assert not names & {"suppression", "suppression-list"}
         reopened.projections.catch_up()
         assert reopened.suppressed_hashes() == suppressed
+        assert reopened.suppression_listings() == listings
 
 
 def test_projection_status_shows_lag_until_caught_up(ledger: Ledger) -> None:

@@ -201,6 +201,10 @@ class _Preferences:
     suppressed_at: datetime | None = None
     unsubscribed_at: datetime | None = None
     objected_at: dict[str, datetime] = field(default_factory=dict)
+    # Each time the subject's addresses were on the list: from, and until the person's
+    # own opt-in lifted it (None: still listed). Lifted listings are kept, so a fact
+    # is checked against the list as it stood at its own time whenever it arrives.
+    listings: list[tuple[datetime, datetime | None]] = field(default_factory=list)
 
 
 SUPPRESSING = ("unsubscribed", "objected", "excluded")
@@ -220,6 +224,14 @@ def fold_preferences(log: list[tuple[datetime, str, str, str, str | None]],
     def suppress(at: datetime) -> None:
         if state.suppressed_at is None:
             state.suppressed_at = at
+            state.listings.append((at, None))
+
+    def lift(at: datetime) -> None:
+        if state.suppressed_at is not None:
+            since = state.listings.pop()[0]
+            if since < at:  # lifted at the very time it began: never in force
+                state.listings.append((since, at))
+            state.suppressed_at = None
 
     for at, _, kind, purpose, method in sorted(log, key=lambda e: (e[0], e[1])):
         if until is not None and at > until:
@@ -229,7 +241,7 @@ def fold_preferences(log: list[tuple[datetime, str, str, str, str | None]],
             state.objected_at.pop(purpose, None)
             if purpose == DIRECT_MARKETING:
                 # Re-subscribing is the person's own choice; it lifts the suppression.
-                state.suppressed_at = None
+                lift(at)
                 state.unsubscribed_at = None
         elif kind == "withdrawn":
             withdraw(purpose, at)
@@ -319,6 +331,12 @@ class DataSubject(Aggregate):
     @property
     def suppressed_at(self) -> datetime | None:
         return self._prefs.suppressed_at
+
+    @property
+    def suppression_listings(self) -> list[tuple[datetime, datetime | None]]:
+        """Each time this subject's addresses were on the suppression list, in fact time:
+        from, and until the person's own opt-in lifted it (None: listed now)."""
+        return self._prefs.listings
 
     @property
     def unsubscribed_at(self) -> datetime | None:

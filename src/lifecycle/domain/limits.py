@@ -20,8 +20,8 @@ fact known then (docs/guarantees.md, "Processing limits"):
 `breaches` finds accepted facts a limit dated before them bars, now that it is known (a
 limit that arrived after them): the same facts give the same list in any arrival order.
 `suppression_breaches` adds the direct-marketing records holding an address the
-suppression list (any subject's unsubscribe, marketing objection or exclusion) bars from
-before their time, given the list and the records' address hashes.
+suppression list (any subject's unsubscribe, marketing objection or exclusion) barred at
+their time, given the list's listings and the records' address hashes.
 """
 
 from __future__ import annotations
@@ -37,6 +37,17 @@ from lifecycle.domain.email_address import method_slug
 from lifecycle.domain.errors import InvalidFact
 from lifecycle.policy.model import Policy
 from lifecycle.domain.vocabulary import ALL_SCOPE, DIRECT_MARKETING
+
+# A time an address was on the suppression list: from, and until the listing subject's own
+# opt-in lifted it (None: listed now).
+Listing = tuple[datetime, datetime | None]
+
+
+def listed_from(listings: Collection[Listing], at: datetime) -> datetime | None:
+    """When the listing in force at `at` began (the earliest, if several are), or None:
+    the list as it stood at `at`, lifted listings included."""
+    return min((since for since, until in listings
+                if since <= at and (until is None or at < until)), default=None)
 
 ART_18_2 = {
     "consent": "with the data subject's consent",
@@ -312,17 +323,17 @@ def resubscribed(subject: DataSubject, policy: Policy | None, at: datetime) -> b
 
 def suppression_breaches(subject: DataSubject, policy: Policy | None,
                          held: Mapping[str, Collection[str]],
-                         listed: Mapping[str, datetime],
+                         listed: Mapping[str, Collection[Listing]],
                          known: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`known` (the subject's `breaches`) with each direct-marketing record whose collected
-    value held an address on the suppression list from before the record's time, and each
-    marketing use of such a record from the address's listing on (an `activity` on it, a
+    value held an address on the suppression list at the record's time, and each
+    marketing use of such a record while the address was listed (an `activity` on it, a
     direct-marketing `shared` of it), the subject's own opt-in not in force then: what
     ingest refuses when the suppression arrives first (the record), and what marketing
     to a listed address is (its uses). `held`: each record's keyed address hashes;
-    `listed`: each hash on the list with the earliest time it is suppressed from (any
-    subject's). No value, and no word of the subject that suppressed it, goes into the
-    entry: not even the time of its unsubscribe, only the day."""
+    `listed`: each hash with every listing of it (any subject's, lifted ones too). No
+    value, and no word of the subject that suppressed it, goes into the entry: not even
+    the time of its unsubscribe, only the day."""
     flagged = {(b["fact"], b["at"], b.get("record"), b.get("recipient")) for b in known}
     found = list(known)
 
@@ -344,17 +355,21 @@ def suppression_breaches(subject: DataSubject, policy: Policy | None,
         record = subject.records.get(name)
         if record is None or record.purpose != DIRECT_MARKETING:
             continue
-        since = min((listed[h] for h in hashes if h in listed), default=None)
-        if since is None:
+        listings = [listing for h in hashes for listing in listed.get(h, ())]
+        if not listings:
             continue
-        if since <= record.collected_at and name not in collected:
+        since = listed_from(listings, record.collected_at)
+        if since is not None and name not in collected:
             flag("collected", record.collected_at, since,
                  "no new direct-marketing collection holding it", record=name)
         for at, about in subject.activities:
-            if about == name and since <= at:
+            since = listed_from(listings, at) if about == name else None
+            if since is not None:
                 flag("activity", at, since, "no direct marketing to it", record=name)
         for share in subject.shares:
-            if share.purpose == DIRECT_MARKETING and name in share.records and since <= share.at:
+            since = (listed_from(listings, share.at) if share.purpose == DIRECT_MARKETING
+                     and name in share.records else None)
+            if since is not None:
                 flag("shared", share.at, since, "no direct-marketing disclosure of it",
                      recipient=share.recipient)
     return _in_order(found)

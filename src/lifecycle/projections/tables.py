@@ -31,8 +31,10 @@ metadata = sa.MetaData()
 TZ = UTCDateTime()
 
 # Projections this version no longer has, with their tables (dropped when views open):
-# "suppression" kept one subject per hash and became "suppression-list".
-RETIRED = {"suppression": "lifecycle_suppression"}
+# "suppression" kept one subject per hash and became "suppression-list", which kept only
+# the listings in force and became "suppression-listings".
+RETIRED = {"suppression": "lifecycle_suppression",
+           "suppression-list": "lifecycle_suppression_list"}
 
 positions = sa.Table(
     "lifecycle_projection_positions", metadata,
@@ -69,13 +71,16 @@ schedule = sa.Table(
     sa.Index("ix_retention_schedule_due", "done", "dispose_at"),
 )
 
-# One row per subject holding each hash, so rows never depend on the order subjects are
-# applied in; an e-mail is suppressed while any subject holding it is.
+# One row per subject holding each hash and each time it listed it, so rows never depend
+# on the order subjects are applied in; an e-mail is suppressed at a time when a row of it
+# covers that time (`until` None: listed now). A listing lifted by the person's own opt-in
+# keeps its row, so a fact is checked against the list as it stood at its own time.
 suppression = sa.Table(
-    "lifecycle_suppression_list", metadata,
+    "lifecycle_suppression_listings", metadata,
     sa.Column("email_hash", sa.String(64), primary_key=True),
     sa.Column("subject_id", sa.String(36), primary_key=True, index=True),
-    sa.Column("since", TZ, nullable=False),
+    sa.Column("since", TZ, primary_key=True),
+    sa.Column("until", TZ),
 )
 
 consents = sa.Table(

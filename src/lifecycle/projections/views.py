@@ -222,17 +222,18 @@ class ScheduleProjection:
 
 
 class SuppressionProjection:
-    """Keyed hashes of suppressed e-mails, with the subjects that suppressed them: never
-    the e-mail itself; survives erasure."""
+    """Keyed hashes of suppressed e-mails, with the subjects that suppressed them and
+    each time they did (lifted listings too): never the e-mail itself; survives erasure."""
 
-    name = "suppression-list"
+    name = "suppression-listings"
     tables = (tables.suppression,)
     unchanged_by = SWEEP_EVENTS
 
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
         rows: list[dict[str, object]] = [
-            {"email_hash": digest, "subject_id": str(s.id), "since": s.suppressed_at}
-            for s in subjects if s.suppressed_at is not None
+            {"email_hash": digest, "subject_id": str(s.id), "since": since, "until": until}
+            for s in subjects if s.suppression_hashes
+            for since, until in s.suppression_listings
             for digest in s.suppression_hashes]
         _replace(ctx.conn, tables.suppression, ctx.stale_ids(subjects), rows)
 

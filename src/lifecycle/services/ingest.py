@@ -12,7 +12,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -32,7 +32,7 @@ from lifecycle.aggregates.request_case import RequestCase
 from lifecycle.domain.errors import InvalidFact, KeyDestroyed, NoSuchRequest, SuppressedAddress
 from lifecycle.support.gc_pause import PeriodicCollection, cyclic_gc_paused
 from lifecycle.store.event_store import SubjectStore
-from lifecycle.domain.limits import check_limits, own_opt_in, resubscribed
+from lifecycle.domain.limits import Listing, check_limits, listed_from, own_opt_in, resubscribed
 from lifecycle.policy.model import Policy
 from lifecycle.services.shredding import save_then_destroy
 from lifecycle.domain.vocabulary import ALL_SCOPE, DIRECT_MARKETING
@@ -100,13 +100,13 @@ _HANDLER_NAMES = {kind: "_" + kind.replace("-", "_") for kind in f.FACT_TYPES}
 
 class RunListings:
     """The suppression list as this run's facts leave it, before any projection has seen
-    them: each subject the run touched that lists (or listed) addresses, with its current
-    hashes and since when (None: lifted by the person's own opt-in). Such a subject's
-    state here replaces its rows in the projection, so a listing lifted in the run stops
-    counting in the run, as it does in a later one."""
+    them: each subject the run touched that lists (or listed) addresses, with its hashes
+    and every time it listed them (lifted listings too). Such a subject's state here
+    replaces its rows in the projection, so a listing lifted in the run counts in the run
+    only for facts dated while it was in force, as it does in a later run."""
 
     def __init__(self) -> None:
-        self._subjects: dict[str, tuple[datetime | None, frozenset[str]]] = {}
+        self._subjects: dict[str, tuple[tuple[Listing, ...], frozenset[str]]] = {}
         # May name subjects that no longer list it; frozen, so a copy can share them.
         self._by_hash: dict[str, frozenset[str]] = {}
 
@@ -117,9 +117,7 @@ class RunListings:
         return copied
 
     def note(self, subject: DataSubject) -> None:
-        since = subject.suppressed_at
-        state = (since, frozenset(subject.suppression_hashes) if since is not None
-                 else frozenset())
+        state = (tuple(subject.suppression_listings), frozenset(subject.suppression_hashes))
         subject_id = str(subject.id)
         if self._subjects.get(subject_id) != state:
             self._subjects[subject_id] = state
@@ -128,14 +126,17 @@ class RunListings:
                 if subject_id not in named:
                     self._by_hash[digest] = named | {subject_id}
 
-    def lists(self, digest: str, at: datetime, stored: Mapping[str, datetime]) -> bool:
-        """Whether a subject lists `digest` by `at`: from this run's state of the subjects
-        it touched, from `stored` (the projection's rows: subject -> since) for the rest."""
+    def lists(self, digest: str, at: datetime,
+              stored: Mapping[str, Sequence[Listing]]) -> bool:
+        """Whether a subject listed `digest` at `at`: from this run's state of the subjects
+        it touched, from `stored` (the projection's rows: subject -> listings) for the
+        rest."""
         for subject_id in self._by_hash.get(digest, ()):
-            since, hashes = self._subjects[subject_id]
-            if since is not None and since <= at and digest in hashes:
+            listings, hashes = self._subjects[subject_id]
+            if digest in hashes and listed_from(listings, at) is not None:
                 return True
-        return any(since <= at for subject_id, since in stored.items()
+        return any(listed_from(listings, at) is not None
+                   for subject_id, listings in stored.items()
                    if subject_id not in self._subjects)
 
 
@@ -144,7 +145,8 @@ class FactApplier:
 
     def __init__(self, vault: KeyVault, now: datetime, cases: CaseBook,
                  policy: Policy | None = None,
-                 listed: Callable[[str], Mapping[str, datetime]] | None = None) -> None:
+                 listed: Callable[[str], Mapping[str, Sequence[Listing]]] | None = None
+                 ) -> None:
         self.vault = vault
         self.cases = cases
         self.now = now
@@ -463,7 +465,8 @@ class Ingestor:
                  on_progress: Callable[[int], None] | None = None,
                  on_rejected: Callable[[f.Rejection], None] | None = None,
                  policy: Policy | None = None,
-                 listed: Callable[[str], Mapping[str, datetime]] | None = None) -> None:
+                 listed: Callable[[str], Mapping[str, Sequence[Listing]]] | None = None
+                 ) -> None:
         self.store = store
         self.vault = vault
         self.now = now

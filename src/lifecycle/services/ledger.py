@@ -29,6 +29,7 @@ from lifecycle.domain.errors import KeyDestroyed, SubjectNotFound
 from lifecycle.store.event_store import SAVE_RETRIES, SubjectStore, open_subject_store
 from lifecycle.store.engines import reads_of
 from lifecycle.domain.facts import Rejection
+from lifecycle.domain.limits import Listing
 from lifecycle.services.ingest import Ingestor, IngestReport
 from lifecycle.store.lease import schema_lock
 from lifecycle.policy.loader import load_policy, policy_from_document
@@ -95,11 +96,11 @@ class Ledger:
                on_rejected: Callable[[Rejection], None] | None = None) -> IngestReport:
         adoption = self.store.latest_adoption()
         policy = policy_from_document(adoption.document) if adoption else None
-        listings: dict[str, dict[str, datetime]] | None = None
+        listings: dict[str, dict[str, list[Listing]]] | None = None
 
-        def listed(email_hash: str) -> Mapping[str, datetime]:
-            """The subjects that list the hash as the store stands before this run (read
-            once per run, after every stored event is projected), each with its since."""
+        def listed(email_hash: str) -> Mapping[str, list[Listing]]:
+            """The subjects that listed the hash as the store stands before this run (read
+            once per run, after every stored event is projected), each with its listings."""
             nonlocal listings
             if listings is None:
                 self.projections.catch_up()
@@ -279,22 +280,24 @@ class Ledger:
         return set(self.suppression_since())
 
     def suppression_since(self) -> dict[str, datetime]:
-        """Each keyed hash on the suppression list, with when it was first suppressed."""
+        """Each keyed hash on the suppression list now, with the earliest time a listing
+        in force now began."""
         s = tables.suppression
         with self.view_reads.connect() as conn:
             first = sa.func.min(s.c.since, type_=s.c.since.type)
-            rows = conn.execute(sa.select(s.c.email_hash, first).group_by(s.c.email_hash))
+            rows = conn.execute(sa.select(s.c.email_hash, first).where(s.c.until.is_(None))
+                                .group_by(s.c.email_hash))
             return {digest: since for digest, since in rows}
 
-    def suppression_listings(self) -> dict[str, dict[str, datetime]]:
-        """Each keyed hash on the suppression list, with each subject that lists it and
-        since when."""
+    def suppression_listings(self) -> dict[str, dict[str, list[Listing]]]:
+        """Each keyed hash ever on the suppression list, with each subject that listed it
+        and every time it did (lifted listings too)."""
         s = tables.suppression
-        found: dict[str, dict[str, datetime]] = {}
+        found: dict[str, dict[str, list[Listing]]] = {}
         with self.view_reads.connect() as conn:
-            for digest, subject_id, since in conn.execute(
-                    sa.select(s.c.email_hash, s.c.subject_id, s.c.since)):
-                found.setdefault(digest, {})[subject_id] = since
+            for digest, subject_id, since, until in conn.execute(
+                    sa.select(s.c.email_hash, s.c.subject_id, s.c.since, s.c.until)):
+                found.setdefault(digest, {}).setdefault(subject_id, []).append((since, until))
         return found
 
     def subject(self, reference: str) -> DataSubject:

@@ -1,13 +1,13 @@
 """Marketing kept before another subject's suppression of its address, flagged on read.
 
-Ingest refuses direct-marketing data holding an address on the suppression list from
-before the data's time (unless the person's own opt-in is in force then). When the data
-arrives first and the suppression later, possibly from another subject, the data is kept;
-this lists it in the subject's `limit_breaches` (lifecycle.domain.limits
-`suppression_breaches`). It is worked out when the subject is read, from the suppression
-list as it stands and the record's address hashes, never stored in a view: so it does not
-depend on the order subjects were projected or facts arrived in, and a rebuild gives it
-back unchanged. Only keyed hashes of addresses are compared; no address leaves the vault.
+Ingest refuses direct-marketing data holding an address on the suppression list at the
+data's time (unless the person's own opt-in is in force then). When the data arrives
+first and the suppression later, possibly from another subject, the data is kept; this
+lists it in the subject's `limit_breaches` (lifecycle.domain.limits
+`suppression_breaches`). It is worked out when the subject is read, from the list's
+listings (lifted ones too) and the record's address hashes, never stored in a view: so
+it does not depend on the order subjects were projected or facts arrived in, and a
+rebuild gives it back unchanged. Only keyed hashes of addresses are compared; no address leaves the vault.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from lifecycle.aggregates.data_subject import DataSubject
 from lifecycle.domain.email_address import find_addresses
 from lifecycle.domain.errors import KeyDestroyed
-from lifecycle.domain.limits import suppression_breaches
+from lifecycle.domain.limits import Listing, suppression_breaches
 from lifecycle.domain.vocabulary import DIRECT_MARKETING
 from lifecycle.policy.model import Policy
 from lifecycle.projections import tables
@@ -37,21 +37,20 @@ def address_hashes(vault: KeyVault, address: str, keep_subaddress: bool) -> set[
             vault.email_hash(address, legacy=True)}
 
 
-def listed_since(views: sa.Engine, digests: set[str],
-                 until: datetime | None = None) -> dict[str, datetime]:
-    """Each of `digests` on the suppression list, with the earliest time any subject
-    suppressed it from (up to `until`, when given)."""
+def listings_of(views: sa.Engine, digests: set[str],
+                until: datetime | None = None) -> dict[str, list[Listing]]:
+    """Each of `digests` on the suppression list, with every listing of it (any subject's,
+    lifted ones too), up to those begun by `until` when it is given."""
     s = tables.suppression
-    found: dict[str, datetime] = {}
+    found: dict[str, list[Listing]] = {}
     ordered = sorted(digests)
     with views.connect() as conn:
         for begin in range(0, len(ordered), CHUNK):
-            query = (sa.select(s.c.email_hash, sa.func.min(s.c.since, type_=s.c.since.type))
-                     .where(s.c.email_hash.in_(ordered[begin:begin + CHUNK]))
-                     .group_by(s.c.email_hash))
-            for digest, since in conn.execute(query):
+            query = (sa.select(s.c.email_hash, s.c.since, s.c.until)
+                     .where(s.c.email_hash.in_(ordered[begin:begin + CHUNK])))
+            for digest, since, lifted in conn.execute(query):
                 if until is None or since <= until:
-                    found[digest] = since
+                    found.setdefault(digest, []).append((since, lifted))
     return found
 
 
@@ -86,7 +85,7 @@ def with_suppression_breaches(known: list[dict[str, Any]],
         held[record] = {digest for address in find_addresses(value)
                         for digest in address_hashes(vault, address, keep)}
     digests = set().union(*held.values()) if held else set()
-    listed = listed_since(views, digests, until) if digests else {}
+    listed = listings_of(views, digests, until) if digests else {}
     subject = load_subject() if listed else None
     if subject is None:
         return known

@@ -153,7 +153,9 @@ class AddressIndex:
             if r.key_id in live:
                 found.setdefault(r.reference, []).append(r.record)
         with self.ledger.views.connect() as conn:
-            suppressed = conn.execute(sa.select(tables.suppression.c.email_hash).where(
-                tables.suppression.c.email_hash.in_(sorted(digests))).limit(1)).first() is not None
+            listed = tables.suppression.c
+            suppressed = conn.execute(sa.select(listed.email_hash).where(
+                listed.email_hash.in_(sorted(digests)) & listed.until.is_(None))
+                .limit(1)).first() is not None
         return FindResult([Match(ref, sorted(set(recs))) for ref, recs in sorted(found.items())],
                           suppressed, is_address)
