@@ -155,6 +155,7 @@ class FactApplier:
         self.listed = listed or (lambda digest: {})
         self.shreds: list[Shred] = []
         self._hash_cache: dict[str, tuple[str, ...]] = {}
+        self._lookup_cache: dict[str, tuple[str, ...]] = {}
         self._legacy_cache: dict[str, str] = {}
         self.run_listings = RunListings()
 
@@ -354,10 +355,19 @@ class FactApplier:
             email for values in later for email in find_addresses(values)))
 
     def _hashes_of(self, emails: Iterable[str]) -> list[str]:
+        """The hashes the addresses go on the list under: each one's lookup hashes and,
+        while tags are kept, the untagged form of a tagged one (`KeyVault.untagged_hash`)."""
         hashes: dict[str, None] = {}
+        keep = self._keep_subaddress()
         for email in emails:
             hashes.update(dict.fromkeys(self._hash_forms(email)))
+            untagged = self.vault.untagged_hash(email) if keep else None
+            if untagged is not None:
+                hashes[untagged] = None
         return list(hashes)
+
+    def _keep_subaddress(self) -> bool:
+        return self.policy is not None and self.policy.suppression.keep_subaddress
 
     def _resubscribed(self, s: DataSubject, at: datetime) -> bool:
         return resubscribed(s, self.policy, at)
@@ -371,7 +381,7 @@ class FactApplier:
         # case-folded value: those match too. The sub-address form is kept on the list
         # besides the bare one, so a later keep_subaddress policy still finds it.
         own = s.suppressed_as_of(at) and s.suppression_hashes
-        for digest in (*self._hash_forms(email), self._legacy_hash(email)):
+        for digest in (*self._lookup_forms(email), self._legacy_hash(email)):
             if own and digest in s.suppression_hashes:
                 return True
             if self.run_listings.lists(digest, at, self.listed(digest)):
@@ -392,10 +402,20 @@ class FactApplier:
         any sub-address tag kept (the same hash when it has none); once per address."""
         found = self._hash_cache.get(email)
         if found is None:
-            keep = self.policy is not None and self.policy.suppression.keep_subaddress
-            found = self.vault.listing_hashes(email, keep)
+            found = self.vault.listing_hashes(email, self._keep_subaddress())
             if len(self._hash_cache) < 100_000:
                 self._hash_cache[email] = found
+        return found
+
+    def _lookup_forms(self, email: str) -> tuple[str, ...]:
+        """The hashes an address is looked up under: its listing hashes and, while tags
+        are dropped, its untagged form as listings made while they were kept hold it."""
+        found = self._lookup_cache.get(email)
+        if found is None:
+            untagged = None if self._keep_subaddress() else self.vault.untagged_hash(email)
+            found = self._hash_forms(email) + ((untagged,) if untagged else ())
+            if len(self._lookup_cache) < 100_000:
+                self._lookup_cache[email] = found
         return found
 
     def _dated_values(self, s: DataSubject) -> Iterator[tuple[datetime, Any]]:

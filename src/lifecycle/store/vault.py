@@ -1272,6 +1272,17 @@ class KeyVault:
         bare = self._email_hasher.hexdigest(own.encode())
         return (bare,) if tagged == own else (bare, self._email_hasher.hexdigest(tagged.encode()))
 
+    def untagged_hash(self, email: str) -> str | None:
+        """The hash a listing made while tags were kept (`keep_subaddress`) also holds of a
+        tagged address, and a lookup while tags are dropped also asks for: the address
+        without its tag, hashed apart from every address's own hash (no address holds a
+        line break), so alice+news@'s listing bars alice@ only once tags are dropped.
+        None if it is not an address."""
+        forms = spellings(email)
+        if forms is None:
+            return None
+        return self._email_hasher.hexdigest(b"untagged\n" + forms[0].encode())
+
     def email_hash(self, email: str, *, keep_subaddress: bool = False,
                    legacy: bool = False) -> str:
         """Keyed hash of the e-mail in its one spelling (`email_address.normalise`):
