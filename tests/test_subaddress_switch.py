@@ -11,7 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lifecycle.services.ledger import Ledger
+from lifecycle.store.vault import KeyVault, create_vault_engine
 from tests.facts_builder import collected, fact, lines
 from tests.suppression_setup import ADOPTED, HQIP, NOW
 
@@ -88,3 +92,38 @@ def test_a_kept_row_is_flagged_after_the_switch_too(ledger: Ledger, tmp_path: Pa
     flagged = [(b["fact"], b.get("record")) for b in
                ledger.subject_view("crm:0")["limit_breaches"]]
     assert flagged == [("collected", "crm-row")]
+
+
+_VAULT = KeyVault(create_vault_engine("sqlite://"), bytes(range(32)))
+_local = st.text("abc.", min_size=1, max_size=4).filter(
+    lambda s: not s.startswith(".") and not s.endswith(".") and ".." not in s)
+_tag = st.none() | st.text("xyz", min_size=1, max_size=3)
+
+
+def _address(local: str, tag: str | None) -> str:
+    return f"{local}{'' if tag is None else '+' + tag}@example.org"
+
+
+@settings(max_examples=300, deadline=None)
+@given(_local, _tag, _local, _tag, st.booleans(), st.booleans())
+def test_a_lookup_meets_a_listing_exactly_when_the_policy_calls_them_one_address(
+        listed_local: str, listed_tag: str | None, asked_local: str,
+        asked_tag: str | None, kept_when_listed: bool, kept_when_asked: bool) -> None:
+    """Whatever keep_subaddress was when an address was listed and is when another is
+    looked up, the lookup finds the listing exactly when: tags dropped at the lookup, the
+    two have the same untagged form; tags kept at the lookup, the same tagged form, or
+    (for a listing made while tags were dropped, which stood for every tag) the lookup is
+    of the untagged form itself."""
+    listed = _address(listed_local, listed_tag)
+    asked = _address(asked_local, asked_tag)
+    on_list = set(_VAULT.listing_hashes(listed, kept_when_listed))
+    if kept_when_listed:
+        on_list.add(_VAULT.untagged_hash(listed) or "")
+    found = bool(on_list & set(_VAULT.lookup_hashes(asked, kept_when_asked)))
+    same_untagged = listed_local == asked_local
+    same_tagged = same_untagged and listed_tag == asked_tag
+    if kept_when_asked:
+        assert found == (same_tagged or (not kept_when_listed and same_untagged
+                                         and asked_tag is None)), (listed, asked)
+    else:
+        assert found == same_untagged, (listed, asked)

@@ -412,8 +412,7 @@ class FactApplier:
         are dropped, its untagged form as listings made while they were kept hold it."""
         found = self._lookup_cache.get(email)
         if found is None:
-            untagged = None if self._keep_subaddress() else self.vault.untagged_hash(email)
-            found = self._hash_forms(email) + ((untagged,) if untagged else ())
+            found = self.vault.lookup_hashes(email, self._keep_subaddress())
             if len(self._lookup_cache) < 100_000:
                 self._lookup_cache[email] = found
         return found

@@ -34,9 +34,8 @@ def address_hashes(vault: KeyVault, address: str, keep_subaddress: bool) -> set[
     """Every hash ingest looks an address up under: its one spelling (by the policy's
     keep_subaddress), that spelling with any tag kept, the older trimmed form and, while
     tags are dropped, the untagged form a listing made while they were kept holds."""
-    untagged = None if keep_subaddress else vault.untagged_hash(address)
-    return {*vault.listing_hashes(address, keep_subaddress),
-            vault.email_hash(address, legacy=True), *([untagged] if untagged else [])}
+    return {*vault.lookup_hashes(address, keep_subaddress),
+            vault.email_hash(address, legacy=True)}
 
 
 def listings_of(views: sa.Engine, digests: set[str],

@@ -1264,7 +1264,10 @@ class KeyVault:
         """The hashes an address is listed under on the suppression list: its one spelling
         (by the policy's `keep_subaddress`), and that spelling with any sub-address tag
         kept (one hash when the two are the same)."""
-        forms = spellings(email)  # the address normalised once for both spellings
+        return self._listing_hashes(email, spellings(email), keep_subaddress)
+
+    def _listing_hashes(self, email: str, forms: tuple[str, str] | None,
+                        keep_subaddress: bool) -> tuple[str, ...]:
         if forms is None:  # not an address: hashed as `email_hash` hashes it
             return (self._email_hasher.hexdigest(email.strip().casefold().encode()),)
         untagged, tagged = forms
@@ -1279,9 +1282,19 @@ class KeyVault:
         line break), so alice+news@'s listing bars alice@ only once tags are dropped.
         None if it is not an address."""
         forms = spellings(email)
-        if forms is None:
-            return None
-        return self._email_hasher.hexdigest(b"untagged\n" + forms[0].encode())
+        return None if forms is None else self._untagged_digest(forms[0])
+
+    def lookup_hashes(self, email: str, keep_subaddress: bool) -> tuple[str, ...]:
+        """The hashes an address is looked up under on the suppression list: its
+        `listing_hashes` and, while tags are dropped, its `untagged_hash` (normalised once)."""
+        forms = spellings(email)  # the address normalised once for every hash
+        listed = self._listing_hashes(email, forms, keep_subaddress)
+        if forms is None or keep_subaddress:
+            return listed
+        return (*listed, self._untagged_digest(forms[0]))
+
+    def _untagged_digest(self, untagged: str) -> str:
+        return self._email_hasher.hexdigest(b"untagged\n" + untagged.encode())
 
     def email_hash(self, email: str, *, keep_subaddress: bool = False,
                    legacy: bool = False) -> str:
