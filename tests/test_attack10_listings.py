@@ -12,14 +12,10 @@ the limit, the forbidden fact is rejected; arriving before it, it is kept and li
 
 from __future__ import annotations
 
-import random
-from datetime import datetime
 from typing import Any
 
 import pytest
 
-from lifecycle.aggregates.data_subject import fold_preferences
-from lifecycle.domain.limits import listed_from
 from lifecycle.services.ledger import Ledger
 from tests.facts_builder import collected, fact, lines, t
 from tests.suppression_setup import NOW, hqip  # noqa: F401 - hqip is a fixture
@@ -160,3 +156,27 @@ def test_a_crm_import_consent_kept_before_the_listing_is_flagged(hqip: Ledger) -
                                    id="a-3")]), NOW).ok
     breaches = hqip.subject_view("s:bob")["limit_breaches"]
     assert [b["fact"] for b in breaches] == ["consent-given"], breaches
+
+
+@pytest.mark.xfail(strict=True, reason="in one file a consent-given is applied first at "
+                   "its instant (so a crm-import consent is accepted), and the fold, "
+                   "sorting by fact id, then lets it lift the unsubscribe of that instant: "
+                   "the address is never listed")
+def test_an_unsubscribe_and_a_crm_import_consent_at_one_instant_in_one_file(
+        hqip: Ledger) -> None:
+    """Only the person's own opt-in lifts a listing. One file holds Alice's unsubscribe
+    and a CRM-import direct-marketing consent for her, both dated 1 March 2024 (the
+    consent's fact id sorting after the unsubscribe's). Sent in two runs, unsubscribe
+    first, the consent is refused and the address is listed from 1 March; in one file
+    the address must be listed from 1 March too, so another subject's CRM row dated
+    1 May is refused."""
+    assert hqip.ingest(lines(alice_subscribed()), NOW).ok
+    assert hqip.ingest(lines([
+        fact("unsubscribed", "s:alice", "2024-03-01T00:00:00Z", id="a-3"),
+        fact("consent-given", "s:alice", "2024-03-01T00:00:00Z", purpose="direct-marketing",
+             method="crm-import", id="a-4"),
+    ]), NOW).accepted >= 1
+    listings = hqip.store.get_subject("s:alice").suppression_listings
+    report = hqip.ingest(lines(crm_row("crm:b", "2024-05-01T00:00:00Z")), NOW)
+    assert listings == [(t("2024-03-01T00:00:00+00:00"), None)], listings
+    assert refused_or_flagged(hqip, report, "crm:b"), report.as_dict()
