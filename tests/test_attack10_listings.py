@@ -52,10 +52,6 @@ def refused_or_flagged(ledger: Ledger, report: Any, subject: str) -> bool:
 # -- breaks -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="fold_preferences lifts a listing on any "
-                   "direct-marketing consent-given, whatever its method: a crm-import "
-                   "consent that arrived before the (earlier-dated) unsubscribe ends the "
-                   "listing, so later marketing to the address is accepted silently")
 def test_a_crm_import_consent_that_arrived_first_does_not_lift_the_listing(
         hqip: Ledger) -> None:
     """Only the person's own opt-in lifts a listing. Alice unsubscribes on 1 March 2024;
@@ -87,9 +83,6 @@ def test_a_crm_import_consent_that_arrived_first_does_not_lift_the_listing(
     assert outcomes == {"unsubscribe first": True, "consent first": True}
 
 
-@pytest.mark.xfail(strict=True, reason="a CRM re-import consent kept while Alice's own "
-                   "opt-in had lifted her listing ends the relisting that a late "
-                   "unsubscribe dated between opens")
 def test_a_late_relisting_is_not_ended_by_a_crm_import_consent(hqip: Ledger) -> None:
     """Alice unsubscribes (1 March), opts in again herself (1 April); a CRM re-import
     consent for her is dated 1 June (lawful as far as the ledger knows: she is not
@@ -111,9 +104,6 @@ def test_a_late_relisting_is_not_ended_by_a_crm_import_consent(hqip: Ledger) -> 
     assert refused_or_flagged(hqip, report, "crm:b"), report.as_dict()
 
 
-@pytest.mark.xfail(strict=True, reason="every hash of a subject gets every listing of "
-                   "the subject: an address first held after a lifted listing is listed "
-                   "for that earlier interval too, refusing (or flagging) lawful rows")
 def test_an_address_held_only_after_a_lifted_listing_is_not_listed_before(
         hqip: Ledger) -> None:
     """An address is listed from the listing fact that put it there. Alice unsubscribes
@@ -158,10 +148,6 @@ def test_a_crm_import_consent_kept_before_the_listing_is_flagged(hqip: Ledger) -
     assert [b["fact"] for b in breaches] == ["consent-given"], breaches
 
 
-@pytest.mark.xfail(strict=True, reason="in one file a consent-given is applied first at "
-                   "its instant (so a crm-import consent is accepted), and the fold, "
-                   "sorting by fact id, then lets it lift the unsubscribe of that instant: "
-                   "the address is never listed")
 def test_an_unsubscribe_and_a_crm_import_consent_at_one_instant_in_one_file(
         hqip: Ledger) -> None:
     """Only the person's own opt-in lifts a listing. One file holds Alice's unsubscribe

@@ -208,6 +208,10 @@ class _Preferences:
 
 
 SUPPRESSING = ("unsubscribed", "objected", "excluded")
+# A direct-marketing consent that was not the person's own opt-in (by the policy in force
+# when it was recorded): a consent like any other, but it lifts no suppression.
+GIVEN_BY_OTHERS = "given-by-others"
+GIVEN = ("given", GIVEN_BY_OTHERS)
 
 
 def fold_preferences(log: list[tuple[datetime, str, str, str, str | None]],
@@ -236,8 +240,10 @@ def fold_preferences(log: list[tuple[datetime, str, str, str, str | None]],
     for at, _, kind, purpose, method in sorted(log, key=lambda e: (e[0], e[1])):
         if until is not None and at > until:
             break
-        if kind == "given":
+        if kind in GIVEN:
             state.consents[purpose] = Consent(purpose, at, method)
+            if kind == GIVEN_BY_OTHERS:
+                continue  # an objection or a listing stays: only the person lifts them
             state.objected_at.pop(purpose, None)
             if purpose == DIRECT_MARKETING:
                 # Re-subscribing is the person's own choice; it lifts the suppression.
@@ -291,6 +297,9 @@ class DataSubject(Aggregate):
         self.refusals: list[Refusal] = []
         self.reviews_flagged: dict[str, datetime] = {}
         self.suppression_hashes: list[str] = []
+        # When the subject first held each listed address, as far as its listing facts
+        # tell (None: recorded before this was kept, so from its listings' start).
+        self.suppression_held_from: dict[str, datetime | None] = {}
         self.excluded_at: datetime | None = None
         self.excluded_reason: Sealed | None = None
         self.relationship_ended_at: datetime | None = None
@@ -337,6 +346,23 @@ class DataSubject(Aggregate):
         """Each time this subject's addresses were on the suppression list, in fact time:
         from, and until the person's own opt-in lifted it (None: listed now)."""
         return self._prefs.listings
+
+    def listed_addresses(self) -> dict[str, list[tuple[datetime, datetime | None]]]:
+        """Each hash this subject listed, with the times it listed it: its listings, each
+        from when the subject held the address if that came later (an address first held
+        after a listing was lifted is not on that listing)."""
+        listings = self.suppression_listings
+        found: dict[str, list[tuple[datetime, datetime | None]]] = {}
+        for digest in self.suppression_hashes:
+            held = self.suppression_held_from.get(digest)
+            clipped = []
+            for since, until in listings:
+                start = since if held is None or held <= since else held
+                if until is None or start < until:
+                    clipped.append((start, until))
+            if clipped:
+                found[digest] = clipped
+        return found
 
     @property
     def unsubscribed_at(self) -> datetime | None:
@@ -539,9 +565,15 @@ class DataSubject(Aggregate):
         self._touch(at)
 
     @event("ConsentGiven")
-    def give_consent(self, fact_id: str, at: datetime, purpose: str, method: str | None) -> None:
+    def give_consent(self, fact_id: str, at: datetime, purpose: str, method: str | None,
+                     own_opt_in: bool | None = None) -> None:
+        """`own_opt_in` False: a direct-marketing consent the policy in force when it was
+        recorded does not count as the person's own opt-in, so it lifts no suppression,
+        whenever the suppression arrives (None: recorded before this was known)."""
         self.fact_ids[fact_id] = None
-        self._log_preference(at, fact_id, "given", purpose, method)
+        kind = (GIVEN_BY_OTHERS if purpose == DIRECT_MARKETING and own_opt_in is False
+                else "given")
+        self._log_preference(at, fact_id, kind, purpose, method)
 
     def withdraw_consent(self, fact_id: str, at: datetime, purpose: str,
                          method: str | None) -> None:
@@ -562,7 +594,7 @@ class DataSubject(Aggregate):
         """Withdraws direct-marketing consent and suppresses the e-mail at once."""
         self.fact_ids[fact_id] = None
         self._log_preference(at, fact_id, "unsubscribed", DIRECT_MARKETING)
-        self._suppress(email_hashes)
+        self._suppress(email_hashes, at)
 
     def share(self, fact_id: str, at: datetime, recipient: str, role: str, purpose: str,
               basis: str, records: list[str], categories: list[str], country: str,
@@ -620,7 +652,7 @@ class DataSubject(Aggregate):
         self.objection_log.append((purpose, at))
         self._log_preference(at, fact_id, "objected", purpose)
         if purpose == DIRECT_MARKETING:
-            self._suppress(email_hashes)
+            self._suppress(email_hashes, at)
 
     def request_erasure(self, fact_id: str, at: datetime, request: str,
                         ground: str | None = None) -> None:
@@ -729,7 +761,7 @@ class DataSubject(Aggregate):
         self.excluded_reason = reason
         self._note(notes_key_id, Note(at, "excluded"))
         self._log_preference(at, fact_id, "excluded", DIRECT_MARKETING)
-        self._suppress(email_hashes)
+        self._suppress(email_hashes, at)
 
     @event("RelationshipEnded")
     def end_relationship(self, fact_id: str, at: datetime, reason: Sealed | None,
@@ -832,26 +864,37 @@ class DataSubject(Aggregate):
         if self.last_activity_at is None or at > self.last_activity_at:
             self.last_activity_at = at
 
-    def extend_suppression(self, email_hashes: list[str]) -> None:
-        """Adds the addresses of a record that arrived after the suppression it falls
-        under (collected before it), as if it had been there when it came."""
-        new = [d for d in email_hashes if d not in self.suppression_hashes]
+    def extend_suppression(self, email_hashes: list[str], at: datetime) -> None:
+        """Adds the addresses of a value held from `at` that falls under a suppression
+        (collected before it, however late it arrived, or while the subject is
+        suppressed), as if it had been there when it came."""
+        new = [d for d in email_hashes if d not in self.suppression_held_from
+               or _later(self.suppression_held_from[d], at)]
         if new:
-            self._suppression_extended(email_hashes=new)
+            self._suppression_extended(email_hashes=new, at=at)
 
     @event("SuppressionExtended")
-    def _suppression_extended(self, email_hashes: list[str]) -> None:
-        self._suppress(email_hashes)
+    def _suppression_extended(self, email_hashes: list[str],
+                              at: datetime | None = None) -> None:
+        self._suppress(email_hashes, at)
 
     def _note(self, key_id: str | None, note: Note) -> None:
         if key_id is not None:  # (stores from before one key per note share one key)
             earlier = self.note_keys.get(key_id)
             self.note_keys[key_id] = note if earlier is None or note.at < earlier.at else earlier
 
-    def _suppress(self, email_hashes: list[str]) -> None:
+    def _suppress(self, email_hashes: list[str], at: datetime | None) -> None:
         for digest in email_hashes:
-            if digest not in self.suppression_hashes:
+            if digest not in self.suppression_held_from:
                 self.suppression_hashes.append(digest)
+                self.suppression_held_from[digest] = at
+            elif _later(self.suppression_held_from[digest], at):
+                self.suppression_held_from[digest] = at
+
+
+def _later(held: datetime | None, at: datetime | None) -> bool:
+    """Whether an address held from `held` is held earlier, from `at` (None: always)."""
+    return held is not None and (at is None or at < held)
 
 
 # Commands trigger their events directly (lifecycle.aggregates.fast_events): the same

@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from lifecycle.aggregates.data_subject import (
-    DataSubject, Record, _Preferences, fold_preferences,
+    GIVEN, DataSubject, Record, _Preferences, fold_preferences,
 )
 from lifecycle.domain.email_address import method_slug
 from lifecycle.domain.errors import InvalidFact
@@ -253,7 +253,7 @@ def _all_consented(subject: DataSubject) -> bool:
     for at, _, kind, purpose, _ in subject.preference_log:
         if kind in ("withdrawn", "unsubscribed", "objected"):
             return False
-        if kind == "given" and (purpose not in first or at < first[purpose]):
+        if kind in GIVEN and (purpose not in first or at < first[purpose]):
             first[purpose] = at
 
     def consented(purpose: str, at: datetime) -> bool:

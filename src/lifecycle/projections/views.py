@@ -233,8 +233,8 @@ class SuppressionProjection:
         rows: list[dict[str, object]] = [
             {"email_hash": digest, "subject_id": str(s.id), "since": since, "until": until}
             for s in subjects if s.suppression_hashes
-            for since, until in s.suppression_listings
-            for digest in s.suppression_hashes]
+            for digest, listings in s.listed_addresses().items()
+            for since, until in listings]
         _replace(ctx.conn, tables.suppression, ctx.stale_ids(subjects), rows)
 
 

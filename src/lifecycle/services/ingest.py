@@ -100,13 +100,13 @@ _HANDLER_NAMES = {kind: "_" + kind.replace("-", "_") for kind in f.FACT_TYPES}
 
 class RunListings:
     """The suppression list as this run's facts leave it, before any projection has seen
-    them: each subject the run touched that lists (or listed) addresses, with its hashes
-    and every time it listed them (lifted listings too). Such a subject's state here
+    them: each subject the run touched that lists (or listed) addresses, with each hash
+    and every time it listed it (lifted listings too). Such a subject's state here
     replaces its rows in the projection, so a listing lifted in the run counts in the run
     only for facts dated while it was in force, as it does in a later run."""
 
     def __init__(self) -> None:
-        self._subjects: dict[str, tuple[tuple[Listing, ...], frozenset[str]]] = {}
+        self._subjects: dict[str, dict[str, tuple[Listing, ...]]] = {}
         # May name subjects that no longer list it; frozen, so a copy can share them.
         self._by_hash: dict[str, frozenset[str]] = {}
 
@@ -117,11 +117,12 @@ class RunListings:
         return copied
 
     def note(self, subject: DataSubject) -> None:
-        state = (tuple(subject.suppression_listings), frozenset(subject.suppression_hashes))
+        state = {digest: tuple(listings)
+                 for digest, listings in subject.listed_addresses().items()}
         subject_id = str(subject.id)
         if self._subjects.get(subject_id) != state:
             self._subjects[subject_id] = state
-            for digest in state[1]:
+            for digest in state:
                 named = self._by_hash.get(digest, frozenset())
                 if subject_id not in named:
                     self._by_hash[digest] = named | {subject_id}
@@ -132,8 +133,8 @@ class RunListings:
         it touched, from `stored` (the projection's rows: subject -> listings) for the
         rest."""
         for subject_id in self._by_hash.get(digest, ()):
-            listings, hashes = self._subjects[subject_id]
-            if digest in hashes and listed_from(listings, at) is not None:
+            listings = self._subjects[subject_id].get(digest, ())
+            if listed_from(listings, at) is not None:
                 return True
         return any(listed_from(listings, at) is not None
                    for subject_id, listings in stored.items()
@@ -211,7 +212,9 @@ class FactApplier:
                 "consent-given: the subject's e-mail is on the suppression list and only "
                 "a method the policy lists in [suppression] resubscribe_methods (the "
                 "person's own opt-in) lifts it")
-        s.give_consent(fact.id, fact.at, fact.purpose, fact.method)
+        s.give_consent(fact.id, fact.at, fact.purpose, fact.method,
+                       self._own_opt_in(fact.method) if fact.purpose == DIRECT_MARKETING
+                       else None)
 
     def _consent_withdrawn(self, s: DataSubject, fact: f.ConsentWithdrawn) -> None:
         s.withdraw_consent(fact.id, fact.at, fact.purpose, fact.method)
@@ -344,15 +347,14 @@ class FactApplier:
         """The addresses of a value from before a suppression (however late it arrived),
         or from while the subject is suppressed, go on the list."""
         if s.suppressed_since(at) or s.suppressed_as_of(at):
-            s.extend_suppression(self._hashes_of(find_addresses(data)))
+            s.extend_suppression(self._hashes_of(find_addresses(data)), at)
 
     def _suppress_values_held_while_suppressed(self, s: DataSubject, at: datetime) -> None:
         """A suppression that arrives after values dated later than it: those held while
         the subject was suppressed go on the list, as if they had come after it."""
-        later = (values for when, values in self._dated_values(s)
-                 if when > at and s.suppressed_as_of(when))
-        s.extend_suppression(self._hashes_of(
-            email for values in later for email in find_addresses(values)))
+        for when, values in sorted(self._dated_values(s), key=lambda dated: dated[0]):
+            if when > at and s.suppressed_as_of(when):
+                s.extend_suppression(self._hashes_of(find_addresses(values)), when)
 
     def _hashes_of(self, emails: Iterable[str]) -> list[str]:
         """The hashes the addresses go on the list under: each one's lookup hashes and,
