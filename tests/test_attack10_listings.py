@@ -127,9 +127,6 @@ def test_an_address_held_only_after_a_lifted_listing_is_not_listed_before(
     assert not refused_or_flagged(hqip, after, "crm:after")
 
 
-@pytest.mark.xfail(strict=True, reason="a non-own direct-marketing consent-given kept "
-                   "before another subject's listing of the address is never flagged: "
-                   "suppression_breaches looks at records, activities and shares only")
 def test_a_crm_import_consent_kept_before_the_listing_is_flagged(hqip: Ledger) -> None:
     """Bob's enquiry record (1 June 2023) holds X. Alice, who also holds X, unsubscribes
     on 1 March 2024. A direct-marketing consent-given for Bob by crm-import dated 1 May

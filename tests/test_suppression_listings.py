@@ -71,3 +71,35 @@ def test_a_lifted_listing_is_kept_with_its_interval_and_leaves_the_list_in_force
     assert sorted(next(iter(by_subject.values()))) == [
         (datetime(2024, 3, 10, 10, tzinfo=UTC), datetime(2024, 8, 1, 10, tzinfo=UTC)),
         (datetime(2025, 1, 5, 8, tzinfo=UTC), None)]
+
+
+def test_a_consent_by_others_kept_before_the_persons_unsubscribe_is_flagged_not_a_lift(
+        ledger: Ledger) -> None:
+    """A direct-marketing consent-given that is not the person's own opt-in (crm-import),
+    dated after their unsubscribe but arriving before it, is kept, lifts nothing (the
+    address stays listed) and is listed in the person's `limit_breaches`; arriving after
+    it, it is refused."""
+    ledger.adopt_policy(HQIP, ADOPTED)
+    for tag, consent_first in (("a", True), ("b", False)):
+        person = f"subscriber:{tag}"
+        subscribed = [
+            collected(person, "2023-05-02T09:00:00Z", "newsletter",
+                      {"email": f"{tag}@example.org"}),
+            fact("consent-given", person, "2023-05-02T09:00:00Z",
+                 purpose="direct-marketing", method="subscribe-form")]
+        assert ledger.ingest(lines(subscribed), NOW).ok
+        unsubscribe = fact("unsubscribed", person, "2024-03-01T10:00:00Z")
+        reimport = fact("consent-given", person, "2024-04-01T10:00:00Z",
+                        purpose="direct-marketing", method="crm-import")
+        first, second = (reimport, unsubscribe) if consent_first else (unsubscribe, reimport)
+        reports = [ledger.ingest(lines([one]), NOW) for one in (first, second)]
+        view = ledger.subject_view(person)
+        consent_flags = [b for b in view["limit_breaches"] if b["fact"] == "consent-given"]
+        if consent_first:
+            assert all(r.ok for r in reports)
+            assert [b["at"] for b in consent_flags] == ["2024-04-01T10:00:00+00:00"]
+            assert "suppression list since 2024-03-01" in consent_flags[0]["limit"]
+        else:
+            assert reports[0].ok and not reports[1].ok
+            assert consent_flags == []
+        assert view["suppressed"] is True

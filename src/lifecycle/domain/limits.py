@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from lifecycle.aggregates.data_subject import (
-    GIVEN, DataSubject, Record, _Preferences, fold_preferences,
+    GIVEN, GIVEN_BY_OTHERS, DataSubject, Record, _Preferences, fold_preferences,
 )
 from lifecycle.domain.email_address import method_slug
 from lifecycle.domain.errors import InvalidFact
@@ -271,10 +271,10 @@ def _all_consented(subject: DataSubject) -> bool:
 def breaches(subject: DataSubject) -> list[dict[str, Any]]:
     """Accepted facts a limit in force at their time bars, known only now (it arrived
     after them): for the controller to act on (e.g. erase under Art 17(1)(d))."""
+    found = _consents_by_others_while_suppressed(subject)
     if not subject.restrictions and _all_consented(subject):
-        return []
+        return _in_order(found)
     judge = _Judge(subject)
-    found: list[dict[str, Any]] = []
     for rec in subject.records.values():
         reason = judge.judge(rec.collected_at, rec.purpose, rec.basis, {rec.purpose},
                              rec.restriction_exception, "new collection")
@@ -299,6 +299,28 @@ def breaches(subject: DataSubject) -> list[dict[str, Any]]:
             found.append({"fact": "activity", "at": at.isoformat(), "record": name,
                           "limit": reason})
     return _in_order(found)
+
+
+def _consents_by_others_while_suppressed(subject: DataSubject) -> list[dict[str, Any]]:
+    """Each direct-marketing consent-given that was not the person's own opt-in, dated
+    while the subject was suppressed: ingest refuses it when the suppression came first."""
+    found = []
+    for at, _, kind, purpose, _ in subject.preference_log:
+        if kind != GIVEN_BY_OTHERS or purpose != DIRECT_MARKETING:
+            continue
+        prefs = _prefs_at(subject, at)
+        if prefs.suppressed_at is None:
+            continue
+        found.append({"fact": "consent-given", "at": at.isoformat(), "limit": (
+            f"limit direct-marketing-stopped: the person's e-mail is on the suppression "
+            f"list since {_day(prefs.suppressed_at)} (Art 21(3), PECR reg 22); "
+            f"{CONSENT_NEEDS_OWN_OPT_IN}")})
+    return found
+
+
+CONSENT_NEEDS_OWN_OPT_IN = (
+    "only the person's own opt-in (a direct-marketing consent-given by one of the policy's "
+    "resubscribe_methods) gives a direct-marketing consent then")
 
 
 def _in_order(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -337,19 +359,32 @@ def suppression_breaches(subject: DataSubject, policy: Policy | None,
     flagged = {(b["fact"], b["at"], b.get("record"), b.get("recipient")) for b in known}
     found = list(known)
 
-    def flag(fact: str, at: datetime, since: datetime, what: str, **about: str) -> None:
+    def flag(fact: str, at: datetime, since: datetime, what: str,
+             holder: str = "an e-mail in it", **about: str) -> None:
         key = (fact, at.isoformat(), about.get("record"), about.get("recipient"))
         if key in flagged or resubscribed(subject, policy, at):
             return
         flagged.add(key)
         found.append({
             "fact": fact, "at": at.isoformat(), **about,
-            "limit": (f"limit direct-marketing-stopped: an e-mail in it is on the "
+            "limit": (f"limit direct-marketing-stopped: {holder} is on the "
                       f"suppression list since {since.date().isoformat()} (Art 21(3), "
                       f"PECR reg 22); "
                       f"{what} until the person's own opt-in (a direct-marketing "
                       "consent-given by one of the policy's resubscribe_methods)")})
 
+    # A direct-marketing consent by others than the person, while an address the subject
+    # held then was listed (ingest refuses it when the listing came first).
+    for at, _, kind, purpose, _ in subject.preference_log:
+        if kind != GIVEN_BY_OTHERS or purpose != DIRECT_MARKETING:
+            continue
+        listings = [listing for name, hashes in held.items()
+                    if name in subject.records and subject.records[name].collected_at <= at
+                    for h in hashes for listing in listed.get(h, ())]
+        since = listed_from(listings, at)
+        if since is not None:
+            flag("consent-given", at, since, "no direct-marketing consent",
+                 holder="an e-mail the subject held then")
     collected = {b.get("record") for b in known if b["fact"] == "collected"}
     for name, hashes in sorted(held.items()):
         record = subject.records.get(name)

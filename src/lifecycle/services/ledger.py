@@ -41,7 +41,9 @@ from lifecycle.store.settings import Settings
 from lifecycle.services.shredding import finish_interrupted
 from lifecycle.domain.statutory_clock import days_left, is_overdue, london_date
 from lifecycle.services.sweep import Sweeper, SweepReport, refuse_future_sweep
-from lifecycle.services.suppression_flags import marketing_values, with_suppression_breaches
+from lifecycle.services.suppression_flags import (
+    gives_marketing_consent, live_values, with_suppression_breaches,
+)
 from lifecycle.domain.vocabulary import DIRECT_MARKETING
 
 
@@ -353,8 +355,9 @@ class Ledger:
         open_one = _opened_once(self.vault.open)
         document["limit_breaches"] = with_suppression_breaches(
             document["limit_breaches"],
-            [(r["record"], r["sealed"][0]) for r in document["records"]
-             if r["purpose"] == DIRECT_MARKETING and not r["erased_at"] and r["sealed"]],
+            [(r["record"], r["purpose"], r["sealed"][0]) for r in document["records"]
+             if not r["erased_at"] and r["sealed"]],
+            any(c["purpose"] == DIRECT_MARKETING for c in document["consents"]),
             lambda: self.store.get_subject(reference),
             policies[latest.label] if latest is not None else None, self.vault,
             self.view_reads, open_one)
@@ -416,12 +419,12 @@ class Ledger:
                 raise KeyDestroyed("erased")
             return open_one(sealed)
 
-        marketing = marketing_values(subject)
-        if marketing:
+        values, consent = live_values(subject), gives_marketing_consent(subject)
+        if consent or any(purpose == DIRECT_MARKETING for _, purpose, _ in values):
             self.projections.catch_up()  # the suppression list, as of every stored event
             document["limit_breaches"] = with_suppression_breaches(
-                document["limit_breaches"], marketing, lambda: subject, policy, self.vault,
-                self.view_reads, open_value, until=as_of)
+                document["limit_breaches"], values, consent, lambda: subject, policy,
+                self.vault, self.view_reads, open_value, until=as_of)
         return document
 
     def _requests_as_of(self, subject: DataSubject, as_of: datetime

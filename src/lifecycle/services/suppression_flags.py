@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lifecycle.aggregates.data_subject import DataSubject
+from lifecycle.aggregates.data_subject import GIVEN, DataSubject
 from lifecycle.domain.email_address import find_addresses
 from lifecycle.domain.errors import KeyDestroyed
 from lifecycle.domain.limits import Listing, suppression_breaches
@@ -55,30 +55,40 @@ def listings_of(views: sa.Engine, digests: set[str],
     return found
 
 
-def marketing_values(subject: DataSubject) -> list[tuple[str, str]]:
-    """Each live direct-marketing record of the subject, with its collected value (sealed)."""
-    return [(r.record, r.values[0]) for r in subject.records.values()
-            if r.purpose == DIRECT_MARKETING and r.erased_at is None]
+def live_values(subject: DataSubject) -> list[tuple[str, str, str]]:
+    """Each live record of the subject, with its purpose and collected value (sealed)."""
+    return [(r.record, r.purpose, r.values[0]) for r in subject.records.values()
+            if r.erased_at is None and r.values]
+
+
+def gives_marketing_consent(subject: DataSubject) -> bool:
+    return any(kind in GIVEN and purpose == DIRECT_MARKETING
+               for _, _, kind, purpose, _ in subject.preference_log)
 
 
 def with_suppression_breaches(known: list[dict[str, Any]],
-                              marketing: list[tuple[str, str]],
+                              values: list[tuple[str, str, str]], marketing_consent: bool,
                               load_subject: Callable[[], DataSubject | None],
                               policy: Policy | None, vault: KeyVault, views: sa.Engine,
                               open_value: Callable[[str], Any] | None = None,
                               until: datetime | None = None) -> list[dict[str, Any]]:
-    """`known` (the subject's limit_breaches) with its direct-marketing records that hold
-    an address suppressed from before their time. `marketing`: each live direct-marketing
-    record with its collected value, sealed; `open_value` opens one (default: the vault),
+    """`known` (the subject's limit_breaches) with its direct-marketing records, and its
+    direct-marketing consents by others than the person, that came while an address they
+    hold was listed (lifecycle.domain.limits `suppression_breaches`). `values`: each live
+    record with its purpose and collected value, sealed; `marketing_consent`: whether the
+    subject was ever given a direct-marketing consent (then every record's addresses are
+    read, else only direct-marketing ones'). `open_value` opens one (default: the vault),
     raising KeyDestroyed for an erased one (not flagged: its addresses can no longer be
     read, and erasing it was the remedy). The subject is loaded only when one of its
     addresses is listed."""
-    if not marketing:
+    read = [(record, sealed) for record, purpose, sealed in values
+            if marketing_consent or purpose == DIRECT_MARKETING]
+    if not read:
         return known
     opener = open_value or vault.open
     keep = policy is not None and policy.suppression.keep_subaddress
     held: dict[str, set[str]] = {}
-    for record, sealed in marketing:
+    for record, sealed in read:
         try:
             value = opener(sealed)
         except KeyDestroyed:
