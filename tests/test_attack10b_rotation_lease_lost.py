@@ -12,13 +12,15 @@ re-wrap, a stall, a network cut that heals) is played by a pause: the child runs
 with `lifecycle.services.rotation.crash_point` wrapped so that at one named step it waits
 for a file to appear (nothing else in the child is changed).
 
-Found (strict xfails, both backends): the rotation never re-checks its lease, and the two
-places that handle `<key file>.next` assume it is their own: `write_next_key` unlinks
-whatever is there, `install_next_key` unlinks it once the key file holds its own new key.
-With two rotators (lease lost) either can delete the key of the epoch the other is
-re-wrapping into, and every live data key ends under an epoch whose key is nowhere: the
-store no longer opens (not even `audit verify`), no erasure recorded. And a rotator
-whose KeysRotated save loses to another's ends "unexpected error (IntegrityError)".
+Found, and fixed (both backends): the rotation never re-checked its lease, and the two
+places that handled `<key file>.next` assumed it was their own (`write_next_key` unlinked
+whatever was there, `install_next_key` unlinked it once the key file held its own new
+key). With two rotators (lease lost) either could delete the key of the epoch the other
+was re-wrapping into, and every live data key ended under an epoch whose key was
+nowhere. Now each rotation's key has a file of its own, an epoch begins only over the
+epoch its rotation saw current, and the lease is re-checked before each step that
+changes the epochs or the key file. A rotator whose KeysRotated save lost to another's
+ended "unexpected error (IntegrityError)"; it now reads the record again.
 Holds: two rotators at once while the lease is kept (one refused in one line), beside
 an ingest with erasures and a sweep; a lost lease with one more rotator and no third.
 """
@@ -37,7 +39,7 @@ import sqlalchemy as sa
 
 from lifecycle.services.ledger import Ledger
 from lifecycle.services.rotation import recorded_rotations
-from lifecycle.store.epoch_keys import next_key_path
+from lifecycle.store.epoch_keys import next_key_files
 from lifecycle.store.master_key import key_check_value
 from lifecycle.store.settings import Settings
 from lifecycle.store.vault import CURRENT, RETIRED, data_keys
@@ -152,7 +154,7 @@ def state(settings: Settings) -> dict[str, Any]:
     finally:
         engine.dispose()
     on_disk = set()
-    for path in (settings.master_key_file, next_key_path(settings)):
+    for path in (settings.master_key_file, *next_key_files(settings)):
         if path.exists():
             on_disk.add(key_check_value(base64.b64decode(path.read_text())))
     keys_at_hand = sorted(e for e, c in checks.items() if c in on_disk)
@@ -230,10 +232,6 @@ def rotating_store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     return store(tmp_path, url)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rotate() never re-checks its lease; a second run's write_next_key unlinks the first "
-    "run's <key file>.next, and the first then begins an epoch whose key is only in its "
-    "memory: every live key is re-wrapped under it and the key is lost"))
 def test_a_rotation_that_lost_its_lease_before_its_epoch_began_loses_no_key(
         rotating_store: Settings, tmp_path: Path) -> None:
     """Rule: whatever happens to the rotation lease, no data key ends wrapped under an
@@ -263,10 +261,6 @@ def test_a_rotation_that_lost_its_lease_before_its_epoch_began_loses_no_key(
         found, resumed.stderr[-400:], again.stderr[-400:])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rotate() never re-checks its lease; install_next_key() unlinks <key file>.next "
-    "whenever the key file already holds its own new key, though that file is now the "
-    "next rotation's key: its epoch's key is lost and every key was re-wrapped under it"))
 def test_a_rotation_that_lost_its_lease_mid_rewrap_keeps_the_next_rotations_key(
         rotating_store: Settings, tmp_path: Path) -> None:
     """Rule: a rotation that lost its lease never destroys a key another rotation needs.
@@ -297,9 +291,6 @@ def test_a_rotation_that_lost_its_lease_mid_rewrap_keeps_the_next_rotations_key(
         found, a_done.stderr[-300:], c_done.stderr[-300:], again.stderr[-300:])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rotation._record saves KeysRotated with no answer to a concurrent save: the "
-    "eventsourcing IntegrityError (duplicate key) reaches the CLI as 'unexpected error'"))
 def test_a_rotation_whose_lease_was_lost_and_work_finished_elsewhere_says_so(
         rotating_store: Settings, tmp_path: Path) -> None:
     """Rule: a rotator that lost its lease while another run finished the same rotation

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.store.epoch_keys import next_key_path
+from lifecycle.store.epoch_keys import next_key_files
 from lifecycle.store.master_key import key_check_value
 from lifecycle.store.vault import CURRENT, RETIRED, data_keys
 from lifecycle.support.faults import CRASH_ENV
@@ -91,4 +91,4 @@ def test_a_rotation_killed_at_any_step_is_finished_by_the_next_run(
         assert ledger.subject_view(SUBJECTS[0])["records"][0]["data"] == "erased"
     key = base64.b64decode(backend.master_key_file.read_text())
     assert key_check_value(key) == current[0].key_check
-    assert not next_key_path(backend).exists()
+    assert next_key_files(backend) == []

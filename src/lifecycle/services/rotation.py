@@ -36,17 +36,20 @@ from datetime import datetime
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
 
 from lifecycle.aggregates.key_rotations import ROTATIONS_ID, KeyRotations, Rotation
-from lifecycle.store.epoch_keys import (install_next_key, next_key_path,
-                                         operator_key_source, write_next_key)
+from lifecycle.store.epoch_keys import (find_epoch_key, install_next_key,
+                                         operator_key_source, remove_next_key,
+                                         remove_unused_next_keys, write_next_key)
+from lifecycle.store.master_key import key_check_value
 from lifecycle.store.vault import (CURRENT, RETIRED, RETIRING, EpochRow, KeyVault,
-                                   RewrapBatch)
+                                   RewrapBatch, RotationOvertaken)
 from lifecycle.domain.errors import LifecycleError
 from lifecycle.store.event_store import SubjectStore
 from lifecycle.support.faults import crash_point
 from lifecycle.services.key_policy import KeyPolicy
-from lifecycle.store.lease import lease_for
+from lifecycle.store.lease import Lease, lease_for
 from lifecycle.store.settings import Settings
 
 ACTOR_ENV = "LIFECYCLE_ACTOR"
@@ -124,17 +127,26 @@ def recorded_rotations(store: SubjectStore) -> list[Rotation]:
 
 def _record(store: SubjectStore, old: EpochRow, new: EpochRow, now: datetime, by: str,
             live: int) -> bool:
-    try:
-        found: Any = store.repository.get(ROTATIONS_ID)
-    except AggregateNotFoundError:
-        found = KeyRotations()
-    assert isinstance(found, KeyRotations)
-    started = new.created_at or now
-    if not found.record(old.epoch, new.epoch, old.fingerprint, new.fingerprint, started,
-                        now, new.created_by or by, new.rewrapped, live):
-        return False
-    store.save(found)
-    return True
+    """Saves the KeysRotated event unless it is recorded; False if it was (by an earlier
+    run, or by another process that saved it first)."""
+    for attempt in range(2):
+        try:
+            found: Any = store.repository.get(ROTATIONS_ID)
+        except AggregateNotFoundError:
+            found = KeyRotations()
+        assert isinstance(found, KeyRotations)
+        started = new.created_at or now
+        if not found.record(old.epoch, new.epoch, old.fingerprint, new.fingerprint, started,
+                            now, new.created_by or by, new.rewrapped, live):
+            return False
+        try:
+            store.save(found)
+        except IntegrityError:
+            if attempt:
+                raise
+            continue  # another process saved the rotations first: read them again
+        return True
+    return False
 
 
 def rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datetime,
@@ -150,9 +162,20 @@ def rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: dateti
     if not lease.acquire():
         raise RotationBusy("another process is rotating the master key; nothing was done")
     try:
-        return _rotate(settings, vault, store, now, by, batch, workers)
+        return _rotate(settings, vault, store, now, by, batch, workers, lease)
     finally:
         lease.release()
+
+
+def _keep_lease(lease: Lease) -> None:
+    """Before a step that changes the epochs or the key file: the lease must still be
+    this process's (a session the server dropped is re-taken if nobody else holds it).
+    It only narrows the window: what keeps two rotations apart is that an epoch begins
+    only over the epoch its rotation saw current, and no rotation removes another's
+    new-key file."""
+    if not lease.acquire():
+        raise RotationBusy("this rotation lost its lease to another process, which "
+                           "finishes it; nothing more was done here")
 
 
 class Pacer:
@@ -272,19 +295,35 @@ def _paced(vault: KeyVault, old: int, new: int, ranges: list[tuple[int, int]], b
 
 
 def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datetime,
-            by: str, batch: int, workers: int) -> RotationReport:
+            by: str, batch: int, workers: int, lease: Lease) -> RotationReport:
     epochs = vault.epochs()
     retiring = next((e for e in epochs if e.state == RETIRING), None)
     resumed = retiring is not None
     if retiring is None:
+        seen = next(e for e in epochs if e.state == CURRENT).epoch
         key = write_next_key(settings)
         crash_point("rotate-key-written")
-        vault.begin_epoch(key, now, by)
+        _keep_lease(lease)
+        began = time.time()
+        try:  # only if `seen` is still current and no rotation is under way
+            vault.begin_epoch(key, now, by, after=seen)
+        except RotationOvertaken as overtaken:
+            remove_next_key(settings, key_check_value(key))  # it wrapped nothing
+            raise RotationBusy(f"another process rotated the master key meanwhile "
+                               f"({overtaken}); nothing was done") from None
         crash_point("rotate-epoch-begun")
         epochs = vault.epochs()
         retiring = next(e for e in epochs if e.state == RETIRING)
+        remove_unused_next_keys(settings, {e.key_check for e in epochs}, began)
     current = next(e for e in epochs if e.state == CURRENT)
-    vault.epoch_key(current.epoch, current.key_check)  # the new key must be at hand
+    # The new key must be on disk (not only in this process) before anything is wrapped
+    # under it: a process that wraps its new keys, or the next run, reads it from there.
+    if find_epoch_key(settings, current.key_check) is None:
+        raise LifecycleError(
+            f"the key of master-key epoch {current.epoch} (fingerprint "
+            f"{current.fingerprint}) is in neither the key file {settings.master_key_file} "
+            "nor a new-key file beside it; nothing was re-wrapped")
+    vault.epoch_key(current.epoch, current.key_check)
     pacer = Pacer(store)
     before = 0
     # Keys stored just before the switch, past a pass's end: one more pass. No key of the
@@ -302,10 +341,11 @@ def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datet
     live = vault.live_keys_under(current.epoch)
     recorded = _record(store, retiring, current, now, by, live)
     crash_point("rotate-recorded")
+    _keep_lease(lease)
     if not install_next_key(settings, current.key_check):
         raise LifecycleError(
             f"the new master key (fingerprint {current.fingerprint}) is in neither the key "
-            f"file {settings.master_key_file} nor {next_key_path(settings)}")
+            f"file {settings.master_key_file} nor a new-key file beside it")
     crash_point("rotate-key-destroyed")
     destroyed = vault.retire_epoch(retiring.epoch, now)
     vault.forget_epoch_key(retiring.epoch)

@@ -1,8 +1,8 @@
 """Where the keys of master-key epochs live on disk during and after a rotation.
 
-A rotation writes its new key to a file beside the key file (`<key file>.next`, mode
-0600) before any data key is wrapped under it, so a run killed at any point leaves the
-key for the next run. Once every live data key is re-wrapped and the rotation recorded,
+A rotation writes its new key to a file of its own beside the key file
+(`<key file>.next-<key check>`, mode 0600) before any data key is wrapped under it, so a
+run killed at any point leaves the key for the next run, and no run removes another's. Once every live data key is re-wrapped and the rotation recorded,
 `install_next_key` moves the new key over the key file in one rename and overwrites the
 old key's bytes: the old epoch's key is then gone from wherever lifecycle keeps it. A key
 the operator supplies (LIFECYCLE_MASTER_KEY, or LIFECYCLE_MASTER_KEY_COMMAND, which
@@ -20,9 +20,24 @@ from lifecycle.domain.errors import ConfigurationError
 from lifecycle.store.settings import MASTER_KEY_COMMAND_ENV, MASTER_KEY_ENV, Settings
 
 
-def next_key_path(settings: Settings) -> Path:
+def next_key_path(settings: Settings, key_check: str | None = None) -> Path:
+    """Where a rotation keeps its new key until it is installed: beside the key file, one
+    file per key (`<key file>.next-<check>`), so a rotation never touches another's; None:
+    the one file earlier versions used (`<key file>.next`), still read."""
     path = settings.master_key_file
-    return path.with_name(f"{path.name}.next")
+    suffix = "" if key_check is None else f"-{key_check[:16]}"
+    return path.with_name(f"{path.name}.next{suffix}")
+
+
+def next_key_files(settings: Settings) -> list[Path]:
+    """Every rotation's new-key file beside the key file (this version's and the older one)."""
+    path = settings.master_key_file
+    try:
+        found = sorted(path.parent.glob(f"{path.name}.next-*"))
+    except OSError:
+        found = []
+    legacy = next_key_path(settings)
+    return [legacy, *found] if legacy.exists() else found
 
 
 def _read_key(path: Path) -> bytes | None:
@@ -52,11 +67,19 @@ def _given_env_key(settings: Settings) -> bytes | None:
 def find_epoch_key(settings: Settings, key_check: str) -> bytes | None:
     """The key whose check value is `key_check`, from the environment, the key file or
     the rotation's file beside it; None if none of them holds it."""
-    for key in (_given_env_key(settings), _read_key(settings.master_key_file),
-                _read_key(next_key_path(settings))):
+    for key in (_given_env_key(settings), _read_key(settings.master_key_file)):
         if key is not None and key_check_value(key) == key_check:
             return key
-    return None
+    return _next_key(settings, key_check)[1]
+
+
+def _next_key(settings: Settings, key_check: str) -> tuple[Path | None, bytes | None]:
+    """The rotation's file holding the key of `key_check`, and that key."""
+    for path in (next_key_path(settings, key_check), *next_key_files(settings)):
+        key = _read_key(path)
+        if key is not None and key_check_value(key) == key_check:
+            return path, key
+    return None, None
 
 
 def _write_private(path: Path, key: bytes) -> None:
@@ -76,32 +99,56 @@ def _sync_folder(folder: Path) -> None:
 
 
 def write_next_key(settings: Settings) -> bytes:
-    """A new random key, written (0600, synced) beside the key file; a file left there by a
-    run killed before it recorded its epoch is replaced."""
-    path = next_key_path(settings)
-    where = f"key file {path}"
+    """A new random key, written (0600, synced) beside the key file in a file of its own:
+    no other rotation's key file is touched (one whose lease was lost may still be
+    running); see `remove_unused_next_keys`."""
+    key = os.urandom(KEY_BYTES)
+    path = next_key_path(settings, key_check_value(key))
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        key = os.urandom(KEY_BYTES)
         _write_private(path, key)
         _sync_folder(path.parent)
     except OSError as error:
-        raise ConfigurationError(f"{where}: cannot be written ({error.strerror})") from None
+        raise ConfigurationError(f"key file {path}: cannot be written ({error.strerror})"
+                                 ) from None
     return key
+
+
+def remove_next_key(settings: Settings, key_check: str) -> None:
+    """Removes this rotation's own new-key file (its key never began an epoch)."""
+    path, _ = _next_key(settings, key_check)
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
+def remove_unused_next_keys(settings: Settings, epoch_checks: set[str],
+                            written_before: float) -> None:
+    """Removes new-key files left by rotations that never began their epoch (killed, or
+    overtaken): those whose key is no epoch's and that were written before `written_before`
+    (seconds since the epoch), when this rotation began its own. A rotation that wrote
+    one then and has not begun can no longer begin (the current epoch it saw is gone)."""
+    for path in next_key_files(settings):
+        key = _read_key(path)
+        try:
+            old = path.stat().st_mtime < written_before
+        except OSError:
+            continue
+        if old and (key is None or key_check_value(key) not in epoch_checks):
+            path.unlink(missing_ok=True)
 
 
 def install_next_key(settings: Settings, new_check: str) -> bool:
     """Moves the rotation's new key over the key file (one rename) and overwrites the old
     key file's bytes. Idempotent: True if the key file already holds, or now holds, the
-    key of check `new_check`; False if the new key is nowhere to be found."""
-    path, upcoming = settings.master_key_file, next_key_path(settings)
+    key of check `new_check`; False if the new key is nowhere to be found. Touches no
+    other rotation's new-key file."""
+    path = settings.master_key_file
     current = _read_key(path)
     if current is not None and key_check_value(current) == new_check:
-        upcoming.unlink(missing_ok=True)
+        _drop_copies(settings, new_check)
         return True
-    new = _read_key(upcoming)
-    if new is None or key_check_value(new) != new_check:
+    upcoming, new = _next_key(settings, new_check)
+    if upcoming is None or new is None:
         return False
     try:
         old_fd = os.open(path, os.O_WRONLY) if path.exists() else None
@@ -118,7 +165,16 @@ def install_next_key(settings: Settings, new_check: str) -> bool:
     except OSError as error:
         raise ConfigurationError(f"key file {path}: cannot be replaced ({error.strerror})"
                                  ) from None
+    _drop_copies(settings, new_check)
     return True
+
+
+def _drop_copies(settings: Settings, installed: str) -> None:
+    """New-key files that still hold the key now in the key file (a copy, not another's)."""
+    for path in next_key_files(settings):
+        key = _read_key(path)
+        if key is not None and key_check_value(key) == installed:
+            path.unlink(missing_ok=True)
 
 
 def operator_key_source(settings: Settings) -> str | None:

@@ -41,7 +41,7 @@ from lifecycle.store.master_key import (create_master_key, derive_key, given_mas
 from lifecycle.domain.email_address import normalise, spellings
 from lifecycle.store.engines import create_store_engine, reads_of
 from lifecycle.store.fast_json import plain
-from lifecycle.domain.errors import ConfigurationError, KeyDestroyed
+from lifecycle.domain.errors import ConfigurationError, KeyDestroyed, LifecycleError
 from lifecycle.store.lease import advisory_key
 from lifecycle.store.settings import MASTER_KEY_ENV, Settings
 
@@ -243,6 +243,10 @@ def _json_rows(rows: list[list[str]]) -> str:
         return orjson.dumps(rows).decode()
     except orjson.JSONEncodeError:
         return json.dumps(rows)
+
+
+class RotationOvertaken(LifecycleError):
+    """Another rotation began or ended an epoch since this one looked: it begins none."""
 
 
 class KeyedHash:
@@ -891,19 +895,28 @@ class KeyVault:
     def _digest_key(self, key: bytes) -> None:
         self._fact_hasher = KeyedHash(key)
 
-    def begin_epoch(self, new_key: bytes, now: datetime, by: str) -> tuple[int, int]:
+    def begin_epoch(self, new_key: bytes, now: datetime, by: str,
+                    after: int | None = None) -> tuple[int, int]:
         """Makes `new_key` the key of a new current epoch and the current one retiring, in
         one transaction (new data keys are wrapped under the new epoch from then on).
-        Returns (old epoch, new epoch)."""
+        `after`: the epoch the caller saw current; if another is current now, or a
+        rotation is under way, nothing is done (RotationOvertaken). Returns (old epoch,
+        new epoch)."""
         check = key_check_value(new_key)
         with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":  # the write lock before reading
+                conn.execute(key_epochs.update().where(sa.false()).values(state=CURRENT))
             query = sa.select(key_epochs).where(key_epochs.c.state == CURRENT)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update()
             current = conn.execute(query).one()
             if conn.execute(sa.select(key_epochs.c.epoch)
                             .where(key_epochs.c.state == RETIRING)).first() is not None:
-                raise ConfigurationError("a key rotation is already under way")
+                raise RotationOvertaken("a key rotation is already under way")
+            if after is not None and int(current.epoch) != after:
+                raise RotationOvertaken(
+                    f"master-key epoch {current.epoch} began since this rotation saw "
+                    f"epoch {after} current")
             old, new = int(current.epoch), int(current.epoch) + 1
             self._epoch_keys[new] = new_key
             conn.execute(key_epochs.update().where(key_epochs.c.epoch == old)
