@@ -5,20 +5,19 @@ a lost lease: see tests/test_attack10b_rotation_lease_lost.py), and file clocks 
 not agree with the process clock (`os.utime`: what a key folder on a network file system
 whose server clock lags, or a system clock stepped back while a process stalled, gives).
 
-Found (xfail, strict):
+Found, and fixed (both backends):
 
-- A rotation that stalls after its epoch began, between reading the epochs and removing
-  "unused" new-key files, removes them from a stale list of epochs: a key whose epoch began
-  meanwhile is "unused" to it, and only the file's mtime (older than this run's start)
-  protects it. With a file clock behind (mtime in the past) the stale run deletes the key
-  file of the rotation under way, which then re-wraps every live data key under an epoch
-  whose key is nowhere: every subject's data is lost, and the store no longer opens.
+- A rotation that stalled after its epoch began, between reading the epochs and removing
+  "unused" new-key files, removed them from a stale list of epochs, protected only by
+  file mtimes: with a file clock behind, it deleted the key file of the rotation under
+  way, and every live data key ended under an epoch whose key was nowhere. Now a file is
+  named with the epoch its run saw, and removed only when that epoch is no longer
+  current and its key is no epoch's (read after the files are listed): such a key can
+  never begin an epoch. No clock is compared.
 - A rotation paused right after its epoch began, whose rotation another run finished
-  meanwhile (lease lost), ends "unexpected error (StopIteration)" (it looks for a
-  retiring epoch that is no longer there).
-- A new-key file of a killed run whose mtime is in the future is never removed by the
-  rotations that follow (until the clock passes it): a key file of a never-used key left
-  behind after two complete rotations.
+  meanwhile (lease lost), ended "unexpected error (StopIteration)"; now one line.
+- A new-key file of a killed run whose mtime is in the future was never removed by the
+  rotations that follow; now it is, whatever its mtime.
 """
 
 from __future__ import annotations
@@ -85,9 +84,6 @@ def backdate(paths: list[Path], seconds: float) -> None:
         os.utime(path, (moment, moment))
 
 
-@pytest.mark.xfail(strict=True, reason="remove_unused_next_keys runs on a stale list of "
-                   "epochs and trusts file mtimes against the process clock: a key file "
-                   "whose clock is behind is removed while its epoch is being re-wrapped into")
 def test_a_stalled_clean_up_never_removes_the_key_of_a_rotation_under_way(
         rotating_store: Settings, tmp_path: Path) -> None:
     """Rule: no rotation removes the key file of an epoch that began (or may begin),
@@ -126,8 +122,6 @@ def test_a_stalled_clean_up_never_removes_the_key_of_a_rotation_under_way(
         found, state(s), c_done.stderr[-300:], again.stderr[-300:])
 
 
-@pytest.mark.xfail(strict=True, reason="_rotate looks for the retiring epoch with a bare "
-                   "next(): StopIteration once another run finished the rotation")
 def test_a_rotation_resumed_after_its_rotation_was_finished_elsewhere_ends_in_one_line(
         rotating_store: Settings, tmp_path: Path) -> None:
     """Rule: every rotator ends with exit 0 or one clear line (never 'unexpected error').
@@ -147,8 +141,6 @@ def test_a_rotation_resumed_after_its_rotation_was_finished_elsewhere_ends_in_on
     assert one_line(a_done), a_done.stderr[-400:]
 
 
-@pytest.mark.xfail(strict=True, reason="remove_unused_next_keys keeps any file whose mtime "
-                   "is not before the run's start: one dated in the future stays")
 def test_a_never_used_key_file_dated_in_the_future_is_not_left_behind(tmp_path: Path
                                                                       ) -> None:
     """Rule: after a rotation completes (and one more), no `<key file>.next*` file holds a

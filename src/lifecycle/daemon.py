@@ -38,6 +38,7 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from lifecycle.domain.errors import LifecycleError
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS
 from lifecycle.store.actor import daemon_actor
 from lifecycle.services.audit import chain_lag
@@ -144,6 +145,9 @@ class Daemon:
                                    self.key_policy, now, self.ledger.actor)
         except RotationBusy:
             log.info("daemon.rotation", state="running-elsewhere")
+            return None
+        except LifecycleError as error:  # e.g. this host lacks the key: the tick goes on
+            log.warning("daemon.rotation", state="failed", reason=str(error))
             return None
         if report is None:
             return None

@@ -167,6 +167,13 @@ def rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: dateti
         lease.release()
 
 
+def _epoch_checks(vault: KeyVault) -> tuple[int, set[str]]:
+    """The current epoch and every epoch's key check, as the vault holds them now."""
+    epochs = vault.epochs()
+    return (max(e.epoch for e in epochs if e.state == CURRENT),
+            {e.key_check for e in epochs})
+
+
 def _keep_lease(lease: Lease) -> None:
     """Before a step that changes the epochs or the key file: the lease must still be
     this process's (a session the server dropped is re-taken if nobody else holds it).
@@ -301,10 +308,9 @@ def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datet
     resumed = retiring is not None
     if retiring is None:
         seen = next(e for e in epochs if e.state == CURRENT).epoch
-        key = write_next_key(settings)
+        key = write_next_key(settings, seen)
         crash_point("rotate-key-written")
         _keep_lease(lease)
-        began = time.time()
         try:  # only if `seen` is still current and no rotation is under way
             vault.begin_epoch(key, now, by, after=seen)
         except RotationOvertaken as overtaken:
@@ -312,9 +318,12 @@ def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datet
             raise RotationBusy(f"another process rotated the master key meanwhile "
                                f"({overtaken}); nothing was done") from None
         crash_point("rotate-epoch-begun")
+        remove_unused_next_keys(settings, lambda: _epoch_checks(vault))
         epochs = vault.epochs()
-        retiring = next(e for e in epochs if e.state == RETIRING)
-        remove_unused_next_keys(settings, {e.key_check for e in epochs}, began)
+        retiring = next((e for e in epochs if e.state == RETIRING), None)
+        if retiring is None:  # its lease lost, this rotation was finished elsewhere
+            raise RotationBusy("another process finished this rotation of the master key "
+                               "(this run had lost its lease); nothing more to do")
     current = next(e for e in epochs if e.state == CURRENT)
     # The new key must be on disk (not only in this process) before anything is wrapped
     # under it: a process that wraps its new keys, or the next run, reads it from there.
@@ -350,6 +359,7 @@ def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datet
     destroyed = vault.retire_epoch(retiring.epoch, now)
     vault.forget_epoch_key(retiring.epoch)
     crash_point("rotate-retired")
+    remove_unused_next_keys(settings, lambda: _epoch_checks(vault))
     vault.reclaim(force=True)
     rotation = next(r for r in recorded_rotations(store) if r.new_epoch == current.epoch)
     return RotationReport(retiring.epoch, current.epoch, retiring.fingerprint,

@@ -1,8 +1,10 @@
 """Where the keys of master-key epochs live on disk during and after a rotation.
 
 A rotation writes its new key to a file of its own beside the key file
-(`<key file>.next-<key check>`, mode 0600) before any data key is wrapped under it, so a
-run killed at any point leaves the key for the next run, and no run removes another's. Once every live data key is re-wrapped and the rotation recorded,
+(`<key file>.next-<epoch it saw>-<key check>`, mode 0600) before any data key is wrapped
+under it, so a run killed at any point leaves the key for the next run, and no run
+removes another's while that one could still begin its epoch. Once every live data key
+is re-wrapped and the rotation recorded,
 `install_next_key` moves the new key over the key file in one rename and overwrites the
 old key's bytes: the old epoch's key is then gone from wherever lifecycle keeps it. A key
 the operator supplies (LIFECYCLE_MASTER_KEY, or LIFECYCLE_MASTER_KEY_COMMAND, which
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from lifecycle.store.master_key import KEY_BYTES, command_key, key_check_value
@@ -20,12 +23,14 @@ from lifecycle.domain.errors import ConfigurationError
 from lifecycle.store.settings import MASTER_KEY_COMMAND_ENV, MASTER_KEY_ENV, Settings
 
 
-def next_key_path(settings: Settings, key_check: str | None = None) -> Path:
+def next_key_path(settings: Settings, key_check: str | None = None,
+                  seen: int | None = None) -> Path:
     """Where a rotation keeps its new key until it is installed: beside the key file, one
-    file per key (`<key file>.next-<check>`), so a rotation never touches another's; None:
-    the one file earlier versions used (`<key file>.next`), still read."""
+    file per key, named with the epoch its rotation saw current and the key's check
+    (`<key file>.next-<seen>-<check>`), so a rotation never touches another's; None: the
+    one file earlier versions used (`<key file>.next`), still read."""
     path = settings.master_key_file
-    suffix = "" if key_check is None else f"-{key_check[:16]}"
+    suffix = "" if key_check is None else f"-{seen}-{key_check[:16]}"
     return path.with_name(f"{path.name}.next{suffix}")
 
 
@@ -75,7 +80,7 @@ def find_epoch_key(settings: Settings, key_check: str) -> bytes | None:
 
 def _next_key(settings: Settings, key_check: str) -> tuple[Path | None, bytes | None]:
     """The rotation's file holding the key of `key_check`, and that key."""
-    for path in (next_key_path(settings, key_check), *next_key_files(settings)):
+    for path in next_key_files(settings):
         key = _read_key(path)
         if key is not None and key_check_value(key) == key_check:
             return path, key
@@ -98,12 +103,13 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_next_key(settings: Settings) -> bytes:
-    """A new random key, written (0600, synced) beside the key file in a file of its own:
-    no other rotation's key file is touched (one whose lease was lost may still be
-    running); see `remove_unused_next_keys`."""
+def write_next_key(settings: Settings, seen: int) -> bytes:
+    """A new random key, written (0600, synced) beside the key file in a file of its own,
+    named with `seen`, the epoch current when its rotation began: no other rotation's key
+    file is touched (one whose lease was lost may still be running); see
+    `remove_unused_next_keys`."""
     key = os.urandom(KEY_BYTES)
-    path = next_key_path(settings, key_check_value(key))
+    path = next_key_path(settings, key_check_value(key), seen)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_private(path, key)
@@ -121,20 +127,34 @@ def remove_next_key(settings: Settings, key_check: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def remove_unused_next_keys(settings: Settings, epoch_checks: set[str],
-                            written_before: float) -> None:
-    """Removes new-key files left by rotations that never began their epoch (killed, or
-    overtaken): those whose key is no epoch's and that were written before `written_before`
-    (seconds since the epoch), when this rotation began its own. A rotation that wrote
-    one then and has not begun can no longer begin (the current epoch it saw is gone)."""
-    for path in next_key_files(settings):
+def remove_unused_next_keys(settings: Settings, epochs: Callable[[], tuple[int, set[str]]]
+                            ) -> None:
+    """Removes new-key files whose key can no longer begin an epoch: no epoch's key, and
+    written by a rotation that saw an epoch older than the current one (an epoch begins
+    only over the epoch its rotation saw, and epochs only move on), or holding no key.
+    `epochs` reads (the current epoch, every epoch's key check) from the vault; it is
+    read after the files are listed, so a key that begins an epoch meanwhile is seen.
+    The legacy file (no epoch in its name) goes once its key is no epoch's."""
+    files = next_key_files(settings)
+    if not files:
+        return
+    current, checks = epochs()
+    for path in files:
         key = _read_key(path)
-        try:
-            old = path.stat().st_mtime < written_before
-        except OSError:
+        if key is not None and key_check_value(key) in checks:
             continue
-        if old and (key is None or key_check_value(key) not in epoch_checks):
+        seen = _seen_epoch(path)
+        if key is None or seen is None or seen < current:
             path.unlink(missing_ok=True)
+
+
+def _seen_epoch(path: Path) -> int | None:
+    """The epoch in a new-key file's name; None for the legacy file."""
+    parts = path.name.rsplit(".next-", 1)
+    if len(parts) != 2:
+        return None
+    seen, dash, _ = parts[1].partition("-")
+    return int(seen) if dash and seen.isdigit() else -1  # -1: not this version's name
 
 
 def install_next_key(settings: Settings, new_check: str) -> bool:
