@@ -71,9 +71,10 @@ def old_ingest(settings: Settings, src: Path, facts: list[dict[str, Any]],
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "a SuppressionExtended the old code stored has no `at`: suppression_held_from is "
-    "None and listed_addresses() lists the address from its listings' start, though "
-    "the record that held it (collected_at) says when it was first held"))
+    "known limitation (docs/guarantees.md, Suppression): a SuppressionExtended stored "
+    "before held-from times were kept has no `at`, so its addresses are listed from "
+    "their listings' start (over-suppression only: lawful marketing refused, never "
+    "barred marketing let in)"))
 def test_an_old_store_does_not_list_an_address_before_it_was_held(
         store: Settings, before_src: Path, tmp_path: Path) -> None:
     """The old code (c25685e) ingests: Alice listed X (1 January 2024), lifted it herself

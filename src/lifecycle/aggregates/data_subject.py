@@ -71,6 +71,9 @@ class Consent:
     given_at: datetime | None
     method: str | None
     withdrawn_at: datetime | None = None
+    # Whether the policy in force when it was recorded counted it as the person's own
+    # opt-in (direct marketing only; None: not recorded, the policy in force decides).
+    by_person: bool | None = None
 
 
 @dataclass
@@ -205,13 +208,20 @@ class _Preferences:
     # own opt-in lifted it (None: still listed). Lifted listings are kept, so a fact
     # is checked against the list as it stood at its own time whenever it arrives.
     listings: list[tuple[datetime, datetime | None]] = field(default_factory=list)
+    # Each direct-marketing consent by others dated while the subject was suppressed (as
+    # the facts up to its time leave it): when, and since when the subject was suppressed.
+    given_by_others_while_suppressed: list[tuple[datetime, datetime]] = field(
+        default_factory=list)
 
 
 SUPPRESSING = ("unsubscribed", "objected", "excluded")
-# A direct-marketing consent that was not the person's own opt-in (by the policy in force
-# when it was recorded): a consent like any other, but it lifts no suppression.
+# A direct-marketing consent that was, or was not, the person's own opt-in by the policy
+# in force when it was recorded ("given": not recorded, or another purpose). One by
+# others is a consent like any other, but it lifts no suppression, and while a consent
+# is in force it does not replace it.
+GIVEN_BY_PERSON = "given-by-person"
 GIVEN_BY_OTHERS = "given-by-others"
-GIVEN = ("given", GIVEN_BY_OTHERS)
+GIVEN = ("given", GIVEN_BY_PERSON, GIVEN_BY_OTHERS)
 
 
 def fold_preferences(log: list[tuple[datetime, str, str, str, str | None]],
@@ -237,13 +247,30 @@ def fold_preferences(log: list[tuple[datetime, str, str, str, str | None]],
                 state.listings.append((since, at))
             state.suppressed_at = None
 
+    # Consents by others at the instant being folded: judged once all of it is folded.
+    pending: list[datetime] = []
+
+    def judge_pending() -> None:
+        since = state.suppressed_at
+        if since is not None:
+            state.given_by_others_while_suppressed.extend((at, since) for at in pending)
+        pending.clear()
+
     for at, _, kind, purpose, method in sorted(log, key=lambda e: (e[0], e[1])):
         if until is not None and at > until:
             break
+        if pending and at > pending[0]:
+            judge_pending()
+        if kind == GIVEN_BY_OTHERS and purpose == DIRECT_MARKETING:
+            pending.append(at)
         if kind in GIVEN:
-            state.consents[purpose] = Consent(purpose, at, method)
             if kind == GIVEN_BY_OTHERS:
+                held = state.consents.get(purpose)
+                if held is None or held.withdrawn_at is not None:
+                    state.consents[purpose] = Consent(purpose, at, method, None, False)
                 continue  # an objection or a listing stays: only the person lifts them
+            state.consents[purpose] = Consent(
+                purpose, at, method, None, True if kind == GIVEN_BY_PERSON else None)
             state.objected_at.pop(purpose, None)
             if purpose == DIRECT_MARKETING:
                 # Re-subscribing is the person's own choice; it lifts the suppression.
@@ -262,6 +289,7 @@ def fold_preferences(log: list[tuple[datetime, str, str, str, str | None]],
                 suppress(at)
         elif kind == "excluded":
             suppress(at)
+    judge_pending()
     return state
 
 
@@ -363,6 +391,14 @@ class DataSubject(Aggregate):
             if clipped:
                 found[digest] = clipped
         return found
+
+    @property
+    def consents_by_others_while_suppressed(self) -> list[tuple[datetime, datetime]]:
+        """Each direct-marketing consent by others (not the person's own opt-in) dated
+        while the subject was suppressed: when, and since when it was suppressed."""
+        if not any(entry[2] == GIVEN_BY_OTHERS for entry in self.preference_log):
+            return []
+        return self._prefs.given_by_others_while_suppressed
 
     @property
     def unsubscribed_at(self) -> datetime | None:
@@ -567,12 +603,14 @@ class DataSubject(Aggregate):
     @event("ConsentGiven")
     def give_consent(self, fact_id: str, at: datetime, purpose: str, method: str | None,
                      own_opt_in: bool | None = None) -> None:
-        """`own_opt_in` False: a direct-marketing consent the policy in force when it was
-        recorded does not count as the person's own opt-in, so it lifts no suppression,
-        whenever the suppression arrives (None: recorded before this was known)."""
+        """`own_opt_in`: whether the policy in force when it is recorded counts this
+        direct-marketing consent as the person's own opt-in, for good (a later policy does
+        not change it). One that is not lifts no suppression, whenever the suppression
+        arrives (None: recorded before this was known; the policy in force decides)."""
         self.fact_ids[fact_id] = None
-        kind = (GIVEN_BY_OTHERS if purpose == DIRECT_MARKETING and own_opt_in is False
-                else "given")
+        kind = "given"
+        if purpose == DIRECT_MARKETING and own_opt_in is not None:
+            kind = GIVEN_BY_PERSON if own_opt_in else GIVEN_BY_OTHERS
         self._log_preference(at, fact_id, kind, purpose, method)
 
     def withdraw_consent(self, fact_id: str, at: datetime, purpose: str,

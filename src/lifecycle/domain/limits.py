@@ -304,18 +304,11 @@ def breaches(subject: DataSubject) -> list[dict[str, Any]]:
 def _consents_by_others_while_suppressed(subject: DataSubject) -> list[dict[str, Any]]:
     """Each direct-marketing consent-given that was not the person's own opt-in, dated
     while the subject was suppressed: ingest refuses it when the suppression came first."""
-    found = []
-    for at, _, kind, purpose, _ in subject.preference_log:
-        if kind != GIVEN_BY_OTHERS or purpose != DIRECT_MARKETING:
-            continue
-        prefs = _prefs_at(subject, at)
-        if prefs.suppressed_at is None:
-            continue
-        found.append({"fact": "consent-given", "at": at.isoformat(), "limit": (
-            f"limit direct-marketing-stopped: the person's e-mail is on the suppression "
-            f"list since {_day(prefs.suppressed_at)} (Art 21(3), PECR reg 22); "
-            f"{CONSENT_NEEDS_OWN_OPT_IN}")})
-    return found
+    return [{"fact": "consent-given", "at": at.isoformat(), "limit": (
+                f"limit direct-marketing-stopped: the person's e-mail is on the suppression "
+                f"list since {_day(since)} (Art 21(3), PECR reg 22); "
+                f"{CONSENT_NEEDS_OWN_OPT_IN}")}
+            for at, since in subject.consents_by_others_while_suppressed]
 
 
 CONSENT_NEEDS_OWN_OPT_IN = (
@@ -339,8 +332,11 @@ def own_opt_in(policy: Policy | None, method: str | None) -> bool:
 def resubscribed(subject: DataSubject, policy: Policy | None, at: datetime) -> bool:
     """The subject's own opt-in to direct marketing is in force at `at` (fact time)."""
     consent = subject.consent_as_of(DIRECT_MARKETING, at)
-    return (consent is not None and consent.withdrawn_at is None
-            and own_opt_in(policy, consent.method))
+    if consent is None or consent.withdrawn_at is not None:
+        return False
+    if consent.by_person is not None:  # as the policy in force when it was recorded said
+        return consent.by_person
+    return own_opt_in(policy, consent.method)
 
 
 def suppression_breaches(subject: DataSubject, policy: Policy | None,
