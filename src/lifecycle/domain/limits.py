@@ -301,6 +301,11 @@ def breaches(subject: DataSubject) -> list[dict[str, Any]]:
     return _in_order(found)
 
 
+CONSENT_NEEDS_OWN_OPT_IN = (
+    "only the person's own opt-in (a direct-marketing consent-given by one of the policy's "
+    "resubscribe_methods) gives a direct-marketing consent then")
+
+
 def _consents_by_others_while_suppressed(subject: DataSubject) -> list[dict[str, Any]]:
     """Each direct-marketing consent-given that was not the person's own opt-in, dated
     while the subject was suppressed: ingest refuses it when the suppression came first."""
@@ -309,11 +314,6 @@ def _consents_by_others_while_suppressed(subject: DataSubject) -> list[dict[str,
                 f"list since {_day(since)} (Art 21(3), PECR reg 22); "
                 f"{CONSENT_NEEDS_OWN_OPT_IN}")}
             for at, since in subject.consents_by_others_while_suppressed]
-
-
-CONSENT_NEEDS_OWN_OPT_IN = (
-    "only the person's own opt-in (a direct-marketing consent-given by one of the policy's "
-    "resubscribe_methods) gives a direct-marketing consent then")
 
 
 def _in_order(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -348,7 +348,9 @@ def suppression_breaches(subject: DataSubject, policy: Policy | None,
     marketing use of such a record while the address was listed (an `activity` on it, a
     direct-marketing `shared` of it), the subject's own opt-in not in force then: what
     ingest refuses when the suppression arrives first (the record), and what marketing
-    to a listed address is (its uses). `held`: each record's keyed address hashes;
+    to a listed address is (its uses); and each direct-marketing consent by others dated
+    while an address of a record the subject held then was listed (ingest refuses it
+    when the listing comes first). `held`: each record's keyed address hashes;
     `listed`: each hash with every listing of it (any subject's, lifted ones too). No
     value, and no word of the subject that suppressed it, goes into the entry: not even
     the time of its unsubscribe, only the day."""
