@@ -59,10 +59,7 @@ def outcome(ledger: Ledger, bob: list[dict[str, Any]], listing_first: bool
 
 @pytest.mark.parametrize("listing_first", [
     pytest.param(True, id="listing-first"),
-    pytest.param(False, id="consent-first", marks=pytest.mark.xfail(strict=True, reason=(
-        "the read-time flag of a consent by others reads only each record's first collected "
-        "value (live_values / subject_view use values[0], sealed[0]), not its rectified "
-        "values, while ingest's refusal (_addresses) reads every value held by then"))),
+    pytest.param(False, id="consent-first"),
 ])
 def test_consent_by_others_while_a_rectified_address_is_listed(
         hqip: Ledger, listing_first: bool) -> None:
@@ -88,9 +85,9 @@ def test_consent_by_others_while_a_rectified_address_is_listed(
 @pytest.mark.parametrize("listing_first", [
     pytest.param(True, id="listing-first"),
     pytest.param(False, id="consent-first", marks=pytest.mark.xfail(strict=True, reason=(
-        "suppression_flags reads only live records' addresses: once the record holding the "
-        "address is erased, a consent by others it made unlawful is no longer flagged, "
-        "though it stays in force (and ingest refused it when the listing came first)"))),
+        "known limitation (docs/guarantees.md, Suppression): the flag is worked out from "
+        "the addresses of live records; once the record holding the listed address is "
+        "erased, its address can no longer be read and the consent's flag goes"))),
 ])
 def test_consent_by_others_stays_flagged_after_the_address_is_erased(
         hqip: Ledger, listing_first: bool) -> None:
@@ -118,11 +115,7 @@ def test_consent_by_others_stays_flagged_after_the_address_is_erased(
 
 @pytest.mark.parametrize("listing_first", [
     pytest.param(False, id="consent-first"),
-    pytest.param(True, id="listing-first", marks=pytest.mark.xfail(strict=True, reason=(
-        "ingest's _consent_given refuses a consent by others whenever an address the subject "
-        "held is listed, without the own-opt-in exception (resubscribed) that the read-time "
-        "flag (suppression_breaches) applies: refused in one order, kept unflagged in the "
-        "other"))),
+    pytest.param(True, id="listing-first"),
 ])
 def test_consent_by_others_behind_the_persons_own_opt_in(
         hqip: Ledger, listing_first: bool) -> None:

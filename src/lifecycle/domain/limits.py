@@ -342,7 +342,9 @@ def resubscribed(subject: DataSubject, policy: Policy | None, at: datetime) -> b
 def suppression_breaches(subject: DataSubject, policy: Policy | None,
                          held: Mapping[str, Collection[str]],
                          listed: Mapping[str, Collection[Listing]],
-                         known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                         known: list[dict[str, Any]],
+                         dated: Collection[tuple[datetime, Collection[str]]] = ()
+                         ) -> list[dict[str, Any]]:
     """`known` (the subject's `breaches`) with each direct-marketing record whose collected
     value held an address on the suppression list at the record's time, and each
     marketing use of such a record while the address was listed (an `activity` on it, a
@@ -350,7 +352,9 @@ def suppression_breaches(subject: DataSubject, policy: Policy | None,
     ingest refuses when the suppression arrives first (the record), and what marketing
     to a listed address is (its uses); and each direct-marketing consent by others dated
     while an address of a record the subject held then was listed (ingest refuses it
-    when the listing comes first). `held`: each record's keyed address hashes;
+    when the listing comes first). `held`: each direct-marketing record's keyed address
+    hashes (of its collected value); `dated`: the hashes of every value of a live record,
+    with the time it was held from;
     `listed`: each hash with every listing of it (any subject's, lifted ones too). No
     value, and no word of the subject that suppressed it, goes into the entry: not even
     the time of its unsubscribe, only the day."""
@@ -376,8 +380,7 @@ def suppression_breaches(subject: DataSubject, policy: Policy | None,
     for at, _, kind, purpose, _ in subject.preference_log:
         if kind != GIVEN_BY_OTHERS or purpose != DIRECT_MARKETING:
             continue
-        listings = [listing for name, hashes in held.items()
-                    if name in subject.records and subject.records[name].collected_at <= at
+        listings = [listing for held_from, hashes in dated if held_from <= at
                     for h in hashes for listing in listed.get(h, ())]
         since = listed_from(listings, at)
         if since is not None:

@@ -204,7 +204,10 @@ class FactApplier:
         s.record_activity(fact.id, fact.at, fact.record)
 
     def _consent_given(self, s: DataSubject, fact: f.ConsentGiven) -> None:
+        # A consent by others while the person's own opt-in is in force adds nothing and
+        # takes nothing away (the fold keeps the opt-in): not refused, as not flagged.
         if (fact.purpose == DIRECT_MARKETING and not self._own_opt_in(fact.method)
+                and not self._resubscribed(s, fact.at)
                 and (s.suppressed_as_of(fact.at) or any(
                     self._suppressed(s, email, fact.at)
                     for email in self._addresses(s, fact.at)))):

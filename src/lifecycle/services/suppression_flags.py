@@ -55,10 +55,17 @@ def listings_of(views: sa.Engine, digests: set[str],
     return found
 
 
-def live_values(subject: DataSubject) -> list[tuple[str, str, str]]:
-    """Each live record of the subject, with its purpose and collected value (sealed)."""
-    return [(r.record, r.purpose, r.values[0]) for r in subject.records.values()
-            if r.erased_at is None and r.values]
+def live_values(subject: DataSubject) -> list[tuple[str, str, str, datetime]]:
+    """Each value of the subject's live records (the collected one, then each rectified
+    one), with its record, purpose and the time it was held from (sealed)."""
+    found = []
+    for r in subject.records.values():
+        if r.erased_at is not None or not r.values:
+            continue
+        found.append((r.record, r.purpose, r.values[0], r.collected_at))
+        found.extend((r.record, r.purpose, value, at)
+                     for at, _, value in r.rectifications if value is not None)
+    return found
 
 
 def gives_marketing_consent(subject: DataSubject) -> bool:
@@ -67,37 +74,49 @@ def gives_marketing_consent(subject: DataSubject) -> bool:
 
 
 def with_suppression_breaches(known: list[dict[str, Any]],
-                              values: list[tuple[str, str, str]], marketing_consent: bool,
+                              values: list[tuple[str, str, str, datetime]],
+                              marketing_consent: bool,
                               load_subject: Callable[[], DataSubject | None],
                               policy: Policy | None, vault: KeyVault, views: sa.Engine,
                               open_value: Callable[[str], Any] | None = None,
                               until: datetime | None = None) -> list[dict[str, Any]]:
     """`known` (the subject's limit_breaches) with its direct-marketing records, and its
     direct-marketing consents by others than the person, that came while an address they
-    hold was listed (lifecycle.domain.limits `suppression_breaches`). `values`: each live
-    record with its purpose and collected value, sealed; `marketing_consent`: whether the
-    subject was ever given a direct-marketing consent (then every record's addresses are
-    read, else only direct-marketing ones'). `open_value` opens one (default: the vault),
-    raising KeyDestroyed for an erased one (not flagged: its addresses can no longer be
-    read, and erasing it was the remedy). The subject is loaded only when one of its
-    addresses is listed."""
-    read = [(record, sealed) for record, purpose, sealed in values
-            if marketing_consent or purpose == DIRECT_MARKETING]
+    hold was listed (lifecycle.domain.limits `suppression_breaches`). `values`: each value
+    of a live record (`live_values`), sealed; a record is judged by its collected value,
+    a consent by every value held by its time, so with `marketing_consent` (the subject
+    was ever given a direct-marketing consent) every value is read, else only the
+    collected values of direct-marketing records. `open_value` opens one (default: the
+    vault), raising KeyDestroyed for an erased one (not flagged: its addresses can no
+    longer be read, and erasing it was the remedy). The subject is loaded only when one
+    of its addresses is listed."""
+    collected: set[str] = set()
+    read = []
+    for record, purpose, sealed, at in values:
+        first = record not in collected
+        collected.add(record)
+        if marketing_consent or (first and purpose == DIRECT_MARKETING):
+            read.append((record, purpose, sealed, at, first))
     if not read:
         return known
     opener = open_value or vault.open
     keep = policy is not None and policy.suppression.keep_subaddress
     held: dict[str, set[str]] = {}
-    for record, sealed in read:
+    dated: list[tuple[datetime, set[str]]] = []
+    for record, purpose, sealed, at, first in read:
         try:
             value = opener(sealed)
         except KeyDestroyed:
             continue
-        held[record] = {digest for address in find_addresses(value)
-                        for digest in address_hashes(vault, address, keep)}
-    digests = set().union(*held.values()) if held else set()
+        hashes = {digest for address in find_addresses(value)
+                  for digest in address_hashes(vault, address, keep)}
+        if first and purpose == DIRECT_MARKETING:
+            held[record] = hashes
+        dated.append((at, hashes))
+    digests = set().union(*(hashes for _, hashes in dated))
     listed = listings_of(views, digests, until) if digests else {}
     subject = load_subject() if listed else None
     if subject is None:
         return known
-    return suppression_breaches(subject, policy, held, listed, known)
+    return suppression_breaches(subject, policy, held, listed, known,
+                                dated if marketing_consent else [])
