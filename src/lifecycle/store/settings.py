@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -85,11 +86,17 @@ class Settings:
                 raise self.home_error("is not writable")
             for name in STORE_FILES:
                 path = home / name
-                if not path.exists() and not path.is_symlink():
-                    continue
-                if not path.is_file():
+                try:
+                    is_file = stat.S_ISREG(path.stat().st_mode)
+                except FileNotFoundError:
+                    if path.is_symlink():
+                        raise self.home_error(f"{name} is not a regular file") from None
+                    continue  # absent, or a journal another process has just removed
+                except OSError:
+                    is_file = False
+                if not is_file:
                     raise self.home_error(f"{name} is not a regular file")
-                if not os.access(path, os.R_OK | os.W_OK):
+                if not os.access(path, os.R_OK | os.W_OK) and path.exists():
                     raise self.home_error(f"{name} is not writable")
             return
         parent = home.parent
