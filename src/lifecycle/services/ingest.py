@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from uuid import UUID
 
 import orjson
@@ -96,6 +96,20 @@ class CaseBook:
 
 # Each fact type's handler on FactApplier ("consent-given": "_consent_given"), spelt once.
 _HANDLER_NAMES = {kind: "_" + kind.replace("-", "_") for kind in f.FACT_TYPES}
+
+
+T = TypeVar("T")
+REMEMBERED = 100_000  # addresses whose hashes a run keeps, at most
+
+
+def _remembered(cache: dict[str, T], email: str, compute: Callable[[], T]) -> T:
+    """`compute()` for `email`, once per run for the first REMEMBERED addresses."""
+    found = cache.get(email)
+    if found is None:
+        found = compute()
+        if len(cache) < REMEMBERED:
+            cache[email] = found
+    return found
 
 
 class RunListings:
@@ -395,32 +409,20 @@ class FactApplier:
 
     def _legacy_hash(self, email: str) -> str:
         """The hash of the address as stores before normalisation listed it; once each."""
-        found = self._legacy_cache.get(email)
-        if found is None:
-            found = self.vault.email_hash(email, legacy=True)
-            if len(self._legacy_cache) < 100_000:
-                self._legacy_cache[email] = found
-        return found
+        return _remembered(self._legacy_cache, email,
+                           lambda: self.vault.email_hash(email, legacy=True))
 
     def _hash_forms(self, email: str) -> tuple[str, ...]:
         """The hashes an address is listed under: its one spelling, and that spelling with
         any sub-address tag kept (the same hash when it has none); once per address."""
-        found = self._hash_cache.get(email)
-        if found is None:
-            found = self.vault.listing_hashes(email, self._keep_subaddress())
-            if len(self._hash_cache) < 100_000:
-                self._hash_cache[email] = found
-        return found
+        return _remembered(self._hash_cache, email, lambda: self.vault.listing_hashes(
+            email, self._keep_subaddress()))
 
     def _lookup_forms(self, email: str) -> tuple[str, ...]:
         """The hashes an address is looked up under: its listing hashes and, while tags
         are dropped, its untagged form as listings made while they were kept hold it."""
-        found = self._lookup_cache.get(email)
-        if found is None:
-            found = self.vault.lookup_hashes(email, self._keep_subaddress())
-            if len(self._lookup_cache) < 100_000:
-                self._lookup_cache[email] = found
-        return found
+        return _remembered(self._lookup_cache, email, lambda: self.vault.lookup_hashes(
+            email, self._keep_subaddress()))
 
     def _dated_values(self, s: DataSubject) -> Iterator[tuple[datetime, Any]]:
         """The values of the subject's live records with their fact times, where their
