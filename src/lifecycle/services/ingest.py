@@ -160,12 +160,15 @@ class FactApplier:
 
     def __init__(self, vault: KeyVault, now: datetime, cases: CaseBook,
                  policy: Policy | None = None,
-                 listed: Callable[[str], Mapping[str, Sequence[Listing]]] | None = None
-                 ) -> None:
+                 listed: Callable[[str], Mapping[str, Sequence[Listing]]] | None = None,
+                 tags_kept_once: bool = True) -> None:
         self.vault = vault
         self.cases = cases
         self.now = now
         self.policy = policy
+        # Whether a policy ever kept sub-address tags: only listings made under one hold
+        # untagged hashes (`KeyVault.untagged_hash`), so only then are they asked for.
+        self.tags_kept_once = tags_kept_once
         # The subjects listing a hash as the store stood before the run (the projection).
         self.listed = listed or (lambda digest: {})
         self.shreds: list[Shred] = []
@@ -220,18 +223,17 @@ class FactApplier:
     def _consent_given(self, s: DataSubject, fact: f.ConsentGiven) -> None:
         # A consent by others while the person's own opt-in is in force adds nothing and
         # takes nothing away (the fold keeps the opt-in): not refused, as not flagged.
-        if (fact.purpose == DIRECT_MARKETING and not self._own_opt_in(fact.method)
-                and not self._resubscribed(s, fact.at)
+        own = self._own_opt_in(fact.method) if fact.purpose == DIRECT_MARKETING else None
+        if (own is False
                 and (s.suppressed_as_of(fact.at) or any(
                     self._suppressed(s, email, fact.at)
-                    for email in self._addresses(s, fact.at)))):
+                    for email in self._addresses(s, fact.at)))
+                and not self._resubscribed(s, fact.at)):
             raise SuppressedAddress(
                 "consent-given: the subject's e-mail is on the suppression list and only "
                 "a method the policy lists in [suppression] resubscribe_methods (the "
                 "person's own opt-in) lifts it")
-        s.give_consent(fact.id, fact.at, fact.purpose, fact.method,
-                       self._own_opt_in(fact.method) if fact.purpose == DIRECT_MARKETING
-                       else None)
+        s.give_consent(fact.id, fact.at, fact.purpose, fact.method, own)
 
     def _consent_withdrawn(self, s: DataSubject, fact: f.ConsentWithdrawn) -> None:
         s.withdraw_consent(fact.id, fact.at, fact.purpose, fact.method)
@@ -421,6 +423,8 @@ class FactApplier:
     def _lookup_forms(self, email: str) -> tuple[str, ...]:
         """The hashes an address is looked up under: its listing hashes and, while tags
         are dropped, its untagged form as listings made while they were kept hold it."""
+        if not self.tags_kept_once:
+            return self._hash_forms(email)
         return _remembered(self._lookup_cache, email, lambda: self.vault.lookup_hashes(
             email, self._keep_subaddress()))
 
@@ -491,13 +495,14 @@ class Ingestor:
                  on_progress: Callable[[int], None] | None = None,
                  on_rejected: Callable[[f.Rejection], None] | None = None,
                  policy: Policy | None = None,
-                 listed: Callable[[str], Mapping[str, Sequence[Listing]]] | None = None
-                 ) -> None:
+                 listed: Callable[[str], Mapping[str, Sequence[Listing]]] | None = None,
+                 tags_kept_once: bool = True) -> None:
         self.store = store
         self.vault = vault
         self.now = now
         self.policy = policy
         self.listed = listed
+        self.tags_kept_once = tags_kept_once
         self.on_progress = on_progress or (lambda n: None)
         self.on_rejected = on_rejected or (lambda r: None)
         self._cache: dict[UUID, DataSubject] = {}
@@ -564,7 +569,7 @@ class Ingestor:
         while True:
             outcome = IngestReport()
             applier = FactApplier(self.vault, self.now, self._cases, self.policy,
-                                  self.listed)
+                                  self.listed, self.tags_kept_once)
             # A copy: an attempt that is redone must not leave its suppressions behind.
             applier.run_listings = self._run_listings.copy()
             try:

@@ -96,8 +96,12 @@ class Ledger:
     def ingest(self, lines: Iterable[str], now: datetime,
                on_progress: Callable[[int], None] | None = None,
                on_rejected: Callable[[Rejection], None] | None = None) -> IngestReport:
-        adoption = self.store.latest_adoption()
+        register = self.store.get_register()
+        adoption = register.latest() if register is not None else None
         policy = policy_from_document(adoption.document) if adoption else None
+        tags_kept_once = register is not None and any(
+            policy_from_document(a.document).suppression.keep_subaddress
+            for a in register.adoptions)
         listings: dict[str, dict[str, list[Listing]]] | None = None
 
         def listed(email_hash: str) -> Mapping[str, list[Listing]]:
@@ -111,7 +115,7 @@ class Ledger:
 
         finish_interrupted(self.store, self.vault, now)
         return Ingestor(self.store, self.vault, now, on_progress, on_rejected, policy,
-                        listed).run(lines)
+                        listed, tags_kept_once).run(lines)
 
     def adopt_policy(self, path: Path, at: datetime) -> tuple[Adoption, bool]:
         """Adopts the policy file from `at`; returns the adoption and whether it is new."""
