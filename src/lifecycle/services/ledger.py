@@ -357,17 +357,14 @@ class Ledger:
         # Marketing kept before its address was suppressed (by another subject too): read
         # against the suppression list as it stands, never stored in a view.
         open_one = _opened_once(self.vault.open)
-        # A subject given a direct-marketing consent is read whole (every value of its
-        # records, with its time); otherwise its direct-marketing records' collected values.
-        consent = any(c["purpose"] == DIRECT_MARKETING for c in document["consents"])
-        whole = self.store.get_subject(reference) if consent else None
+        # Every value of the live records (a subject given a direct-marketing consent is
+        # judged on all of them); the subject is read only if one of them is listed.
         document["limit_breaches"] = with_suppression_breaches(
             document["limit_breaches"],
-            live_values(whole) if whole is not None else
-            [(r["record"], r["purpose"], r["sealed"][0],
-              datetime.fromisoformat(r["collected_at"])) for r in document["records"]
-             if not r["erased_at"] and r["sealed"] and r["purpose"] == DIRECT_MARKETING],
-            consent, lambda: whole or self.store.get_subject(reference),
+            [(r["record"], r["purpose"], sealed, datetime.fromisoformat(r["collected_at"]))
+             for r in document["records"] if not r["erased_at"] for sealed in r["sealed"]],
+            any(c["purpose"] == DIRECT_MARKETING for c in document["consents"]),
+            lambda: self.store.get_subject(reference),
             policies[latest.label] if latest is not None else None, self.vault,
             self.view_reads, open_one)
         open_document(document, lambda sealed: self.open_sealed(sealed, open_one),

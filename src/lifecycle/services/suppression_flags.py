@@ -83,7 +83,9 @@ def with_suppression_breaches(known: list[dict[str, Any]],
     """`known` (the subject's limit_breaches) with its direct-marketing records, and its
     direct-marketing consents by others than the person, that came while an address they
     hold was listed (lifecycle.domain.limits `suppression_breaches`). `values`: each value
-    of a live record (`live_values`), sealed; a record is judged by its collected value,
+    of a live record, sealed (`live_values`, or a document's records with their collected
+    time: the subject's own times are read once it is loaded); a record is judged by its
+    collected value,
     a consent by every value held by its time, so with `marketing_consent` (the subject
     was ever given a direct-marketing consent) every value is read, else only the
     collected values of direct-marketing records. `open_value` opens one (default: the
@@ -92,31 +94,37 @@ def with_suppression_breaches(known: list[dict[str, Any]],
     of its addresses is listed."""
     collected: set[str] = set()
     read = []
-    for record, purpose, sealed, at in values:
+    for record, purpose, sealed, _ in values:
         first = record not in collected
         collected.add(record)
         if marketing_consent or (first and purpose == DIRECT_MARKETING):
-            read.append((record, purpose, sealed, at, first))
+            read.append((record, purpose, sealed, first))
     if not read:
         return known
     opener = open_value or vault.open
     keep = policy is not None and policy.suppression.keep_subaddress
-    held: dict[str, set[str]] = {}
-    dated: list[tuple[datetime, set[str]]] = []
-    for record, purpose, sealed, at, first in read:
-        try:
-            value = opener(sealed)
-        except KeyDestroyed:
-            continue
-        hashes = {digest for address in find_addresses(value)
-                  for digest in address_hashes(vault, address, keep)}
-        if first and purpose == DIRECT_MARKETING:
-            held[record] = hashes
-        dated.append((at, hashes))
-    digests = set().union(*(hashes for _, hashes in dated))
+    hashes_of: dict[str, set[str]] = {}  # sealed value -> its addresses' hashes
+
+    def hashes(sealed: str) -> set[str]:
+        found = hashes_of.get(sealed)
+        if found is None:
+            try:
+                value = opener(sealed)
+            except KeyDestroyed:
+                value = None
+            found = hashes_of[sealed] = {digest for address in find_addresses(value)
+                                         for digest in address_hashes(vault, address, keep)}
+        return found
+
+    held = {record: hashes(sealed) for record, purpose, sealed, first in read
+            if first and purpose == DIRECT_MARKETING}
+    digests = set().union(*(hashes(sealed) for _, _, sealed, _ in read))
     listed = listings_of(views, digests, until) if digests else {}
     subject = load_subject() if listed else None
     if subject is None:
         return known
-    return suppression_breaches(subject, policy, held, listed, known,
-                                dated if marketing_consent else [])
+    # Consents are judged by the values held by their time: the subject's own record of
+    # when each value was held (`values` may date them coarsely, as a document does).
+    dated = ([(at, hashes(sealed)) for _, _, sealed, at in live_values(subject)]
+             if marketing_consent else [])
+    return suppression_breaches(subject, policy, held, listed, known, dated)
