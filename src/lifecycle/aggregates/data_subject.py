@@ -324,9 +324,9 @@ class DataSubject(Aggregate):
         self.requests: dict[str, Request] = {}
         self.refusals: list[Refusal] = []
         self.reviews_flagged: dict[str, datetime] = {}
-        self.suppression_hashes: list[str] = []
-        # When the subject first held each listed address, as far as its listing facts
-        # tell (None: recorded before this was kept, so from its listings' start).
+        # Each listed address's keyed hash (in the order listed), with when the subject
+        # first held it, as far as its listing facts tell (None: recorded before this was
+        # kept, so from its listings' start).
         self.suppression_held_from: dict[str, datetime | None] = {}
         self.excluded_at: datetime | None = None
         self.excluded_reason: Sealed | None = None
@@ -370,6 +370,11 @@ class DataSubject(Aggregate):
         return self._prefs.suppressed_at
 
     @property
+    def suppression_hashes(self) -> list[str]:
+        """The keyed hashes of the subject's listed addresses, in the order listed."""
+        return list(self.suppression_held_from)
+
+    @property
     def suppression_listings(self) -> list[tuple[datetime, datetime | None]]:
         """Each time this subject's addresses were on the suppression list, in fact time:
         from, and until the person's own opt-in lifted it (None: listed now)."""
@@ -381,8 +386,7 @@ class DataSubject(Aggregate):
         after a listing was lifted is not on that listing)."""
         listings = self.suppression_listings
         found: dict[str, list[tuple[datetime, datetime | None]]] = {}
-        for digest in self.suppression_hashes:
-            held = self.suppression_held_from.get(digest)
+        for digest, held in self.suppression_held_from.items():
             clipped = []
             for since, until in listings:
                 start = since if held is None or held <= since else held
@@ -924,7 +928,6 @@ class DataSubject(Aggregate):
     def _suppress(self, email_hashes: list[str], at: datetime | None) -> None:
         for digest in email_hashes:
             if digest not in self.suppression_held_from:
-                self.suppression_hashes.append(digest)
                 self.suppression_held_from[digest] = at
             elif _later(self.suppression_held_from[digest], at):
                 self.suppression_held_from[digest] = at

@@ -232,7 +232,7 @@ class SuppressionProjection:
     def update(self, ctx: ProjectionContext, subjects: Sequence[DataSubject]) -> None:
         rows: list[dict[str, object]] = [
             {"email_hash": digest, "subject_id": str(s.id), "since": since, "until": until}
-            for s in subjects if s.suppression_hashes
+            for s in subjects if s.suppression_held_from
             for digest, listings in s.listed_addresses().items()
             for since, until in listings]
         _replace(ctx.conn, tables.suppression, ctx.stale_ids(subjects), rows)

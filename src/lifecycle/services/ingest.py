@@ -189,7 +189,7 @@ class FactApplier:
         if settled:
             self.shreds.extend(Shred(str(subject.id), key_ids, at, by)
                                for key_ids, at, by in settled)
-        if subject.suppression_hashes:  # listed now, or once (then perhaps lifted)
+        if subject.suppression_held_from:  # listed now, or once (then perhaps lifted)
             self.run_listings.note(subject)
 
     # One handler per fact type --------------------------------------------------------
@@ -401,9 +401,9 @@ class FactApplier:
         # Stores written before addresses were normalised hold hashes of the trimmed,
         # case-folded value: those match too. The sub-address form is kept on the list
         # besides the bare one, so a later keep_subaddress policy still finds it.
-        own = s.suppressed_as_of(at) and s.suppression_hashes
+        own = s.suppressed_as_of(at) and s.suppression_held_from
         for digest in (*self._lookup_forms(email), self._legacy_hash(email)):
-            if own and digest in s.suppression_hashes:
+            if own and digest in s.suppression_held_from:
                 return True
             if self.run_listings.lists(digest, at, self.listed(digest)):
                 return True
