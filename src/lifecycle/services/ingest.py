@@ -141,6 +141,10 @@ class RunListings:
                 if subject_id not in named:
                     self._by_hash[digest] = named | {subject_id}
 
+    def empty(self) -> bool:
+        """No subject the run touched lists, or ever listed, an address."""
+        return not self._by_hash
+
     def lists(self, digest: str, at: datetime,
               stored: Mapping[str, Sequence[Listing]]) -> bool:
         """Whether a subject listed `digest` at `at`: from this run's state of the subjects
@@ -155,22 +159,45 @@ class RunListings:
                    if subject_id not in self._subjects)
 
 
+Rows = Mapping[str, Mapping[str, Sequence[Listing]]]  # hash -> subject -> listings
+
+
+class StoredListings:
+    """The suppression list as the store stood before the run (the projection's rows), and
+    whether a policy ever kept sub-address tags (only listings made under one hold untagged
+    hashes, `KeyVault.untagged_hash`, so only then are they asked for): read once, together,
+    when first asked. Without a loader: nothing listed, tags perhaps kept."""
+
+    def __init__(self, load: Callable[[], tuple[Rows, bool]] | None = None) -> None:
+        self._load = load
+        self._loaded: tuple[Rows, bool] | None = None
+
+    def _read(self) -> tuple[Rows, bool]:
+        if self._loaded is None:
+            self._loaded = self._load() if self._load is not None else ({}, True)
+        return self._loaded
+
+    def of(self, digest: str) -> Mapping[str, Sequence[Listing]]:
+        return self._read()[0].get(digest, {})
+
+    def empty(self) -> bool:
+        return not self._read()[0]
+
+    def tags_kept_once(self) -> bool:
+        return self._read()[1]
+
+
 class FactApplier:
     """Turns one validated fact into commands on its subject, sealing personal values."""
 
     def __init__(self, vault: KeyVault, now: datetime, cases: CaseBook,
                  policy: Policy | None = None,
-                 listed: Callable[[str], Mapping[str, Sequence[Listing]]] | None = None,
-                 tags_kept_once: bool = True) -> None:
+                 stored_listings: StoredListings | None = None) -> None:
         self.vault = vault
         self.cases = cases
         self.now = now
         self.policy = policy
-        # Whether a policy ever kept sub-address tags: only listings made under one hold
-        # untagged hashes (`KeyVault.untagged_hash`), so only then are they asked for.
-        self.tags_kept_once = tags_kept_once
-        # The subjects listing a hash as the store stood before the run (the projection).
-        self.listed = listed or (lambda digest: {})
+        self.stored_listings = stored_listings or StoredListings()
         self.shreds: list[Shred] = []
         self._hash_cache: dict[str, tuple[str, ...]] = {}
         self._lookup_cache: dict[str, tuple[str, ...]] = {}
@@ -355,6 +382,8 @@ class FactApplier:
     def _check_suppression(self, s: DataSubject, data: Any, at: datetime) -> None:
         """Marketing data holding an address suppressed by its time needs the person's own
         opt-in in force then."""
+        if self._nothing_listed(s):
+            return
         if (any(self._suppressed(s, email, at) for email in find_addresses(data))
                 and not self._resubscribed(s, at)):
             raise SuppressedAddress(
@@ -397,15 +426,24 @@ class FactApplier:
         """Without a policy no method lifts suppression."""
         return own_opt_in(self.policy, method)
 
+    def _nothing_listed(self, s: DataSubject) -> bool:
+        """No address can be suppressed: neither the subject, nor a subject this run
+        touched, nor the store lists one, or ever did (a new store's first load); no
+        address is hashed then."""
+        return (not s.suppression_held_from and self.run_listings.empty()
+                and self.stored_listings.empty())
+
     def _suppressed(self, s: DataSubject, email: str, at: datetime) -> bool:
         # Stores written before addresses were normalised hold hashes of the trimmed,
         # case-folded value: those match too. The sub-address form is kept on the list
         # besides the bare one, so a later keep_subaddress policy still finds it.
+        if self._nothing_listed(s):
+            return False
         own = s.suppressed_as_of(at) and s.suppression_held_from
         for digest in (*self._lookup_forms(email), self._legacy_hash(email)):
             if own and digest in s.suppression_held_from:
                 return True
-            if self.run_listings.lists(digest, at, self.listed(digest)):
+            if self.run_listings.lists(digest, at, self.stored_listings.of(digest)):
                 return True
         return False
 
@@ -423,7 +461,7 @@ class FactApplier:
     def _lookup_forms(self, email: str) -> tuple[str, ...]:
         """The hashes an address is looked up under: its listing hashes and, while tags
         are dropped, its untagged form as listings made while they were kept hold it."""
-        if not self.tags_kept_once:
+        if not self.stored_listings.tags_kept_once():
             return self._hash_forms(email)
         return _remembered(self._lookup_cache, email, lambda: self.vault.lookup_hashes(
             email, self._keep_subaddress()))
@@ -495,14 +533,12 @@ class Ingestor:
                  on_progress: Callable[[int], None] | None = None,
                  on_rejected: Callable[[f.Rejection], None] | None = None,
                  policy: Policy | None = None,
-                 listed: Callable[[str], Mapping[str, Sequence[Listing]]] | None = None,
-                 tags_kept_once: bool = True) -> None:
+                 stored_listings: StoredListings | None = None) -> None:
         self.store = store
         self.vault = vault
         self.now = now
         self.policy = policy
-        self.listed = listed
-        self.tags_kept_once = tags_kept_once
+        self.stored_listings = stored_listings
         self.on_progress = on_progress or (lambda n: None)
         self.on_rejected = on_rejected or (lambda r: None)
         self._cache: dict[UUID, DataSubject] = {}
@@ -569,7 +605,7 @@ class Ingestor:
         while True:
             outcome = IngestReport()
             applier = FactApplier(self.vault, self.now, self._cases, self.policy,
-                                  self.listed, self.tags_kept_once)
+                                  self.stored_listings)
             # A copy: an attempt that is redone must not leave its suppressions behind.
             applier.run_listings = self._run_listings.copy()
             try:

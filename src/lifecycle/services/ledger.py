@@ -5,7 +5,7 @@ Thin methods: references and values in, get -> command -> save, results out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from lifecycle.store.event_store import SAVE_RETRIES, SubjectStore, open_subject
 from lifecycle.store.engines import reads_of
 from lifecycle.domain.facts import Rejection
 from lifecycle.domain.limits import Listing
-from lifecycle.services.ingest import Ingestor, IngestReport
+from lifecycle.services.ingest import Ingestor, IngestReport, StoredListings
 from lifecycle.store.lease import schema_lock
 from lifecycle.policy.loader import load_policy, policy_from_document
 from lifecycle.projections import parallel, tables
@@ -99,23 +99,22 @@ class Ledger:
         register = self.store.get_register()
         adoption = register.latest() if register is not None else None
         policy = policy_from_document(adoption.document) if adoption else None
-        tags_kept_once = register is not None and any(
-            policy_from_document(a.document).suppression.keep_subaddress
-            for a in register.adoptions)
-        listings: dict[str, dict[str, list[Listing]]] | None = None
 
-        def listed(email_hash: str) -> Mapping[str, list[Listing]]:
-            """The subjects that listed the hash as the store stands before this run (read
-            once per run, after every stored event is projected), each with its listings."""
-            nonlocal listings
-            if listings is None:
-                self.projections.catch_up()
-                listings = self.suppression_listings()
-            return listings.get(email_hash, {})
+        def stored_listings() -> tuple[dict[str, dict[str, list[Listing]]], bool]:
+            """The suppression list as the store stands before this run (read once per
+            run, after every stored event is projected), and whether a policy ever kept
+            sub-address tags, read after it: a listing made under such a policy came after
+            its adoption, which that read then sees."""
+            self.projections.catch_up()
+            listings = self.suppression_listings()
+            latest_register = self.store.get_register()
+            return listings, latest_register is not None and any(
+                policy_from_document(a.document).suppression.keep_subaddress
+                for a in latest_register.adoptions)
 
         finish_interrupted(self.store, self.vault, now)
         return Ingestor(self.store, self.vault, now, on_progress, on_rejected, policy,
-                        listed, tags_kept_once).run(lines)
+                        StoredListings(stored_listings)).run(lines)
 
     def adopt_policy(self, path: Path, at: datetime) -> tuple[Adoption, bool]:
         """Adopts the policy file from `at`; returns the adoption and whether it is new."""
