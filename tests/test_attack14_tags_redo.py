@@ -75,12 +75,6 @@ def test_control_the_tagged_address_itself_is_refused_after_the_redo(
     assert [r.fact_id for r in report.rejected] == ["run-crm-row"], report.as_dict()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "attack14: tags_kept_once comes from the run's first read of the list "
-    "(StoredListings), but a listing made under a keep-tags policy adopted after that "
-    "read reaches the run through a subject it loads (RunListings); its untagged hash "
-    "is then never asked for: alice@ is accepted (only flagged on read) while "
-    "alice+news@ is refused"))
 @pytest.mark.parametrize("switch_back", [True, False])
 def test_the_untagged_address_is_refused_after_the_redo_too(
         backend: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -96,10 +90,6 @@ def test_the_untagged_address_is_refused_after_the_redo_too(
         report.as_dict(), breaches)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "attack14: StoredListings reads tags_kept_once once per run, with the list, at the "
-    "first check (batch 1); subscriber:alice, loaded in batch 2, brings a keep-tags "
-    "listing into RunListings whose untagged hash _lookup_forms never asks for"))
 def test_a_listing_made_between_batches_under_a_keep_tags_policy_bars_alice_too(
         backend: Settings, tmp_path: Path) -> None:
     """No conflict needed: the run's first batch (BATCH_LINES facts) checks a CRM row, so

@@ -1,10 +1,10 @@
-"""A run reads the suppression list and the policies that shaped it together
+"""A run finds a listing made under a keep-tags policy while it is under way
 (docs/policy.md, "[suppression]").
 
 A listing made while `keep_subaddress = true` was in force also stores the untagged form
-of a tagged address; a run looks that form up only if a policy ever kept tags. The run
-reads whether one did after it reads the list, so a listing that another process made
-under a keep-tags policy adopted after the run began is still found.
+of a tagged address. Ingest asks for that form whatever policies the store had when the
+run began, so a listing that another process makes under a keep-tags policy adopted after
+the run began is still found.
 """
 
 from __future__ import annotations

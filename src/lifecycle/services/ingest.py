@@ -159,32 +159,25 @@ class RunListings:
                    if subject_id not in self._subjects)
 
 
-Rows = Mapping[str, Mapping[str, Sequence[Listing]]]  # hash -> subject -> listings
-
-
 class StoredListings:
-    """The suppression list as the store stood before the run (the projection's rows), and
-    whether a policy ever kept sub-address tags (only listings made under one hold untagged
-    hashes, `KeyVault.untagged_hash`, so only then are they asked for): read once, together,
-    when first asked. Without a loader: nothing listed, tags perhaps kept."""
+    """The suppression list as the store stood before the run (the projection's rows:
+    hash -> subject -> listings), read once, when first asked."""
 
-    def __init__(self, load: Callable[[], tuple[Rows, bool]] | None = None) -> None:
+    def __init__(self, load: Callable[[], Mapping[str, Mapping[str, Sequence[Listing]]]]
+                 | None = None) -> None:
         self._load = load
-        self._loaded: tuple[Rows, bool] | None = None
+        self._rows: Mapping[str, Mapping[str, Sequence[Listing]]] | None = None
 
-    def _read(self) -> tuple[Rows, bool]:
-        if self._loaded is None:
-            self._loaded = self._load() if self._load is not None else ({}, True)
-        return self._loaded
+    def _read(self) -> Mapping[str, Mapping[str, Sequence[Listing]]]:
+        if self._rows is None:
+            self._rows = self._load() if self._load is not None else {}
+        return self._rows
 
     def of(self, digest: str) -> Mapping[str, Sequence[Listing]]:
-        return self._read()[0].get(digest, {})
+        return self._read().get(digest, {})
 
     def empty(self) -> bool:
-        return not self._read()[0]
-
-    def tags_kept_once(self) -> bool:
-        return self._read()[1]
+        return not self._read()
 
 
 class FactApplier:
@@ -460,9 +453,9 @@ class FactApplier:
 
     def _lookup_forms(self, email: str) -> tuple[str, ...]:
         """The hashes an address is looked up under: its listing hashes and, while tags
-        are dropped, its untagged form as listings made while they were kept hold it."""
-        if not self.stored_listings.tags_kept_once():
-            return self._hash_forms(email)
+        are dropped, its untagged form as listings made while they were kept hold it
+        (asked for whatever policies the store has seen: such a listing can reach the run
+        from another process at any moment, in the list or on a subject it loads)."""
         return _remembered(self._lookup_cache, email, lambda: self.vault.lookup_hashes(
             email, self._keep_subaddress()))
 

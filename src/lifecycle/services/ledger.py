@@ -100,17 +100,11 @@ class Ledger:
         adoption = register.latest() if register is not None else None
         policy = policy_from_document(adoption.document) if adoption else None
 
-        def stored_listings() -> tuple[dict[str, dict[str, list[Listing]]], bool]:
+        def stored_listings() -> dict[str, dict[str, list[Listing]]]:
             """The suppression list as the store stands before this run (read once per
-            run, after every stored event is projected), and whether a policy ever kept
-            sub-address tags, read after it: a listing made under such a policy came after
-            its adoption, which that read then sees."""
+            run, after every stored event is projected)."""
             self.projections.catch_up()
-            listings = self.suppression_listings()
-            latest_register = self.store.get_register()
-            return listings, latest_register is not None and any(
-                policy_from_document(a.document).suppression.keep_subaddress
-                for a in latest_register.adoptions)
+            return self.suppression_listings()
 
         finish_interrupted(self.store, self.vault, now)
         return Ingestor(self.store, self.vault, now, on_progress, on_rejected, policy,
