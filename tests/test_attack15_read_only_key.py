@@ -10,7 +10,7 @@ with real read-only bind mounts (`mount --bind -o ro`) gave the same outcomes.
 Held: a read-only key folder stops the rotation at its first step, one line exit 2,
 nothing written; the store reads and a later rotation works.
 
-Found: a read-only key file in a writable folder is met only at step 6, after every live
+Found (fixed: the key file is checked before step 1): a read-only key file in a writable folder is met only at step 6, after every live
 data key was re-wrapped and `KeysRotated` recorded: exit 2 "configuration error" with the
 rotation left under way (and every later run, or daemon tick, re-failing the same way).
 Nothing is lost (the new key stays in the new-key file beside it, and the next run once
@@ -137,10 +137,6 @@ def test_a_read_only_key_folder_stops_the_rotation_before_anything_is_written(
     assert live_epochs(settings) == {1} and reads(settings)
 
 
-@pytest.mark.xfail(strict=True, reason="attack15: a read-only key file (folder writable) "
-                   "is found only at step 6, after every key was re-wrapped and the "
-                   "rotation recorded: exit 2 'configuration error' with the rotation left "
-                   "under way")
 def test_a_read_only_key_file_is_refused_before_any_key_is_rewrapped(
         tmp_path: Path, url: str | None) -> None:
     """Key file read-only in a writable folder (a `subPath` secret mount): a configuration

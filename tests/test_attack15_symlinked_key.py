@@ -5,7 +5,8 @@ elsewhere, as a Kubernetes secret or a secrets-manager mount gives it
 Real `lifecycle` processes, both backends. "The deployment" re-creates the link as it was
 (pointing at the original secret file) before the next process starts.
 
-Found: the rotation replaces the link by a regular file holding the new key
+Found (fixed: a rotation now refuses a key file that is a link, before anything is written):
+the rotation replaces the link by a regular file holding the new key
 (`os.replace` over the link) and overwrites the link's target, the operator's secret,
 with random bytes (`os.open(path, O_WRONLY)` follows the link). Once the deployment
 re-creates the link, the regular file with the only copy of the new key is gone, the
@@ -119,9 +120,6 @@ def reads_every_subject(settings: Settings) -> list[str]:
                 if ledger.subject_view(s)["records"][0]["data"] != {"name": f"Name {n}"}]
 
 
-@pytest.mark.xfail(strict=True, reason="attack15: rotation replaces a symlinked key file "
-                   "by a regular file and overwrites the link's target (the operator's "
-                   "secret) with random bytes")
 def test_a_rotation_keeps_a_symlinked_key_file_a_link_and_its_secret_a_key(
         linked: tuple[Settings, Path]) -> None:
     """With the key file a link to a secret: either the rotation refuses before anything
@@ -146,9 +144,6 @@ def test_a_rotation_keeps_a_symlinked_key_file_a_link_and_its_secret_a_key(
     assert [key_check_value(key)] == current
 
 
-@pytest.mark.xfail(strict=True, reason="attack15: after a rotation through a symlinked key "
-                   "file, the re-deployed link opens nothing: the only copy of the new key "
-                   "was the regular file that replaced the link")
 def test_after_a_rotation_the_redeployed_link_still_opens_every_value(
         linked: tuple[Settings, Path]) -> None:
     """`keys rotate` (whatever its exit), then the deployment re-creates the link to the
@@ -163,17 +158,17 @@ def test_after_a_rotation_the_redeployed_link_still_opens_every_value(
 
 @pytest.mark.parametrize("step", [
     "rotate-recorded",
-    pytest.param("rotate-key-destroyed", marks=pytest.mark.xfail(
-        strict=True, reason="attack15: killed after the key file (a link) was replaced, "
-        "the re-deployed link leaves the new key nowhere: every live value is lost")),
+    "rotate-key-destroyed",
 ])
 def test_a_rotation_killed_with_a_symlinked_key_file_loses_no_key_on_redeploy(
         linked: tuple[Settings, Path], step: str) -> None:
-    """Killed at `step`, then the pod restarts (the link re-created as deployed): the
-    current epoch's key is still somewhere lifecycle reads it (the secret, or a new-key
-    file beside the link), so the store opens in a new process and every value reads."""
+    """Told to die at `step`, then the pod restarts (the link re-created as deployed):
+    the run is refused before any step (exit 2, one line), so it never gets there; the
+    current epoch's key is where lifecycle reads it, so the store opens in a new process
+    and every value reads."""
     settings, secret = linked
     killed = cli(settings, "keys", "rotate", crash_at=step)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert killed.returncode == 2 and one_line(killed), killed.stderr
+    assert killed.returncode != -signal.SIGKILL
     redeploy(settings.master_key_file, secret)
     assert reads_every_subject(settings) == []

@@ -41,7 +41,8 @@ from eventsourcing.persistence import IntegrityError
 from lifecycle.aggregates.key_rotations import ROTATIONS_ID, KeyRotations, Rotation
 from lifecycle.store.epoch_keys import (find_epoch_key, install_next_key,
                                          operator_key_source, remove_next_key,
-                                         remove_unused_next_keys, write_next_key)
+                                         refuse_unreplaceable_key_file, remove_unused_next_keys,
+                                         write_next_key)
 from lifecycle.store.master_key import key_check_value
 from lifecycle.store.vault import (CURRENT, RETIRED, RETIRING, EpochRow, KeyVault,
                                    RewrapBatch, RotationOvertaken)
@@ -306,6 +307,7 @@ def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datet
     epochs = vault.epochs()
     retiring = next((e for e in epochs if e.state == RETIRING), None)
     resumed = retiring is not None
+    refuse_unreplaceable_key_file(settings, resumed)
     if retiring is None:
         seen = next(e for e in epochs if e.state == CURRENT).epoch
         key = write_next_key(settings, seen)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -157,6 +158,67 @@ def _seen_epoch(path: Path) -> int | None:
     return int(seen) if dash and seen.isdigit() else -1  # -1: not this version's name
 
 
+def refuse_unreplaceable_key_file(settings: Settings, under_way: bool) -> None:
+    """Raises ConfigurationError, before a rotation writes anything, if its last step could
+    not put the new key in the key file: a link (to a mounted secret, say: the link would
+    be replaced and its target keep a retired key, or be overwritten), anything but a
+    regular file, a file mounted on its own, or one that cannot be opened for writing."""
+    path = settings.master_key_file
+    then = (" (the rotation under way stays so, its new key in a file beside the key "
+            "file; a run finishes it once the key file can be replaced)" if under_way
+            else "; nothing was done")
+    advice = ("point LIFECYCLE_MASTER_KEY_FILE at a regular file in a folder lifecycle "
+              "may write (give the current key with LIFECYCLE_MASTER_KEY_COMMAND if it "
+              "lives in a secret store; the new key goes to that file)")
+
+    def refuse(why: str) -> ConfigurationError:
+        return ConfigurationError(f"key file {path}: {why}: a key rotation replaces the "
+                                  f"key file; {advice}{then}")
+
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return  # the key comes from elsewhere: the new one is written here
+    except OSError as error:
+        raise refuse(f"cannot be examined ({error.strerror})") from None
+    if stat.S_ISLNK(found.st_mode):
+        raise refuse(f"is a link to {os.readlink(path)}")
+    if not stat.S_ISREG(found.st_mode):
+        raise refuse("is not a regular file")
+    if _mount_point(path):
+        raise refuse("is mounted on its own (a secret mount?), so it cannot be replaced")
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            raise refuse("is on a read-only file system")
+        os.close(os.open(path, os.O_WRONLY | os.O_NOFOLLOW))
+    except OSError as error:
+        raise refuse(f"cannot be written ({error.strerror})") from None
+
+
+def _mount_point(path: Path) -> bool:
+    """Whether something is mounted on `path` itself (Linux: /proc/self/mountinfo; a file
+    bind-mounted on its own cannot be renamed over). Comparing device numbers with the
+    folder's would not do: on overlay file systems (containers) a file's differs."""
+    try:
+        table = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return False
+    target = os.path.realpath(path)
+    for line in table.splitlines():
+        fields = line.split(" ")
+        if len(fields) > 4 and _unescaped(fields[4]) == target:
+            return True
+    return False
+
+
+def _unescaped(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"),
+                       ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
 def install_next_key(settings: Settings, new_check: str) -> bool:
     """Moves the rotation's new key over the key file (one rename) and overwrites the old
     key file's bytes. Idempotent: True if the key file already holds, or now holds, the
@@ -171,7 +233,9 @@ def install_next_key(settings: Settings, new_check: str) -> bool:
     if upcoming is None or new is None:
         return False
     try:
-        old_fd = os.open(path, os.O_WRONLY) if path.exists() else None
+        # Never through a link: its target is not this file to overwrite.
+        old_fd = (os.open(path, os.O_WRONLY | os.O_NOFOLLOW) if os.path.lexists(path)
+                  else None)
         try:
             os.replace(upcoming, path)
             _sync_folder(path.parent)
