@@ -43,7 +43,7 @@ def test_a_key_file_mounted_on_its_own_is_refused(mounted_key_file: Path) -> Non
     """The key file is a bind mount (writable): one ConfigurationError naming the file and
     the reason, saying nothing was done."""
     with pytest.raises(ConfigurationError) as refused:
-        refuse_unreplaceable_key_file(settings_for(mounted_key_file), under_way=False)
+        refuse_unreplaceable_key_file(settings_for(mounted_key_file), under_way=None)
     text = str(refused.value)
     assert str(mounted_key_file) in text and "mounted on its own" in text
     assert "nothing was done" in text and "\n" not in text
@@ -53,6 +53,6 @@ def test_a_regular_key_file_in_a_writable_folder_is_accepted(tmp_path: Path) -> 
     """The control: a regular, writable key file raises nothing (nor does a missing one,
     where the key comes from elsewhere)."""
     key_file = tmp_path / "master.key"
-    refuse_unreplaceable_key_file(settings_for(key_file), under_way=False)
+    refuse_unreplaceable_key_file(settings_for(key_file), under_way=None)
     key_file.write_text("c2VjcmV0\n")
-    refuse_unreplaceable_key_file(settings_for(key_file), under_way=True)
+    refuse_unreplaceable_key_file(settings_for(key_file), under_way="0" * 16)

@@ -307,7 +307,8 @@ def _rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: datet
     epochs = vault.epochs()
     retiring = next((e for e in epochs if e.state == RETIRING), None)
     resumed = retiring is not None
-    refuse_unreplaceable_key_file(settings, resumed)
+    refuse_unreplaceable_key_file(settings, next(
+        e.key_check for e in epochs if e.state == CURRENT) if resumed else None)
     if retiring is None:
         seen = next(e for e in epochs if e.state == CURRENT).epoch
         key = write_next_key(settings, seen)

@@ -158,15 +158,21 @@ def _seen_epoch(path: Path) -> int | None:
     return int(seen) if dash and seen.isdigit() else -1  # -1: not this version's name
 
 
-def refuse_unreplaceable_key_file(settings: Settings, under_way: bool) -> None:
+def refuse_unreplaceable_key_file(settings: Settings, under_way: str | None) -> None:
     """Raises ConfigurationError, before a rotation writes anything, if its last step could
     not put the new key in the key file: a link (to a mounted secret, say: the link would
     be replaced and its target keep a retired key, or be overwritten), anything but a
-    regular file, a file mounted on its own, or one that cannot be opened for writing."""
+    regular file, a file mounted on its own, or one that cannot be opened for writing.
+    `under_way`: the key check of the new key of a rotation under way; a key file that
+    already holds that key (however it is kept) needs no replacing."""
     path = settings.master_key_file
+    if under_way is not None:
+        held = _read_key(path)
+        if held is not None and key_check_value(held) == under_way:
+            return
     then = (" (the rotation under way stays so, its new key in a file beside the key "
-            "file; a run finishes it once the key file can be replaced)" if under_way
-            else "; nothing was done")
+            "file; a run finishes it once the key file can be replaced, or holds that "
+            "key)" if under_way is not None else "; nothing was done")
     advice = ("point LIFECYCLE_MASTER_KEY_FILE at a regular file in a folder lifecycle "
               "may write (give the current key with LIFECYCLE_MASTER_KEY_COMMAND if it "
               "lives in a secret store; the new key goes to that file)")
