@@ -1,0 +1,85 @@
+"""attack16: the key file is a regular, writable file, but its folder refuses a rename
+into it (immutable, `chattr +i`; for a non-root user the same as a folder it may not
+write). docs/guarantees.md: "Before the first [step], it checks that its last step will be
+able to replace the key file ... refused, one line, exit 2, nothing written."
+
+A rotation under way (killed at `rotate-epoch-begun`, its new key already beside the key
+file), then the folder becomes immutable: the next `keys rotate` re-wraps every live key
+under the new epoch and only then fails at step 6. SQLite; the key file in a folder of
+its own (the store's folder stays writable); `chattr -i` always undone."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
+from lifecycle.store.vault import CURRENT, RETIRING
+from lifecycle.support.faults import CRASH_ENV
+from tests.facts_builder import collected, lines
+from tests.processes import env_for
+
+NOW = datetime(2024, 6, 1, tzinfo=UTC)
+SUBJECTS = [f"subscriber:imm-{n}" for n in range(5)]
+
+
+def cli(settings: Settings, *args: str, crash_at: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    env = env_for(settings)
+    env["LIFECYCLE_MASTER_KEY_FILE"] = str(settings.master_key_file)
+    if crash_at:
+        env[CRASH_ENV] = crash_at
+    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def under_retiring(settings: Settings) -> int:
+    with Ledger(settings) as ledger:
+        retiring = next(e for e in ledger.vault.epochs() if e.state == RETIRING)
+        return ledger.vault.live_keys_under(retiring.epoch)
+
+
+@pytest.mark.xfail(strict=True, reason="attack16: a key folder that refuses the rename is "
+                   "not checked up front for a rotation under way: every key is re-wrapped, "
+                   "then step 6 fails")
+def test_a_resumed_rotation_whose_key_folder_refuses_renames_is_refused_before_rewrapping(
+        tmp_path: Path) -> None:
+    """A rotation under way, its key folder now refusing renames: `keys rotate` is refused
+    (exit 2, one line) before it re-wraps anything: the live keys still under the retiring
+    epoch are as many as before the run."""
+    if shutil.which("chattr") is None:
+        pytest.skip("no chattr")
+    home = tmp_path / "data"
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    key_file = keys / "master.key"
+    key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    key_file.chmod(0o600)
+    settings = Settings(home=home, database_url=None, master_key=None, master_key_file=key_file)
+    facts = [collected(s, "2024-01-01T09:00:00+00:00", "rec-1", {"name": f"Name {n}"},
+                       id=f"imm-{n}") for n, s in enumerate(SUBJECTS)]
+    with Ledger(settings) as ledger:
+        assert ledger.ingest(lines(facts), NOW).accepted == len(facts)
+    killed = cli(settings, "keys", "rotate", crash_at="rotate-epoch-begun")
+    assert killed.returncode != 0
+    before = under_retiring(settings)
+    assert before == len(SUBJECTS)
+    locked = subprocess.run(["chattr", "+i", str(keys)], capture_output=True, text=True)
+    if locked.returncode != 0:
+        pytest.skip(f"chattr +i: {locked.stderr[:200]}")
+    try:
+        run = cli(settings, "keys", "rotate")
+        after = under_retiring(settings)
+    finally:
+        subprocess.run(["chattr", "-i", str(keys)], check=True)
+    assert run.returncode == 2, run.stderr
+    assert after == before, (f"re-wrapped {before - after} keys before failing at step 6: "
+                             f"{run.stderr.strip()[-300:]}")

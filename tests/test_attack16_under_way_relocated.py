@@ -1,0 +1,122 @@
+"""attack16: a rotation under way (a run killed at `rotate-recorded`: every live key is
+re-wrapped under the new epoch, whose key is only in `<key file>.next-…` beside the key
+file), then the deployment turns the key file into a link to a secret holding the same
+(old) key. `keys rotate` is refused (exit 2, one line). The operator does what the line
+says: points LIFECYCLE_MASTER_KEY_FILE at a regular file in a folder lifecycle may write,
+the current key given by LIFECYCLE_MASTER_KEY_COMMAND ("the new key goes to that file").
+
+Real `lifecycle` processes, both backends.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lifecycle.services.ledger import Ledger
+from lifecycle.store.settings import Settings
+from lifecycle.support.faults import CRASH_ENV
+from tests.facts_builder import collected, lines
+from tests.processes import env_for
+
+NOW = datetime(2024, 6, 1, tzinfo=UTC)
+SUBJECTS = [f"subscriber:uw-{n}" for n in range(4)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    url = request.getfixturevalue("postgres_database") if request.param == "postgres" else None
+    home = tmp_path / "lifecycle-data"
+    home.mkdir(mode=0o700)
+    key_file = home / "master.key"
+    key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    key_file.chmod(0o600)
+    settings = Settings(home=home, database_url=url, master_key=None, master_key_file=key_file)
+    facts = [collected(s, "2024-01-01T09:00:00+00:00", "rec-1", {"name": f"Name {n}"},
+                       id=f"uw-{n}") for n, s in enumerate(SUBJECTS)]
+    with Ledger(settings) as ledger:
+        assert ledger.ingest(lines(facts), NOW).accepted == len(facts)
+    return settings
+
+
+def cli(settings: Settings, *args: str, key_file: Path | None = None,
+        command: str | None = None, crash_at: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    env = env_for(settings)
+    env["LIFECYCLE_MASTER_KEY_FILE"] = str(key_file or settings.master_key_file)
+    if command:
+        env["LIFECYCLE_MASTER_KEY_COMMAND"] = command
+    if crash_at:
+        env[CRASH_ENV] = crash_at
+    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> bool:
+    text = [l for l in result.stderr.splitlines() if l.startswith("lifecycle:")]
+    return len(text) == 1 and "Traceback" not in result.stderr
+
+
+def under_way_then_linked(settings: Settings, tmp_path: Path) -> Path:
+    """Kills a rotation at `rotate-recorded`, then moves the (old) key to a secret file and
+    makes the key file a link to it; returns the secret."""
+    killed = cli(settings, "keys", "rotate", crash_at="rotate-recorded")
+    assert killed.returncode != 0, killed.stdout
+    key_file = settings.master_key_file
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    secret = secrets / "master.key"
+    secret.write_bytes(key_file.read_bytes())
+    secret.chmod(0o600)
+    key_file.unlink()
+    key_file.symlink_to(secret)
+    return secret
+
+
+def test_reads_and_the_refusal_hold_while_the_key_file_is_a_link(
+        store: Settings, tmp_path: Path) -> None:
+    """While a rotation is under way and the key file became a link: a new process still
+    reads every subject (the new key beside the key file), and `keys rotate` is refused
+    in one line (exit 2) that says the rotation stays under way; nothing is replaced."""
+    secret = under_way_then_linked(store, tmp_path)
+    before = secret.read_bytes()
+    for n, subject in enumerate(SUBJECTS):
+        shown = cli(store, "subject", "show", subject, "--json")
+        assert shown.returncode == 0 and f"Name {n}" in shown.stdout, shown.stderr
+    refused = cli(store, "keys", "rotate")
+    assert refused.returncode == 2 and one_line(refused), refused.stderr
+    assert "is a link" in refused.stderr and "under way" in refused.stderr
+    assert store.master_key_file.is_symlink() and secret.read_bytes() == before
+
+
+@pytest.mark.xfail(strict=True, reason="attack16: the refusal's advice, followed during a "
+                   "rotation under way, leaves the new epoch's key behind at the old path: "
+                   "the rotation cannot finish and no value reads")
+def test_following_the_refusal_finishes_the_rotation_under_way(
+        store: Settings, tmp_path: Path) -> None:
+    """The refusal of a rotation under way tells the operator to point
+    LIFECYCLE_MASTER_KEY_FILE at a regular file in a writable folder (the current key by
+    LIFECYCLE_MASTER_KEY_COMMAND). Done so (a new folder, the key file not there yet, the
+    command printing the secret): `keys rotate` finishes the rotation under way, and every
+    subject reads with the new settings. The rule: advice given in a refusal must work,
+    or say what else to move (the new-key file beside the old key file)."""
+    secret = under_way_then_linked(store, tmp_path)
+    refused = cli(store, "keys", "rotate")
+    assert refused.returncode == 2, refused.stderr
+    moved = tmp_path / "writable"
+    moved.mkdir(mode=0o700)
+    new_file = moved / "master.key"
+    command = f"cat {shlex.quote(str(secret))}"
+    finished = cli(store, "keys", "rotate", key_file=new_file, command=command)
+    assert finished.returncode == 0, finished.stderr.strip()[-400:]
+    for n, subject in enumerate(SUBJECTS):
+        shown = cli(store, "subject", "show", subject, "--json", key_file=new_file,
+                    command=command)
+        assert shown.returncode == 0 and f"Name {n}" in shown.stdout, shown.stderr[-300:]
