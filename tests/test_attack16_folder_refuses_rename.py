@@ -47,9 +47,6 @@ def under_retiring(settings: Settings) -> int:
         return ledger.vault.live_keys_under(retiring.epoch)
 
 
-@pytest.mark.xfail(strict=True, reason="attack16: a key folder that refuses the rename is "
-                   "not checked up front for a rotation under way: every key is re-wrapped, "
-                   "then step 6 fails")
 def test_a_resumed_rotation_whose_key_folder_refuses_renames_is_refused_before_rewrapping(
         tmp_path: Path) -> None:
     """A rotation under way, its key folder now refusing renames: `keys rotate` is refused

@@ -137,7 +137,7 @@ def test_a_mounted_key_file_with_an_odd_name_is_refused(tmp_path: Path, name: st
                         master_key_file=key_file)
     with bind(secret, key_file):
         with pytest.raises(ConfigurationError) as refused:
-            refuse_unreplaceable_key_file(settings, under_way=False)
+            refuse_unreplaceable_key_file(settings, under_way=None)
         assert "mounted on its own" in str(refused.value)
 
 
@@ -158,4 +158,4 @@ def test_a_mounted_key_file_named_through_a_linked_folder_or_relatively_is_refus
             settings = Settings(home=real, database_url=None, master_key=None,
                                 master_key_file=named)
             with pytest.raises(ConfigurationError, match="mounted on its own"):
-                refuse_unreplaceable_key_file(settings, under_way=False)
+                refuse_unreplaceable_key_file(settings, under_way=None)

@@ -4,6 +4,9 @@ file), then the deployment turns the key file into a link to a secret holding th
 (old) key. `keys rotate` is refused (exit 2, one line). The operator does what the line
 says: points LIFECYCLE_MASTER_KEY_FILE at a regular file in a folder lifecycle may write,
 the current key given by LIFECYCLE_MASTER_KEY_COMMAND ("the new key goes to that file").
+That was the advice for a new rotation; followed during one under way, it left the new key
+behind at the old path and nothing read. Fixed: the refusal of a rotation under way names
+the file holding its new key and says to make the key file hold it.
 
 Real `lifecycle` processes, both backends.
 """
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from lifecycle.services.ledger import Ledger
+from lifecycle.store.epoch_keys import next_key_files
 from lifecycle.store.settings import Settings
 from lifecycle.support.faults import CRASH_ENV
 from tests.facts_builder import collected, lines
@@ -96,27 +99,44 @@ def test_reads_and_the_refusal_hold_while_the_key_file_is_a_link(
     assert store.master_key_file.is_symlink() and secret.read_bytes() == before
 
 
-@pytest.mark.xfail(strict=True, reason="attack16: the refusal's advice, followed during a "
-                   "rotation under way, leaves the new epoch's key behind at the old path: "
-                   "the rotation cannot finish and no value reads")
 def test_following_the_refusal_finishes_the_rotation_under_way(
         store: Settings, tmp_path: Path) -> None:
-    """The refusal of a rotation under way tells the operator to point
-    LIFECYCLE_MASTER_KEY_FILE at a regular file in a writable folder (the current key by
-    LIFECYCLE_MASTER_KEY_COMMAND). Done so (a new folder, the key file not there yet, the
-    command printing the secret): `keys rotate` finishes the rotation under way, and every
-    subject reads with the new settings. The rule: advice given in a refusal must work,
-    or say what else to move (the new-key file beside the old key file)."""
+    """The refusal of a rotation under way names the file holding its new key and tells
+    the operator to make the key file hold that key. Done both ways the line offers (the
+    key written into the secret the link points to; or a regular file holding it in the
+    link's place): `keys rotate` finishes the rotation, and every subject reads. The rule:
+    advice given in a refusal works when followed. (Before, the line gave the advice for a
+    new rotation, which moved the key file away from the new key: nothing read.)"""
     secret = under_way_then_linked(store, tmp_path)
     refused = cli(store, "keys", "rotate")
-    assert refused.returncode == 2, refused.stderr
-    moved = tmp_path / "writable"
-    moved.mkdir(mode=0o700)
-    new_file = moved / "master.key"
-    command = f"cat {shlex.quote(str(secret))}"
-    finished = cli(store, "keys", "rotate", key_file=new_file, command=command)
+    assert refused.returncode == 2 and one_line(refused), refused.stderr
+    [pending] = next_key_files(store)
+    assert str(pending) in refused.stderr and "under way" in refused.stderr
+    secret.write_bytes(pending.read_bytes())  # the key written where the link points
+    finished = cli(store, "keys", "rotate")
     assert finished.returncode == 0, finished.stderr.strip()[-400:]
+    assert store.master_key_file.is_symlink() and next_key_files(store) == []
     for n, subject in enumerate(SUBJECTS):
-        shown = cli(store, "subject", "show", subject, "--json", key_file=new_file,
-                    command=command)
+        shown = cli(store, "subject", "show", subject, "--json")
+        assert shown.returncode == 0 and f"Name {n}" in shown.stdout, shown.stderr[-300:]
+
+
+def test_a_regular_file_in_the_links_place_finishes_the_rotation_under_way(
+        store: Settings, tmp_path: Path) -> None:
+    """The other way the refusal offers: the link replaced by a regular file holding the
+    new key (copied from the file the line names): the rotation finishes, every subject
+    reads, and the key file stays a regular file, mode 0600."""
+    under_way_then_linked(store, tmp_path)
+    refused = cli(store, "keys", "rotate")
+    assert refused.returncode == 2, refused.stderr
+    [pending] = next_key_files(store)
+    key_file = store.master_key_file
+    key_file.unlink()
+    key_file.write_bytes(pending.read_bytes())
+    key_file.chmod(0o600)
+    finished = cli(store, "keys", "rotate")
+    assert finished.returncode == 0, finished.stderr.strip()[-400:]
+    assert not key_file.is_symlink() and os.stat(key_file).st_mode & 0o077 == 0
+    for n, subject in enumerate(SUBJECTS):
+        shown = cli(store, "subject", "show", subject, "--json")
         assert shown.returncode == 0 and f"Name {n}" in shown.stdout, shown.stderr[-300:]

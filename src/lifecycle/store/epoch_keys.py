@@ -162,25 +162,35 @@ def refuse_unreplaceable_key_file(settings: Settings, under_way: str | None) -> 
     """Raises ConfigurationError, before a rotation writes anything, if its last step could
     not put the new key in the key file: a link (to a mounted secret, say: the link would
     be replaced and its target keep a retired key, or be overwritten), anything but a
-    regular file, a file mounted on its own, or one that cannot be opened for writing.
-    `under_way`: the key check of the new key of a rotation under way; a key file that
-    already holds that key (however it is kept) needs no replacing."""
+    regular file, a file mounted on its own, one that cannot be opened for writing, or a
+    folder that cannot be written. `under_way`: the key check of the new key of a rotation
+    under way; a key file that already holds that key (however it is kept) needs no
+    replacing, and the refusal names the file that holds it."""
     path = settings.master_key_file
+    pending: Path | None = None
     if under_way is not None:
         held = _read_key(path)
         if held is not None and key_check_value(held) == under_way:
             return
-    then = (" (the rotation under way stays so, its new key in a file beside the key "
-            "file; a run finishes it once the key file can be replaced, or holds that "
-            "key)" if under_way is not None else "; nothing was done")
-    advice = ("point LIFECYCLE_MASTER_KEY_FILE at a regular file in a folder lifecycle "
-              "may write (give the current key with LIFECYCLE_MASTER_KEY_COMMAND if it "
-              "lives in a secret store; the new key goes to that file)")
+        pending = _next_key(settings, under_way)[0]
+    if pending is not None:
+        advice = (f"a rotation is under way and its new key is in {pending}: make the key "
+                  "file hold that key (write it into the file a link points to, or put a "
+                  "regular file holding it in the key file's place), keep that file until "
+                  "the rotation is finished, and run again")
+    else:
+        advice = ("point LIFECYCLE_MASTER_KEY_FILE at a regular file in a folder lifecycle "
+                  "may write (give the current key with LIFECYCLE_MASTER_KEY_COMMAND if it "
+                  "lives in a secret store; the new key goes to that file)") + (
+            "; the rotation under way stays so" if under_way is not None
+            else "; nothing was done")
 
     def refuse(why: str) -> ConfigurationError:
         return ConfigurationError(f"key file {path}: {why}: a key rotation replaces the "
-                                  f"key file; {advice}{then}")
+                                  f"key file; {advice}")
 
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise refuse(f"its folder {path.parent} cannot be written")
     try:
         found = os.lstat(path)
     except FileNotFoundError:
@@ -202,18 +212,29 @@ def refuse_unreplaceable_key_file(settings: Settings, under_way: str | None) -> 
 
 
 def _mount_point(path: Path) -> bool:
-    """Whether something is mounted on `path` itself (Linux: /proc/self/mountinfo; a file
-    bind-mounted on its own cannot be renamed over). Comparing device numbers with the
-    folder's would not do: on overlay file systems (containers) a file's differs."""
+    """Whether the mount `path` is on has `path` itself as its mount point (Linux: the
+    mount id of an O_PATH descriptor, looked up in /proc/self/mountinfo): a file
+    bind-mounted on its own cannot be renamed over. Not by device numbers (on overlay file
+    systems, in containers, a file's differs from its folder's), nor by mount points
+    alone (a mount hidden under a later one is no longer the file's)."""
     try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        info = Path(f"/proc/self/fdinfo/{fd}").read_text()
         table = Path("/proc/self/mountinfo").read_text()
     except OSError:
         return False
+    finally:
+        os.close(fd)
+    mount_id = next((line.split()[1] for line in info.splitlines()
+                     if line.startswith("mnt_id:") and len(line.split()) > 1), None)
     target = os.path.realpath(path)
     for line in table.splitlines():
         fields = line.split(" ")
-        if len(fields) > 4 and _unescaped(fields[4]) == target:
-            return True
+        if len(fields) > 4 and fields[0] == mount_id:
+            return _unescaped(fields[4]) == target
     return False
 
 
