@@ -31,7 +31,7 @@ from lifecycle.services.ledger import Ledger
 from lifecycle.store.master_key import key_check_value
 from lifecycle.store.settings import Settings
 from lifecycle.support.faults import CRASH_ENV
-from tests.facts_builder import collected, lines
+from tests.key_file_stores import named_store, operator_key_file
 from tests.processes import env_for
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -45,17 +45,10 @@ def linked_store(tmp_path: Path, url: str | None) -> tuple[Settings, Path]:
     home.mkdir(mode=0o700)
     secrets = tmp_path / "secrets" / "..data"
     secrets.mkdir(parents=True)
-    secret = secrets / "master.key"
-    secret.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
-    secret.chmod(0o600)
+    secret = operator_key_file(secrets / "master.key")
     link = home / "master.key"
     link.symlink_to(secret)
-    settings = Settings(home=home, database_url=url, master_key=None, master_key_file=link)
-    facts = [collected(s, "2024-01-01T09:00:00+00:00", "rec-1", {"name": f"Name {n}"},
-                       id=f"link-{n}") for n, s in enumerate(SUBJECTS)]
-    with Ledger(settings) as ledger:
-        assert ledger.ingest(lines(facts), NOW).accepted == len(facts)
-    return settings, secret
+    return named_store(home, link, url, SUBJECTS, "link"), secret
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -8,8 +8,6 @@ Real `lifecycle` processes, SQLite (step 6 touches files only); the bind mount i
 
 from __future__ import annotations
 
-import base64
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +19,7 @@ import pytest
 
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
-from tests.facts_builder import collected, lines
+from tests.key_file_stores import named_store
 from tests.processes import env_for
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -52,15 +50,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     url = request.getfixturevalue("postgres_database") if request.param == "postgres" else None
     home = tmp_path / "lifecycle-data"
     home.mkdir(mode=0o700)
-    key_file = home / "master.key"
-    key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
-    key_file.chmod(0o600)
-    settings = Settings(home=home, database_url=url, master_key=None, master_key_file=key_file)
-    facts = [collected(s, "2024-01-01T09:00:00+00:00", "rec-1", {"name": f"Name {n}"},
-                       id=f"chg-{n}") for n, s in enumerate(SUBJECTS)]
-    with Ledger(settings) as ledger:
-        assert ledger.ingest(lines(facts), NOW).accepted == len(facts)
-    return settings
+    return named_store(home, home / "master.key", url, SUBJECTS, "chg")
 
 
 def env(settings: Settings) -> dict[str, str]:

@@ -5,8 +5,6 @@ names the link, and neither replaces the link nor writes its target. In process,
 
 from __future__ import annotations
 
-import base64
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -17,10 +15,9 @@ import pytest
 from lifecycle.daemon import Daemon
 from lifecycle.services.key_policy import KeyPolicy
 from lifecycle.services.ledger import Ledger
-from lifecycle.store.settings import Settings
 from lifecycle.support.faults import CRASH_ENV
 from lifecycle.support.logs import configure_logging
-from tests.facts_builder import collected, lines
+from tests.key_file_stores import named_store
 from tests.processes import env_for
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -34,13 +31,7 @@ def test_the_daemon_tick_survives_a_linked_key_file_under_a_rotation_under_way(
     home = tmp_path / "data"
     home.mkdir(mode=0o700)
     key_file = home / "master.key"
-    key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
-    key_file.chmod(0o600)
-    settings = Settings(home=home, database_url=None, master_key=None, master_key_file=key_file)
-    with Ledger(settings) as ledger:
-        assert ledger.ingest(lines([collected("subscriber:dl-1", "2024-01-01T09:00:00+00:00",
-                                              "rec-1", {"name": "Name 1"}, id="dl-1")]),
-                             NOW).accepted == 1
+    settings = named_store(home, key_file, None, ["subscriber:dl-1"], "dl")
     env = {**env_for(settings), "LIFECYCLE_MASTER_KEY_FILE": str(key_file), CRASH_ENV:
            "rotate-recorded"}
     killed = subprocess.run([sys.executable, "-m", "lifecycle", "keys", "rotate"], env=env,
@@ -60,7 +51,7 @@ def test_the_daemon_tick_survives_a_linked_key_file_under_a_rotation_under_way(
             summaries = [daemon.tick(), daemon.tick()]
         finally:
             daemon.close()
-        assert ledger.subject_view("subscriber:dl-1")["records"][0]["data"] == {"name": "Name 1"}
+        assert ledger.subject_view("subscriber:dl-1")["records"][0]["data"] == {"name": "Name 0"}
     logged = capsys.readouterr().err.splitlines()
     failures = [l for l in logged if "daemon.rotation" in l]
     assert all(s["rotated_to_epoch"] is None for s in summaries)

@@ -10,8 +10,6 @@ its own (the store's folder stays writable); `chattr -i` always undone."""
 
 from __future__ import annotations
 
-import base64
-import os
 import shutil
 import subprocess
 import sys
@@ -22,9 +20,9 @@ import pytest
 
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
-from lifecycle.store.vault import CURRENT, RETIRING
+from lifecycle.store.vault import RETIRING
 from lifecycle.support.faults import CRASH_ENV
-from tests.facts_builder import collected, lines
+from tests.key_file_stores import named_store
 from tests.processes import env_for
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -57,14 +55,7 @@ def test_a_resumed_rotation_whose_key_folder_refuses_renames_is_refused_before_r
     home = tmp_path / "data"
     keys = tmp_path / "keys"
     keys.mkdir(mode=0o700)
-    key_file = keys / "master.key"
-    key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
-    key_file.chmod(0o600)
-    settings = Settings(home=home, database_url=None, master_key=None, master_key_file=key_file)
-    facts = [collected(s, "2024-01-01T09:00:00+00:00", "rec-1", {"name": f"Name {n}"},
-                       id=f"imm-{n}") for n, s in enumerate(SUBJECTS)]
-    with Ledger(settings) as ledger:
-        assert ledger.ingest(lines(facts), NOW).accepted == len(facts)
+    settings = named_store(home, keys / "master.key", None, SUBJECTS, "imm")
     killed = cli(settings, "keys", "rotate", crash_at="rotate-epoch-begun")
     assert killed.returncode != 0
     before = under_retiring(settings)

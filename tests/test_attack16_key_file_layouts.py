@@ -22,7 +22,6 @@ from lifecycle.domain.errors import ConfigurationError
 from lifecycle.services.ledger import Ledger
 from lifecycle.services.rotation import rotate
 from lifecycle.store.epoch_keys import refuse_unreplaceable_key_file
-from lifecycle.store.master_key import key_check_value
 from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, lines
 
