@@ -8,7 +8,9 @@ is writable elsewhere (read-only mount): the operator writes the new key into it
 as the line says, and runs again.
 
 The rule: advice given in a refusal works when followed: the rotation finishes (exit 0,
-no rotation under way, every subject reads). It does not: the check passes (the key file
+no rotation under way, every subject reads). Fixed: the copy of the new key the folder
+keeps is left (it holds the current key, as the key file does) and removed by the first
+rotation after its epoch is retired. It did not: the check passes (the key file
 holds the new key), the rotation goes on to `install_next_key`, whose `_drop_copies`
 unlinks the `.next-…` copy in the folder that cannot be written: an OSError, "unexpected
 error (PermissionError / OSError)", exit 1, before `retire_epoch`: the rotation stays under
@@ -84,9 +86,6 @@ def check_finished(settings: Settings, again: subprocess.CompletedProcess[str],
         assert shown.returncode == 0 and f"Name {n}" in shown.stdout, shown.stderr[-300:]
 
 
-@pytest.mark.xfail(strict=True, reason="attack17: under way, immutable key folder: the "
-                   "advice followed (new key written into the key file) leaves the rotation "
-                   "under way forever (_drop_copies cannot unlink the .next copy)")
 def test_immutable_folder_advice_followed_finishes_the_rotation(tmp_path: Path) -> None:
     """Under way, the key folder immutable, the key file writable: the operator writes the
     new key (from the `.next-…` file the refusal names) into the key file and runs again:
@@ -104,11 +103,14 @@ def test_immutable_folder_advice_followed_finishes_the_rotation(tmp_path: Path) 
         subprocess.run(["chattr", "-i", str(keys)], check=True)
     assert "cannot be written" in refused.stderr
     check_finished(settings, again, still)
+    [left] = next_key_files(settings)  # the copy the immutable folder kept
+    assert left.read_bytes() == settings.master_key_file.read_bytes()
+    next_rotation = cli(settings, "keys", "rotate")
+    assert next_rotation.returncode == 0, next_rotation.stderr
+    assert next_key_files(settings) == [], (
+        "a copy of a retired epoch's key stayed on disk after the next rotation")
 
 
-@pytest.mark.xfail(strict=True, reason="attack17: under way, key folder on a read-only "
-                   "file system: the advice followed (the key file made to hold the new "
-                   "key) leaves the rotation under way forever (_drop_copies: EROFS)")
 def test_read_only_folder_advice_followed_finishes_the_rotation(tmp_path: Path) -> None:
     """Under way, the key folder bind-mounted read-only over itself (a read-only volume
     whose source the operator can write): the operator makes the key file hold the new key

@@ -30,9 +30,6 @@ NOW = datetime(2024, 6, 1, tzinfo=UTC)
 SUBJECTS = [f"subscriber:a17c-{n}" for n in range(3)]
 
 
-@pytest.mark.xfail(strict=True, reason="attack17: LIFECYCLE_MASTER_KEY_COMMAND, key file "
-                   "in a folder not made yet (parent writable): refused by the folder "
-                   "check though write_next_key makes the folder (regression of c124cca)")
 def test_command_key_rotation_into_a_folder_not_made_yet(tmp_path: Path) -> None:
     """Key from LIFECYCLE_MASTER_KEY_COMMAND, LIFECYCLE_MASTER_KEY_FILE in a folder that
     does not exist yet under a writable one: `keys rotate` finishes (exit 0), the new key

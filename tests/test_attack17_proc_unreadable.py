@@ -17,9 +17,10 @@ from tests.key_file_stores import operator_key_file
 from tests.test_attack17_layouts_held import mounted
 
 
-@pytest.mark.xfail(strict=True, reason="attack17: /proc unreadable: a key file bind-mounted "
-                   "on its own is not refused (_mount_point returns False when it cannot "
-                   "read /proc), so the rotation re-wraps everything and fails at step 6")
+@pytest.mark.xfail(strict=True, reason="known limitation (docs/guarantees.md, master-key "
+                   "epochs): without a readable /proc a key file bind-mounted on its own is "
+                   "not seen before the rotation; it stops at step 6, one line, under way, "
+                   "and finishes once the key file can be replaced")
 def test_proc_unreadable_still_refuses_a_key_file_mounted_on_its_own(tmp_path: Path) -> None:
     """/proc unreadable (in a process of its own): a key file bind-mounted on its own is
     still refused before anything is written (a rename over it fails with EBUSY whether

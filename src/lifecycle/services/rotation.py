@@ -169,10 +169,11 @@ def rotate(settings: Settings, vault: KeyVault, store: SubjectStore, now: dateti
 
 
 def _epoch_checks(vault: KeyVault) -> tuple[int, set[str]]:
-    """The current epoch and every epoch's key check, as the vault holds them now."""
+    """The current epoch and the key check of every epoch not retired, as the vault holds
+    them now."""
     epochs = vault.epochs()
     return (max(e.epoch for e in epochs if e.state == CURRENT),
-            {e.key_check for e in epochs})
+            {e.key_check for e in epochs if e.state != RETIRED})
 
 
 def _keep_lease(lease: Lease) -> None:

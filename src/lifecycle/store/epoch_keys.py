@@ -130,12 +130,13 @@ def remove_next_key(settings: Settings, key_check: str) -> None:
 
 def remove_unused_next_keys(settings: Settings, epochs: Callable[[], tuple[int, set[str]]]
                             ) -> None:
-    """Removes new-key files whose key can no longer begin an epoch: no epoch's key, and
+    """Removes new-key files whose key can no longer begin an epoch: no live epoch's key
+    (a retired epoch's key opens nothing that is kept, and must not stay on disk), and
     written by a rotation that saw an epoch older than the current one (an epoch begins
     only over the epoch its rotation saw, and epochs only move on), or holding no key.
-    `epochs` reads (the current epoch, every epoch's key check) from the vault; it is
-    read after the files are listed, so a key that begins an epoch meanwhile is seen.
-    The legacy file (no epoch in its name) goes once its key is no epoch's."""
+    `epochs` reads (the current epoch, every live epoch's key check) from the vault; it
+    is read after the files are listed, so a key that begins an epoch meanwhile is seen.
+    The legacy file (no epoch in its name) goes once its key is no live epoch's."""
     files = next_key_files(settings)
     if not files:
         return
@@ -189,8 +190,11 @@ def refuse_unreplaceable_key_file(settings: Settings, under_way: str | None) -> 
         return ConfigurationError(f"key file {path}: {why}: a key rotation replaces the "
                                   f"key file; {advice}")
 
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise refuse(f"its folder {path.parent} cannot be written")
+    folder = path.parent  # or the nearest folder there is: the new key's makes the rest
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise refuse(f"its folder {folder} cannot be written")
     try:
         found = os.lstat(path)
     except FileNotFoundError:
@@ -281,11 +285,16 @@ def install_next_key(settings: Settings, new_check: str) -> bool:
 
 
 def _drop_copies(settings: Settings, installed: str) -> None:
-    """New-key files that still hold the key now in the key file (a copy, not another's)."""
+    """New-key files that still hold the key now in the key file (a copy, not another's).
+    One a folder that cannot be written keeps is left: it holds the current key, as the
+    key file does, and goes once its epoch is retired (`remove_unused_next_keys`)."""
     for path in next_key_files(settings):
         key = _read_key(path)
         if key is not None and key_check_value(key) == installed:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                continue
 
 
 def operator_key_source(settings: Settings) -> str | None:
