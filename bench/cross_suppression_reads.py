@@ -30,7 +30,7 @@ from lifecycle.services import ledger as ledger_module  # noqa: E402
 from lifecycle.services.ledger import Ledger  # noqa: E402
 
 AS_OF = datetime(2027, 1, 1, tzinfo=UTC)
-REAL = (ledger_module.with_suppression_breaches, ledger_module.marketing_values,
+REAL = (ledger_module.with_suppression_breaches, ledger_module.live_values,
         ledger_module.DIRECT_MARKETING)
 
 
@@ -38,7 +38,7 @@ def variant(new: bool) -> None:
     with_breaches, marketing, purpose = REAL
     ledger_module.with_suppression_breaches = (  # type: ignore[assignment]
         with_breaches if new else (lambda known, *args, **kwargs: known))
-    ledger_module.marketing_values = (  # type: ignore[assignment]
+    ledger_module.live_values = (  # type: ignore[assignment]
         marketing if new else (lambda subject: []))
     ledger_module.DIRECT_MARKETING = purpose if new else "no-such-purpose"
 

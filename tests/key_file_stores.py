@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
+from lifecycle.support.faults import CRASH_ENV
 from tests.facts_builder import collected, lines
+from tests.processes import env_for
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 
@@ -34,3 +38,27 @@ def named_store(home: Path, key_file: Path, url: str | None, subjects: list[str]
     with Ledger(settings) as ledger:
         assert ledger.ingest(lines(facts), NOW).accepted == len(facts)
     return settings
+
+
+def key_file_cli(settings: Settings, *args: str, crash_at: str | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+    """`lifecycle ARGS` in a process of its own, on the store with its key file named by
+    LIFECYCLE_MASTER_KEY_FILE, killed at `crash_at` if given."""
+    env = env_for(settings)
+    env["LIFECYCLE_MASTER_KEY_FILE"] = str(settings.master_key_file)
+    if crash_at:
+        env[CRASH_ENV] = crash_at
+    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+# Run first in a process of its own: every read of a /proc path fails, as without /proc.
+WITHOUT_PROC = """
+import pathlib
+real = pathlib.Path.read_text
+def read_text(self, *a, **k):
+    if str(self).startswith("/proc"):
+        raise FileNotFoundError(2, "No such file or directory", str(self))
+    return real(self, *a, **k)
+pathlib.Path.read_text = read_text
+"""

@@ -20,7 +20,6 @@ import base64
 import os
 import signal
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,9 +29,7 @@ import sqlalchemy as sa
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.master_key import key_check_value
 from lifecycle.store.settings import Settings
-from lifecycle.support.faults import CRASH_ENV
-from tests.key_file_stores import named_store, operator_key_file
-from tests.processes import env_for
+from tests.key_file_stores import key_file_cli as cli, named_store, operator_key_file
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 SUBJECTS = [f"subscriber:link-{n}" for n in range(6)]
@@ -55,21 +52,6 @@ def linked_store(tmp_path: Path, url: str | None) -> tuple[Settings, Path]:
 def linked(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Settings, Path]:
     url = request.getfixturevalue("postgres_database") if request.param == "postgres" else None
     return linked_store(tmp_path, url)
-
-
-def env(settings: Settings) -> dict[str, str]:
-    found = env_for(settings)
-    found["LIFECYCLE_MASTER_KEY_FILE"] = str(settings.master_key_file)
-    return found
-
-
-def cli(settings: Settings, *args: str, crash_at: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    environment = env(settings)
-    if crash_at:
-        environment[CRASH_ENV] = crash_at
-    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env=environment,
-                          capture_output=True, text=True, timeout=120)
 
 
 def redeploy(link: Path, secret: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,22 +20,10 @@ import pytest
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings
 from lifecycle.store.vault import RETIRING
-from lifecycle.support.faults import CRASH_ENV
-from tests.key_file_stores import named_store
-from tests.processes import env_for
+from tests.key_file_stores import key_file_cli as cli, named_store
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 SUBJECTS = [f"subscriber:imm-{n}" for n in range(5)]
-
-
-def cli(settings: Settings, *args: str, crash_at: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    env = env_for(settings)
-    env["LIFECYCLE_MASTER_KEY_FILE"] = str(settings.master_key_file)
-    if crash_at:
-        env[CRASH_ENV] = crash_at
-    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def under_retiring(settings: Settings) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,9 +22,7 @@ import pytest
 
 from lifecycle.store.epoch_keys import next_key_files
 from lifecycle.store.settings import Settings
-from lifecycle.support.faults import CRASH_ENV
-from tests.key_file_stores import named_store
-from tests.processes import env_for
+from tests.key_file_stores import key_file_cli as cli, named_store
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 SUBJECTS = [f"subscriber:uw-{n}" for n in range(4)]
@@ -37,19 +34,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     home = tmp_path / "lifecycle-data"
     home.mkdir(mode=0o700)
     return named_store(home, home / "master.key", url, SUBJECTS, "uw")
-
-
-def cli(settings: Settings, *args: str, key_file: Path | None = None,
-        command: str | None = None, crash_at: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    env = env_for(settings)
-    env["LIFECYCLE_MASTER_KEY_FILE"] = str(key_file or settings.master_key_file)
-    if command:
-        env["LIFECYCLE_MASTER_KEY_COMMAND"] = command
-    if crash_at:
-        env[CRASH_ENV] = crash_at
-    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> bool:

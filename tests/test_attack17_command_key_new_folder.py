@@ -19,7 +19,6 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 
 from lifecycle.services.ledger import Ledger
 from lifecycle.store.settings import Settings

@@ -22,7 +22,7 @@ from lifecycle.store.epoch_keys import next_key_files, refuse_unreplaceable_key_
 from lifecycle.store.settings import Settings
 from lifecycle.store.vault import RETIRING
 from lifecycle.support.faults import CRASH_ENV
-from tests.key_file_stores import named_store, operator_key_file
+from tests.key_file_stores import WITHOUT_PROC, named_store, operator_key_file
 from tests.processes import env_for
 
 SUBJECTS = ["subscriber:a17h-0"]
@@ -86,14 +86,8 @@ def test_proc_unreadable_gives_no_false_refusal(tmp_path: Path) -> None:
     """/proc not mounted (every read of a /proc path fails, in a process of its own): a
     regular key file in a writable folder is still accepted."""
     key_file = operator_key_file(tmp_path / "master.key")
-    script = f"""
+    script = WITHOUT_PROC + f"""
 import pathlib
-real = pathlib.Path.read_text
-def read_text(self, *a, **k):
-    if str(self).startswith("/proc"):
-        raise FileNotFoundError(2, "No such file or directory", str(self))
-    return real(self, *a, **k)
-pathlib.Path.read_text = read_text
 from lifecycle.store.epoch_keys import refuse_unreplaceable_key_file
 from lifecycle.store.settings import Settings
 p = pathlib.Path({str(key_file)!r})

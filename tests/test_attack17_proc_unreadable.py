@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.key_file_stores import operator_key_file
+from tests.key_file_stores import WITHOUT_PROC, operator_key_file
 from tests.test_attack17_layouts_held import mounted
 
 
@@ -27,14 +27,8 @@ def test_proc_unreadable_still_refuses_a_key_file_mounted_on_its_own(tmp_path: P
     or not /proc is mounted)."""
     secret = operator_key_file(tmp_path / "secret.key")
     key_file = operator_key_file(tmp_path / "master.key")
-    script = f"""
+    script = WITHOUT_PROC + f"""
 import pathlib
-real = pathlib.Path.read_text
-def read_text(self, *a, **k):
-    if str(self).startswith("/proc"):
-        raise FileNotFoundError(2, "No such file or directory", str(self))
-    return real(self, *a, **k)
-pathlib.Path.read_text = read_text
 from lifecycle.domain.errors import ConfigurationError
 from lifecycle.store.epoch_keys import refuse_unreplaceable_key_file
 from lifecycle.store.settings import Settings

@@ -245,7 +245,7 @@ class FactApplier:
         # takes nothing away (the fold keeps the opt-in): not refused, as not flagged.
         own = self._own_opt_in(fact.method) if fact.purpose == DIRECT_MARKETING else None
         if (own is False
-                and (s.suppressed_as_of(fact.at) or any(
+                and (s.suppressed_as_of(fact.at) or not self._nothing_listed(s) and any(
                     self._suppressed(s, email, fact.at)
                     for email in self._addresses(s, fact.at)))
                 and not self._resubscribed(s, fact.at)):
@@ -430,8 +430,6 @@ class FactApplier:
         # Stores written before addresses were normalised hold hashes of the trimmed,
         # case-folded value: those match too. The sub-address form is kept on the list
         # besides the bare one, so a later keep_subaddress policy still finds it.
-        if self._nothing_listed(s):
-            return False
         own = s.suppressed_as_of(at) and s.suppression_held_from
         for digest in (*self._lookup_forms(email), self._legacy_hash(email)):
             if own and digest in s.suppression_held_from:

@@ -96,8 +96,7 @@ class Ledger:
     def ingest(self, lines: Iterable[str], now: datetime,
                on_progress: Callable[[int], None] | None = None,
                on_rejected: Callable[[Rejection], None] | None = None) -> IngestReport:
-        register = self.store.get_register()
-        adoption = register.latest() if register is not None else None
+        adoption = self.store.latest_adoption()
         policy = policy_from_document(adoption.document) if adoption else None
 
         def stored_listings() -> dict[str, dict[str, list[Listing]]]:
@@ -354,7 +353,7 @@ class Ledger:
         # judged on all of them); the subject is read only if one of them is listed.
         document["limit_breaches"] = with_suppression_breaches(
             document["limit_breaches"],
-            [(r["record"], r["purpose"], sealed, datetime.fromisoformat(r["collected_at"]))
+            [(r["record"], r["purpose"], sealed)
              for r in document["records"] if not r["erased_at"] for sealed in r["sealed"]],
             any(c["purpose"] == DIRECT_MARKETING for c in document["consents"]),
             lambda: self.store.get_subject(reference),
@@ -422,7 +421,9 @@ class Ledger:
         if consent or any(purpose == DIRECT_MARKETING for _, purpose, _, _ in values):
             self.projections.catch_up()  # the suppression list, as of every stored event
             document["limit_breaches"] = with_suppression_breaches(
-                document["limit_breaches"], values, consent, lambda: subject, policy,
+                document["limit_breaches"], [(record, purpose, sealed)
+                                             for record, purpose, sealed, _ in values],
+                consent, lambda: subject, policy,
                 self.vault, self.view_reads, open_value, until=as_of)
         return document
 

@@ -74,7 +74,7 @@ def gives_marketing_consent(subject: DataSubject) -> bool:
 
 
 def with_suppression_breaches(known: list[dict[str, Any]],
-                              values: list[tuple[str, str, str, datetime]],
+                              values: list[tuple[str, str, str]],
                               marketing_consent: bool,
                               load_subject: Callable[[], DataSubject | None],
                               policy: Policy | None, vault: KeyVault, views: sa.Engine,
@@ -83,10 +83,9 @@ def with_suppression_breaches(known: list[dict[str, Any]],
     """`known` (the subject's limit_breaches) with its direct-marketing records, and its
     direct-marketing consents by others than the person, that came while an address they
     hold was listed (lifecycle.domain.limits `suppression_breaches`). `values`: each value
-    of a live record, sealed (`live_values`, or a document's records with their collected
-    time: the subject's own times are read once it is loaded); a record is judged by its
-    collected value,
-    a consent by every value held by its time, so with `marketing_consent` (the subject
+    of a live record (record, purpose, sealed), its collected value first; a record is
+    judged by its collected value, a consent by every value held by its time (the
+    subject's own times, read once it is loaded), so with `marketing_consent` (the subject
     was ever given a direct-marketing consent) every value is read, else only the
     collected values of direct-marketing records. `open_value` opens one (default: the
     vault), raising KeyDestroyed for an erased one (not flagged: its addresses can no
@@ -94,7 +93,7 @@ def with_suppression_breaches(known: list[dict[str, Any]],
     of its addresses is listed."""
     collected: set[str] = set()
     read = []
-    for record, purpose, sealed, _ in values:
+    for record, purpose, sealed in values:
         first = record not in collected
         collected.add(record)
         if marketing_consent or (first and purpose == DIRECT_MARKETING):
@@ -124,7 +123,7 @@ def with_suppression_breaches(known: list[dict[str, Any]],
     if subject is None:
         return known
     # Consents are judged by the values held by their time: the subject's own record of
-    # when each value was held (`values` may date them coarsely, as a document does).
+    # when each value was held.
     dated = ([(at, hashes(sealed)) for _, _, sealed, at in live_values(subject)]
              if marketing_consent else [])
     return suppression_breaches(subject, policy, held, listed, known, dated)
