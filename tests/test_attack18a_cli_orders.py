@@ -127,29 +127,29 @@ def test_split_ingests_in_another_order_show_the_same_subject_before_and_after_a
     assert destroyed_keys(backend) == 6
 
 
-@pytest.mark.xfail(strict=True, reason="attack18a: a late earlier placing of a hold id "
-                   "overwrites its later placing still in force; the record it kept is erased")
-def test_cli_a_late_earlier_episode_of_a_hold_id_leaves_the_held_record(
-        backend: Settings) -> None:
-    """Through `lifecycle ingest` in separate processes: hold H placed again on 1 May and
-    an erasure request of 1 Jun (the record kept under H) arrive first; H's earlier
-    placing (1 Feb) and release (1 Mar) arrive in a later run. In fact time H is in force
-    on 1 Jun, so `subject show` still shows the record's value and H placed on 1 May."""
+@pytest.mark.xfail(strict=True, reason="attack18a: `hold place` of an existing hold id (to "
+                   "widen its scope) replaces its first placing and erases the record an "
+                   "erasure request kept under it")
+def test_cli_placing_a_hold_again_to_widen_it_keeps_what_it_kept(backend: Settings) -> None:
+    """A DPO widens legal hold LIT-1 (placed on enquiries before an erasure request that
+    kept the enquiry under it) with `lifecycle hold place SUBJECT LIT-1 --scope all`: the
+    hold was in force at the request's time, so the enquiry stays kept, readable, the
+    refusal stands, and the vault destroys nothing."""
     assert lifecycle(backend, "policy", "adopt", str(CONFIG / "hqip.toml"),
                      "--at", "2019-01-01T00:00:00Z").returncode == 0
-    who = "m:cli-hold"
-    facts = [
-        collected(who, "2023-01-01T00:00:00Z", "enq", {"name": "ZqCliHoldQv"},
+    who = "m:cli-widen"
+    feed(backend, [
+        collected(who, "2023-01-01T00:00:00Z", "enq", {"name": "ZqCliWidenQv"},
                   purpose="enquiries-complaints", basis="legitimate-interests"),
-        fact("legal-hold-placed", who, "2023-02-01T00:00:00Z", hold="H", scope="all",
-             reason="first claim"),
-        fact("legal-hold-released", who, "2023-03-01T00:00:00Z", hold="H"),
-        fact("legal-hold-placed", who, "2023-05-01T00:00:00Z", hold="H", scope="all",
-             reason="second claim"),
-        fact("erasure-requested", who, "2023-06-01T00:00:00Z", request="ER-cli"),
-    ]
-    feed(backend, [facts[0], facts[3], facts[4]])
-    feed(backend, [facts[1], facts[2]])
+        fact("legal-hold-placed", who, "2023-02-01T00:00:00Z", hold="LIT-1",
+             scope="enquiries-complaints", reason="claim"),
+        fact("erasure-requested", who, "2023-03-01T00:00:00Z", request="ER-cli-w"),
+    ])
+    assert [x["record"] for x in shown(backend, who)["erasure_refusals"]] == ["enq"]
+    placed = lifecycle(backend, "hold", "place", who, "LIT-1", "--reason", "claim widened",
+                       "--scope", "all")
+    assert placed.returncode == 0, placed.stderr
     view = shown(backend, who)
-    assert [r["data"] for r in view["records"]] == [{"name": "ZqCliHoldQv"}]
+    assert [r["data"] for r in view["records"]] == [{"name": "ZqCliWidenQv"}]
+    assert [x["record"] for x in view["erasure_refusals"]] == ["enq"]
     assert destroyed_keys(backend) == 0

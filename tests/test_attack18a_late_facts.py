@@ -146,6 +146,32 @@ def test_an_earlier_release_arriving_after_a_later_one_ends_the_hold_at_its_time
     assert records(view) == {"enq": "erased"}
 
 
+@pytest.mark.xfail(strict=True, reason="attack18a: placing a hold again under its id (to "
+                   "widen its scope) replaces its first placing: a record an erasure request "
+                   "kept under it is erased, with the first placing's reason")
+def test_placing_a_hold_again_to_widen_it_does_not_erase_what_it_kept(
+        ledger: Ledger) -> None:
+    """Hold H placed 1 Feb on enquiries; an erasure request of 1 Mar keeps the enquiry
+    under H (Art 17(3)(e)); on 1 Apr H is placed again with scope `all` (widened), every
+    fact in fact-time order. H was in force on 1 Mar, so the record stays kept, its value
+    readable, the refusal citing H stands and nothing is destroyed."""
+    adopt(ledger)
+    who = "m:widen"
+    ingest(ledger,
+           enquiry(who, "2023-01-01T00:00:00Z", "enq", {"name": "ZqWidenQv"}),
+           fact("legal-hold-placed", who, "2023-02-01T00:00:00Z", hold="H",
+                scope="enquiries-complaints", reason="claim"),
+           fact("erasure-requested", who, "2023-03-01T00:00:00Z", request="ER-w"))
+    assert [x["record"] for x in ledger.subject_view(who)["erasure_refusals"]] == ["enq"]
+    report = ingest(ledger, fact("legal-hold-placed", who, "2023-04-01T00:00:00Z", hold="H",
+                                 scope="all", reason="claim widened"))
+    view = ledger.subject_view(who)
+    assert report.erased_keys == 0
+    assert records(view) == {"enq": {"name": "ZqWidenQv"}}
+    assert [x["record"] for x in view["erasure_refusals"]] == ["enq"]
+    assert ledger.certificate("ER-w", who, NOW)["erased"] == []
+
+
 def test_an_earlier_lift_arriving_after_a_later_one_ends_the_restriction_at_its_time(
         ledger: Ledger) -> None:
     """A legal-claims restriction placed 1 Feb with a lift of 1 Jul recorded; an erasure
@@ -373,3 +399,43 @@ def test_a_withdrawal_dated_before_a_consent_record_that_arrived_first_flags_and
     report = ledger.sweep(at("2022-03-02T00:00:00+00:00"), NOW)
     assert [i["record"] for i in report.erased] == ["ga"]
     assert "ZqWdQv" not in json.dumps(ledger.subject_view(who))
+
+
+# -- requests ----------------------------------------------------------------------------
+
+def request_steps(who: str) -> list[dict[str, Any]]:
+    """An access request of 3 Mar 2025 whose clock was paused 10 Mar to 25 Mar (15 days
+    added back: due 22 Apr) and answered on 10 Apr, in time."""
+    request = f"AR-{who}"
+    return [fact("access-requested", who, "2025-03-03T12:00:00Z", request=request),
+            fact("request-paused", who, "2025-03-10T12:00:00Z", request=request),
+            fact("request-resumed", who, "2025-03-25T12:00:00Z", request=request),
+            fact("request-fulfilled", who, "2025-04-10T12:00:00Z", request=request)]
+
+
+def test_a_paused_request_answered_in_time_reads_so_in_fact_time_order(
+        ledger: Ledger) -> None:
+    """In fact-time order the pause adds its 15 days back: the DSAR export gives the
+    deadline 22 Apr 2025 and the timeline every step."""
+    ingest(ledger, *request_steps("a:in-order"))
+    exported = ledger.dsar_export("a:in-order", NOW)["requests"][0]
+    assert exported["deadline"] == "2025-04-22"
+    assert [s["step"] for s in exported["timeline"]] == [
+        "Received", "Paused", "Resumed", "Fulfilled"]
+
+
+@pytest.mark.xfail(strict=True, reason="attack18a: a request's pause and resumption arriving "
+                   "after its fulfilment are rejected for good ('on a request already "
+                   "fulfilled'): the deadline loses the paused days, the answer reads late")
+def test_a_pause_recorded_after_the_answer_still_counts_from_when_it_happened(
+        ledger: Ledger) -> None:
+    """The same request steps with the answer recorded first: the pause (10 Mar) and the
+    resumption (25 Mar) happened while the request was open, so they land (facts may
+    arrive in any order; state follows fact time) and the export reads as in fact-time
+    order: deadline 22 Apr, the answer of 10 Apr in time."""
+    steps = request_steps("a:late-pause")
+    ingest(ledger, steps[0], steps[3])
+    late = ledger.ingest(lines(steps[1:3]), NOW)
+    exported = ledger.dsar_export("a:late-pause", NOW)["requests"][0]
+    assert late.ok, late.as_dict()
+    assert exported["deadline"] == "2025-04-22"
