@@ -287,6 +287,43 @@ def test_a_sweep_before_a_restriction_was_placed_is_not_paused_by_it(
     assert [i["record"] for i in report.erased] == ["ga"]
 
 
+def test_a_sweep_at_a_time_inside_a_hold_released_since_pauses_the_record(
+        ledger: Ledger) -> None:
+    """A hold from 1 Jan 2024 released 1 Jan 2025, all recorded before the sweeps: a sweep
+    at 1 Jun 2024 (inside the hold, by fact time) pauses the record due 1 Mar 2024 citing
+    the hold; a sweep at 1 Feb 2025 (after the release) erases it."""
+    adopt(ledger)
+    who = "v:held-then"
+    ingest(ledger, *analytics(who, "HT"),
+           fact("legal-hold-placed", who, "2024-01-01T00:00:00Z", hold="LIT", scope="all",
+                reason="claim"),
+           fact("legal-hold-released", who, "2025-01-01T00:00:00Z", hold="LIT"))
+    inside = ledger.sweep(at("2024-06-01T00:00:00+00:00"), NOW)
+    assert inside.erased == []
+    assert [(i["record"], i["paused_by"]) for i in inside.paused] == [("ga", "legal hold LIT")]
+    after = ledger.sweep(at("2025-02-01T00:00:00+00:00"), NOW)
+    assert [i["record"] for i in after.erased] == ["ga"]
+
+
+def test_a_late_record_collected_at_the_request_instant_is_erased_one_after_is_not(
+        ledger: Ledger) -> None:
+    """An erasure covers every record collected at or before it: a record collected at the
+    request's very instant (written in another offset) and arriving after it is erased on
+    arrival and certified so; one collected a microsecond later is kept."""
+    adopt(ledger)
+    who = "m:instant"
+    ingest(ledger, fact("erasure-requested", who, "2023-06-01T00:00:00Z", request="ER-i"))
+    ingest(ledger,
+           enquiry(who, "2023-06-01T01:00:00+01:00", "same", {"name": "ZqSameQv"}),
+           enquiry(who, "2023-06-01T00:00:00.000001Z", "after", {"name": "ZqAfterQv"}))
+    view = ledger.subject_view(who)
+    assert records(view) == {"same": "erased", "after": {"name": "ZqAfterQv"}}
+    certificate = ledger.certificate("ER-i", who, NOW)
+    assert [(r["record"], r["erased_on_arrival"]) for r in certificate["erased"]] == [
+        ("same", True)]
+    assert len(certificate["keys_destroyed"]) == 1 and certificate["all_keys_destroyed"]
+
+
 def test_a_lift_arriving_before_its_restriction_is_rejected_then_lands_when_resubmitted(
         ledger: Ledger) -> None:
     """A restriction lift that arrives before the restriction it ends is rejected with
