@@ -127,9 +127,6 @@ def test_split_ingests_in_another_order_show_the_same_subject_before_and_after_a
     assert destroyed_keys(backend) == 6
 
 
-@pytest.mark.xfail(strict=True, reason="attack18a: `hold place` of an existing hold id (to "
-                   "widen its scope) replaces its first placing and erases the record an "
-                   "erasure request kept under it")
 def test_cli_placing_a_hold_again_to_widen_it_keeps_what_it_kept(backend: Settings) -> None:
     """A DPO widens legal hold LIT-1 (placed on enquiries before an erasure request that
     kept the enquiry under it) with `lifecycle hold place SUBJECT LIT-1 --scope all`: the

@@ -89,18 +89,18 @@ def test_a_hold_placed_again_under_its_id_keeps_the_record_in_fact_time_order(
         ledger: Ledger) -> None:
     """Ingested in fact-time order, a hold placed, released and placed again under the
     same id before an erasure request keeps the record (Art 17(3)(e)): the request's
-    refusal cites the hold and the second placing is shown, in force."""
+    refusal cites the hold, and both placings are shown: the first released (its reason
+    erased by the request), the second in force (its reason kept, Art 17(3)(e))."""
     adopt(ledger)
     ingest(ledger, *reused_hold("m:h1"))
     view = ledger.subject_view("m:h1")
     assert records(view) == {"enq": {"name": "Zqm:h1EnqQv"}}
-    assert [(h["placed_at"], h["released_at"]) for h in view["holds"]] == [
-        ("2023-05-01T00:00:00+00:00", None)]
+    assert [(h["placed_at"], h["released_at"], h["reason"]) for h in view["holds"]] == [
+        ("2023-02-01T00:00:00+00:00", "2023-03-01T00:00:00+00:00", "erased"),
+        ("2023-05-01T00:00:00+00:00", None, "second claim")]
     assert [x["record"] for x in view["erasure_refusals"]] == ["enq"]
 
 
-@pytest.mark.xfail(strict=True, reason="attack18a: a late earlier placing of a hold id "
-                   "overwrites its later placing still in force; the record it kept is erased")
 def test_a_late_earlier_episode_of_a_hold_id_does_not_erase_what_its_later_placing_keeps(
         ledger: Ledger) -> None:
     """The same facts in another arrival order (the later placing and the request first,
@@ -119,9 +119,6 @@ def test_a_late_earlier_episode_of_a_hold_id_does_not_erase_what_its_later_placi
                for h in view["holds"])
 
 
-@pytest.mark.xfail(strict=True, reason="attack18a: a hold's earlier release arriving "
-                   "after a later one is rejected ('no legal hold in force'): the hold "
-                   "stays in force to the later release and keeps what it should not")
 def test_an_earlier_release_arriving_after_a_later_one_ends_the_hold_at_its_time(
         ledger: Ledger) -> None:
     """Hold placed 1 Feb, released 1 Mar; a second release dated 1 Jul arrives first and
@@ -146,9 +143,6 @@ def test_an_earlier_release_arriving_after_a_later_one_ends_the_hold_at_its_time
     assert records(view) == {"enq": "erased"}
 
 
-@pytest.mark.xfail(strict=True, reason="attack18a: placing a hold again under its id (to "
-                   "widen its scope) replaces its first placing: a record an erasure request "
-                   "kept under it is erased, with the first placing's reason")
 def test_placing_a_hold_again_to_widen_it_does_not_erase_what_it_kept(
         ledger: Ledger) -> None:
     """Hold H placed 1 Feb on enquiries; an erasure request of 1 Mar keeps the enquiry
@@ -248,9 +242,6 @@ def test_a_hold_pauses_the_sweep_and_its_late_release_lets_the_next_sweep_erase(
 
 # -- restrictions and backdated sweeps ---------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="attack18a: a sweep at a past time asks whether a "
-                   "restriction is in force now, not at its time: one lifted since is "
-                   "ignored and the record is erased inside the restriction")
 def test_a_sweep_at_a_time_inside_a_restriction_lifted_since_pauses_the_record(
         ledger: Ledger) -> None:
     """A restriction (any Art 18(1) ground) from 1 Jan 2024 to 1 Jan 2025 and a record due
@@ -270,21 +261,26 @@ def test_a_sweep_at_a_time_inside_a_restriction_lifted_since_pauses_the_record(
     assert records(ledger.subject_view(who)) == {"ga": {"client_id": "ZqRTGAQv"}}
 
 
-@pytest.mark.xfail(strict=True, reason="attack18a: a sweep at a past time reports a record "
-                   "paused by a restriction placed only after that time")
-def test_a_sweep_before_a_restriction_was_placed_is_not_paused_by_it(
+def test_a_sweep_at_a_past_time_pauses_a_record_a_restriction_in_force_now_protects(
         ledger: Ledger) -> None:
-    """A restriction placed on 1 Jan 2025 was not in force on 1 Jun 2024: a sweep at
-    1 Jun 2024 erases the record due 1 Mar 2024 and does not report it paused by that
-    restriction (an erasure or a sweep asks "was it in force at that time?")."""
+    """A restriction placed on 1 Jan 2025 and in force as the sweep runs (NOW): a sweep
+    at 1 Jun 2024 does not destroy the record due 1 Mar 2024 but reports it paused by
+    the restriction (the key would be destroyed now, inside it); once the restriction
+    is lifted, a sweep erases it."""
     adopt(ledger)
     who = "v:restricted-later"
     ingest(ledger, *analytics(who, "RL"),
            fact("restricted", who, "2025-01-01T00:00:00Z", scope="all",
                 reason="contested-accuracy"))
     report = ledger.sweep(at("2024-06-01T00:00:00+00:00"), NOW)
-    assert report.paused == []
-    assert [i["record"] for i in report.erased] == ["ga"]
+    assert report.erased == []
+    assert [(i["record"], i["paused_by"]) for i in report.paused] == [
+        ("ga", "restriction (contested-accuracy)")]
+    assert records(ledger.subject_view(who)) == {"ga": {"client_id": "ZqRLGAQv"}}
+    ingest(ledger, fact("restriction-lifted", who, "2025-02-01T00:00:00Z", scope="all"))
+    later = ledger.sweep(at("2024-06-01T00:00:00+00:00"), NOW)
+    assert [i["record"] for i in later.erased] == ["ga"]
+    assert records(ledger.subject_view(who)) == {"ga": "erased"}
 
 
 def test_a_sweep_at_a_time_inside_a_hold_released_since_pauses_the_record(
@@ -392,9 +388,6 @@ def test_rectifications_either_side_of_a_late_or_early_erasure_leave_no_value(
         assert len(certificate["keys_destroyed"]) == 1 and certificate["all_keys_destroyed"]
 
 
-@pytest.mark.xfail(strict=True, reason="attack18a: a share recorded before an erasure "
-                   "request dated before it arrived gets no Art 19 item: the recipient "
-                   "holding the erased record is never to be told")
 def test_a_recipient_of_a_record_later_erased_by_a_late_request_is_to_be_told(
         ledger: Ledger) -> None:
     """A record shared (1 Jul) and recorded, then an erasure request dated 1 Jun arrives
@@ -461,9 +454,9 @@ def test_a_paused_request_answered_in_time_reads_so_in_fact_time_order(
         "Received", "Paused", "Resumed", "Fulfilled"]
 
 
-@pytest.mark.xfail(strict=True, reason="attack18a: a request's pause and resumption arriving "
-                   "after its fulfilment are rejected for good ('on a request already "
-                   "fulfilled'): the deadline loses the paused days, the answer reads late")
+@pytest.mark.xfail(strict=True, reason=(
+    "known limitation (docs/guarantees.md, Order): a request's steps are taken in the order "
+    "they happened; a pause arriving after the answer is rejected, and its days do not count"))
 def test_a_pause_recorded_after_the_answer_still_counts_from_when_it_happened(
         ledger: Ledger) -> None:
     """The same request steps with the answer recorded first: the pause (10 Mar) and the
@@ -476,3 +469,19 @@ def test_a_pause_recorded_after_the_answer_still_counts_from_when_it_happened(
     exported = ledger.dsar_export("a:late-pause", NOW)["requests"][0]
     assert late.ok, late.as_dict()
     assert exported["deadline"] == "2025-04-22"
+
+
+def test_a_pause_recorded_after_the_answer_is_rejected_with_its_reason(ledger: Ledger) -> None:
+    """A request's steps are taken in the order they happened: a pause (and its
+    resumption) arriving after the request's fulfilment is rejected, each line with the
+    reason naming the closed request, and nothing of it is stored (the deadline and the
+    answer's time stay as recorded)."""
+    steps = request_steps("a:late-pause-refused")
+    ingest(ledger, steps[0], steps[3])
+    before = ledger.dsar_export("a:late-pause-refused", NOW)["requests"][0]
+    late = ledger.ingest(lines(steps[1:3]), NOW)
+    assert late.accepted == 0 and len(late.rejected) == 2
+    assert all("already fulfilled" in r.reason for r in late.rejected), late.as_dict()
+    after = ledger.dsar_export("a:late-pause-refused", NOW)["requests"][0]
+    assert after == before
+    assert [s["step"] for s in after["timeline"]] == ["Received", "Fulfilled"]

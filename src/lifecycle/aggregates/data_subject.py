@@ -320,7 +320,10 @@ class DataSubject(Aggregate):
         self.restrictions: list[Restriction] = []
         self.restriction_lifts: list[tuple[datetime, str]] = []
         self.objection_log: list[tuple[str, datetime]] = []
-        self.holds: dict[str, Hold] = {}
+        # Every placing of a legal hold, in fact time (placing an id again, e.g. to widen
+        # it, adds one: the earlier keeps what it kept), and every release of an id.
+        self.holds: list[Hold] = []
+        self.hold_releases: list[tuple[datetime, str]] = []
         self.requests: dict[str, Request] = {}
         self.refusals: list[Refusal] = []
         self.reviews_flagged: dict[str, datetime] = {}
@@ -435,8 +438,8 @@ class DataSubject(Aggregate):
             return False
         if note.kind != "hold":
             return True
-        hold = self.holds.get(note.hold or "")  # None: the hold being placed now
-        return hold is not None and not hold.in_force(at)
+        placings = [h for h in self.holds if h.hold == note.hold and h.placed_at == note.at]
+        return bool(placings) and not any(h.in_force(at) for h in placings)
 
     def note_erased_on_arrival(self, note: Note) -> bool:
         """A late note (dated before an erasure request that has been carried out) that
@@ -469,15 +472,17 @@ class DataSubject(Aggregate):
         return consent is not None and consent.withdrawn_at is None
 
     def notifications(self) -> list[Notification]:
-        """Each recipient to tell of each erasure: shared one of the erased records (by name
-        or category) before the erasure. Acknowledged ones carry when."""
+        """Each recipient to tell of each erasure: sent one of the erased records by name
+        (whenever: a share recorded before a late request dated earlier still carried it),
+        or a category of it before the erasure. Acknowledged ones carry when."""
         items = []
         for erasure in self.erasures_by_ref():
             erased = {r: self.records[r].category for r in erasure.records}
             for recipient in dict.fromkeys(sh.recipient for sh in self.shares):
                 got = [r for r, category in erased.items() if any(
-                    sh.recipient == recipient and sh.at <= erasure.at
-                    and (r in sh.records or category in sh.categories) for sh in self.shares)]
+                    sh.recipient == recipient and (
+                        r in sh.records or (category in sh.categories and sh.at <= erasure.at))
+                    for sh in self.shares)]
                 if got:
                     items.append(Notification(
                         erasure.ref, recipient, got, erasure.at,
@@ -543,7 +548,7 @@ class DataSubject(Aggregate):
         return shreds
 
     def _exemption(self, rec: Record, at: datetime) -> str | None:
-        for hold in self.holds.values():
+        for hold in self.holds:
             if hold.covers(rec.purpose, at):
                 return f"{ART_17_3_E} (legal hold {hold.hold})"
         for restriction in self.active_restrictions(at):
@@ -780,19 +785,30 @@ class DataSubject(Aggregate):
     def place_hold(self, fact_id: str, at: datetime, hold: str, scope: str,
                    reason: Sealed | None, until: datetime | None, notes_key_id: str | None) -> None:
         self.fact_ids[fact_id] = None
-        self.holds[hold] = Hold(hold, scope, reason, at, until)
+        self.holds.append(Hold(hold, scope, reason, at, until))
+        self.holds.sort(key=lambda h: h.placed_at)
+        self._apply_releases()
         self._note(notes_key_id, Note(at, "hold", hold))
 
     def release_hold(self, fact_id: str, at: datetime, hold: str) -> None:
-        placed = self.holds.get(hold)
-        if placed is None or placed.released_at is not None or placed.placed_at > at:
+        if not any(h.hold == hold and h.placed_at <= at
+                   and (h.released_at is None or at < h.released_at) for h in self.holds):
             raise NoSuchHold(f"no legal hold {hold!r} in force at the time of this release")
         self._hold_released(fact_id=fact_id, at=at, hold=hold)
 
     @event("LegalHoldReleased")
     def _hold_released(self, fact_id: str, at: datetime, hold: str) -> None:
         self.fact_ids[fact_id] = None
-        self.holds[hold].released_at = at
+        self.hold_releases.append((at, hold))
+        self._apply_releases()
+
+    def _apply_releases(self) -> None:
+        """Each placing of a hold ends at the first release of its id at or after it, in
+        fact time, whatever the order the facts arrived in (as restrictions end)."""
+        for placing in self.holds:
+            ends = [at for at, hold in self.hold_releases
+                    if hold == placing.hold and at >= placing.placed_at]
+            placing.released_at = min(ends) if ends else None
 
     @event("Excluded")
     def exclude(self, fact_id: str, at: datetime, reason: Sealed | None,

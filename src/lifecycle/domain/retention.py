@@ -171,15 +171,20 @@ def plan(subject: DataSubject, record: Record, policy: Policy,
     return keep
 
 
-def pause_reason(subject: DataSubject, record: Record, at: datetime) -> str | None:
-    """Why a due disposal must wait: a legal hold, or a restriction on any ground (while
-    processing is restricted the data may only be stored, Art 18(2))."""
-    for hold in subject.holds.values():
-        if hold.covers(record.purpose, at):
-            return f"legal hold {hold.hold}"
-    for restriction in subject.active_restrictions():
-        if restriction.scope in (record.purpose, ALL_SCOPE):
-            return f"restriction ({restriction.reason})"
+def pause_reason(subject: DataSubject, record: Record, at: datetime,
+                 now: datetime | None = None) -> str | None:
+    """Why a disposal due at `at` must wait: a legal hold, or a restriction on any ground
+    (while processing is restricted the data may only be stored, Art 18(2)), in force at
+    `at` (fact time) or at `now`, when the key would be destroyed (a sweep at a past
+    time never destroys what a hold or restriction in force as it runs protects)."""
+    moments = [at] if now is None or now == at else [at, now]
+    for moment in moments:
+        for hold in subject.holds:
+            if hold.covers(record.purpose, moment):
+                return f"legal hold {hold.hold}"
+        for restriction in subject.active_restrictions(moment):
+            if restriction.scope in (record.purpose, ALL_SCOPE):
+                return f"restriction ({restriction.reason})"
     return None
 
 

@@ -63,7 +63,7 @@ def subject_document(s: DataSubject) -> dict[str, Any]:
             {"hold": h.hold, "scope": h.scope, "sealed_reason": h.reason,
              "placed_at": h.placed_at.isoformat(), "until": _iso(h.until),
              "released_at": _iso(h.released_at)}
-            for h in s.holds.values()
+            for h in s.holds
         ],
         "requests": [
             {"request": q.request, "kind": q.kind, "received_at": q.received_at.isoformat(),

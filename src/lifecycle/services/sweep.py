@@ -153,8 +153,8 @@ class Sweeper:
                     shred: dict[str, str] = {}
                     decided = SweepReport(at, dry_run)  # reported only if it all holds
                     try:
-                        self._sweep_subject(subject, records, at, policy, adoption, decided,
-                                            shred)
+                        self._sweep_subject(subject, records, at, started, policy, adoption,
+                                            decided, shred)
                     except Exception as error:  # noqa: BLE001 - one subject never stops the rest
                         # Its events of this sweep are not saved, its keys not destroyed,
                         # and what it decided before failing is not reported as done.
@@ -196,8 +196,8 @@ class Sweeper:
                     on_item(kind, item)
 
     def _sweep_subject(self, subject: DataSubject, records: list[str], at: datetime,
-                       policy: Policy, adoption: Adoption, outcome: SweepReport,
-                       shred: dict[str, str]) -> None:
+                       started: datetime, policy: Policy, adoption: Adoption,
+                       outcome: SweepReport, shred: dict[str, str]) -> None:
         for name in records:
             record = subject.records.get(name)
             if record is None:
@@ -208,7 +208,7 @@ class Sweeper:
             if disposal is None or disposal.dispose_at > at:
                 continue  # the schedule was behind the subject: not due after all
             item = {"subject": subject.reference, **disposal.as_dict()}
-            paused_by = pause_reason(subject, record, at)
+            paused_by = pause_reason(subject, record, at, started)
             if paused_by is not None:
                 outcome.paused.append({**item, "paused_by": paused_by})
             elif disposal.action == "review":
