@@ -15,8 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from lifecycle.store.settings import Settings
 from tests.facts_builder import collected, fact
 from tests.histories import canonical_view

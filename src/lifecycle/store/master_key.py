@@ -23,7 +23,6 @@ from lifecycle.store.settings import (
     ALLOW_OPEN_KEY_ENV,
     MASTER_KEY_COMMAND_ENV,
     MASTER_KEY_ENV,
-    MASTER_KEY_FILE_ENV,
     Settings,
 )
 
