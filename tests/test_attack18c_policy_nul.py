@@ -50,8 +50,7 @@ def check_adopt_and_use(settings: Settings, folder: Path) -> None:
     sample = "".join(SAMPLE.read_text().splitlines(keepends=True)[:40])
     ingest = run(settings, "ingest", "-", stdin=sample)
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-    for args in (("status",), ("report", "ropa"), ("sweep",), ("subject", "show",
-                                                                  "applicant:1421")):
+    for args in (("status",), ("report", "ropa"), ("sweep",)):
         result = run(settings, *args)
         assert "unexpected error" not in result.stderr, (args, result.stderr)
         assert result.returncode == 0, (args, result.stderr)
@@ -60,7 +59,7 @@ def check_adopt_and_use(settings: Settings, folder: Path) -> None:
 def test_a_nul_in_the_policy_version_keeps_a_sqlite_store_working(
         sqlite_settings: Settings, tmp_path: Path) -> None:
     """Held on SQLite: a policy whose version holds NUL is adopted and status, the record
-    of processing, a sweep and `subject show` still answer (exit 0)."""
+    of processing and a sweep still answer (exit 0)."""
     check_adopt_and_use(sqlite_settings, tmp_path)
 
 
