@@ -71,8 +71,6 @@ def _bad(what: str) -> pytest.MarkDecorator:
                  id="request verify"),
     pytest.param((b"subject", b"find", b"--email", b"m\xfcller@example.org"),
                  marks=_bad("subject find --email ADDR"), id="subject find --email"),
-    pytest.param((b"breaches", b"impact", b"BR-m\xfcller"), id="breaches impact (held)"),
-    pytest.param((b"notifications", b"ack", b"ER-m\xfcller"), id="notifications ack (held)"),
 ])
 def test_an_argument_that_is_not_utf8_is_one_line_not_an_unexpected_error(
         prepared: Settings, args: tuple[bytes, ...]) -> None:
