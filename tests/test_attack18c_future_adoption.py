@@ -32,9 +32,6 @@ def run(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
                           env=env_for(settings), capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.xfail(strict=True, reason="attack18c: after policy adopt --at 2205-01-01, status "
-                   "names hqip@2023-11#1 as the policy in force while replay as of now says "
-                   "'none adopted' (and report ropa presents it as the record's policy)")
 def test_status_names_as_in_force_only_a_policy_adopted_by_now(
         sqlite_settings: Settings) -> None:
     """If a far-future adoption is accepted at all, `status` (the policy in force) and
@@ -53,9 +50,6 @@ def test_status_names_as_in_force_only_a_policy_adopted_by_now(
     assert json.loads(status.stdout)["policy"] == in_force_now
 
 
-@pytest.mark.xfail(strict=True, reason="attack18c: policy adopt --at 2205-01-01 is accepted, "
-                   "and then every adoption dated now is refused 'a policy cannot be adopted "
-                   "before the one now in force', for ever (events are immutable)")
 def test_a_far_future_adoption_never_blocks_the_policy_meant_for_now(
         sqlite_settings: Settings) -> None:
     """A slip (2205 for 2025) is either refused on the spot (one line naming `--at`, exit

@@ -37,9 +37,6 @@ def run(settings: Settings, *args: str, stdout: object = subprocess.PIPE,
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-@pytest.mark.xfail(strict=True, reason="attack18c: a report whose standard output cannot be "
-                   "written (ENOSPC) ends 'unexpected error (OSError)', exit 1, while the same "
-                   "with --out is 'cannot be written (No space left on device)', exit 2")
 def test_a_standard_output_that_cannot_be_written_is_named(sqlite_settings: Settings) -> None:
     """`dsar export` to a standard output on a full disk says in one line that standard
     output cannot be written and why, as `--out` does for a file, exit 2; and `--out` on
@@ -56,9 +53,6 @@ def test_a_standard_output_that_cannot_be_written_is_named(sqlite_settings: Sett
     assert result.returncode == 2
 
 
-@pytest.mark.xfail(strict=True, reason="attack18c: policy check accepts timezone = "
-                   "\"localtime\" (the host's own zone, not an IANA name), so one adopted "
-                   "file puts review windows at different instants on different hosts")
 def test_a_policy_time_zone_is_an_iana_name_not_the_hosts_zone(tmp_path: Path) -> None:
     """`[policy] timezone` is an IANA time zone (docs/policy.md): `localtime`, which
     names whatever zone the host running the command is set to, is refused like

@@ -63,10 +63,6 @@ def test_a_nul_in_the_policy_version_keeps_a_sqlite_store_working(
     check_adopt_and_use(sqlite_settings, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="attack18c: on PostgreSQL a policy version holding "
-                   "\\u0000 is adopted (exit 0), then status, report ropa, sweep and subject "
-                   "show all fail 'unexpected error (DataError)': NUL cannot be stored in the "
-                   "read models' text columns")
 def test_a_nul_in_the_policy_version_never_breaks_a_postgresql_store(
         postgres_database: str, tmp_path: Path) -> None:
     """On PostgreSQL the same policy is either refused (one line naming `policy.version`,

@@ -53,8 +53,6 @@ def test_reasons_for_wrong_values_never_repeat_them() -> None:
         assert "ottoline" not in item.reason.lower(), item.reason
 
 
-@pytest.mark.xfail(strict=True, reason="attack18c: an unknown field whose name is a personal "
-                   "value is rejected as '<that value>: Extra inputs are not permitted'")
 def test_an_unknown_field_named_by_a_personal_value_is_not_repeated(
         sqlite_settings: Settings) -> None:
     """An ingest line with an unknown field whose name is an e-mail address is rejected
@@ -70,8 +68,6 @@ def test_an_unknown_field_named_by_a_personal_value_is_not_repeated(
     assert "ottoline" not in result.stdout.lower() + result.stderr.lower(), rejection
 
 
-@pytest.mark.xfail(strict=True, reason="attack18c: POST /api/subjects/find with an unknown "
-                   "key that is an address answers 422 with field 'body.<the address>'")
 def test_a_desk_422_never_names_a_personal_value_given_as_a_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The desk's 422 names each field and reason, never the value given: a body keyed by
     the address itself (`{"email": ..., "<address>": 1}`) is refused without repeating

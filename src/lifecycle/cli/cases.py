@@ -188,7 +188,12 @@ def subject_find(address: str, as_json: bool) -> None:
     from lifecycle.cli.main import EXIT_OK, EXIT_REFUSED, emit_json, open_ledger
 
     if address == "-":
-        address = sys.stdin.readline().strip()
+        raw = sys.stdin.buffer.readline()
+        try:
+            address = raw.decode("utf-8-sig").strip()
+        except UnicodeDecodeError:
+            raise click.BadParameter("standard input is not valid UTF-8",
+                                     param_hint="--email") from None
     with open_ledger() as ledger:
         result = AddressIndex(ledger).find(address)
     if as_json:

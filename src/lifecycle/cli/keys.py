@@ -66,9 +66,9 @@ def keys() -> None:
 
 
 @keys.command("rotate")
-@click.option("--batch", type=click.IntRange(min=1), default=20_000, show_default=True,
+@click.option("--batch", type=click.IntRange(1, 1_000_000), default=20_000, show_default=True,
               help="Data keys re-wrapped per transaction.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Batches re-wrapped at once, each in its own transaction [default: 1, "
                    "which on PostgreSQL stores two while it reads the next and, while "
                    "other processes write, pauses between batches; more make no room for "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -21,7 +22,7 @@ from rich.table import Table
 from lifecycle.store.actor import ACTOR_ENV, command_line_actor
 from lifecycle.aggregates.request_case import DUE_SOON_DAYS
 from lifecycle.domain.errors import ArgumentRefused, ConfigurationError, LifecycleError
-from lifecycle.domain.facts import Rejection
+from lifecycle.domain.facts import Rejection, refuse_adoption_time, within_time_bounds
 from lifecycle.services.ingest import IngestReport
 from lifecycle.services.line_reader import count_lines, read_lines
 from lifecycle.services.ledger import Ledger
@@ -302,7 +303,7 @@ def requests() -> None:
 
 @requests.command("list")
 @click.option("--overdue", is_flag=True, help="Only requests past their deadline.")
-@click.option("--due-within", type=click.IntRange(min=0), metavar="DAYS",
+@click.option("--due-within", type=click.IntRange(0, 36_500), metavar="DAYS",
               help="Only requests due within DAYS days (overdue included).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def requests_list(overdue: bool, due_within: int | None, as_json: bool) -> None:
@@ -385,8 +386,16 @@ def certificate(request: str, reference: str | None, as_json: bool) -> None:
 
 # -- policy ------------------------------------------------------------------------------
 
+def finite_seconds(value: float) -> float:
+    """A number of seconds that is a number (nan slips past a range's comparisons)."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds", param_hint="--interval")
+    return value
+
+
 def parse_time(value: str | None, option: str) -> datetime | None:
-    """An RFC 3339 time with offset (a bare date means 00:00 UTC)."""
+    """An RFC 3339 time with offset (a bare date means 00:00 UTC), between 1900-01-01 and
+    2200-01-01 as every time lifecycle stores or computes with (docs/facts.md)."""
     if value is None:
         return None
     try:
@@ -395,8 +404,13 @@ def parse_time(value: str | None, option: str) -> datetime | None:
         raise click.BadParameter(f"{value!r} is not an RFC 3339 time", param_hint=option)
     if parsed.tzinfo is None:
         if len(value) == 10:
-            return parsed.replace(tzinfo=UTC)
-        raise click.BadParameter("the time needs a UTC offset, e.g. +00:00", param_hint=option)
+            parsed = parsed.replace(tzinfo=UTC)
+        else:
+            raise click.BadParameter("the time needs a UTC offset, e.g. +00:00",
+                                     param_hint=option)
+    if not within_time_bounds(parsed):
+        raise click.BadParameter(f"{value!r} is outside 1900-01-01 to 2200-01-01",
+                                 param_hint=option)
     return parsed
 
 
@@ -437,12 +451,17 @@ def policy_adopt(file: Path, at_text: str | None, dry_run: bool, as_json: bool) 
     its impact: the records a sweep now would erase or flag under it, by rule."""
     now = utc_now()
     at = parse_time(at_text, "--at") or now
+    if not dry_run:
+        try:
+            refuse_adoption_time(at, now)
+        except ArgumentRefused as error:
+            raise click.BadParameter(str(error), param_hint="--at") from None
     with open_ledger() as ledger:
         impact = ledger.adoption_impact(file, at, now)
         if dry_run:
             adoption, changed = ledger.store.latest_adoption(), False
         else:
-            adoption, changed = ledger.adopt_policy(file, at)
+            adoption, changed = ledger.adopt_policy(file, at, now)
     impact_document = impact.as_dict() if impact is not None else None
     document: dict[str, Any] = {"dry_run": dry_run, "new": changed, "impact": impact_document}
     if adoption is not None:
@@ -571,10 +590,11 @@ def sweep(at_text: str | None, dry_run: bool, as_json: bool) -> None:
 # -- daemon and status -------------------------------------------------------------------
 
 @cli.command()
-@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=300.0,
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True, max=31_622_400),
+              callback=lambda _c, _p, value: finite_seconds(value), default=300.0,
               show_default=True,
               help="Seconds between sweeps.")
-@click.option("--due-soon-days", type=click.IntRange(min=1), default=DUE_SOON_DAYS, show_default=True,
+@click.option("--due-soon-days", type=click.IntRange(1, 3_650), default=DUE_SOON_DAYS, show_default=True,
               help="Flag open requests due within this many days.")
 def daemon(interval: float, due_soon_days: int) -> None:
     """Keep projections current, sweep and flag requests due soon or overdue, at start
@@ -586,7 +606,8 @@ def daemon(interval: float, due_soon_days: int) -> None:
 
 
 @cli.command()
-@click.option("--next", "next_count", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--next", "next_count", type=click.IntRange(0, 100_000), default=10,
+              show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(next_count: int, as_json: bool) -> None:
     """The last sweep, the next items due, and projection lag."""
@@ -651,7 +672,7 @@ def forecast(months: int, from_text: str | None, plot: Path | None, as_json: boo
 
 @cli.command()
 @click.option("--org", type=click.Choice(["hqip", "ihpa"]), default="hqip", show_default=True)
-@click.option("--subjects", type=int, default=600, show_default=True)
+@click.option("--subjects", type=click.IntRange(1, 1_000_000), default=600, show_default=True)
 @click.option("--subject", "reference", default="subscriber:demo-1", show_default=True)
 def demo(org: str, subjects: int, reference: str) -> None:
     """Adopt a policy, ingest the sample, then sweep month by month over two years."""
@@ -729,11 +750,71 @@ subject.add_command(cli_cases.subject_find)
 notifications.add_command(cli_cases.notifications_ack)
 
 
+def undecodable_argument(arguments: list[str]) -> str | None:
+    """Where an argument holds bytes that are not UTF-8 (the shell's or a script's other
+    encoding), named by its option or its place after the command; never the value."""
+    words: list[str] = []  # the command's words: `hold place`
+    positional = 0
+    skip = False
+    for position, argument in enumerate(arguments):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            before = arguments[position - 1] if position else ""
+            if before.startswith("-") and "=" not in before:
+                return f"{before}: not valid UTF-8"
+            if argument.startswith("-"):
+                return "an option's name is not valid UTF-8"
+            command = " ".join(words) or "lifecycle"
+            return f"argument {positional - len(words) + 1} of `{command}` is not valid UTF-8"
+        if skip:
+            skip = False
+        elif argument in ("--log-level", "--actor") and not words:
+            skip = True
+        elif not argument.startswith("-"):
+            if (len(words) == positional and argument.isascii()
+                    and argument.replace("-", "").isalpha()):
+                words.append(argument)
+            positional += 1
+    return None
+
+
+def writing_standard_output(error: OSError) -> bool:
+    """Whether the error came from writing standard output (every line the commands
+    print goes through click.echo)."""
+    frame = error.__traceback__
+    while frame is not None:
+        code = frame.tb_frame.f_code
+        if code.co_name == "echo" and code.co_filename.endswith(("click/utils.py",
+                                                                  "click\\utils.py")):
+            return not frame.tb_frame.f_locals.get("err")
+        frame = frame.tb_next
+    return False
+
+
+def lost_standard_output(error: OSError) -> NoReturn:
+    """One line for a standard output that cannot be written, exit 2."""
+    sys.stdout = open(os.devnull, "w")  # the interpreter's own flush at exit stays quiet
+    click.echo("lifecycle: standard output cannot be written "
+               f"({error.strerror or type(error).__name__}); use --out FILE where the "
+               "command has it", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 def main() -> None:
     # Owner only for whatever the process creates: stores, their journals, leases, exports.
     os.umask(0o077)
+    undecodable = undecodable_argument(sys.argv[1:])
+    if undecodable is not None:
+        click.echo(f"lifecycle: {undecodable} (give references, options and text in UTF-8); "
+                   "nothing was done", err=True)
+        sys.exit(EXIT_USAGE)
     try:
         code = cli.main(standalone_mode=False)
+        try:
+            sys.stdout.flush()  # what is still buffered: its error is standard output's
+        except OSError as error:
+            lost_standard_output(error)
     except click.exceptions.NoArgsIsHelpError as error:  # no command: the help, exit 2
         error.show()
         sys.exit(EXIT_USAGE)
@@ -756,6 +837,8 @@ def main() -> None:
         click.echo(f"lifecycle: {undecodable_event(error)}", err=True)
         sys.exit(EXIT_REFUSED)
     except Exception as error:  # noqa: BLE001 - one line, never a traceback
+        if isinstance(error, OSError) and writing_standard_output(error):
+            lost_standard_output(error)
         damaged = damaged_store(error)
         if damaged is not None:
             log.debug("damaged store", exc_info=True)

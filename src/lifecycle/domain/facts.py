@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from lifecycle.domain.errors import ArgumentRefused
 from lifecycle.domain.vocabulary import (
     HOME_COUNTRY, Basis, Category, Channel, ErasureGround, RestrictionException,
     RestrictionReason, Role, Source,
@@ -353,6 +354,16 @@ _TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
 _AHEAD = f"after now (more than {int(CLOCK_SKEW.total_seconds()) // 60} minutes ahead)"
 
 
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}|[0-9]{1,9}")
+
+
+def shown_field_name(name: str) -> str:
+    """A field name as a reason may repeat it: the product's own names (and list indexes)
+    as they are; any other (an unknown key is the sender's text, and may be an address
+    or a name) is not repeated."""
+    return name if _FIELD_NAME.fullmatch(name) else "(a field whose name is not shown)"
+
+
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False, include_input=False):
@@ -360,7 +371,7 @@ def _describe(error: ValidationError) -> str:
         # The union tag is noise for the reader: "collected.purpose" -> "purpose".
         if loc and loc[0] in FACT_TYPES:
             loc = loc[1:]
-        where = ".".join(loc)
+        where = ".".join(shown_field_name(part) for part in loc)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "union_tag_invalid":
             message = f"unknown fact type (expected one of: {', '.join(FACT_TYPES)})"
@@ -403,6 +414,29 @@ def _data_problem(value: Any, levels: int) -> str | None:
             elif isinstance(child, float) and not math.isfinite(child):
                 return "data: NaN and Infinity are not JSON numbers"
     return None
+
+
+def within_time_bounds(at: datetime) -> bool:
+    """Between 1900-01-01 and 2200-01-01: every time lifecycle stores or reads as of
+    (a fact's `until`, a command's `--at`, an export's `as_of`) lies there, so nothing
+    computed from it leaves the calendar (aware comparisons never overflow)."""
+    return EARLIEST <= at <= LATEST_UNTIL
+
+
+def refuse_adoption_time(at: datetime, now: datetime | None = None) -> None:
+    """A policy is adopted from a time within the bounds and, given `now`, not ahead of
+    it by more than CLOCK_SKEW: an adoption cannot be undone, and one dated in the future
+    (2205 for 2025) would stand before every adoption meant for now."""
+    if not within_time_bounds(at):
+        raise ArgumentRefused(f"adoption time {at.isoformat()}: outside 1900-01-01 to "
+                              "2200-01-01; nothing was adopted")
+    if now is not None and at > now + CLOCK_SKEW:
+        minutes = int(CLOCK_SKEW.total_seconds()) // 60
+        raise ArgumentRefused(
+            f"adoption time {at.isoformat()}: later than now "
+            f"({now.isoformat(timespec='seconds')}) by more than {minutes} minutes; a policy "
+            "is adopted when it takes effect and an adoption cannot be undone, so nothing "
+            "was adopted (for a what-if use --dry-run)")
 
 
 def _check_bounds(fact: Any, now: datetime) -> None:

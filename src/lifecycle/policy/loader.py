@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,28 @@ def _read_capped(path: Path, limit: int, what: str) -> bytes:
     return text
 
 
+# Control characters other than tab and line breaks: a NUL cannot be stored in a
+# PostgreSQL text or JSON column, and none belongs in a policy.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _control_characters(file: str, value: Any, where: str) -> Iterator[Problem]:
+    """A problem for each key or string of the parsed file holding a control character."""
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            yield Problem(file, where or "-", "holds a control character")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            place = f"{where}.{key}" if where else str(key)
+            if _CONTROL.search(str(key)):
+                yield Problem(file, where or "-", "a key holds a control character")
+                continue
+            yield from _control_characters(file, item, place)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _control_characters(file, item, f"{where}[{index}]")
+
+
 def parse_policy(text: bytes, file: str) -> tuple[Policy | None, list[Problem]]:
     """The policy in `text`, or every problem found (TOML, schema, then references)."""
     try:
@@ -166,6 +190,9 @@ def parse_policy(text: bytes, file: str) -> tuple[Policy | None, list[Problem]]:
         return None, [Problem(file, "-", f"not valid TOML: {error}")]
     except RecursionError:
         return None, [Problem(file, "-", "not valid TOML: arrays or tables nested too deeply")]
+    controls = list(_control_characters(file, raw, ""))
+    if controls:
+        return None, controls
     try:
         parsed = PolicyFile.model_validate(raw)
     except ValidationError as error:

@@ -84,13 +84,18 @@ def _check_duration(text: str) -> str:
 
 
 def _check_timezone(name: str) -> str:
+    # `localtime` (and the like) names whatever zone the host is set to: one adopted
+    # file would then place review windows differently on different hosts.
     try:
+        if name.lower() in HOST_ZONES or name.startswith(("/", ".")):
+            raise ValueError(name)
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/London)") from None
     return name
 
 
+HOST_ZONES = frozenset({"localtime", "posixrules", "factory"})
 Duration = Annotated[str, AfterValidator(_check_duration)]
 TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 

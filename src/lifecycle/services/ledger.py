@@ -28,7 +28,7 @@ from lifecycle.services.dsar import access_document, erased_key_ids, subject_as_
 from lifecycle.domain.errors import KeyDestroyed, SubjectNotFound
 from lifecycle.store.event_store import SAVE_RETRIES, SubjectStore, open_subject_store
 from lifecycle.store.engines import reads_of
-from lifecycle.domain.facts import Rejection
+from lifecycle.domain.facts import Rejection, refuse_adoption_time
 from lifecycle.domain.limits import Listing
 from lifecycle.services.ingest import Ingestor, IngestReport, StoredListings
 from lifecycle.store.lease import schema_lock
@@ -109,8 +109,13 @@ class Ledger:
         return Ingestor(self.store, self.vault, now, on_progress, on_rejected, policy,
                         StoredListings(stored_listings)).run(lines)
 
-    def adopt_policy(self, path: Path, at: datetime) -> tuple[Adoption, bool]:
-        """Adopts the policy file from `at`; returns the adoption and whether it is new."""
+    def adopt_policy(self, path: Path, at: datetime, now: datetime | None = None
+                     ) -> tuple[Adoption, bool]:
+        """Adopts the policy file from `at`; returns the adoption and whether it is new.
+        Raises ArgumentRefused, before anything is written, for an `at` outside the time
+        bounds or (given `now`) ahead of it by more than the clock skew: an adoption is
+        recorded when it takes effect, and once recorded it can never be undone."""
+        refuse_adoption_time(at, now)
         policy = load_policy(path)
         register = self.store.get_register() or PolicyRegister()
         changed = register.adopt(policy.id, policy.version, policy.content_hash, at,

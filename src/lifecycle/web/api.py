@@ -11,14 +11,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 
 from lifecycle.services.cases import actions
 from lifecycle.services.cases.users import User
 from lifecycle.services.ingest import IngestReport
 from lifecycle.services.ledger import Ledger
-from lifecycle.domain.facts import UnreadableLine
+from lifecycle.domain.facts import UnreadableLine, within_time_bounds
 from lifecycle.services.line_reader import read_lines
 from lifecycle.web.auth import (
     AUDIT,
@@ -47,6 +47,16 @@ router = APIRouter(prefix="/api")
 FACTS_BODY_LIMIT = 8 * 1024 * 1024
 
 
+
+def _within_bounds(at: datetime) -> datetime:
+    if not within_time_bounds(at):
+        raise ValueError("outside 1900-01-01 to 2200-01-01")
+    return at
+
+
+# Every time the desk is given: as the command line and facts bound them.
+BoundedTime = Annotated[AwareDatetime, AfterValidator(_within_bounds)]
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,7 +69,7 @@ class RequestAction(Strict):
     subject: Reference | None = None
     reason: Slug | None = None
     months: Annotated[int, Field(ge=1, le=2)] | None = None
-    at: AwareDatetime | None = None
+    at: BoundedTime | None = None
 
 
 class HoldPlace(Strict):
@@ -67,30 +77,30 @@ class HoldPlace(Strict):
     hold: Reference
     scope: Slug = "all"
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
-    until: AwareDatetime | None = None
-    at: AwareDatetime | None = None
+    until: BoundedTime | None = None
+    at: BoundedTime | None = None
 
 
 class HoldRelease(Strict):
     subject: Reference
     hold: Reference
-    at: AwareDatetime | None = None
+    at: BoundedTime | None = None
 
 
 class Acknowledge(Strict):
     erasure: Reference
     recipient: Reference | None = None
     subject: Reference | None = None
-    at: AwareDatetime | None = None
+    at: BoundedTime | None = None
 
 
 class SweepBody(Strict):
-    at: AwareDatetime | None = None
+    at: BoundedTime | None = None
 
 
 class PolicyBody(Strict):
     toml: Annotated[str, Field(min_length=1, max_length=1_000_000)]
-    at: AwareDatetime | None = None
+    at: BoundedTime | None = None
 
 
 def _now(request: Request) -> datetime:
@@ -123,7 +133,7 @@ def subject_history(request: Request, reference: str) -> dict[str, Any]:
 @router.get("/subjects/{reference}/export", dependencies=[Depends(Rule(CASEWORK))],
             response_model=None)
 def subject_export(request: Request, reference: str,
-                   as_of: Annotated[AwareDatetime | None, Query()] = None,
+                   as_of: Annotated[BoundedTime | None, Query()] = None,
                    format: Annotated[Literal["json", "csv", "html"], Query()] = "json"
                    ) -> Response:
     """The subject access (and portability) export, as it stood at `as_of`."""
@@ -227,7 +237,7 @@ def audit_verify(request: Request,
 
 
 @router.get("/replay", dependencies=[Depends(Rule(AUDIT))])
-def replay(request: Request, until: Annotated[AwareDatetime | None, Query()] = None,
+def replay(request: Request, until: Annotated[BoundedTime | None, Query()] = None,
            subject: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
     """The state as of `until` (default now), rebuilt from the log into fresh read models:
     never writes an event, never opens a key (values read "sealed" or "erased")."""
@@ -279,7 +289,8 @@ def policy_adopt(request: Request, body: PolicyBody,
             raise HTTPException(422, "; ".join(f"{p.key}: {p.reason}"
                                                for p in problems)[:2000])
         with actions.acting(user.name):
-            adoption, new = desk_of(request).write(lambda ledger: ledger.adopt_policy(path, at))
+            adoption, new = desk_of(request).write(
+                lambda ledger: ledger.adopt_policy(path, at, _now(request)))
     return {"policy": adoption.policy_id, "version": adoption.version,
             "content_hash": adoption.content_hash, "adopted_at": adoption.adopted_at.isoformat(),
             "new": new}

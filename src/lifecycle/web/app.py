@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lifecycle.services.cases.actions import ActionRefused, AmbiguousReference
 from lifecycle.domain.errors import ArgumentRefused, InvalidFact, LifecycleError, SubjectNotFound
+from lifecycle.domain.facts import shown_field_name
 from lifecycle.store.event_chain import BrokenEvent
 from lifecycle.support.logs import get_logger
 from lifecycle.web import api, pages
@@ -116,7 +117,7 @@ def create_app(desk: Desk) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         # The field and the reason, never the value given (it may be personal).
-        problems = [{"field": ".".join(str(p) for p in e.get("loc", ())),
+        problems = [{"field": ".".join(shown_field_name(str(p)) for p in e.get("loc", ())),
                      "reason": e.get("msg", "invalid")} for e in exc.errors()]
         if wants_page(request):
             return error(request, 422, "; ".join(f"{p['field']}: {p['reason']}"

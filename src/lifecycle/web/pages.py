@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from lifecycle.services.cases import actions
 from lifecycle.services.cases.users import User
-from lifecycle.domain.facts import EARLIEST
+from lifecycle.domain.facts import within_time_bounds
 from lifecycle.services.ledger import Ledger
 from lifecycle.web.auth import (AUDIT, CASEWORK, DPO_ONLY, RECORDS, SESSION_COOKIE,
                                 SIGNED_IN, SIGNIN_COOKIE, Rule, check_csrf, desk_of,
@@ -73,8 +73,8 @@ def parse_at(text: str | None, field: str) -> datetime | None:
         if len(text.strip()) == 10:
             return parsed.replace(tzinfo=UTC)
         raise HTTPException(422, f"{field}: the time needs a UTC offset, e.g. +00:00")
-    if parsed < EARLIEST:
-        raise HTTPException(422, f"{field}: before 1900-01-01")
+    if not within_time_bounds(parsed):
+        raise HTTPException(422, f"{field}: outside 1900-01-01 to 2200-01-01")
     return parsed
 
 
