@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from lifecycle.store.settings import Settings
 from tests.processes import env_for

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import pytest
 
 from lifecycle.domain import facts as f
 from lifecycle.store.settings import Settings
