@@ -56,9 +56,6 @@ def test_as_json_lines_the_good_fact_lands_and_the_deep_one_is_named(service: Se
         (2, "nested deeper than 32 levels")]
 
 
-@pytest.mark.xfail(strict=True, reason="attack18c: a JSON array body with one element nested "
-                   "5000 deep is a 500 'unexpected error (RecursionError)', and the good fact "
-                   "beside it is not stored")
 def test_a_json_array_with_one_too_deep_element_keeps_the_good_one(service: Service) -> None:
     """As a JSON array, the same two facts give the same report: element 1 lands, element
     2 is rejected as nested too deep; never a 500."""
@@ -69,9 +66,6 @@ def test_a_json_array_with_one_too_deep_element_keeps_the_good_one(service: Serv
     assert report["accepted"] == 1 and [r["line"] for r in report["rejections"]] == [2]
 
 
-@pytest.mark.xfail(strict=True, reason="attack18c: a JSON array body with one element holding "
-                   "a 5000-digit number is refused whole (422 'not a JSON array'), so the good "
-                   "fact beside it is lost; as JSON Lines only that line is rejected")
 def test_a_json_array_with_one_huge_number_keeps_the_good_one(service: Service) -> None:
     """A 5000-digit number is valid JSON; as JSON Lines its line alone is rejected. As a
     JSON array, the good element still lands and only the other is rejected."""

@@ -28,9 +28,6 @@ def service(postgres_database: str, tmp_path: Path) -> Iterator[Service]:
     started.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="attack18c: on PostgreSQL GET /api/subjects/%00, GET "
-                   "/api/certificates/%00 and POST /api/requests/%00/verify answer 500 "
-                   "'unexpected error (DataError)' (404 on SQLite)")
 def test_a_reference_holding_nul_is_unknown_or_bad_input_never_a_server_error(
         service: Service) -> None:
     """A path reference holding NUL names no subject or request: the answer is 404

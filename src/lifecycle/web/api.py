@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -382,7 +383,7 @@ def _refuse_dpo_facts(lines: list[str], role: str) -> None:
     for number, line in enumerate(lines, start=1):
         try:
             kind = json.loads(line).get("type")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             continue  # not a fact: the ingest reports it
         if isinstance(kind, str) and kind in DPO_FACT_TYPES:
             raise HTTPException(403, f"line {number}: {kind}: the role {role} may not "
@@ -399,8 +400,13 @@ def _fact_lines(raw: bytes) -> list[str]:
     if stripped.startswith(b"["):
         try:
             items = json.loads(stripped)
-        except ValueError:  # incl. bytes that are not UTF-8
-            raise HTTPException(422, "body: not a JSON array (or JSON Lines)") from None
+        except (ValueError, RecursionError):  # incl. bytes that are not UTF-8
+            # One element may be what a line may not be (too deep, a number too long):
+            # each element is then read as a line is, and only it is rejected.
+            elements = _array_elements(stripped)
+            if elements is None:
+                raise HTTPException(422, "body: not a JSON array (or JSON Lines)") from None
+            return elements
         if not isinstance(items, list):
             raise HTTPException(422, "body: not a JSON array")
         return [json.dumps(item) for item in items]
@@ -409,6 +415,49 @@ def _fact_lines(raw: bytes) -> list[str]:
     # so the role check sees the same fact the ingest stores.
     return [line if isinstance(line, UnreadableLine) else line.lstrip("\ufeff")
             for line in read_lines(io.BytesIO(raw))]
+
+
+_ARRAY_MARK = re.compile(r'["\\\[\]{},]')
+
+
+def _array_elements(body: bytes) -> list[str] | None:
+    """The texts of a JSON array's elements, split at its top-level commas without
+    parsing them (strings and nesting followed, nothing else); None if the body is not
+    one array (bytes that are not UTF-8, unbalanced brackets, an empty element)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    elements: list[str] = []
+    depth, start, in_string, escaped_at = 0, 1, False, -1
+    for mark in _ARRAY_MARK.finditer(text, 1):
+        char, at = mark.group(), mark.start()
+        if in_string:
+            if at == escaped_at:
+                continue  # the character after a backslash
+            if char == "\\":
+                escaped_at = at + 1
+            elif char == '"':
+                in_string = False
+            continue
+        if char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}" and depth:
+            depth -= 1
+        elif char == "]" or (char == "," and not depth):
+            element = text[start:at].strip()
+            if not element and (char == "," or elements):
+                return None
+            if element:
+                elements.append(element)
+            if char == "]":
+                return elements if not text[at + 1:].strip() else None
+            start = at + 1
+        elif char == "}":
+            return None
+    return None
 
 
 class _policy_file:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -46,6 +47,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                                                    "reason": {"type": "string"}}}}]}},
 }
 
+
+
+# In a path as decoded (%00 gives NUL): no reference may hold one.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 def status_of(error: LifecycleError) -> int:
     if isinstance(error, SubjectNotFound):
@@ -140,9 +145,14 @@ def create_app(desk: Desk) -> FastAPI:
         started = time.perf_counter()
         status = 500
         try:
-            if request.url.path.startswith("/api/") and not Rule.api_user_given(request):
+            if CONTROL_CHARACTER.search(request.scope.get("path", "")):
+                # No reference holds one (facts refuse them); PostgreSQL could not even
+                # compare with it.
+                response: Response = error(
+                    request, 404, "no such page: a path with a control character names nothing")
+            elif request.url.path.startswith("/api/") and not Rule.api_user_given(request):
                 # Before the body is read: no credential is 401 whatever the body holds.
-                response: Response = JSONResponse({"detail": "a bearer token is required"},
+                response = JSONResponse({"detail": "a bearer token is required"},
                                         status_code=401,
                                         headers={"WWW-Authenticate": "Bearer"})
             else:
