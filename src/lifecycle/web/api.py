@@ -19,7 +19,7 @@ from lifecycle.services.cases import actions
 from lifecycle.services.cases.users import User
 from lifecycle.services.ingest import IngestReport
 from lifecycle.services.ledger import Ledger
-from lifecycle.domain.facts import UnreadableLine, within_time_bounds
+from lifecycle.domain.facts import EARLIEST, UnreadableLine, within_time_bounds
 from lifecycle.services.line_reader import read_lines
 from lifecycle.web.auth import (
     AUDIT,
@@ -33,6 +33,7 @@ from lifecycle.web.auth import (
     desk_of,
 )
 from lifecycle.web.render import export_response
+from lifecycle.web.segments import SegmentRoute
 
 Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[a-z0-9][a-z0-9-]*$")]
@@ -42,7 +43,7 @@ Action = Literal["verify", "extend", "pause", "resume", "refuse", "fulfil"]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                max_length=200)]
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", route_class=SegmentRoute)
 # The largest body POST /api/facts takes (about 25,000 facts of a typical size): one
 # request's facts are parsed in memory, and the ingest holds the desk (below) meanwhile.
 FACTS_BODY_LIMIT = 8 * 1024 * 1024
@@ -51,7 +52,7 @@ FACTS_BODY_LIMIT = 8 * 1024 * 1024
 
 def _within_bounds(at: datetime) -> datetime:
     if not within_time_bounds(at):
-        raise ValueError("outside 1900-01-01 to 2200-01-01")
+        raise ValueError("before 1900-01-01" if at < EARLIEST else "after 2200-01-01")
     return at
 
 

@@ -21,6 +21,7 @@ from lifecycle.web import api, pages
 from lifecycle.web.auth import NotSignedIn, Rule
 from lifecycle.web.desk import Desk
 from lifecycle.web.render import page
+from lifecycle.web.segments import Segments
 
 log = get_logger("lifecycle.web")
 access_log = get_logger("lifecycle.web.access")
@@ -79,6 +80,7 @@ def create_app(desk: Desk) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.add_middleware(Segments)
 
     def openapi() -> dict[str, Any]:
         """The schema, with the error body this service really sends: `detail` is one line,

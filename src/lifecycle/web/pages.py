@@ -20,8 +20,9 @@ from lifecycle.web.auth import (AUDIT, CASEWORK, DPO_ONLY, RECORDS, SESSION_COOK
                                 SIGNED_IN, SIGNIN_COOKIE, Rule, check_csrf, desk_of,
                                 session_of)
 from lifecycle.web.render import export_response, page
+from lifecycle.web.segments import SegmentRoute, segment
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=SegmentRoute)
 DUE_SOON = 7
 REQUEST_STEPS = [("verify", "Verify identity"), ("extend", "Extend"), ("pause", "Pause"),
                  ("resume", "Resume"), ("refuse", "Refuse"), ("fulfil", "Fulfil")]
@@ -89,7 +90,7 @@ def submit(request: Request,
 
 
 def back_to(reference: str, done: str) -> RedirectResponse:
-    return RedirectResponse(f"/subjects/{quote(reference, safe=':')}?done={quote(done)}",
+    return RedirectResponse(f"/subjects/{segment(reference)}?done={quote(done)}",
                             status_code=303)
 
 
@@ -258,7 +259,7 @@ def certificate_lookup(request: Request,
     """A form asking for an erasure request id; with one, its certificate's page."""
     if not request_id.strip():
         return html(request, "certificate_lookup.html")
-    target = f"/certificates/{quote(request_id.strip(), safe=':')}"
+    target = f"/certificates/{segment(request_id.strip())}"
     if subject.strip():
         target += f"?subject={quote(subject.strip(), safe=':')}"
     return RedirectResponse(target, status_code=303)

@@ -10,6 +10,8 @@ from typing import Any
 from fastapi.responses import Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from lifecycle.web.segments import segment
+
 TEMPLATES = Path(__file__).parent / "templates"
 pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                     trim_blocks=True, lstrip_blocks=True)
@@ -22,6 +24,7 @@ def new_submission() -> str:
 
 
 pages.globals["new_submission"] = new_submission
+pages.filters["segment"] = segment
 
 MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8",
          "html": "text/html; charset=utf-8"}
