@@ -240,3 +240,71 @@ def test_hold_placings_at_one_instant_any_arrival_order_sqlite(
     tests/test_attack18d_hold_placings_cases.py::
     test_an_expired_placings_reason_goes_though_another_placing_shares_its_instant."""
     run_property("sqlite", tmp_path, facts, seed, parts)
+
+
+def loose_arrival_order(facts: list[dict[str, Any]], rng: random.Random
+                        ) -> list[dict[str, Any]]:
+    """A random permutation pinning only what docs/guarantees.md "What cannot be undone"
+    requires: a placing dated before an erasure request of its subject arrives before it,
+    and a subject's erasure requests arrive in fact-time order. Releases (and records)
+    dated before a request may arrive after it ("The other way round works")."""
+    shuffled = facts[:]
+    rng.shuffle(shuffled)
+    ordered = sorted(facts, key=lambda f: f["at"])
+    placed: set[str] = set()
+    order: list[dict[str, Any]] = []
+
+    def put(fact: dict[str, Any]) -> None:
+        if fact["id"] not in placed:
+            placed.add(fact["id"])
+            order.append(fact)
+
+    for fact in shuffled:
+        if fact["type"] == "erasure-requested":
+            for earlier in ordered:
+                if (earlier["subject"] == fact["subject"] and earlier["at"] < fact["at"]
+                        and earlier["type"] in ("legal-hold-placed", "erasure-requested")):
+                    put(earlier)
+        put(fact)
+    return order
+
+
+def run_loose(kind: str, root: Path, facts: list[dict[str, Any]], seed: int,
+              parts: int) -> None:
+    with fresh_store(kind, root) as reference:
+        expected = reference_views(reference, facts)
+    with fresh_store(kind, root) as store:
+        rng = random.Random(seed)
+        order = loose_arrival_order(facts, rng)
+        with Ledger(store) as ledger:
+            rejected: list[dict[str, Any]] = []
+            for piece in chunks(order, rng, parts):
+                if piece:
+                    rejected += ingest_all(ledger, piece)
+            assert resubmit(ledger, rejected) == [], "a valid fact stayed rejected"
+            assert views(ledger, facts) == expected, "views differ from the fact-time order"
+            check_holds_rule(ledger, facts)
+        check_erasures(store, facts)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=HEALTH, database=None,
+          phases=NO_SHRINK)
+@given(facts=hold_histories(), seed=st.integers(0, 2**32), parts=st.integers(1, 4))
+def test_late_releases_of_reused_holds_give_the_fact_time_state_sqlite(
+        tmp_path: Path, facts: list[dict[str, Any]], seed: int, parts: int) -> None:
+    """SQLite: releases (and records) dated before an erasure request may arrive after it
+    (only placings and the requests themselves pinned): a late release voids the refusals
+    that cited its placings and the request erases the record and the reasons as it
+    arrives, leaving the fact-time state; certificates match the vault."""
+    run_loose("sqlite", tmp_path, facts, seed, parts)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=HEALTH, database=None,
+          phases=NO_SHRINK)
+@given(facts=hold_histories(), seed=st.integers(0, 2**32), parts=st.integers(1, 4))
+def test_late_releases_of_reused_holds_give_the_fact_time_state_postgres(
+        tmp_path: Path, facts: list[dict[str, Any]], seed: int, parts: int) -> None:
+    """PostgreSQL: the same property."""
+    from tests.conftest import require_postgres
+    require_postgres()
+    run_loose("postgres", tmp_path, facts, seed, parts)
