@@ -233,3 +233,27 @@ def test_the_dsar_export_lists_each_placing_as_of_its_date(ledger: Ledger) -> No
         ("all", None, "ZqTwoQv"),
         ("surveys-feedback", "2023-03-01T00:00:00+00:00", "erased")]
     assert [r["data"] for r in ledger.subject_view(who)["records"]] == [{"name": "ZqenqQv"}]
+
+
+@pytest.mark.xfail(strict=True, reason="attack18d: of two holds placed at one instant, the "
+                   "erasure refusal cites whichever arrived first (arrival order decides)")
+def test_the_refusal_cites_the_same_hold_whichever_of_two_same_instant_holds_came_first(
+        ledger: Ledger) -> None:
+    """Holds H and K, both on all purposes, placed at the same instant (1 Feb), arriving
+    in either order in separate runs; an erasure request on 1 Apr refuses the enquiry.
+    State is decided by fact time, not arrival (ties broken by something fixed, as
+    consents' are by fact id): the refusal's ground names the same hold in both orders."""
+    adopt(ledger)
+    grounds = []
+    for who, order in (("m:a18d-hk", ("H", "K")), ("m:a18d-kh", ("K", "H"))):
+        assert ingest(ledger, enquiry(who, "2023-01-01T00:00:00Z", "enq")) == []
+        for hold in order:
+            assert ingest(ledger, fact("legal-hold-placed", who, "2023-02-01T00:00:00Z",
+                                       hold=hold, scope="all", reason=f"Zq{hold}Qv",
+                                       id=f"{who}-{hold}")) == []
+        assert ingest(ledger, fact("erasure-requested", who, "2023-04-01T00:00:00Z",
+                                   request=f"ER-{who}")) == []
+        refusals = ledger.subject_view(who)["erasure_refusals"]
+        assert [r["record"] for r in refusals] == ["enq"]
+        grounds.append(refusals[0]["ground"])
+    assert grounds[0] == grounds[1]
