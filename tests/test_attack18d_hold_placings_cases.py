@@ -257,3 +257,23 @@ def test_the_refusal_cites_the_same_hold_whichever_of_two_same_instant_holds_cam
         assert [r["record"] for r in refusals] == ["enq"]
         grounds.append(refusals[0]["ground"])
     assert grounds[0] == grounds[1]
+
+
+@pytest.mark.xfail(strict=True, reason="attack18d: the DSAR HTML export says 'Still in force' "
+                   "for a placing its `until` ended years before (template, predates 4a21332)")
+def test_the_dsar_html_does_not_call_an_expired_placing_in_force(ledger: Ledger) -> None:
+    """H placed 1 Feb 2023 until 1 Mar 2023, never released: as of 2026 it is not in
+    force (docs/guarantees.md: in force between placing and release, `until` ending it),
+    so the person's export must not tell them it is 'Still in force'."""
+    from lifecycle.services.dsar_render import render_export
+
+    adopt(ledger)
+    who = "m:a18d-dsar-until"
+    assert ingest(ledger, enquiry(who, "2023-01-01T00:00:00Z", "enq"),
+                  fact("legal-hold-placed", who, "2023-02-01T00:00:00Z", hold="H",
+                       scope="all", reason="ZqUntilQv", until="2023-03-01T00:00:00Z")) == []
+    html = render_export(ledger.dsar_export(who, NOW), "html")
+    section = html[html.index("Legal holds</h2>"):]
+    section = section[:section.index("</table>")]
+    assert "1 March 2023" in section
+    assert "Still in force" not in section
