@@ -203,7 +203,7 @@ def run_property(kind: str, root: Path, facts: list[dict[str, Any]], seed: int,
         check_erasures(store, facts)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=HEALTH, database=None,
+@settings(max_examples=20, deadline=None, suppress_health_check=HEALTH, database=None,
           phases=NO_SHRINK)
 @given(facts=hold_histories(), seed=st.integers(0, 2**32), parts=st.integers(1, 4))
 def test_hold_placings_any_arrival_order_sqlite(tmp_path: Path, facts: list[dict[str, Any]],
@@ -213,7 +213,7 @@ def test_hold_placings_any_arrival_order_sqlite(tmp_path: Path, facts: list[dict
     run_property("sqlite", tmp_path, facts, seed, parts)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=HEALTH, database=None,
+@settings(max_examples=4, deadline=None, suppress_health_check=HEALTH, database=None,
           phases=NO_SHRINK)
 @given(facts=hold_histories(), seed=st.integers(0, 2**32), parts=st.integers(1, 4))
 def test_hold_placings_any_arrival_order_postgres(tmp_path: Path,
@@ -287,7 +287,7 @@ def run_loose(kind: str, root: Path, facts: list[dict[str, Any]], seed: int,
         check_erasures(store, facts)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=HEALTH, database=None,
+@settings(max_examples=20, deadline=None, suppress_health_check=HEALTH, database=None,
           phases=NO_SHRINK)
 @given(facts=hold_histories(), seed=st.integers(0, 2**32), parts=st.integers(1, 4))
 def test_late_releases_of_reused_holds_give_the_fact_time_state_sqlite(
@@ -299,7 +299,7 @@ def test_late_releases_of_reused_holds_give_the_fact_time_state_sqlite(
     run_loose("sqlite", tmp_path, facts, seed, parts)
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=HEALTH, database=None,
+@settings(max_examples=4, deadline=None, suppress_health_check=HEALTH, database=None,
           phases=NO_SHRINK)
 @given(facts=hold_histories(), seed=st.integers(0, 2**32), parts=st.integers(1, 4))
 def test_late_releases_of_reused_holds_give_the_fact_time_state_postgres(

@@ -114,7 +114,7 @@ def sweep_and_check(ledger: Ledger, facts: list[dict[str, Any]], at: datetime
     return erased, paused
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=HEALTH, database=None,
+@settings(max_examples=15, deadline=None, suppress_health_check=HEALTH, database=None,
           phases=NO_SHRINK)
 @given(history=swept_histories(), seed=st.integers(0, 2**32), parts=st.integers(1, 3))
 def test_a_sweep_pauses_exactly_what_a_placing_in_force_at_its_time_or_now_covers(
