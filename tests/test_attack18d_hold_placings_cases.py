@@ -58,9 +58,6 @@ def same_instant(who: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="attack18d: a placing's reason survives an erasure "
-                   "request made after its `until` when another placing of its id shares "
-                   "its instant")
 def test_an_expired_placings_reason_goes_though_another_placing_shares_its_instant(
         ledger: Ledger) -> None:
     """Two placings of H at one instant (one until 1 Mar, one open); an erasure request on
@@ -77,9 +74,6 @@ def test_an_expired_placings_reason_goes_though_another_placing_shares_its_insta
         ("enquiries-complaints", "2023-02-01T00:00:00+00:00", None, None, "ZqLongQv")]
 
 
-@pytest.mark.xfail(strict=True, reason="attack18d: the expired placing's reason is erased "
-                   "or kept depending on whether the open placing at its instant arrived "
-                   "before the erasure request")
 def test_same_instant_placings_leave_one_state_in_either_arrival_order(
         ledger: Ledger) -> None:
     """The facts of `same_instant` for two subjects: all at once (fact-time order), and
@@ -97,8 +91,6 @@ def test_same_instant_placings_leave_one_state_in_either_arrival_order(
     assert [h for h in holds(ledger, first) if h[0] == "direct-marketing"] == expired
 
 
-@pytest.mark.xfail(strict=True, reason="attack18d: a release dated after its only placing's "
-                   "`until` (no placing in force) is accepted")
 def test_a_release_after_the_placings_until_is_rejected(ledger: Ledger) -> None:
     """Hold H placed 1 Feb until 1 Mar; a release dated 1 Apr finds no placing of H in
     force at its time (docs/facts.md: "a hold placed before and in force at `at`"): it is
@@ -235,8 +227,6 @@ def test_the_dsar_export_lists_each_placing_as_of_its_date(ledger: Ledger) -> No
     assert [r["data"] for r in ledger.subject_view(who)["records"]] == [{"name": "ZqenqQv"}]
 
 
-@pytest.mark.xfail(strict=True, reason="attack18d: of two holds placed at one instant, the "
-                   "erasure refusal cites whichever arrived first (arrival order decides)")
 def test_the_refusal_cites_the_same_hold_whichever_of_two_same_instant_holds_came_first(
         ledger: Ledger) -> None:
     """Holds H and K, both on all purposes, placed at the same instant (1 Feb), arriving
@@ -259,8 +249,6 @@ def test_the_refusal_cites_the_same_hold_whichever_of_two_same_instant_holds_cam
     assert grounds[0] == grounds[1]
 
 
-@pytest.mark.xfail(strict=True, reason="attack18d: the DSAR HTML export says 'Still in force' "
-                   "for a placing its `until` ended years before (template, predates 4a21332)")
 def test_the_dsar_html_does_not_call_an_expired_placing_in_force(ledger: Ledger) -> None:
     """H placed 1 Feb 2023 until 1 Mar 2023, never released: as of 2026 it is not in
     force (docs/guarantees.md: in force between placing and release, `until` ending it),

@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -226,8 +225,6 @@ def test_hold_placings_any_arrival_order_postgres(tmp_path: Path,
 
 
 
-@pytest.mark.xfail(strict=True, reason="attack18d: placings of one id at one instant share "
-                   "their fate for reasons (an expired one's reason outlives a request)")
 @settings(max_examples=40, deadline=None, suppress_health_check=HEALTH, database=None,
           phases=NO_SHRINK, derandomize=True)
 @given(facts=hold_histories(same_instant=True), seed=st.integers(0, 2**32),

@@ -24,8 +24,6 @@ from tests.facts_builder import lines
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 
 
-@pytest.mark.xfail(strict=True, reason="attack18d: a hold placed while the sweep runs (seen "
-                   "on its retry) does not pause it: 'now' is the sweep's start")
 def test_a_hold_placed_during_a_sweep_pauses_the_record_it_covers(
         backend: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Analytics due in 2024; a sweep at now starts; before it saves, a hold on all

@@ -106,12 +106,20 @@ class Restriction:
 
 @dataclass
 class Hold:
+    """One placing of a legal hold (an id may be placed more than once)."""
+
     hold: str
     scope: str
     reason: Sealed | None
     placed_at: datetime
     until: datetime | None
     released_at: datetime | None = None
+    notes_key: str | None = None  # the key sealing this placing's reason
+
+    def order(self) -> tuple[datetime, str, str, datetime]:
+        """Fact time first, then what the placing says (never the order of arrival)."""
+        return (self.placed_at, self.hold, self.scope,
+                self.until or datetime.max.replace(tzinfo=self.placed_at.tzinfo))
 
     def in_force(self, at: datetime) -> bool:
         """Fact time: placed by `at`, not yet released or expired."""
@@ -429,7 +437,7 @@ class DataSubject(Aggregate):
             raise RecordErased(f"record {record!r} had been erased by the time of this fact")
         return found
 
-    def note_erased_by(self, note: Note, at: datetime) -> bool:
+    def note_erased_by(self, note: Note, at: datetime, key_id: str | None = None) -> bool:
         """Whether an erasure request made at `at` takes this note. Notes from before it
         go, except what justifies data kept whatever the request: the reason of a hold in
         force then (Art 17(3)(e)) and of an exclusion (the blocklist stays). Decided by
@@ -438,7 +446,10 @@ class DataSubject(Aggregate):
             return False
         if note.kind != "hold":
             return True
-        placings = [h for h in self.holds if h.hold == note.hold and h.placed_at == note.at]
+        placings = [h for h in self.holds if h.notes_key == key_id] if key_id else []
+        if not placings:  # the placing being recorded now, or one stored without its key
+            placings = [h for h in self.holds
+                        if h.hold == note.hold and h.placed_at == note.at]
         return bool(placings) and not any(h.in_force(at) for h in placings)
 
     def note_erased_on_arrival(self, note: Note) -> bool:
@@ -531,7 +542,7 @@ class DataSubject(Aggregate):
             elif refused.get(rec.record) != ground:
                 refusals.append((rec.record, ground))
         erase_keys.update(dict.fromkeys(k for k, note in self.note_keys.items()
-                                        if self.note_erased_by(note, at)))
+                                        if self.note_erased_by(note, at, k)))
         return ErasureDecision(list(erase_keys), erase_records, refusals)
 
     def settle_erasures(self) -> list[tuple[list[str], datetime, str]]:
@@ -785,14 +796,13 @@ class DataSubject(Aggregate):
     def place_hold(self, fact_id: str, at: datetime, hold: str, scope: str,
                    reason: Sealed | None, until: datetime | None, notes_key_id: str | None) -> None:
         self.fact_ids[fact_id] = None
-        self.holds.append(Hold(hold, scope, reason, at, until))
-        self.holds.sort(key=lambda h: h.placed_at)
+        self.holds.append(Hold(hold, scope, reason, at, until, notes_key=notes_key_id))
+        self.holds.sort(key=Hold.order)
         self._apply_releases()
         self._note(notes_key_id, Note(at, "hold", hold))
 
     def release_hold(self, fact_id: str, at: datetime, hold: str) -> None:
-        if not any(h.hold == hold and h.placed_at <= at
-                   and (h.released_at is None or at < h.released_at) for h in self.holds):
+        if not any(h.hold == hold and h.in_force(at) for h in self.holds):
             raise NoSuchHold(f"no legal hold {hold!r} in force at the time of this release")
         self._hold_released(fact_id=fact_id, at=at, hold=hold)
 

@@ -175,9 +175,15 @@ def pause_reason(subject: DataSubject, record: Record, at: datetime,
                  now: datetime | None = None) -> str | None:
     """Why a disposal due at `at` must wait: a legal hold, or a restriction on any ground
     (while processing is restricted the data may only be stored, Art 18(2)), in force at
-    `at` (fact time) or at `now`, when the key would be destroyed (a sweep at a past
-    time never destroys what a hold or restriction in force as it runs protects)."""
+    `at` (fact time), at `now`, or from its placing after `now`: the key would be
+    destroyed from `now` on (a sweep at a past time never destroys what a hold or
+    restriction in force as it runs protects)."""
     moments = [at] if now is None or now == at else [at, now]
+    if now is not None:
+        # Placed after `now` (within the clock skew, or while this sweep ran): in force
+        # before the key would be destroyed.
+        moments += [h.placed_at for h in subject.holds if h.placed_at > now]
+        moments += [r.placed_at for r in subject.restrictions if r.placed_at > now]
     for moment in moments:
         for hold in subject.holds:
             if hold.covers(record.purpose, moment):

@@ -126,6 +126,8 @@ def access_document(subject: DataSubject, as_of: datetime, policy: Policy | None
                                          if record["purpose"] in purposes else None)
         record["retention"] = retention.get(record["record"], {"rule": None, "due_at": None,
                                                                 "criteria": []})
+    for entry, placing in zip(document["holds"], subject.holds):
+        entry["in_force"] = placing.in_force(as_of)  # `until` may have ended it
     for request in document["requests"]:
         request["deadline"] = deadlines.get(request["request"])
         request["timeline"] = (timelines or {}).get(request["request"], [])
