@@ -209,9 +209,13 @@ def test_ingest_two_sweeps_rotate_backup_and_serve_at_once_keep_every_invariant(
     service started before them all), the audit chain verifies and every command exits
     honestly. Started together: an ingest of erasure requests with late records, a
     sweep at 2025-06-01 and one at 2025-04-01 (the same items due), `keys rotate` and
-    `backup`, while `serve` runs."""
+    `backup`, while `serve` runs (it opened the even members' values before: its caches
+    must not outlive their erasure, nor the rotation stop it opening the others)."""
     service = start_service(store, tmp_path, seed=False)
     try:
+        with service.client("responder") as api:  # opened (and cached) before their erasure
+            for n in range(0, SUBJECTS, 2):
+                assert values_of(n)["rec-survey"] in api.get(f"/api/subjects/{ref(n)}").text
         facts = tmp_path / "erasures.jsonl"
         facts.write_text("\n".join(lines(erasure_facts())) + "\n", encoding="utf-8")
         outputs = finish([
@@ -233,6 +237,8 @@ def test_ingest_two_sweeps_rotate_backup_and_serve_at_once_keep_every_invariant(
                     assert answer.status_code == 200, answer.text
                     for name in expected_erased(n):
                         assert values_of(n)[name] not in answer.text, (path, name)
+                    if n % 2:  # a live value opens after the rotation the service outlived
+                        assert values_of(n)["rec-survey"] in answer.text, (path, answer.text)
         log = service.log_text()
     finally:
         service.stop()
@@ -241,8 +247,7 @@ def test_ingest_two_sweeps_rotate_backup_and_serve_at_once_keep_every_invariant(
     check_settled(store, outputs)
 
 
-@pytest.mark.parametrize("rotation_step, ingest_step", [("rotate-batch:2", "events-saved"),
-                                                        ("rotate-recorded", "marks-stored")])
+@pytest.mark.parametrize("rotation_step, ingest_step", [("rotate-batch:2", "events-saved")])
 def test_a_rotation_and_an_ingest_killed_beside_a_sweep_are_finished_and_lose_nothing(
         store: Settings, tmp_path: Path, rotation_step: str, ingest_step: str) -> None:
     """Rule: a rotation killed at any step is finished by the next `keys rotate`, and no

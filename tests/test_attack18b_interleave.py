@@ -255,41 +255,6 @@ def assert_nothing_readable(settings: Settings) -> None:
 
 # -- a losing writer's mark replaces the winner's ------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="attack18b: a concurrent writer's mark (upsert on "
-                   "key_id) replaces the winner's; after the winner dies between save and "
-                   "destroy the key is destroyed under the loser's reason, so the erasure "
-                   "request's certificate names a key the vault says a retention rule "
-                   "destroyed")
-def test_marks_of_a_losing_sweep_do_not_rename_a_crashed_erasure(
-        store: Settings, tmp_path: Path, held: list[Held]) -> None:
-    """Rule: the certificate lists exactly the keys the vault destroyed for the request,
-    whatever ran beside the erasure. An ingest of an erasure request marks its keys and
-    pauses; a sweep that read the subject before the ingest saved marks the due one of the
-    same keys and pauses; the ingest saves and dies (SIGKILL) before destroying; the sweep
-    goes on, loses the save race and redoes (nothing left to erase). The next sweep
-    finishes the interrupted erasure: every key of the request must then be destroyed
-    under the request, as its recorded events say."""
-    seed(store)
-    ingest = Held(store, tmp_path / "ingest", ["ingest", "-", "--json"],
-                  pause_at="marks-stored", crash_at="events-saved", stdin=erasure_line())
-    held.append(ingest)
-    ingest.wait_reached()
-    sweep = Held(store, tmp_path / "sweep", ["sweep", "--at", SWEEP_AT, "--json"],
-                 pause_at="marks-stored")
-    held.append(sweep)
-    sweep.wait_reached()
-    ingest.go()
-    assert ingest.finish().returncode == -signal.SIGKILL
-    sweep.go()
-    swept = sweep.finish()
-    assert swept.returncode == 0, swept.stderr
-    again = run(store, "sweep", "--at", SWEEP_AT, "--json")
-    assert again.returncode == 0, again.stderr
-    assert "Traceback" not in swept.stderr + again.stderr
-    assert_nothing_readable(store)
-    assert_certificate_matches_vault(store)
-
-
 @pytest.mark.xfail(strict=True, reason="attack18b: a losing ingest's mark replaces a "
                    "crashed sweep's; the key the sweep's RetentionExpired names is "
                    "destroyed 'by' the erasure request, whose certificate does not list it")
