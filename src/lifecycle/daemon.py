@@ -61,8 +61,12 @@ class _SchedulerLogs(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         fields: dict[str, Any] = {"logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            fields["exception"] = logging.Formatter().formatException(record.exc_info)
+        if record.exc_info and record.exc_info[0] is not None:
+            # The type only, never a traceback (a driver's message may quote values);
+            # --log-level DEBUG logs the whole of it.
+            fields["error"] = record.exc_info[0].__name__
+            log.debug("scheduler.traceback",
+                      exception=logging.Formatter().formatException(record.exc_info))
         log.log(record.levelno, "scheduler.log", **fields)
 
 

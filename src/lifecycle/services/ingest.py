@@ -35,6 +35,7 @@ from lifecycle.store.event_store import SubjectStore
 from lifecycle.domain.limits import Listing, check_limits, listed_from, own_opt_in, resubscribed
 from lifecycle.policy.model import Policy
 from lifecycle.services.shredding import save_then_destroy
+from lifecycle.support.run_clock import RunClock
 from lifecycle.domain.vocabulary import ALL_SCOPE, DIRECT_MARKETING
 
 BATCH_LINES = 2000
@@ -528,6 +529,8 @@ class Ingestor:
         self.store = store
         self.vault = vault
         self.now = now
+        # Claims and marks are dated when written (others drop them once stale).
+        self.clock = RunClock(now)
         self.policy = policy
         self.stored_listings = stored_listings
         self.on_progress = on_progress or (lambda n: None)
@@ -603,7 +606,7 @@ class Ingestor:
                 touched = self._apply_batch(batch, applier, outcome, failed)
                 outcome.erased_keys += save_then_destroy(
                     self.store, self.vault, [*touched, *self._cases.pending()],
-                    applier.shreds, self.now)
+                    applier.shreds, self.clock.now())
             except (IntegrityError, _ClaimedMeanwhile):
                 # Another writer saved the same subjects (or bound the same fact ids) first:
                 # reload them and redo; nothing was destroyed.
@@ -639,7 +642,7 @@ class Ingestor:
         claimed_at = binding.claimed_at
         if claimed_at.tzinfo is None:  # SQLite gives it back naive (stored as UTC)
             claimed_at = claimed_at.replace(tzinfo=UTC)
-        if claimed_at > self.now - CLAIM_GRACE:
+        if claimed_at > self.clock.now() - CLAIM_GRACE:
             return False
         subject = self.store.get_subject_by_id(UUID(binding.subject_id))
         return subject is None or not subject.has_seen(fact_id)
@@ -716,7 +719,7 @@ class Ingestor:
             touched[fact.subject] = subject
             outcome.accepted += 1
         taken = {fid: b.digest for fid, b in
-                 self.vault.claim(claims, self.now, given_up).items()
+                 self.vault.claim(claims, self.clock.now(), given_up).items()
                  if b.digest != claims[fid][1]}
         if taken:  # bound to other content: redo the batch, which then rejects these
             self._bindings.update(taken)

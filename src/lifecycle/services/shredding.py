@@ -74,14 +74,18 @@ def finish_interrupted(store: SubjectStore, vault: KeyVault, now: datetime) -> i
     by_subject: dict[str, list[Shred]] = {}
     for mark in marks:
         by_subject.setdefault(mark.subject_id, []).append(mark)
-    erased_by_subject = {subject.id: {key_id for erasure in subject.erasures
-                                           for key_id in erasure.key_ids}
+    # Each key's erasure as the log records it: its time and reason, not the mark's (two
+    # runs may have marked one key; only one of them recorded its erasure).
+    erased_by_subject = {subject.id: {key_id: (erasure.at, erasure.by)
+                                      for erasure in subject.erasures
+                                      for key_id in erasure.key_ids}
                          for subject in store.get_subjects([UUID(s) for s in by_subject])}
     for subject_id, subject_marks in by_subject.items():
-        erased = erased_by_subject.get(UUID(subject_id), set())
+        erased = erased_by_subject.get(UUID(subject_id), {})
         for mark in subject_marks:
-            if mark.key_ids[0] in erased:
-                recorded.append(mark)
+            logged = erased.get(mark.key_ids[0])
+            if logged is not None:
+                recorded.append(Shred(subject_id, mark.key_ids, logged[0], logged[1]))
             else:
                 unrecorded.append(mark.key_ids[0])
     destroyed = vault.destroy_all((s.key_ids, s.at, s.by) for s in recorded)

@@ -25,6 +25,7 @@ from lifecycle.domain.errors import ArgumentRefused
 from lifecycle.store.event_store import SAVE_RETRIES, SubjectStore
 from lifecycle.domain.facts import CLOCK_SKEW
 from lifecycle.support.gc_pause import PeriodicCollection, cyclic_gc_paused
+from lifecycle.support.run_clock import RunClock
 from lifecycle.policy.loader import policy_from_document
 from lifecycle.policy.model import Policy
 from lifecycle.projections import tables
@@ -109,6 +110,7 @@ class Sweeper:
         if adoption is None:
             return report
         policy = policy_from_document(adoption.document)
+        clock = RunClock(started)  # marks are dated when written
         due = list(due_items(self.engine, at).items())
         # The collector would rescan every aggregate the process holds (the projections'
         # cache) as a batch allocates, and again at each resume: paused for the whole
@@ -116,7 +118,7 @@ class Sweeper:
         collection = PeriodicCollection(COLLECT_EVERY_BATCHES)
         with cyclic_gc_paused():
             for start in range(0, len(due), BATCH_SUBJECTS):
-                self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, started,
+                self._sweep_batch(dict(due[start:start + BATCH_SUBJECTS]), at, clock,
                                   policy, adoption, report, dry_run, on_item)
                 collection.step()
         if not dry_run:
@@ -126,12 +128,13 @@ class Sweeper:
                     reviews=len(report.reviews), paused=len(report.paused), dry_run=False))
         return report
 
-    def _sweep_batch(self, batch: dict[UUID, list[str]], at: datetime, started: datetime,
+    def _sweep_batch(self, batch: dict[UUID, list[str]], at: datetime, clock: RunClock,
                      policy: Policy, adoption: Adoption, report: SweepReport, dry_run: bool,
                      on_item: Callable[[str, dict[str, Any]], None] | None) -> None:
         """Sweeps one batch of subjects, saves its events, then destroys the keys its
         erasures decided on: once a batch is recorded, no key of it stays live while the
         sweep goes on (a crash in between leaves marks that the next run destroys)."""
+        busy = False
         for attempt in range(SAVE_RETRIES):
             outcome = SweepReport(at, dry_run)
             shreds: list[Shred] = []
@@ -153,8 +156,8 @@ class Sweeper:
                     shred: dict[str, str] = {}
                     decided = SweepReport(at, dry_run)  # reported only if it all holds
                     try:
-                        self._sweep_subject(subject, records, at, started, policy, adoption,
-                                            decided, shred)
+                        self._sweep_subject(subject, records, at, clock.now(), policy,
+                                            adoption, decided, shred)
                     except Exception as error:  # noqa: BLE001 - one subject never stops the rest
                         # Its events of this sweep are not saved, its keys not destroyed,
                         # and what it decided before failing is not reported as done.
@@ -173,10 +176,11 @@ class Sweeper:
                 try:
                     # Record before destroy: the events first, the keys after
                     # (lifecycle.services.shredding).
-                    save_marked(self.store, self.vault, touched, shreds, started)
+                    save_marked(self.store, self.vault, touched, shreds, clock.now())
                 except IntegrityError:
                     if attempt == SAVE_RETRIES - 1:
-                        raise
+                        busy = True  # nothing of this batch saved, nothing destroyed
+                        break
                     continue  # another sweeper or writer moved these subjects: redo the batch
                 saved = True
             finally:
@@ -188,6 +192,9 @@ class Sweeper:
             if touched and self.cache is not None:
                 self.cache.remember(touched)
             break
+        if busy:
+            self._sweep_busy(batch, at, clock, policy, adoption, report, dry_run, on_item)
+            return
         for kind in ("erased", "reviews", "paused", "failed"):
             items: list[dict[str, Any]] = getattr(outcome, kind)
             getattr(report, kind).extend(items)
@@ -195,8 +202,27 @@ class Sweeper:
                 if on_item:
                     on_item(kind, item)
 
+    def _sweep_busy(self, batch: dict[UUID, list[str]], at: datetime, clock: RunClock,
+                    policy: Policy, adoption: Adoption, report: SweepReport, dry_run: bool,
+                    on_item: Callable[[str, dict[str, Any]], None] | None) -> None:
+        """A batch whose save lost to other writers at every attempt: its subjects one by
+        one, so that a subject other writers keep changing is reported by reference and
+        the others are swept (the next sweep takes it up again)."""
+        if len(batch) > 1:
+            for subject_id, records in batch.items():
+                self._sweep_batch({subject_id: records}, at, clock, policy, adoption, report,
+                                  dry_run, on_item)
+            return
+        [subject_id] = batch
+        subject = self.store.get_subject_by_id(subject_id)
+        item = {"subject": subject.reference if subject is not None else str(subject_id),
+                "error": f"changed by other writers at each of {SAVE_RETRIES} attempts"}
+        report.failed.append(item)
+        if on_item:
+            on_item("failed", item)
+
     def _sweep_subject(self, subject: DataSubject, records: list[str], at: datetime,
-                       started: datetime, policy: Policy, adoption: Adoption,
+                       now: datetime, policy: Policy, adoption: Adoption,
                        outcome: SweepReport, shred: dict[str, str]) -> None:
         for name in records:
             record = subject.records.get(name)
@@ -208,7 +234,7 @@ class Sweeper:
             if disposal is None or disposal.dispose_at > at:
                 continue  # the schedule was behind the subject: not due after all
             item = {"subject": subject.reference, **disposal.as_dict()}
-            paused_by = pause_reason(subject, record, at, started)
+            paused_by = pause_reason(subject, record, at, now)
             if paused_by is not None:
                 outcome.paused.append({**item, "paused_by": paused_by})
             elif disposal.action == "review":
