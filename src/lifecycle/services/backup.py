@@ -2,9 +2,9 @@
 carry no master key, and record the epoch they were taken in.
 
 SQLite: each store file is copied with SQLite's online backup API, the event log first
-and the key vault after it, so a copy never lacks a data key its log uses (an erasure
-made during the copy may be in force in the copy's vault before its event is in the
-copy's log). PostgreSQL: `pg_dump` of lifecycle's tables (one snapshot), when pg_dump is
+and the key vault after it, while a read lock holds the vault still (`_vault_held_still`):
+a copy never lacks a data key its log uses, and never holds a key destroyed without its
+erasure in the copy's log. PostgreSQL: `pg_dump` of lifecycle's tables (one snapshot), when pg_dump is
 on PATH; otherwise the command says so and the README's guidance for base backups holds.
 
 A backup holds no master key. Restored with the key of its epoch, it opens as it was; once
@@ -21,7 +21,8 @@ import os
 import shutil
 import sqlite3
 import subprocess
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -75,6 +76,26 @@ def _current_epoch(settings: Settings) -> tuple[int, str | None]:
     return 0, key_fingerprint(state.key_check) if state.key_check else None
 
 
+@contextmanager
+def _vault_held_still(vault: Path) -> Iterator[None]:
+    """Holds a read lock on the SQLite vault while the files are copied: no key is
+    created, marked or destroyed between the log's copy and the vault's (writers wait, up
+    to their 30 s busy timeout). So a key destroyed in the copy has its erasure in the
+    copy's log, and a key the copy's log uses is in the copy's vault; an erasure recorded
+    in the copy whose keys were still live keeps its marks there, for the restored store's
+    next run to finish."""
+    if not vault.exists():
+        yield
+        return
+    with closing(sqlite3.connect(vault, timeout=30, isolation_level=None)) as lock:
+        lock.execute("BEGIN")
+        lock.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the read lock
+        try:
+            yield
+        finally:
+            lock.execute("COMMIT")
+
+
 def take_backup(settings: Settings, directory: Path, now: datetime) -> BackupReport:
     """Writes a consistent copy of the store to `directory` (new or empty) and records it
     in the vault, with the epoch it was taken in."""
@@ -83,17 +104,18 @@ def take_backup(settings: Settings, directory: Path, now: datetime) -> BackupRep
     epoch, fingerprint = _current_epoch(settings)
     if settings.database_url is None:
         files = []
-        for name in SQLITE_FILES:
-            source = settings.home / name
-            if not source.exists():
-                continue
-            target = directory / name
-            create_private_file(target)
-            with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-                src.backup(dst)
-            src.close()
-            dst.close()
-            files.append(name)
+        with _vault_held_still(settings.home / "keys.sqlite"):
+            for name in SQLITE_FILES:
+                source = settings.home / name
+                if not source.exists():
+                    continue
+                target = directory / name
+                create_private_file(target)
+                with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+                    src.backup(dst)
+                src.close()
+                dst.close()
+                files.append(name)
         backend = "sqlite"
     else:
         _pg_dump(settings.database_url, directory / PG_DUMP_FILE)
