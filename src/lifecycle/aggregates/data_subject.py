@@ -116,10 +116,12 @@ class Hold:
     released_at: datetime | None = None
     notes_key: str | None = None  # the key sealing this placing's reason
 
-    def order(self) -> tuple[datetime, str, str, datetime]:
-        """Fact time first, then what the placing says (never the order of arrival)."""
-        return (self.placed_at, self.hold, self.scope,
-                self.until or datetime.max.replace(tzinfo=self.placed_at.tzinfo))
+    def order(self) -> tuple[datetime, str, str, bool, datetime]:
+        """Fact time first, then what the placing says (never the order of arrival); an
+        open-ended placing after one with an end (times compared as times, never against
+        a sentinel an offset could push out of the calendar)."""
+        return (self.placed_at, self.hold, self.scope, self.until is None,
+                self.until or self.placed_at)
 
     def in_force(self, at: datetime) -> bool:
         """Fact time: placed by `at`, not yet released or expired."""
