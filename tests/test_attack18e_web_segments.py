@@ -198,3 +198,37 @@ def test_the_access_log_names_the_route_of_a_slashed_reference(service: Service)
     last = entries[-1]
     assert last["route"] == "/api/subjects/{reference}/history", last
     assert last["actor"] == "auditor-user", last
+
+
+def test_the_request_step_form_on_slashed_references_and_its_time_bounds(
+        service: Service) -> None:
+    """Held: the person page's step forms for request `SAR/2025/8` of the slashed subject
+    post to that request (a verify is judged on it, not a 404); a step `at` beyond 2200-01-01 once read in UTC
+    (`2199-12-31T23:00:00-05:00`) or before 1900 is a 422 naming `at`; a hold `until` past
+    the bound a 422 naming `until`; nothing is recorded for the refused ones."""
+    browser, csrf = signed_in(service, "dpo")
+    try:
+        page = browser.get(f"/subjects/{enc(SLASHED)}")
+        actions = re.findall(r'action="(/subjects/[^"]+/requests/[^"]+/verify)"', page.text)
+        assert actions == [f"/subjects/{quote(SLASHED, safe=':')}/requests/"
+                           f"{quote(SAR, safe=':')}/verify"], actions
+        for at in ("2199-12-31T23:00:00-05:00", "1899-12-31T23:59:59Z",
+                   "1900-01-01T00:30:00+01:00"):
+            refused = browser.post(actions[0], data={"csrf": csrf, "at": at,
+                                                    "submission": f"s-{at}"},
+                                   follow_redirects=False)
+            assert refused.status_code == 422 and "at" in refused.text, (at, refused.text)
+        until = browser.post(f"/subjects/{enc(SLASHED)}/holds",
+                             data={"csrf": csrf, "hold": "H-late", "scope": "all",
+                                   "reason": "r", "until": "2200-01-01T00:00:01Z",
+                                   "submission": "s-until"}, follow_redirects=False)
+        assert until.status_code == 422 and "until" in until.text, until.text
+        done = browser.post(actions[0], data={"csrf": csrf, "submission": "s-ok"},
+                            follow_redirects=False)
+        # Reached: refused for what the request is (no identity check asked), not unknown.
+        assert done.status_code == 422 and "not awaiting identity" in done.text
+    finally:
+        browser.close()
+    with service.client("dpo") as client:
+        history = client.get(f"/api/subjects/{enc(SLASHED)}/history").text
+        assert "H-late" not in history
