@@ -118,9 +118,6 @@ def test_a_desk_write_during_a_backup_waits_for_it_and_goes_through(
     shutil.rmtree(target, ignore_errors=True)
 
 
-@pytest.mark.xfail(strict=True, reason="attack18e: during a backup (vault held still) with a "
-                   "desk write waiting, a desk read is a 500 'unexpected error "
-                   "(OperationalError)' after 5 s, with a traceback in the service log")
 def test_desk_reads_answer_during_a_backup_while_a_write_waits(
         service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A backup whose event-log copy takes 8 s (a large log) holds the vault still; a desk

@@ -44,8 +44,6 @@ def test_undecodable_values_are_one_line_without_the_value(sqlite_settings: Sett
     assert not sqlite_settings.home.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="attack18e: `--at=<bytes>` is reported as 'an "
-                   "option's name is not valid UTF-8' (the name is --at; its value is bad)")
 def test_an_undecodable_value_given_with_equals_names_its_option(
         sqlite_settings: Settings) -> None:
     """`sweep --at=<not UTF-8>`: the one line names `--at` (its value is what is not

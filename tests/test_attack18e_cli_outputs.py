@@ -63,8 +63,6 @@ def test_json_and_echoed_reports_to_a_full_output_are_named(store: Settings) -> 
         _named(_full(store, *args))
 
 
-@pytest.mark.xfail(strict=True, reason="attack18e: table commands (rich Console) on a full "
-                   "stdout say 'unexpected error (OSError)', exit 1")
 def test_tables_to_a_full_output_are_named(store: Settings) -> None:
     """`subject show`, `requests list` and `breaches list` print tables: on a full
     standard output each says in one line that standard output cannot be written, exit 2,
@@ -79,9 +77,6 @@ def test_tables_to_a_full_output_are_named(store: Settings) -> None:
     assert not failures, failures
 
 
-@pytest.mark.xfail(strict=True, reason="attack18e: with standard output closed (>&-) "
-                   "history/subject show/requests list say 'unexpected error "
-                   "(AttributeError)', exit 1")
 def test_a_closed_standard_output_is_named(store: Settings) -> None:
     """Run from a shell with standard output closed (`lifecycle history m:1 >&-`), a
     command that prints is told in one line that standard output cannot be written (exit

@@ -167,8 +167,6 @@ def test_signing_in_from_a_slashed_person_page_returns_to_it(service: Service) -
     assert f"<h1>{SLASHED}</h1>" in landed, re.findall(r"<h1>.*?</h1>", landed)
 
 
-@pytest.mark.xfail(strict=True, reason="attack18e: sign-in next from /subjects/a%2541 lands "
-                   "on subject aA (the path is sent back decoded, then decoded again)")
 def test_signing_in_from_a_person_page_returns_to_that_person(service: Service) -> None:
     """Signed out, asking for the person page of `a%41` (a reference docs/facts.md allows)
     shows the sign-in; signing in must land on `a%41`'s page, never on another person's
@@ -177,9 +175,6 @@ def test_signing_in_from_a_person_page_returns_to_that_person(service: Service) 
     assert "<h1>a%41</h1>" in landed, re.findall(r"<h1>.*?</h1>", landed)
 
 
-@pytest.mark.xfail(strict=True, reason="attack18e: a path holding %2F is logged with route "
-                   "'(unmatched)' (Segments copies the scope; the outer access log never "
-                   "sees the route)")
 def test_the_access_log_names_the_route_of_a_slashed_reference(service: Service) -> None:
     """README: access logs carry the route template and the actor. A request for a
     reference holding `/` is logged with `/api/subjects/{reference}/history` and the

@@ -764,6 +764,9 @@ def undecodable_argument(arguments: list[str]) -> str | None:
             if before.startswith("-") and "=" not in before:
                 return f"{before}: not valid UTF-8"
             if argument.startswith("-"):
+                name = argument.partition("=")[0]
+                if "=" in argument and name.isascii():
+                    return f"{name}: not valid UTF-8"
                 return "an option's name is not valid UTF-8"
             command = " ".join(words) or "lifecycle"
             return f"argument {positional - len(words) + 1} of `{command}` is not valid UTF-8"
@@ -780,14 +783,16 @@ def undecodable_argument(arguments: list[str]) -> str | None:
 
 
 def writing_standard_output(error: OSError) -> bool:
-    """Whether the error came from writing standard output (every line the commands
-    print goes through click.echo)."""
+    """Whether the error came from writing standard output (the commands print through
+    click.echo, and tables through a rich Console)."""
     frame = error.__traceback__
     while frame is not None:
-        code = frame.tb_frame.f_code
-        if code.co_name == "echo" and code.co_filename.endswith(("click/utils.py",
-                                                                  "click\\utils.py")):
-            return not frame.tb_frame.f_locals.get("err")
+        code, local = frame.tb_frame.f_code, frame.tb_frame.f_locals
+        where = code.co_filename.replace("\\", "/")
+        if code.co_name == "echo" and where.endswith("click/utils.py"):
+            return not local.get("err")
+        if where.endswith("rich/console.py") and hasattr(local.get("self"), "file"):
+            return bool(local["self"].file is sys.stdout)
         frame = frame.tb_next
     return False
 
@@ -804,6 +809,10 @@ def lost_standard_output(error: OSError) -> NoReturn:
 def main() -> None:
     # Owner only for whatever the process creates: stores, their journals, leases, exports.
     os.umask(0o077)
+    if sys.stdout is None:  # started with standard output closed (`>&-`)
+        click.echo("lifecycle: standard output is closed (give the command somewhere to "
+                   "write, e.g. >/dev/null); nothing was done", err=True)
+        sys.exit(EXIT_USAGE)
     undecodable = undecodable_argument(sys.argv[1:])
     if undecodable is not None:
         click.echo(f"lifecycle: {undecodable} (give references, options and text in UTF-8); "

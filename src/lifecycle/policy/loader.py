@@ -158,9 +158,9 @@ def _read_capped(path: Path, limit: int, what: str) -> bytes:
     return text
 
 
-# Control characters other than tab and line breaks: a NUL cannot be stored in a
+# Control characters (C0, DEL and C1) other than tab and line breaks: a NUL cannot be stored in a
 # PostgreSQL text or JSON column, and none belongs in a policy.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def _control_characters(file: str, value: Any, where: str) -> Iterator[Problem]:

@@ -15,14 +15,17 @@ def create_store_engine(url: str, metadata: sa.MetaData, sqlite_pragmas: Sequenc
                         create_tables: bool = True) -> sa.Engine:
     """An engine whose SQLite connections run `sqlite_pragmas`; creates the tables (unless
     `create_tables` is false: the caller does) and a SQLite file, mode 0600."""
-    engine = sa.create_engine(url)
+    # SQLite: every connection waits up to 30 s for a lock, from its very first statement
+    # (the pragmas below take locks too).
+    engine = sa.create_engine(url, connect_args=(
+        {"timeout": 30} if url.startswith("sqlite") else {}))
     if engine.dialect.name == "sqlite":
         if engine.url.database and engine.url.database != ":memory:":
             create_private_file(Path(engine.url.database))
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
-            for pragma in (*sqlite_pragmas, "busy_timeout=30000"):
+            for pragma in ("busy_timeout=30000", *sqlite_pragmas):
                 cursor.execute(f"PRAGMA {pragma}")
             cursor.close()
     if create_tables:

@@ -384,7 +384,9 @@ def read_key_state(settings: Settings) -> VaultKeyState:
     path = settings.vault_path
     if path is not None and not path.exists():
         return VaultKeyState(None, False)
-    engine = sa.create_engine(settings.vault_url)
+    # SQLite: wait as every store connection waits (a backup holds the vault still).
+    engine = sa.create_engine(settings.vault_url, connect_args=(
+        {"timeout": 30} if settings.vault_path is not None else {}))
     try:
         with engine.connect() as conn:
             inspector = sa.inspect(conn)

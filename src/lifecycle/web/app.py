@@ -21,7 +21,7 @@ from lifecycle.web import api, pages
 from lifecycle.web.auth import NotSignedIn, Rule
 from lifecycle.web.desk import Desk
 from lifecycle.web.render import page
-from lifecycle.web.segments import Segments
+from lifecycle.web.segments import Segments, sent_path
 
 log = get_logger("lifecycle.web")
 access_log = get_logger("lifecycle.web.access")
@@ -114,7 +114,7 @@ def create_app(desk: Desk) -> FastAPI:
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:
         if exc.page:
-            return pages.signin_page(request, 401, None, request.url.path)
+            return pages.signin_page(request, 401, None, sent_path(request))
         return error(request, 401, exc.detail, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)

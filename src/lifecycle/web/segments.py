@@ -29,7 +29,10 @@ class Segments:
             sent = raw.split(b"?", 1)[0].decode("latin-1")
             path = "/".join(unquote(segment).replace("%", "%25").replace("/", "%2F")
                             for segment in sent.split("/"))
-            scope = {**scope, "path": path, ESCAPED: True}
+            # In place: the middlewares around the router (the access log) read the
+            # route it sets on this scope.
+            scope["path"] = path
+            scope[ESCAPED] = True
         await self.app(scope, receive, send)
 
 
@@ -43,6 +46,15 @@ class SegmentRoute(APIRoute):
             child["path_params"] = {name: unquote(value) if isinstance(value, str) else value
                                     for name, value in params.items()}
         return match, child
+
+
+def sent_path(request: Any) -> str:
+    """The request's path as the client sent it (still percent-encoded): a path to go back
+    to, which decoding once more would turn into another one (`a%2541` into `aA`)."""
+    raw = request.scope.get("raw_path")
+    if raw:
+        return str(raw.split(b"?", 1)[0].decode("latin-1"))
+    return quote(str(request.url.path), safe="/:")
 
 
 def segment(value: Any) -> str:
