@@ -127,6 +127,9 @@ class Settings:
         else:
             reason = str(getattr(error, "orig", None) or error) or type(error).__name__
         reason = (reason.strip().splitlines() or [type(error).__name__])[0][:200]
+        if "database is locked" in reason:
+            reason += (" (another lifecycle run, such as a backup, held it for more than 30 s;"
+                       " run this again once it has finished)")
         if self.database_url is None:
             return self.home_error(f"cannot open the store: {reason}")
         name = urlparse(self.database_url).path.lstrip("/") or "postgres"
