@@ -27,7 +27,7 @@ from tests.test_daemon_and_reports import (
     NOW, SUBSCRIBERS, email, json_lines, prepare, record_data, start_daemon, stop_daemon,
     unsubscriber_facts)
 
-TYPO = "2205-01-01T00:00:00Z"  # meant 2025
+TYPO = "2125-01-01T00:00:00Z"  # meant 2025 (within the time bounds)
 
 
 def stored_events(settings: Settings) -> int:
@@ -55,7 +55,7 @@ def test_a_sweep_dated_after_now_exits_2_in_one_line_and_changes_nothing(
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1, result.stderr
-    assert "2205-01-01" in result.stderr and "--dry-run" in result.stderr
+    assert "2125-01-01" in result.stderr and "--dry-run" in result.stderr
     assert "Traceback" not in result.stderr
     assert destroyed_keys(backend) == 0
     assert stored_events(backend) == events
