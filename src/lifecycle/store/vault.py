@@ -845,11 +845,17 @@ class KeyVault:
             key_epochs.c.state == CURRENT)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(read=True)
-        row = conn.execute(query).first()
-        if row is None:
-            return self.epoch  # no epochs recorded (a vault not opened by open_vault)
-        self.epoch_key(row.epoch, row.key_check)
-        return int(row.epoch)
+        for _ in range(20):
+            row = conn.execute(query).first()
+            if row is not None:
+                self.epoch_key(row.epoch, row.key_check)
+                return int(row.epoch)
+            if conn.execute(sa.select(key_epochs.c.epoch).limit(1)).first() is None:
+                return self.epoch  # no epochs recorded (a vault not opened by open_vault)
+            # PostgreSQL: a rotation switched the current epoch while this statement
+            # waited for its row, and the new one is not in the statement's snapshot; a
+            # new statement sees it (this process's own epoch may be the retiring one).
+        raise RotationOvertaken("no current master-key epoch could be read; run again")
 
     def record_first_epoch(self) -> None:
         """Records epoch 0 (the key whose check the vault holds) unless epochs are recorded."""
