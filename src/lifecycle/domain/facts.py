@@ -71,7 +71,8 @@ _SLUG = r"^[a-z0-9][a-z0-9-]*$"
 Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=_SLUG)]
 # References are identifiers: no control characters (PostgreSQL text refuses NUL, and
 # they are never needed in one).
-_REFERENCE = r"^[^\x00-\x1f\x7f]+$"
+NOT_IN_REFERENCES = r"\x00-\x1f\x7f"  # a regex character range
+_REFERENCE = rf"^[^{NOT_IN_REFERENCES}]+$"
 Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=_REFERENCE)]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 

@@ -19,7 +19,8 @@ from lifecycle.services.cases import actions
 from lifecycle.services.cases.users import User
 from lifecycle.services.ingest import IngestReport
 from lifecycle.services.ledger import Ledger
-from lifecycle.domain.facts import EARLIEST, UnreadableLine, within_time_bounds
+from lifecycle.domain.facts import (EARLIEST, Reference, Slug, UnreadableLine,
+                                    within_time_bounds)
 from lifecycle.services.line_reader import read_lines
 from lifecycle.web.auth import (
     AUDIT,
@@ -35,8 +36,6 @@ from lifecycle.web.auth import (
 from lifecycle.web.render import export_response
 from lifecycle.web.segments import SegmentRoute
 
-Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
-Slug = Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 Action = Literal["verify", "extend", "pause", "resume", "refuse", "fulfil"]
 # A case action's idempotency key: the same key from the same user for the same action names
 # the same fact, so a retried request (after a timeout) records nothing twice.

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lifecycle.services.cases.actions import ActionRefused, AmbiguousReference
 from lifecycle.domain.errors import ArgumentRefused, InvalidFact, LifecycleError, SubjectNotFound
-from lifecycle.domain.facts import shown_field_name
+from lifecycle.domain.facts import NOT_IN_REFERENCES, shown_field_name
 from lifecycle.store.event_chain import BrokenEvent
 from lifecycle.support.logs import get_logger
 from lifecycle.web import api, pages
@@ -50,8 +50,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 
 
 
-# In a path as decoded (%00 gives NUL): no reference may hold one.
-CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+# In a path as decoded (%00 gives NUL): what no reference may hold.
+CONTROL_CHARACTER = re.compile(f"[{NOT_IN_REFERENCES}]")
 
 def status_of(error: LifecycleError) -> int:
     if isinstance(error, SubjectNotFound):
