@@ -30,9 +30,6 @@ def pg_ledger(postgres_database: str, tmp_path: Path) -> Ledger:
     return Ledger(settings)
 
 
-@pytest.mark.xfail(strict=True, reason="attack18f: begin_epoch waiting on another "
-                   "rotation's switch raises NoResultFound (.one() on no row), not "
-                   "RotationOvertaken")
 def test_begin_epoch_waiting_on_a_switch_is_overtaken(pg_ledger: Ledger) -> None:
     """Rule: a rotation whose begin_epoch waited on another's epoch switch is told it was
     overtaken (RotationOvertaken), never an unexpected database error."""

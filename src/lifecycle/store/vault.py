@@ -917,7 +917,11 @@ class KeyVault:
             query = sa.select(key_epochs).where(key_epochs.c.state == CURRENT)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update()
-            current = conn.execute(query).one()
+            current = conn.execute(query).first()
+            if current is None:
+                # PostgreSQL: another rotation switched the epoch while this statement
+                # waited for its row (the new row is not in the statement's snapshot).
+                raise RotationOvertaken("another rotation began a new epoch meanwhile")
             if conn.execute(sa.select(key_epochs.c.epoch)
                             .where(key_epochs.c.state == RETIRING)).first() is not None:
                 raise RotationOvertaken("a key rotation is already under way")
